@@ -1,0 +1,57 @@
+"""Preparing this host to run machines: a private mount namespace for the service and a
+check of what the kernel allows, which picks the machine provider."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from . import linux
+from .layers import LayerStore
+from .machines import MachineProvider, NamespaceMachineProvider
+
+log = logging.getLogger("batchyard.runtime")
+
+
+def enter_private_mount_namespace() -> bool:
+    """Give the service its own mount namespace, before it starts any thread: every overlay
+    and namespace file it mounts is then invisible to the host and vanishes with it."""
+    try:
+        linux.unshare(linux.CLONE_NEWNS)
+        linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        return True
+    except OSError as exc:
+        log.warning("no private mount namespace (%s)", exc)
+        return False
+
+
+def overlay_works(scratch: Path) -> str | None:
+    """None when overlay mounts work here, else the reason they do not."""
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        dirs = {name: Path(tmp) / name for name in ("lower", "upper", "work", "merged")}
+        for d in dirs.values():
+            d.mkdir()
+        try:
+            linux.mount("overlay", str(dirs["merged"]), "overlay", 0,
+                        f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}")
+        except OSError as exc:
+            return str(exc)
+        linux.umount(str(dirs["merged"]), linux.MNT_DETACH)
+    return None
+
+
+def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool) -> tuple[MachineProvider, str]:
+    """Returns the provider and a sentence for the start banner."""
+    reason = None if namespaces else "this host allows no mount namespaces"
+    if reason is None:
+        reason = overlay_works(layers.tmp)
+    if reason is None and os.geteuid() == 0:
+        return NamespaceMachineProvider(runtime_root, layers), "machines: isolated (mount+PID namespaces, overlayfs)"
+    from .copies import CopyMachineProvider
+
+    return (
+        CopyMachineProvider(runtime_root, layers),
+        f"machines: FALLBACK to plain directories and copies, slower and not isolated ({reason or 'not root'})",
+    )

@@ -1,0 +1,203 @@
+"""Immutable, content-addressed filesystem layers.
+
+A layer is a directory tree used as an overlay lower directory. Its id is the sha256 of a
+manifest that lists every entry (path, kind, mode, owner, content hash or link target,
+overlay markers), so identical trees share one id and are stored once. Regular files are
+hard links into a blob store keyed by content and metadata, so identical files are stored
+once across all layers too. A blob whose link count falls to one belongs to no layer and
+is reclaimed by `collect_garbage`.
+
+The special layer id `host` is the host's own root filesystem, read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+HOST_LAYER = "host"
+# Overlay markers and file capabilities travel with a layer; other xattrs are host noise.
+_KEPT_XATTRS = ("trusted.overlay.opaque", "security.capability")
+_CHUNK = 1 << 20
+
+
+class LayerStore:
+    def __init__(self, root: Path):
+        self.root = root
+        self.blobs = root / "blobs"
+        self.layers = root / "layers"
+        self.tmp = root / "tmp"
+        for d in (self.blobs, self.layers, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def path(self, layer_id: str) -> Path:
+        if layer_id == HOST_LAYER:
+            return Path("/")
+        return self.layers / layer_id
+
+    def exists(self, layer_id: str) -> bool:
+        return layer_id == HOST_LAYER or self.path(layer_id).is_dir()
+
+    # making layers ------------------------------------------------------------------------
+
+    def freeze(self, source: Path) -> str | None:
+        """Copy a directory tree (typically a disk's writable overlay layer) into a new
+        immutable layer. Returns its id, or None when the tree is empty."""
+        if not any(source.iterdir()):
+            return None
+        staging = Path(tempfile.mkdtemp(dir=self.tmp))
+        try:
+            manifest = self._copy_tree(source, staging)
+            return self._publish(staging, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def import_archive(self, archive: BinaryIO) -> str:
+        """A root filesystem from a tar archive (plain, gzip, bzip2 or xz)."""
+        unpacked = Path(tempfile.mkdtemp(dir=self.tmp))
+        try:
+            with tarfile.open(fileobj=archive, mode="r:*") as tar:
+                tar.extractall(unpacked, filter=_rootfs_filter)
+            layer = self.freeze(unpacked)
+            if layer is None:
+                raise ValueError("the archive holds no files")
+            return layer
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
+
+    def _publish(self, staging: Path, manifest: list[str]) -> str:
+        layer_id = hashlib.sha256("\n".join(manifest).encode()).hexdigest()
+        final = self.layers / layer_id
+        if final.exists():
+            return layer_id  # identical content already stored: the staging copy is dropped
+        try:
+            staging.rename(final)
+        except OSError:
+            if not final.exists():
+                raise
+        return layer_id
+
+    def _copy_tree(self, source: Path, dest: Path) -> list[str]:
+        manifest: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, source)
+            for name in sorted(dirnames) + sorted(filenames):
+                src = os.path.join(dirpath, name)
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                dst = os.path.join(dest, rel)
+                manifest.append(self._copy_entry(src, dst, rel))
+            _copy_dir_meta(dirpath, os.path.join(dest, rel_dir) if rel_dir != "." else str(dest))
+        return manifest
+
+    def _copy_entry(self, src: str, dst: str, rel: str) -> str:
+        st = os.lstat(src)
+        mode = stat.S_IMODE(st.st_mode)
+        owner = f"{st.st_uid}:{st.st_gid}"
+        marks = _xattrs(src)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(dst)
+            _set_xattrs(dst, marks)
+            return f"d {rel} {mode:o} {owner} {sorted(marks.items())}"
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(src)
+            os.symlink(target, dst)
+            os.lchown(dst, st.st_uid, st.st_gid)
+            return f"l {rel} {owner} {target}"
+        if stat.S_ISREG(st.st_mode):
+            blob = self._store_blob(src, mode, st.st_uid, st.st_gid, marks)
+            os.link(blob, dst)
+            return f"f {rel} {blob.name}"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+            # Overlay whiteouts are 0:0 character devices: they must survive as they are.
+            os.mknod(dst, st.st_mode, st.st_rdev)
+            os.chown(dst, st.st_uid, st.st_gid)
+            return f"n {rel} {st.st_mode:o} {st.st_rdev} {owner}"
+        return f"s {rel}"  # sockets do not survive a snapshot, as on a real disk
+
+    def _store_blob(self, src: str, mode: int, uid: int, gid: int, marks: dict) -> Path:
+        digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
+        try:
+            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    digest.update(chunk)
+                    fout.write(chunk)
+            extra = hashlib.sha256(repr(sorted(marks.items())).encode()).hexdigest()[:8] if marks else "0"
+            key = f"{digest.hexdigest()}-{mode:o}-{uid}-{gid}-{extra}"
+            blob = self.blobs / key[:2] / key
+            if blob.exists():
+                return blob
+            blob.parent.mkdir(exist_ok=True)
+            os.chown(tmp_name, uid, gid)
+            os.chmod(tmp_name, mode)
+            _set_xattrs(tmp_name, marks)
+            os.replace(tmp_name, blob)
+            return blob
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+
+    # accounting and reclaiming ----------------------------------------------------------------
+
+    def stored_bytes(self) -> int:
+        total = 0
+        for dirpath, _, filenames in os.walk(self.blobs):
+            for name in filenames:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        return total
+
+    def collect_garbage(self, needed: Iterable[str]) -> int:
+        """Remove layers nobody needs, then blobs no layer links to. Returns layers removed."""
+        keep = set(needed)
+        removed = 0
+        for entry in self.layers.iterdir():
+            if entry.name not in keep:
+                doomed = self.tmp / f"gc-{uuid.uuid4().hex}"
+                entry.rename(doomed)  # atomic: a half-deleted layer is never visible
+                shutil.rmtree(doomed, ignore_errors=True)
+                removed += 1
+        for dirpath, _, filenames in os.walk(self.blobs):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if os.lstat(path).st_nlink == 1:
+                    os.unlink(path)
+        return removed
+
+
+def _xattrs(path: str) -> dict[str, bytes]:
+    found = {}
+    for name in _KEPT_XATTRS:
+        try:
+            found[name] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            pass
+    return found
+
+
+def _set_xattrs(path: str, marks: dict[str, bytes]) -> None:
+    for name, value in marks.items():
+        os.setxattr(path, name, value, follow_symlinks=False)
+
+
+def _copy_dir_meta(src: str, dst: str) -> None:
+    st = os.lstat(src)
+    os.chown(dst, st.st_uid, st.st_gid)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    _set_xattrs(dst, _xattrs(src))
+
+
+def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's 'tar' filter (nothing lands outside the destination, even through links
+    already extracted; absolute symlinks are kept, as a root filesystem needs them: they
+    resolve inside the machine), minus device files: a machine gets its own /dev."""
+    if member.isdev():
+        return None
+    return tarfile.tar_filter(member, dest)

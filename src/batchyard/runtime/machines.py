@@ -1,0 +1,263 @@
+"""Machines and their disks on this host.
+
+`MachineProvider` is the interface the services use (a NodeProvider in Ray's sense); the
+local implementation here isolates each machine with Linux mount and PID namespaces over
+overlay filesystems. A later, distributed implementation offers the same calls.
+
+Disks: a disk is a stack of read-only layers (bottom first) plus a writable layer of its
+own. Creating a disk copies nothing; snapshotting freezes the writable layer into a new
+immutable layer, so a snapshot costs what the disk changed since its base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import linux
+from .layers import HOST_LAYER, LayerStore
+
+DEFAULT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "USER": "root",
+    "LOGNAME": "root",
+    "SHELL": "/bin/sh",
+}
+_HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class DiskSpec:
+    key: str
+    layers: list[str]  # bottom first
+
+
+@dataclass
+class MachineSpec:
+    key: str
+    os_disk: DiskSpec
+    data_disks: dict[int, DiskSpec] = field(default_factory=dict)
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    duration: float = 0.0
+
+
+class MachineError(Exception):
+    """The runtime could not do what was asked; the message says why."""
+
+
+class MachineProvider(ABC):
+    mode: str
+
+    @abstractmethod
+    def create_disk(self, disk: DiskSpec) -> None: ...
+
+    @abstractmethod
+    def delete_disk(self, key: str) -> None: ...
+
+    @abstractmethod
+    def snapshot_disk(self, disk: DiskSpec) -> list[str]:
+        """Layers (bottom first) that hold the disk's content at this instant."""
+
+    @abstractmethod
+    def start(self, machine: MachineSpec) -> None: ...
+
+    @abstractmethod
+    def stop(self, key: str) -> None: ...
+
+    @abstractmethod
+    def is_running(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def spawn(self, key: str, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/",
+              uid: int | None = None, gid: int | None = None, stdout=None, stderr=None) -> subprocess.Popen: ...
+
+    @abstractmethod
+    def delete_machine(self, key: str) -> None: ...
+
+    def stop_all(self) -> None: ...
+
+    def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
+        """Run a shell script as root inside the machine and collect its output."""
+        start = time.monotonic()
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = self.spawn(key, ["/bin/sh", "-c", script], env=env, stdout=out, stderr=err)
+            timed_out = False
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                kill_group(proc)
+                proc.wait()
+            out.seek(0)
+            err.seek(0)
+            return CommandResult(proc.returncode, out.read(), err.read(), timed_out, time.monotonic() - start)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def remove_tree_atomically(path: Path, scratch: Path) -> None:
+    """Rename first, so a half-deleted tree is never seen under its real name."""
+    if path.exists():
+        doomed = scratch / f"doomed-{path.name}-{time.time_ns()}"
+        path.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+class NamespaceMachineProvider(MachineProvider):
+    """Each machine: a persistent mount namespace bound to a file (no process stays alive
+    for an idle machine), whose root is the OS disk overlay."""
+
+    mode = "namespaces"
+
+    def __init__(self, root: Path, layers: LayerStore):
+        self.root = root
+        self.layers = layers
+        self.disks_dir = root / "disks"
+        self.machines_dir = root / "machines"
+        self.ns_dir = root / "ns"
+        self.empty_layer = root / "empty"
+        for d in (self.disks_dir, self.machines_dir, self.ns_dir, self.empty_layer):
+            d.mkdir(parents=True, exist_ok=True)
+        self._procs: dict[str, set[subprocess.Popen]] = {}
+        self._lock = threading.Lock()
+        self._make_ns_dir_private()
+        self.host_root = self._mount_host_root()
+
+    def _make_ns_dir_private(self) -> None:
+        """Namespace files can only be bound on a private mount (as `ip netns` does)."""
+        linux.mount(str(self.ns_dir), str(self.ns_dir), None, linux.MS_BIND)
+        linux.mount("none", str(self.ns_dir), None, linux.MS_PRIVATE)
+
+    def _mount_host_root(self) -> Path:
+        """The host root as an overlay of its own. Overlay refuses a lower layer that lies
+        inside another lower layer (our layers live under the host's `/`); presenting `/`
+        through a read-only overlay gives it a root the layers do not lie under."""
+        empty, host_root = self.root / "host-empty", self.root / "host-root"
+        for d in (empty, host_root):
+            d.mkdir(exist_ok=True)
+        linux.mount("tmpfs", str(empty), "tmpfs", linux.MS_RDONLY, "size=4k,mode=755")
+        linux.mount("overlay", str(host_root), "overlay", linux.MS_RDONLY, f"lowerdir=/:{empty}")
+        return host_root
+
+    def _layer_path(self, layer: str) -> str:
+        return str(self.host_root if layer == HOST_LAYER else self.layers.path(layer))
+
+    # disks ------------------------------------------------------------------------------
+
+    def _disk_dir(self, key: str) -> Path:
+        return self.disks_dir / key
+
+    def create_disk(self, disk: DiskSpec) -> None:
+        for layer in disk.layers:
+            if not self.layers.exists(layer):
+                raise MachineError(f"layer {layer} is missing from the layer store")
+        base = self._disk_dir(disk.key)
+        (base / "upper").mkdir(parents=True, exist_ok=True)
+        (base / "work").mkdir(parents=True, exist_ok=True)
+
+    def delete_disk(self, key: str) -> None:
+        remove_tree_atomically(self._disk_dir(key), self.layers.tmp)
+
+    def snapshot_disk(self, disk: DiskSpec) -> list[str]:
+        layer = self.layers.freeze(self._disk_dir(disk.key) / "upper")
+        return disk.layers + ([layer] if layer else [])
+
+    def _overlay_spec(self, disk: DiskSpec) -> dict:
+        base = self._disk_dir(disk.key)
+        lower = [self._layer_path(layer) for layer in reversed(disk.layers)] or [str(self.empty_layer)]
+        return {"lower": lower, "upper": str(base / "upper"), "work": str(base / "work")}
+
+    # machines ---------------------------------------------------------------------------
+
+    def _ns_file(self, key: str) -> Path:
+        return self.ns_dir / key
+
+    def is_running(self, key: str) -> bool:
+        return os.path.ismount(self._ns_file(key))
+
+    def start(self, machine: MachineSpec) -> None:
+        if self.is_running(machine.key):
+            return
+        base = self.machines_dir / machine.key
+        (base / "root").mkdir(parents=True, exist_ok=True)
+        (base / "resource").mkdir(parents=True, exist_ok=True)
+        spec = {
+            "root": str(base / "root"),
+            "resource": str(base / "resource"),
+            "os_disk": self._overlay_spec(machine.os_disk),
+            "data_disks": [{"lun": lun, **self._overlay_spec(d)} for lun, d in sorted(machine.data_disks.items())],
+        }
+        ns_file = self._ns_file(machine.key)
+        ns_file.touch()
+        mounter = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(_HERE / "mounter.py"), json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            if mounter.stdout.readline().strip() != "ready":
+                raise MachineError(f"machine {machine.key} could not start: {mounter.stderr.read().strip()}")
+            linux.mount(f"/proc/{mounter.pid}/ns/mnt", str(ns_file), None, linux.MS_BIND)
+        finally:
+            mounter.stdin.close()
+            mounter.wait()
+            mounter.stdout.close()
+            mounter.stderr.close()
+
+    def stop(self, key: str) -> None:
+        with self._lock:
+            procs = self._procs.pop(key, set())
+        for proc in procs:
+            kill_group(proc)
+        for proc in procs:
+            proc.wait()
+        ns_file = self._ns_file(key)
+        if os.path.ismount(ns_file):
+            linux.umount(str(ns_file), linux.MNT_DETACH)
+
+    def delete_machine(self, key: str) -> None:
+        self.stop(key)
+        self._ns_file(key).unlink(missing_ok=True)
+        remove_tree_atomically(self.machines_dir / key, self.layers.tmp)
+
+    def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None):
+        if not self.is_running(key):
+            raise MachineError(f"machine {key} is not running")
+        spec = {"namespace": str(self._ns_file(key)), "argv": argv, "env": {**DEFAULT_ENV, **(env or {})},
+                "cwd": cwd, "uid": uid, "gid": gid}
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
+            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
+        )
+        with self._lock:
+            live = self._procs.setdefault(key, set())
+            live.difference_update({p for p in live if p.poll() is not None})
+            live.add(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for ns_file in self.ns_dir.iterdir():
+            self.stop(ns_file.name)

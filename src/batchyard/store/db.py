@@ -1,0 +1,109 @@
+"""One SQLite database per data directory, with forward-only schema migrations.
+
+A single connection guarded by a lock: SQLite serialises writers anyway, and this keeps
+every statement (and every transaction) atomic with respect to the server's threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+MIGRATIONS: list[str] = [
+    # 1: ARM resources of every type, keyed by their lower-cased resource id.
+    """
+    CREATE TABLE resources (
+        key TEXT PRIMARY KEY,
+        id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        subscription TEXT NOT NULL,
+        resource_group TEXT,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        internal TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL
+    );
+    CREATE INDEX resources_scope ON resources (type, subscription, resource_group);
+    CREATE TABLE principals (
+        client_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL
+    );
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        start_time TEXT NOT NULL,
+        end_time TEXT
+    );
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+
+class Database:
+    def __init__(self, path: Path):
+        self.path = path
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Everything inside commits together or not at all."""
+        with self._lock:
+            if self._conn.in_transaction:  # nested: join the outer transaction
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: tuple | dict = ()) -> int:
+        with self.transaction() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def get_setting(self, name: str) -> Any:
+        rows = self.query("SELECT value FROM settings WHERE name = ?", (name,))
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def set_setting(self, name: str, value: Any) -> None:
+        self.execute(
+            "INSERT INTO settings (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, json.dumps(value)),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,93 @@
+"""The ARM resource table: every resource's wire body plus the service's private data."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .db import Database
+
+
+@dataclass
+class Resource:
+    id: str
+    type: str
+    subscription: str
+    resource_group: str | None
+    name: str
+    body: dict[str, Any]
+    internal: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self.body.setdefault("properties", {})
+
+
+def _row_to_resource(row) -> Resource:
+    return Resource(
+        id=row["id"],
+        type=row["type"],
+        subscription=row["subscription"],
+        resource_group=row["resource_group"],
+        name=row["name"],
+        body=json.loads(row["body"]),
+        internal=json.loads(row["internal"]),
+        created=row["created"],
+    )
+
+
+class ResourceStore:
+    """ARM ids are case-insensitive: rows are keyed by the lower-cased id, the id as first
+    written is kept for display."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, resource_id: str) -> Resource | None:
+        rows = self.db.query("SELECT * FROM resources WHERE key = ?", (resource_id.lower(),))
+        return _row_to_resource(rows[0]) if rows else None
+
+    def put(self, resource: Resource) -> Resource:
+        if not resource.created:
+            resource.created = time.time()
+        self.db.execute(
+            "INSERT INTO resources (key, id, type, subscription, resource_group, name, body, internal, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "body = excluded.body, internal = excluded.internal",
+            (
+                resource.id.lower(),
+                resource.id,
+                resource.type.lower(),
+                resource.subscription.lower(),
+                (resource.resource_group or "").lower() or None,
+                resource.name,
+                json.dumps(resource.body),
+                json.dumps(resource.internal),
+                resource.created,
+            ),
+        )
+        return resource
+
+    def delete(self, resource_id: str) -> bool:
+        return self.db.execute("DELETE FROM resources WHERE key = ?", (resource_id.lower(),)) > 0
+
+    def list(
+        self,
+        type: str | None = None,
+        subscription: str | None = None,
+        resource_group: str | None = None,
+    ) -> list[Resource]:
+        clauses, params = [], []
+        for column, value in (("type", type), ("subscription", subscription), ("resource_group", resource_group)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value.lower())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.query(f"SELECT * FROM resources {where} ORDER BY created, key", tuple(params))
+        return [_row_to_resource(r) for r in rows]
+
+    def all_internal(self) -> list[dict[str, Any]]:
+        return [json.loads(r["internal"]) for r in self.db.query("SELECT internal FROM resources")]
