@@ -97,9 +97,13 @@ class MachineProvider(ABC):
 
     def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""
+        return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env)
+
+    def run_argv(self, key: str, argv: list[str], timeout: float | None = None,
+                 env: dict[str, str] | None = None) -> CommandResult:
         start = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = self.spawn(key, ["/bin/sh", "-c", script], env=env, stdout=out, stderr=err)
+            proc = self.spawn(key, argv, env=env, stdout=out, stderr=err)
             timed_out = False
             try:
                 proc.wait(timeout)

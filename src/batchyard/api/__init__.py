@@ -1,0 +1,1 @@
+"""HTTP adapters only: parse, authenticate, call a service, render Azure-shaped answers."""

@@ -1,0 +1,1 @@
+"""Azure Resource Manager routes: resource groups and Microsoft.Compute."""

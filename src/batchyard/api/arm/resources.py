@@ -1,0 +1,94 @@
+"""Microsoft.Resources: subscriptions and resource groups."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse, Response
+
+from . import lro
+from .router import ArmContext, ArmRouter
+
+NS = "Microsoft.Resources"
+SUB = "/subscriptions/{subscription}"
+RG = SUB + "/resourceGroups/{resourceGroup}"
+
+
+def _listing(items: list[dict]) -> JSONResponse:
+    return JSONResponse({"value": items})
+
+
+def _subscription_body(sub: dict) -> dict:
+    return {"id": f"/subscriptions/{sub['subscriptionId']}", "subscriptionId": sub["subscriptionId"],
+            "tenantId": sub["tenantId"], "displayName": sub["displayName"], "state": "Enabled",
+            "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "Batchyard",
+                                     "spendingLimit": "Off"}, "authorizationSource": "RoleBased"}
+
+
+async def get_subscription(ctx: ArmContext) -> Response:
+    sub = await ctx.call(ctx.services.groups.check_subscription, ctx.params["subscription"])
+    return JSONResponse(_subscription_body(sub))
+
+
+async def list_groups(ctx: ArmContext) -> Response:
+    groups = await ctx.call(ctx.services.groups.list, ctx.params["subscription"])
+    return _listing([g.body for g in groups])
+
+
+async def put_group(ctx: ArmContext) -> Response:
+    body = await ctx.json()
+    group, created = await ctx.call(ctx.services.groups.create_or_update, ctx.params["subscription"],
+                                    ctx.params["resourceGroup"], body)
+    return JSONResponse(group.body, status_code=201 if created else 200)
+
+
+async def get_group(ctx: ArmContext) -> Response:
+    group = await ctx.call(ctx.services.groups.get, ctx.params["subscription"], ctx.params["resourceGroup"])
+    return JSONResponse(group.body)
+
+
+async def head_group(ctx: ArmContext) -> Response:
+    exists = await ctx.call(ctx.services.groups.exists, ctx.params["subscription"], ctx.params["resourceGroup"])
+    return Response(status_code=204 if exists else 404)
+
+
+async def patch_group(ctx: ArmContext) -> Response:
+    body = await ctx.json()
+    group = await ctx.call(ctx.services.groups.get, ctx.params["subscription"], ctx.params["resourceGroup"])
+    merged = {"location": group.body["location"], "tags": body.get("tags", group.body.get("tags"))} \
+        if isinstance(body, dict) else body
+    group, _ = await ctx.call(ctx.services.groups.create_or_update, ctx.params["subscription"],
+                              ctx.params["resourceGroup"], merged)
+    return JSONResponse(group.body)
+
+
+async def delete_group(ctx: ArmContext) -> Response:
+    groups = ctx.services.groups
+    await ctx.call(groups.get, ctx.params["subscription"], ctx.params["resourceGroup"])
+
+    def work():
+        groups.delete(ctx.params["subscription"], ctx.params["resourceGroup"])
+        return 200, None
+
+    return await lro.run(ctx, work)
+
+
+async def list_group_resources(ctx: ArmContext) -> Response:
+    resources = await ctx.call(ctx.services.groups.resources_in, ctx.params["subscription"],
+                               ctx.params["resourceGroup"])
+    keep = ("id", "name", "type", "location", "tags", "sku", "managedBy")
+    return _listing([{k: r.body[k] for k in keep if k in r.body} for r in resources
+                     if r.type.lower() != "microsoft.resources/resourcegroups"])
+
+
+def register(router: ArmRouter) -> None:
+    router.add("GET", SUB, get_subscription, NS)
+    router.add("GET", SUB + "/resourcegroups", list_groups, NS)
+    router.add("PUT", RG, put_group, NS)
+    router.add("GET", RG, get_group, NS)
+    router.add("HEAD", RG, head_group, NS)
+    router.add("PATCH", RG, patch_group, NS)
+    router.add("DELETE", RG, delete_group, NS)
+    router.add("GET", RG + "/resources", list_group_resources, NS)
+    for kind in ("Microsoft.Compute", "Microsoft.Resources"):
+        base = SUB + f"/providers/{kind}/locations/{{location}}"
+        router.add("GET", base + "/operations/{operation}", lro.operation_status, kind)
+        router.add("GET", base + "/operationResults/{operation}", lro.operation_result, kind)

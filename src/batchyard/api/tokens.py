@@ -1,0 +1,82 @@
+"""The Entra ID endpoints azure-identity talks to: OpenID discovery and the
+client-credentials token endpoint."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..services.errors import ServiceError
+
+MAX_FORM_BYTES = 64 * 1024
+
+
+def _oauth_error(code: str, description: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": code, "error_description": description, "error_codes": [],
+                         "timestamp": "", "trace_id": "", "correlation_id": ""}, status_code=status)
+
+
+def _tenant_base(request: Request) -> str:
+    return f"{request.app.state.services.settings.base_url}/{request.path_params['tenant']}"
+
+
+async def openid_configuration(request: Request) -> JSONResponse:
+    services = request.app.state.services
+    tenant = request.path_params["tenant"]
+    if tenant.lower() not in {t.lower() for t in services.identity.tenants()} and tenant not in ("common", "organizations"):
+        return _oauth_error("invalid_tenant", f"AADSTS90002: Tenant '{tenant}' not found.")
+    base = _tenant_base(request)
+    return JSONResponse({
+        "issuer": f"{base}/v2.0",
+        "token_endpoint": f"{base}/oauth2/v2.0/token",
+        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+        "jwks_uri": f"{base}/discovery/v2.0/keys",
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "response_types_supported": ["token"],
+        "grant_types_supported": ["client_credentials"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "tenant_region_scope": "NA",
+    })
+
+
+async def keys(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.services.identity.public_jwks())
+
+
+async def token(request: Request) -> JSONResponse:
+    services = request.app.state.services
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return _oauth_error("invalid_request", "AADSTS900144: The request body is too large.")
+    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", errors="replace")).items()}
+    if form.get("grant_type") != "client_credentials":
+        return _oauth_error("unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type "
+                            f"'{form.get('grant_type')}'. Only client_credentials is supported.")
+    for name in ("client_id", "client_secret", "scope"):
+        if not form.get(name):
+            return _oauth_error("invalid_request", f"AADSTS900144: The request body must contain the following "
+                                f"parameter: '{name}'.")
+    tenant = request.path_params["tenant"]
+    try:
+        principal = await run_in_threadpool(services.identity.authenticate_client, tenant, form["client_id"],
+                                            form["client_secret"])
+    except ServiceError as exc:
+        return _oauth_error(exc.code, exc.message, 401 if exc.code == "invalid_client" else 400)
+    access_token, lifetime = services.identity.issue_token(principal, form["scope"], f"{_tenant_base(request)}/v2.0")
+    return JSONResponse({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
+                         "access_token": access_token},
+                        headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+routes = [
+    Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    Route("/{tenant}/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
+    Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+    Route("/{tenant}/oauth2/token", token, methods=["POST"]),
+]

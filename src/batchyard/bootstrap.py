@@ -1,0 +1,110 @@
+"""Assembles the service from its parts: store, runtime, services."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import defaults
+from .config import Settings
+from .runtime import hostfs
+from .runtime.host import choose_provider
+from .runtime.layers import LayerStore
+from .runtime.machines import MachineProvider
+from .services.compute.catalog import PUBLISHER, BaseImage, Catalog
+from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
+from .services.compute.images import IMAGE_TYPE, Images
+from .services.compute.vms import VirtualMachines
+from .services.identity import Identity
+from .services.resource_groups import ResourceGroups
+from .services.storage import Storage
+from .store.db import Database
+from .store.resources import ResourceStore
+
+log = logging.getLogger("batchyard")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: ResourceStore
+    identity: Identity
+    groups: ResourceGroups
+    layers: LayerStore
+    provider: MachineProvider
+    provider_note: str
+    catalog: Catalog
+    storage: Storage
+    disks: Disks
+    images: Images
+    vms: VirtualMachines
+
+    def close(self) -> None:
+        self.provider.stop_all()
+        self.db.close()
+
+
+def build(settings: Settings, namespaces: bool) -> Services:
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    db = Database(data / "batchyard.db")
+    store = ResourceStore(db)
+    identity = Identity(db, data / "keys")
+    identity.ensure_default_principal()
+    groups = ResourceGroups(db, store)
+    groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
+    if not groups.exists(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP):
+        groups.create_or_update(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP, {"location": defaults.LOCATION})
+
+    layers = LayerStore(data / "runtime" / "layers")
+    if settings.isolation == "copy":
+        namespaces = False
+    provider, note = choose_provider(data / "runtime", layers, namespaces)
+    catalog = Catalog(db)
+    _register_host_image(catalog, layers, data)
+    storage = Storage(store, layers, catalog.layers)
+    disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
+    images = Images(store, disks, storage)
+    vms = VirtualMachines(store, provider, disks, images, catalog, storage, settings.run_command_timeout)
+
+    # Deleting a resource group deletes what is in it, dependents first.
+    groups.on_delete(vms.delete_in_group)
+    for type_, delete in ((IMAGE_TYPE, images.delete), (SNAPSHOT_TYPE, disks.delete_snapshot), (DISK_TYPE, disks.delete)):
+        groups.on_delete(_delete_all_of(store, type_, delete))
+
+    services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
+                        images, vms)
+    restored = vms.restore()
+    if restored:
+        log.info("restored %d running virtual machines", restored)
+    storage.reclaim()
+    return services
+
+
+def _delete_all_of(store: ResourceStore, type_: str, delete):
+    from .services.arm_ids import parse
+
+    def delete_contents(subscription: str, resource_group: str) -> None:
+        for resource in store.list(type=type_, subscription=subscription, resource_group=resource_group):
+            delete(parse(resource.id))
+
+    return delete_contents
+
+
+def _register_host_image(catalog: Catalog, layers: LayerStore, data_dir) -> None:
+    """The host's own OS, masked; rebuilt at each start so it always matches the host."""
+    release = hostfs.host_os_release()
+    distro = release.get("ID", "linux")
+    version = release.get("VERSION_ID", "0")
+    mask = hostfs.build_mask_layer(layers, [data_dir])
+    catalog.register(BaseImage(
+        publisher=PUBLISHER,
+        offer=f"host-{distro}",
+        sku=version,
+        version="1.0.0",
+        layers=hostfs.host_base_layers(mask),
+        node_agent_sku_id=f"batch.node.{distro} {version}",
+        description=f"This host's own operating system ({release.get('PRETTY_NAME', distro)}), read-only, "
+                    "with private files masked",
+    ))

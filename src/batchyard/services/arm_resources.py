@@ -1,0 +1,86 @@
+"""What every ARM resource shares: location, tags, timestamps, body checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from ..store.resources import Resource, ResourceStore
+from .arm_ids import ResourceId
+from .errors import InvalidInput, NotFound
+
+_LOCATION = re.compile(r"^[a-z][a-z0-9]{1,40}$")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def normalize_location(value: Any, field: str = "location") -> str:
+    """ARM accepts display names ('West US') and programmatic names ('westus')."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput("LocationRequired", "The location property is required for this definition.", target=field)
+    name = value.replace(" ", "").lower()
+    if not _LOCATION.match(name):
+        raise InvalidInput(
+            "LocationNotAvailableForResourceType",
+            f"The provided location '{value}' is not available for resource type. ",
+            target=field,
+        )
+    return name
+
+
+def require_object(value: Any, field: str) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidInput("InvalidRequestContent", f"The request content was invalid: '{field}' must be an object.",
+                           target=field)
+    return value
+
+
+def optional_object(value: Any, field: str) -> dict:
+    return {} if value is None else require_object(value, field)
+
+
+def check_tags(tags: Any) -> dict:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise InvalidInput("InvalidTag", "Tags must be an object of string names and string values.", target="tags")
+    if len(tags) > 50:
+        raise InvalidInput("InvalidTagCount", "The resource has more than 50 tags.", target="tags")
+    return tags
+
+
+def new_resource(rid: ResourceId, location: str, properties: dict, tags: dict | None = None,
+                 extra: dict | None = None, internal: dict | None = None) -> Resource:
+    body: dict[str, Any] = {
+        "id": str(rid),
+        "name": rid.name,
+        "type": rid.type,
+        "location": location,
+        "tags": tags or {},
+    }
+    body.update(extra or {})
+    body["properties"] = properties
+    return Resource(id=str(rid), type=rid.type, subscription=rid.subscription,
+                    resource_group=rid.resource_group, name=rid.name, body=body, internal=internal or {})
+
+
+def get_or_404(store: ResourceStore, rid: ResourceId) -> Resource:
+    found = store.get(str(rid))
+    if found is None:
+        raise NotFound(
+            "ResourceNotFound",
+            f"The Resource '{rid.type}/{rid.name}' under resource group '{rid.resource_group}' was not found. "
+            "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+        )
+    return found
+
+
+def int_field(value: Any, field: str, minimum: int = 0, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        bound = f" and {maximum}" if maximum is not None else ""
+        raise InvalidInput("InvalidParameter", f"The value of parameter {field} is invalid: it must be an integer "
+                           f"between {minimum}{bound}.", target=field)
+    return value

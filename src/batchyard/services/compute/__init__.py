@@ -1,0 +1,1 @@
+"""Compute resources: disks, snapshots, images, virtual machines and their extensions."""
