@@ -18,13 +18,17 @@ log = logging.getLogger("batchyard.runtime")
 def enter_private_mount_namespace() -> bool:
     """Give the service its own mount namespace, before it starts any thread: every overlay
     and namespace file it mounts is then invisible to the host and vanishes with it."""
+    allowed = os.sched_getaffinity(0)
     try:
+        os.sched_setaffinity(0, {linux.NAMESPACE_CPU})
         linux.unshare(linux.CLONE_NEWNS)
         linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         return True
     except OSError as exc:
         log.warning("no private mount namespace (%s)", exc)
         return False
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def overlay_works(scratch: Path) -> str | None:

@@ -19,6 +19,11 @@ MNT_DETACH = 2
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_SETNS = 308
 
+# The kernel binds a mount namespace to a file only from an older namespace, judged by ids
+# it hands out in per-CPU batches: namespaces made on one CPU get increasing ids, across
+# CPUs they need not. The service makes its own namespace, and every machine's, on this CPU.
+NAMESPACE_CPU = min(os.sched_getaffinity(0))
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -210,6 +210,7 @@ class NamespaceMachineProvider(MachineProvider):
         (base / "root").mkdir(parents=True, exist_ok=True)
         (base / "resource").mkdir(parents=True, exist_ok=True)
         spec = {
+            "cpu": linux.NAMESPACE_CPU,
             "root": str(base / "root"),
             "resource": str(base / "resource"),
             "os_disk": self._overlay_spec(machine.os_disk),

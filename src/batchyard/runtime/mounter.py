@@ -59,7 +59,12 @@ def build_dev(root):
 
 def main():
     spec = json.loads(sys.argv[1])
+    # Namespace ids come from per-CPU batches: made on the CPU the service's own namespace
+    # was made on, ours is newer than it, as the kernel requires to bind it (see linux.py).
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {spec["cpu"]})
     check(libc.unshare(CLONE_NEWNS), "unshare")
+    os.sched_setaffinity(0, allowed)
     mount("none", "/", None, MS_REC | MS_PRIVATE)
     root = spec["root"]
     mount_disk(spec["os_disk"], root)

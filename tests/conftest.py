@@ -1,0 +1,114 @@
+"""A live server per test session, driven through the real Azure SDKs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from azure.identity import ClientSecretCredential
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.resource.resources import ResourceManagementClient
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`batchyard serve` as a real process; restartable on the same data directory."""
+
+    def __init__(self, data_dir: Path, extra_env: dict | None = None, tls: bool = True):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {**os.environ, **(extra_env or {})}
+        self.tls = tls
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+
+    def start(self) -> dict:
+        cmd = [sys.executable, "-m", "batchyard.cli", "serve", "--data-dir", str(self.data_dir),
+               "--port", str(self.port)] + ([] if self.tls else ["--no-tls"])
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        connection = self.data_dir / "connection.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if connection.exists() and json.loads(connection.read_text()).get("pid") == self.proc.pid:
+                self.info = json.loads(connection.read_text())
+                return self.info
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> dict:
+        self.stop()
+        return self.start()
+
+
+class Clients:
+    def __init__(self, info: dict):
+        self.info = info
+        ca = info.get("ca_bundle")
+        self.credential = ClientSecretCredential(
+            info["tenant_id"], info["client_id"], info["client_secret"], authority=info["authority"],
+            disable_instance_discovery=True, connection_verify=ca)
+        self.resource = ResourceManagementClient(self.credential, info["subscription_id"],
+                                                 base_url=info["arm_endpoint"], connection_verify=ca)
+        self.compute = ComputeManagementClient(self.credential, info["subscription_id"],
+                                               base_url=info["arm_endpoint"], connection_verify=ca)
+        self.subscription = info["subscription_id"]
+        self.location = info["location"]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("server") / "data")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def clients(server) -> Clients:
+    return Clients(server.info)
+
+
+def base_image_reference(compute, location: str) -> dict:
+    publisher = compute.virtual_machine_images.list_publishers(location)[0].name
+    offer = compute.virtual_machine_images.list_offers(location, publisher)[0].name
+    sku = compute.virtual_machine_images.list_skus(location, publisher, offer)[0].name
+    return {"publisher": publisher, "offer": offer, "sku": sku, "version": "latest"}
+
+
+def vm_body(location: str, image: dict, data_disks: list | None = None, os_disk: dict | None = None) -> dict:
+    storage = {"imageReference": image, "osDisk": {"createOption": "FromImage", **(os_disk or {})}}
+    if data_disks is not None:
+        storage["dataDisks"] = data_disks
+    return {"location": location, "properties": {"hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+                                                 "storageProfile": storage}}
+
+
+def run_script(compute, rg: str, vm: str, *lines: str) -> str:
+    """stdout of a RunShellScript, parsed out of the agent's message as callers do."""
+    result = compute.virtual_machines.begin_run_command(
+        rg, vm, {"commandId": "RunShellScript", "script": list(lines)}).result()
+    message = result.value[0].message
+    return message.split("[stdout]\n", 1)[1].split("\n[stderr]\n", 1)[0]
