@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import tarfile
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -308,11 +309,15 @@ class Disks:
                 disk.internal["layers"] = [layer]
                 disk.properties["diskState"] = "Unattached"
                 self.store.put(disk)
-        except Exception as exc:  # a bad archive leaves the disk ready for another upload
+        except (tarfile.TarError, ValueError, EOFError, OSError) as exc:
+            # A bad archive leaves the disk ready for another upload; the reason names the
+            # archive member, never a path on this host.
             disk.properties["diskState"] = "ReadyToUpload"
             self.store.put(disk)
-            raise InvalidInput("InvalidUploadContent", f"The uploaded content is not a root filesystem archive "
-                               f"(tar, optionally gzip, bzip2 or xz compressed): {exc}")
+            member = getattr(exc, "tarinfo", None)
+            reason = f"member '{member.name}' would land outside the root filesystem" if member else type(exc).__name__
+            raise InvalidInput("InvalidUploadContent", "The uploaded content is not a usable root filesystem archive "
+                               f"(tar, optionally gzip, bzip2 or xz compressed): {reason}.")
         finally:
             path.unlink(missing_ok=True)
 

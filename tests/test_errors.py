@@ -1,0 +1,170 @@
+"""Bad input gets Azure's status and error code, never a 500, and changes nothing."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+import requests
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from conftest import base_image_reference, vm_body
+
+RG = "errors"
+
+
+@pytest.fixture(scope="module")
+def arm(clients):
+    clients.resource.resource_groups.create_or_update(RG, {"location": clients.location})
+    token = clients.credential.get_token("https://management.azure.com/.default").token
+    base = f"{clients.info['arm_endpoint']}/subscriptions/{clients.subscription}/resourceGroups/{RG}/providers/Microsoft.Compute"
+
+    def call(method, path, body=None, raw=None, api="2026-04-01", headers=None, token_override=None):
+        url = base + path + (f"?api-version={api}" if api else "")
+        h = {"Authorization": f"Bearer {token_override or token}", "Content-Type": "application/json", **(headers or {})}
+        r = requests.request(method, url, json=body, data=raw, headers=h, verify=clients.info["ca_bundle"])
+        return r.status_code, (r.json() if r.content else None)
+
+    return call
+
+
+def test_unsupported_api_version(arm):
+    status, body = arm("GET", "/disks/x", api="2099-01-01")
+    assert status == 400 and body["error"]["code"] == "InvalidApiVersionParameter"
+    status, body = arm("GET", "/disks/x", api=None)
+    assert status == 400 and body["error"]["code"] == "MissingApiVersionParameter"
+
+
+def test_malformed_json(arm):
+    status, body = arm("PUT", "/disks/d-bad", raw=b"{not json", api="2026-03-02")
+    assert status == 400 and body["error"]["code"] == "InvalidRequestContent"
+    status, _ = arm("GET", "/disks/d-bad", api="2026-03-02")
+    assert status == 404
+
+
+def test_missing_required_fields(clients):
+    c = clients.compute
+    with pytest.raises(HttpResponseError) as e:
+        c.disks.begin_create_or_update(RG, "nosize", {"location": clients.location,
+                                                      "properties": {"creationData": {"createOption": "Empty"}}}).result()
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidParameter"
+    with pytest.raises(HttpResponseError) as e:
+        c.disks.begin_create_or_update(RG, "noloc", {"properties": {"creationData": {"createOption": "Empty"},
+                                                                    "diskSizeGB": 1}}).result()
+    assert e.value.error.code == "LocationRequired"
+    with pytest.raises(HttpResponseError) as e:
+        c.virtual_machines.begin_create_or_update(RG, "nosize-vm", {"location": clients.location, "properties": {
+            "storageProfile": {"imageReference": base_image_reference(c, clients.location)}}}).result()
+    assert e.value.status_code == 400
+    with pytest.raises(ResourceNotFoundError):
+        c.disks.get(RG, "noloc")
+
+
+def test_illegal_names(clients):
+    with pytest.raises(HttpResponseError) as e:
+        clients.compute.disks.begin_create_or_update(RG, "bad-name-", {
+            "location": clients.location, "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1}}).result()
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidResourceName"
+    with pytest.raises(HttpResponseError) as e:
+        clients.resource.resource_groups.create_or_update("bad/../name%", {"location": clients.location})
+    assert e.value.status_code in (400, 404)
+
+
+def test_unknown_and_malformed_resource_ids(clients, arm):
+    c = clients.compute
+    with pytest.raises(ResourceNotFoundError) as e:
+        c.virtual_machines.get(RG, "nope")
+    assert e.value.error.code == "ResourceNotFound"
+    with pytest.raises(ResourceNotFoundError) as e:
+        c.disks.get("no-such-group", "d")
+    assert e.value.error.code == "ResourceGroupNotFound"
+    status, body = arm("PUT", "/snapshots/s-bad", {"location": clients.location, "properties": {"creationData": {
+        "createOption": "Copy", "sourceResourceId": "not-an-id"}}}, api="2026-03-02")
+    assert status == 400 and body["error"]["code"] == "LinkedInvalidPropertyId"
+    status, body = arm("GET", "/gizmos/x")
+    assert status == 404 and body["error"]["code"] == "InvalidResourceType"
+
+
+def test_snapshot_of_a_missing_disk(clients):
+    missing = f"/subscriptions/{clients.subscription}/resourceGroups/{RG}/providers/Microsoft.Compute/disks/ghost"
+    with pytest.raises(ResourceNotFoundError):
+        clients.compute.snapshots.begin_create_or_update(RG, "snap-ghost", {
+            "location": clients.location, "properties": {"creationData": {
+                "createOption": "Copy", "sourceResourceId": missing}}}).result()
+    with pytest.raises(ResourceNotFoundError):
+        clients.compute.snapshots.get(RG, "snap-ghost")
+
+
+def test_deleting_an_attached_disk_is_refused(clients):
+    c = clients.compute
+    vm = c.virtual_machines.begin_create_or_update(RG, "holder", vm_body(
+        clients.location, base_image_reference(c, clients.location))).result()
+    with pytest.raises(ResourceExistsError) as e:
+        c.disks.begin_delete(RG, vm.storage_profile.os_disk.name).result()
+    assert e.value.status_code == 409 and e.value.error.code == "OperationNotAllowed"
+    assert c.disks.get(RG, vm.storage_profile.os_disk.name).disk_state == "Attached"
+
+
+def test_third_party_and_missing_base_images_are_refused(clients):
+    c = clients.compute
+    with pytest.raises(HttpResponseError) as e:
+        c.virtual_machines.begin_create_or_update(RG, "market", vm_body(clients.location, {
+            "publisher": "SomeVendor", "offer": "app", "sku": "pro", "version": "latest"})).result()
+    assert e.value.status_code == 400 and e.value.error.code == "VMMarketplaceInvalidInput"
+    ref = base_image_reference(c, clients.location)
+    with pytest.raises(ResourceNotFoundError) as e:
+        c.virtual_machines.begin_create_or_update(RG, "oldver", vm_body(clients.location, {**ref, "version": "0.0.1"})).result()
+    assert e.value.error.code == "PlatformImageNotFound"
+
+
+def test_generalize_running_vm_is_refused(clients):
+    c = clients.compute
+    c.virtual_machines.begin_create_or_update(RG, "runner", vm_body(clients.location, base_image_reference(c, clients.location))).result()
+    with pytest.raises(ResourceExistsError) as e:
+        c.virtual_machines.generalize(RG, "runner")
+    assert e.value.error.code == "OperationNotAllowed"
+
+
+def test_missing_token(arm):
+    status, body = arm("GET", "/disks", headers={"Authorization": ""})
+    assert status == 401 and body["error"]["code"] == "AuthenticationFailed"
+
+
+def test_bad_signature(arm, clients):
+    token = clients.credential.get_token("https://management.azure.com/.default").token
+    header, payload, sig = token.split(".")
+    forged = f"{header}.{payload}.{sig[:-4]}AAAA"
+    status, body = arm("GET", "/disks", token_override=forged)
+    assert status == 401 and body["error"]["code"] == "InvalidAuthenticationToken"
+    home_made = jwt.encode({"aud": "https://management.azure.com/", "exp": time.time() + 600}, "k" * 32, algorithm="HS256")
+    status, body = arm("GET", "/disks", token_override=home_made)
+    assert status == 401 and body["error"]["code"] == "InvalidAuthenticationToken"
+
+
+def test_wrong_audience(arm, clients):
+    batch_token = clients.credential.get_token("https://batch.core.windows.net//.default").token
+    status, body = arm("GET", "/disks", token_override=batch_token)
+    assert status == 401 and body["error"]["code"] == "InvalidAuthenticationTokenAudience"
+
+
+def test_expired_token(arm, server):
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key((server.data_dir / "keys" / "token-signing.pem").read_bytes(), None)
+    now = int(time.time())
+    expired = jwt.encode({"aud": "https://management.azure.com/", "iss": "x", "iat": now - 7200, "nbf": now - 7200,
+                          "exp": now - 3600, "tid": server.info["tenant_id"], "oid": "o", "sub": "o"}, key, algorithm="RS256")
+    status, body = arm("GET", "/disks", token_override=expired)
+    assert status == 401 and body["error"]["code"] == "ExpiredAuthenticationToken"
+
+
+def test_sdk_raises_client_authentication_error_for_bad_secret(clients):
+    from azure.identity import ClientSecretCredential
+    from azure.mgmt.compute import ComputeManagementClient
+    info = clients.info
+    bad = ClientSecretCredential(info["tenant_id"], info["client_id"], "wrong-secret", authority=info["authority"],
+                                 disable_instance_discovery=True, connection_verify=info["ca_bundle"])
+    client = ComputeManagementClient(bad, info["subscription_id"], base_url=info["arm_endpoint"],
+                                     connection_verify=info["ca_bundle"])
+    with pytest.raises(ClientAuthenticationError):
+        list(client.disks.list())

@@ -1,0 +1,164 @@
+"""What a machine is: isolated from the host and from other machines, built from shared
+layers without copies, with snapshots that cost only what changed, and root filesystems
+imported from an uploaded archive."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+import requests
+from azure.core.exceptions import HttpResponseError
+
+from conftest import base_image_reference, run_script, vm_body
+
+RG = "machines"
+
+
+def layer_bytes(server) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(server.data_dir / "runtime" / "layers" / "blobs"):
+        total += sum(os.lstat(os.path.join(dirpath, f)).st_blocks * 512 for f in files)
+    return total
+
+
+@pytest.fixture(scope="module")
+def pair(clients):
+    c = clients.compute
+    clients.resource.resource_groups.create_or_update(RG, {"location": clients.location})
+    base = base_image_reference(c, clients.location)
+    a = c.virtual_machines.begin_create_or_update(RG, "vm-a", vm_body(clients.location, base, data_disks=[
+        {"lun": 0, "createOption": "Empty", "diskSizeGB": 4}])).result()
+    b = c.virtual_machines.begin_create_or_update(RG, "vm-b", vm_body(clients.location, base)).result()
+    run_script(c, RG, "vm-a", "echo secret-of-a > /datadisks/lun0/a.txt")
+    return a, b
+
+
+def test_machine_cannot_see_the_data_directory_or_host_private_files(clients, server, pair):
+    data_dir = str(server.data_dir)
+    out = run_script(clients.compute, RG, "vm-b",
+                     f"test -e '{data_dir}' && echo DATA-DIR-VISIBLE || echo no-data-dir",
+                     "ls -A /root | wc -l",
+                     "test -e /etc/shadow && echo SHADOW-VISIBLE || echo no-shadow",
+                     "test -e /work && echo WORK-VISIBLE || echo no-work",
+                     "mount -t tmpfs x /mnt 2>/dev/null && echo MOUNTED || echo mount-refused",
+                     "ls /proc | grep -c '^[0-9]'")
+    lines = out.split("\n")
+    assert lines[:5] == ["no-data-dir", "0", "no-shadow", "no-work", "mount-refused"]
+    assert int(lines[5]) < 10  # its own PID namespace: only its own few processes
+
+
+def test_machine_cannot_see_another_machines_disks(clients, pair):
+    out = run_script(clients.compute, RG, "vm-b", "ls /datadisks", "grep -rs secret-of-a /datadisks /mnt /tmp /opt; echo done")
+    assert "secret-of-a" not in out
+    assert run_script(clients.compute, RG, "vm-a", "cat /datadisks/lun0/a.txt").strip() == "secret-of-a"
+
+
+def test_temporary_disk_is_not_captured_by_snapshots(clients, pair):
+    c = clients.compute
+    a, _ = pair
+    run_script(c, RG, "vm-a", "echo scratch > /mnt/scratch.txt", "echo kept > /root/kept.txt")
+    snap = c.snapshots.begin_create_or_update(RG, "a-os", {"location": clients.location, "properties": {
+        "creationData": {"createOption": "Copy", "sourceResourceId": a.storage_profile.os_disk.managed_disk.id}}}).result()
+    disk = c.disks.begin_create_or_update(RG, "a-os-copy", {"location": clients.location, "properties": {
+        "creationData": {"createOption": "Copy", "sourceResourceId": snap.id}}}).result()
+    c.virtual_machines.begin_create_or_update(RG, "vm-a-copy", {"location": clients.location, "properties": {
+        "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+        "storageProfile": {"osDisk": {"createOption": "Attach", "osType": "Linux", "managedDisk": {"id": disk.id}}}}}).result()
+    out = run_script(c, RG, "vm-a-copy", "cat /root/kept.txt", "test -e /mnt/scratch.txt && echo SCRATCH || echo no-scratch")
+    assert out.split("\n")[:2] == ["kept", "no-scratch"]
+
+
+def test_identical_content_is_stored_once(clients, server, pair):
+    c = clients.compute
+    a, _ = pair
+    run_script(c, RG, "vm-a", "head -c 8388608 /dev/urandom > /datadisks/lun0/blob.bin")
+    source = a.storage_profile.data_disks[0].managed_disk.id
+    before = layer_bytes(server)
+    c.snapshots.begin_create_or_update(RG, "same-1", {"location": clients.location, "properties": {
+        "creationData": {"createOption": "Copy", "sourceResourceId": source}}}).result()
+    after_first = layer_bytes(server)
+    c.snapshots.begin_create_or_update(RG, "same-2", {"location": clients.location, "properties": {
+        "creationData": {"createOption": "Copy", "sourceResourceId": source}}}).result()
+    after_second = layer_bytes(server)
+    assert after_first - before >= 8 * (1 << 20)
+    assert after_second - after_first < 64 * 1024
+
+
+def test_creating_a_vm_copies_nothing(clients, server, pair):
+    c = clients.compute
+    image = c.images.begin_create_or_update(RG, "from-same", {"location": clients.location, "properties": {
+        "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
+                                      "snapshot": {"id": c.snapshots.get(RG, "a-os").id}},
+                           "dataDisks": [{"lun": 0, "snapshot": {"id": c.snapshots.get(RG, "same-1").id}}]}}}).result()
+    before = layer_bytes(server)
+    c.virtual_machines.begin_create_or_update(RG, "cheap", vm_body(clients.location, {"id": image.id})).result()
+    assert layer_bytes(server) == before
+    assert run_script(c, RG, "cheap", "wc -c < /datadisks/lun0/blob.bin").strip() == str(8 << 20)
+
+
+def test_bytes_are_reclaimed_when_nothing_needs_them(clients, server, pair):
+    c = clients.compute
+    c.virtual_machines.begin_delete(RG, "cheap").result()
+    for disk in list(c.disks.list_by_resource_group(RG)):
+        if disk.name.startswith("cheap"):
+            c.disks.begin_delete(RG, disk.name).result()
+    c.images.begin_delete(RG, "from-same").result()
+    held = layer_bytes(server)
+    c.snapshots.begin_delete(RG, "same-1").result()
+    assert layer_bytes(server) == held  # same-2 still holds the same content
+    c.snapshots.begin_delete(RG, "same-2").result()
+    assert layer_bytes(server) < held - 8 * (1 << 20)
+
+
+def _tiny_rootfs(escape: bool = False) -> bytes:
+    """A root filesystem archive: the host's sh and cat with their libraries, and a program."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in ("/bin/sh", "/bin/cat", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"):
+            tar.add(os.path.realpath(path), arcname=path.lstrip("/"))
+        script = b"#!/bin/sh\necho imported-tool\n"
+        info = tarfile.TarInfo("opt/imported/run")
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
+        if escape:
+            evil = tarfile.TarInfo("../../escape.txt")
+            evil.size = 4
+            tar.addfile(evil, io.BytesIO(b"evil"))
+    return buf.getvalue()
+
+
+def _upload(c, clients, name: str, archive: bytes) -> str:
+    disk = c.disks.begin_create_or_update(RG, name, {"location": clients.location, "properties": {
+        "osType": "Linux", "creationData": {"createOption": "Upload", "uploadSizeBytes": len(archive)}}}).result()
+    assert disk.disk_state == "ReadyToUpload"
+    sas = c.disks.begin_grant_access(RG, name, {"access": "Write", "durationInSeconds": 600}).result().access_sas
+    r = requests.put(sas, data=archive, headers={"x-ms-blob-type": "BlockBlob"}, verify=clients.info["ca_bundle"])
+    assert r.status_code == 201
+    c.disks.begin_revoke_access(RG, name).result()
+    return sas
+
+
+def test_archive_escaping_its_root_is_refused(clients, server):
+    c = clients.compute
+    with pytest.raises(HttpResponseError) as e:
+        _upload(c, clients, "evil", _tiny_rootfs(escape=True))
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidUploadContent"
+    assert str(server.data_dir) not in e.value.error.message
+    assert c.disks.get(RG, "evil").disk_state == "ReadyToUpload"
+    assert not list(server.data_dir.parent.rglob("escape.txt"))
+
+
+def test_root_filesystem_uploaded_as_a_disk_becomes_an_image(clients, server):
+    c = clients.compute
+    sas = _upload(c, clients, "uploaded", _tiny_rootfs())
+    assert c.disks.get(RG, "uploaded").disk_state == "Unattached"
+    bad = requests.put(sas, data=b"x", verify=clients.info["ca_bundle"])
+    assert bad.status_code == 403  # access was revoked
+    image = c.images.begin_create_or_update(RG, "imported", {"location": clients.location, "properties": {
+        "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
+                                      "managedDisk": {"id": c.disks.get(RG, "uploaded").id}}}}}).result()
+    c.virtual_machines.begin_create_or_update(RG, "minimal", vm_body(clients.location, {"id": image.id})).result()
+    assert run_script(c, RG, "minimal", "/opt/imported/run").strip() == "imported-tool"
