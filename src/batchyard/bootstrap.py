@@ -58,7 +58,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
         groups.create_or_update(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP, {"location": defaults.LOCATION})
 
     layers = LayerStore(data / "runtime" / "layers")
-    if settings.isolation == "copy":
+    if settings.isolation == "off":
         namespaces = False
     provider, note = choose_provider(data / "runtime", layers, namespaces)
     catalog = Catalog(db)

@@ -18,7 +18,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8443
     tls: bool = True
-    # "auto" picks isolated machines where the host allows them; "copy" forces the fallback.
+    # "auto" runs isolated machines where the host allows them; "off" acts as a host that
+    # forbids namespaces (machines unavailable), for tests of that path.
     isolation: str = field(default_factory=lambda: os.environ.get("BATCHYARD_ISOLATION", "auto"))
     run_command_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_RUN_COMMAND_TIMEOUT", 5400))
     # How long an ARM request waits for its work before answering 202 and letting the

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import linux
 from .layers import LayerStore
-from .machines import MachineProvider, NamespaceMachineProvider
+from .machines import MachineProvider, NamespaceMachineProvider, UnavailableMachineProvider
 
 log = logging.getLogger("batchyard.runtime")
 
@@ -49,13 +49,11 @@ def overlay_works(scratch: Path) -> str | None:
 def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool) -> tuple[MachineProvider, str]:
     """Returns the provider and a sentence for the start banner."""
     reason = None if namespaces else "this host allows no mount namespaces"
+    if reason is None and os.geteuid() != 0:
+        reason = "the service is not running as root"
     if reason is None:
         reason = overlay_works(layers.tmp)
-    if reason is None and os.geteuid() == 0:
+    if reason is None:
         return NamespaceMachineProvider(runtime_root, layers), "machines: isolated (mount+PID namespaces, overlayfs)"
-    from .copies import CopyMachineProvider
-
-    return (
-        CopyMachineProvider(runtime_root, layers),
-        f"machines: FALLBACK to plain directories and copies, slower and not isolated ({reason or 'not root'})",
-    )
+    return UnavailableMachineProvider(reason), f"machines: UNAVAILABLE on this host ({reason}); Compute resources " \
+        "other than running VMs still work"

@@ -266,3 +266,36 @@ class NamespaceMachineProvider(MachineProvider):
     def stop_all(self) -> None:
         for ns_file in self.ns_dir.iterdir():
             self.stop(ns_file.name)
+
+
+class UnavailableMachineProvider(MachineProvider):
+    """For hosts where machines cannot run: disks and snapshots still work as layers; any
+    attempt to start a machine says why it cannot."""
+
+    mode = "unavailable"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def _refuse(self, *_args, **_kwargs):
+        raise MachineError(f"machines cannot run on this host: {self.reason}")
+
+    def create_disk(self, disk: DiskSpec) -> None:
+        pass
+
+    def delete_disk(self, key: str) -> None:
+        pass
+
+    def snapshot_disk(self, disk: DiskSpec) -> list[str]:
+        return list(disk.layers)
+
+    start = spawn = _refuse
+
+    def stop(self, key: str) -> None:
+        pass
+
+    def is_running(self, key: str) -> bool:
+        return False
+
+    def delete_machine(self, key: str) -> None:
+        pass

@@ -4,16 +4,12 @@ saying honestly what they are."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 
 from ...store.db import Database
 from ..errors import InvalidInput, NotFound
 
 PUBLISHER = "batchyard"
-# Marketplace publishers whose images carry licence terms or purchase plans: refused, as
-# Azure refuses them without an accepted agreement (first-party only here).
-_THIRD_PARTY_HINT = re.compile(r"^(?!batchyard$).+")
 
 
 @dataclass

@@ -4,10 +4,11 @@ disks by LUN; runCommand and the CustomScript extension run inside it."""
 from __future__ import annotations
 
 import base64
+import logging
 import binascii
 import uuid
 
-from ...runtime.machines import MachineProvider, MachineSpec
+from ...runtime.machines import MachineError, MachineProvider, MachineSpec
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, check_compute_name, parse, parse_typed
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
@@ -18,6 +19,7 @@ from .catalog import Catalog
 from .disks import DISK_TYPE, Disks
 from .images import IMAGE_TYPE, VM_TYPE, Images
 
+log = logging.getLogger("batchyard.compute")
 EXTENSION_TYPE = "Microsoft.Compute/virtualMachines/extensions"
 RUN_COMMAND_OUTPUT_LIMIT = 4096  # Azure returns the last 4 KiB of each stream
 POWER_DISPLAY = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}
@@ -139,7 +141,12 @@ class VirtualMachines:
                 for disk_id in created:
                     self._force_delete_disk(disk_id)
                 raise
-        self._start(vm)
+        try:
+            self._start(vm)
+        except Conflict:
+            vm.properties["provisioningState"] = "Failed"
+            self._set_power(vm, "deallocated")
+            raise
         return _public(vm), True
 
     def _os_disk(self, rid: ResourceId, location: str, storage: dict):
@@ -317,7 +324,10 @@ class VirtualMachines:
         return MachineSpec(vm.internal["machine_key"], os_disk, data)
 
     def _start(self, vm: Resource) -> None:
-        self.provider.start(self._spec(vm))
+        try:
+            self.provider.start(self._spec(vm))
+        except MachineError as exc:
+            raise Conflict("AllocationFailed", f"The virtual machine '{vm.name}' could not be started: {exc}")
 
     def _set_power(self, vm: Resource, state: str) -> None:
         vm.internal["power_state"] = state
@@ -372,8 +382,11 @@ class VirtualMachines:
         count = 0
         for vm in self.store.list(type=VM_TYPE):
             if vm.internal.get("power_state") == "running":
-                self._start(vm)
-                count += 1
+                try:
+                    self._start(vm)
+                    count += 1
+                except Conflict as exc:
+                    log.warning("%s", exc.message)
         return count
 
     # commands ---------------------------------------------------------------------------
