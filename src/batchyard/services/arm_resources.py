@@ -52,6 +52,13 @@ def check_tags(tags: Any) -> dict:
     return tags
 
 
+def retag(store: ResourceStore, resource: Resource, body: dict) -> Resource:
+    """PUT on a resource whose content never changes (snapshot, image): only tags change."""
+    if "tags" in body:
+        resource.body["tags"] = check_tags(body["tags"])
+    return store.put(resource)
+
+
 def new_resource(rid: ResourceId, location: str, properties: dict, tags: dict | None = None,
                  extra: dict | None = None, internal: dict | None = None) -> Resource:
     body: dict[str, Any] = {

@@ -20,7 +20,7 @@ from ...runtime.machines import DiskSpec, MachineProvider
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, check_compute_name, parse
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
-                             optional_object, require_object)
+                             optional_object, require_object, retag)
 from ..errors import Conflict, InvalidInput, NotFound, Unsupported
 from ..storage import Storage
 from .catalog import Catalog
@@ -329,9 +329,7 @@ class Disks:
         props = optional_object(body.get("properties"), "properties")
         existing = self.store.get(str(rid))
         if existing is not None:
-            if "tags" in body:
-                existing.body["tags"] = check_tags(body["tags"])
-            return self.store.put(existing), False
+            return retag(self.store, existing, body), False
         location = normalize_location(body.get("location"))
         creation = require_object(props.get("creationData"), "properties.creationData")
         if creation.get("createOption") != "Copy":

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, check_compute_name, parse, parse_typed
-from ..arm_resources import check_tags, get_or_404, new_resource, normalize_location, optional_object, require_object
+from ..arm_resources import (check_tags, get_or_404, new_resource, normalize_location, optional_object,
+                             require_object, retag)
 from ..errors import Conflict, InvalidInput, NotFound
 from ..storage import Storage
 from .disks import DISK_TYPE, SNAPSHOT_TYPE, Disks, _os_type
@@ -32,10 +33,7 @@ class Images:
         body = require_object(body, "body")
         existing = self.store.get(str(rid))
         if existing is not None:
-            # An image's content never changes; only its tags do.
-            if "tags" in body:
-                existing.body["tags"] = check_tags(body["tags"])
-            return self.store.put(existing), False
+            return retag(self.store, existing, body), False
         location = normalize_location(body.get("location"))
         props = optional_object(body.get("properties"), "properties")
         with self.storage.lock:
