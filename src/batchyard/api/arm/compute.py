@@ -190,7 +190,12 @@ def _ext_rid(ctx: ArmContext) -> ResourceId:
 
 async def put_extension(ctx: ArmContext) -> Response:
     body, rid = await ctx.json(), _ext_rid(ctx)
-    return await lro.run(ctx, lambda: _ok(*ctx.services.vms.create_extension(rid, body)))
+    extension, created = await ctx.call(ctx.services.vms.create_extension, rid, body)
+    status = 201 if created else 200
+    if extension["properties"]["provisioningState"] == "Failed":
+        error = await ctx.call(ctx.services.vms.extension_failure, rid)
+        return await lro.failed(ctx, status, extension, error)
+    return JSONResponse(extension, status_code=status)
 
 
 async def get_extension(ctx: ArmContext) -> Response:

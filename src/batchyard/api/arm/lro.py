@@ -64,6 +64,19 @@ async def run(ctx: ArmContext, work: Callable[[], Outcome]) -> Response:
     })
 
 
+async def failed(ctx: ArmContext, status: int, body: dict, error: dict) -> Response:
+    """A resource that was written but whose provisioning failed (say an extension whose
+    script failed): Azure answers the PUT, then reports the failure through the operation,
+    which the SDK turns into an error while the resource stays readable."""
+    operations = ctx.services.operations
+    op = await run_in_threadpool(operations.start)
+    await run_in_threadpool(operations.finish, op.id, {"status": status, "body": body}, error)
+    sub = ctx.params["subscription"]
+    url = f"{ctx.base_url}/subscriptions/{sub}/providers/Microsoft.Compute/locations/local/operations/{op.id}"
+    return JSONResponse(body, status_code=status, headers={
+        "Azure-AsyncOperation": f"{url}?api-version={ctx.request.query_params.get('api-version')}"})
+
+
 async def operation_status(ctx: ArmContext) -> Response:
     op = await ctx.call(ctx.services.operations.get, ctx.params["operation"])
     body = {"name": op.id, "status": op.status, "startTime": op.start_time}

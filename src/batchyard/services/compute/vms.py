@@ -459,6 +459,15 @@ class VirtualMachines:
         self._mark_extensions_installed(vm)
         return _public_extension(ext), existing is None
 
+    def extension_failure(self, rid: ResourceId) -> dict:
+        """The error Azure reports when an extension's script failed."""
+        ext = get_or_404(self.store, rid)
+        message = ext.properties["instanceView"]["statuses"][0]["message"]
+        return {"code": "VMExtensionProvisioningError",
+                "message": f"VM has reported a failure when processing extension '{rid.name}' (publisher "
+                           f"'{ext.properties.get('publisher')}' and type '{ext.properties.get('type')}'). "
+                           f"Error message: '{message}'."}
+
     def _mark_extensions_installed(self, vm: Resource) -> None:
         """The custom-image guide warns against images made from machines that had an
         extension: record it on the VM and its OS disk, so images made later carry it."""
