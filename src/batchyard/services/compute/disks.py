@@ -13,7 +13,6 @@ import secrets
 import tarfile
 import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 from ...runtime.layers import LayerStore
 from ...runtime.machines import DiskSpec, MachineProvider
@@ -129,7 +128,7 @@ class Disks:
             return layers, source.properties.get("osType"), {
                 "size_gb": source.properties.get("diskSizeGB"),
                 "extensions_installed": source.internal.get("extensions_installed", False),
-                "source_snapshots": self._lineage(source),
+                "source_snapshots": self.lineage(source),
             }
         if option == "FromImage":
             ref = optional_object(creation.get("imageReference"), "creationData.imageReference")
@@ -192,7 +191,7 @@ class Disks:
         return self.provider.snapshot_disk(self.spec(source))
 
     @staticmethod
-    def _lineage(source: Resource) -> list[str]:
+    def lineage(source: Resource) -> list[str]:
         """Snapshots this content came from (for limits shared by images of one snapshot)."""
         lineage = list(source.internal.get("source_snapshots", []))
         if source.type.lower() == SNAPSHOT_TYPE.lower():
@@ -305,7 +304,7 @@ class Disks:
             return
         try:
             with self.storage.lock, open(path, "rb") as archive:
-                layer = self.layers.import_archive(_TrimmedArchive(archive))
+                layer = self.layers.import_archive(archive)
                 disk.internal["layers"] = [layer]
                 disk.properties["diskState"] = "Unattached"
                 self.store.put(disk)
@@ -361,7 +360,7 @@ class Disks:
                                     extra={"sku": _sku(body, SNAPSHOT_SKUS, "Standard_LRS")},
                                     internal={"layers": layers,
                                               "extensions_installed": source.internal.get("extensions_installed", False),
-                                              "source_snapshots": self._lineage(source)})
+                                              "source_snapshots": self.lineage(source)})
             return self.store.put(snapshot), True
 
     def delete_snapshot(self, rid: ResourceId) -> bool:
@@ -371,14 +370,3 @@ class Disks:
         self.store.delete(snapshot.id)
         self.storage.reclaim()
         return True
-
-
-class _TrimmedArchive:
-    """A page-blob upload is padded to whole 512-byte pages with zeros; tar ignores
-    trailing zero blocks, so the padded file is read as it is."""
-
-    def __init__(self, f: BinaryIO):
-        self._f = f
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)

@@ -71,7 +71,7 @@ class Images:
         os_layers = self.disks.content_of(os_source)
         data_out, data_layers = [], {}
         extensions = os_source.internal.get("extensions_installed", False)
-        lineage = list(self.disks._lineage(os_source))
+        lineage = list(self.disks.lineage(os_source))
         for i, data in enumerate(profile.get("dataDisks") or []):
             data = require_object(data, f"storageProfile.dataDisks[{i}]")
             lun = data.get("lun")
@@ -80,7 +80,7 @@ class Images:
                                    "used twice.", target=f"storageProfile.dataDisks[{i}].lun")
             source = self._disk_source(data, rid, location, f"storageProfile.dataDisks[{i}]")
             data_layers[str(lun)] = self.disks.content_of(source)
-            lineage += self.disks._lineage(source)
+            lineage += self.disks.lineage(source)
             data_out.append({**data, "diskSizeGB": data.get("diskSizeGB") or source.properties.get("diskSizeGB"),
                              "caching": data.get("caching") or "None",
                              "storageAccountType": data.get("storageAccountType") or "Standard_LRS"})
@@ -124,11 +124,11 @@ class Images:
                   "managedDisk": {"id": os_disk.id}, "caching": "ReadWrite",
                   "storageAccountType": os_disk.body["sku"]["name"], "diskSizeGB": os_disk.properties["diskSizeGB"]}
         data_out, data_layers = [], {}
-        lineage = list(self.disks._lineage(os_disk))
+        lineage = list(self.disks.lineage(os_disk))
         for data in storage.get("dataDisks", []):
             disk = self.disks.get(parse(data["managedDisk"]["id"]))
             data_layers[str(data["lun"])] = self.disks.content_of(disk)
-            lineage += self.disks._lineage(disk)
+            lineage += self.disks.lineage(disk)
             data_out.append({"lun": data["lun"], "managedDisk": {"id": disk.id}, "caching": "None",
                              "storageAccountType": disk.body["sku"]["name"], "diskSizeGB": disk.properties["diskSizeGB"]})
         profile = {"osDisk": out_os, "dataDisks": data_out, "zoneResilient": False}
