@@ -14,9 +14,13 @@ from conftest import base_image_reference, vm_body
 RG = "errors"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def group(clients):
+    clients.resource.resource_groups.create_or_update(RG, {"location": clients.location})
+
+
 @pytest.fixture(scope="module")
 def arm(clients):
-    clients.resource.resource_groups.create_or_update(RG, {"location": clients.location})
     token = clients.credential.get_token("https://management.azure.com/.default").token
     base = f"{clients.info['arm_endpoint']}/subscriptions/{clients.subscription}/resourceGroups/{RG}/providers/Microsoft.Compute"
 
@@ -56,7 +60,7 @@ def test_missing_required_fields(clients):
     with pytest.raises(HttpResponseError) as e:
         c.virtual_machines.begin_create_or_update(RG, "nosize-vm", {"location": clients.location, "properties": {
             "storageProfile": {"imageReference": base_image_reference(c, clients.location)}}}).result()
-    assert e.value.status_code == 400
+    assert e.value.status_code == 400 and e.value.error.target == "hardwareProfile.vmSize"
     with pytest.raises(ResourceNotFoundError):
         c.disks.get(RG, "noloc")
 
@@ -67,8 +71,9 @@ def test_illegal_names(clients):
             "location": clients.location, "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1}}).result()
     assert e.value.status_code == 400 and e.value.error.code == "InvalidResourceName"
     with pytest.raises(HttpResponseError) as e:
-        clients.resource.resource_groups.create_or_update("bad/../name%", {"location": clients.location})
-    assert e.value.status_code in (400, 404)
+        clients.resource.resource_groups.create_or_update("bad name!", {"location": clients.location})
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidResourceGroupName"
+    assert not clients.resource.resource_groups.check_existence("bad name!")
 
 
 def test_unknown_and_malformed_resource_ids(clients, arm):

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 from pathlib import Path
 
 import uvicorn

@@ -93,7 +93,9 @@ class MachineProvider(ABC):
     @abstractmethod
     def delete_machine(self, key: str) -> None: ...
 
-    def stop_all(self) -> None: ...
+    def stop_all(self) -> None:
+        """Stop every machine (the service is shutting down); nothing to do by default."""
+        return None
 
     def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""

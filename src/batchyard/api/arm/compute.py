@@ -21,41 +21,45 @@ def _listing(items: list[dict]) -> JSONResponse:
     return JSONResponse({"value": items})
 
 
-def _ok(body: dict, created: bool, created_status: int = 201) -> lro.Outcome:
-    return (created_status if created else 200), body
+def _ok(body: dict, created: bool) -> lro.Outcome:
+    return (201 if created else 200), body
+
+
+# get, delete and list are the same for disks, snapshots and images: one of each, by kind
+
+def _getter(kind: str, lookup):
+    async def handler(ctx: ArmContext) -> Response:
+        resource = await ctx.call(lookup(ctx.services), ctx.rid("Microsoft.Compute", kind))
+        return JSONResponse(resource.body)
+    return handler
+
+
+def _deleter(kind: str, delete):
+    async def handler(ctx: ArmContext) -> Response:
+        found = await ctx.call(delete(ctx.services), ctx.rid("Microsoft.Compute", kind))
+        return Response(status_code=200 if found else 204)
+    return handler
+
+
+def _lister(listing):
+    async def handler(ctx: ArmContext) -> Response:
+        found = await ctx.call(listing(ctx.services), ctx.params["subscription"], ctx.params.get("resourceGroup"))
+        return _listing([r.body for r in found])
+    return handler
 
 
 # disks and snapshots --------------------------------------------------------------------
 
 async def put_disk(ctx: ArmContext) -> Response:
     body, rid = await ctx.json(), ctx.rid("Microsoft.Compute", "disks")
-    return await lro.run(ctx, lambda: _ok(_body(ctx.services.disks.create_or_update(rid, body)), False))
-
-
-def _body(result) -> dict:
-    resource, _ = result
-    return resource.body
-
-
-async def get_disk(ctx: ArmContext) -> Response:
-    disk = await ctx.call(ctx.services.disks.get, ctx.rid("Microsoft.Compute", "disks"))
-    return JSONResponse(disk.body)
+    # disks and snapshots answer 200 on create: the SDK refuses 201 for them
+    return await lro.run(ctx, lambda: (200, ctx.services.disks.create_or_update(rid, body)[0].body))
 
 
 async def patch_disk(ctx: ArmContext) -> Response:
     body, rid = await ctx.json(), ctx.rid("Microsoft.Compute", "disks")
     disk = await ctx.call(ctx.services.disks.update, rid, body)
     return JSONResponse(disk.body)
-
-
-async def delete_disk(ctx: ArmContext) -> Response:
-    found = await ctx.call(ctx.services.disks.delete, ctx.rid("Microsoft.Compute", "disks"))
-    return Response(status_code=200 if found else 204)
-
-
-async def list_disks(ctx: ArmContext) -> Response:
-    disks = await ctx.call(ctx.services.disks.list, ctx.params["subscription"], ctx.params.get("resourceGroup"))
-    return _listing([d.body for d in disks])
 
 
 async def grant_access(ctx: ArmContext) -> Response:
@@ -76,23 +80,7 @@ async def revoke_access(ctx: ArmContext) -> Response:
 
 async def put_snapshot(ctx: ArmContext) -> Response:
     body, rid = await ctx.json(), ctx.rid("Microsoft.Compute", "snapshots")
-    return await lro.run(ctx, lambda: _ok(_body(ctx.services.disks.create_snapshot(rid, body)), False))
-
-
-async def get_snapshot(ctx: ArmContext) -> Response:
-    snapshot = await ctx.call(ctx.services.disks.get, ctx.rid("Microsoft.Compute", "snapshots"))
-    return JSONResponse(snapshot.body)
-
-
-async def delete_snapshot(ctx: ArmContext) -> Response:
-    found = await ctx.call(ctx.services.disks.delete_snapshot, ctx.rid("Microsoft.Compute", "snapshots"))
-    return Response(status_code=200 if found else 204)
-
-
-async def list_snapshots(ctx: ArmContext) -> Response:
-    snapshots = await ctx.call(ctx.services.disks.list, ctx.params["subscription"], ctx.params.get("resourceGroup"),
-                               "Microsoft.Compute/snapshots")
-    return _listing([s.body for s in snapshots])
+    return await lro.run(ctx, lambda: (200, ctx.services.disks.create_snapshot(rid, body)[0].body))
 
 
 # images ---------------------------------------------------------------------------------
@@ -105,21 +93,6 @@ async def put_image(ctx: ArmContext) -> Response:
         return _ok(image.body, created)
 
     return await lro.run(ctx, work)
-
-
-async def get_image(ctx: ArmContext) -> Response:
-    image = await ctx.call(ctx.services.images.get, ctx.rid("Microsoft.Compute", "images"))
-    return JSONResponse(image.body)
-
-
-async def delete_image(ctx: ArmContext) -> Response:
-    found = await ctx.call(ctx.services.images.delete, ctx.rid("Microsoft.Compute", "images"))
-    return Response(status_code=200 if found else 204)
-
-
-async def list_images(ctx: ArmContext) -> Response:
-    images = await ctx.call(ctx.services.images.list, ctx.params["subscription"], ctx.params.get("resourceGroup"))
-    return _listing([i.body for i in images])
 
 
 # virtual machines -----------------------------------------------------------------------
@@ -264,16 +237,18 @@ async def get_version(ctx: ArmContext) -> Response:
 
 def register(router: ArmRouter) -> None:
     add = router.add
-    for kind, put, get, delete, listing in (
-        ("disks", put_disk, get_disk, delete_disk, list_disks),
-        ("snapshots", put_snapshot, get_snapshot, delete_snapshot, list_snapshots),
-        ("images", put_image, get_image, delete_image, list_images),
-    ):
+    kinds = (
+        ("disks", put_disk, lambda s: s.disks.get, lambda s: s.disks.delete, lambda s: s.disks.list),
+        ("snapshots", put_snapshot, lambda s: s.disks.get, lambda s: s.disks.delete_snapshot,
+         lambda s: s.disks.list_snapshots),
+        ("images", put_image, lambda s: s.images.get, lambda s: s.images.delete, lambda s: s.images.list),
+    )
+    for kind, put, get, delete, listing in kinds:
         add("PUT", RG + f"/{kind}/{{{kind}}}", put)
-        add("GET", RG + f"/{kind}/{{{kind}}}", get)
-        add("DELETE", RG + f"/{kind}/{{{kind}}}", delete)
-        add("GET", RG + f"/{kind}", listing)
-        add("GET", SUB + PROVIDER + f"/{kind}", listing)
+        add("GET", RG + f"/{kind}/{{{kind}}}", _getter(kind, get))
+        add("DELETE", RG + f"/{kind}/{{{kind}}}", _deleter(kind, delete))
+        add("GET", RG + f"/{kind}", _lister(listing))
+        add("GET", SUB + PROVIDER + f"/{kind}", _lister(listing))
     add("PATCH", RG + "/disks/{disks}", patch_disk)
     add("PATCH", RG + "/snapshots/{snapshots}", put_snapshot)
     add("PATCH", RG + "/images/{images}", put_image)

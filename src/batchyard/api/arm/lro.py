@@ -54,8 +54,7 @@ async def run(ctx: ArmContext, work: Callable[[], Outcome]) -> Response:
 
     task.add_done_callback(lambda t: asyncio.get_running_loop().run_in_executor(None, record, t))
     sub = ctx.params["subscription"]
-    location = ctx.query.get("location-hint") or "local"
-    base = f"{ctx.base_url}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}"
+    base = f"{ctx.base_url}/subscriptions/{sub}/providers/Microsoft.Compute/locations/local"
     version = ctx.request.query_params.get("api-version")
     return Response(status_code=202, headers={
         "Azure-AsyncOperation": f"{base}/operations/{op.id}?api-version={version}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,6 @@ class ArmContext:
     query: dict[str, str]
     claims: dict
     services: Any
-    _body: Any = field(default=None)
 
     @property
     def base_url(self) -> str:

@@ -94,4 +94,4 @@ class Catalog:
         for image in self.versions(publisher, offer, sku):
             if image.version == version:
                 return image
-        raise NotFound("ArtifactNotFound", f"Artifact: VMImage was not found.")
+        raise NotFound("ArtifactNotFound", "Artifact: VMImage was not found.")

@@ -67,8 +67,11 @@ class Disks:
     def get(self, rid: ResourceId) -> Resource:
         return get_or_404(self.store, rid)
 
-    def list(self, subscription: str, resource_group: str | None, type_: str = DISK_TYPE) -> list[Resource]:
-        return self.store.list(type=type_, subscription=subscription, resource_group=resource_group)
+    def list(self, subscription: str, resource_group: str | None) -> list[Resource]:
+        return self.store.list(type=DISK_TYPE, subscription=subscription, resource_group=resource_group)
+
+    def list_snapshots(self, subscription: str, resource_group: str | None) -> list[Resource]:
+        return self.store.list(type=SNAPSHOT_TYPE, subscription=subscription, resource_group=resource_group)
 
     def spec(self, disk: Resource) -> DiskSpec:
         return DiskSpec(disk.internal["disk_key"], list(disk.internal.get("layers", [])))

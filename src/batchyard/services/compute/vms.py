@@ -105,7 +105,7 @@ class VirtualMachines:
         if existing is not None:
             return _public(self._update(existing, body, props)), False
         location = normalize_location(body.get("location"))
-        hardware = require_object(props.get("hardwareProfile"), "properties.hardwareProfile")
+        hardware = optional_object(props.get("hardwareProfile"), "properties.hardwareProfile")
         if not isinstance(hardware.get("vmSize"), str) or not hardware["vmSize"]:
             raise InvalidInput("InvalidParameter", "Required parameter 'hardwareProfile.vmSize' is missing (null).",
                                target="hardwareProfile.vmSize")
