@@ -112,3 +112,33 @@ def run_script(compute, rg: str, vm: str, *lines: str) -> str:
         rg, vm, {"commandId": "RunShellScript", "script": list(lines)}).result()
     message = result.value[0].message
     return message.split("[stdout]\n", 1)[1].split("\n[stderr]\n", 1)[0]
+
+
+def build_flow(clients, rg: str) -> dict:
+    """VM from a base image -> software and data -> snapshots -> later change -> image -> VM."""
+    c = clients.compute
+    clients.resource.resource_groups.create_or_update(rg, {"location": clients.location})
+    base = base_image_reference(c, clients.location)
+    builder = c.virtual_machines.begin_create_or_update(rg, "builder", vm_body(
+        clients.location, base, data_disks=[{"lun": 0, "createOption": "Empty", "diskSizeGB": 8}])).result()
+    out = run_script(c, rg, "builder",
+                     "mkdir -p /opt/tool",
+                     "printf '#!/bin/sh\\necho tool-v1 \"$@\"\\n' > /opt/tool/run",
+                     "chmod +x /opt/tool/run",
+                     "echo reference-data > /datadisks/lun0/input.txt",
+                     "/opt/tool/run installed")
+    assert out.strip() == "tool-v1 installed"
+    os_snap = c.snapshots.begin_create_or_update(rg, "snap-os", {
+        "location": clients.location, "properties": {"creationData": {
+            "createOption": "Copy", "sourceResourceId": builder.storage_profile.os_disk.managed_disk.id}}}).result()
+    data_snap = c.snapshots.begin_create_or_update(rg, "snap-data", {
+        "location": clients.location, "properties": {"creationData": {
+            "createOption": "Copy", "sourceResourceId": builder.storage_profile.data_disks[0].managed_disk.id}}}).result()
+    run_script(c, rg, "builder", "echo after-snapshot > /opt/tool/later", "rm /datadisks/lun0/input.txt")
+    image = c.images.begin_create_or_update(rg, "tool-image", {
+        "location": clients.location, "properties": {"hyperVGeneration": "V2", "storageProfile": {
+            "osDisk": {"osType": "Linux", "osState": "Generalized", "snapshot": {"id": os_snap.id}},
+            "dataDisks": [{"lun": 0, "snapshot": {"id": data_snap.id}}]}}}).result()
+    worker = c.virtual_machines.begin_create_or_update(rg, "worker", vm_body(
+        clients.location, {"id": image.id})).result()
+    return {"builder": builder, "image": image, "worker": worker, "snapshots": (os_snap, data_snap)}

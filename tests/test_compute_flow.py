@@ -6,40 +6,14 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from conftest import base_image_reference, run_script, vm_body
+from conftest import build_flow, run_script, vm_body
 
 RG = "flow"
 
 
 @pytest.fixture(scope="module")
 def built(clients):
-    """VM from a base image -> software and data -> snapshots -> later change -> image -> VM."""
-    c = clients.compute
-    clients.resource.resource_groups.create_or_update(RG, {"location": clients.location})
-    base = base_image_reference(c, clients.location)
-    builder = c.virtual_machines.begin_create_or_update(RG, "builder", vm_body(
-        clients.location, base, data_disks=[{"lun": 0, "createOption": "Empty", "diskSizeGB": 8}])).result()
-    out = run_script(c, RG, "builder",
-                     "mkdir -p /opt/tool",
-                     "printf '#!/bin/sh\\necho tool-v1 \"$@\"\\n' > /opt/tool/run",
-                     "chmod +x /opt/tool/run",
-                     "echo reference-data > /datadisks/lun0/input.txt",
-                     "/opt/tool/run installed")
-    assert out.strip() == "tool-v1 installed"
-    os_snap = c.snapshots.begin_create_or_update(RG, "snap-os", {
-        "location": clients.location, "properties": {"creationData": {
-            "createOption": "Copy", "sourceResourceId": builder.storage_profile.os_disk.managed_disk.id}}}).result()
-    data_snap = c.snapshots.begin_create_or_update(RG, "snap-data", {
-        "location": clients.location, "properties": {"creationData": {
-            "createOption": "Copy", "sourceResourceId": builder.storage_profile.data_disks[0].managed_disk.id}}}).result()
-    run_script(c, RG, "builder", "echo after-snapshot > /opt/tool/later", "rm /datadisks/lun0/input.txt")
-    image = c.images.begin_create_or_update(RG, "tool-image", {
-        "location": clients.location, "properties": {"hyperVGeneration": "V2", "storageProfile": {
-            "osDisk": {"osType": "Linux", "osState": "Generalized", "snapshot": {"id": os_snap.id}},
-            "dataDisks": [{"lun": 0, "snapshot": {"id": data_snap.id}}]}}}).result()
-    worker = c.virtual_machines.begin_create_or_update(RG, "worker", vm_body(
-        clients.location, {"id": image.id})).result()
-    return {"builder": builder, "image": image, "worker": worker, "snapshots": (os_snap, data_snap)}
+    return build_flow(clients, RG)
 
 
 def test_image_records_its_disks(built):

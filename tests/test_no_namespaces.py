@@ -1,30 +1,68 @@
-"""On a host that forbids namespaces the server says so at start and keeps serving: disks,
-snapshots and images work as layers; starting a machine is refused with a clear error."""
+"""Hosts that forbid namespaces. With fakechroot the server falls back to plain directories and
+copies (slower, not isolated) and the whole custom-image flow still works; without it,
+the server says so and refuses to start machines while disks and snapshots still work."""
 
 from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
-from conftest import Clients, Server, base_image_reference, vm_body
+from conftest import Clients, Server, base_image_reference, build_flow, run_script, vm_body
+
+RG = "fallback"
 
 
 @pytest.fixture(scope="module")
-def restricted(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("restricted") / "data", extra_env={"BATCHYARD_ISOLATION": "off"})
+def fallback(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("fallback") / "data", extra_env={"BATCHYARD_ISOLATION": "off"})
+    info = srv.start()
+    clients = Clients(info)
+    yield srv, clients, build_flow(clients, RG)
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def unavailable(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("unavailable") / "data",
+                 extra_env={"BATCHYARD_ISOLATION": "off", "BATCHYARD_FAKECHROOT": "/nonexistent/fakechroot"})
     info = srv.start()
     yield srv, Clients(info)
     srv.stop()
 
 
-def test_start_banner_and_connection_say_machines_are_unavailable(restricted):
-    server, clients = restricted
+def test_fallback_is_announced(fallback):
+    server, clients, _ = fallback
+    assert clients.info["machines"] == "directories"
+    assert "machines: NOT ISOLATED" in server.log.read_text()
+
+
+def test_fallback_runs_the_custom_image_flow(fallback):
+    _, clients, built = fallback
+    out = run_script(clients.compute, RG, "worker", "/opt/tool/run from-image", "cat /datadisks/lun0/input.txt",
+                     "test -e /opt/tool/later && echo LATER-VISIBLE || echo no-later")
+    assert out.split("\n")[:3] == ["tool-v1 from-image", "reference-data", "no-later"]
+
+
+def test_fallback_disks_are_private_copies(fallback):
+    _, clients, _ = fallback
+    c = clients.compute
+    run_script(c, RG, "worker", "echo mine > /opt/tool/worker-only", "echo secret > /etc/worker-only")
+    out = run_script(c, RG, "builder", "ls /opt/tool", "test -e /etc/worker-only && echo ETC-SHARED || echo etc-private",
+                     "test -e /etc/shadow && echo SHADOW || echo no-shadow")
+    assert "worker-only" not in out and "etc-private" in out and "no-shadow" in out
+
+
+def test_fallback_machines_survive_a_restart(fallback):
+    server, _, _ = fallback
+    clients = Clients(server.restart())
+    out = run_script(clients.compute, RG, "worker", "/opt/tool/run after-restart", "cat /opt/tool/worker-only")
+    assert out.split("\n")[:2] == ["tool-v1 after-restart", "mine"]
+
+
+def test_without_fakechroot_vms_are_refused_but_disks_and_snapshots_work(unavailable):
+    server, clients = unavailable
     assert clients.info["machines"] == "unavailable"
     assert "machines: UNAVAILABLE" in server.log.read_text()
-
-
-def test_vm_is_refused_but_disks_and_snapshots_work(restricted):
-    _, clients = restricted
     c = clients.compute
     clients.resource.resource_groups.create_or_update("rg", {"location": clients.location})
     with pytest.raises(ResourceExistsError) as e:

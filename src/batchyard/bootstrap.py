@@ -60,7 +60,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     layers = LayerStore(data / "runtime" / "layers")
     if settings.isolation == "off":
         namespaces = False
-    provider, note = choose_provider(data / "runtime", layers, namespaces)
+    provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot)
     catalog = Catalog(db)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)

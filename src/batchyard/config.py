@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +20,10 @@ class Settings:
     port: int = 8443
     tls: bool = True
     # "auto" runs isolated machines where the host allows them; "off" acts as a host that
-    # forbids namespaces (machines unavailable), for tests of that path.
+    # forbids namespaces, for tests of the fallback.
     isolation: str = field(default_factory=lambda: os.environ.get("BATCHYARD_ISOLATION", "auto"))
+    # The fallback runs machines through fakechroot; with none, machines are unavailable.
+    fakechroot: str | None = field(default_factory=lambda: os.environ.get("BATCHYARD_FAKECHROOT") or shutil.which("fakechroot"))
     run_command_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_RUN_COMMAND_TIMEOUT", 5400))
     # How long an ARM request waits for its work before answering 202 and letting the
     # client poll (the work goes on either way).

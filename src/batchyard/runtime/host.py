@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from . import linux
+from .directories import DirectoryMachineProvider
 from .layers import LayerStore
 from .machines import MachineProvider, NamespaceMachineProvider, UnavailableMachineProvider
 
@@ -46,8 +47,11 @@ def overlay_works(scratch: Path) -> str | None:
     return None
 
 
-def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool) -> tuple[MachineProvider, str]:
-    """Returns the provider and a sentence for the start banner."""
+def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
+                    fakechroot: str | None) -> tuple[MachineProvider, str]:
+    """Returns the provider and a sentence for the start banner: isolated machines where
+    the kernel allows them, else the documented fallback (plain directories and copies,
+    run through fakechroot), else none."""
     reason = None if namespaces else "this host allows no mount namespaces"
     if reason is None and os.geteuid() != 0:
         reason = "the service is not running as root"
@@ -55,5 +59,8 @@ def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool) ->
         reason = overlay_works(layers.tmp)
     if reason is None:
         return NamespaceMachineProvider(runtime_root, layers), "machines: isolated (mount+PID namespaces, overlayfs)"
-    return UnavailableMachineProvider(reason), f"machines: UNAVAILABLE on this host ({reason}); Compute resources " \
-        "other than running VMs still work"
+    if fakechroot and os.access(fakechroot, os.X_OK):
+        return DirectoryMachineProvider(runtime_root, layers, fakechroot), \
+            f"machines: NOT ISOLATED ({reason}): fallback to plain directories and copies through fakechroot, slower"
+    return UnavailableMachineProvider(reason), f"machines: UNAVAILABLE on this host ({reason}; no fakechroot for " \
+        "the fallback); Compute resources other than running VMs still work"

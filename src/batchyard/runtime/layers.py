@@ -47,14 +47,16 @@ class LayerStore:
 
     # making layers ------------------------------------------------------------------------
 
-    def freeze(self, source: Path) -> str | None:
-        """Copy a directory tree (typically a disk's writable overlay layer) into a new
-        immutable layer. Returns its id, or None when the tree is empty."""
-        if not any(source.iterdir()):
+    def freeze(self, source: Path, skip: Iterable[str] = ()) -> str | None:
+        """Copy a directory tree (typically a disk's writable overlay layer), less the
+        top-level entries named in `skip`, into a new immutable layer. Returns its id, or
+        None when the tree is empty."""
+        skip = set(skip)
+        if not any(entry.name not in skip for entry in source.iterdir()):
             return None
         staging = Path(tempfile.mkdtemp(dir=self.tmp))
         try:
-            manifest = self._copy_tree(source, staging)
+            manifest = self._copy_tree(source, staging, skip)
             return self._publish(staging, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -84,11 +86,14 @@ class LayerStore:
                 raise
         return layer_id
 
-    def _copy_tree(self, source: Path, dest: Path) -> list[str]:
+    def _copy_tree(self, source: Path, dest: Path, skip: set[str]) -> list[str]:
         manifest: list[str] = []
         for dirpath, dirnames, filenames in os.walk(source):
-            dirnames.sort()
             rel_dir = os.path.relpath(dirpath, source)
+            if rel_dir == ".":
+                dirnames[:] = [name for name in dirnames if name not in skip]
+                filenames = [name for name in filenames if name not in skip]
+            dirnames.sort()
             for name in sorted(dirnames) + sorted(filenames):
                 src = os.path.join(dirpath, name)
                 rel = os.path.normpath(os.path.join(rel_dir, name))

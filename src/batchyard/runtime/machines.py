@@ -67,6 +67,25 @@ class MachineError(Exception):
 class MachineProvider(ABC):
     mode: str
 
+    def __init__(self) -> None:
+        self._procs: dict[str, set[subprocess.Popen]] = {}
+        self._lock = threading.Lock()
+
+    def _track(self, key: str, proc: subprocess.Popen) -> None:
+        """Remember a machine's command, so stopping the machine ends it."""
+        with self._lock:
+            live = self._procs.setdefault(key, set())
+            live.difference_update({p for p in live if p.poll() is not None})
+            live.add(proc)
+
+    def _kill_tracked(self, key: str) -> None:
+        with self._lock:
+            procs = self._procs.pop(key, set())
+        for proc in procs:
+            kill_group(proc)
+        for proc in procs:
+            proc.wait()
+
     @abstractmethod
     def create_disk(self, disk: DiskSpec) -> None: ...
 
@@ -140,6 +159,7 @@ class NamespaceMachineProvider(MachineProvider):
     mode = "namespaces"
 
     def __init__(self, root: Path, layers: LayerStore):
+        super().__init__()
         self.root = root
         self.layers = layers
         self.disks_dir = root / "disks"
@@ -148,8 +168,6 @@ class NamespaceMachineProvider(MachineProvider):
         self.empty_layer = root / "empty"
         for d in (self.disks_dir, self.machines_dir, self.ns_dir, self.empty_layer):
             d.mkdir(parents=True, exist_ok=True)
-        self._procs: dict[str, set[subprocess.Popen]] = {}
-        self._lock = threading.Lock()
         self._make_ns_dir_private()
         self.host_root = self._mount_host_root()
 
@@ -235,12 +253,7 @@ class NamespaceMachineProvider(MachineProvider):
             mounter.stderr.close()
 
     def stop(self, key: str) -> None:
-        with self._lock:
-            procs = self._procs.pop(key, set())
-        for proc in procs:
-            kill_group(proc)
-        for proc in procs:
-            proc.wait()
+        self._kill_tracked(key)
         ns_file = self._ns_file(key)
         if os.path.ismount(ns_file):
             linux.umount(str(ns_file), linux.MNT_DETACH)
@@ -259,10 +272,7 @@ class NamespaceMachineProvider(MachineProvider):
             [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
         )
-        with self._lock:
-            live = self._procs.setdefault(key, set())
-            live.difference_update({p for p in live if p.poll() is not None})
-            live.add(proc)
+        self._track(key, proc)
         return proc
 
     def stop_all(self) -> None:
@@ -277,6 +287,7 @@ class UnavailableMachineProvider(MachineProvider):
     mode = "unavailable"
 
     def __init__(self, reason: str):
+        super().__init__()
         self.reason = reason
 
     def _refuse(self, *_args, **_kwargs):

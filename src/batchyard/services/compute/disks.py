@@ -79,6 +79,11 @@ class Disks:
     # disks ------------------------------------------------------------------------------
 
     def create_or_update(self, rid: ResourceId, body: dict) -> tuple[Resource, bool]:
+        disk, created = self._validated(rid, body)
+        return (self._provision(disk) if created else disk), created
+
+    def _validated(self, rid: ResourceId, body: dict) -> tuple[Resource, bool]:
+        """A new disk not yet provisioned, or the updated existing one."""
         check_compute_name(rid.name, "disk")
         body = require_object(body, "body")
         props = optional_object(body.get("properties"), "properties")
@@ -117,9 +122,12 @@ class Disks:
                             internal={"disk_key": uuid.uuid4().hex, "layers": layers, **extra_internal})
         if body.get("zones"):
             disk.body["zones"] = body["zones"]
+        return disk, True
+
+    def _provision(self, disk: Resource) -> Resource:
         with self.storage.lock:
             self.provider.create_disk(self.spec(disk))
-            return self.store.put(disk), True
+            return self.store.put(disk)
 
     def _initial_content(self, option: str, creation: dict, rid: ResourceId, location: str):
         """(layers, osType, extra internal) for a new disk."""
@@ -252,13 +260,13 @@ class Disks:
                    creation: dict, sku: str | None, lineage: list[str]) -> Resource:
         body = {"location": location, "sku": {"name": sku or "Premium_LRS"},
                 "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": size_gb}}
-        disk, _ = self.create_or_update(rid, body)
+        disk, _ = self._validated(rid, body)
         disk.properties["creationData"] = creation
         if os_type:
             disk.properties["osType"] = os_type
         disk.internal["layers"] = layers
         disk.internal["source_snapshots"] = lineage
-        return self.store.put(disk)
+        return self._provision(disk)
 
     # upload: the stand-in for "a generalized on-premises VHD uploaded to the cloud" -----
 
