@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from azure.identity import ClientSecretCredential
+from azure.mgmt.batch import BatchManagementClient
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 
@@ -74,6 +75,8 @@ class Clients:
                                                  base_url=info["arm_endpoint"], connection_verify=ca)
         self.compute = ComputeManagementClient(self.credential, info["subscription_id"],
                                                base_url=info["arm_endpoint"], connection_verify=ca)
+        self.batch_mgmt = BatchManagementClient(self.credential, info["subscription_id"],
+                                                base_url=info["arm_endpoint"], connection_verify=ca)
         self.subscription = info["subscription_id"]
         self.location = info["location"]
 

@@ -11,6 +11,11 @@ from .runtime import hostfs
 from .runtime.host import choose_provider
 from .runtime.layers import LayerStore
 from .runtime.machines import MachineProvider
+from .services.batch.accounts import BatchAccounts
+from .services.batch.allocation import Allocator
+from .services.batch.node_agent import NodeAgent
+from .services.batch.pools import Pools
+from .store.batch_nodes import NodeStore
 from .services.compute.catalog import PUBLISHER, BaseImage, Catalog
 from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
 from .services.compute.images import IMAGE_TYPE, Images
@@ -39,8 +44,12 @@ class Services:
     disks: Disks
     images: Images
     vms: VirtualMachines
+    accounts: BatchAccounts
+    pools: Pools
+    allocator: Allocator
 
     def close(self) -> None:
+        self.allocator.stop()
         self.provider.stop_all()
         self.db.close()
 
@@ -67,17 +76,25 @@ def build(settings: Settings, namespaces: bool) -> Services:
     disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
     images = Images(store, disks, storage)
     vms = VirtualMachines(store, provider, disks, images, catalog, storage, settings.run_command_timeout)
+    accounts = BatchAccounts(store, groups)
+    accounts.ensure_default()
+    pools = Pools(store, NodeStore(db), catalog, settings)
+    agent = NodeAgent(provider, pools, lambda account: f"{settings.base_url}/batch/{account}")
+    allocator = Allocator(pools, pools.nodes, agent, settings, storage)
+    accounts.on_delete(pools.delete_all)
 
     # Deleting a resource group deletes what is in it, dependents first.
+    groups.on_delete(accounts.delete_in_group)  # pools may use the group's images
     groups.on_delete(vms.delete_in_group)
     for type_, delete in ((IMAGE_TYPE, images.delete), (SNAPSHOT_TYPE, disks.delete_snapshot), (DISK_TYPE, disks.delete)):
         groups.on_delete(_delete_all_of(store, type_, delete))
 
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
-                        images, vms)
+                        images, vms, accounts=accounts, pools=pools, allocator=allocator)
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)
+    allocator.start()
     storage.reclaim()
     return services
 

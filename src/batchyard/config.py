@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
+
+
+def _host_memory_mib() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
 
 
 @dataclass
@@ -28,6 +33,24 @@ class Settings:
     # How long an ARM request waits for its work before answering 202 and letting the
     # client poll (the work goes on either way).
     sync_wait_seconds: float = field(default_factory=lambda: _env_float("BATCHYARD_SYNC_WAIT", 20))
+
+    # Batch: Azure's custom-image node limits (its pages say 2,000 or 2,500 dedicated).
+    custom_image_max_dedicated: int = field(
+        default_factory=lambda: int(os.environ.get("BATCHYARD_CUSTOM_IMAGE_MAX_DEDICATED", 2500)))
+    custom_image_max_low_priority: int = field(
+        default_factory=lambda: int(os.environ.get("BATCHYARD_CUSTOM_IMAGE_MAX_LOW_PRIORITY", 1000)))
+    # Azure refuses a resizeTimeout under 5 minutes; tests lower it so a timeout is quick to see.
+    min_resize_timeout: timedelta = field(
+        default_factory=lambda: timedelta(seconds=_env_float("BATCHYARD_MIN_RESIZE_TIMEOUT", 300)))
+    # The host's capacity for nodes. An idle node costs almost nothing here, so the default
+    # overcommits this machine 4096 times: enough for the documented limits of
+    # 2,500 dedicated + 1,000 low-priority nodes of common sizes.
+    host_cores: int = field(default_factory=lambda: int(os.environ.get(
+        "BATCHYARD_HOST_CORES", (os.cpu_count() or 1) * 4096)))
+    host_memory_mib: int = field(default_factory=lambda: int(os.environ.get(
+        "BATCHYARD_HOST_MEMORY_MIB", _host_memory_mib() * 4096)))
+    # Threads that make, change and remove node machines.
+    node_workers: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_NODE_WORKERS", 4)))
 
     @property
     def scheme(self) -> str:

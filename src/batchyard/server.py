@@ -29,7 +29,8 @@ def connection_info(services: Services, ca_bundle: Path | None) -> dict:
         "arm_endpoint": base,
         "batch_endpoint": f"{base}/batch/{defaults.BATCH_ACCOUNT}",
         "batch_account": defaults.BATCH_ACCOUNT,
-        "batch_account_key": defaults.BATCH_ACCOUNT_KEY,
+        # the current primary key: it may have been regenerated since the first start
+        "batch_account_key": services.accounts.keys(defaults.BATCH_ACCOUNT)[0],
         "subscription_id": defaults.SUBSCRIPTION_ID,
         "resource_group": defaults.RESOURCE_GROUP,
         "location": defaults.LOCATION,

@@ -9,14 +9,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from . import tokens, uploads
+from .arm import batch as arm_batch
 from .arm import compute, resources
 from .arm.router import ArmRouter
+from .batch import pools as batch_pools
+from .batch.router import BatchRouter
 
 
 def build_arm_router() -> ArmRouter:
     router = ArmRouter()
     resources.register(router)
     compute.register(router)
+    arm_batch.register(router)
     return router
 
 
@@ -25,8 +29,18 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "machines": services.provider.mode})
 
 
+def build_batch_router() -> BatchRouter:
+    router = BatchRouter()
+    batch_pools.register(router)
+    return router
+
+
 def create_app(services) -> Starlette:
     arm = build_arm_router()
+    batch = build_batch_router()
+
+    async def batch_endpoint(request: Request):
+        return await batch.dispatch(request)
 
     async def arm_endpoint(request: Request):
         return await arm.dispatch(request)
@@ -36,6 +50,7 @@ def create_app(services) -> Starlette:
         Route("/_health", health, methods=["GET"]),
         *uploads.routes,
         Route("/subscriptions/{rest:path}", arm_endpoint, methods=arm_methods),
+        Route("/batch/{rest:path}", batch_endpoint, methods=arm_methods),
         *tokens.routes,
     ])
     app.state.services = services

@@ -119,6 +119,10 @@ class DirectoryMachineProvider(MachineProvider):
             _remove(self._disk_root(record["os_disk"]) / "datadisks")
             self._machine_file(key).unlink()
 
+    def temporary_disk(self, key: str) -> Path:
+        record = json.loads(self._machine_file(key).read_text())
+        return self._disk_root(record["os_disk"]) / "mnt"
+
     def delete_machine(self, key: str) -> None:
         self.stop(key)
         remove_tree_atomically(self.machines_dir / key, self.layers.tmp)

@@ -112,6 +112,11 @@ class MachineProvider(ABC):
     @abstractmethod
     def delete_machine(self, key: str) -> None: ...
 
+    @abstractmethod
+    def temporary_disk(self, key: str) -> Path:
+        """The host directory that a running machine sees as `/mnt`: the service lays out
+        working directories there and reads task output from it, as a node agent would."""
+
     def stop_all(self) -> None:
         """Stop every machine (the service is shutting down); nothing to do by default."""
         return None
@@ -258,6 +263,9 @@ class NamespaceMachineProvider(MachineProvider):
         if os.path.ismount(ns_file):
             linux.umount(str(ns_file), linux.MNT_DETACH)
 
+    def temporary_disk(self, key: str) -> Path:
+        return self.machines_dir / key / "resource"
+
     def delete_machine(self, key: str) -> None:
         self.stop(key)
         self._ns_file(key).unlink(missing_ok=True)
@@ -302,7 +310,7 @@ class UnavailableMachineProvider(MachineProvider):
     def snapshot_disk(self, disk: DiskSpec) -> list[str]:
         return list(disk.layers)
 
-    start = spawn = _refuse
+    start = spawn = temporary_disk = _refuse
 
     def stop(self, key: str) -> None:
         pass

@@ -48,6 +48,16 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: compute nodes of Batch pools (pools themselves are rows of `resources`).
+    """
+    CREATE TABLE batch_nodes (
+        pool_key TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        internal TEXT NOT NULL,
+        PRIMARY KEY (pool_key, node_id)
+    );
+    """,
 ]
 
 

@@ -1,0 +1,242 @@
+"""The Batch data plane at `/batch/{account}/...`: authentication (SharedKey over the raw,
+undecoded path, or a bearer token for https://batch.core.windows.net/), api-version,
+routing on the raw path (ids and file paths may hold `%2F`), Batch-shaped errors and the
+response headers the SDK reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ... import defaults
+from ...services.batch.pools import NotModifiedOrFailed, PoolAuth, PreconditionFailed
+from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, ServiceError,
+                                Unauthenticated, Unsupported)
+from . import sharedkey
+
+log = logging.getLogger("batchyard.batch")
+
+API_VERSIONS = ("2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2023-11-01.18.0", "2023-05-01.17.0",
+                "2022-10-01.16.0", "2022-01-01.15.0")
+MAX_BODY = 1 << 20  # Azure refuses request bodies over 1 MB
+ODATA_JSON = "application/json;odata=minimalmetadata"
+_STATUS = [(Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (PayloadTooLarge, 413),
+           (PreconditionFailed, 412), (Unsupported, 400), (InvalidInput, 400)]
+
+Handler = Callable[["BatchContext"], Awaitable[Response]]
+
+
+@dataclass
+class BatchContext:
+    request: Request
+    params: dict[str, str]
+    services: Any
+    account: Any  # the account's Resource
+    auth: str  # PoolAuth.SHARED_KEY or PoolAuth.BEARER
+    endpoint: str  # the account's Batch endpoint as the client reached it
+    query: dict[str, str] = field(default_factory=dict)
+
+    async def json(self, required: bool = True) -> Any:
+        raw = await self.request.body()
+        if len(raw) > MAX_BODY:
+            raise PayloadTooLarge("RequestBodyTooLarge", "The request body is too large and exceeds the maximum "
+                                  "permissible limit.", details=[{"key": "MaxLimit", "value": str(MAX_BODY)}])
+        if not raw.strip():
+            if required:
+                raise InvalidInput("MissingRequiredProperty", "The request body is missing.",
+                                   details=[{"key": "Reason", "value": "A JSON body is required."}])
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput("InvalidRequestBody", "The specified Request Body is not syntactically valid.",
+                               details=[{"key": "Reason", "value": str(exc)[:200]}])
+
+    def conditions(self) -> dict:
+        headers = self.request.headers
+        out: dict[str, Any] = {k: headers[k] for k in ("if-match", "if-none-match") if headers.get(k)}
+        for name in ("if-modified-since", "if-unmodified-since"):
+            if headers.get(name):
+                moment = sharedkey.parse_rfc1123(headers[name])
+                if moment is None:
+                    raise InvalidInput("InvalidHeaderValue", "The value for one of the HTTP headers is not in the "
+                                       "correct format.", details=[{"key": "HeaderName", "value": name}])
+                out[name] = moment
+        return out
+
+    async def call(self, fn, *args, **kwargs):
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    def url(self, *segments: str) -> str:
+        from urllib.parse import quote
+        return self.endpoint + "".join("/" + quote(s, safe="") for s in segments)
+
+
+@dataclass
+class _Route:
+    method: str
+    pattern: re.Pattern
+    handler: Handler
+
+
+class BatchRouter:
+    def __init__(self):
+        self.routes: list[_Route] = []
+
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        """template: '/pools/{poolId}/nodes/{nodeId}'; placeholders match one raw segment."""
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+        self.routes.append(_Route(method, re.compile(f"^{regex}/?$", re.IGNORECASE), handler))
+
+    async def dispatch(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            response = await self._dispatch(request)
+        except NotModifiedOrFailed as exc:
+            status = 304 if request.method in ("GET", "HEAD") else 412
+            response = Response(status_code=304) if status == 304 else error_response(exc, 412, request_id)
+        except ServiceError as exc:
+            response = error_response(exc, _status_of(exc), request_id)
+        except Exception:
+            log.exception("Batch request failed: %s %s", request.method, request.url.path)
+            response = error_response(ServiceError("InternalError", "Server encountered an internal error. "
+                                                   "Please try again after some time."), 500, request_id)
+        response.headers["request-id"] = request_id
+        client_request_id = request.headers.get("client-request-id")
+        if client_request_id:
+            response.headers["client-request-id"] = client_request_id
+        response.headers["DataServiceVersion"] = "3.0"
+        if request.method == "HEAD":
+            response.body = b""
+        return response
+
+    async def _dispatch(self, request: Request) -> Response:
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        parts = raw_path.split("/", 3)  # '', 'batch', account, rest
+        if len(parts) < 3 or not parts[2]:
+            raise NotFound("AccountNotFound", "No Batch account is named in the path: use /batch/{account}/...")
+        account_name = unquote(parts[2])
+        rest = "/" + parts[3] if len(parts) > 3 else "/"
+        services = request.app.state.services
+        account = services.accounts.by_name(account_name)
+        if account is None:
+            raise NotFound("AccountNotFound", f"The Batch account '{account_name}' does not exist.")
+        query = dict(request.query_params)
+        auth = self._authenticate(request, raw_path, account.name, services)
+        version = query.get("api-version")
+        if not version:
+            raise InvalidInput("MissingRequiredQueryParameter", "A query parameter that's mandatory for this "
+                               "request is not specified.", details=[{"key": "QueryParameterName",
+                                                                      "value": "api-version"}])
+        if version not in API_VERSIONS:
+            raise InvalidInput("InvalidQueryParameterValue", "Value for one of the query parameters specified in "
+                               "the request URI is invalid.", details=[
+                                   {"key": "QueryParameterName", "value": "api-version"},
+                                   {"key": "QueryParameterValue", "value": version},
+                                   {"key": "Reason", "value": "Supported: " + ", ".join(API_VERSIONS)}])
+        matched = [(r, m) for r in self.routes if (m := r.pattern.match(rest))]
+        if not matched:
+            raise NotFound("InvalidUri", "The requested URI does not represent any resource on the server.",
+                           details=[{"key": "Path", "value": rest[:200]}])
+        route_match = next(((r, m) for r, m in matched if r.method == request.method), None)
+        if route_match is None:
+            raise InvalidInput("UnsupportedHttpVerb", "The resource doesn't support the specified HTTP verb.",
+                               details=[{"key": "Verb", "value": request.method}])
+        route, match = route_match
+        params = {k: unquote(v) for k, v in match.groupdict().items()}
+        endpoint = f"{request.url.scheme}://{request.url.netloc}/batch/{parts[2]}"
+        ctx = BatchContext(request, params, services, account, auth, endpoint, query)
+        return await route.handler(ctx)
+
+    @staticmethod
+    def _authenticate(request: Request, raw_path: str, account: str, services) -> str:
+        header = request.headers.get("authorization")
+        if not header:
+            raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request. Make sure "
+                                  "the value of Authorization header is formed correctly including the signature.",
+                                  details=[{"key": "AuthenticationErrorDetail",
+                                            "value": "The Authorization header is missing."}])
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() == "bearer":
+            try:
+                services.identity.verify_token(credential.strip(), (defaults.BATCH_AUDIENCE,))
+            except Unauthenticated as exc:
+                raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request.",
+                                      details=[{"key": "AuthenticationErrorDetail", "value": exc.message}]) from None
+            if not services.accounts.allows(account, "AAD"):
+                raise Forbidden("AuthenticationFailed", "This account does not allow Microsoft Entra ID "
+                                "authentication (allowedAuthenticationModes).")
+            return PoolAuth.BEARER
+        signer, signature = sharedkey.parse_authorization(header)
+        if signer.lower() != account.lower():
+            raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request. The account "
+                                  "in the Authorization header does not match the account in the URL.",
+                                  details=[{"key": "AuthenticationErrorDetail",
+                                            "value": f"The request is signed for account '{signer}'."}])
+        if not services.accounts.allows(account, "SharedKey"):
+            raise Forbidden("AuthenticationFailed", "This account does not allow shared key authentication "
+                            "(allowedAuthenticationModes).")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        sharedkey.verify(request.method, raw_path, query, headers, services.accounts.keys(account), signer,
+                         signature, datetime.now(UTC))
+        return PoolAuth.SHARED_KEY
+
+
+def _status_of(exc: ServiceError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_response(exc: ServiceError, status: int, request_id: str) -> Response:
+    moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+    body = {
+        "odata.metadata": "$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+        "code": exc.code,
+        "message": {"lang": "en-US", "value": f"{exc.message}\nRequestId:{request_id}\nTime:{moment}"},
+    }
+    values = [d for d in exc.details if isinstance(d, dict) and "key" in d]
+    if values:
+        body["values"] = values
+    return JSONResponse(body, status_code=status, media_type=ODATA_JSON)
+
+
+def rfc1123(iso_text: str) -> str:
+    return format_datetime(datetime.fromisoformat(iso_text.replace("Z", "+00:00")), usegmt=True)
+
+
+def entity_response(body: dict, status: int = 200, etag: str | None = None, last_modified: str | None = None,
+                    data_service_id: str | None = None) -> Response:
+    response = JSONResponse(body, status_code=status, media_type=ODATA_JSON) if status != 204 else \
+        Response(status_code=204)
+    _resource_headers(response, etag, last_modified, data_service_id)
+    return response
+
+
+def empty_response(status: int, etag: str | None = None, last_modified: str | None = None,
+                   data_service_id: str | None = None) -> Response:
+    response = Response(status_code=status)
+    _resource_headers(response, etag, last_modified, data_service_id)
+    return response
+
+
+def _resource_headers(response: Response, etag, last_modified, data_service_id) -> None:
+    if etag:
+        response.headers["ETag"] = etag
+    if last_modified:
+        response.headers["Last-Modified"] = rfc1123(last_modified)
+    if data_service_id:
+        response.headers["DataServiceId"] = data_service_id

@@ -1,0 +1,1 @@
+"""Azure Batch: accounts, pools, nodes and their allocation (and, next, jobs and tasks)."""

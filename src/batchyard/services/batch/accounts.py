@@ -1,0 +1,291 @@
+"""Batch accounts: the ARM resource Microsoft.Batch/batchAccounts and its shared keys.
+
+The data plane asks this service which account a request names (`by_name`), which keys
+sign it (`keys`) and which authentication modes it accepts (`allows`). Keys live in the
+resource's private data only: never in its wire body, never in a log line."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ... import defaults
+from ...store.resources import Resource, ResourceStore
+from ..arm_ids import ResourceId, parse, parse_typed
+from ..arm_resources import (check_tags, get_or_404, new_resource, normalize_location, now_iso, optional_object,
+                             require_object)
+from ..errors import Conflict, InvalidInput
+from ..resource_groups import ResourceGroups
+
+PROVIDER = "Microsoft.Batch"
+ACCOUNT_TYPE = "Microsoft.Batch/batchAccounts"
+POOL_ALLOCATION_MODES = ("BatchService", "UserSubscription")
+AUTHENTICATION_MODES = ("SharedKey", "AAD", "TaskAuthenticationToken")
+PUBLIC_NETWORK_ACCESS = ("Enabled", "Disabled", "SecuredByPerimeter")
+IDENTITY_TYPES = ("None", "SystemAssigned", "UserAssigned")
+KEY_NAMES = ("Primary", "Secondary")
+# Azure's rule: the name is a DNS label of the account's endpoint.
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+# What Azure gives a new account; shown to clients, not enforced here.
+QUOTAS = {"dedicatedCoreQuota": 500, "lowPriorityCoreQuota": 500, "dedicatedCoreQuotaPerVMFamilyEnforced": False,
+          "poolQuota": 100, "activeJobAndJobScheduleQuota": 300}
+
+
+def new_key() -> str:
+    """A shared key as Azure makes them: 64 random bytes, base64."""
+    return base64.b64encode(secrets.token_bytes(64)).decode()
+
+
+def account_id(subscription: str, resource_group: str, name: str) -> ResourceId:
+    return ResourceId(subscription, resource_group, PROVIDER, (("batchAccounts", name),))
+
+
+def check_account_name(name: str) -> None:
+    if not _ACCOUNT_NAME.match(name):
+        raise InvalidInput(
+            "AccountNameInvalid",
+            f"The specified account name '{name}' is invalid. Batch account names must be between 3 and 24 "
+            "characters in length and must use only numbers and lowercase letters.",
+            target="accountName",
+        )
+
+
+def _given(props: dict, field: str, default: str) -> Any:
+    """A property's value; omitted or null means the default."""
+    value = props.get(field)
+    return default if value is None else value
+
+
+def _choice(value: Any, allowed: tuple[str, ...], field: str) -> str:
+    """An enum value, matched case-insensitively and returned in Azure's spelling."""
+    for option in allowed:
+        if isinstance(value, str) and value.lower() == option.lower():
+            return option
+    raise InvalidInput("InvalidParameter", f"The value '{value}' of parameter '{field}' is not valid. "
+                       f"Allowed values are {', '.join(allowed)}.", target=field)
+
+
+class BatchAccounts:
+    def __init__(self, store: ResourceStore, groups: ResourceGroups):
+        self.store = store
+        self.groups = groups
+        # Names are unique server-wide: the check and the write must not interleave.
+        self._lock = threading.Lock()
+        # Services owning resources inside an account (pools) register their cleanup here.
+        self._cascade: list[Callable[[Resource], None]] = []
+
+    # what the data plane asks ----------------------------------------------------------
+
+    def by_name(self, name: str) -> Resource | None:
+        wanted = name.lower()
+        return next((a for a in self.store.list(type=ACCOUNT_TYPE) if a.name.lower() == wanted), None)
+
+    def keys(self, name: str) -> list[str]:
+        """The account's current keys, primary first; none for an unknown account."""
+        account = self.by_name(name)
+        return list(account.internal["keys"]) if account else []
+
+    def allows(self, name: str, mode: str) -> bool:
+        account = self.by_name(name)
+        if account is None:
+            return False
+        return mode.lower() in (m.lower() for m in account.properties.get("allowedAuthenticationModes", []))
+
+    def on_delete(self, delete_contents: Callable[[Resource], None]) -> None:
+        self._cascade.append(delete_contents)
+
+    # rendering -------------------------------------------------------------------------
+
+    @staticmethod
+    def endpoint(name: str, base_url: str) -> str:
+        """Azure's accountEndpoint is a host without scheme; ours is host:port/batch/{name},
+        so that "https://" + accountEndpoint reaches this server's Batch API. Computed per
+        response: the port may only be known once the server listens."""
+        return f"{base_url.split('://', 1)[-1]}/batch/{name}"
+
+    def view(self, account: Resource, base_url: str) -> dict:
+        body = dict(account.body)
+        body["properties"] = {"accountEndpoint": self.endpoint(account.name, base_url), **account.properties}
+        return body
+
+    # ARM operations --------------------------------------------------------------------
+
+    def get(self, rid: ResourceId) -> Resource:
+        return get_or_404(self.store, rid)
+
+    def list(self, subscription: str, resource_group: str | None) -> list[Resource]:
+        return self.store.list(type=ACCOUNT_TYPE, subscription=subscription, resource_group=resource_group)
+
+    def create_or_update(self, rid: ResourceId, body: dict) -> tuple[Resource, bool]:
+        """PUT: a new account, or (same id) a replacement of what may change."""
+        check_account_name(rid.name)
+        body = require_object(body, "body")
+        location = normalize_location(body.get("location"))
+        props = optional_object(body.get("properties"), "properties")
+        tags = check_tags(body.get("tags"))
+        with self._lock:
+            existing = self.store.get(str(rid))
+            if existing is not None:
+                return self._replace(existing, location, props, tags, body.get("identity")), False
+            taken = self.by_name(rid.name)
+            if taken is not None:
+                raise Conflict("AccountAlreadyExists", f"An account named '{rid.name}' is already in use.",
+                               target="accountName")
+            properties = {
+                "provisioningState": "Succeeded",
+                "poolAllocationMode": _choice(_given(props, "poolAllocationMode", "BatchService"),
+                                              POOL_ALLOCATION_MODES, "properties.poolAllocationMode"),
+                **self._settable(props, {}),
+                **QUOTAS,
+            }
+            identity = self._identity(body.get("identity"), rid, None)
+            account = new_resource(rid, location, properties, tags, extra={"identity": identity},
+                                   internal={"keys": [new_key(), new_key()]})
+            return self.store.put(account), True
+
+    def _replace(self, account: Resource, location: str, props: dict, tags: dict, identity: Any) -> Resource:
+        if location != account.body["location"]:
+            raise InvalidInput("InvalidParameter", "Changing property 'location' is not allowed.", target="location")
+        mode = account.properties["poolAllocationMode"]
+        field = "properties.poolAllocationMode"
+        if _choice(_given(props, "poolAllocationMode", mode), POOL_ALLOCATION_MODES, field) != mode:
+            raise Conflict("PropertyChangeNotAllowed", "Changing property 'poolAllocationMode' is not allowed.",
+                           target=field)
+        settable = self._settable(props, account.properties)
+        for optional in ("keyVaultReference", "autoStorage"):  # a PUT replaces: what it omits goes
+            if optional not in settable:
+                account.properties.pop(optional, None)
+        account.properties.update(settable)
+        account.body["tags"] = tags
+        account.body["identity"] = self._identity(identity, parse(account.id), account.body.get("identity"))
+        return self.store.put(account)
+
+    def update(self, rid: ResourceId, body: dict) -> Resource:
+        """PATCH: only what the body names changes."""
+        body = require_object(body, "body")
+        with self._lock:
+            account = self.get(rid)
+            props = optional_object(body.get("properties"), "properties")
+            if "tags" in body:
+                account.body["tags"] = check_tags(body["tags"])
+            account.properties.update(self._settable(props, account.properties, patch=True))
+            if "identity" in body:
+                account.body["identity"] = self._identity(body["identity"], rid, account.body.get("identity"))
+            return self.store.put(account)
+
+    def _settable(self, props: dict, current: dict, patch: bool = False) -> dict:
+        """The properties a client may set, checked; on PUT what is omitted takes its default,
+        on PATCH it keeps its current value."""
+        out: dict[str, Any] = {}
+        if "allowedAuthenticationModes" in props or not patch:
+            out["allowedAuthenticationModes"] = self._auth_modes(props.get("allowedAuthenticationModes"))
+        if "publicNetworkAccess" in props or not patch:
+            out["publicNetworkAccess"] = _choice(_given(props, "publicNetworkAccess", "Enabled"),
+                                                 PUBLIC_NETWORK_ACCESS, "properties.publicNetworkAccess")
+        if props.get("keyVaultReference") is not None:
+            out["keyVaultReference"] = self._key_vault(props["keyVaultReference"])
+        if props.get("autoStorage") is not None:
+            out["autoStorage"] = self._auto_storage(props["autoStorage"], current.get("autoStorage"))
+        if not patch:
+            out["encryption"] = {"keySource": "Microsoft.Batch"}
+        return out
+
+    @staticmethod
+    def _auth_modes(value: Any) -> list[str]:
+        if value is None:
+            return list(AUTHENTICATION_MODES)
+        field = "properties.allowedAuthenticationModes"
+        if not isinstance(value, list):
+            raise InvalidInput("InvalidParameter", f"The value of parameter '{field}' must be an array.", target=field)
+        return list(dict.fromkeys(_choice(m, AUTHENTICATION_MODES, field) for m in value))
+
+    @staticmethod
+    def _key_vault(value: Any) -> dict:
+        field = "properties.keyVaultReference"
+        ref = require_object(value, field)
+        parse_typed(ref.get("id"), "Microsoft.KeyVault/vaults", f"{field}.id")
+        if not isinstance(ref.get("url"), str) or not ref["url"].startswith("https://"):
+            raise InvalidInput("InvalidParameter", f"The value '{ref.get('url')}' of parameter '{field}.url' is not "
+                               "a valid key vault URL.", target=f"{field}.url")
+        return {"id": ref["id"], "url": ref["url"]}
+
+    @staticmethod
+    def _auto_storage(value: Any, current: dict | None) -> dict:
+        """Recorded as given: there is no storage service here to check it against."""
+        field = "properties.autoStorage"
+        storage = require_object(value, field)
+        parse_typed(storage.get("storageAccountId"), "Microsoft.Storage/storageAccounts", f"{field}.storageAccountId")
+        out = {"storageAccountId": storage["storageAccountId"],
+               "authenticationMode": storage.get("authenticationMode") or "StorageKeys",
+               "lastKeySync": (current or {}).get("lastKeySync") or now_iso()}
+        if storage.get("nodeIdentityReference") is not None:
+            out["nodeIdentityReference"] = require_object(storage["nodeIdentityReference"],
+                                                          f"{field}.nodeIdentityReference")
+        return out
+
+    def _identity(self, value: Any, rid: ResourceId, current: dict | None) -> dict:
+        """Echoed as Azure shows it; a system-assigned identity keeps its principal across updates."""
+        if value is None:
+            return current or {"type": "None"}
+        value = require_object(value, "identity")
+        kind = _choice(value.get("type"), IDENTITY_TYPES, "identity.type")
+        out: dict[str, Any] = {"type": kind}
+        if kind == "SystemAssigned":
+            same = current if current and current.get("type") == kind else {}
+            out["principalId"] = same.get("principalId") or str(uuid.uuid4())
+            out["tenantId"] = same.get("tenantId") or self.groups.check_subscription(rid.subscription)["tenantId"]
+        elif kind == "UserAssigned":
+            given = require_object(value.get("userAssignedIdentities"), "identity.userAssignedIdentities")
+            before = (current or {}).get("userAssignedIdentities", {})
+            out["userAssignedIdentities"] = {
+                uid: before.get(uid) or {"principalId": str(uuid.uuid4()), "clientId": str(uuid.uuid4())}
+                for uid in given}
+        return out
+
+    def delete(self, rid: ResourceId) -> bool:
+        """False when there was no such account (answered 204, as for compute resources).
+        What the account holds goes first, so nothing is left without its account."""
+        account = self.store.get(str(rid))
+        if account is None:
+            return False
+        for delete_contents in self._cascade:
+            delete_contents(account)
+        return self.store.delete(account.id)
+
+    def delete_in_group(self, subscription: str, resource_group: str) -> None:
+        for account in self.list(subscription, resource_group):
+            self.delete(parse(account.id))
+
+    # keys ------------------------------------------------------------------------------
+
+    def list_keys(self, rid: ResourceId) -> dict:
+        account = self.get(rid)
+        primary, secondary = account.internal["keys"]
+        return {"accountName": account.name, "primary": primary, "secondary": secondary}
+
+    def regenerate_key(self, rid: ResourceId, body: dict) -> dict:
+        body = require_object(body, "body")
+        which = _choice(body.get("keyName"), KEY_NAMES, "keyName")
+        with self._lock:
+            account = self.get(rid)
+            account.internal["keys"][KEY_NAMES.index(which)] = new_key()
+            self.store.put(account)
+        return self.list_keys(rid)
+
+    # the published development account -------------------------------------------------
+
+    def ensure_default(self) -> Resource:
+        """defaults.BATCH_ACCOUNT with the published key, made on first start (and again if
+        it was deleted); an existing one is kept as it is, regenerated keys included."""
+        existing = self.by_name(defaults.BATCH_ACCOUNT)
+        if existing is not None:
+            return existing
+        rid = account_id(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP, defaults.BATCH_ACCOUNT)
+        account, _ = self.create_or_update(rid, {"location": defaults.LOCATION})
+        account.internal["keys"][0] = defaults.BATCH_ACCOUNT_KEY
+        return self.store.put(account)

@@ -1,0 +1,395 @@
+"""Allocation: a background loop that brings every pool to its target node counts, the
+way Azure's allocator does, with its rules:
+
+- a pool whose custom image is gone cannot grow: the resize ends `steady` with
+  AllocationFailed (nodes it already has keep working);
+- custom-image pools share node limits (dedicated and low-priority, settings) across every
+  pool that uses the same image or an image made from the same snapshot;
+- a pool with inbound NAT pools holds at most as many nodes as its smallest frontend port
+  range has ports (each node needs its own port);
+- hosts have a capacity in cores and memory, counted against each node's vmSize; a resize
+  that cannot fit waits, and after `resizeTimeout` ends `steady` with AllocationTimedout.
+
+The loop itself only decides and records; making, changing and removing machines runs on
+a small pool of worker threads, so the API and the loop never wait for a machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ...store.batch_nodes import Node, NodeStore
+from ...store.resources import Resource
+from .node_agent import NodeAgent
+from .pool_spec import nat_node_limit
+from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now
+from .vm_sizes import lookup as lookup_vm_size
+
+log = logging.getLogger("batchyard.batch")
+
+
+class Allocator:
+    def __init__(self, pools: Pools, nodes: NodeStore, agent: NodeAgent, settings, storage):
+        self.pools = pools
+        self.nodes = nodes
+        self.agent = agent
+        self.settings = settings
+        self.storage = storage
+        self._wake = threading.Condition()
+        self._poked = False
+        self._stopped = False
+        self._busy: set[tuple[str, str]] = set()  # nodes a worker is busy with
+        self._busy_lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
+        self._thread = threading.Thread(target=self._loop, name="allocator", daemon=True)
+        pools.allocator = self
+
+    def start(self) -> None:
+        self._restore()
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+        self._workers.shutdown(wait=True, cancel_futures=True)
+
+    def poke(self) -> None:
+        with self._wake:
+            self._poked = True
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if not self._poked and not self._stopped:
+                    self._wake.wait(timeout=0.5)
+                if self._stopped:
+                    return
+                self._poked = False
+            try:
+                self.reconcile_all()
+            except Exception:  # the loop must outlive any one pool's trouble
+                log.exception("allocation pass failed")
+
+    # one pass ---------------------------------------------------------------------------------
+
+    def reconcile_all(self) -> None:
+        with self.pools.lock:
+            pools = self.pools.all_pools()
+            all_nodes = self.nodes.all()
+            by_pool: dict[str, list[Node]] = {}
+            for node in all_nodes:
+                by_pool.setdefault(node.pool_key, []).append(node)
+            usage = _HostUsage(self.settings, pools, by_pool)
+            for pool in pools:
+                self._reconcile(pool, by_pool.get(pool.id.lower(), []), pools, by_pool, usage)
+
+    def _reconcile(self, pool: Resource, nodes: list[Node], pools, by_pool, usage: "_HostUsage") -> None:
+        for node in nodes:
+            self._dispatch_node_work(pool, node)
+        if pool.body["state"] == "deleting":
+            self._delete(pool, nodes)
+            return
+        state = pool.body["allocationState"]
+        if state == "stopping":
+            self._finish_resize(pool, nodes)
+        elif state == "resizing":
+            self._resize(pool, nodes, pools, by_pool, usage)
+
+    def _dispatch_node_work(self, pool: Resource, node: Node) -> None:
+        pending = node.internal.get("pending")
+        if node.state == "leavingpool":
+            self._submit(node, self._remove_node, pool, node)
+        elif node.state == "creating" and not node.internal.get("started"):
+            self._submit(node, self._provision, pool, node)
+        elif pending == "reboot":
+            self._submit(node, self._run_pending, pool, node, self.agent.reboot)
+        elif pending == "reimage":
+            self._submit(node, self._run_pending, pool, node, self.agent.reimage)
+        elif pending == "preempt":
+            self._submit(node, self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n))
+
+    def _delete(self, pool: Resource, nodes: list[Node]) -> None:
+        leaving = [n for n in nodes if n.state != "leavingpool"]
+        for node in leaving:
+            self.pools._set_node_state(node, "leavingpool")
+        if leaving:
+            self.nodes.put(*leaving)
+            for node in leaving:
+                self._submit(node, self._remove_node, pool, node)
+        if not nodes:
+            self.pools.store.delete(pool.id)
+            self.storage.reclaim()
+
+    # resizing ----------------------------------------------------------------------------------
+
+    def _resize(self, pool: Resource, nodes: list[Node], pools, by_pool, usage: "_HostUsage") -> None:
+        resize = pool.internal["resize"]
+        staying = [n for n in nodes if n.state != "leavingpool"]
+        for dedicated, target_field in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
+            mine = [n for n in staying if n.body["isDedicated"] == dedicated]
+            target = pool.body[target_field]
+            if len(mine) > target:
+                self._shrink(pool, mine, len(mine) - target)
+            elif len(mine) < target:
+                allowed = self._allowed_growth(pool, dedicated, len(mine), target - len(mine), nodes, pools,
+                                               by_pool, usage)
+                if allowed:
+                    self._grow(pool, dedicated, allowed, usage)
+        self._refresh_counts(pool)
+        if self._targets_settled(pool):
+            self._finish_resize(pool, self.nodes.list(pool.id.lower()))
+        elif time.time() - resize["started"] > resize["timeout"]:
+            self._add_error(pool, "AllocationTimedout",
+                            "Desired number of nodes could not be allocated within the resize timeout",
+                            [{"name": "Reason", "value": "The hosts have no room for more nodes of this size"}])
+            self._settle_targets(pool)
+            self._finish_resize(pool, self.nodes.list(pool.id.lower()))
+
+    def _allowed_growth(self, pool: Resource, dedicated: bool, have: int, wanted: int, nodes, pools, by_pool,
+                        usage: "_HostUsage") -> int:
+        """How many nodes this pass may add. Rules (image, NAT ports, custom-image limits) end
+        the resize short of its target; host capacity only makes it wait."""
+        if pool.internal.get("image_id") and self.pools.store.get(pool.internal["image_id"]) is None:
+            self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE,
+                            [{"name": "Reason", "value": f"The image {pool.internal['image_id']} does not exist"}])
+            self._settle_targets(pool)
+            return 0
+        allowed = wanted
+        nat_limit = nat_node_limit(pool.body.get("networkConfiguration"))
+        if nat_limit is not None:
+            room = nat_limit - sum(1 for n in nodes if n.state != "leavingpool")
+            if room < allowed:
+                allowed = max(0, room)
+                self._add_error(pool, "InboundNATPoolPortsExhausted",
+                                f"The pool's inbound NAT pools have frontend ports for {nat_limit} nodes",
+                                [{"name": "Reason", "value": "Each node needs its own frontend port"}])
+        if pool.internal.get("image_id"):
+            kind = "dedicated" if dedicated else "low-priority"
+            limit = (self.settings.custom_image_max_dedicated if dedicated
+                     else self.settings.custom_image_max_low_priority)
+            used = self._nodes_on_lineage(pool, dedicated, pools, by_pool)
+            if used + allowed > limit:
+                allowed = max(0, limit - used)
+                self._add_error(pool, "CustomImageNodeLimitReached",
+                                f"Pools from this custom image (or from images made from the same snapshots) may "
+                                f"hold at most {limit} {kind} nodes together",
+                                [{"name": "Limit", "value": str(limit)}, {"name": "InUse", "value": str(used)}])
+        if allowed < wanted:
+            pool.internal.setdefault("capped", {})["dedicated" if dedicated else "lowPriority"] = have + allowed
+        return max(0, min(allowed, usage.room_for(pool.body["vmSize"])))
+
+    def _nodes_on_lineage(self, pool: Resource, dedicated: bool, pools, by_pool) -> int:
+        lineage = set(pool.internal.get("lineage", []))
+        total = 0
+        for other in pools:
+            if other.internal.get("image_id") and lineage & set(other.internal.get("lineage", [])):
+                total += sum(1 for n in by_pool.get(other.id.lower(), [])
+                             if n.body["isDedicated"] == dedicated and n.state != "leavingpool")
+        return total
+
+    def _grow(self, pool: Resource, dedicated: bool, count: int, usage: "_HostUsage") -> None:
+        created = []
+        taken_slots = {n.internal["slot"] for n in self.nodes.list(pool.id.lower())}
+        for _ in range(count):
+            slot = _free_slot(taken_slots)
+            taken_slots.add(slot)
+            created.append(self._new_node(pool, dedicated, slot))
+            usage.add(pool.body["vmSize"])
+        self.nodes.put(*created)
+        for node in created:
+            self._submit(node, self._provision, pool, node)
+
+    def _new_node(self, pool: Resource, dedicated: bool, slot: int) -> Node:
+        generation = pool.internal.get("next_slot", 0)
+        pool.internal["next_slot"] = generation + 1
+        digest = hashlib.sha256(f"{pool.id.lower()}/{generation}".encode()).hexdigest()[:48]
+        node_id = f"tvmps_{digest}_{'d' if dedicated else 'p'}"
+        moment = iso(now())
+        body = {
+            "id": node_id, "state": "creating", "schedulingState": "enabled", "stateTransitionTime": moment,
+            "allocationTime": moment, "ipAddress": "127.0.0.1", "affinityId": f"TVM:{node_id}",
+            "vmSize": pool.body["vmSize"], "totalTasksRun": 0, "runningTasksCount": 0, "runningTaskSlotsCount": 0,
+            "totalTasksSucceeded": 0, "isDedicated": dedicated, "errors": [],
+            "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": moment},
+            "virtualMachineInfo": {"imageReference": pool.body["virtualMachineConfiguration"]["imageReference"]},
+            "endpointConfiguration": {"inboundEndpoints": _endpoints(pool, slot)},
+        }
+        if pool.body.get("startTask"):
+            body["startTask"] = pool.body["startTask"]
+        disks = {"os": {"key": f"{digest[:32]}os", "layers": pool.internal["os_layers"]},
+                 "data": {lun: {"key": f"{digest[:32]}d{lun}", "layers": layers}
+                          for lun, layers in pool.internal["data_layers"].items()}}
+        return Node(pool.id.lower(), node_id, body,
+                    {"slot": slot, "machine_key": f"{digest[:32]}vm", "disks": disks})
+
+    def _shrink(self, pool: Resource, nodes: list[Node], count: int) -> None:
+        """Idle and not-yet-ready nodes go first, newest first, as Azure prefers."""
+        order = {"creating": 0, "starting": 0, "waitingforstarttask": 1, "starttaskfailed": 1, "unusable": 0,
+                 "preempted": 0, "idle": 2, "running": 3}
+        victims = sorted(nodes, key=lambda n: (order.get(n.state, 2), -n.internal["slot"]))[:count]
+        for node in victims:
+            self.pools._set_node_state(node, "leavingpool")
+        self.nodes.put(*victims)
+        for node in victims:
+            self._submit(node, self._remove_node, pool, node)
+
+    def _targets_settled(self, pool: Resource) -> bool:
+        nodes = [n for n in self.nodes.list(pool.id.lower())]
+        if any(n.state == "leavingpool" for n in nodes):
+            return False
+        capped = pool.internal.get("capped", {})
+        dedicated = sum(1 for n in nodes if n.body["isDedicated"])
+        low = len(nodes) - dedicated
+        return (dedicated == min(pool.body["targetDedicatedNodes"], capped.get("dedicated", 1 << 30))
+                and low == min(pool.body["targetLowPriorityNodes"], capped.get("lowPriority", 1 << 30)))
+
+    def _settle_targets(self, pool: Resource) -> None:
+        """Stop this resize where it is: the current counts become where it ends."""
+        nodes = [n for n in self.nodes.list(pool.id.lower()) if n.state != "leavingpool"]
+        dedicated = sum(1 for n in nodes if n.body["isDedicated"])
+        capped = pool.internal.setdefault("capped", {})
+        capped["dedicated"] = min(capped.get("dedicated", 1 << 30), max(dedicated, 0))
+        capped["lowPriority"] = min(capped.get("lowPriority", 1 << 30), len(nodes) - dedicated)
+
+    def _finish_resize(self, pool: Resource, nodes: list[Node]) -> None:
+        if any(n.state == "leavingpool" for n in nodes):
+            return
+        pool.internal.pop("capped", None)
+        pool.body["resizeErrors"] = pool.internal["resize"].get("errors", [])
+        self.pools._set_allocation(pool, "steady")
+        self._refresh_counts(pool)
+        self.pools.save(pool)
+
+    def _add_error(self, pool: Resource, code: str, message: str, values: list[dict]) -> None:
+        errors = pool.internal["resize"].setdefault("errors", [])
+        if not any(e["code"] == code for e in errors):
+            errors.append({"code": code, "message": message, "values": values})
+            self.pools.store.put(pool)
+
+    def _refresh_counts(self, pool: Resource) -> None:
+        nodes = self.nodes.list(pool.id.lower())
+        dedicated = sum(1 for n in nodes if n.body["isDedicated"])
+        if (pool.body["currentDedicatedNodes"], pool.body["currentLowPriorityNodes"]) != (dedicated,
+                                                                                          len(nodes) - dedicated):
+            pool.body["currentDedicatedNodes"] = dedicated
+            pool.body["currentLowPriorityNodes"] = len(nodes) - dedicated
+        self.pools.store.put(pool)
+
+    # worker jobs -----------------------------------------------------------------------------------
+
+    def _submit(self, node: Node, job, *args) -> None:
+        token = (node.pool_key, node.id)
+        with self._busy_lock:
+            if token in self._busy:
+                return
+            self._busy.add(token)
+
+        def run():
+            try:
+                job(*args)
+            except Exception:
+                log.exception("node %s: %s failed", node.id, getattr(job, "__name__", job))
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(token)
+                self.poke()
+
+        self._workers.submit(run)
+
+    def _provision(self, pool: Resource, node: Node) -> None:
+        with self.pools.lock:
+            current = self.nodes.get(node.pool_key, node.id)
+            if current is None or current.state != "creating":
+                return
+            current.internal["started"] = True
+            self.nodes.put(current)
+        self.agent.provision(pool, current)
+
+    def _run_pending(self, pool: Resource, node: Node, action) -> None:
+        with self.pools.lock:
+            current = self.nodes.get(node.pool_key, node.id)
+            if current is None or not current.internal.pop("pending", None):
+                return
+            self.nodes.put(current)
+        action(self.pools.store.get(pool.id) or pool, current)
+
+    def _remove_node(self, pool: Resource, node: Node) -> None:
+        self.agent.remove(node)
+        with self.pools.lock:
+            self.nodes.delete(node.pool_key, node.id)
+            current = self.pools.store.get(pool.id)
+            if current is not None:
+                cores = lookup_vm_size(current.body["vmSize"]).cores
+                allocated = node.body.get("allocationTime")
+                if allocated:
+                    from datetime import datetime
+                    start = datetime.fromisoformat(allocated.replace("Z", "+00:00"))
+                    current.internal["retired_core_seconds"] = current.internal.get("retired_core_seconds", 0.0) + \
+                        (now() - start).total_seconds() * cores
+                self._refresh_counts(current)
+
+    # restart -----------------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Machines of nodes come back; work a node was in the middle of starts again."""
+        for node in self.nodes.all():
+            if node.state in ("creating", "starting", "waitingforstarttask"):
+                node.body["state"] = "creating"
+                node.internal.pop("started", None)
+                self.nodes.put(node)
+            elif node.state in ("idle", "running", "starttaskfailed", "rebooting", "reimaging"):
+                try:
+                    self.agent.restore(node)
+                except Exception as exc:
+                    log.warning("node %s could not be restored: %s", node.id, exc)
+                    node.body["state"] = "unusable"
+                    self.nodes.put(node)
+                if node.state in ("rebooting", "reimaging"):
+                    node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
+                    self.nodes.put(node)
+
+
+def _free_slot(taken: set[int]) -> int:
+    slot = 0
+    while slot in taken:
+        slot += 1
+    return slot
+
+
+def _endpoints(pool: Resource, slot: int) -> list[dict]:
+    pools = ((pool.body.get("networkConfiguration") or {}).get("endpointConfiguration") or {}).get(
+        "inboundNATPools") or []
+    return [{"name": f"{p['name']}.{slot}", "protocol": p["protocol"], "publicIPAddress": "127.0.0.1",
+             "publicFQDN": "localhost", "frontendPort": p["frontendPortRangeStart"] + slot,
+             "backendPort": p["backendPort"]} for p in pools]
+
+
+class _HostUsage:
+    """Cores and memory that nodes hold on this host, against its configured capacity."""
+
+    def __init__(self, settings, pools: list[Resource], by_pool: dict[str, list[Node]]):
+        self.cores_capacity = settings.host_cores
+        self.memory_capacity = settings.host_memory_mib
+        self.cores = self.memory = 0
+        sizes = {p.id.lower(): p.body["vmSize"] for p in pools}
+        for pool_key, nodes in by_pool.items():
+            size = lookup_vm_size(sizes.get(pool_key, "standard_a1_v2"))
+            self.cores += size.cores * len(nodes)
+            self.memory += size.memory_mib * len(nodes)
+
+    def room_for(self, vm_size: str) -> int:
+        size = lookup_vm_size(vm_size)
+        return max(0, min((self.cores_capacity - self.cores) // size.cores,
+                          (self.memory_capacity - self.memory) // size.memory_mib))
+
+    def add(self, vm_size: str) -> None:
+        size = lookup_vm_size(vm_size)
+        self.cores += size.cores
+        self.memory += size.memory_mib

@@ -1,0 +1,189 @@
+"""What Azure's fabric and Batch node agent do for one node: make its machine from the
+pool's image layers, lay out the Batch directories on its temporary disk, run the start
+task, and take the machine apart when the node leaves. The node's state is recorded
+through the pool service; the machine itself belongs to the runtime.
+
+Directories follow Azure's Linux layout under the temporary disk:
+`/mnt/batch/tasks` (AZ_BATCH_NODE_ROOT_DIR) holding `shared`, `startup`, `workitems`,
+`applications` and `fsmounts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from ...runtime.machines import DiskSpec, MachineError, MachineProvider, MachineSpec
+from ...store.batch_nodes import Node
+from ...store.resources import Resource
+from .pools import Pools, iso, now
+
+log = logging.getLogger("batchyard.batch")
+
+NODE_ROOT = "/mnt/batch/tasks"
+BATCH_DIRS = ("shared", "startup/wd", "workitems", "applications", "fsmounts")
+# Tasks that do not ask for admin run as this unprivileged user, as Azure's auto-user does.
+TASK_UID = TASK_GID = 10001
+STARTUP_FAILURE = {"category": "UserError", "code": "FailureExitCode",
+                   "message": "The task exited with an exit code representing a failure"}
+
+
+class NodeAgent:
+    def __init__(self, provider: MachineProvider, pools: Pools, account_url):
+        self.provider = provider
+        self.pools = pools
+        self.account_url = account_url  # account name -> the account's Batch endpoint
+
+    # the machine ----------------------------------------------------------------------------
+
+    @staticmethod
+    def machine_spec(node: Node) -> MachineSpec:
+        disks = node.internal["disks"]
+        return MachineSpec(node.internal["machine_key"], DiskSpec(disks["os"]["key"], disks["os"]["layers"]),
+                           {int(lun): DiskSpec(d["key"], d["layers"]) for lun, d in disks["data"].items()})
+
+    def _build_machine(self, node: Node) -> None:
+        spec = self.machine_spec(node)
+        for disk in (spec.os_disk, *spec.data_disks.values()):
+            self.provider.create_disk(disk)
+        self.provider.start(spec)
+        root = self.provider.temporary_disk(spec.key) / NODE_ROOT.removeprefix("/mnt/")
+        for sub in BATCH_DIRS:
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "shared").chmod(0o1777)
+
+    def _destroy_machine(self, node: Node) -> None:
+        spec = self.machine_spec(node)
+        self.provider.delete_machine(spec.key)
+        for disk in (spec.os_disk, *spec.data_disks.values()):
+            self.provider.delete_disk(disk.key)
+
+    # lifecycles -----------------------------------------------------------------------------
+
+    def provision(self, pool: Resource, node: Node) -> None:
+        """creating -> starting -> (waitingforstarttask) -> idle | starttaskfailed | unusable."""
+        try:
+            self._build_machine(node)
+        except (MachineError, OSError) as exc:
+            log.warning("node %s could not start: %s", node.id, exc)
+            self.pools.set_node_state(node, "unusable", errors=[{
+                "code": "NodeStartFailed", "message": f"The node's machine could not start: {exc}",
+                "errorDetails": []}])
+            return
+        moment = iso(now())
+        node = self.pools.set_node_state(node, "starting", lastBootTime=moment)
+        self._start(pool, node)
+
+    def _start(self, pool: Resource, node: Node) -> None:
+        task = pool.body.get("startTask")
+        if not task:
+            self.pools.set_node_state(node, "idle")
+            return
+        if task.get("waitForSuccess", True):
+            node = self.pools.set_node_state(node, "waitingforstarttask")
+            ok = self.run_start_task(pool, node, task)
+            self.pools.set_node_state(node, "idle" if ok else "starttaskfailed")
+        else:
+            node = self.pools.set_node_state(node, "idle")
+            self.run_start_task(pool, node, task)
+
+    def reboot(self, pool: Resource, node: Node) -> None:
+        spec = self.machine_spec(node)
+        self.provider.stop(spec.key)
+        try:
+            self.provider.start(spec)
+        except MachineError as exc:
+            self.pools.set_node_state(node, "unusable", errors=[{"code": "NodeStartFailed", "message": str(exc),
+                                                                 "errorDetails": []}])
+            return
+        node = self.pools.set_node_state(node, "starting", lastBootTime=iso(now()))
+        self._start(pool, node)
+
+    def reimage(self, pool: Resource, node: Node) -> None:
+        """A fresh OS disk from the image; the temporary disk goes with it."""
+        self._destroy_machine(node)
+        self.provision(pool, node)
+
+    def preempt(self, node: Node) -> None:
+        self.provider.stop(node.internal["machine_key"])
+
+    def remove(self, node: Node) -> None:
+        self._destroy_machine(node)
+
+    def restore(self, node: Node) -> None:
+        """After a restart: a node that had a machine gets it back, disks as they were."""
+        self.provider.start(self.machine_spec(node))
+
+    # the start task ---------------------------------------------------------------------------
+
+    def run_start_task(self, pool: Resource, node: Node, task: dict) -> bool:
+        retries_allowed = task.get("maxTaskRetryCount", 0)
+        retry = 0
+        while True:
+            started = iso(now())
+            info = {"state": "running", "startTime": started, "retryCount": retry}
+            if retry:
+                info["lastRetryTime"] = started
+            node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
+            exit_code = self._run_once(pool, node, task)
+            info.update({"state": "completed", "endTime": iso(now()), "exitCode": exit_code,
+                         "result": "success" if exit_code == 0 else "failure"})
+            if exit_code != 0:
+                info["failureInfo"] = {**STARTUP_FAILURE, "details": []}
+            node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
+            if exit_code == 0:
+                return True
+            if retries_allowed != -1 and retry >= retries_allowed:
+                return False
+            if node.state == "leavingpool":
+                return False
+            retry += 1
+            time.sleep(min(1.0, 0.1 * retry))
+
+    def _run_once(self, pool: Resource, node: Node, task: dict) -> int:
+        key = node.internal["machine_key"]
+        startup = self.provider.temporary_disk(key) / "batch/tasks/startup"
+        admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+        if not admin:
+            for path in (startup, startup / "wd"):
+                os.chown(path, TASK_UID, TASK_GID)
+        env = self.environment(pool, node, task, f"{NODE_ROOT}/startup")
+        try:
+            with open(startup / "stdout.txt", "ab") as out, open(startup / "stderr.txt", "ab") as err:
+                proc = self.provider.spawn(key, ["/bin/sh", "-c", task["commandLine"]], env=env,
+                                           cwd=f"{NODE_ROOT}/startup/wd", uid=None if admin else TASK_UID,
+                                           gid=None if admin else TASK_GID, stdout=out, stderr=err)
+                return proc.wait()
+        except (MachineError, OSError) as exc:
+            log.warning("start task on %s could not run: %s", node.id, exc)
+            return 1
+
+    def environment(self, pool: Resource, node: Node, task: dict, task_dir: str) -> dict[str, str]:
+        account = pool.internal["account"]
+        env = {
+            "AZ_BATCH_ACCOUNT_NAME": account,
+            "AZ_BATCH_ACCOUNT_URL": self.account_url(account),
+            "AZ_BATCH_POOL_ID": pool.name,
+            "AZ_BATCH_NODE_ID": node.id,
+            "AZ_BATCH_NODE_IS_DEDICATED": "true" if node.body["isDedicated"] else "false",
+            "AZ_BATCH_NODE_ROOT_DIR": NODE_ROOT,
+            "AZ_BATCH_NODE_SHARED_DIR": f"{NODE_ROOT}/shared",
+            "AZ_BATCH_NODE_STARTUP_DIR": f"{NODE_ROOT}/startup",
+            "AZ_BATCH_NODE_STARTUP_WORKING_DIR": f"{NODE_ROOT}/startup/wd",
+            "AZ_BATCH_TASK_DIR": task_dir,
+            "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
+            "AZ_BATCH_TASK_USER": "_azbatch",
+            "AZ_BATCH_OS_RESERVED_EPHEMERAL_PORTS": "",
+            "HOME": f"{task_dir}/wd",
+            "USER": "_azbatch" if task["userIdentity"]["autoUser"]["elevationLevel"] != "admin" else "root",
+        }
+        for pair in task.get("environmentSettings", []):
+            env[pair["name"]] = pair["value"]
+        return env
+
+
+def node_root(provider: MachineProvider, node: Node) -> Path:
+    """Host path of the node's AZ_BATCH_NODE_ROOT_DIR."""
+    return provider.temporary_disk(node.internal["machine_key"]) / "batch/tasks"

@@ -1,0 +1,193 @@
+"""What a pool asks for: the create body checked field by field and brought to the wire
+shape Batch returns. Rules that need other resources (the image, the account) live in
+`pools.py`; this module only reads the request."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from . import batch_input as bi
+from .durations import format_duration, parse_duration
+from .vm_sizes import lookup as lookup_vm_size
+
+POOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TASK_SLOTS = 256
+# Azure reserves these frontend ports for the Batch service itself.
+RESERVED_FRONTEND = range(50000, 55001)
+RESERVED_BACKEND = (29876, 29877)
+MIN_NAT_RANGE = 40
+
+
+def pool_id(value) -> str:
+    if value is None:
+        raise bi.missing("id")
+    if not isinstance(value, str) or not POOL_ID.match(value):
+        raise bi.invalid("id", value, "The id may hold letters, digits, hyphens and underscores, "
+                                      "at most 64 characters.")
+    return value
+
+
+def vm_size(value) -> str:
+    if value is None:
+        raise bi.missing("vmSize")
+    if not isinstance(value, str) or lookup_vm_size(value) is None:
+        raise bi.invalid("vmSize", value, "The vmSize is not a known Azure virtual machine size.")
+    return value.lower()
+
+
+def targets(body: dict) -> tuple[int, int]:
+    dedicated = bi.integer(body, "targetDedicatedNodes", minimum=0, default=0)
+    low_priority = bi.integer(body, "targetLowPriorityNodes", minimum=0, default=0)
+    return dedicated, low_priority
+
+
+def resize_timeout(body: dict, minimum: timedelta, field: str = "resizeTimeout") -> timedelta:
+    value = body.get("resizeTimeout")
+    if value is None:
+        return timedelta(minutes=15)
+    timeout = parse_duration(value, field)
+    if timeout < minimum:
+        raise bi.invalid(field, value, f"The resizeTimeout must be at least {format_duration(minimum)}.")
+    return timeout
+
+
+def deallocation_option(body: dict) -> str:
+    return bi.choice(body, "nodeDeallocationOption", ("requeue", "terminate", "taskcompletion", "retaineddata"),
+                     default="requeue")
+
+
+def vm_configuration(body: dict) -> dict:
+    config = bi.obj(body, "virtualMachineConfiguration", required_=True)
+    if body.get("cloudServiceConfiguration") is not None:
+        raise bi.invalid("cloudServiceConfiguration", "...", "Cloud service pools are retired; use "
+                                                             "virtualMachineConfiguration.")
+    field = "virtualMachineConfiguration"
+    reference = bi.obj(config, "imageReference", f"{field}.imageReference", required_=True)
+    agent = bi.string(config, "nodeAgentSKUId", f"{field}.nodeAgentSKUId", required_=True)
+    if config.get("windowsConfiguration") is not None:
+        raise bi.invalid(f"{field}.windowsConfiguration", "...", "Windows nodes are not supported here.")
+    if config.get("containerConfiguration") is not None:
+        raise bi.invalid(f"{field}.containerConfiguration", "...", "Container pools are not supported yet.")
+    image = _image_reference(reference, f"{field}.imageReference")
+    out = {"imageReference": image, "nodeAgentSKUId": agent}
+    for optional in ("dataDisks", "licenseType", "nodePlacementConfiguration", "osDisk", "extensions",
+                     "securityProfile", "diskEncryptionConfiguration", "serviceArtifactReference"):
+        if config.get(optional) is not None:
+            out[optional] = config[optional]
+    if out.get("extensions"):
+        raise bi.invalid(f"{field}.extensions", "...", "VM extensions on pool nodes are not supported here.")
+    return out
+
+
+def _image_reference(reference: dict, field: str) -> dict:
+    image_id = bi.string(reference, "virtualMachineImageId", f"{field}.virtualMachineImageId")
+    for gallery in ("sharedGalleryImageId", "communityGalleryImageId"):
+        if reference.get(gallery) is not None:
+            raise bi.invalid(f"{field}.{gallery}", reference[gallery], "Gallery images are not supported yet.")
+    marketplace = {k: reference.get(k) for k in ("publisher", "offer", "sku", "version") if reference.get(k)}
+    if image_id and marketplace:
+        raise bi.invalid(field, "...", "Give either virtualMachineImageId or publisher, offer and sku, not both.")
+    if image_id:
+        return {"virtualMachineImageId": image_id}
+    for key in ("publisher", "offer", "sku"):
+        bi.string(reference, key, f"{field}.{key}", required_=True)
+    return {**marketplace, "version": marketplace.get("version") or "latest"}
+
+
+def start_task(body: dict, field: str = "startTask") -> dict | None:
+    task = bi.obj(body, "startTask", field)
+    if task is None:
+        return None
+    command = bi.string(task, "commandLine", f"{field}.commandLine", required_=True, max_len=8192)
+    out = {
+        "commandLine": command,
+        "maxTaskRetryCount": bi.integer(task, "maxTaskRetryCount", f"{field}.maxTaskRetryCount", minimum=-1,
+                                        maximum=100, default=0),
+        "waitForSuccess": bi.boolean(task, "waitForSuccess", f"{field}.waitForSuccess", default=True),
+        "environmentSettings": bi.name_value_pairs(task, "environmentSettings", f"{field}.environmentSettings"),
+        "userIdentity": user_identity(task, f"{field}.userIdentity"),
+    }
+    if task.get("resourceFiles"):
+        raise bi.invalid(f"{field}.resourceFiles", "...", "Resource files on start tasks are not supported yet.")
+    if task.get("containerSettings") is not None:
+        raise bi.invalid(f"{field}.containerSettings", "...", "Container tasks are not supported yet.")
+    return out
+
+
+def user_identity(body: dict, field: str) -> dict:
+    identity = bi.obj(body, "userIdentity", field) or {}
+    if identity.get("username") is not None:
+        raise bi.invalid(f"{field}.username", identity["username"], "Named user accounts are not supported yet; "
+                                                                    "use autoUser.")
+    auto = bi.obj(identity, "autoUser", f"{field}.autoUser") or {}
+    scope = bi.choice(auto, "scope", ("task", "pool"), f"{field}.autoUser.scope", default="pool")
+    elevation = bi.choice(auto, "elevationLevel", ("nonadmin", "admin"), f"{field}.autoUser.elevationLevel",
+                          default="nonadmin")
+    return {"autoUser": {"scope": scope, "elevationLevel": elevation}}
+
+
+def task_slots(body: dict, cores: int) -> int:
+    # Azure allows up to 4 times the node's cores, and never more than 256.
+    limit = min(MAX_TASK_SLOTS, 4 * cores)
+    return bi.integer(body, "taskSlotsPerNode", minimum=1, maximum=limit, default=1)
+
+
+def scheduling_policy(body: dict) -> dict:
+    policy = bi.obj(body, "taskSchedulingPolicy") or {}
+    fill = bi.choice(policy, "nodeFillType", ("spread", "pack"), "taskSchedulingPolicy.nodeFillType",
+                     default="spread")
+    return {"nodeFillType": fill}
+
+
+def network_configuration(body: dict) -> dict | None:
+    network = bi.obj(body, "networkConfiguration")
+    if network is None:
+        return None
+    endpoint = bi.obj(network, "endpointConfiguration", "networkConfiguration.endpointConfiguration")
+    out = {k: v for k, v in network.items() if k != "endpointConfiguration"}
+    if endpoint is not None:
+        field = "networkConfiguration.endpointConfiguration.inboundNATPools"
+        pools = bi.array(endpoint, "inboundNATPools", field, max_items=5)
+        out["endpointConfiguration"] = {"inboundNATPools": [_nat_pool(p, f"{field}[{i}]", pools[:i])
+                                                            for i, p in enumerate(pools)]}
+    return out
+
+
+def _nat_pool(pool, field: str, earlier: list[dict]) -> dict:
+    if not isinstance(pool, dict):
+        raise bi.invalid(field, pool, "An object is required.")
+    name = bi.string(pool, "name", f"{field}.name", required_=True, max_len=77)
+    protocol = bi.choice(pool, "protocol", ("tcp", "udp"), f"{field}.protocol")
+    if protocol is None:
+        raise bi.missing(f"{field}.protocol")
+    backend = bi.integer(pool, "backendPort", f"{field}.backendPort", minimum=1, maximum=65535)
+    start = bi.integer(pool, "frontendPortRangeStart", f"{field}.frontendPortRangeStart", minimum=1, maximum=65534)
+    end = bi.integer(pool, "frontendPortRangeEnd", f"{field}.frontendPortRangeEnd", minimum=1, maximum=65534)
+    for value, key in ((backend, "backendPort"), (start, "frontendPortRangeStart"), (end, "frontendPortRangeEnd")):
+        if value is None:
+            raise bi.missing(f"{field}.{key}")
+    if backend in RESERVED_BACKEND:
+        raise bi.invalid(f"{field}.backendPort", backend, "Ports 29876 and 29877 are reserved.")
+    if start in RESERVED_FRONTEND or end in RESERVED_FRONTEND or (start < RESERVED_FRONTEND.start and end >= RESERVED_FRONTEND.stop):
+        raise bi.invalid(f"{field}.frontendPortRangeStart", start, "Frontend ports 50000 to 55000 are reserved.")
+    if end - start + 1 < MIN_NAT_RANGE:
+        raise bi.invalid(f"{field}.frontendPortRangeEnd", end,
+                         f"The frontend port range must hold at least {MIN_NAT_RANGE} ports.")
+    for other in earlier:
+        if other["name"].lower() == name.lower():
+            raise bi.invalid(f"{field}.name", name, "Inbound NAT pool names must be unique.")
+        if start <= other["frontendPortRangeEnd"] and other["frontendPortRangeStart"] <= end:
+            raise bi.invalid(f"{field}.frontendPortRangeStart", start, "Frontend port ranges may not overlap.")
+    rules = bi.array(pool, "networkSecurityGroupRules", f"{field}.networkSecurityGroupRules", max_items=25)
+    return {"name": name, "protocol": protocol, "backendPort": backend, "frontendPortRangeStart": start,
+            "frontendPortRangeEnd": end, "networkSecurityGroupRules": rules}
+
+
+def nat_node_limit(network: dict | None) -> int | None:
+    """Each node needs its own frontend port in every inbound NAT pool, so a pool can hold
+    no more nodes than its smallest frontend port range has ports."""
+    pools = ((network or {}).get("endpointConfiguration") or {}).get("inboundNATPools") or []
+    if not pools:
+        return None
+    return min(p["frontendPortRangeEnd"] - p["frontendPortRangeStart"] + 1 for p in pools)

@@ -1,0 +1,504 @@
+"""Batch pools: the rules Azure documents for creating, changing, resizing and deleting a
+pool, and the operations on its nodes. The work of allocating machines runs in the
+background (`allocation.py`); everything here answers at once.
+
+A pool is a row of the resource table, under its account's id (the management plane's
+pool id), holding its wire body; `internal` keeps the image's layers (so nodes keep
+working after the image is deleted), its lineage (for the shared custom-image limits)
+and the resize in progress. Nodes live in their own table (`store/batch_nodes.py`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from ...store.batch_nodes import Node, NodeStore
+from ...store.resources import Resource, ResourceStore
+from ..arm_ids import parse_typed
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
+from . import batch_input as bi
+from . import pool_spec
+from .durations import format_duration
+from .vm_sizes import lookup as lookup_vm_size
+
+POOL_TYPE = "Microsoft.Batch/batchAccounts/pools"
+IMAGE_TYPE = "Microsoft.Compute/images"
+IMAGE_DELETED_MESSAGE = ("There was an error encountered while performing the last resize on the pool. "
+                         "Please try resizing the pool again.")
+# Node states in which a node holds a machine that can run work.
+READY_STATES = ("idle", "running")
+# Nodes in these states are on their way: they count towards the pool's current size.
+TRANSITIONAL = ("creating", "starting", "waitingforstarttask", "rebooting", "reimaging")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_etag() -> str:
+    return f"0x{time.time_ns():X}"
+
+
+class PoolAuth:
+    """How the request that touches a pool was authenticated."""
+    SHARED_KEY = "SharedKey"
+    BEARER = "AAD"
+
+
+class Pools:
+    def __init__(self, store: ResourceStore, nodes: NodeStore, catalog, settings):
+        self.store = store
+        self.nodes = nodes
+        self.catalog = catalog
+        self.settings = settings
+        # One lock for every pool and node record: the API and the allocator both change them.
+        self.lock = threading.RLock()
+        self.allocator = None  # set by the allocator; poked whenever a pool has work
+
+    # reading --------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(account: Resource, pool_id: str) -> str:
+        return f"{account.id}/pools/{pool_id}".lower()
+
+    def get(self, account: Resource, pool_id: str) -> Resource:
+        pool = self.store.get(self.key(account, pool_id)) if isinstance(pool_id, str) else None
+        if pool is None or pool.type.lower() != POOL_TYPE.lower():
+            raise NotFound("PoolNotFound", "The specified pool does not exist.")
+        return pool
+
+    def list(self, account: Resource) -> list[Resource]:
+        pools = self.store.list(type=POOL_TYPE, subscription=account.subscription,
+                                resource_group=account.resource_group)
+        prefix = account.id.lower() + "/pools/"
+        return sorted((p for p in pools if p.id.lower().startswith(prefix)), key=lambda p: p.name.lower())
+
+    def all_pools(self) -> list[Resource]:
+        return self.store.list(type=POOL_TYPE)
+
+    def list_nodes(self, account: Resource, pool_id: str) -> list[Node]:
+        return self.nodes.list(self.get(account, pool_id).id.lower())
+
+    def get_node(self, account: Resource, pool_id: str, node_id: str) -> Node:
+        node = self.nodes.get(self.get(account, pool_id).id.lower(), node_id)
+        if node is None:
+            raise NotFound("NodeNotFound", "The specified node does not exist.")
+        return node
+
+    # creating -------------------------------------------------------------------------------
+
+    def create(self, account: Resource, body: dict, auth: str) -> Resource:
+        body = bi.body_object(body)
+        pool_id = pool_spec.pool_id(body.get("id"))
+        vm_size = pool_spec.vm_size(body.get("vmSize"))
+        config = pool_spec.vm_configuration(body)
+        image = self._image_for(account, config, auth)
+        if bi.boolean(body, "enableAutoScale", default=False):
+            raise bi.invalid("enableAutoScale", True, "Autoscale is not supported yet; give target node counts.")
+        dedicated, low_priority = pool_spec.targets(body)
+        timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
+        cores = lookup_vm_size(vm_size).cores
+        wire = {
+            "id": pool_id,
+            "displayName": bi.string(body, "displayName", max_len=1024) or None,
+            "vmSize": vm_size,
+            "virtualMachineConfiguration": config,
+            "resizeTimeout": format_duration(timeout),
+            "targetDedicatedNodes": dedicated,
+            "targetLowPriorityNodes": low_priority,
+            "enableAutoScale": False,
+            "enableInterNodeCommunication": bi.boolean(body, "enableInterNodeCommunication", default=False),
+            "taskSlotsPerNode": pool_spec.task_slots(body, cores),
+            "taskSchedulingPolicy": pool_spec.scheduling_policy(body),
+            "startTask": pool_spec.start_task(body),
+            "networkConfiguration": pool_spec.network_configuration(body),
+            "metadata": bi.name_value_pairs(body, "metadata"),
+            "applicationPackageReferences": bi.array(body, "applicationPackageReferences"),
+            "userAccounts": bi.array(body, "userAccounts"),
+        }
+        wire = {k: v for k, v in wire.items() if v is not None}
+        moment = iso(now())
+        wire.update({"eTag": new_etag(), "lastModified": moment, "creationTime": moment, "state": "active",
+                     "stateTransitionTime": moment, "allocationState": "resizing",
+                     "allocationStateTransitionTime": moment, "currentDedicatedNodes": 0,
+                     "currentLowPriorityNodes": 0, "resizeErrors": []})
+        pool = Resource(id=f"{account.id}/pools/{pool_id}", type=POOL_TYPE, subscription=account.subscription,
+                        resource_group=account.resource_group, name=pool_id, body=wire,
+                        internal={"account": account.name, **image, "next_slot": 0,
+                                  "resize": self._resize_record(timeout, "requeue")})
+        with self.lock:
+            if self.store.get(pool.id) is not None:
+                raise Conflict("PoolExists", "The specified pool already exists.")
+            self.store.put(pool)
+        self._poke()
+        return pool
+
+    def _image_for(self, account: Resource, config: dict, auth: str) -> dict:
+        """The layers a node of this pool is made of, after Azure's rules for the image."""
+        reference = config["imageReference"]
+        agent = config["nodeAgentSKUId"]
+        if "virtualMachineImageId" in reference:
+            if auth == PoolAuth.SHARED_KEY:
+                raise self._shared_key_refused()
+            image = self._custom_image(account, reference["virtualMachineImageId"])
+            self._check_agent_for_linux(agent)
+            return {"image_id": image.id, "os_layers": image.internal["os_layers"],
+                    "data_layers": image.internal["data_layers"], "layers": image.internal["layers"],
+                    "lineage": self._lineage(image)}
+        try:
+            base = self.catalog.resolve(reference, "virtualMachineConfiguration.imageReference")
+        except ServiceError as exc:
+            raise bi.invalid("virtualMachineConfiguration.imageReference", reference, exc.message) from exc
+        if base.node_agent_sku_id.lower() != agent.lower():
+            raise bi.invalid("virtualMachineConfiguration.nodeAgentSKUId", agent,
+                             f"The image {base.urn} needs the node agent SKU '{base.node_agent_sku_id}'.")
+        return {"image_id": None, "os_layers": base.layers, "data_layers": {}, "layers": list(base.layers),
+                "lineage": []}
+
+    @staticmethod
+    def _shared_key_refused() -> Forbidden:
+        return Forbidden(
+            "InsufficientPermissions",
+            "Pools that use a custom image (virtualMachineImageId) require Microsoft Entra ID authentication; "
+            "this request was signed with a shared key. Use a bearer token for https://batch.core.windows.net/.",
+            details=[{"key": "AuthenticationMode", "value": "SharedKey"}])
+
+    def _custom_image(self, account: Resource, image_id: str) -> Resource:
+        field = "virtualMachineConfiguration.imageReference.virtualMachineImageId"
+        try:
+            rid = parse_typed(image_id, IMAGE_TYPE, field)
+        except ServiceError as exc:
+            raise bi.invalid(field, image_id, "The value is not the resource id of a managed image "
+                                              "(/subscriptions/…/providers/Microsoft.Compute/images/…).") from exc
+        if rid.subscription.lower() != account.subscription.lower():
+            raise bi.invalid(field, image_id, f"The image is in subscription '{rid.subscription}', but the Batch "
+                                              f"account '{account.name}' is in subscription '{account.subscription}'; "
+                                              "the image must be in the account's subscription.")
+        image = self.store.get(str(rid))
+        if image is None:
+            raise bi.invalid(field, image_id, "The specified image does not exist.")
+        image_location = image.body.get("location", "")
+        account_location = account.body.get("location", "")
+        if image_location.lower() != account_location.lower():
+            raise bi.invalid(field, image_id, f"The image is in region '{image_location}', but the Batch account "
+                                              f"'{account.name}' is in region '{account_location}'; the image must "
+                                              "be in the account's region.")
+        if image.properties.get("storageProfile", {}).get("osDisk", {}).get("osType", "Linux").lower() != "linux":
+            raise bi.invalid(field, image_id, "Windows images are not supported: nodes here run Linux.")
+        if image.internal.get("extensions_installed"):
+            raise bi.invalid(field, image_id, "The image was captured from a virtual machine that had VM extensions "
+                                              "installed; Batch does not support such images. Capture it from a "
+                                              "machine without extensions.")
+        return image
+
+    def _check_agent_for_linux(self, agent: str) -> None:
+        linux_agents = {b.node_agent_sku_id.lower() for b in self.catalog.all() if b.os_type.lower() == "linux"}
+        if agent.lower() not in linux_agents:
+            raise bi.invalid("virtualMachineConfiguration.nodeAgentSKUId", agent,
+                             "The node agent SKU does not match the image's operating system (Linux); supported: "
+                             + ", ".join(sorted(linux_agents)) + ".")
+
+    @staticmethod
+    def _lineage(image: Resource) -> list[str]:
+        """What ties pools together for the custom-image limits: the image and every snapshot
+        its disks came from."""
+        return sorted({image.id.lower(), *(s.lower() for s in image.internal.get("source_snapshots", []))})
+
+    def _resize_record(self, timeout: timedelta, deallocation: str) -> dict:
+        return {"started": time.time(), "timeout": timeout.total_seconds(), "deallocation": deallocation,
+                "errors": []}
+
+    # changing -------------------------------------------------------------------------------
+
+    def update(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:
+        """PATCH: the properties given replace the pool's; the others stay."""
+        body = bi.body_object(body)
+        with self.lock:
+            pool = self._changeable(account, pool_id, conditions)
+            if "startTask" in body:
+                pool.body["startTask"] = pool_spec.start_task(body)
+                if pool.body["startTask"] is None:
+                    del pool.body["startTask"]
+            if "metadata" in body:
+                pool.body["metadata"] = bi.name_value_pairs(body, "metadata")
+            if "applicationPackageReferences" in body:
+                pool.body["applicationPackageReferences"] = bi.array(body, "applicationPackageReferences")
+            if "targetNodeCommunicationMode" in body:
+                pool.body["targetNodeCommunicationMode"] = bi.choice(
+                    body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
+            return self._save(pool)
+
+    def replace_properties(self, account: Resource, pool_id: str, body: dict, auth: str) -> Resource:
+        """updateproperties: what is not given is removed."""
+        body = bi.body_object(body)
+        with self.lock:
+            pool = self._changeable(account, pool_id, None)
+            start_task = pool_spec.start_task(body)
+            pool.body.pop("startTask", None)
+            if start_task is not None:
+                pool.body["startTask"] = start_task
+            pool.body["metadata"] = bi.name_value_pairs(body, "metadata")
+            if "applicationPackageReferences" not in body:
+                raise bi.missing("applicationPackageReferences")
+            pool.body["applicationPackageReferences"] = bi.array(body, "applicationPackageReferences")
+            return self._save(pool)
+
+    def resize(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:
+        body = bi.body_object(body)
+        dedicated, low_priority = pool_spec.targets(body)
+        timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
+        deallocation = pool_spec.deallocation_option(body)
+        with self.lock:
+            pool = self._changeable(account, pool_id, conditions)
+            self._require_steady(pool)
+            if pool.internal.get("image_id") and auth == PoolAuth.SHARED_KEY:
+                raise self._shared_key_refused()
+            pool.body.update({"targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority,
+                              "resizeTimeout": format_duration(timeout)})
+            self._begin_resize(pool, timeout, deallocation)
+            return self._save(pool)
+
+    def stop_resize(self, account: Resource, pool_id: str, conditions=None) -> Resource:
+        with self.lock:
+            pool = self._changeable(account, pool_id, conditions)
+            if pool.body["allocationState"] == "resizing":
+                self._set_allocation(pool, "stopping")
+                self._save(pool)
+        self._poke()
+        return pool
+
+    def remove_nodes(self, account: Resource, pool_id: str, body: dict, conditions=None) -> Resource:
+        body = bi.body_object(body)
+        node_ids = bi.array(body, "nodeList", max_items=100)
+        if not node_ids:
+            raise bi.missing("nodeList")
+        timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
+        deallocation = pool_spec.deallocation_option(body)
+        with self.lock:
+            pool = self._changeable(account, pool_id, conditions)
+            self._require_steady(pool)
+            nodes = {n.id: n for n in self.nodes.list(pool.id.lower())}
+            chosen = []
+            for index, node_id in enumerate(node_ids):
+                if not isinstance(node_id, str) or node_id not in nodes:
+                    raise bi.invalid(f"nodeList[{index}]", node_id, "The node is not in the pool.")
+                chosen.append(nodes[node_id])
+            for node in chosen:
+                target = "targetDedicatedNodes" if node.body["isDedicated"] else "targetLowPriorityNodes"
+                pool.body[target] = max(0, pool.body[target] - 1)
+                self._set_node_state(node, "leavingpool")
+            self.nodes.put(*chosen)
+            self._begin_resize(pool, timeout, deallocation)
+            return self._save(pool)
+
+    def delete(self, account: Resource, pool_id: str, conditions=None) -> None:
+        with self.lock:
+            pool = self.get(account, pool_id)
+            check_conditions(pool.body, conditions)
+            if pool.body["state"] == "deleting":
+                return
+            pool.body["state"] = "deleting"
+            pool.body["stateTransitionTime"] = iso(now())
+            self._save(pool)
+        self._poke()
+
+    def delete_all(self, account: Resource) -> None:
+        """The account is going: so are its pools, nodes first (the allocator does it)."""
+        with self.lock:
+            for pool in self.list(account):
+                if pool.body["state"] != "deleting":
+                    pool.body["state"] = "deleting"
+                    pool.body["stateTransitionTime"] = iso(now())
+                    self._save(pool)
+
+    def _changeable(self, account: Resource, pool_id: str, conditions) -> Resource:
+        pool = self.get(account, pool_id)
+        check_conditions(pool.body, conditions)
+        if pool.body["state"] == "deleting":
+            raise Conflict("PoolBeingDeleted", "The specified pool has been marked for deletion and is being "
+                                               "reclaimed.")
+        return pool
+
+    @staticmethod
+    def _require_steady(pool: Resource) -> None:
+        if pool.body["allocationState"] != "steady":
+            raise Conflict("PoolBeingResized", "The specified pool is already being resized; wait for its "
+                                               "allocationState to be steady, or stop the resize.")
+
+    def _begin_resize(self, pool: Resource, timeout: timedelta, deallocation: str) -> None:
+        pool.internal["resize"] = self._resize_record(timeout, deallocation)
+        pool.body["resizeErrors"] = []
+        self._set_allocation(pool, "resizing")
+
+    @staticmethod
+    def _set_allocation(pool: Resource, state: str) -> None:
+        pool.body["allocationState"] = state
+        pool.body["allocationStateTransitionTime"] = iso(now())
+
+    def _save(self, pool: Resource) -> Resource:
+        pool.body["eTag"] = new_etag()
+        pool.body["lastModified"] = iso(now())
+        self.store.put(pool)
+        self._poke()
+        return pool
+
+    def save(self, pool: Resource) -> Resource:
+        """For the allocator: record a pool it changed."""
+        with self.lock:
+            return self._save(pool)
+
+    def _poke(self) -> None:
+        if self.allocator is not None:
+            self.allocator.poke()
+
+    # nodes ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _set_node_state(node: Node, state: str) -> None:
+        node.body["state"] = state
+        node.body["stateTransitionTime"] = iso(now())
+
+    def set_node_state(self, node: Node, state: str, **fields) -> Node:
+        with self.lock:
+            current = self.nodes.get(node.pool_key, node.id)
+            if current is None:
+                return node  # removed meanwhile
+            if current.state == "leavingpool" and state != "leavingpool":
+                return current  # removal wins over whatever the node was doing
+            self._set_node_state(current, state)
+            current.body.update(fields)
+            self.nodes.put(current)
+            return current
+
+    def node_action(self, account: Resource, pool_id: str, node_id: str, action: str, body: dict | None) -> Node:
+        """reboot, reimage, disablescheduling, enablescheduling."""
+        with self.lock:
+            pool = self.get(account, pool_id)
+            node = self.get_node(account, pool_id, node_id)
+            if pool.body["state"] == "deleting":
+                raise Conflict("PoolBeingDeleted", "The specified pool has been marked for deletion.")
+            if action in ("reboot", "reimage"):
+                option_field = "nodeRebootOption" if action == "reboot" else "nodeReimageOption"
+                bi.choice(body or {}, option_field, ("requeue", "terminate", "taskcompletion", "retaineddata"))
+                if node.state not in ("idle", "running", "starttaskfailed", "unusable", "offline"):
+                    raise Conflict("NodeNotReady" if action == "reboot" else "NodeNotReady",
+                                   f"The node is {node.state}; it can be {action}ed once it is idle, running, "
+                                   "starttaskfailed or unusable.")
+                self._set_node_state(node, "rebooting" if action == "reboot" else "reimaging")
+                node.internal["pending"] = action
+            elif action == "disablescheduling":
+                bi.choice(body or {}, "nodeDisableSchedulingOption", ("requeue", "terminate", "taskcompletion"))
+                node.body["schedulingState"] = "disabled"
+            elif action == "enablescheduling":
+                node.body["schedulingState"] = "enabled"
+            self.nodes.put(node)
+        self._poke()
+        return node
+
+    def preempt(self, account: Resource, pool_id: str, node_id: str) -> Node:
+        """Batchyard's way to make a low-priority node preempted, as Azure may at any time."""
+        with self.lock:
+            node = self.get_node(account, pool_id, node_id)
+            if node.body["isDedicated"]:
+                raise InvalidInput("InvalidOperation", "Only low-priority nodes can be preempted.")
+            if node.state == "preempted":
+                return node
+            self._set_node_state(node, "preempted")
+            node.internal["pending"] = "preempt"
+            self.nodes.put(node)
+        self._poke()
+        return node
+
+    # counting -------------------------------------------------------------------------------
+
+    def node_counts(self, account: Resource) -> list[dict]:
+        result = []
+        for pool in self.list(account):
+            counts = {"dedicated": _empty_counts(), "lowPriority": _empty_counts()}
+            for node in self.nodes.list(pool.id.lower()):
+                bucket = counts["dedicated" if node.body["isDedicated"] else "lowPriority"]
+                key = _COUNT_KEYS.get(node.state, "unknown")
+                bucket[key] += 1
+                bucket["total"] += 1
+            result.append({"poolId": pool.name, **counts})
+        return result
+
+    def usage_metrics(self, account: Resource, start: datetime | None, end: datetime | None) -> list[dict]:
+        """Core hours of each pool's nodes in the window (default: the last 24 hours)."""
+        end = end or now()
+        start = start or end - timedelta(days=1)
+        if start >= end:
+            raise InvalidInput("InvalidQueryParameterValue", "startTime must be before endtime.",
+                               details=[{"key": "QueryParameterName", "value": "startTime"}])
+        rows = []
+        for pool in self.list(account):
+            cores = lookup_vm_size(pool.body["vmSize"]).cores
+            seconds = 0.0
+            for node in self.nodes.list(pool.id.lower()):
+                allocated = datetime.fromisoformat(node.body["allocationTime"].replace("Z", "+00:00"))
+                overlap = (end - max(start, allocated)).total_seconds()
+                seconds += max(0.0, overlap)
+            seconds += pool.internal.get("retired_core_seconds", 0.0) / max(cores, 1)
+            rows.append({"poolId": pool.name, "startTime": iso(start), "endTime": iso(end),
+                         "vmSize": pool.body["vmSize"], "totalCoreHours": round(seconds * cores / 3600, 6)})
+        return rows
+
+    def supported_images(self) -> list[dict]:
+        return [{"nodeAgentSKUId": b.node_agent_sku_id,
+                 "imageReference": {"publisher": b.publisher, "offer": b.offer, "sku": b.sku, "version": b.version},
+                 "osType": b.os_type.lower(), "capabilities": [], "verificationType": "verified"}
+                for b in self.catalog.all()]
+
+
+_COUNT_KEYS = {"creating": "creating", "idle": "idle", "offline": "offline", "preempted": "preempted",
+               "rebooting": "rebooting", "reimaging": "reimaging", "running": "running", "starting": "starting",
+               "starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool", "unknown": "unknown",
+               "unusable": "unusable", "waitingforstarttask": "waitingForStartTask", "deallocated": "deallocated",
+               "deallocating": "deallocating", "upgradingos": "upgradingOS"}
+
+
+def _empty_counts() -> dict:
+    return {key: 0 for key in (*_COUNT_KEYS.values(), "total")}
+
+
+def check_conditions(body: dict, conditions) -> None:
+    """If-Match / If-None-Match / If-Modified-Since / If-Unmodified-Since against a resource."""
+    if not conditions:
+        return
+    etag = body.get("eTag", "")
+    modified = datetime.fromisoformat(body["lastModified"].replace("Z", "+00:00")).replace(microsecond=0)
+    if_match = conditions.get("if-match")
+    if if_match and if_match != "*" and etag not in _etags(if_match):
+        raise PreconditionFailed()
+    if_none = conditions.get("if-none-match")
+    if if_none and (if_none == "*" or etag in _etags(if_none)):
+        raise NotModifiedOrFailed()
+    unmodified_since = conditions.get("if-unmodified-since")
+    if unmodified_since and modified > unmodified_since:
+        raise PreconditionFailed()
+    modified_since = conditions.get("if-modified-since")
+    if modified_since and modified <= modified_since:
+        raise NotModifiedOrFailed()
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().strip('"') for tag in header.split(",")}
+
+
+class PreconditionFailed(ServiceError):
+    def __init__(self):
+        super().__init__("ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+
+
+class NotModifiedOrFailed(ServiceError):
+    """304 for GET and HEAD, 412 for anything that would change the resource."""
+
+    def __init__(self):
+        super().__init__("ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+

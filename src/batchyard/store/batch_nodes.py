@@ -1,0 +1,55 @@
+"""Compute nodes of Batch pools: the wire body of each node plus the service's private
+data (its machine and disks), keyed by the pool's lower-cased resource id."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .db import Database
+
+
+@dataclass
+class Node:
+    pool_key: str
+    id: str
+    body: dict[str, Any]
+    internal: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return self.body["state"]
+
+
+def _row_to_node(row) -> Node:
+    return Node(row["pool_key"], row["node_id"], json.loads(row["body"]), json.loads(row["internal"]))
+
+
+class NodeStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, pool_key: str, node_id: str) -> Node | None:
+        rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? AND node_id = ?", (pool_key, node_id))
+        return _row_to_node(rows[0]) if rows else None
+
+    def list(self, pool_key: str) -> list[Node]:
+        rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? ORDER BY rowid", (pool_key,))
+        return [_row_to_node(r) for r in rows]
+
+    def all(self) -> list[Node]:
+        return [_row_to_node(r) for r in self.db.query("SELECT * FROM batch_nodes ORDER BY rowid")]
+
+    def put(self, *nodes: Node) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO batch_nodes (pool_key, node_id, body, internal) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pool_key, node_id) DO UPDATE SET body = excluded.body, internal = excluded.internal",
+                [(n.pool_key, n.id, json.dumps(n.body), json.dumps(n.internal)) for n in nodes])
+
+    def delete(self, pool_key: str, node_id: str) -> None:
+        self.db.execute("DELETE FROM batch_nodes WHERE pool_key = ? AND node_id = ?", (pool_key, node_id))
+
+    def delete_pool(self, pool_key: str) -> None:
+        self.db.execute("DELETE FROM batch_nodes WHERE pool_key = ?", (pool_key,))
