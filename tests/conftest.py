@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from azure.batch import BatchClient
+from azure.core.credentials import AzureNamedKeyCredential
 from azure.identity import ClientSecretCredential
 from azure.mgmt.batch import BatchManagementClient
 from azure.mgmt.compute import ComputeManagementClient
@@ -77,6 +79,10 @@ class Clients:
                                                base_url=info["arm_endpoint"], connection_verify=ca)
         self.batch_mgmt = BatchManagementClient(self.credential, info["subscription_id"],
                                                 base_url=info["arm_endpoint"], connection_verify=ca)
+        # the data plane, signed with the account key and with a bearer token
+        self.batch_key = BatchClient(info["batch_endpoint"], AzureNamedKeyCredential(
+            info["batch_account"], info["batch_account_key"]), connection_verify=ca)
+        self.batch = BatchClient(info["batch_endpoint"], self.credential, connection_verify=ca)
         self.subscription = info["subscription_id"]
         self.location = info["location"]
 
@@ -145,3 +151,26 @@ def build_flow(clients, rg: str) -> dict:
     worker = c.virtual_machines.begin_create_or_update(rg, "worker", vm_body(
         clients.location, {"id": image.id})).result()
     return {"builder": builder, "image": image, "worker": worker, "snapshots": (os_snap, data_snap)}
+
+
+def wait_for(condition, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+    """Poll until `condition()` returns something truthy; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def pool_settled(batch, pool_id: str, states=("idle",)):
+    """The pool is steady and every node is in one of `states`; returns (pool, nodes)."""
+    def check():
+        pool = batch.get_pool(pool_id)
+        nodes = list(batch.list_nodes(pool_id))
+        if pool.allocation_state == "steady" and all(n.state in states for n in nodes):
+            return pool, nodes
+        return None
+    return wait_for(check, what=f"pool {pool_id} to settle")

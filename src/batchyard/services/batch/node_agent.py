@@ -26,7 +26,7 @@ NODE_ROOT = "/mnt/batch/tasks"
 BATCH_DIRS = ("shared", "startup/wd", "workitems", "applications", "fsmounts")
 # Tasks that do not ask for admin run as this unprivileged user, as Azure's auto-user does.
 TASK_UID = TASK_GID = 10001
-STARTUP_FAILURE = {"category": "UserError", "code": "FailureExitCode",
+STARTUP_FAILURE = {"category": "usererror", "code": "FailureExitCode",
                    "message": "The task exited with an exit code representing a failure"}
 
 

@@ -1,0 +1,129 @@
+"""Azure's allocation rules with the limits set low: custom-image node limits shared across
+pools on the same snapshot, hosts that are full (AllocationTimedout, stopresize), and a
+server restart with pools and nodes intact. Plus authentication failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.batch import BatchClient
+from azure.core.credentials import AccessToken, AzureNamedKeyCredential
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.rest import HttpRequest
+
+from conftest import Clients, Server, build_flow, pool_settled, wait_for
+from test_batch_pools import IMAGE_CHECK, base_pool, custom_pool, error_values
+
+RG = "rules"
+ENV = {"BATCHYARD_CUSTOM_IMAGE_MAX_DEDICATED": "3", "BATCHYARD_CUSTOM_IMAGE_MAX_LOW_PRIORITY": "2",
+       "BATCHYARD_MIN_RESIZE_TIMEOUT": "1", "BATCHYARD_HOST_CORES": "24"}
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("rules") / "data", extra_env=ENV)
+    clients = Clients(srv.start())
+    image = build_flow(clients, RG)["image"]
+    os_snapshot = image.storage_profile.os_disk.snapshot.id
+    twin = clients.compute.images.begin_create_or_update(RG, "twin", {"location": clients.location, "properties": {
+        "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
+                                      "snapshot": {"id": os_snapshot}}}}}).result()
+    yield srv, clients, image, twin
+    srv.stop()
+
+
+def test_custom_image_limits_are_shared_across_pools_on_one_snapshot(rules):
+    _, clients, image, twin = rules
+    batch = clients.batch
+    batch.create_pool(custom_pool("first", image.id, dedicated=2, low_priority=3,
+                                  startTask={"commandLine": f"/bin/sh -c '{IMAGE_CHECK}'"}))
+    pool, _ = pool_settled(batch, "first")
+    assert (pool.current_dedicated_nodes, pool.current_low_priority_nodes) == (2, 2)
+    assert [e.code for e in pool.resize_errors] == ["CustomImageNodeLimitReached"]
+    batch.create_pool(custom_pool("second", twin.id, dedicated=2))
+    pool, _ = pool_settled(batch, "second")
+    assert pool.current_dedicated_nodes == 1 and pool.target_dedicated_nodes == 2
+    error = pool.resize_errors[0]
+    assert error.code == "CustomImageNodeLimitReached" and "at most 3 dedicated" in error.message
+
+
+def test_full_hosts_time_out_and_stopresize_stops(rules):
+    _, clients, _, _ = rules
+    batch = clients.batch_key
+    # 5 one-core nodes of the limits test hold 5 of the 24 cores: one 16-core node fits, not two
+    batch.create_pool(base_pool(clients, "big", dedicated=2, vmSize="standard_d16s_v3", resizeTimeout="PT2S"))
+    pool = wait_for(lambda: (p := batch.get_pool("big")).allocation_state == "steady" and p, timeout=30,
+                    what="the resize to time out")
+    assert pool.current_dedicated_nodes == 1
+    assert [e.code for e in pool.resize_errors] == ["AllocationTimedout"]
+    batch.begin_resize_pool("big", {"targetDedicatedNodes": 3, "resizeTimeout": "PT1H"})
+    assert batch.get_pool("big").allocation_state == "resizing"
+    batch.begin_stop_pool_resize("big", polling_interval=0.1).result()
+    pool = batch.get_pool("big")
+    assert pool.allocation_state == "steady" and pool.current_dedicated_nodes == 1
+
+
+def test_restart_keeps_pools_and_nodes(rules):
+    server, clients, _, _ = rules
+    before = {n.id: n.state for n in clients.batch.list_nodes("first")}
+    clients = Clients(server.restart())
+    batch = clients.batch
+    pool, nodes = pool_settled(batch, "first")
+    assert {n.id: n.state for n in nodes} == before
+    node = next(n for n in nodes if n.is_dedicated)
+    batch.begin_reboot_node("first", node.id, {"nodeRebootOption": "requeue"}, polling_interval=0.1).result()
+    _, nodes = pool_settled(batch, "first")
+    assert all(n.start_task_info.exit_code == 0 for n in nodes)  # the image's files are still there
+    assert {p.id for p in batch.list_pools()} == {"first", "second", "big"}
+
+
+def test_wrong_key_stale_date_and_bad_tokens_are_refused(rules):
+    _, clients, _, _ = rules
+    info = clients.info
+    forged = BatchClient(info["batch_endpoint"], AzureNamedKeyCredential(
+        info["batch_account"], "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWs="),
+        connection_verify=info["ca_bundle"])
+    with pytest.raises(ClientAuthenticationError) as e:
+        forged.get_pool("first")
+    assert e.value.status_code == 401 and e.value.error.code == "AuthenticationFailed"
+    with pytest.raises(ClientAuthenticationError) as e:
+        clients.batch_key.get_pool("first", ocp_date=datetime.now(UTC) - timedelta(hours=1))
+    assert e.value.error.code == "AuthenticationFailed"
+
+    class ArmToken:  # a valid token for the wrong audience
+        def get_token(self, *scopes, **kwargs) -> AccessToken:
+            return clients.credential.get_token("https://management.azure.com/.default")
+
+    wrong_audience = BatchClient(info["batch_endpoint"], ArmToken(), connection_verify=info["ca_bundle"])
+    with pytest.raises(ClientAuthenticationError) as e:
+        wrong_audience.get_pool("first")
+    assert e.value.error.code == "AuthenticationFailed"
+    assert "audience" in error_values(e)["AuthenticationErrorDetail"]
+
+
+def refused(batch, request: HttpRequest) -> tuple[int, str]:
+    """(status, Batch error code) of a request the server refuses."""
+    with pytest.raises(HttpResponseError) as e:
+        batch.send_request(request)
+    return e.value.status_code, e.value.error.code
+
+
+def test_protocol_errors(rules):
+    _, clients, _, _ = rules
+    batch = clients.batch_key
+    version = {"api-version": "2025-06-01"}
+    assert refused(batch, HttpRequest("GET", "/pools")) == (400, "MissingRequiredQueryParameter")
+    assert refused(batch, HttpRequest("GET", "/pools", params={"api-version": "1999-01-01"})) == \
+        (400, "InvalidQueryParameterValue")
+    assert refused(batch, HttpRequest("GET", "/nowhere", params=version)) == (404, "InvalidUri")
+    assert refused(batch, HttpRequest("POST", "/pools", params=version, headers={"content-type": "application/json"},
+                                      content=b"{not json")) == (400, "InvalidRequestBody")
+    assert refused(batch, HttpRequest("PUT", "/pools", params=version)) == (400, "UnsupportedHttpVerb")
+    huge = [{"name": f"k{i}", "value": "v" * 1000} for i in range(1200)]
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_pool({**base_pool(clients, "huge"), "metadata": huge})
+    assert e.value.status_code == 413 and e.value.error.code == "RequestBodyTooLarge"
+    with pytest.raises(HttpResponseError) as e:
+        next(iter(batch.list_pools(filter="id eq ")))
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidQueryParameterValue"
