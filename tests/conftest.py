@@ -65,6 +65,17 @@ class Server:
         self.stop()
         return self.start()
 
+    def __enter__(self) -> "Server":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
 
 class Clients:
     def __init__(self, info: dict):
@@ -89,10 +100,8 @@ class Clients:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("server") / "data")
-    srv.start()
-    yield srv
-    srv.stop()
+    with Server(tmp_path_factory.mktemp("server") / "data") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

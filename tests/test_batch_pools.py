@@ -257,6 +257,27 @@ def test_bad_pool_values(clients, change, prop):
     assert error_values(e)["PropertyName"] == prop
 
 
+def test_windows_images_and_wrong_agents_are_refused(clients, image):
+    c, batch = clients.compute, clients.batch
+    snapshot = c.images.get(RG, image.name).storage_profile.os_disk.snapshot.id
+    windows = c.images.begin_create_or_update(RG, "windows", {"location": clients.location, "properties": {
+        "storageProfile": {"osDisk": {"osType": "Windows", "osState": "Generalized",
+                                      "snapshot": {"id": snapshot}}}}}).result()
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_pool(custom_pool("windows", windows.id))
+    assert e.value.status_code == 400 and "Windows" in error_values(e)["Reason"]
+    wrong_agent = custom_pool("wrong-agent", image.id)
+    wrong_agent["virtualMachineConfiguration"]["nodeAgentSKUId"] = "batch.node.windows amd64"
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_pool(wrong_agent)
+    assert error_values(e)["PropertyName"] == "virtualMachineConfiguration.nodeAgentSKUId"
+    market = base_pool(clients, "wrong-market-agent")
+    market["virtualMachineConfiguration"]["nodeAgentSKUId"] = "batch.node.ubuntu 22.04"
+    with pytest.raises(HttpResponseError) as e:
+        clients.batch_key.create_pool(market)
+    assert error_values(e)["PropertyName"] == "virtualMachineConfiguration.nodeAgentSKUId"
+
+
 def test_unknown_image_and_pool_errors(clients, image):
     batch = clients.batch
     missing = image.id.rsplit("/", 1)[0] + "/no-such-image"

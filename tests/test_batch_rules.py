@@ -22,15 +22,14 @@ ENV = {"BATCHYARD_CUSTOM_IMAGE_MAX_DEDICATED": "3", "BATCHYARD_CUSTOM_IMAGE_MAX_
 
 @pytest.fixture(scope="module")
 def rules(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("rules") / "data", extra_env=ENV)
-    clients = Clients(srv.start())
-    image = build_flow(clients, RG)["image"]
-    os_snapshot = image.storage_profile.os_disk.snapshot.id
-    twin = clients.compute.images.begin_create_or_update(RG, "twin", {"location": clients.location, "properties": {
-        "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
-                                      "snapshot": {"id": os_snapshot}}}}}).result()
-    yield srv, clients, image, twin
-    srv.stop()
+    with Server(tmp_path_factory.mktemp("rules") / "data", extra_env=ENV) as srv:
+        clients = Clients(srv.info)
+        image = build_flow(clients, RG)["image"]
+        os_snapshot = image.storage_profile.os_disk.snapshot.id
+        twin = clients.compute.images.begin_create_or_update(RG, "twin", {"location": clients.location, "properties": {
+            "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
+                                          "snapshot": {"id": os_snapshot}}}}}).result()
+        yield srv, clients, image, twin
 
 
 def test_custom_image_limits_are_shared_across_pools_on_one_snapshot(rules):
@@ -59,6 +58,9 @@ def test_full_hosts_time_out_and_stopresize_stops(rules):
     assert [e.code for e in pool.resize_errors] == ["AllocationTimedout"]
     batch.begin_resize_pool("big", {"targetDedicatedNodes": 3, "resizeTimeout": "PT1H"})
     assert batch.get_pool("big").allocation_state == "resizing"
+    with pytest.raises(HttpResponseError) as e:
+        batch.begin_resize_pool("big", {"targetDedicatedNodes": 4})
+    assert e.value.status_code == 409 and e.value.error.code == "PoolBeingResized"
     batch.begin_stop_pool_resize("big", polling_interval=0.1).result()
     pool = batch.get_pool("big")
     assert pool.allocation_state == "steady" and pool.current_dedicated_nodes == 1

@@ -14,20 +14,16 @@ RG = "fallback"
 
 @pytest.fixture(scope="module")
 def fallback(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("fallback") / "data", extra_env={"BATCHYARD_ISOLATION": "off"})
-    info = srv.start()
-    clients = Clients(info)
-    yield srv, clients, build_flow(clients, RG)
-    srv.stop()
+    with Server(tmp_path_factory.mktemp("fallback") / "data", extra_env={"BATCHYARD_ISOLATION": "off"}) as srv:
+        clients = Clients(srv.info)
+        yield srv, clients, build_flow(clients, RG)
 
 
 @pytest.fixture(scope="module")
 def unavailable(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("unavailable") / "data",
-                 extra_env={"BATCHYARD_ISOLATION": "off", "BATCHYARD_FAKECHROOT": "/nonexistent/fakechroot"})
-    info = srv.start()
-    yield srv, Clients(info)
-    srv.stop()
+    with Server(tmp_path_factory.mktemp("unavailable") / "data",
+                extra_env={"BATCHYARD_ISOLATION": "off", "BATCHYARD_FAKECHROOT": "/nonexistent/fakechroot"}) as srv:
+        yield srv, Clients(srv.info)
 
 
 def test_fallback_is_announced(fallback):

@@ -42,6 +42,11 @@ def test_image_from_a_generalized_vm_with_custom_script(clients, server):
         "from-extension", "/datadisks/lun1"]
     with pytest.raises(ResourceExistsError):  # a generalized VM does not start again
         c.virtual_machines.begin_start(RG, "golden").result()
+    with pytest.raises(HttpResponseError) as e:  # Batch refuses images from machines with extensions
+        clients.batch.create_pool({"id": "from-golden", "vmSize": "standard_a1_v2", "virtualMachineConfiguration": {
+            "imageReference": {"virtualMachineImageId": image.id}, "nodeAgentSKUId": "batch.node.debian 12"}})
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidPropertyValue"
+    assert "extensions" in {d.code: d.message for d in e.value.error.details}["Reason"]
 
 
 def test_failing_custom_script_reports_failure(clients):

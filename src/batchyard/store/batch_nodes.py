@@ -41,6 +41,31 @@ class NodeStore:
     def all(self) -> list[Node]:
         return [_row_to_node(r) for r in self.db.query("SELECT * FROM batch_nodes ORDER BY rowid")]
 
+    def counts(self, pool_key: str | None = None) -> dict[str, dict[tuple[bool, str], int]]:
+        """pool key -> {(isDedicated, state): number of nodes}, counted by SQLite (no
+        node is decoded: a pass over thousands of nodes stays cheap)."""
+        where, params = ("WHERE pool_key = ?", (pool_key,)) if pool_key else ("", ())
+        rows = self.db.query(
+            "SELECT pool_key, json_extract(body, '$.isDedicated') AS dedicated, json_extract(body, '$.state') AS state, "
+            f"count(*) AS n FROM batch_nodes {where} GROUP BY 1, 2, 3", params)
+        out: dict[str, dict[tuple[bool, str], int]] = {}
+        for row in rows:
+            out.setdefault(row["pool_key"], {})[(bool(row["dedicated"]), row["state"])] = row["n"]
+        return out
+
+    def needing_work(self) -> list[Node]:
+        """Nodes the allocator must act on: leaving, not yet started, or with an action pending."""
+        rows = self.db.query(
+            "SELECT * FROM batch_nodes WHERE json_extract(body, '$.state') = 'leavingpool' "
+            "OR (json_extract(body, '$.state') = 'creating' AND json_extract(internal, '$.started') IS NULL) "
+            "OR json_extract(internal, '$.pending') IS NOT NULL ORDER BY rowid")
+        return [_row_to_node(r) for r in rows]
+
+    def slots(self, pool_key: str) -> set[int]:
+        rows = self.db.query("SELECT json_extract(internal, '$.slot') AS slot FROM batch_nodes WHERE pool_key = ?",
+                             (pool_key,))
+        return {r["slot"] for r in rows}
+
     def put(self, *nodes: Node) -> None:
         with self.db.transaction() as conn:
             conn.executemany(

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import threading
 import time
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 
 from ...store.batch_nodes import Node, NodeStore
@@ -30,6 +31,7 @@ from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now
 from .vm_sizes import lookup as lookup_vm_size
 
 log = logging.getLogger("batchyard.batch")
+PASS_GAP = 0.02  # seconds between allocation passes, so a burst of node events costs one pass
 
 
 class Allocator:
@@ -76,31 +78,32 @@ class Allocator:
                 self.reconcile_all()
             except Exception:  # the loop must outlive any one pool's trouble
                 log.exception("allocation pass failed")
+            time.sleep(PASS_GAP)  # pokes that arrive meanwhile are served by one pass
 
     # one pass ---------------------------------------------------------------------------------
 
     def reconcile_all(self) -> None:
         with self.pools.lock:
             pools = self.pools.all_pools()
-            all_nodes = self.nodes.all()
-            by_pool: dict[str, list[Node]] = {}
-            for node in all_nodes:
-                by_pool.setdefault(node.pool_key, []).append(node)
-            usage = _HostUsage(self.settings, pools, by_pool)
+            by_key = {p.id.lower(): p for p in pools}
+            for node in self.nodes.needing_work():
+                if node.pool_key in by_key:
+                    self._dispatch_node_work(by_key[node.pool_key], node)
+            counts = self.nodes.counts()
+            usage = _HostUsage(self.settings, pools, counts)
             for pool in pools:
-                self._reconcile(pool, by_pool.get(pool.id.lower(), []), pools, by_pool, usage)
+                self._reconcile(pool, counts, pools, usage)
 
-    def _reconcile(self, pool: Resource, nodes: list[Node], pools, by_pool, usage: "_HostUsage") -> None:
-        for node in nodes:
-            self._dispatch_node_work(pool, node)
+    def _reconcile(self, pool: Resource, counts, pools, usage: "_HostUsage") -> None:
+        mine = _Counts(counts.get(pool.id.lower(), {}))
         if pool.body["state"] == "deleting":
-            self._delete(pool, nodes)
+            self._delete(pool, mine)
             return
         state = pool.body["allocationState"]
         if state == "stopping":
-            self._finish_resize(pool, nodes)
+            self._finish_resize(pool, mine)
         elif state == "resizing":
-            self._resize(pool, nodes, pools, by_pool, usage)
+            self._resize(pool, mine, counts, pools, usage)
 
     def _dispatch_node_work(self, pool: Resource, node: Node) -> None:
         pending = node.internal.get("pending")
@@ -115,56 +118,63 @@ class Allocator:
         elif pending == "preempt":
             self._submit(node, self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n))
 
-    def _delete(self, pool: Resource, nodes: list[Node]) -> None:
-        leaving = [n for n in nodes if n.state != "leavingpool"]
-        for node in leaving:
-            self.pools._set_node_state(node, "leavingpool")
-        if leaving:
-            self.nodes.put(*leaving)
-            for node in leaving:
-                self._submit(node, self._remove_node, pool, node)
-        if not nodes:
+    def _delete(self, pool: Resource, mine: "_Counts") -> None:
+        if mine.total() == 0:
             self.pools.store.delete(pool.id)
             self.storage.reclaim()
+            return
+        if mine.leaving() < mine.total():
+            staying = [n for n in self.nodes.list(pool.id.lower()) if n.state != "leavingpool"]
+            self._leave(pool, staying)
+
+    def _leave(self, pool: Resource, nodes: list[Node]) -> None:
+        for node in nodes:
+            self.pools._set_node_state(node, "leavingpool")
+        self.nodes.put(*nodes)
+        for node in nodes:
+            self._submit(node, self._remove_node, pool, node)
 
     # resizing ----------------------------------------------------------------------------------
 
-    def _resize(self, pool: Resource, nodes: list[Node], pools, by_pool, usage: "_HostUsage") -> None:
+    def _resize(self, pool: Resource, mine: "_Counts", counts, pools, usage: "_HostUsage") -> None:
         resize = pool.internal["resize"]
-        staying = [n for n in nodes if n.state != "leavingpool"]
         for dedicated, target_field in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
-            mine = [n for n in staying if n.body["isDedicated"] == dedicated]
-            target = pool.body[target_field]
-            if len(mine) > target:
-                self._shrink(pool, mine, len(mine) - target)
-            elif len(mine) < target:
-                allowed = self._allowed_growth(pool, dedicated, len(mine), target - len(mine), nodes, pools,
-                                               by_pool, usage)
+            have, target = mine.staying(dedicated), pool.body[target_field]
+            if have > target:
+                self._shrink(pool, dedicated, have - target)
+            elif have < target:
+                allowed = self._allowed_growth(pool, dedicated, have, target - have, mine, counts, pools, usage)
                 if allowed:
                     self._grow(pool, dedicated, allowed, usage)
-        self._refresh_counts(pool)
-        if self._targets_settled(pool):
-            self._finish_resize(pool, self.nodes.list(pool.id.lower()))
+                    counts.setdefault(pool.id.lower(), {})[(dedicated, "creating")] = \
+                        counts.get(pool.id.lower(), {}).get((dedicated, "creating"), 0) + allowed
+        mine = self._counts_of(pool)
+        self._refresh_counts(pool, mine)
+        if self._targets_settled(pool, mine):
+            self._finish_resize(pool, mine)
         elif time.time() - resize["started"] > resize["timeout"]:
             self._add_error(pool, "AllocationTimedout",
                             "Desired number of nodes could not be allocated within the resize timeout",
                             [{"name": "Reason", "value": "The hosts have no room for more nodes of this size"}])
-            self._settle_targets(pool)
-            self._finish_resize(pool, self.nodes.list(pool.id.lower()))
+            self._settle_targets(pool, mine)
+            self._finish_resize(pool, mine)
 
-    def _allowed_growth(self, pool: Resource, dedicated: bool, have: int, wanted: int, nodes, pools, by_pool,
-                        usage: "_HostUsage") -> int:
+    def _counts_of(self, pool: Resource) -> "_Counts":
+        return _Counts(self.nodes.counts(pool.id.lower()).get(pool.id.lower(), {}))
+
+    def _allowed_growth(self, pool: Resource, dedicated: bool, have: int, wanted: int, mine: "_Counts", counts,
+                        pools, usage: "_HostUsage") -> int:
         """How many nodes this pass may add. Rules (image, NAT ports, custom-image limits) end
         the resize short of its target; host capacity only makes it wait."""
         if pool.internal.get("image_id") and self.pools.store.get(pool.internal["image_id"]) is None:
             self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE,
                             [{"name": "Reason", "value": f"The image {pool.internal['image_id']} does not exist"}])
-            self._settle_targets(pool)
+            self._settle_targets(pool, mine)
             return 0
         allowed = wanted
         nat_limit = nat_node_limit(pool.body.get("networkConfiguration"))
         if nat_limit is not None:
-            room = nat_limit - sum(1 for n in nodes if n.state != "leavingpool")
+            room = nat_limit - mine.staying(True) - mine.staying(False)
             if room < allowed:
                 allowed = max(0, room)
                 self._add_error(pool, "InboundNATPoolPortsExhausted",
@@ -174,7 +184,7 @@ class Allocator:
             kind = "dedicated" if dedicated else "low-priority"
             limit = (self.settings.custom_image_max_dedicated if dedicated
                      else self.settings.custom_image_max_low_priority)
-            used = self._nodes_on_lineage(pool, dedicated, pools, by_pool)
+            used = self._nodes_on_lineage(pool, dedicated, pools, counts)
             if used + allowed > limit:
                 allowed = max(0, limit - used)
                 self._add_error(pool, "CustomImageNodeLimitReached",
@@ -185,24 +195,21 @@ class Allocator:
             pool.internal.setdefault("capped", {})["dedicated" if dedicated else "lowPriority"] = have + allowed
         return max(0, min(allowed, usage.room_for(pool.body["vmSize"])))
 
-    def _nodes_on_lineage(self, pool: Resource, dedicated: bool, pools, by_pool) -> int:
+    def _nodes_on_lineage(self, pool: Resource, dedicated: bool, pools, counts) -> int:
         lineage = set(pool.internal.get("lineage", []))
-        total = 0
-        for other in pools:
-            if other.internal.get("image_id") and lineage & set(other.internal.get("lineage", [])):
-                total += sum(1 for n in by_pool.get(other.id.lower(), [])
-                             if n.body["isDedicated"] == dedicated and n.state != "leavingpool")
-        return total
+        return sum(_Counts(counts.get(other.id.lower(), {})).staying(dedicated) for other in pools
+                   if other.internal.get("image_id") and lineage & set(other.internal.get("lineage", [])))
 
     def _grow(self, pool: Resource, dedicated: bool, count: int, usage: "_HostUsage") -> None:
+        taken_slots = self.nodes.slots(pool.id.lower())
         created = []
-        taken_slots = {n.internal["slot"] for n in self.nodes.list(pool.id.lower())}
         for _ in range(count):
             slot = _free_slot(taken_slots)
             taken_slots.add(slot)
             created.append(self._new_node(pool, dedicated, slot))
             usage.add(pool.body["vmSize"])
         self.nodes.put(*created)
+        self.pools.store.put(pool)  # next_slot moved on
         for node in created:
             self._submit(node, self._provision, pool, node)
 
@@ -229,42 +236,34 @@ class Allocator:
         return Node(pool.id.lower(), node_id, body,
                     {"slot": slot, "machine_key": f"{digest[:32]}vm", "disks": disks})
 
-    def _shrink(self, pool: Resource, nodes: list[Node], count: int) -> None:
-        """Idle and not-yet-ready nodes go first, newest first, as Azure prefers."""
-        order = {"creating": 0, "starting": 0, "waitingforstarttask": 1, "starttaskfailed": 1, "unusable": 0,
-                 "preempted": 0, "idle": 2, "running": 3}
-        victims = sorted(nodes, key=lambda n: (order.get(n.state, 2), -n.internal["slot"]))[:count]
-        for node in victims:
-            self.pools._set_node_state(node, "leavingpool")
-        self.nodes.put(*victims)
-        for node in victims:
-            self._submit(node, self._remove_node, pool, node)
+    def _shrink(self, pool: Resource, dedicated: bool, count: int) -> None:
+        """Nodes that are not ready go first, then idle ones, newest first, as Azure prefers."""
+        order = {"creating": 0, "starting": 0, "unusable": 0, "preempted": 0, "waitingforstarttask": 1,
+                 "starttaskfailed": 1, "idle": 2, "running": 3}
+        candidates = [n for n in self.nodes.list(pool.id.lower())
+                      if n.body["isDedicated"] == dedicated and n.state != "leavingpool"]
+        victims = sorted(candidates, key=lambda n: (order.get(n.state, 2), -n.internal["slot"]))[:count]
+        self._leave(pool, victims)
 
-    def _targets_settled(self, pool: Resource) -> bool:
-        nodes = [n for n in self.nodes.list(pool.id.lower())]
-        if any(n.state == "leavingpool" for n in nodes):
-            return False
+    def _targets_settled(self, pool: Resource, mine: "_Counts") -> bool:
         capped = pool.internal.get("capped", {})
-        dedicated = sum(1 for n in nodes if n.body["isDedicated"])
-        low = len(nodes) - dedicated
-        return (dedicated == min(pool.body["targetDedicatedNodes"], capped.get("dedicated", 1 << 30))
-                and low == min(pool.body["targetLowPriorityNodes"], capped.get("lowPriority", 1 << 30)))
+        return mine.leaving() == 0 and \
+            mine.staying(True) == min(pool.body["targetDedicatedNodes"], capped.get("dedicated", 1 << 30)) and \
+            mine.staying(False) == min(pool.body["targetLowPriorityNodes"], capped.get("lowPriority", 1 << 30))
 
-    def _settle_targets(self, pool: Resource) -> None:
+    def _settle_targets(self, pool: Resource, mine: "_Counts") -> None:
         """Stop this resize where it is: the current counts become where it ends."""
-        nodes = [n for n in self.nodes.list(pool.id.lower()) if n.state != "leavingpool"]
-        dedicated = sum(1 for n in nodes if n.body["isDedicated"])
         capped = pool.internal.setdefault("capped", {})
-        capped["dedicated"] = min(capped.get("dedicated", 1 << 30), max(dedicated, 0))
-        capped["lowPriority"] = min(capped.get("lowPriority", 1 << 30), len(nodes) - dedicated)
+        capped["dedicated"] = min(capped.get("dedicated", 1 << 30), mine.staying(True))
+        capped["lowPriority"] = min(capped.get("lowPriority", 1 << 30), mine.staying(False))
 
-    def _finish_resize(self, pool: Resource, nodes: list[Node]) -> None:
-        if any(n.state == "leavingpool" for n in nodes):
+    def _finish_resize(self, pool: Resource, mine: "_Counts") -> None:
+        if mine.leaving():
             return
         pool.internal.pop("capped", None)
         pool.body["resizeErrors"] = pool.internal["resize"].get("errors", [])
         self.pools._set_allocation(pool, "steady")
-        self._refresh_counts(pool)
+        self._refresh_counts(pool, mine)
         self.pools.save(pool)
 
     def _add_error(self, pool: Resource, code: str, message: str, values: list[dict]) -> None:
@@ -273,14 +272,12 @@ class Allocator:
             errors.append({"code": code, "message": message, "values": values})
             self.pools.store.put(pool)
 
-    def _refresh_counts(self, pool: Resource) -> None:
-        nodes = self.nodes.list(pool.id.lower())
-        dedicated = sum(1 for n in nodes if n.body["isDedicated"])
-        if (pool.body["currentDedicatedNodes"], pool.body["currentLowPriorityNodes"]) != (dedicated,
-                                                                                          len(nodes) - dedicated):
-            pool.body["currentDedicatedNodes"] = dedicated
-            pool.body["currentLowPriorityNodes"] = len(nodes) - dedicated
-        self.pools.store.put(pool)
+    def _refresh_counts(self, pool: Resource, mine: "_Counts") -> None:
+        """currentDedicatedNodes and friends count every node the pool holds, leaving ones too."""
+        current = (mine.total(True), mine.total(False))
+        if (pool.body["currentDedicatedNodes"], pool.body["currentLowPriorityNodes"]) != current:
+            pool.body["currentDedicatedNodes"], pool.body["currentLowPriorityNodes"] = current
+            self.pools.store.put(pool)
 
     # worker jobs -----------------------------------------------------------------------------------
 
@@ -327,13 +324,11 @@ class Allocator:
             current = self.pools.store.get(pool.id)
             if current is not None:
                 cores = lookup_vm_size(current.body["vmSize"]).cores
-                allocated = node.body.get("allocationTime")
-                if allocated:
-                    from datetime import datetime
-                    start = datetime.fromisoformat(allocated.replace("Z", "+00:00"))
-                    current.internal["retired_core_seconds"] = current.internal.get("retired_core_seconds", 0.0) + \
-                        (now() - start).total_seconds() * cores
-                self._refresh_counts(current)
+                start = datetime.fromisoformat(node.body["allocationTime"].replace("Z", "+00:00"))
+                current.internal["retired_core_seconds"] = current.internal.get("retired_core_seconds", 0.0) + \
+                    (now() - start).total_seconds() * cores
+                self.pools.store.put(current)
+                self._refresh_counts(current, self._counts_of(current))
 
     # restart -----------------------------------------------------------------------------------------
 
@@ -371,18 +366,34 @@ def _endpoints(pool: Resource, slot: int) -> list[dict]:
              "backendPort": p["backendPort"]} for p in pools]
 
 
+class _Counts:
+    """One pool's nodes counted by (isDedicated, state)."""
+
+    def __init__(self, raw: dict[tuple[bool, str], int]):
+        self.raw = raw
+
+    def total(self, dedicated: bool | None = None) -> int:
+        return sum(n for (d, _), n in self.raw.items() if dedicated is None or d == dedicated)
+
+    def staying(self, dedicated: bool) -> int:
+        return sum(n for (d, state), n in self.raw.items() if d == dedicated and state != "leavingpool")
+
+    def leaving(self) -> int:
+        return sum(n for (_, state), n in self.raw.items() if state == "leavingpool")
+
+
 class _HostUsage:
     """Cores and memory that nodes hold on this host, against its configured capacity."""
 
-    def __init__(self, settings, pools: list[Resource], by_pool: dict[str, list[Node]]):
+    def __init__(self, settings, pools: list[Resource], counts: dict[str, dict]):
         self.cores_capacity = settings.host_cores
         self.memory_capacity = settings.host_memory_mib
         self.cores = self.memory = 0
-        sizes = {p.id.lower(): p.body["vmSize"] for p in pools}
-        for pool_key, nodes in by_pool.items():
-            size = lookup_vm_size(sizes.get(pool_key, "standard_a1_v2"))
-            self.cores += size.cores * len(nodes)
-            self.memory += size.memory_mib * len(nodes)
+        for pool in pools:
+            size = lookup_vm_size(pool.body["vmSize"])
+            nodes = _Counts(counts.get(pool.id.lower(), {})).total()
+            self.cores += size.cores * nodes
+            self.memory += size.memory_mib * nodes
 
     def room_for(self, vm_size: str) -> int:
         size = lookup_vm_size(vm_size)

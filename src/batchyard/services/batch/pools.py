@@ -418,14 +418,14 @@ class Pools:
     # counting -------------------------------------------------------------------------------
 
     def node_counts(self, account: Resource) -> list[dict]:
+        counted = self.nodes.counts()
         result = []
         for pool in self.list(account):
             counts = {"dedicated": _empty_counts(), "lowPriority": _empty_counts()}
-            for node in self.nodes.list(pool.id.lower()):
-                bucket = counts["dedicated" if node.body["isDedicated"] else "lowPriority"]
-                key = _COUNT_KEYS.get(node.state, "unknown")
-                bucket[key] += 1
-                bucket["total"] += 1
+            for (dedicated, state), number in counted.get(pool.id.lower(), {}).items():
+                bucket = counts["dedicated" if dedicated else "lowPriority"]
+                bucket[_COUNT_KEYS.get(state, "unknown")] += number
+                bucket["total"] += number
             result.append({"poolId": pool.name, **counts})
         return result
 
