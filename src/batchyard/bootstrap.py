@@ -13,8 +13,12 @@ from .runtime.layers import LayerStore
 from .runtime.machines import MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
-from .services.batch.node_agent import NodeAgent
+from .services.batch.node_agent import NodeAgent, node_root
+from .services.batch.jobs import Jobs
 from .services.batch.pools import Pools
+from .services.batch.scheduler import Scheduler
+from .services.batch.tasks import Tasks
+from .store.batch_tasks import TaskStore
 from .store.batch_nodes import NodeStore
 from .services.compute.catalog import PUBLISHER, BaseImage, Catalog
 from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
@@ -47,8 +51,12 @@ class Services:
     accounts: BatchAccounts
     pools: Pools
     allocator: Allocator
+    jobs: Jobs
+    tasks: Tasks
+    scheduler: Scheduler
 
     def close(self) -> None:
+        self.scheduler.stop()
         self.allocator.stop()
         self.provider.stop_all()
         self.db.close()
@@ -80,7 +88,13 @@ def build(settings: Settings, namespaces: bool) -> Services:
     accounts.ensure_default()
     pools = Pools(store, NodeStore(db), catalog, settings)
     agent = NodeAgent(provider, pools, lambda account: f"{settings.base_url}/batch/{account}")
+    pools.node_root = lambda node: node_root(provider, node)
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
+    task_store = TaskStore(db)
+    jobs = Jobs(store, task_store, pools)
+    tasks = Tasks(jobs, task_store)
+    scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
+    allocator.scheduler = scheduler
     accounts.on_delete(pools.delete_all)
 
     # Deleting a resource group deletes what is in it, dependents first.
@@ -90,11 +104,13 @@ def build(settings: Settings, namespaces: bool) -> Services:
         groups.on_delete(_delete_all_of(store, type_, delete))
 
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
-                        images, vms, accounts=accounts, pools=pools, allocator=allocator)
+                        images, vms, accounts=accounts, pools=pools, allocator=allocator,
+                        jobs=jobs, tasks=tasks, scheduler=scheduler)
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)
     allocator.start()
+    scheduler.start()
     storage.reclaim()
     return services
 

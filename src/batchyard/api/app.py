@@ -12,6 +12,8 @@ from . import tokens, uploads
 from .arm import batch as arm_batch
 from .arm import compute, resources
 from .arm.router import ArmRouter
+from .batch import files as batch_files
+from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
 from .batch.router import BatchRouter
 
@@ -32,6 +34,8 @@ async def health(request: Request) -> JSONResponse:
 def build_batch_router() -> BatchRouter:
     router = BatchRouter()
     batch_pools.register(router)
+    batch_jobs.register(router)
+    batch_files.register(router)
     return router
 
 

@@ -1,5 +1,12 @@
-"""Runs one command inside a machine. Executed as a separate host process
-(`python -I -S launcher.py SPEC_JSON`), standalone so the machine needs no Python.
+"""Runs one command inside a machine, or an agent that runs many. Executed as a separate
+host process (`python -I -S launcher.py SPEC_JSON`), standalone so the machine needs no
+Python: the interpreter is loaded before the process enters the machine.
+
+With `"agent": true` in the spec, PID 1 of the new PID namespace does not exec a command:
+it reads requests (JSON lines on stdin: {"id", "argv", "env", "cwd", "uid", "gid",
+"stdout", "stderr"} or {"kill": id}), forks and execs each command, and reports
+{"id", "exit"} on stdout when one ends. Starting a command then costs a fork, not a new
+interpreter; when stdin closes the agent exits and the kernel ends whatever is left.
 
 It joins the machine's persistent mount namespace (which lands it in the machine's root
 filesystem), then makes a private copy of it with a new PID namespace, so the command gets
@@ -11,6 +18,7 @@ host (mounting, raw devices, opening files by handle, tracing, modules) are drop
 import ctypes
 import json
 import os
+import select
 import signal
 import sys
 
@@ -38,12 +46,25 @@ def child(spec):
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
     for cap in DROPPED_CAPS:
         libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # caps unknown to this kernel fail harmlessly
+    if spec.get("agent"):
+        serve_requests()
+        os._exit(0)
+    become(spec)
+
+
+def become(spec):
+    """Turn this process into the command: its user, output files, directory, program."""
     gid, uid = spec.get("gid"), spec.get("uid")
     if gid is not None:
         os.setgroups([])
         os.setgid(gid)
     if uid is not None:
         os.setuid(uid)
+    for fd, path in ((1, spec.get("stdout")), (2, spec.get("stderr"))):
+        if path:
+            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(out, fd)
+            os.close(out)
     cwd = spec.get("cwd") or "/"
     try:
         os.chdir(cwd)
@@ -55,6 +76,73 @@ def child(spec):
     except OSError as exc:
         sys.stderr.write("batchyard: cannot start %s: %s\n" % (argv[0], exc.strerror))
         os._exit(127)
+
+
+def serve_requests():
+    """The agent: PID 1 of the machine's command namespace. One loop, no work in signal
+    handlers: SIGCHLD only wakes the loop (through a pipe), which then reaps."""
+    running = {}  # pid -> request id
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # commands must not inherit the agent's pipes
+        os.set_inheritable(fd, False)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    pending = b""
+    while True:
+        ready, _, _ = select.select([0, wake_read], [], [])
+        if wake_read in ready:
+            os.read(wake_read, 4096)
+            reap(running)
+        if 0 in ready:
+            data = os.read(0, 1 << 16)
+            if not data:
+                return
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    handle(json.loads(line), running, devnull)
+
+
+def handle(request, running, devnull):
+    if "kill" in request:
+        for pid, request_id in list(running.items()):
+            if request_id == request["kill"]:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.setsid()
+            for fd in (0, 1, 2):  # the agent's own pipes close on exec
+                os.dup2(devnull, fd)
+            become(request)
+        except BaseException as exc:
+            sys.stderr.write("batchyard: %s\n" % exc)
+            os._exit(126)
+    running[pid] = request["id"]
+
+
+def reap(running):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        request_id = running.pop(pid, None)  # orphans of commands are reaped silently
+        if request_id is not None:
+            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            event = json.dumps({"id": request_id, "exit": code}) + "\n"
+            os.write(1, event.encode())
 
 
 def main():

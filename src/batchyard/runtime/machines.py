@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import linux
+from .commands import AgentRunner, CommandRunner, SpawningRunner
 from .layers import HOST_LAYER, LayerStore
 
 DEFAULT_ENV = {
@@ -69,7 +70,25 @@ class MachineProvider(ABC):
 
     def __init__(self) -> None:
         self._procs: dict[str, set[subprocess.Popen]] = {}
+        self._runners: dict[str, CommandRunner] = {}
         self._lock = threading.Lock()
+
+    def command_runner(self, key: str) -> CommandRunner:
+        """Starts commands in a running machine without waiting for them (see commands.py)."""
+        with self._lock:
+            runner = self._runners.get(key)
+            if runner is None:
+                runner = self._runners[key] = self._make_runner(key)
+            return runner
+
+    def _make_runner(self, key: str) -> CommandRunner:
+        return SpawningRunner(lambda argv, **kw: self.spawn(key, argv, **kw), lambda path: self._on_mnt(key, path))
+
+    def _on_mnt(self, key: str, path: str) -> Path:
+        """A path inside the machine's temporary disk -> the host path."""
+        if not path.startswith("/mnt/"):
+            raise MachineError(f"{path} is not on the temporary disk")
+        return self.temporary_disk(key) / path.removeprefix("/mnt/")
 
     def _track(self, key: str, proc: subprocess.Popen) -> None:
         """Remember a machine's command, so stopping the machine ends it."""
@@ -79,6 +98,10 @@ class MachineProvider(ABC):
             live.add(proc)
 
     def _kill_tracked(self, key: str) -> None:
+        with self._lock:
+            runner = self._runners.pop(key, None)
+        if runner is not None:
+            runner.close()
         with self._lock:
             procs = self._procs.pop(key, set())
         for proc in procs:
@@ -282,6 +305,20 @@ class NamespaceMachineProvider(MachineProvider):
         )
         self._track(key, proc)
         return proc
+
+    def _make_runner(self, key: str) -> CommandRunner:
+        def start_agent() -> subprocess.Popen:
+            if not self.is_running(key):
+                raise MachineError(f"machine {key} is not running")
+            spec = {"namespace": str(self._ns_file(key)), "agent": True}
+            agent = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
+                start_new_session=True, bufsize=1,
+            )
+            self._track(key, agent)
+            return agent
+        return AgentRunner(start_agent)
 
     def stop_all(self) -> None:
         for ns_file in self.ns_dir.iterdir():

@@ -39,3 +39,7 @@ class PayloadTooLarge(ServiceError):
 
 class Unsupported(ServiceError):
     """An operation that makes no sense here (400 in ARM's habit: OperationNotAllowed)."""
+
+
+class RangeNotSatisfiable(ServiceError):
+    """A byte range outside what is there, e.g. one that starts past the end of a file (416)."""

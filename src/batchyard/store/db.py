@@ -58,6 +58,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (pool_key, node_id)
     );
     """,
+    # 3: tasks of Batch jobs (jobs themselves are rows of `resources`). `state` and `ready`
+    # are columns so the scheduler finds runnable tasks without reading every body.
+    """
+    CREATE TABLE batch_tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_key TEXT NOT NULL,
+        task_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ready INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        internal TEXT NOT NULL,
+        UNIQUE (job_key, task_key)
+    );
+    CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, state, ready, seq);
+    """,
 ]
 
 

@@ -27,9 +27,11 @@ def node_view(ctx: BatchContext, pool_id: str, node) -> dict:
     return {"url": ctx.url("pools", pool_id, "nodes", node.id), **node.body}
 
 
-def listing(ctx: BatchContext, collection: str, items: list[dict]) -> Response:
+def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
     """$filter, $select, maxresults and paging: everything the next page needs is in its
-    odata.nextLink, since the SDK does not send the first request's query again."""
+    odata.nextLink, since the SDK does not send the first request's query again. `items`
+    are sorted by `key` (default: the lower-cased id), which the skiptoken continues from."""
+    key = key or _sort_key
     query = ctx.query
     predicate = compile_filter(query.get("$filter"))
     page_size = parse_max_results(query.get("maxresults"))
@@ -37,13 +39,14 @@ def listing(ctx: BatchContext, collection: str, items: list[dict]) -> Response:
     after = query.get("$skiptoken")
     chosen = [item for item in items if predicate(item)]
     if after:
-        chosen = [item for item in chosen if _sort_key(item) > after]
+        chosen = [item for item in chosen if key(item) > after]
     page, more = chosen[:page_size], len(chosen) > page_size
     body = {"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}",
             "value": [apply_select(item, select) for item in page]}
     if more:
-        carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults")}
-        carried["$skiptoken"] = _sort_key(page[-1])
+        carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults",
+                                                           "recursive")}
+        carried["$skiptoken"] = key(page[-1])
         link_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
                               [("api-version", query["api-version"]), *sorted(carried.items())])
         body["odata.nextLink"] = f"{ctx.request.url.scheme}://{ctx.request.url.netloc}{ctx.request.url.path}?" \

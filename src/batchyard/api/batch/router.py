@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 
 from ... import defaults
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth, PreconditionFailed
-from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, ServiceError,
-                                Unauthenticated, Unsupported)
+from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, RangeNotSatisfiable,
+                                ServiceError, Unauthenticated, Unsupported)
 from . import sharedkey
 
 log = logging.getLogger("batchyard.batch")
@@ -32,7 +32,7 @@ API_VERSIONS = ("2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2023-11-01.
 MAX_BODY = 1 << 20  # Azure refuses request bodies over 1 MB
 ODATA_JSON = "application/json;odata=minimalmetadata"
 _STATUS = [(Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (PayloadTooLarge, 413),
-           (PreconditionFailed, 412), (Unsupported, 400), (InvalidInput, 400)]
+           (PreconditionFailed, 412), (RangeNotSatisfiable, 416), (Unsupported, 400), (InvalidInput, 400)]
 
 Handler = Callable[["BatchContext"], Awaitable[Response]]
 
@@ -208,10 +208,15 @@ def error_response(exc: ServiceError, status: int, request_id: str) -> Response:
         "code": exc.code,
         "message": {"lang": "en-US", "value": f"{exc.message}\nRequestId:{request_id}\nTime:{moment}"},
     }
-    values = [d for d in exc.details if isinstance(d, dict) and "key" in d]
+    values = error_values(exc)
     if values:
         body["values"] = values
     return JSONResponse(body, status_code=status, media_type=ODATA_JSON)
+
+
+def error_values(exc: ServiceError) -> list[dict]:
+    """Batch's `values` of an error: the details that are key/value pairs."""
+    return [d for d in exc.details if isinstance(d, dict) and "key" in d]
 
 
 def rfc1123(iso_text: str) -> str:

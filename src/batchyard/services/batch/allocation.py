@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource
+from .background import PokedLoop
 from .node_agent import NodeAgent
 from .pool_spec import nat_node_limit
 from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now
@@ -34,51 +35,30 @@ log = logging.getLogger("batchyard.batch")
 PASS_GAP = 0.02  # seconds between allocation passes, so a burst of node events costs one pass
 
 
-class Allocator:
+class Allocator(PokedLoop):
     def __init__(self, pools: Pools, nodes: NodeStore, agent: NodeAgent, settings, storage):
+        super().__init__("allocator", tick=0.5, gap=PASS_GAP)
         self.pools = pools
         self.nodes = nodes
         self.agent = agent
         self.settings = settings
         self.storage = storage
-        self._wake = threading.Condition()
-        self._poked = False
-        self._stopped = False
         self._busy: set[tuple[str, str]] = set()  # nodes a worker is busy with
         self._busy_lock = threading.Lock()
         self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
-        self._thread = threading.Thread(target=self._loop, name="allocator", daemon=True)
+        self.scheduler = None  # consulted before a node with tasks goes away
         pools.allocator = self
 
     def start(self) -> None:
         self._restore()
-        self._thread.start()
+        self.start_loop()
 
     def stop(self) -> None:
-        with self._wake:
-            self._stopped = True
-            self._wake.notify()
-        self._thread.join(timeout=10)
+        self.stop_loop()
         self._workers.shutdown(wait=True, cancel_futures=True)
 
-    def poke(self) -> None:
-        with self._wake:
-            self._poked = True
-            self._wake.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                if not self._poked and not self._stopped:
-                    self._wake.wait(timeout=0.5)
-                if self._stopped:
-                    return
-                self._poked = False
-            try:
-                self.reconcile_all()
-            except Exception:  # the loop must outlive any one pool's trouble
-                log.exception("allocation pass failed")
-            time.sleep(PASS_GAP)  # pokes that arrive meanwhile are served by one pass
+    def one_pass(self) -> None:
+        self.reconcile_all()
 
     # one pass ---------------------------------------------------------------------------------
 
@@ -308,6 +288,8 @@ class Allocator:
             current.internal["started"] = True
             self.nodes.put(current)
         self.agent.provision(pool, current)
+        if self.scheduler is not None:
+            self.scheduler.poke()  # a new idle node: tasks may be waiting for it
 
     def _run_pending(self, pool: Resource, node: Node, action) -> None:
         with self.pools.lock:
@@ -315,9 +297,19 @@ class Allocator:
             if current is None or not current.internal.pop("pending", None):
                 return
             self.nodes.put(current)
+        if self.scheduler is not None:
+            self.scheduler.node_interrupted(current)
         action(self.pools.store.get(pool.id) or pool, current)
+        if self.scheduler is not None:
+            self.scheduler.poke()
 
     def _remove_node(self, pool: Resource, node: Node) -> None:
+        if self.scheduler is not None:
+            current = self.pools.store.get(pool.id)
+            option = "requeue" if current is None or current.body["state"] == "deleting" else \
+                current.internal.get("resize", {}).get("deallocation", "requeue")
+            if not self.scheduler.node_leaving(node, option):
+                return  # its tasks finish first; a later pass tries again
         self.agent.remove(node)
         with self.pools.lock:
             self.nodes.delete(node.pool_key, node.id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
@@ -31,6 +32,8 @@ IMAGE_DELETED_MESSAGE = ("There was an error encountered while performing the la
 READY_STATES = ("idle", "running")
 # Nodes in these states are on their way: they count towards the pool's current size.
 TRANSITIONAL = ("creating", "starting", "waitingforstarttask", "rebooting", "reimaging")
+# Node states in which the node's machine and its Batch directories are there to read.
+FILE_STATES = ("starting", "waitingforstarttask", "idle", "running", "starttaskfailed", "offline")
 
 
 def now() -> datetime:
@@ -60,6 +63,7 @@ class Pools:
         # One lock for every pool and node record: the API and the allocator both change them.
         self.lock = threading.RLock()
         self.allocator = None  # set by the allocator; poked whenever a pool has work
+        self.node_root = None  # node -> host path of its AZ_BATCH_NODE_ROOT_DIR; set by bootstrap
 
     # reading --------------------------------------------------------------------------------
 
@@ -90,6 +94,21 @@ class Pools:
         if node is None:
             raise NotFound("NodeNotFound", "The specified node does not exist.")
         return node
+
+    def node_directory(self, account: Resource, pool_id: str, node_id: str) -> Path:
+        """Host path of the node's AZ_BATCH_NODE_ROOT_DIR, for its file operations; 409
+        NodeNotReady while the node has no machine (creating, unusable, leaving, ...)."""
+        node = self.get_node(account, pool_id, node_id)
+        root = None
+        if node.state in FILE_STATES and self.node_root is not None and node.internal.get("machine_key"):
+            try:
+                root = self.node_root(node)
+            except (OSError, ValueError, KeyError):
+                root = None
+        if root is None or not root.is_dir():
+            raise Conflict("NodeNotReady", f"The node is {node.state}; its files can be reached once its machine "
+                           "has started.")
+        return root
 
     # creating -------------------------------------------------------------------------------
 

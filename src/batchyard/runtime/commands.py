@@ -1,0 +1,179 @@
+"""Running many commands in one machine without waiting on each: what a node needs to run
+tasks. `CommandRunner.run` starts a command and returns at once; `on_exit(code)` is called
+(from a runner thread) when it ends; `kill` ends it.
+
+Two ways to do it:
+- `AgentRunner`: one long-lived agent process inside the machine (launcher.py in agent
+  mode) forks each command, so starting one costs a fork, not a new interpreter. The agent
+  lives while the machine has work and leaves after a short idle time, so an idle machine
+  still costs no process.
+- `SpawningRunner`: one `provider.spawn` per command and a thread that waits for it; for
+  providers without an agent (the directory fallback).
+
+Paths given for stdout and stderr are paths inside the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("batchyard.runtime")
+IDLE_SECONDS = 5.0
+
+ExitCallback = Callable[[int], None]
+
+
+class CommandRunner:
+    def run(self, command_id: str, argv: list[str], env: dict[str, str], cwd: str, uid: int | None,
+            gid: int | None, stdout: str, stderr: str, on_exit: ExitCallback) -> None:
+        raise NotImplementedError
+
+    def kill(self, command_id: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End the runner and every command it started."""
+
+
+class AgentRunner(CommandRunner):
+    def __init__(self, start_agent: Callable[[], subprocess.Popen], idle_seconds: float = IDLE_SECONDS):
+        self._start_agent = start_agent
+        self._idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._agent: subprocess.Popen | None = None
+        self._callbacks: dict[str, ExitCallback] = {}
+        self._idle_timer: threading.Timer | None = None
+
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit) -> None:
+        request = {"id": command_id, "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
+                   "stdout": stdout, "stderr": stderr}
+        with self._lock:
+            agent = self._ensure_agent()
+            self._callbacks[command_id] = on_exit
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+            try:
+                agent.stdin.write(json.dumps(request) + "\n")
+                agent.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                self._callbacks.pop(command_id, None)
+                raise OSError("the machine's agent is gone")
+
+    def kill(self, command_id: str) -> None:
+        with self._lock:
+            if self._agent is None or command_id not in self._callbacks:
+                return
+            try:
+                self._agent.stdin.write(json.dumps({"kill": command_id}) + "\n")
+                self._agent.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            agent, self._agent = self._agent, None
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+        if agent is not None:
+            _end(agent)
+
+    def _ensure_agent(self) -> subprocess.Popen:
+        if self._agent is None or self._agent.poll() is not None:
+            agent = self._start_agent()
+            self._agent = agent
+            threading.Thread(target=self._read_events, args=(agent,), daemon=True,
+                             name="machine-agent").start()
+        return self._agent
+
+    def _read_events(self, agent: subprocess.Popen) -> None:
+        for line in agent.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                callback = self._callbacks.pop(event.get("id"), None)
+                if not self._callbacks and self._agent is agent:
+                    self._schedule_idle_close(agent)
+            if callback is not None:
+                _call(callback, int(event["exit"]))
+        # The agent ended (closed, or the machine was stopped): whatever it ran is gone.
+        with self._lock:
+            orphans = list(self._callbacks.values()) if self._agent in (agent, None) else []
+            if self._agent is agent:
+                self._agent = None
+                self._callbacks.clear()
+        for callback in orphans:
+            _call(callback, 137)
+
+    def _schedule_idle_close(self, agent: subprocess.Popen) -> None:
+        def close_if_idle():
+            with self._lock:
+                if self._agent is not agent or self._callbacks:
+                    return
+                self._agent = None
+            _end(agent)
+        timer = threading.Timer(self._idle_seconds, close_if_idle)
+        timer.daemon = True
+        self._idle_timer = timer
+        timer.start()
+
+
+class SpawningRunner(CommandRunner):
+    def __init__(self, spawn: Callable[..., subprocess.Popen], machine_path: Callable[[str], Path]):
+        self._spawn = spawn
+        self._machine_path = machine_path  # a path inside the machine -> the host path
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit) -> None:
+        with open(self._machine_path(stdout), "ab") as out, open(self._machine_path(stderr), "ab") as err:
+            proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err)
+        with self._lock:
+            self._procs[command_id] = proc
+
+        def wait():
+            code = proc.wait()
+            with self._lock:
+                self._procs.pop(command_id, None)
+            _call(on_exit, code if code >= 0 else 128 - code)
+
+        threading.Thread(target=wait, daemon=True, name="command-wait").start()
+
+    def kill(self, command_id: str) -> None:
+        with self._lock:
+            proc = self._procs.get(command_id)
+        if proc is not None:
+            from .machines import kill_group
+            kill_group(proc)
+
+    def close(self) -> None:
+        with self._lock:
+            ids = list(self._procs)
+        for command_id in ids:
+            self.kill(command_id)
+
+
+def _end(agent: subprocess.Popen) -> None:
+    try:
+        agent.stdin.close()
+    except OSError:
+        pass
+    try:
+        agent.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
+def _call(callback: ExitCallback, code: int) -> None:
+    try:
+        callback(code)
+    except Exception:  # a caller's bug must not kill the runner's thread
+        log.exception("command exit callback failed")

@@ -1,0 +1,227 @@
+"""Batch jobs: create, change, disable/enable, terminate and delete, with the states Azure
+reports. A job is a row of the resource table under its account's id; its tasks live in
+their own table (tasks.py). Stopping running tasks is the scheduler's work: the job only
+records what should happen and pokes it."""
+
+from __future__ import annotations
+
+from ...store.resources import Resource, ResourceStore
+from ...store.batch_tasks import TaskStore
+from ..errors import Conflict, NotFound
+from . import batch_input as bi
+from . import task_spec
+from .pools import check_conditions, iso, new_etag, now
+
+JOB_TYPE = "Microsoft.Batch/batchAccounts/jobs"
+
+
+class Jobs:
+    def __init__(self, store: ResourceStore, tasks: TaskStore, pools):
+        self.store = store
+        self.tasks = tasks
+        self.pools = pools
+        self.lock = pools.lock  # jobs, tasks, pools and nodes change together
+        self.scheduler = None  # set by the scheduler
+
+    @staticmethod
+    def key(account: Resource, job_id: str) -> str:
+        return f"{account.id}/jobs/{job_id}".lower()
+
+    def get(self, account: Resource, job_id: str) -> Resource:
+        job = self.store.get(self.key(account, job_id)) if isinstance(job_id, str) else None
+        if job is None or job.type.lower() != JOB_TYPE.lower():
+            raise NotFound("JobNotFound", "The specified job does not exist.")
+        return job
+
+    def list(self, account: Resource) -> list[Resource]:
+        prefix = account.id.lower() + "/jobs/"
+        jobs = self.store.list(type=JOB_TYPE, subscription=account.subscription, resource_group=account.resource_group)
+        return sorted((j for j in jobs if j.id.lower().startswith(prefix)), key=lambda j: j.name.lower())
+
+    def all_jobs(self) -> list[Resource]:
+        return self.store.list(type=JOB_TYPE)
+
+    # creating -------------------------------------------------------------------------------
+
+    def create(self, account: Resource, body: dict) -> Resource:
+        body = bi.body_object(body)
+        job_id = task_spec.entity_id(body.get("id"))
+        pool_info = bi.obj(body, "poolInfo", required_=True)
+        if pool_info.get("autoPoolSpecification") is not None:
+            raise bi.invalid("poolInfo.autoPoolSpecification", "...", "Auto pools are not supported yet; name a "
+                                                                      "pool with poolInfo.poolId.")
+        pool_id = bi.string(pool_info, "poolId", "poolInfo.poolId", required_=True)
+        if body.get("jobManagerTask") is not None:
+            raise bi.invalid("jobManagerTask", "...", "Job manager tasks are not supported yet.")
+        constraints = task_spec.job_constraints(body)
+        wire = {
+            "id": job_id,
+            "displayName": bi.string(body, "displayName") or None,
+            "usesTaskDependencies": bi.boolean(body, "usesTaskDependencies", default=False),
+            "priority": bi.integer(body, "priority", minimum=-1000, maximum=1000, default=0),
+            "allowTaskPreemption": bi.boolean(body, "allowTaskPreemption", default=False),
+            "maxParallelTasks": self._max_parallel(body),
+            "constraints": constraints,
+            "commonEnvironmentSettings": bi.name_value_pairs(body, "commonEnvironmentSettings"),
+            "poolInfo": {"poolId": pool_id},
+            "onAllTasksComplete": bi.choice(body, "onAllTasksComplete", ("noaction", "terminatejob"),
+                                            default="noaction"),
+            "onTaskFailure": bi.choice(body, "onTaskFailure", ("noaction", "performexitoptionsjobaction"),
+                                       default="noaction"),
+            "metadata": bi.name_value_pairs(body, "metadata"),
+        }
+        for name in ("jobPreparationTask", "jobReleaseTask"):
+            spec = bi.obj(body, name)
+            if spec is not None:
+                wire[name] = self._side_task(spec, name, constraints["maxTaskRetryCount"])
+        if "jobReleaseTask" in wire and "jobPreparationTask" not in wire:
+            raise bi.invalid("jobReleaseTask", "...", "A job release task needs a job preparation task.")
+        wire = {k: v for k, v in wire.items() if v is not None}
+        moment = iso(now())
+        wire.update({"eTag": new_etag(), "lastModified": moment, "creationTime": moment, "state": "active",
+                     "stateTransitionTime": moment,
+                     "executionInfo": {"startTime": moment, "poolId": pool_id}})
+        job = Resource(id=f"{account.id}/jobs/{job_id}", type=JOB_TYPE, subscription=account.subscription,
+                       resource_group=account.resource_group, name=job_id, body=wire,
+                       internal={"account": account.name, "pool_key": self.pools.key(account, pool_id)})
+        with self.lock:
+            if self.store.get(job.id) is not None:
+                raise Conflict("JobExists", "The specified job already exists.")
+            self.store.put(job)
+        self._poke()
+        return job
+
+    @staticmethod
+    def _max_parallel(body: dict) -> int:
+        value = bi.integer(body, "maxParallelTasks", minimum=-1, default=-1)
+        if value == 0:
+            raise bi.invalid("maxParallelTasks", 0, "maxParallelTasks must be -1 (no limit) or at least 1.")
+        return value
+
+    @staticmethod
+    def _side_task(spec: dict, field: str, retries: int) -> dict:
+        task = task_spec.command_task(spec, field, retries, with_id=False)
+        task["id"] = task_spec.entity_id(spec.get("id") or ("jobpreparation" if "Preparation" in field
+                                                            else "jobrelease"), f"{field}.id")
+        if field == "jobPreparationTask":
+            task["waitForSuccess"] = bi.boolean(spec, "waitForSuccess", f"{field}.waitForSuccess", default=True)
+            task["rerunOnNodeRebootAfterSuccess"] = bi.boolean(spec, "rerunOnNodeRebootAfterSuccess",
+                                                               default=True)
+        return task
+
+    # changing ---------------------------------------------------------------------------------
+
+    def update(self, account: Resource, job_id: str, body: dict, replace: bool, conditions=None) -> Resource:
+        """PATCH changes what is given; PUT (replace) resets what is not given."""
+        body = bi.body_object(body)
+        with self.lock:
+            job = self._changeable(account, job_id, conditions)
+            if replace or "priority" in body:
+                job.body["priority"] = bi.integer(body, "priority", minimum=-1000, maximum=1000, default=0)
+            if replace or "maxParallelTasks" in body:
+                job.body["maxParallelTasks"] = self._max_parallel(body)
+            if replace or "constraints" in body:
+                job.body["constraints"] = task_spec.job_constraints(body)
+            if replace or "metadata" in body:
+                job.body["metadata"] = bi.name_value_pairs(body, "metadata")
+            if replace or "onAllTasksComplete" in body:
+                job.body["onAllTasksComplete"] = bi.choice(body, "onAllTasksComplete", ("noaction", "terminatejob"),
+                                                           default="noaction")
+            if "poolInfo" in body:
+                pool_id = bi.string(bi.obj(body, "poolInfo") or {}, "poolId", "poolInfo.poolId", required_=True)
+                if job.body["state"] != "disabled":
+                    raise Conflict("JobNotDisabled", "A job's pool can only change while the job is disabled.")
+                job.body["poolInfo"] = {"poolId": pool_id}
+                job.internal["pool_key"] = self.pools.key(account, pool_id)
+            return self.save(job)
+
+    def disable(self, account: Resource, job_id: str, body: dict, conditions=None) -> Resource:
+        body = bi.body_object(body)
+        option = bi.choice(body, "disableTasks", ("requeue", "terminate", "wait"), default="requeue")
+        with self.lock:
+            job = self._changeable(account, job_id, conditions)
+            if job.body["state"] not in ("active", "enabling"):
+                raise Conflict("JobNotActive", f"The job is {job.body['state']}; only an active job can be disabled.")
+            self.set_state(job, "disabling")
+            job.internal["disable_tasks"] = option
+            self.save(job)
+        return job
+
+    def enable(self, account: Resource, job_id: str, conditions=None) -> Resource:
+        with self.lock:
+            job = self._changeable(account, job_id, conditions)
+            if job.body["state"] not in ("disabled", "disabling"):
+                raise Conflict("JobNotDisabled", f"The job is {job.body['state']}; only a disabled job can be "
+                                                 "enabled.")
+            self.set_state(job, "enabling")
+            self.save(job)
+        return job
+
+    def terminate(self, account: Resource, job_id: str, body: dict, conditions=None) -> Resource:
+        body = bi.body_object(body) if body else {}
+        reason = bi.string(body, "terminateReason", max_len=256) or "UserTerminate"
+        with self.lock:
+            job = self._changeable(account, job_id, conditions)
+            if job.body["state"] in ("completed", "terminating"):
+                raise Conflict("JobCompleted", "The specified job is already in a completed state.")
+            self.begin_termination(job, reason)
+        return job
+
+    def begin_termination(self, job: Resource, reason: str) -> None:
+        self.set_state(job, "terminating")
+        job.body.setdefault("executionInfo", {})["terminateReason"] = reason
+        self.save(job)
+
+    def delete(self, account: Resource, job_id: str, conditions=None) -> None:
+        with self.lock:
+            job = self.get(account, job_id)
+            check_conditions(job.body, conditions)
+            if job.body["state"] == "deleting":
+                return
+            self.set_state(job, "deleting")
+            self.save(job)
+
+    def _changeable(self, account: Resource, job_id: str, conditions) -> Resource:
+        job = self.get(account, job_id)
+        check_conditions(job.body, conditions)
+        if job.body["state"] == "deleting":
+            raise Conflict("JobBeingDeleted", "The specified job has been marked for deletion and is being "
+                                              "garbage collected.")
+        return job
+
+    @staticmethod
+    def set_state(job: Resource, state: str) -> None:
+        moment = iso(now())
+        job.body["previousState"] = job.body["state"]
+        job.body["previousStateTransitionTime"] = job.body["stateTransitionTime"]
+        job.body["state"] = state
+        job.body["stateTransitionTime"] = moment
+        if state == "completed":
+            job.body.setdefault("executionInfo", {})["endTime"] = moment
+
+    def save(self, job: Resource) -> Resource:
+        job.body["eTag"] = new_etag()
+        job.body["lastModified"] = iso(now())
+        self.store.put(job)
+        self._poke()
+        return job
+
+    def _poke(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.poke()
+
+    # counting -----------------------------------------------------------------------------------
+
+    def task_counts(self, account: Resource, job_id: str) -> dict:
+        job = self.get(account, job_id)
+        counts = {k: 0 for k in ("active", "running", "completed", "succeeded", "failed")}
+        slots = dict(counts)
+        for (state, result), (number, used) in self.tasks.count_by_state(job.id.lower()).items():
+            bucket = "active" if state in ("active", "preparing") else state
+            counts[bucket] += number
+            slots[bucket] += used
+            if state == "completed":
+                outcome = "succeeded" if result == "success" else "failed"
+                counts[outcome] += number
+                slots[outcome] += used
+        return {"taskCounts": counts, "taskSlotCounts": slots}

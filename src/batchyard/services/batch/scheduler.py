@@ -1,0 +1,622 @@
+"""The task scheduler: runs each job's tasks on the nodes of its pool, as Azure Batch does.
+
+One loop, woken when tasks are added, tasks end, nodes change or jobs change, makes a pass:
+1. records the tasks that ended (exit code, retries, exit conditions, dependents);
+2. ends tasks past their maxWallClockTime;
+3. moves jobs through disabling / enabling / terminating / deleting / completed;
+4. hands runnable tasks to free task slots (taskSlotsPerNode, requiredSlots, spread or
+   pack, job priority, maxParallelTasks);
+5. removes task directories past their retentionTime.
+
+A task runs through `/bin/sh -c` inside its node's machine, started by the machine's
+command runner (a fork in an agent inside the machine, see runtime/commands.py). Each run
+is an attempt with its own number: an exit reported for an older attempt (a task requeued
+because its node rebooted, say) is ignored, so nothing is counted twice and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...runtime.machines import MachineError, MachineProvider
+from ...store.batch_nodes import Node, NodeStore
+from ...store.batch_tasks import Task, TaskStore
+from ...store.resources import Resource
+from . import task_spec
+from .background import PokedLoop
+from .jobs import Jobs
+from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent
+from .pools import Pools, iso, new_etag, now
+from .tasks import Tasks
+
+log = logging.getLogger("batchyard.batch")
+PASS_GAP = 0.005
+TICK = 0.2
+FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
+                "message": "The task exited with an exit code representing a failure", "details": []}
+WALL_CLOCK = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
+              "message": "The task ran longer than the maximum time allowed by its constraints", "details": []}
+ENDED = {"category": "usererror", "code": "TaskEnded", "message": "Task Was Ended by User Request", "details": []}
+DOWNLOAD_FAILED = {"category": "usererror", "code": "ResourceFileDownloadFailure",
+                   "message": "One of the resource files could not be downloaded", "details": []}
+
+
+@dataclass
+class Running:
+    """A task attempt that holds slots on a node."""
+    job_key: str
+    task_key: str
+    attempt: int
+    node: tuple[str, str]  # (pool key, node id)
+    machine_key: str
+    slots: int
+    deadline: float | None
+    ending: str | None = None  # why the service is ending it: timeout, terminate, delete, requeue
+
+
+class Scheduler(PokedLoop):
+    def __init__(self, jobs: Jobs, tasks: Tasks, pools: Pools, nodes: NodeStore, task_store: TaskStore,
+                 provider: MachineProvider, agent: NodeAgent):
+        super().__init__("scheduler", tick=TICK, gap=PASS_GAP)
+        self.jobs, self.tasks, self.pools, self.nodes, self.store = jobs, tasks, pools, nodes, task_store
+        self.provider = provider
+        self.agent = agent
+        self.lock = pools.lock
+        self.running: dict[tuple[str, str], Running] = {}
+        self.load: dict[tuple[str, str], int] = {}  # node -> slots in use
+        self.unmet: dict[str, dict[str, set[str]]] = {}  # job -> task -> dependencies not yet satisfied
+        self.dependents: dict[str, dict[str, set[str]]] = {}  # job -> dependency -> tasks waiting on it
+        self.ended: queue.SimpleQueue = queue.SimpleQueue()
+        self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
+        jobs.scheduler = tasks.scheduler = self
+        tasks.task_root = self.task_root
+
+    def start(self) -> None:
+        with self.lock:
+            self._restore()
+        self.start_loop()
+
+    def stop(self) -> None:
+        self.stop_loop()
+        self.downloads.shutdown(wait=False, cancel_futures=True)
+
+    def one_pass(self) -> None:
+        with self.lock:
+            self._pass()
+
+    def _pass(self) -> None:
+        self._record_ended()
+        self._enforce_wall_clock()
+        for job in self.jobs.all_jobs():
+            self._advance_job(job)
+        self._dispatch()
+        self._remove_expired_directories()
+
+    # dependencies -----------------------------------------------------------------------------
+
+    def prepare_new(self, job: Resource, tasks: list[Task]) -> None:
+        """Before new tasks are stored: which of their dependencies are not yet satisfied."""
+        job_key = job.id.lower()
+        named = {d.lower() for t in tasks for d in t.internal["depends_on"]}
+        if not named:
+            return
+        known = self.store.get_many(job_key, list(named))
+        batch = {t.key for t in tasks}
+        for task in tasks:
+            unmet = {d.lower() for d in task.internal["depends_on"]
+                     if d.lower() in batch or not self._satisfies(known.get(d.lower()))}
+            self._wait_on(job_key, task.key, unmet)
+            task.ready = not unmet
+
+    def _wait_on(self, job_key: str, task_key: str, unmet: set[str]) -> None:
+        if not unmet:
+            return
+        self.unmet.setdefault(job_key, {})[task_key] = unmet
+        for dep in unmet:
+            self.dependents.setdefault(job_key, {}).setdefault(dep, set()).add(task_key)
+
+    @staticmethod
+    def _satisfies(task: Task | None) -> bool:
+        return task is not None and task.state == "completed" and task.internal.get("satisfies", False)
+
+    def _release_dependents(self, job_key: str, dep_key: str) -> None:
+        waiting = self.dependents.get(job_key, {}).pop(dep_key, set())
+        became_ready = []
+        for task_key in waiting:
+            unmet = self.unmet.get(job_key, {}).get(task_key)
+            if unmet is None:
+                continue
+            unmet.discard(dep_key)
+            if not unmet:
+                del self.unmet[job_key][task_key]
+                became_ready.append(task_key)
+        if became_ready:
+            tasks = self.store.get_many(job_key, became_ready)
+            for task in tasks.values():
+                task.ready = True
+            self.store.update(list(tasks.values()))
+
+    # ending ------------------------------------------------------------------------------------
+
+    def _on_exit(self, key: tuple[str, str], attempt: int):
+        def record(code: int) -> None:
+            self.ended.put((key, attempt, code))
+            self.poke()
+        return record
+
+    def _record_ended(self) -> None:
+        finished: list[tuple[Running, int]] = []
+        while True:
+            try:
+                key, attempt, code = self.ended.get_nowait()
+            except queue.Empty:
+                break
+            run = self.running.get(key)
+            if run is None or run.attempt != attempt:
+                continue  # an attempt the service already gave up on
+            self._free(run)
+            finished.append((run, code))
+        by_job: dict[str, list[tuple[Running, int]]] = {}
+        for run, code in finished:
+            by_job.setdefault(run.job_key, []).append((run, code))
+        for job_key, runs in by_job.items():
+            tasks = self.store.get_many(job_key, [r.task_key for r, _ in runs])
+            job = self.jobs.store.get(job_key)
+            changed = []
+            for run, code in runs:
+                task = tasks.get(run.task_key)
+                if task is None or job is None:
+                    continue
+                self._finish(job, task, run, code)
+                changed.append(task)
+            self.store.update(changed)
+            for task in changed:
+                if task.state == "completed" and task.internal.get("satisfies"):
+                    self._release_dependents(job_key, task.key)
+
+    def _free(self, run: Running) -> None:
+        self.running.pop((run.job_key, run.task_key), None)
+        self.load[run.node] = max(0, self.load.get(run.node, 0) - run.slots)
+        self._node_counters(run.node, finished=True)
+
+    def _finish(self, job: Resource, task: Task, run: Running, code: int) -> None:
+        info = task.body.setdefault("executionInfo", {})
+        info.update({"endTime": iso(now()), "exitCode": code})
+        info.pop("failureInfo", None)
+        if run.ending == "requeue":
+            self.requeue(task)
+            return
+        if run.ending in ("terminate", "delete"):
+            info.update({"result": "failure", "failureInfo": ENDED})
+            self._complete(job, task, code, ended=True)
+            return
+        failed = code != 0 or run.ending == "timeout"
+        if run.ending == "timeout":
+            info["failureInfo"] = WALL_CLOCK
+        elif code != 0:
+            info["failureInfo"] = FAILURE_EXIT
+        retries = task.body["constraints"]["maxTaskRetryCount"]
+        if failed and run.ending != "timeout" and (retries == -1 or info.get("retryCount", 0) < retries):
+            info["retryCount"] = info.get("retryCount", 0) + 1
+            info["lastRetryTime"] = iso(now())
+            self._set_state(task, "active")
+            task.ready = True
+            return
+        info["result"] = "failure" if failed else "success"
+        self._complete(job, task, code, ended=False)
+
+    def _complete(self, job: Resource, task: Task, code: int | None, ended: bool) -> None:
+        self._set_state(task, "completed")
+        task.ready = False
+        failed = task.body["executionInfo"].get("result") == "failure"
+        options = task_spec.exit_options_for(task.body.get("exitConditions"), code, False)
+        task.internal["satisfies"] = not ended and options["dependencyAction"] == "satisfy"
+        task.internal["completed_at"] = time.time()
+        self._upload_outputs(task, failed)
+        action = options["jobAction"]
+        if action != "none" and (not failed or job.body.get("onTaskFailure") == "performexitoptionsjobaction"):
+            if action == "terminate" and job.body["state"] in ("active", "disabled", "disabling", "enabling"):
+                self.jobs.begin_termination(job, "TaskFailed" if failed else "AllTasksComplete")
+            elif action == "disable" and job.body["state"] == "active":
+                self.jobs.set_state(job, "disabling")
+                job.internal["disable_tasks"] = "wait"
+                self.jobs.save(job)
+
+    def requeue(self, task: Task, count_requeue: bool = True) -> None:
+        """Back to active (its node went away, or it was reactivated)."""
+        info = task.body.setdefault("executionInfo", {})
+        if count_requeue:
+            info["requeueCount"] = info.get("requeueCount", 0) + 1
+            info["lastRequeueTime"] = iso(now())
+        run = self.running.get((task.job_key, task.key))
+        if run is not None:
+            self._free(run)
+        task.internal["attempt"] = task.internal.get("attempt", 0) + 1
+        self._set_state(task, "active")
+        task.ready = not self.unmet.get(task.job_key, {}).get(task.key)
+        self.store.update([task])
+
+    def end_task(self, task: Task, why: str) -> None:
+        """terminate or delete, whatever state the task is in."""
+        run = self.running.get((task.job_key, task.key))
+        if run is not None:
+            run.ending = why
+            self._kill(run)
+            if why == "delete":
+                self._free(run)
+                self._drop(task)
+            return
+        if why == "delete":
+            self._drop(task)
+            return
+        job = self.jobs.store.get(task.job_key)
+        task.body.setdefault("executionInfo", {}).update({"result": "failure", "failureInfo": ENDED,
+                                                          "endTime": iso(now())})
+        self._complete(job, task, None, ended=True)
+        self.store.update([task])
+
+    def _drop(self, task: Task) -> None:
+        self.store.delete(task.job_key, task.id)
+        path = self.task_root(task)
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+        self.unmet.get(task.job_key, {}).pop(task.key, None)
+
+    def _kill(self, run: Running) -> None:
+        try:
+            self.provider.command_runner(run.machine_key).kill(f"{run.job_key}|{run.task_key}|{run.attempt}")
+        except MachineError:
+            pass
+
+    def _enforce_wall_clock(self) -> None:
+        moment = time.time()
+        for run in list(self.running.values()):
+            if run.deadline is not None and run.deadline < moment and run.ending is None:
+                run.ending = "timeout"
+                self._kill(run)
+
+    # jobs ----------------------------------------------------------------------------------------
+
+    def _advance_job(self, job: Resource) -> None:
+        state = job.body["state"]
+        job_key = job.id.lower()
+        mine = [r for r in self.running.values() if r.job_key == job_key]
+        if state == "deleting":
+            for run in mine:
+                run.ending = "delete"
+                self._kill(run)
+                self._free(run)
+            self.store.delete_job(job_key)
+            self._remove_job_directories(job)
+            self.unmet.pop(job_key, None)
+            self.dependents.pop(job_key, None)
+            self.jobs.store.delete(job.id)
+        elif state == "terminating":
+            for run in mine:
+                if run.ending is None:
+                    run.ending = "terminate"
+                    self._kill(run)
+            if not mine:
+                active = self.store.list(job_key, "active")
+                for task in active:
+                    task.body.setdefault("executionInfo", {}).update({"result": "failure", "failureInfo": ENDED})
+                    self._set_state(task, "completed")
+                    task.ready = False
+                self.store.update(active)
+                self._run_release_tasks(job)
+                self.jobs.set_state(job, "completed")
+                self.jobs.save(job)
+        elif state == "disabling":
+            option = job.internal.get("disable_tasks", "requeue")
+            for run in mine:
+                if option in ("requeue", "terminate") and run.ending is None:
+                    run.ending = option
+                    self._kill(run)
+            if not mine or option == "requeue":
+                if option == "requeue":
+                    for run in mine:
+                        task = self.store.get(job_key, run.task_key)
+                        if task is not None:
+                            self.requeue(task)
+                self.jobs.set_state(job, "disabled")
+                self.jobs.save(job)
+        elif state == "enabling":
+            self.jobs.set_state(job, "active")
+            self.jobs.save(job)
+        elif state == "active":
+            self._maybe_complete(job, mine)
+
+    def _maybe_complete(self, job: Resource, running: list[Running]) -> None:
+        limit = task_spec.seconds(job.body["constraints"].get("maxWallClockTime"))
+        started = job.internal.setdefault("started", time.time())
+        if limit is not None and time.time() - started > limit:
+            self.jobs.begin_termination(job, "MaxWallClockTimeExpiry")
+        elif job.body.get("onAllTasksComplete") == "terminatejob" and not running and \
+                self.store.unfinished(job.id.lower()) == 0 and self.store.count_by_state(job.id.lower()):
+            self.jobs.begin_termination(job, "AllTasksComplete")
+
+    # dispatching ---------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        by_pool: dict[str, list[Resource]] = {}
+        for job in self.jobs.all_jobs():
+            if job.body["state"] == "active":
+                by_pool.setdefault(job.internal["pool_key"], []).append(job)
+        for pool_key, jobs in by_pool.items():
+            pool = self.pools.store.get(pool_key)
+            if pool is None or pool.body["state"] != "active":
+                continue
+            jobs.sort(key=lambda j: (-j.body.get("priority", 0), j.body["creationTime"]))
+            self._dispatch_pool(pool, jobs)
+
+    def _dispatch_pool(self, pool: Resource, jobs: list[Resource]) -> None:
+        pool_key = pool.id.lower()
+        per_node = pool.body["taskSlotsPerNode"]
+        pack = pool.body.get("taskSchedulingPolicy", {}).get("nodeFillType") == "pack"
+        nodes = {n.id: n for n in self.nodes.list(pool_key)
+                 if n.state in ("idle", "running") and n.body.get("schedulingState", "enabled") == "enabled"}
+        free = {node_id: per_node - self.load.get((pool_key, node_id), 0) for node_id in nodes}
+        if sum(max(0, f) for f in free.values()) <= 0:
+            return
+        for job in jobs:
+            job_key = job.id.lower()
+            budget = sum(max(0, f) for f in free.values())
+            parallel = job.body.get("maxParallelTasks", -1)
+            if parallel != -1:
+                budget = min(budget, parallel - sum(1 for r in self.running.values() if r.job_key == job_key))
+            if budget <= 0:
+                continue
+            launched = []
+            for task in self.store.runnable(job_key, budget):
+                node_id = self._choose_node(free, task.body.get("requiredSlots", 1), pack)
+                if node_id is None:
+                    continue
+                free[node_id] -= task.body.get("requiredSlots", 1)
+                launched.append(self._assign(job, task, pool, nodes[node_id]))
+            self.store.update(launched)
+            for task in launched:
+                self._launch(job, task, pool, nodes[task.internal["node"]["id"]])
+
+    @staticmethod
+    def _choose_node(free: dict[str, int], slots: int, pack: bool) -> str | None:
+        fitting = [(f, node_id) for node_id, f in free.items() if f >= slots]
+        if not fitting:
+            return None
+        # spread: the node with the most free slots; pack: the fullest node that still fits
+        return (min(fitting) if pack else max(fitting))[1]
+
+    def _assign(self, job: Resource, task: Task, pool: Resource, node: Node) -> Task:
+        attempt = task.internal.get("attempt", 0) + 1
+        task.internal["attempt"] = attempt
+        task.internal["node"] = {"pool_key": pool.id.lower(), "id": node.id, "machine_key": node.internal["machine_key"]}
+        self._set_state(task, "running")
+        info = task.body.setdefault("executionInfo", {})
+        info["startTime"] = iso(now())
+        for stale in ("endTime", "exitCode", "result", "failureInfo"):
+            info.pop(stale, None)
+        task_dir = f"{NODE_ROOT}/workitems/{job.name}/job-1/{task.id}"
+        task.body["nodeInfo"] = {"affinityId": node.body.get("affinityId"), "poolId": pool.name, "nodeId": node.id,
+                                 "taskRootDirectory": f"workitems/{job.name}/job-1/{task.id}"}
+        limit = task_spec.seconds(task.body["constraints"].get("maxWallClockTime"))
+        run = Running(job.id.lower(), task.key, attempt, (pool.id.lower(), node.id), node.internal["machine_key"],
+                      task.body.get("requiredSlots", 1), time.time() + limit if limit is not None else None)
+        self.running[(run.job_key, run.task_key)] = run
+        self.load[run.node] = self.load.get(run.node, 0) + run.slots
+        self._node_counters(run.node, finished=False)
+        task.internal["dir"] = task_dir
+        return task
+
+    def _launch(self, job: Resource, task: Task, pool: Resource, node: Node) -> None:
+        run = self.running[(task.job_key, task.key)]
+        host_dir = self.task_root(task)
+        admin = task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+        try:
+            (host_dir / "wd").mkdir(parents=True, exist_ok=True)
+            if not admin:
+                for path in (host_dir, host_dir / "wd"):
+                    _chown(path)
+        except OSError as exc:
+            log.warning("task %s: no task directory: %s", task.id, exc)
+            self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
+            return
+        if task.body.get("resourceFiles"):
+            self.downloads.submit(self._download_then_start, job, task, pool, node, run, host_dir, admin)
+        else:
+            self._start(job, task, pool, node, run, admin)
+
+    def _download_then_start(self, job, task, pool, node, run: Running, host_dir: Path, admin: bool) -> None:
+        try:
+            for item in task.body["resourceFiles"]:
+                target = host_dir / "wd" / item["filePath"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with urllib.request.urlopen(item["httpUrl"], timeout=60) as response, open(target, "wb") as out:
+                    shutil.copyfileobj(response, out)
+                if item.get("fileMode"):
+                    target.chmod(int(item["fileMode"], 8))
+                if not admin:
+                    _chown(target)
+        except (OSError, ValueError) as exc:
+            with self.lock:
+                current = self.running.get((run.job_key, run.task_key))
+                if current is None or current.attempt != run.attempt:
+                    return
+                stored = self.store.get(run.job_key, run.task_key)
+                self._free(run)
+                if stored is not None:
+                    stored.body["executionInfo"].update({
+                        "endTime": iso(now()), "result": "failure",
+                        "failureInfo": {**DOWNLOAD_FAILED, "details": [{"name": "Reason", "value": str(exc)[:300]}]}})
+                    self._complete(self.jobs.store.get(run.job_key), stored, None, ended=False)
+                    self.store.update([stored])
+            self.poke()
+            return
+        with self.lock:
+            current = self.running.get((run.job_key, run.task_key))
+            if current is not None and current.attempt == run.attempt:
+                self._start(job, task, pool, node, run, admin)
+
+    def _start(self, job, task, pool, node, run: Running, admin: bool) -> None:
+        task_dir = task.internal["dir"]
+        env = self.agent.environment(pool, node, {"userIdentity": task.body["userIdentity"],
+                                                  "environmentSettings": []}, task_dir)
+        env.update({"AZ_BATCH_TASK_ID": task.id, "AZ_BATCH_JOB_ID": job.name,
+                    "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd", "AZ_BATCH_TASK_DIR": task_dir,
+                    "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
+                    "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd",
+                    "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin" if not admin else "PoolAdmin"})
+        for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
+            env[pair["name"]] = pair["value"]
+        try:
+            self.provider.command_runner(run.machine_key).run(
+                f"{run.job_key}|{run.task_key}|{run.attempt}", ["/bin/sh", "-c", task.body["commandLine"]], env,
+                f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
+                f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
+                self._on_exit((run.job_key, run.task_key), run.attempt))
+        except (MachineError, OSError) as exc:
+            log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
+            self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
+
+    # nodes ----------------------------------------------------------------------------------------
+
+    def _node_counters(self, node_key: tuple[str, str], finished: bool) -> None:
+        node = self.nodes.get(*node_key)
+        if node is None:
+            return
+        body = node.body
+        running = sum(1 for r in self.running.values() if r.node == node_key)
+        body["runningTasksCount"] = running
+        body["runningTaskSlotsCount"] = self.load.get(node_key, 0)
+        if not finished:
+            body["totalTasksRun"] = body.get("totalTasksRun", 0) + 1
+        if body["state"] in ("idle", "running"):
+            wanted = "running" if running else "idle"
+            if body["state"] != wanted:
+                body["state"] = wanted
+                body["stateTransitionTime"] = iso(now())
+        self.nodes.put(node)
+
+    def node_leaving(self, node: Node, option: str) -> bool:
+        """The node is leaving the pool. True when it may go now; False to wait for its
+        tasks (taskcompletion, retaineddata)."""
+        with self.lock:
+            mine = [r for r in self.running.values() if r.node == (node.pool_key, node.id)]
+            if not mine:
+                return True
+            if option in ("taskcompletion", "retaineddata"):
+                return False
+            for run in mine:
+                task = self.store.get(run.job_key, run.task_key)
+                if option == "requeue" and task is not None:
+                    self._kill(run)
+                    self.requeue(task)
+                else:
+                    run.ending = "terminate"
+                    self._kill(run)
+            return option == "requeue"
+
+    def node_interrupted(self, node: Node) -> None:
+        """The node rebooted, was reimaged or preempted: its tasks go back to the queue."""
+        with self.lock:
+            for run in [r for r in self.running.values() if r.node == (node.pool_key, node.id)]:
+                task = self.store.get(run.job_key, run.task_key)
+                if task is not None:
+                    self.requeue(task)
+                else:
+                    self._free(run)
+        self.poke()
+
+    def task_root(self, task: Task) -> Path | None:
+        node = task.internal.get("node")
+        if not node or "dir" not in task.internal:
+            return None
+        try:
+            return self.provider.temporary_disk(node["machine_key"]) / task.internal["dir"].removeprefix("/mnt/")
+        except MachineError:
+            return None
+
+    # files ------------------------------------------------------------------------------------------
+
+    def _upload_outputs(self, task: Task, failed: bool) -> None:
+        """outputFiles to a local destination: `file://` container URLs name a directory on
+        this host (the service's own outputs area); Azure Storage destinations come later."""
+        for spec in task.body.get("outputFiles", []):
+            condition = spec["uploadOptions"]["uploadCondition"]
+            if (condition == "tasksuccess" and failed) or (condition == "taskfailure" and not failed):
+                continue
+            url = spec["destination"]["container"]["containerUrl"]
+            root = self.task_root(task)
+            if root is None or not url.startswith("file://"):
+                continue
+            target = Path(url.removeprefix("file://")) / spec["destination"]["container"].get("path", "")
+            for source in sorted(root.glob(spec["filePattern"])):
+                if source.is_file() and root in source.resolve().parents:
+                    destination = target / source.name if len(list(root.glob(spec["filePattern"]))) > 1 or \
+                        spec["destination"]["container"].get("path", "").endswith("/") else target
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, destination)
+
+    def _remove_expired_directories(self) -> None:
+        moment = time.time()
+        if moment - getattr(self, "_last_retention", 0) < 1.0:
+            return
+        self._last_retention = moment
+        for task in self.store.in_states(("completed",)):
+            if task.internal.get("retained") is False or "completed_at" not in task.internal:
+                continue
+            retention = task_spec.seconds(task.body["constraints"].get("retentionTime"))
+            if retention is not None and moment - task.internal["completed_at"] > retention:
+                path = self.task_root(task)
+                if path is not None:
+                    shutil.rmtree(path, ignore_errors=True)
+                task.internal["retained"] = False
+                self.store.update([task])
+
+    def _remove_job_directories(self, job: Resource) -> None:
+        for node in self.nodes.list(job.internal["pool_key"]):
+            try:
+                root = self.provider.temporary_disk(node.internal["machine_key"])
+            except MachineError:
+                continue
+            shutil.rmtree(root / "batch/tasks/workitems" / job.name, ignore_errors=True)
+
+    def _run_release_tasks(self, job: Resource) -> None:
+        """Job release tasks are not run yet: recorded for the closing note."""
+
+    # restart ----------------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Rebuild the dependency maps; tasks that were running when the service stopped go
+        back to the queue, counted as requeued (their processes ended with the service)."""
+        for task in self.store.in_states(("active",)):
+            if not task.ready and task.internal.get("depends_on"):
+                known = self.store.get_many(task.job_key, task.internal["depends_on"])
+                unmet = {d.lower() for d in task.internal["depends_on"] if not self._satisfies(known.get(d.lower()))}
+                self._wait_on(task.job_key, task.key, unmet)
+                if not unmet:
+                    task.ready = True
+                    self.store.update([task])
+        for task in self.store.in_states(("running", "preparing")):
+            self.requeue(task)
+
+    @staticmethod
+    def _set_state(task: Task, state: str) -> None:
+        moment = iso(now())
+        if task.body.get("state") != state:
+            task.body["previousState"] = task.body.get("state")
+            task.body["previousStateTransitionTime"] = task.body.get("stateTransitionTime")
+        task.body["state"] = state
+        task.body["stateTransitionTime"] = moment
+        task.body["eTag"] = new_etag()
+        task.body["lastModified"] = moment
+
+
+def _chown(path: Path) -> None:
+    import os
+    os.chown(path, TASK_UID, TASK_GID)

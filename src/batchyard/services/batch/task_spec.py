@@ -1,0 +1,219 @@
+"""What a job or a task asks for: request bodies checked field by field and brought to the
+wire shape Batch returns. Rules that need other records live in jobs.py and tasks.py."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from . import batch_input as bi
+from .durations import TIMESPAN_MAX_TEXT, format_duration, parse_duration
+from .pool_spec import user_identity
+
+ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_RANGE_TASKS = 10000  # tasks one taskIdRanges entry may name, as a guard on memory
+DEFAULT_RETENTION = "P7D"
+
+
+def entity_id(value, field: str = "id") -> str:
+    if value is None:
+        raise bi.missing(field)
+    if not isinstance(value, str) or not ID.match(value):
+        raise bi.invalid(field, value, "The id may hold letters, digits, hyphens and underscores, at most 64 "
+                                       "characters.")
+    return value
+
+
+def duration(body: dict, name: str, field: str, default: str | None = None) -> str | None:
+    """An optional duration, returned in Azure's response form."""
+    value = body.get(name)
+    if value is None:
+        return default
+    parsed = parse_duration(value, field)
+    if parsed <= timedelta(0):
+        raise bi.invalid(field, value, "The duration must be positive.")
+    return format_duration(parsed)
+
+
+def seconds(text: str | None) -> float | None:
+    """A duration already checked -> seconds, None for 'unlimited'."""
+    if text is None or text == TIMESPAN_MAX_TEXT:
+        return None
+    return parse_duration(text, "duration").total_seconds()
+
+
+def job_constraints(body: dict) -> dict:
+    constraints = bi.obj(body, "constraints") or {}
+    return {
+        "maxWallClockTime": duration(constraints, "maxWallClockTime", "constraints.maxWallClockTime",
+                                     TIMESPAN_MAX_TEXT),
+        "maxTaskRetryCount": bi.integer(constraints, "maxTaskRetryCount", "constraints.maxTaskRetryCount",
+                                        minimum=-1, maximum=100, default=0),
+    }
+
+
+def task_constraints(body: dict, job_retries: int) -> dict:
+    constraints = bi.obj(body, "constraints") or {}
+    return {
+        "maxWallClockTime": duration(constraints, "maxWallClockTime", "constraints.maxWallClockTime",
+                                     TIMESPAN_MAX_TEXT),
+        "retentionTime": duration(constraints, "retentionTime", "constraints.retentionTime", DEFAULT_RETENTION),
+        "maxTaskRetryCount": bi.integer(constraints, "maxTaskRetryCount", "constraints.maxTaskRetryCount",
+                                        minimum=-1, maximum=100, default=job_retries),
+    }
+
+
+def command_task(body: dict, field: str, job_retries: int = 0, with_id: bool = True) -> dict:
+    """The parts every kind of task shares: command line, environment, files, identity."""
+    if body.get("containerSettings") is not None:
+        raise bi.invalid(f"{field}.containerSettings", "...", "Container tasks are not supported yet.")
+    out = {
+        "commandLine": bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192),
+        "environmentSettings": bi.name_value_pairs(body, "environmentSettings", f"{field}.environmentSettings"),
+        "resourceFiles": resource_files(body, f"{field}.resourceFiles"),
+        "userIdentity": user_identity(body, f"{field}.userIdentity"),
+        "constraints": task_constraints(body, job_retries),
+    }
+    if with_id:
+        out = {"id": entity_id(body.get("id"), f"{field}.id" if field != "task" else "id"), **out}
+    return out
+
+
+def resource_files(body: dict, field: str) -> list[dict]:
+    files = []
+    for index, item in enumerate(bi.array(body, "resourceFiles", field, max_items=100)):
+        where = f"{field}[{index}]"
+        if not isinstance(item, dict):
+            raise bi.invalid(where, item, "An object is required.")
+        for unsupported in ("storageContainerUrl", "autoStorageContainerName"):
+            if item.get(unsupported):
+                raise bi.invalid(f"{where}.{unsupported}", item[unsupported],
+                                 "Only httpUrl resource files are supported here.")
+        url = bi.string(item, "httpUrl", f"{where}.httpUrl", required_=True, max_len=4096)
+        if not url.lower().startswith(("http://", "https://")):
+            raise bi.invalid(f"{where}.httpUrl", url, "An http or https URL is required.")
+        path = bi.string(item, "filePath", f"{where}.filePath") or url.rstrip("/").rsplit("/", 1)[-1]
+        relative_path(path, f"{where}.filePath")
+        files.append({"httpUrl": url, "filePath": path, **({"fileMode": item["fileMode"]}
+                                                            if item.get("fileMode") else {})})
+    return files
+
+
+def relative_path(path: str, field: str) -> str:
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith("/") or ".." in parts or "\x00" in path or not path.strip():
+        raise bi.invalid(field, path, "The path must be relative and stay inside the task's working directory.")
+    return path
+
+
+def output_files(body: dict, field: str = "outputFiles") -> list[dict]:
+    out = []
+    for index, item in enumerate(bi.array(body, "outputFiles", field, max_items=100)):
+        where = f"{field}[{index}]"
+        if not isinstance(item, dict):
+            raise bi.invalid(where, item, "An object is required.")
+        pattern = bi.string(item, "filePattern", f"{where}.filePattern", required_=True, max_len=1024)
+        destination = bi.obj(item, "destination", f"{where}.destination", required_=True)
+        container = bi.obj(destination, "container", f"{where}.destination.container", required_=True)
+        url = bi.string(container, "containerUrl", f"{where}.destination.container.containerUrl", required_=True)
+        options = bi.obj(item, "uploadOptions", f"{where}.uploadOptions", required_=True)
+        condition = bi.choice(options, "uploadCondition", ("tasksuccess", "taskfailure", "taskcompletion"),
+                              f"{where}.uploadOptions.uploadCondition", default="taskcompletion")
+        out.append({"filePattern": pattern, "destination": {"container": {
+            "containerUrl": url, **({"path": container["path"]} if container.get("path") else {})}},
+            "uploadOptions": {"uploadCondition": condition}})
+    return out
+
+
+def depends_on(body: dict, uses_dependencies: bool) -> tuple[dict | None, list[str]]:
+    """(wire dependsOn, every task id it names)."""
+    deps = bi.obj(body, "dependsOn")
+    if not deps:
+        return None, []
+    from ..errors import InvalidInput
+    if not uses_dependencies:
+        raise InvalidInput("TaskDependenciesNotSpecifiedOnJob", "The task has dependencies, but the job does not "
+                           "have usesTaskDependencies set to true.",
+                           details=[{"key": "PropertyName", "value": "dependsOn"}])
+    ids = [entity_id(t, f"dependsOn.taskIds[{i}]") for i, t in enumerate(bi.array(deps, "taskIds", "dependsOn.taskIds"))]
+    ranges = []
+    for index, item in enumerate(bi.array(deps, "taskIdRanges", "dependsOn.taskIdRanges")):
+        where = f"dependsOn.taskIdRanges[{index}]"
+        if not isinstance(item, dict):
+            raise bi.invalid(where, item, "An object with start and end is required.")
+        start = bi.integer(item, "start", f"{where}.start", minimum=0)
+        end = bi.integer(item, "end", f"{where}.end", minimum=0)
+        if start is None or end is None:
+            raise bi.missing(f"{where}.start" if start is None else f"{where}.end")
+        if end < start:
+            raise InvalidInput("TaskDependencyRangeInvalid", "The task dependency range is invalid: its end is less "
+                               "than its start.", details=[{"key": "PropertyName", "value": where},
+                                                          {"key": "Start", "value": str(start)},
+                                                          {"key": "End", "value": str(end)}])
+        if end - start + 1 > MAX_RANGE_TASKS:
+            raise bi.invalid(where, f"{start}-{end}", f"A range may name at most {MAX_RANGE_TASKS} tasks.")
+        ranges.append({"start": start, "end": end})
+        ids.extend(str(n) for n in range(start, end + 1))
+    wire = {"taskIds": [t for t in bi.array(deps, "taskIds")], "taskIdRanges": ranges}
+    return wire, list(dict.fromkeys(ids))
+
+
+def exit_conditions(body: dict) -> dict | None:
+    conditions = bi.obj(body, "exitConditions")
+    if conditions is None:
+        return None
+    out: dict = {}
+    codes = []
+    for index, item in enumerate(bi.array(conditions, "exitCodes", "exitConditions.exitCodes")):
+        where = f"exitConditions.exitCodes[{index}]"
+        code = bi.integer(item if isinstance(item, dict) else {}, "code", f"{where}.code")
+        if code is None:
+            raise bi.missing(f"{where}.code")
+        codes.append({"code": code, "exitOptions": _exit_options(item.get("exitOptions") or {}, where)})
+    ranges = []
+    for index, item in enumerate(bi.array(conditions, "exitCodeRanges", "exitConditions.exitCodeRanges")):
+        where = f"exitConditions.exitCodeRanges[{index}]"
+        item = item if isinstance(item, dict) else {}
+        start, end = bi.integer(item, "start", f"{where}.start"), bi.integer(item, "end", f"{where}.end")
+        if start is None or end is None or end < start:
+            raise bi.invalid(where, item, "start and end are required, and end may not be less than start.")
+        ranges.append({"start": start, "end": end, "exitOptions": _exit_options(item.get("exitOptions") or {},
+                                                                                   where)})
+    if codes:
+        out["exitCodes"] = codes
+    if ranges:
+        out["exitCodeRanges"] = ranges
+    for name in ("default", "preProcessingError", "fileUploadError"):
+        if conditions.get(name) is not None:
+            out[name] = _exit_options(conditions[name], f"exitConditions.{name}")
+    return out
+
+
+def _exit_options(options: dict, field: str) -> dict:
+    if not isinstance(options, dict):
+        raise bi.invalid(field, options, "An object is required.")
+    return {
+        "jobAction": bi.choice(options, "jobAction", ("none", "disable", "terminate"), f"{field}.jobAction",
+                               default="none"),
+        # unset: Azure satisfies dependents on exit code 0 and blocks them otherwise
+        "dependencyAction": bi.choice(options, "dependencyAction", ("satisfy", "block"),
+                                      f"{field}.dependencyAction"),
+    }
+
+
+def exit_options_for(conditions: dict | None, exit_code: int | None, pre_processing_error: bool) -> dict:
+    """Which exitOptions apply to how a task ended (Azure's order: exact code, range, default)."""
+    conditions = conditions or {}
+    failed = pre_processing_error or exit_code != 0
+    chosen = {"jobAction": "none", "dependencyAction": None}
+    if pre_processing_error:
+        chosen = conditions.get("preProcessingError", chosen)
+    elif any(item["code"] == exit_code for item in conditions.get("exitCodes", [])):
+        chosen = next(item["exitOptions"] for item in conditions["exitCodes"] if item["code"] == exit_code)
+    elif any(item["start"] <= exit_code <= item["end"] for item in conditions.get("exitCodeRanges", [])):
+        chosen = next(item["exitOptions"] for item in conditions["exitCodeRanges"]
+                      if item["start"] <= exit_code <= item["end"])
+    elif failed and "default" in conditions:
+        chosen = conditions["default"]
+    return {"jobAction": chosen.get("jobAction") or "none",
+            "dependencyAction": chosen.get("dependencyAction") or ("block" if failed else "satisfy")}

@@ -1,0 +1,185 @@
+"""Batch tasks: adding them (one at a time or 100 per collection), reading, changing,
+terminating, deleting and reactivating them. Running them is the scheduler's work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...store.batch_tasks import Task, TaskStore
+from ...store.resources import Resource
+from ..errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, ServiceError
+from . import batch_input as bi
+from . import task_spec
+from .jobs import Jobs
+from .pools import check_conditions, iso, new_etag, now
+
+MAX_COLLECTION = 100
+# Azure refuses a task collection whose body is over about 1 MB: the SDK halves and retries.
+MAX_COLLECTION_BYTES = 1_000_000
+OPEN_JOB_STATES = ("active", "disabling", "disabled", "enabling")
+
+
+class Tasks:
+    def __init__(self, jobs: Jobs, store: TaskStore):
+        self.jobs = jobs
+        self.store = store
+        self.lock = jobs.lock
+        self.scheduler = None  # set by the scheduler
+        self.task_root = None  # (task) -> host path of its directory, set at bootstrap
+
+    # adding -------------------------------------------------------------------------------------
+
+    def create(self, account: Resource, job_id: str, body: dict) -> Task:
+        results = self._add(account, job_id, [bi.body_object(body)], single=True)
+        outcome = results[0]
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome
+
+    def create_collection(self, account: Resource, job_id: str, body: dict, body_size: int) -> list:
+        """Per-task results: a Task, or the ServiceError that refused it."""
+        if body_size > MAX_COLLECTION_BYTES:
+            raise PayloadTooLarge("RequestBodyTooLarge", "The request body is too large and exceeds the maximum "
+                                  "permissible limit.", details=[{"key": "MaxLimit", "value": str(MAX_COLLECTION_BYTES)}])
+        body = bi.body_object(body)
+        items = body.get("value")
+        if not isinstance(items, list):
+            raise bi.missing("value")
+        if len(items) > MAX_COLLECTION:
+            raise InvalidInput("TooManyRequests" if False else "InvalidPropertyValue",
+                               "The value provided for one of the properties in the request body is invalid.",
+                               details=[{"key": "PropertyName", "value": "value"},
+                                        {"key": "Reason", "value": f"A collection may hold at most {MAX_COLLECTION} "
+                                                                   f"tasks; it holds {len(items)}."}])
+        return self._add(account, job_id, items, single=False)
+
+    def _add(self, account: Resource, job_id: str, items: list, single: bool) -> list:
+        job = self.jobs.get(account, job_id)
+        if job.body["state"] not in OPEN_JOB_STATES:
+            raise Conflict("JobCompleted" if job.body["state"] in ("completed", "terminating") else "JobBeingDeleted",
+                           f"The specified job is {job.body['state']}; tasks cannot be added to it.")
+        results: list = []
+        accepted: list[Task] = []
+        seen: set[str] = set()
+        for item in items:
+            try:
+                task = self._new_task(job, item)
+                if task.key in seen:
+                    raise Conflict("TaskExists", "The specified task already exists.")
+                seen.add(task.key)
+                accepted.append(task)
+                results.append(task)
+            except ServiceError as exc:
+                results.append(exc)
+        with self.lock:
+            existing = self.store.exists(job.id.lower(), [t.id for t in accepted])
+            fresh = []
+            for index, outcome in enumerate(results):
+                if isinstance(outcome, Task) and outcome.key in existing:
+                    results[index] = Conflict("TaskExists", "The specified task already exists.")
+                elif isinstance(outcome, Task):
+                    fresh.append(outcome)
+            if fresh:
+                if self.scheduler is not None:
+                    self.scheduler.prepare_new(job, fresh)
+                self.store.insert(fresh)
+        if fresh and self.scheduler is not None:
+            self.scheduler.poke()
+        return results
+
+    def _new_task(self, job: Resource, item) -> Task:
+        if not isinstance(item, dict):
+            raise bi.bad_body("Each task must be a JSON object.")
+        if item.get("multiInstanceSettings") is not None:
+            raise bi.invalid("multiInstanceSettings", "...", "Multi-instance tasks are not supported yet.")
+        spec = task_spec.command_task(item, "task", job.body["constraints"]["maxTaskRetryCount"])
+        depends_on, dependency_ids = task_spec.depends_on(item, job.body.get("usesTaskDependencies", False))
+        if spec["id"].lower() in {d.lower() for d in dependency_ids}:
+            raise bi.invalid("dependsOn", spec["id"], "A task cannot depend on itself.")
+        moment = iso(now())
+        body = {
+            **spec,
+            "displayName": bi.string(item, "displayName") or None,
+            "outputFiles": task_spec.output_files(item),
+            "requiredSlots": bi.integer(item, "requiredSlots", minimum=1, maximum=256, default=1),
+            "exitConditions": task_spec.exit_conditions(item),
+            "dependsOn": depends_on,
+            "affinityInfo": bi.obj(item, "affinityInfo"),
+            "applicationPackageReferences": bi.array(item, "applicationPackageReferences"),
+            "eTag": new_etag(), "creationTime": moment, "lastModified": moment,
+            "state": "active", "stateTransitionTime": moment,
+            "executionInfo": {"retryCount": 0, "requeueCount": 0},
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return Task(job.id.lower(), body, {"depends_on": dependency_ids, "attempt": 0}, ready=not dependency_ids)
+
+    # reading ------------------------------------------------------------------------------------
+
+    def get(self, account: Resource, job_id: str, task_id: str) -> Task:
+        job = self.jobs.get(account, job_id)
+        task = self.store.get(job.id.lower(), task_id) if isinstance(task_id, str) else None
+        if task is None:
+            raise NotFound("TaskNotFound", "The specified task does not exist.")
+        return task
+
+    def list(self, account: Resource, job_id: str) -> list[Task]:
+        return self.store.list(self.jobs.get(account, job_id).id.lower())
+
+    def task_directory(self, account: Resource, job_id: str, task_id: str) -> Path:
+        task = self.get(account, job_id, task_id)
+        if "node" not in task.internal:
+            raise Conflict("TaskFilesUnavailable" if False else "OperationInvalidForCurrentState",
+                           "The task has not been scheduled to a node yet, so it has no files.")
+        path = self.task_root(task)
+        if path is None:
+            raise Conflict("NodeNotReady", "The node that ran the task no longer holds its files.")
+        return path
+
+    # changing -----------------------------------------------------------------------------------
+
+    def update(self, account: Resource, job_id: str, task_id: str, body: dict, conditions=None) -> Task:
+        body = bi.body_object(body)
+        with self.lock:
+            task = self.get(account, job_id, task_id)
+            check_conditions(task.body, conditions)
+            job = self.jobs.get(account, job_id)
+            if "constraints" in body:
+                task.body["constraints"] = task_spec.task_constraints(body, job.body["constraints"]["maxTaskRetryCount"])
+            self._touch(task)
+            self.store.update([task])
+        return task
+
+    def terminate(self, account: Resource, job_id: str, task_id: str, conditions=None) -> Task:
+        with self.lock:
+            task = self.get(account, job_id, task_id)
+            check_conditions(task.body, conditions)
+            if task.state != "completed":
+                self.scheduler.end_task(task, "terminate")
+        return task
+
+    def delete(self, account: Resource, job_id: str, task_id: str, conditions=None) -> None:
+        with self.lock:
+            task = self.get(account, job_id, task_id)
+            check_conditions(task.body, conditions)
+            self.scheduler.end_task(task, "delete")
+
+    def reactivate(self, account: Resource, job_id: str, task_id: str, conditions=None) -> Task:
+        with self.lock:
+            task = self.get(account, job_id, task_id)
+            check_conditions(task.body, conditions)
+            job = self.jobs.get(account, job_id)
+            if job.body["state"] not in OPEN_JOB_STATES:
+                raise Conflict("JobCompleted", "The task's job is completed; its tasks cannot be reactivated.")
+            info = task.body.get("executionInfo", {})
+            if task.state != "completed" or info.get("result") != "failure":
+                raise Conflict("TaskNotInCompletedFailedState" if False else "InvalidTaskState",
+                               "Only a completed task that failed can be reactivated.")
+            task.body["executionInfo"] = {"retryCount": 0, "requeueCount": info.get("requeueCount", 0)}
+            self.scheduler.requeue(task, count_requeue=False)
+        self.scheduler.poke()
+        return task
+
+    @staticmethod
+    def _touch(task: Task) -> None:
+        task.body["eTag"] = new_etag()
+        task.body["lastModified"] = iso(now())

@@ -1,0 +1,114 @@
+"""Tasks of Batch jobs: each task's wire body plus the service's private data (its node and
+attempt), keyed by the job's lower-cased resource id and the lower-cased task id (Batch ids
+are case-insensitive). `seq` keeps the order tasks were added in."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .db import Database
+
+
+@dataclass
+class Task:
+    job_key: str
+    body: dict[str, Any]
+    internal: dict[str, Any] = field(default_factory=dict)
+    ready: bool = True
+    seq: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.body["id"]
+
+    @property
+    def key(self) -> str:
+        return self.body["id"].lower()
+
+    @property
+    def state(self) -> str:
+        return self.body["state"]
+
+
+def _row_to_task(row) -> Task:
+    return Task(row["job_key"], json.loads(row["body"]), json.loads(row["internal"]), bool(row["ready"]), row["seq"])
+
+
+def _row_values(task: Task) -> tuple:
+    return (task.job_key, task.key, task.state, int(task.ready), json.dumps(task.body), json.dumps(task.internal))
+
+
+class TaskStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, job_key: str, task_id: str) -> Task | None:
+        rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? AND task_key = ?", (job_key, task_id.lower()))
+        return _row_to_task(rows[0]) if rows else None
+
+    def get_many(self, job_key: str, task_ids: list[str]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        keys = [t.lower() for t in task_ids]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.query(f"SELECT * FROM batch_tasks WHERE job_key = ? AND task_key IN ({marks})",
+                                 (job_key, *chunk))
+            found.update({row["task_key"]: _row_to_task(row) for row in rows})
+        return found
+
+    def list(self, job_key: str, state: str | None = None) -> list[Task]:
+        if state:
+            rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? AND state = ? ORDER BY seq", (job_key, state))
+        else:
+            rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? ORDER BY seq", (job_key,))
+        return [_row_to_task(r) for r in rows]
+
+    def in_states(self, states: tuple[str, ...]) -> list[Task]:
+        marks = ",".join("?" * len(states))
+        return [_row_to_task(r) for r in self.db.query(
+            f"SELECT * FROM batch_tasks WHERE state IN ({marks}) ORDER BY seq", states)]
+
+    def runnable(self, job_key: str, limit: int) -> list[Task]:
+        rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? AND state = 'active' AND ready = 1 "
+                             "ORDER BY seq LIMIT ?", (job_key, limit))
+        return [_row_to_task(r) for r in rows]
+
+    def count_by_state(self, job_key: str) -> dict[tuple[str, str | None], tuple[int, int]]:
+        """(state, result) -> (tasks, slots)."""
+        rows = self.db.query(
+            "SELECT state, json_extract(body, '$.executionInfo.result') AS result, count(*) AS n, "
+            "sum(coalesce(json_extract(body, '$.requiredSlots'), 1)) AS slots FROM batch_tasks WHERE job_key = ? "
+            "GROUP BY 1, 2", (job_key,))
+        return {(r["state"], r["result"]): (r["n"], r["slots"] or 0) for r in rows}
+
+    def unfinished(self, job_key: str) -> int:
+        return self.db.query("SELECT count(*) AS n FROM batch_tasks WHERE job_key = ? AND state != 'completed'",
+                             (job_key,))[0]["n"]
+
+    def exists(self, job_key: str, task_ids: list[str]) -> set[str]:
+        return set(self.get_many(job_key, task_ids))
+
+    def insert(self, tasks: list[Task]) -> None:
+        with self.db.transaction() as conn:
+            for task in tasks:
+                cursor = conn.execute("INSERT INTO batch_tasks (job_key, task_key, state, ready, body, internal) "
+                                      "VALUES (?, ?, ?, ?, ?, ?)", _row_values(task))
+                task.seq = cursor.lastrowid
+
+    def update(self, tasks: list[Task]) -> None:
+        if not tasks:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany("UPDATE batch_tasks SET state = ?, ready = ?, body = ?, internal = ? "
+                             "WHERE job_key = ? AND task_key = ?",
+                             [(t.state, int(t.ready), json.dumps(t.body), json.dumps(t.internal), t.job_key, t.key)
+                              for t in tasks])
+
+    def delete(self, job_key: str, task_id: str) -> None:
+        self.db.execute("DELETE FROM batch_tasks WHERE job_key = ? AND task_key = ?", (job_key, task_id.lower()))
+
+    def delete_job(self, job_key: str) -> None:
+        self.db.execute("DELETE FROM batch_tasks WHERE job_key = ?", (job_key,))

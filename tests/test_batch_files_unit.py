@@ -1,0 +1,201 @@
+"""The file rules of task and node directories (services/batch/files.py) on temporary
+directories: listings, properties, ranges, containment and deletion."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from batchyard.services.batch import files
+from batchyard.services.errors import Conflict, Forbidden, InvalidInput, NotFound, RangeNotSatisfiable
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A task directory beside a secret it must never reach."""
+    (tmp_path / "secret.txt").write_text("top secret\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "o.txt").write_text("outside\n")
+    root = tmp_path / "task"
+    (root / "wd" / "out dir").mkdir(parents=True)
+    (root / "stdout.txt").write_text("hello world\n")
+    (root / "stderr.txt").write_text("")
+    (root / "wd" / "out dir" / "result.txt").write_text("0123456789")
+    (root / "wd" / "empty").mkdir()
+    return root
+
+
+def names(entries):
+    return [e["name"] for e in entries]
+
+
+def test_listing_top_level_and_recursive(tree):
+    top = files.list_files(tree)
+    assert names(top) == ["stderr.txt", "stdout.txt", "wd"]
+    wd = next(e for e in top if e["name"] == "wd")
+    assert wd == {"name": "wd", "isDirectory": True}  # Azure lists directories without properties
+    out = next(e for e in top if e["name"] == "stdout.txt")
+    assert out["isDirectory"] is False
+    props = out["properties"]
+    assert props["contentLength"] == "12" and props["contentType"] == "application/octet-stream"
+    assert props["fileMode"] == oct(os.stat(tree / "stdout.txt").st_mode) and props["fileMode"].startswith("0o100")
+    assert props["lastModified"].endswith("Z") and props["creationTime"] <= props["lastModified"]
+
+    everything = files.list_files(tree, recursive=True)
+    assert names(everything) == ["stderr.txt", "stdout.txt", "wd", "wd/empty", "wd/out dir",
+                                 "wd/out dir/result.txt"]
+    assert [e["isDirectory"] for e in everything] == [False, False, True, True, True, False]
+
+
+def test_listing_skips_links_that_leave_and_undecodable_names(tree):
+    os.symlink(tree.parent / "secret.txt", tree / "wd" / "leak")
+    os.symlink(tree.parent / "outside", tree / "wd" / "leakdir")
+    os.symlink("../stdout.txt", tree / "wd" / "inner-link")
+    os.symlink("out dir", tree / "wd" / "inner-dir")
+    os.symlink("nowhere", tree / "wd" / "dangling")
+    with open(os.path.join(os.fsencode(tree / "wd"), b"bad\xffname"), "w"):
+        pass
+    listed = {e["name"]: e for e in files.list_files(tree, recursive=True)}
+    assert "wd/leak" not in listed and "wd/leakdir" not in listed and "wd/dangling" not in listed
+    assert not any(n.startswith("wd/leakdir/") for n in listed)
+    assert not any("bad" in n for n in listed)
+    assert listed["wd/inner-link"]["properties"]["contentLength"] == "12"
+    assert listed["wd/inner-dir"]["isDirectory"] is True
+    assert not any(n.startswith("wd/inner-dir/") for n in listed)  # links are not descended
+
+
+def test_properties_of_files_and_directories(tree):
+    info = files.file_properties(tree, "wd/out dir/result.txt")
+    assert info["name"] == "wd/out dir/result.txt" and info["isDirectory"] is False
+    assert info["size"] == 10 and info["eTag"].startswith("0x")
+    assert info["properties"]["fileMode"].startswith("0o100")
+    folder = files.file_properties(tree, "wd/")
+    assert folder["isDirectory"] is True and folder["size"] == 0 and folder["properties"]["fileMode"].startswith("0o40")
+    assert files.file_properties(tree, "wd/./out dir/../out dir/result.txt")["name"] == "wd/out dir/result.txt"
+    before = files.file_properties(tree, "stdout.txt")["eTag"]
+    (tree / "stdout.txt").write_text("changed, and longer\n")
+    assert files.file_properties(tree, "stdout.txt")["eTag"] != before
+
+
+def test_read_whole_and_ranges(tree):
+    rel = "wd/out dir/result.txt"
+    assert files.read_range(tree, rel)[0] == b"0123456789"
+    assert files.read_range(tree, rel, 2, 4)[0] == b"234"
+    assert files.read_range(tree, rel, 5)[0] == b"56789"
+    assert files.read_range(tree, rel, 8, 100)[0] == b"89"  # the end is clipped
+    assert files.parse_range(None) is None and files.parse_range("") is None
+    assert files.parse_range("bytes=0-4") == (0, 4)
+    assert files.parse_range("bytes=5-") == (5, None)
+    assert files.parse_range("bytes=-3") == (None, 3)
+    assert files.byte_span(files.parse_range("bytes=-3"), 10) == (7, 10)
+    assert files.byte_span(files.parse_range("bytes=-30"), 10) == (0, 10)
+    assert files.byte_span(files.parse_range("bytes=5-"), 10) == (5, 10)
+    assert files.byte_span(None, 10) == (0, 10)
+    for bad in ("bytes=4-2", "bytes=a-b", "items=0-1", "bytes=-", "bytes=0-1,3-4", "0-1", "bytes=1" + "0" * 40 + "-"):
+        with pytest.raises(InvalidInput) as exc:
+            files.parse_range(bad)
+        assert exc.value.code == "InvalidHeaderValue"
+    for spec, size in (((10, None), 10), ((10, 20), 10), ((0, None), 0), ((None, 0), 10), ((None, 5), 0)):
+        with pytest.raises(RangeNotSatisfiable) as exc:
+            files.byte_span(spec, size)
+        assert exc.value.code == "InvalidRange"
+
+
+def test_big_files_are_read_in_chunks(tree):
+    big = tree / "wd" / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB that take no room
+        f.seek(50 << 20)
+        f.write(b"marker")
+    handle, info = files.open_file(tree, "wd/big.bin")
+    assert info["size"] == 64 << 20
+    chunks = files.iter_bytes(handle, 50 << 20, (50 << 20) + 6)
+    assert b"".join(chunks) == b"marker" and handle.closed
+    handle, _ = files.open_file(tree, "wd/big.bin")
+    sizes = [len(c) for c in files.iter_bytes(handle, 0, 1 << 20)]
+    assert max(sizes) <= files.CHUNK and sum(sizes) == 1 << 20
+
+
+@pytest.mark.parametrize("path", ["../secret.txt", "/etc/passwd", "a/../../secret.txt", "wd/../../secret.txt",
+                                  "..", "wd/\x00x", "stdout.txt\x00", "/"])
+def test_paths_that_leave_are_refused_before_touching_files(tree, path):
+    for operation in (lambda: files.file_properties(tree, path), lambda: files.read_range(tree, path),
+                      lambda: files.delete(tree, path, recursive=True)):
+        with pytest.raises(InvalidInput) as exc:
+            operation()
+        assert exc.value.code == "InvalidUri"
+    assert (tree.parent / "secret.txt").read_text() == "top secret\n"
+
+
+def test_symlinks_that_leave_are_not_followed(tree):
+    os.symlink(tree.parent / "secret.txt", tree / "wd" / "leak")
+    os.symlink(tree.parent / "outside", tree / "wd" / "leakdir")
+    os.symlink("/etc", tree / "etc")
+    for path in ("wd/leak", "wd/leakdir/o.txt", "etc/passwd", "wd/leakdir"):
+        with pytest.raises(Forbidden) as exc:
+            files.file_properties(tree, path)
+        assert exc.value.code == "AuthorizationFailure"
+        with pytest.raises(Forbidden):
+            files.read_range(tree, path)
+    with pytest.raises(Forbidden):  # deleting through a link to outside
+        files.delete(tree, "wd/leakdir/o.txt")
+    assert (tree.parent / "outside" / "o.txt").exists()
+    # deleting the link itself removes the link, never its target
+    files.delete(tree, "wd/leak")
+    files.delete(tree, "wd/leakdir", recursive=True)
+    assert not os.path.lexists(tree / "wd" / "leak") and not os.path.lexists(tree / "wd" / "leakdir")
+    assert (tree.parent / "secret.txt").read_text() == "top secret\n"
+    assert (tree.parent / "outside" / "o.txt").read_text() == "outside\n"
+
+
+def test_symlinks_inside_are_followed_for_reads(tree):
+    os.symlink("../stdout.txt", tree / "wd" / "inner-link")
+    os.symlink("out dir", tree / "wd" / "inner-dir")
+    assert files.read_range(tree, "wd/inner-link")[0] == b"hello world\n"
+    assert files.read_range(tree, "wd/inner-dir/result.txt", 0, 2)[0] == b"012"
+    assert files.file_properties(tree, "wd/inner-link")["name"] == "wd/inner-link"
+
+
+def test_missing_directories_and_special_files(tree):
+    for path in ("nope.txt", "wd/nope/x", "stdout.txt/x"):
+        with pytest.raises(NotFound) as exc:
+            files.read_range(tree, path)
+        assert exc.value.code == "FileNotFound" and exc.value.message == "The specified file does not exist."
+        with pytest.raises(NotFound):
+            files.file_properties(tree, path)
+        with pytest.raises(NotFound):
+            files.delete(tree, path)
+    with pytest.raises(InvalidInput) as exc:
+        files.read_range(tree, "wd")
+    assert exc.value.code == "FileIsDirectory"
+    os.mkfifo(tree / "wd" / "pipe")  # opening must not block waiting for a writer
+    with pytest.raises(InvalidInput) as exc:
+        files.read_range(tree, "wd/pipe")
+    assert exc.value.code == "UnsupportedFileType"
+    assert stat.S_ISFIFO(os.stat(tree / "wd" / "pipe").st_mode)
+    with pytest.raises(NotFound):
+        files.list_files(tree / "missing")
+
+
+def test_delete_files_and_directories(tree):
+    files.delete(tree, "stderr.txt")
+    assert not (tree / "stderr.txt").exists()
+    files.delete(tree, "wd/empty")  # an empty directory goes without recursive
+    assert not (tree / "wd" / "empty").exists()
+    with pytest.raises(Conflict) as exc:
+        files.delete(tree, "wd")
+    assert exc.value.code == "DirectoryNotEmpty"
+    assert (tree / "wd" / "out dir" / "result.txt").exists()
+    files.delete(tree, "wd", recursive=True)
+    assert names(files.list_files(tree, recursive=True)) == ["stdout.txt"]
+    for path in ("", ".", "wd/.."):
+        with pytest.raises(Forbidden):  # never the directory itself
+            files.delete(tree, path, recursive=True)
+    (tree / "shared").mkdir()
+    (tree / "shared" / "s.txt").write_text("s")
+    with pytest.raises(Forbidden):
+        files.delete(tree, "shared", recursive=True, protected={"shared"})
+    files.delete(tree, "shared/s.txt", protected={"shared"})
+    assert (tree / "shared").is_dir() and (tree / "stdout.txt").exists()
