@@ -80,6 +80,22 @@ def test_restart_keeps_pools_and_nodes(rules):
     assert {p.id for p in batch.list_pools()} == {"first", "second", "big"}
 
 
+def test_restart_mid_run_loses_no_task(rules):
+    server, clients, _, _ = rules
+    batch = clients.batch_key
+    batch.create_job({"id": "survive", "poolInfo": {"poolId": "first"}})
+    batch.create_tasks("survive", [{"id": f"r{i}", "commandLine": "sleep 5; echo done"} for i in range(4)])
+    wait_for(lambda: batch.get_job_task_counts("survive").task_counts.running >= 2, what="tasks to run")
+    batch = Clients(server.restart()).batch_key
+    wait_for(lambda: batch.get_job_task_counts("survive").task_counts.completed == 4, timeout=60,
+             what="every task to finish after the restart")
+    tasks = list(batch.list_tasks("survive"))
+    assert all(t.execution_info.result == "success" for t in tasks)
+    assert any(t.execution_info.requeue_count >= 1 for t in tasks)  # the ones cut short ran again
+    for task in tasks:
+        assert b"".join(batch.download_task_file("survive", task.id, "stdout.txt")).endswith(b"done\n")
+
+
 def test_wrong_key_stale_date_and_bad_tokens_are_refused(rules):
     _, clients, _, _ = rules
     info = clients.info

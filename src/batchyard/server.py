@@ -66,7 +66,7 @@ def serve(settings: Settings) -> None:
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=1)  # idle keep-alive clients need no wait
     server = uvicorn.Server(config)
     connection_file = settings.data_dir / "connection.json"
     connection_file.unlink(missing_ok=True)

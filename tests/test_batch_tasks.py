@@ -1,0 +1,231 @@
+"""Jobs and tasks through the real azure-batch client: tasks run on the nodes of a pool made
+from a custom image, with Azure's states, environment, files, retries, timeouts,
+dependencies, slots and scheduling policies."""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from conftest import build_flow, pool_settled, wait_for
+from test_batch_pools import base_pool, custom_pool, error_values
+
+RG = "tasksimg"
+POOL = "workers"
+
+
+@pytest.fixture(scope="module")
+def pool(clients):
+    image = build_flow(clients, RG)["image"]
+    clients.batch.create_pool(custom_pool(POOL, image.id, dedicated=2, taskSlotsPerNode=4, startTask={
+        "commandLine": "/bin/sh -c 'echo prepared-by-$AZ_BATCH_NODE_ID > $AZ_BATCH_NODE_SHARED_DIR/marker'"}))
+    pool_settled(clients.batch, POOL)
+    return POOL
+
+
+def read(batch, job: str, task: str, name: str = "stdout.txt", **kwargs) -> str:
+    return b"".join(batch.download_task_file(job, task, name, **kwargs)).decode()
+
+
+def finished(batch, job: str, task: str):
+    return wait_for(lambda: (t := batch.get_task(job, task)).state == "completed" and t, what=f"task {task}")
+
+
+def job_done(batch, job: str, count: int) -> None:
+    wait_for(lambda: batch.get_job_task_counts(job).task_counts.completed == count, timeout=120,
+             what=f"{count} tasks of {job}")
+
+
+def test_task_runs_the_image_program_with_batch_environment(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "env", "poolInfo": {"poolId": pool},
+                      "commonEnvironmentSettings": [{"name": "COMMON", "value": "from-job"}]})
+    batch.create_task("env", {"id": "t1", "environmentSettings": [{"name": "OWN", "value": "from-task"}],
+                              "commandLine": "/opt/tool/run in-task && cat /datadisks/lun0/input.txt && "
+                                             "echo $AZ_BATCH_TASK_ID $AZ_BATCH_JOB_ID $AZ_BATCH_POOL_ID && "
+                                             "echo $COMMON $OWN && pwd && cat $AZ_BATCH_NODE_SHARED_DIR/marker && "
+                                             "id -u && echo oops >&2"})
+    task = finished(batch, "env", "t1")
+    assert task.execution_info.exit_code == 0 and task.execution_info.result == "success"
+    lines = read(batch, "env", "t1").splitlines()
+    assert lines[:4] == ["tool-v1 in-task", "reference-data", f"t1 env {pool}", "from-job from-task"]
+    assert lines[4] == "/mnt/batch/tasks/workitems/env/job-1/t1/wd"
+    assert lines[5] == f"prepared-by-{task.node_info.node_id}"  # start task output, through the shared dir
+    assert lines[6] != "0"  # not root unless asked
+    assert read(batch, "env", "t1", "stderr.txt") == "oops\n"
+    assert task.node_info.pool_id == pool and task.node_info.node_id
+    admin = {"autoUser": {"scope": "task", "elevationLevel": "admin"}}
+    batch.create_task("env", {"id": "admin", "commandLine": "id -u", "userIdentity": admin})
+    finished(batch, "env", "admin")
+    assert read(batch, "env", "admin").strip() == "0"
+
+
+def test_thousand_tasks_through_create_tasks(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "many", "poolInfo": {"poolId": pool}, "onAllTasksComplete": "terminatejob"})
+    result = batch.create_tasks("many", [{"id": f"m{i}", "commandLine": f"echo out-{i}"} for i in range(1000)])
+    assert len(result.result_values) == 1000 and all(r.status == "success" for r in result.result_values)
+    wait_for(lambda: batch.get_job("many").state == "completed", timeout=120, what="the job to complete")
+    counts = batch.get_job_task_counts("many").task_counts
+    assert (counts.completed, counts.succeeded, counts.failed) == (1000, 1000, 0)
+    for i in (0, 499, 999):
+        assert read(batch, "many", f"m{i}") == f"out-{i}\n"
+    assert batch.get_job("many").execution_info.termination_reason == "AllTasksComplete"
+    states = {t.state for t in batch.list_tasks("many", filter="state eq 'completed'", select=["id", "state"])}
+    assert states == {"completed"}
+
+
+def test_exit_codes_retries_and_failure_info(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "fail", "poolInfo": {"poolId": pool}, "constraints": {"maxTaskRetryCount": 1}})
+    batch.create_task("fail", {"id": "exit3", "commandLine": "echo try >> $AZ_BATCH_NODE_SHARED_DIR/fail-tries; "
+                                                             "exit 3"})
+    batch.create_task("fail", {"id": "twice", "commandLine": "exit 1", "constraints": {"maxTaskRetryCount": 2}})
+    batch.create_task("fail", {"id": "never", "commandLine": "exit 1", "constraints": {"maxTaskRetryCount": 0}})
+    task = finished(batch, "fail", "exit3")
+    info = task.execution_info
+    assert (info.exit_code, info.retry_count, info.result) == (3, 1, "failure")
+    assert info.failure_info.code == "FailureExitCode" and info.failure_info.category == "usererror"
+    assert finished(batch, "fail", "twice").execution_info.retry_count == 2
+    assert finished(batch, "fail", "never").execution_info.retry_count == 0
+    batch.reactivate_task("fail", "never")
+    assert batch.get_task("fail", "never").state in ("active", "running", "completed")
+    with pytest.raises(ResourceExistsError) as e:
+        batch.create_task("fail", {"id": "exit3", "commandLine": "true"})
+    assert e.value.error.code == "TaskExists"
+
+
+def test_wall_clock_timeout_kills_the_task(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "slow", "poolInfo": {"poolId": pool}})
+    batch.create_task("slow", {"id": "sleeper", "commandLine": "sleep 30",
+                               "constraints": {"maxWallClockTime": "PT1S", "maxTaskRetryCount": 3}})
+    task = wait_for(lambda: (t := batch.get_task("slow", "sleeper")).state == "completed" and t, timeout=20,
+                    what="the timeout")
+    info = task.execution_info
+    assert info.failure_info.code == "MaxWallClockTimeExpiry" and info.result == "failure"
+    assert info.retry_count == 0  # a task past its wall clock is not retried
+
+
+def test_dependencies_by_ids_and_ranges(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "deps", "poolInfo": {"poolId": pool}, "usesTaskDependencies": True})
+    tasks = [{"id": str(i), "commandLine": "sleep 0.2"} for i in range(1, 4)]
+    tasks.append({"id": "after-range", "commandLine": "true", "dependsOn": {"taskIdRanges": [{"start": 1, "end": 3}]}})
+    tasks.append({"id": "after-ids", "commandLine": "echo ok", "dependsOn": {"taskIds": ["after-range"]}})
+    tasks.append({"id": "blocked", "commandLine": "echo never", "dependsOn": {"taskIds": ["bad"]}})
+    tasks.append({"id": "bad", "commandLine": "exit 2"})
+    batch.create_tasks("deps", tasks)
+    finished(batch, "deps", "after-ids")
+    after = batch.get_task("deps", "after-range").execution_info.start_time
+    assert all(batch.get_task("deps", str(i)).execution_info.end_time <= after for i in range(1, 4))
+    assert batch.get_task("deps", "after-ids").execution_info.start_time >= \
+        batch.get_task("deps", "after-range").execution_info.end_time
+    finished(batch, "deps", "bad")
+    assert batch.get_task("deps", "blocked").state == "active"  # a failed dependency blocks, as in Azure
+
+
+def test_slots_and_scheduling_policies(clients):
+    batch = clients.batch_key
+    batch.create_pool(base_pool(clients, "packed", dedicated=2, taskSlotsPerNode=2,
+                                taskSchedulingPolicy={"nodeFillType": "pack"}))
+    batch.create_pool(base_pool(clients, "spread", dedicated=2, taskSlotsPerNode=2,
+                                taskSchedulingPolicy={"nodeFillType": "spread"}))
+    pool_settled(batch, "packed")
+    pool_settled(batch, "spread")
+    for name in ("packed", "spread"):
+        batch.create_job({"id": f"j-{name}", "poolInfo": {"poolId": name}})
+        batch.create_tasks(f"j-{name}", [{"id": f"s{i}", "commandLine": "sleep 1"} for i in range(2)])
+        batch.create_task(f"j-{name}", {"id": "wide", "commandLine": "true", "requiredSlots": 2})
+    for name in ("packed", "spread"):
+        job_done(batch, f"j-{name}", 3)
+    packed = {batch.get_task("j-packed", f"s{i}").node_info.node_id for i in range(2)}
+    spread = {batch.get_task("j-spread", f"s{i}").node_info.node_id for i in range(2)}
+    assert len(packed) == 1 and len(spread) == 2
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("j-packed", {"id": "too-wide", "commandLine": "true", "requiredSlots": 0})
+    assert e.value.status_code == 400
+    for name in ("packed", "spread"):
+        batch.begin_delete_job(f"j-{name}", polling_interval=0.1).result()
+        batch.begin_delete_pool(name, polling_interval=0.1).result()
+
+
+def test_task_files(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "files", "poolInfo": {"poolId": pool}})
+    batch.create_task("files", {"id": "writer", "commandLine": "mkdir -p 'out dir' && printf 0123456789 > "
+                                                              "'out dir/result.txt' && echo done"})
+    finished(batch, "files", "writer")
+    names = {f.name: f for f in batch.list_task_files("files", "writer", recursive=True)}
+    assert {"stdout.txt", "stderr.txt", "wd/out dir/result.txt"} <= set(names)
+    assert not names["wd/out dir/result.txt"].is_directory
+    assert read(batch, "files", "writer", "wd/out dir/result.txt", ocp_range="bytes=2-5") == "2345"
+    props = batch.get_task_file_properties("files", "writer", "wd/out dir/result.txt")
+    assert props.content_length == 10 and props.is_directory is False
+    with pytest.raises(HttpResponseError) as e:
+        read(batch, "files", "writer", "../../../../../../etc/passwd")
+    assert e.value.status_code in (400, 403, 404)
+    with pytest.raises(ResourceNotFoundError):
+        read(batch, "files", "writer", "missing.txt")
+    batch.delete_task_file("files", "writer", "wd/out dir/result.txt")
+    assert "wd/out dir/result.txt" not in {f.name for f in batch.list_task_files("files", "writer", recursive=True)}
+
+
+def test_terminate_and_delete_jobs_and_tasks(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "stop", "poolInfo": {"poolId": pool}})
+    batch.create_task("stop", {"id": "long", "commandLine": "sleep 60"})
+    wait_for(lambda: batch.get_task("stop", "long").state == "running", what="the task to run")
+    batch.terminate_task("stop", "long")
+    task = finished(batch, "stop", "long")
+    assert task.execution_info.failure_info.code == "TaskEnded"
+    batch.create_task("stop", {"id": "long2", "commandLine": "sleep 60"})
+    wait_for(lambda: batch.get_task("stop", "long2").state == "running", what="the task to run")
+    batch.begin_terminate_job("stop", {"terminateReason": "enough"}, polling_interval=0.1).result()
+    job = batch.get_job("stop")
+    assert job.state == "completed" and job.execution_info.termination_reason == "enough"
+    assert batch.get_task("stop", "long2").state == "completed"
+    with pytest.raises(ResourceExistsError) as e:
+        batch.create_task("stop", {"id": "late", "commandLine": "true"})
+    assert e.value.error.code == "JobCompleted"
+    batch.delete_task("stop", "long")
+    with pytest.raises(ResourceNotFoundError):
+        batch.get_task("stop", "long")
+    batch.begin_delete_job("stop", polling_interval=0.1).result()
+    with pytest.raises(ResourceNotFoundError) as e:
+        batch.get_job("stop")
+    assert e.value.error.code == "JobNotFound"
+
+
+def test_bad_task_input(clients, pool):
+    batch = clients.batch_key
+    with pytest.raises(ResourceNotFoundError) as e:
+        batch.create_task("no-such-job", {"id": "t", "commandLine": "true"})
+    assert e.value.error.code == "JobNotFound"
+    batch.create_job({"id": "bad", "poolInfo": {"poolId": pool}})
+    with pytest.raises(ResourceExistsError) as e:
+        batch.create_job({"id": "bad", "poolInfo": {"poolId": pool}})
+    assert e.value.error.code == "JobExists"
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("bad", {"id": "d", "commandLine": "true", "dependsOn": {"taskIds": ["x"]}})
+    assert e.value.status_code == 400 and e.value.error.code == "TaskDependenciesNotSpecifiedOnJob"
+    batch.create_job({"id": "bad-deps", "poolInfo": {"poolId": pool}, "usesTaskDependencies": True})
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("bad-deps", {"id": "r", "commandLine": "true",
+                                       "dependsOn": {"taskIdRanges": [{"start": 5, "end": 2}]}})
+    assert e.value.status_code == 400 and e.value.error.code == "TaskDependencyRangeInvalid"
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task_collection("bad", {"value": [{"id": f"c{i}", "commandLine": "true"} for i in range(101)]})
+    assert e.value.status_code == 400 and error_values(e)["PropertyName"] == "value"
+    results = batch.create_task_collection("bad", {"value": [{"id": "ok", "commandLine": "true"},
+                                                             {"id": "bad id!", "commandLine": "true"},
+                                                             {"id": "ok", "commandLine": "true"}]})
+    statuses = [(r.task_id, r.status) for r in results.result_values]
+    assert statuses == [("ok", "success"), ("bad id!", "clienterror"), ("ok", "clienterror")]
+    assert results.result_values[2].error.code == "TaskExists"
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("bad", {"id": "no-command"})
+    assert e.value.error.code == "MissingRequiredProperty"
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("bad", {"id": "t", "commandLine": "true", "constraints": {"maxWallClockTime": "soon"}})
+    assert e.value.error.code == "InvalidPropertyValue"
