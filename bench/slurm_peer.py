@@ -96,8 +96,11 @@ def _command(script: Path, env: dict[str, str]) -> list[str]:
     raise RuntimeError("slurm-bench.sh must run as root (and sudo is not available)")
 
 
-def _run(script: Path, env: dict[str, str], timeout: float, echo: bool) -> tuple[int | None, str]:
-    """Run the script in its own process group; return (exit code or None on timeout, output)."""
+def _run(script: Path, env: dict[str, str], timeout: float, echo: bool,
+         start_timeout: float | None = None) -> tuple[int | str, str]:
+    """Run the script in its own process group; return (exit code, or "timeout" / "start" if it
+    was stopped for running past ``timeout`` or for not having a cluster up ``start_timeout``
+    seconds after its install step, output)."""
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("STOP", "KEEP", "SKIP_LOOP", "SKIP_ARRAY", "PROFILES", "N", "LAT", "OUT")}
     full_env.update(env)
@@ -116,19 +119,34 @@ def _run(script: Path, env: dict[str, str], timeout: float, echo: bool) -> tuple
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    deadline = time.monotonic() + timeout
+    installed_at: float | None = None   # when the "machine:" line (printed after install) came
+    rc: int | str | None = None
     try:
-        rc: int | None = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        rc = None
+        while (rc := proc.poll()) is None:
+            now = time.monotonic()
+            if now > deadline:
+                rc = "timeout"
+                break
+            if start_timeout is not None:
+                text = "".join(lines)
+                if installed_at is None and "\nmachine: " in "\n" + text:
+                    installed_at = now
+                if "=== PROFILE=" in text:
+                    start_timeout = None   # the cluster is up
+                elif installed_at is not None and now - installed_at > start_timeout:
+                    rc = "start"
+                    break
+            time.sleep(0.2)
     finally:
         if proc.poll() is None:   # timeout or interrupt: end the script's own process group
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
+            except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
+                except (ProcessLookupError, PermissionError):
                     pass
                 proc.wait()
         reader.join(timeout=10)
@@ -137,12 +155,14 @@ def _run(script: Path, env: dict[str, str], timeout: float, echo: bool) -> tuple
 
 def stop_slurm(base: Path | str = DEFAULT_BASE, script: Path | None = None) -> None:
     """Stop the munged/slurmctld/slurmd started under ``base`` (by their pid files)."""
-    _run(script or script_path(), {"STOP": "1", "BASE": str(base)}, timeout=120, echo=False)
+    rc, text = _run(script or script_path(), {"STOP": "1", "BASE": str(base)}, timeout=120, echo=False)
+    if rc != 0:
+        print(f"warning: stopping Slurm daemons under {base} failed ({rc}):\n{text}", file=sys.stderr)
 
 
 def run_slurm(n: int = 10000, profile: str = "oversub", timeout: float = 1800, *,
               lat: int = 5, loop: bool = True, array: bool = True,
-              base: Path | str = DEFAULT_BASE, echo: bool = False) -> dict:
+              base: Path | str = DEFAULT_BASE, echo: bool = False, start_timeout: float = 90) -> dict:
     """Run ``n`` trivial Slurm jobs as a loop of ``sbatch`` calls and as one job array.
 
     Returns a dict with ``n``, ``profile``, ``wall_s`` (whole script, including install and
@@ -150,8 +170,9 @@ def run_slurm(n: int = 10000, profile: str = "oversub", timeout: float = 1800, *
     (each: ``submit_s``, ``submit_jobs_per_s``, ``end_to_end_s``, ``end_to_end_jobs_per_s``,
     ``completed``, ``failed``), ``latency_s`` (samples), ``latency_median_s``,
     ``latency_mean_s``, ``sdiag``, ``exited_zero``/``exited_nonzero`` and ``output``.
-    Raises RuntimeError (with the tail of the output) if Slurm cannot be installed/started,
-    the run times out, or not every job completed. Daemons are stopped in every case.
+    Raises RuntimeError (with the tail of the output) if Slurm cannot be installed/started
+    (no idle node ``start_timeout`` s after the install step), the run takes more than
+    ``timeout`` s, or not every job completed. Daemons are stopped in every case.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -164,7 +185,7 @@ def run_slurm(n: int = 10000, profile: str = "oversub", timeout: float = 1800, *
            "KEEP": "0", "SKIP_LOOP": "0" if loop else "1", "SKIP_ARRAY": "0" if array else "1"}
     start = time.perf_counter()
     try:
-        rc, text = _run(script, env, timeout, echo)
+        rc, text = _run(script, env, timeout, echo, start_timeout)
     finally:
         stop_slurm(base, script)
     wall = time.perf_counter() - start
@@ -173,8 +194,11 @@ def run_slurm(n: int = 10000, profile: str = "oversub", timeout: float = 1800, *
         tail = "\n".join(text.splitlines()[-40:])
         return RuntimeError(f"Slurm peer ({script}, profile {profile}, N={n}): {why}\n--- output tail ---\n{tail}")
 
-    if rc is None:
+    if rc == "timeout":
         raise fail(f"timed out after {timeout:.0f} s")
+    if rc == "start":
+        raise fail(f"Slurm could not be started: no idle node {start_timeout:.0f} s after install "
+                   f"(logs in {base}/log; is port 6817/6818 taken?)")
     result = {"n": n, "profile": profile, "wall_s": round(wall, 3), **parse_output(text)}
     if "slurm_version" not in result:
         raise fail(f"Slurm could not be installed or started (exit code {rc})")

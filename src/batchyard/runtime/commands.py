@@ -10,13 +10,15 @@ Two ways to do it:
 - `SpawningRunner`: one `provider.spawn` per command and a thread that waits for it; for
   providers without an agent (the directory fallback).
 
-Paths given for stdout and stderr are paths inside the machine.
+Paths given for stdout, stderr and the directories to make are paths inside the machine;
+the directories are made before the command starts, owned by the command's user.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import threading
 from collections.abc import Callable
@@ -30,7 +32,7 @@ ExitCallback = Callable[[int], None]
 
 class CommandRunner:
     def run(self, command_id: str, argv: list[str], env: dict[str, str], cwd: str, uid: int | None,
-            gid: int | None, stdout: str, stderr: str, on_exit: ExitCallback) -> None:
+            gid: int | None, stdout: str, stderr: str, on_exit: ExitCallback, mkdirs: tuple[str, ...] = ()) -> None:
         raise NotImplementedError
 
     def kill(self, command_id: str) -> None:
@@ -49,9 +51,9 @@ class AgentRunner(CommandRunner):
         self._callbacks: dict[str, ExitCallback] = {}
         self._idle_timer: threading.Timer | None = None
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
         request = {"id": command_id, "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
-                   "stdout": stdout, "stderr": stderr}
+                   "stdout": stdout, "stderr": stderr, "mkdirs": list(mkdirs)}
         with self._lock:
             agent = self._ensure_agent()
             self._callbacks[command_id] = on_exit
@@ -132,7 +134,12 @@ class SpawningRunner(CommandRunner):
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+        for path in mkdirs:
+            host = self._machine_path(path)
+            host.mkdir(parents=True, exist_ok=True)
+            if uid is not None:
+                os.chown(host, uid, gid if gid is not None else -1)
         with open(self._machine_path(stdout), "ab") as out, open(self._machine_path(stderr), "ab") as err:
             proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err)
         with self._lock:

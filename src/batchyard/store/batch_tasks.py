@@ -36,8 +36,11 @@ def _row_to_task(row) -> Task:
     return Task(row["job_key"], json.loads(row["body"]), json.loads(row["internal"]), bool(row["ready"]), row["seq"])
 
 
-def _row_values(task: Task) -> tuple:
-    return (task.job_key, task.key, task.state, int(task.ready), json.dumps(task.body), json.dumps(task.internal))
+def _columns(task: Task) -> tuple:
+    """state, ready, result, slots, expires, body, internal."""
+    return (task.state, int(task.ready), task.body.get("executionInfo", {}).get("result"),
+            task.body.get("requiredSlots", 1), task.internal.get("expires"), json.dumps(task.body),
+            json.dumps(task.internal))
 
 
 class TaskStore:
@@ -66,6 +69,11 @@ class TaskStore:
             rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? ORDER BY seq", (job_key,))
         return [_row_to_task(r) for r in rows]
 
+    def expired(self, moment: float) -> list[Task]:
+        """Completed tasks whose directories are past their retention time."""
+        return [_row_to_task(r) for r in self.db.query(
+            "SELECT * FROM batch_tasks WHERE expires IS NOT NULL AND expires < ? ORDER BY seq", (moment,))]
+
     def in_states(self, states: tuple[str, ...]) -> list[Task]:
         marks = ",".join("?" * len(states))
         return [_row_to_task(r) for r in self.db.query(
@@ -78,10 +86,8 @@ class TaskStore:
 
     def count_by_state(self, job_key: str) -> dict[tuple[str, str | None], tuple[int, int]]:
         """(state, result) -> (tasks, slots)."""
-        rows = self.db.query(
-            "SELECT state, json_extract(body, '$.executionInfo.result') AS result, count(*) AS n, "
-            "sum(coalesce(json_extract(body, '$.requiredSlots'), 1)) AS slots FROM batch_tasks WHERE job_key = ? "
-            "GROUP BY 1, 2", (job_key,))
+        rows = self.db.query("SELECT state, result, count(*) AS n, sum(slots) AS slots FROM batch_tasks "
+                             "WHERE job_key = ? GROUP BY 1, 2", (job_key,))
         return {(r["state"], r["result"]): (r["n"], r["slots"] or 0) for r in rows}
 
     def unfinished(self, job_key: str) -> int:
@@ -94,18 +100,18 @@ class TaskStore:
     def insert(self, tasks: list[Task]) -> None:
         with self.db.transaction() as conn:
             for task in tasks:
-                cursor = conn.execute("INSERT INTO batch_tasks (job_key, task_key, state, ready, body, internal) "
-                                      "VALUES (?, ?, ?, ?, ?, ?)", _row_values(task))
+                cursor = conn.execute("INSERT INTO batch_tasks (job_key, task_key, state, ready, result, slots, "
+                                      "expires, body, internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                      (task.job_key, task.key, *_columns(task)))
                 task.seq = cursor.lastrowid
 
     def update(self, tasks: list[Task]) -> None:
         if not tasks:
             return
         with self.db.transaction() as conn:
-            conn.executemany("UPDATE batch_tasks SET state = ?, ready = ?, body = ?, internal = ? "
-                             "WHERE job_key = ? AND task_key = ?",
-                             [(t.state, int(t.ready), json.dumps(t.body), json.dumps(t.internal), t.job_key, t.key)
-                              for t in tasks])
+            conn.executemany("UPDATE batch_tasks SET state = ?, ready = ?, result = ?, slots = ?, expires = ?, "
+                             "body = ?, internal = ? WHERE job_key = ? AND task_key = ?",
+                             [(*_columns(t), t.job_key, t.key) for t in tasks])
 
     def delete(self, job_key: str, task_id: str) -> None:
         self.db.execute("DELETE FROM batch_tasks WHERE job_key = ? AND task_key = ?", (job_key, task_id.lower()))

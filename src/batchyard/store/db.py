@@ -58,8 +58,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (pool_key, node_id)
     );
     """,
-    # 3: tasks of Batch jobs (jobs themselves are rows of `resources`). `state` and `ready`
-    # are columns so the scheduler finds runnable tasks without reading every body.
+    # 3: tasks of Batch jobs (jobs themselves are rows of `resources`). `state`, `ready`,
+    # `result`, `slots` and `expires` (when the task directory's retention ends) are columns
+    # so the scheduler and the counts never read every body.
     """
     CREATE TABLE batch_tasks (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,11 +68,15 @@ MIGRATIONS: list[str] = [
         task_key TEXT NOT NULL,
         state TEXT NOT NULL,
         ready INTEGER NOT NULL,
+        result TEXT,
+        slots INTEGER NOT NULL,
+        expires REAL,
         body TEXT NOT NULL,
         internal TEXT NOT NULL,
         UNIQUE (job_key, task_key)
     );
     CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, state, ready, seq);
+    CREATE INDEX batch_tasks_expiry ON batch_tasks (expires) WHERE expires IS NOT NULL;
     """,
 ]
 

@@ -75,6 +75,7 @@ class Scheduler(PokedLoop):
         self.dependents: dict[str, dict[str, set[str]]] = {}  # job -> dependency -> tasks waiting on it
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
+        self._touched: dict[tuple[str, str], int] = {}  # node -> tasks started since the last flush
         jobs.scheduler = tasks.scheduler = self
         tasks.task_root = self.task_root
 
@@ -98,6 +99,7 @@ class Scheduler(PokedLoop):
             self._advance_job(job)
         self._dispatch()
         self._remove_expired_directories()
+        self._flush_nodes()
 
     # dependencies -----------------------------------------------------------------------------
 
@@ -218,7 +220,9 @@ class Scheduler(PokedLoop):
         failed = task.body["executionInfo"].get("result") == "failure"
         options = task_spec.exit_options_for(task.body.get("exitConditions"), code, False)
         task.internal["satisfies"] = not ended and options["dependencyAction"] == "satisfy"
-        task.internal["completed_at"] = time.time()
+        retention = task_spec.seconds(task.body["constraints"].get("retentionTime"))
+        if retention is not None:
+            task.internal["expires"] = time.time() + retention
         self._upload_outputs(task, failed)
         action = options["jobAction"]
         if action != "none" and (not failed or job.body.get("onTaskFailure") == "performexitoptionsjobaction"):
@@ -415,8 +419,11 @@ class Scheduler(PokedLoop):
 
     def _launch(self, job: Resource, task: Task, pool: Resource, node: Node) -> None:
         run = self.running[(task.job_key, task.key)]
-        host_dir = self.task_root(task)
         admin = task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+        if not task.body.get("resourceFiles"):
+            self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
+            return
+        host_dir = self.task_root(task)
         try:
             (host_dir / "wd").mkdir(parents=True, exist_ok=True)
             if not admin:
@@ -426,10 +433,7 @@ class Scheduler(PokedLoop):
             log.warning("task %s: no task directory: %s", task.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
             return
-        if task.body.get("resourceFiles"):
-            self.downloads.submit(self._download_then_start, job, task, pool, node, run, host_dir, admin)
-        else:
-            self._start(job, task, pool, node, run, admin)
+        self.downloads.submit(self._download_then_start, job, task, pool, node, run, host_dir, admin)
 
     def _download_then_start(self, job, task, pool, node, run: Running, host_dir: Path, admin: bool) -> None:
         try:
@@ -478,7 +482,7 @@ class Scheduler(PokedLoop):
                 f"{run.job_key}|{run.task_key}|{run.attempt}", ["/bin/sh", "-c", task.body["commandLine"]], env,
                 f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
-                self._on_exit((run.job_key, run.task_key), run.attempt))
+                self._on_exit((run.job_key, run.task_key), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
@@ -486,21 +490,29 @@ class Scheduler(PokedLoop):
     # nodes ----------------------------------------------------------------------------------------
 
     def _node_counters(self, node_key: tuple[str, str], finished: bool) -> None:
-        node = self.nodes.get(*node_key)
-        if node is None:
-            return
-        body = node.body
-        running = sum(1 for r in self.running.values() if r.node == node_key)
-        body["runningTasksCount"] = running
-        body["runningTaskSlotsCount"] = self.load.get(node_key, 0)
-        if not finished:
-            body["totalTasksRun"] = body.get("totalTasksRun", 0) + 1
-        if body["state"] in ("idle", "running"):
-            wanted = "running" if running else "idle"
-            if body["state"] != wanted:
-                body["state"] = wanted
+        """Counted now, written once per pass (see _flush_nodes)."""
+        started = self._touched.get(node_key, 0)
+        self._touched[node_key] = started if finished else started + 1
+
+    def _flush_nodes(self) -> None:
+        """runningTasksCount, totalTasksRun and idle/running for the nodes this pass touched."""
+        touched, self._touched = self._touched, {}
+        changed = []
+        for node_key, started in touched.items():
+            node = self.nodes.get(*node_key)
+            if node is None:
+                continue
+            body = node.body
+            running = sum(1 for r in self.running.values() if r.node == node_key)
+            body["runningTasksCount"] = running
+            body["runningTaskSlotsCount"] = self.load.get(node_key, 0)
+            body["totalTasksRun"] = body.get("totalTasksRun", 0) + started
+            if body["state"] in ("idle", "running") and body["state"] != ("running" if running else "idle"):
+                body["state"] = "running" if running else "idle"
                 body["stateTransitionTime"] = iso(now())
-        self.nodes.put(node)
+            changed.append(node)
+        if changed:
+            self.nodes.put(*changed)
 
     def node_leaving(self, node: Node, option: str) -> bool:
         """The node is leaving the pool. True when it may go now; False to wait for its
@@ -519,6 +531,7 @@ class Scheduler(PokedLoop):
                 else:
                     run.ending = "terminate"
                     self._kill(run)
+            self._flush_nodes()
             return option == "requeue"
 
     def node_interrupted(self, node: Node) -> None:
@@ -530,6 +543,7 @@ class Scheduler(PokedLoop):
                     self.requeue(task)
                 else:
                     self._free(run)
+            self._flush_nodes()
         self.poke()
 
     def task_root(self, task: Task) -> Path | None:
@@ -563,20 +577,13 @@ class Scheduler(PokedLoop):
                     shutil.copy2(source, destination)
 
     def _remove_expired_directories(self) -> None:
-        moment = time.time()
-        if moment - getattr(self, "_last_retention", 0) < 1.0:
-            return
-        self._last_retention = moment
-        for task in self.store.in_states(("completed",)):
-            if task.internal.get("retained") is False or "completed_at" not in task.internal:
-                continue
-            retention = task_spec.seconds(task.body["constraints"].get("retentionTime"))
-            if retention is not None and moment - task.internal["completed_at"] > retention:
-                path = self.task_root(task)
-                if path is not None:
-                    shutil.rmtree(path, ignore_errors=True)
-                task.internal["retained"] = False
-                self.store.update([task])
+        expired = self.store.expired(time.time())
+        for task in expired:
+            path = self.task_root(task)
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+            task.internal.pop("expires", None)
+        self.store.update(expired)
 
     def _remove_job_directories(self, job: Resource) -> None:
         for node in self.nodes.list(job.internal["pool_key"]):
