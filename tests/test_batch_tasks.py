@@ -229,3 +229,32 @@ def test_bad_task_input(clients, pool):
     with pytest.raises(HttpResponseError) as e:
         batch.create_task("bad", {"id": "t", "commandLine": "true", "constraints": {"maxWallClockTime": "soon"}})
     assert e.value.error.code == "InvalidPropertyValue"
+
+
+def test_job_preparation_and_release_tasks(clients, pool):
+    batch = clients.batch_key
+    marker = "$AZ_BATCH_NODE_SHARED_DIR/prep-$AZ_BATCH_JOB_ID"
+    batch.create_job({"id": "prepped", "poolInfo": {"poolId": pool},
+                      "jobPreparationTask": {"commandLine": f"echo prepared > {marker}"},
+                      "jobReleaseTask": {"commandLine": f"rm {marker}"}})
+    batch.create_task("prepped", {"id": "uses", "commandLine": f"cat {marker}"})
+    task = finished(batch, "prepped", "uses")
+    assert read(batch, "prepped", "uses") == "prepared\n"
+    statuses = list(batch.list_job_preparation_and_release_task_status("prepped"))
+    node_ids = [s.node_id for s in statuses]
+    assert task.node_info.node_id in node_ids
+    prep = next(s for s in statuses if s.node_id == task.node_info.node_id).job_preparation_task_execution_info
+    assert prep.exit_code == 0 and prep.state == "completed"
+    batch.begin_terminate_job("prepped", {"terminateReason": "done"}, polling_interval=0.1).result()
+    statuses = list(batch.list_job_preparation_and_release_task_status("prepped"))
+    release = next(s for s in statuses if s.node_id == task.node_info.node_id).job_release_task_execution_info
+    assert release.exit_code == 0 and release.state == "completed"
+    with pytest.raises(ResourceNotFoundError):  # the release task removed what the preparation made
+        b"".join(batch.download_node_file(pool, task.node_info.node_id, "shared/prep-prepped"))
+    batch.create_job({"id": "bad-prep", "poolInfo": {"poolId": pool},
+                      "jobPreparationTask": {"commandLine": "exit 4"}})
+    batch.create_task("bad-prep", {"id": "waits", "commandLine": "true"})
+    wait_for(lambda: all(s.job_preparation_task_execution_info.state == "completed"
+                         for s in batch.list_job_preparation_and_release_task_status("bad-prep")) and
+             len(list(batch.list_job_preparation_and_release_task_status("bad-prep"))) == 2, what="preparations")
+    assert batch.get_task("bad-prep", "waits").state == "active"  # never runs where preparation failed

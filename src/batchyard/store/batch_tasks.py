@@ -84,6 +84,10 @@ class TaskStore:
                              "ORDER BY seq LIMIT ?", (job_key, limit))
         return [_row_to_task(r) for r in rows]
 
+    def count_runnable(self, job_key: str) -> int:
+        return self.db.query("SELECT count(*) AS n FROM batch_tasks WHERE job_key = ? AND state = 'active' "
+                             "AND ready = 1", (job_key,))[0]["n"]
+
     def count_by_state(self, job_key: str) -> dict[tuple[str, str | None], tuple[int, int]]:
         """(state, result) -> (tasks, slots)."""
         rows = self.db.query("SELECT state, result, count(*) AS n, sum(slots) AS slots FROM batch_tasks "

@@ -128,6 +128,13 @@ def _task_change(status: int, method: str, with_body: bool = False):
     return handler
 
 
+async def prep_release_status(ctx: BatchContext) -> Response:
+    job = await ctx.call(ctx.services.jobs.get, ctx.account, ctx.params["jobId"])
+    entries = ctx.services.scheduler.side.status_list(job, lambda pool, node: ctx.url("pools", pool, "nodes", node))
+    return listing(ctx, "jobpreparationandreleasetaskstatuslist", sorted(entries, key=lambda e: e["nodeId"]),
+                   key=lambda e: e["nodeId"])
+
+
 async def list_subtasks(ctx: BatchContext) -> Response:
     await ctx.call(ctx.services.tasks.get, ctx.account, ctx.params["jobId"], ctx.params["taskId"])
     return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#subtaskinfo", "value": []},
@@ -145,6 +152,7 @@ def register(router: BatchRouter) -> None:
     router.add("POST", JOB + "/enable", _job_change(202, "enable", False))
     router.add("POST", JOB + "/terminate", _job_change(202, "terminate", True))
     router.add("GET", JOB + "/taskcounts", task_counts)
+    router.add("GET", JOB + "/jobpreparationandreleasetaskstatus", prep_release_status)
     router.add("POST", JOB + "/tasks", create_task)
     router.add("GET", JOB + "/tasks", list_tasks)
     router.add("POST", JOB + "/addtaskcollection", add_task_collection)

@@ -32,6 +32,7 @@ from ...store.resources import Resource
 from . import task_spec
 from .background import PokedLoop
 from .jobs import Jobs
+from .side_tasks import SideTasks
 from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent
 from .pools import Pools, iso, new_etag, now
 from .tasks import Tasks
@@ -76,6 +77,7 @@ class Scheduler(PokedLoop):
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
         self._touched: dict[tuple[str, str], int] = {}  # node -> tasks started since the last flush
+        self.side = SideTasks(self)
         jobs.scheduler = tasks.scheduler = self
         tasks.task_root = self.task_root
 
@@ -147,7 +149,7 @@ class Scheduler(PokedLoop):
 
     # ending ------------------------------------------------------------------------------------
 
-    def _on_exit(self, key: tuple[str, str], attempt: int):
+    def on_exit(self, key: tuple, attempt: int):
         def record(code: int) -> None:
             self.ended.put((key, attempt, code))
             self.poke()
@@ -160,6 +162,9 @@ class Scheduler(PokedLoop):
                 key, attempt, code = self.ended.get_nowait()
             except queue.Empty:
                 break
+            if key[0] == "side":
+                self.side.record(key, attempt, code)
+                continue
             run = self.running.get(key)
             if run is None or run.attempt != attempt:
                 continue  # an attempt the service already gave up on
@@ -314,9 +319,9 @@ class Scheduler(PokedLoop):
                     self._set_state(task, "completed")
                     task.ready = False
                 self.store.update(active)
-                self._run_release_tasks(job)
-                self.jobs.set_state(job, "completed")
-                self.jobs.save(job)
+                if self.side.release_done(job):
+                    self.jobs.set_state(job, "completed")
+                    self.jobs.save(job)
         elif state == "disabling":
             option = job.internal.get("disable_tasks", "requeue")
             for run in mine:
@@ -366,11 +371,16 @@ class Scheduler(PokedLoop):
         pack = pool.body.get("taskSchedulingPolicy", {}).get("nodeFillType") == "pack"
         nodes = {n.id: n for n in self.nodes.list(pool_key)
                  if n.state in ("idle", "running") and n.body.get("schedulingState", "enabled") == "enabled"}
-        free = {node_id: per_node - self.load.get((pool_key, node_id), 0) for node_id in nodes}
-        if sum(max(0, f) for f in free.values()) <= 0:
+        free_on_pool = {node_id: per_node - self.load.get((pool_key, node_id), 0) for node_id in nodes}
+        if sum(max(0, f) for f in free_on_pool.values()) <= 0:
             return
         for job in jobs:
             job_key = job.id.lower()
+            if self.store.count_runnable(job_key) == 0:
+                continue
+            # nodes where this job's preparation task has not succeeded yet are not offered
+            free = {node_id: f for node_id, f in free_on_pool.items()
+                    if self.side.node_ready(job, pool, nodes[node_id])}
             budget = sum(max(0, f) for f in free.values())
             parallel = job.body.get("maxParallelTasks", -1)
             if parallel != -1:
@@ -383,6 +393,7 @@ class Scheduler(PokedLoop):
                 if node_id is None:
                     continue
                 free[node_id] -= task.body.get("requiredSlots", 1)
+                free_on_pool[node_id] -= task.body.get("requiredSlots", 1)
                 launched.append(self._assign(job, task, pool, nodes[node_id]))
             self.store.update(launched)
             for task in launched:
@@ -482,7 +493,7 @@ class Scheduler(PokedLoop):
                 f"{run.job_key}|{run.task_key}|{run.attempt}", ["/bin/sh", "-c", task.body["commandLine"]], env,
                 f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
-                self._on_exit((run.job_key, run.task_key), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
+                self.on_exit((run.job_key, run.task_key), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
@@ -592,9 +603,6 @@ class Scheduler(PokedLoop):
             except MachineError:
                 continue
             shutil.rmtree(root / "batch/tasks/workitems" / job.name, ignore_errors=True)
-
-    def _run_release_tasks(self, job: Resource) -> None:
-        """Job release tasks are not run yet: recorded for the closing note."""
 
     # restart ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,126 @@
+"""Job preparation and release tasks, as Azure runs them: the preparation task runs on a
+node before the first of the job's tasks runs there (and, with waitForSuccess, the job's
+tasks wait for it, and never run on a node where it failed); the release task runs, when
+the job ends, on every node that ran the preparation task, and the job stays
+`terminating` until they are done. Their status per node is kept in the job's record."""
+
+from __future__ import annotations
+
+import logging
+
+from ...runtime.machines import MachineError
+from ...store.batch_nodes import Node
+from ...store.resources import Resource
+from .node_agent import NODE_ROOT, TASK_GID, TASK_UID
+from .pools import iso, now
+
+log = logging.getLogger("batchyard.batch")
+FAILURE = {"category": "usererror", "code": "FailureExitCode",
+           "message": "The task exited with an exit code representing a failure", "details": []}
+KINDS = {"prep": ("jobPreparationTask", "jobpreparation"), "release": ("jobReleaseTask", "jobrelease")}
+
+
+def node_key(node: Node) -> str:
+    return f"{node.pool_key}|{node.id}"
+
+
+class SideTasks:
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def node_ready(self, job: Resource, pool: Resource, node: Node) -> bool:
+        """May the job's tasks run on this node now? Starts the preparation task if needed."""
+        spec = job.body.get("jobPreparationTask")
+        if not spec:
+            return True
+        status = job.internal.setdefault("prep", {}).get(node_key(node))
+        if status is None:
+            self._start(job, pool, node, "prep", retry=0)
+            return not spec["waitForSuccess"]
+        if not spec["waitForSuccess"]:
+            return True
+        return status.get("state") == "completed" and status.get("result") == "success"
+
+    def release_done(self, job: Resource) -> bool:
+        """Starts release tasks where they are due; True once none is left to run."""
+        if not job.body.get("jobReleaseTask"):
+            return True
+        release = job.internal.setdefault("release", {})
+        for key in job.internal.get("prep", {}):
+            if key in release:
+                continue
+            pool_key, node_id = key.split("|", 1)
+            node = self.scheduler.nodes.get(pool_key, node_id)
+            pool = self.scheduler.pools.store.get(pool_key)
+            if node is None or pool is None or node.state not in ("idle", "running"):
+                release[key] = {"state": "completed", "result": "failure", "skipped": True}
+                continue
+            self._start(job, pool, node, "release", retry=0)
+        return all(status.get("state") == "completed" for status in release.values())
+
+    def _start(self, job: Resource, pool: Resource, node: Node, kind: str, retry: int) -> None:
+        field, directory = KINDS[kind]
+        spec = job.body[field]
+        task_dir = f"{NODE_ROOT}/workitems/{job.name}/job-1/{directory}"
+        admin = spec["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+        status = {"state": "running", "startTime": iso(now()), "retryCount": retry,
+                  "taskRootDirectory": f"workitems/{job.name}/job-1/{directory}"}
+        job.internal.setdefault(kind, {})[node_key(node)] = status
+        self.scheduler.jobs.store.put(job)
+        env = self.scheduler.agent.environment(pool, node, spec, task_dir)
+        env.update({"AZ_BATCH_TASK_ID": spec["id"], "AZ_BATCH_JOB_ID": job.name,
+                    "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
+                    "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd"})
+        for pair in job.body.get("commonEnvironmentSettings", []) + spec.get("environmentSettings", []):
+            env[pair["name"]] = pair["value"]
+        key = ("side", kind, job.id.lower(), node_key(node))
+        try:
+            self.scheduler.provider.command_runner(node.internal["machine_key"]).run(
+                f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", ["/bin/sh", "-c", spec["commandLine"]], env,
+                f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
+                f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", self.scheduler.on_exit(key, retry),
+                mkdirs=(task_dir, f"{task_dir}/wd"))
+        except (MachineError, OSError) as exc:
+            log.warning("%s task of %s could not start on %s: %s", kind, job.name, node.id, exc)
+            self.record(key, retry, 1)
+
+    def record(self, key: tuple, attempt: int, code: int) -> None:
+        _, kind, job_key, nkey = key
+        job = self.scheduler.jobs.store.get(job_key)
+        if job is None:
+            return
+        status = job.internal.get(kind, {}).get(nkey)
+        if status is None or status.get("retryCount") != attempt:
+            return
+        field, _ = KINDS[kind]
+        retries = job.body[field]["constraints"]["maxTaskRetryCount"]
+        if code != 0 and kind == "prep" and (retries == -1 or attempt < retries):
+            pool_key, node_id = nkey.split("|", 1)
+            node, pool = self.scheduler.nodes.get(pool_key, node_id), self.scheduler.pools.store.get(pool_key)
+            if node is not None and pool is not None:
+                self._start(job, pool, node, kind, attempt + 1)
+                return
+        status.update({"state": "completed", "endTime": iso(now()), "exitCode": code,
+                       "result": "success" if code == 0 else "failure"})
+        if code != 0:
+            status["failureInfo"] = FAILURE
+        self.scheduler.jobs.store.put(job)
+
+    def status_list(self, job: Resource, node_url) -> list[dict]:
+        """GET /jobs/{job}/jobpreparationandreleasetaskstatus."""
+        out = []
+        for key, prep in job.internal.get("prep", {}).items():
+            pool_key, node_id = key.split("|", 1)
+            pool = self.scheduler.pools.store.get(pool_key)
+            pool_id = pool.name if pool is not None else pool_key.rsplit("/", 1)[-1]
+            entry = {"poolId": pool_id, "nodeId": node_id, "nodeUrl": node_url(pool_id, node_id),
+                     "jobPreparationTaskExecutionInfo": _public(prep)}
+            release = job.internal.get("release", {}).get(key)
+            if release is not None and not release.get("skipped"):
+                entry["jobReleaseTaskExecutionInfo"] = _public(release)
+            out.append(entry)
+        return out
+
+
+def _public(status: dict) -> dict:
+    return {k: v for k, v in status.items() if k != "skipped"}
