@@ -258,3 +258,74 @@ def test_job_preparation_and_release_tasks(clients, pool):
                          for s in batch.list_job_preparation_and_release_task_status("bad-prep")) and
              len(list(batch.list_job_preparation_and_release_task_status("bad-prep"))) == 2, what="preparations")
     assert batch.get_task("bad-prep", "waits").state == "active"  # never runs where preparation failed
+
+
+def test_priority_parallelism_exit_conditions_and_retention(clients):
+    batch = clients.batch_key
+    batch.create_pool(base_pool(clients, "single", dedicated=1, taskSlotsPerNode=2))
+    pool_settled(batch, "single")
+    batch.create_job({"id": "blocker", "poolInfo": {"poolId": "single"}})
+    batch.create_tasks("blocker", [{"id": f"b{i}", "commandLine": "sleep 1"} for i in range(2)])
+    wait_for(lambda: batch.get_job_task_counts("blocker").task_counts.running == 2, what="the blockers")
+    batch.create_job({"id": "low", "poolInfo": {"poolId": "single"}, "priority": 0})
+    batch.create_tasks("low", [{"id": f"l{i}", "commandLine": "true"} for i in range(2)])
+    batch.create_job({"id": "high", "poolInfo": {"poolId": "single"}, "priority": 500, "maxParallelTasks": 1})
+    batch.create_tasks("high", [{"id": f"h{i}", "commandLine": "sleep 0.3"} for i in range(3)])
+    job_done(batch, "high", 3)
+    job_done(batch, "low", 2)
+    high = sorted((batch.get_task("high", f"h{i}").execution_info for i in range(3)), key=lambda e: e.start_time)
+    low_start = min(batch.get_task("low", f"l{i}").execution_info.start_time for i in range(2))
+    assert high[0].start_time <= low_start  # the higher priority job got the first free slot
+    assert all(a.end_time <= b.start_time for a, b in zip(high, high[1:]))  # maxParallelTasks 1: one at a time
+
+    batch.create_job({"id": "exits", "poolInfo": {"poolId": "single"}, "usesTaskDependencies": True,
+                      "onTaskFailure": "performexitoptionsjobaction"})
+    batch.create_task("exits", {"id": "soft", "commandLine": "exit 5", "exitConditions": {
+        "exitCodes": [{"code": 5, "exitOptions": {"dependencyAction": "satisfy"}}]}})
+    batch.create_task("exits", {"id": "after-soft", "commandLine": "true", "dependsOn": {"taskIds": ["soft"]},
+                                "constraints": {"retentionTime": "PT1S"}})
+    assert finished(batch, "exits", "after-soft").execution_info.result == "success"
+    wait_for(lambda: not _task_files(batch, "exits", "after-soft"), timeout=10, what="retention to remove files")
+    batch.create_task("exits", {"id": "fatal", "commandLine": "exit 7", "exitConditions": {
+        "exitCodeRanges": [{"start": 6, "end": 8, "exitOptions": {"jobAction": "terminate"}}]}})
+    wait_for(lambda: batch.get_job("exits").state == "completed", what="the job action")
+    assert batch.get_job("exits").execution_info.termination_reason == "TaskFailed"
+    for job in ("blocker", "low", "high", "exits"):
+        batch.begin_delete_job(job, polling_interval=0.1).result()
+    batch.begin_delete_pool("single", polling_interval=0.1).result()
+
+
+def _task_files(batch, job: str, task: str) -> list[str]:
+    try:
+        return [f.name for f in batch.list_task_files(job, task, recursive=True)]
+    except HttpResponseError:
+        return []
+
+
+def test_leaving_and_rebooting_nodes_requeue_their_tasks(clients):
+    batch = clients.batch_key
+    batch.create_pool(base_pool(clients, "shrinking", dedicated=2))
+    pool_settled(batch, "shrinking")
+    batch.create_job({"id": "moving", "poolInfo": {"poolId": "shrinking"}})
+    batch.create_tasks("moving", [{"id": f"r{i}", "commandLine": "sleep 2; echo finished"} for i in range(2)])
+    wait_for(lambda: batch.get_job_task_counts("moving").task_counts.running == 2, what="both tasks to run")
+    batch.begin_resize_pool("shrinking", {"targetDedicatedNodes": 1, "nodeDeallocationOption": "requeue"},
+                            polling_interval=0.1).result()
+    job_done(batch, "moving", 2)
+    tasks = list(batch.list_tasks("moving"))
+    assert all(t.execution_info.result == "success" for t in tasks)
+    assert sorted(t.execution_info.requeue_count for t in tasks) == [0, 1]
+    node = next(iter(batch.list_nodes("shrinking")))
+    batch.create_task("moving", {"id": "rebooted", "commandLine": "sleep 2; echo finished"})
+    wait_for(lambda: batch.get_task("moving", "rebooted").state == "running", what="the task to run")
+    batch.begin_reboot_node("shrinking", node.id, {"nodeRebootOption": "requeue"}, polling_interval=0.1).result()
+    task = finished(batch, "moving", "rebooted")
+    assert task.execution_info.requeue_count == 1 and task.execution_info.result == "success"
+    batch.create_task("moving", {"id": "waited-for", "commandLine": "sleep 1; echo finished"})
+    wait_for(lambda: batch.get_task("moving", "waited-for").state == "running", what="the task to run")
+    batch.begin_resize_pool("shrinking", {"targetDedicatedNodes": 0, "nodeDeallocationOption": "taskcompletion"},
+                            polling_interval=0.1).result()
+    task = batch.get_task("moving", "waited-for")
+    assert task.state == "completed" and task.execution_info.requeue_count == 0
+    batch.begin_delete_job("moving", polling_interval=0.1).result()
+    batch.begin_delete_pool("shrinking", polling_interval=0.1).result()
