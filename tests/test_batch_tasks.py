@@ -329,3 +329,56 @@ def test_leaving_and_rebooting_nodes_requeue_their_tasks(clients):
     assert task.state == "completed" and task.execution_info.requeue_count == 0
     batch.begin_delete_job("moving", polling_interval=0.1).result()
     batch.begin_delete_pool("shrinking", polling_interval=0.1).result()
+
+
+@pytest.fixture(scope="module")
+def web_files(tmp_path_factory):
+    """A plain HTTP server on loopback holding files for resourceFiles."""
+    import functools
+    import http.server
+    import threading
+    root = tmp_path_factory.mktemp("web")
+    (root / "input.txt").write_text("downloaded-input\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_resource_files_and_output_files(clients, pool, web_files):
+    batch = clients.batch_key
+    outputs = f"{clients.info['batch_endpoint']}/outputs/results"
+    batch.create_job({"id": "io", "poolInfo": {"poolId": pool}})
+    batch.create_task("io", {
+        "id": "convert", "commandLine": "tr a-z A-Z < in/input.txt > result.txt",
+        "resourceFiles": [{"httpUrl": f"{web_files}/input.txt", "filePath": "in/input.txt"}],
+        "outputFiles": [{"filePattern": "result.txt", "destination": {"container": {"containerUrl": outputs,
+                                                                                    "path": "convert/out.txt"}},
+                         "uploadOptions": {"uploadCondition": "tasksuccess"}},
+                        {"filePattern": "../std*.txt", "destination": {"container": {"containerUrl": outputs,
+                                                                                     "path": "logs"}},
+                         "uploadOptions": {"uploadCondition": "taskcompletion"}}]})
+    assert finished(batch, "io", "convert").execution_info.result == "success"
+    assert read(batch, "io", "convert", "wd/result.txt") == "DOWNLOADED-INPUT\n"
+    from azure.core.rest import HttpRequest as request
+    listed = batch.send_request(request("GET", "/outputs/results/files", params={"api-version": "2025-06-01",
+                                                                                  "recursive": "true"})).json()
+    assert {"convert/out.txt", "logs/stdout.txt", "logs/stderr.txt"} <= {f["name"] for f in listed["value"]}
+    content = batch.send_request(request("GET", "/outputs/results/files/convert%2Fout.txt",
+                                         params={"api-version": "2025-06-01"}), stream=True)
+    assert content.read() == b"DOWNLOADED-INPUT\n"
+    batch.create_task("io", {"id": "missing-input", "commandLine": "true",
+                             "resourceFiles": [{"httpUrl": f"{web_files}/nope.txt"}]})
+    task = finished(batch, "io", "missing-input")
+    assert task.execution_info.failure_info.code == "ResourceFileDownloadFailure"
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("io", {"id": "escape", "commandLine": "true",
+                                 "resourceFiles": [{"httpUrl": f"{web_files}/input.txt", "filePath": "../../x"}]})
+    assert e.value.error.code == "InvalidPropertyValue"
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("io", {"id": "elsewhere", "commandLine": "true", "outputFiles": [{
+            "filePattern": "*", "destination": {"container": {"containerUrl": "https://acct.blob.core.windows.net/c"}},
+            "uploadOptions": {"uploadCondition": "taskcompletion"}}]})
+    assert e.value.error.code == "InvalidPropertyValue"
+    assert list(batch.list_subtasks("io", "convert")) == []

@@ -92,7 +92,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)
     jobs = Jobs(store, task_store, pools)
-    tasks = Tasks(jobs, task_store)
+    tasks = Tasks(jobs, task_store, data / "outputs")
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
     allocator.scheduler = scheduler
     accounts.on_delete(pools.delete_all)

@@ -26,6 +26,8 @@ from .router import BatchContext, BatchRouter, empty_response, rfc1123
 
 TASK_FILES = "/jobs/{jobId}/tasks/{taskId}/files"
 NODE_FILES = "/pools/{poolId}/nodes/{nodeId}/files"
+# Not Azure's: output files a task uploaded to this service's own storage, read back the same way.
+OUTPUT_FILES = "/outputs/{container}/files"
 # The node agent's own directories: their contents may go, they may not.
 NODE_PROTECTED = frozenset({*BATCH_DIRS, "startup"})
 
@@ -52,9 +54,19 @@ def _node_root(ctx: BatchContext) -> Path:
     return ctx.services.pools.node_directory(ctx.account, ctx.params["poolId"], ctx.params["nodeId"])
 
 
+def _output_root(ctx: BatchContext) -> Path:
+    root = ctx.services.tasks.output_directory(ctx.account, ctx.params["container"])
+    if not root.is_dir():
+        raise NotFound("ContainerNotFound", "The specified output container does not exist.")
+    return root
+
+
 TASK = _Scope(_task_root, lambda ctx: ("jobs", ctx.params["jobId"], "tasks", ctx.params["taskId"]))
 NODE = _Scope(_node_root, lambda ctx: ("pools", ctx.params["poolId"], "nodes", ctx.params["nodeId"]),
               NODE_PROTECTED)
+
+
+OUTPUT = _Scope(_output_root, lambda ctx: ("outputs", ctx.params["container"]))
 
 
 def _recursive(ctx: BatchContext) -> bool:
@@ -124,7 +136,7 @@ def _handlers(scope: _Scope):
 
 
 def register(router: BatchRouter) -> None:
-    for template, scope in ((TASK_FILES, TASK), (NODE_FILES, NODE)):
+    for template, scope in ((TASK_FILES, TASK), (NODE_FILES, NODE), (OUTPUT_FILES, OUTPUT)):
         list_files, download, properties, delete = _handlers(scope)
         router.add("GET", template, list_files)
         router.add("GET", template + "/{filePath}", download)

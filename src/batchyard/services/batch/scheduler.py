@@ -17,6 +17,7 @@ because its node rebooted, say) is ignored, so nothing is counted twice and noth
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import shutil
 import time
@@ -569,23 +570,24 @@ class Scheduler(PokedLoop):
     # files ------------------------------------------------------------------------------------------
 
     def _upload_outputs(self, task: Task, failed: bool) -> None:
-        """outputFiles to a local destination: `file://` container URLs name a directory on
-        this host (the service's own outputs area); Azure Storage destinations come later."""
-        for spec in task.body.get("outputFiles", []):
+        """outputFiles to this service's own storage (see task_spec.output_container)."""
+        root = self.task_root(task)
+        if root is None or not task.body.get("outputFiles"):
+            return
+        account = task.job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]
+        for spec in task.body["outputFiles"]:
             condition = spec["uploadOptions"]["uploadCondition"]
             if (condition == "tasksuccess" and failed) or (condition == "taskfailure" and not failed):
                 continue
-            url = spec["destination"]["container"]["containerUrl"]
-            root = self.task_root(task)
-            if root is None or not url.startswith("file://"):
-                continue
-            target = Path(url.removeprefix("file://")) / spec["destination"]["container"].get("path", "")
-            for source in sorted(root.glob(spec["filePattern"])):
-                if source.is_file() and root in source.resolve().parents:
-                    destination = target / source.name if len(list(root.glob(spec["filePattern"]))) > 1 or \
-                        spec["destination"]["container"].get("path", "").endswith("/") else target
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(source, destination)
+            container = spec["destination"]["container"]
+            target = self.tasks.output_directory(account, task_spec.output_container(container["containerUrl"], ""))
+            prefix = container.get("path", "")
+            wildcard = any(c in spec["filePattern"] for c in "*?[")
+            for source in _matching(root, spec["filePattern"]):
+                name = f"{prefix.rstrip('/')}/{source.name}".lstrip("/") if wildcard or not prefix else prefix
+                destination = target / name
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, destination)
 
     def _remove_expired_directories(self) -> None:
         expired = self.store.expired(time.time())
@@ -632,6 +634,18 @@ class Scheduler(PokedLoop):
         task.body["lastModified"] = moment
 
 
+def _matching(task_root: Path, pattern: str) -> list[Path]:
+    """Files a filePattern names, relative to the working directory, never outside the task."""
+    import glob
+    base = task_root / "wd"
+    found = []
+    for name in glob.glob(str(base / pattern), recursive=True):
+        path = Path(name)
+        real = Path(os.path.realpath(path))
+        if path.is_file() and not path.is_symlink() and task_root.resolve() in real.parents:
+            found.append(path)
+    return sorted(found)
+
+
 def _chown(path: Path) -> None:
-    import os
     os.chown(path, TASK_UID, TASK_GID)

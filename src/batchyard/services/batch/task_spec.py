@@ -116,6 +116,10 @@ def output_files(body: dict, field: str = "outputFiles") -> list[dict]:
         destination = bi.obj(item, "destination", f"{where}.destination", required_=True)
         container = bi.obj(destination, "container", f"{where}.destination.container", required_=True)
         url = bi.string(container, "containerUrl", f"{where}.destination.container.containerUrl", required_=True)
+        output_container(url, f"{where}.destination.container.containerUrl")
+        if container.get("path") is not None:
+            relative_path(bi.string(container, "path", f"{where}.destination.container.path"),
+                          f"{where}.destination.container.path")
         options = bi.obj(item, "uploadOptions", f"{where}.uploadOptions", required_=True)
         condition = bi.choice(options, "uploadCondition", ("tasksuccess", "taskfailure", "taskcompletion"),
                               f"{where}.uploadOptions.uploadCondition", default="taskcompletion")
@@ -123,6 +127,20 @@ def output_files(body: dict, field: str = "outputFiles") -> list[dict]:
             "containerUrl": url, **({"path": container["path"]} if container.get("path") else {})}},
             "uploadOptions": {"uploadCondition": condition}})
     return out
+
+
+OUTPUT_CONTAINER = re.compile(r"/outputs/([a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?)/?$")
+
+
+def output_container(url: str, field: str) -> str:
+    """The service's own destination for output files: `{account endpoint}/outputs/{container}`
+    (read back with the file operations under that path). Azure Storage comes later."""
+    match = OUTPUT_CONTAINER.search(url.split("?", 1)[0]) if url.lower().startswith(("https://", "http://")) else None
+    if match is None:
+        raise bi.invalid(field, url, "Output files go to this service's own storage: use "
+                                     "{account endpoint}/outputs/{container} (3-63 lower-case letters, digits, "
+                                     "hyphens); Azure Storage containers are not supported yet.")
+    return match.group(1)
 
 
 def depends_on(body: dict, uses_dependencies: bool) -> tuple[dict | None, list[str]]:

@@ -20,9 +20,10 @@ OPEN_JOB_STATES = ("active", "disabling", "disabled", "enabling")
 
 
 class Tasks:
-    def __init__(self, jobs: Jobs, store: TaskStore):
+    def __init__(self, jobs: Jobs, store: TaskStore, outputs_root: Path):
         self.jobs = jobs
         self.store = store
+        self.outputs_root = outputs_root
         self.lock = jobs.lock
         self.scheduler = None  # set by the scheduler
         self.task_root = None  # (task) -> host path of its directory, set at bootstrap
@@ -134,6 +135,12 @@ class Tasks:
         if path is None:
             raise Conflict("NodeNotReady", "The node that ran the task no longer holds its files.")
         return path
+
+    def output_directory(self, account: str | Resource, container: str) -> Path:
+        """Where output files uploaded to `{endpoint}/outputs/{container}` are kept."""
+        name = account.name if isinstance(account, Resource) else account
+        return self.outputs_root / name.lower() / task_spec.output_container(f"https://x/outputs/{container}",
+                                                                            "container")
 
     # changing -----------------------------------------------------------------------------------
 
