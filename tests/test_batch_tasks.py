@@ -382,3 +382,16 @@ def test_resource_files_and_output_files(clients, pool, web_files):
             "uploadOptions": {"uploadCondition": "taskcompletion"}}]})
     assert e.value.error.code == "InvalidPropertyValue"
     assert list(batch.list_subtasks("io", "convert")) == []
+
+
+def test_oversized_collections_are_refused_and_create_tasks_splits_them(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "big", "poolInfo": {"poolId": pool}})
+    bulky = [{"id": f"b{i}", "commandLine": "true", "environmentSettings": [{"name": "PAD", "value": "x" * 12000}]}
+             for i in range(100)]
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task_collection("big", {"value": bulky})
+    assert e.value.status_code == 413 and e.value.error.code == "RequestBodyTooLarge"
+    result = batch.create_tasks("big", bulky)  # the SDK halves the chunk on RequestBodyTooLarge
+    assert len(result.result_values) == 100 and {r.status for r in result.result_values} == {"success"}
+    job_done(batch, "big", 100)

@@ -47,7 +47,7 @@ class Tasks:
         if not isinstance(items, list):
             raise bi.missing("value")
         if len(items) > MAX_COLLECTION:
-            raise InvalidInput("TooManyRequests" if False else "InvalidPropertyValue",
+            raise InvalidInput("InvalidPropertyValue",
                                "The value provided for one of the properties in the request body is invalid.",
                                details=[{"key": "PropertyName", "value": "value"},
                                         {"key": "Reason", "value": f"A collection may hold at most {MAX_COLLECTION} "
@@ -129,7 +129,7 @@ class Tasks:
     def task_directory(self, account: Resource, job_id: str, task_id: str) -> Path:
         task = self.get(account, job_id, task_id)
         if "node" not in task.internal:
-            raise Conflict("TaskFilesUnavailable" if False else "OperationInvalidForCurrentState",
+            raise Conflict("OperationInvalidForCurrentState",
                            "The task has not been scheduled to a node yet, so it has no files.")
         path = self.task_root(task)
         if path is None:
@@ -179,7 +179,7 @@ class Tasks:
                 raise Conflict("JobCompleted", "The task's job is completed; its tasks cannot be reactivated.")
             info = task.body.get("executionInfo", {})
             if task.state != "completed" or info.get("result") != "failure":
-                raise Conflict("TaskNotInCompletedFailedState" if False else "InvalidTaskState",
+                raise Conflict("OperationInvalidForCurrentState",
                                "Only a completed task that failed can be reactivated.")
             task.body["executionInfo"] = {"retryCount": 0, "requeueCount": info.get("requeueCount", 0)}
             self.scheduler.requeue(task, count_requeue=False)
