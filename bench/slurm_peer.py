@@ -59,22 +59,23 @@ def _f(text: str) -> float:
 
 
 def parse_output(text: str) -> dict:
-    """The figures slurm-bench.sh prints for one profile, as a dict (missing parts absent)."""
+    """The figures slurm-bench.sh prints for one profile, as a flat dict (missing parts absent).
+
+    ``<test>_{submit_s,submit_per_s,end_to_end_s,end_to_end_per_s,completed,failed}`` for
+    test ``loop`` and ``array``, rates in jobs/s as the script rounds them."""
     out: dict = {}
     if m := _MACHINE_RE.search(text):
         out["machine"] = m.group(1).strip()
     if m := _START_RE.search(text):
         out["slurm_version"] = m.group(1)
-        out["nodes"] = m.group(2).strip()
         out["daemon_start_s"] = float(m.group(3))
     for m in _TEST_RE.finditer(text):
-        g = m.groups()
-        out[m.group("test")] = {
-            "n": int(m.group("n")),
-            "submit_s": _f(g[3]), "submit_jobs_per_s": _f(g[4]),
-            "end_to_end_s": _f(g[5]), "end_to_end_jobs_per_s": _f(g[6]),
-            "completed": int(m.group("completed")), "failed": int(m.group("failed")),
-        }
+        g, test = m.groups(), m.group("test")
+        out.update({
+            f"{test}_submit_s": _f(g[3]), f"{test}_submit_per_s": _f(g[4]),
+            f"{test}_end_to_end_s": _f(g[5]), f"{test}_end_to_end_per_s": _f(g[6]),
+            f"{test}_completed": int(m.group("completed")), f"{test}_failed": int(m.group("failed")),
+        })
     if m := _LAT_RE.search(text):
         samples = [float(x) for x in m.group(1).split()]
         out["latency_s"] = samples
@@ -165,11 +166,14 @@ def run_slurm(n: int = 10000, profile: str = "oversub", timeout: float = 1800, *
               base: Path | str = DEFAULT_BASE, echo: bool = False, start_timeout: float = 90) -> dict:
     """Run ``n`` trivial Slurm jobs as a loop of ``sbatch`` calls and as one job array.
 
-    Returns a dict with ``n``, ``profile``, ``wall_s`` (whole script, including install and
-    daemon start), ``slurm_version``, ``machine``, ``daemon_start_s``, ``loop`` and ``array``
-    (each: ``submit_s``, ``submit_jobs_per_s``, ``end_to_end_s``, ``end_to_end_jobs_per_s``,
-    ``completed``, ``failed``), ``latency_s`` (samples), ``latency_median_s``,
-    ``latency_mean_s``, ``sdiag``, ``exited_zero``/``exited_nonzero`` and ``output``.
+    Returns a flat dict: ``n``, ``profile``, ``wall_s`` (the whole script: install check,
+    daemon start, both tests, latency samples, stop), ``slurm_version``, ``machine``,
+    ``daemon_start_s``; for ``loop`` (n separate ``sbatch`` calls) and ``array`` (one job
+    array of n tasks) each ``<test>_submit_s``, ``<test>_submit_per_s``,
+    ``<test>_end_to_end_s``, ``<test>_end_to_end_per_s`` (jobs/s from the first submit to the
+    last job completed), ``<test>_completed``, ``<test>_failed``; ``latency_s`` (samples of
+    single-job submit->completed on an idle cluster), ``latency_median_s``,
+    ``latency_mean_s``, ``sdiag``, ``exited_zero``, ``exited_nonzero``.
     Raises RuntimeError (with the tail of the output) if Slurm cannot be installed/started
     (no idle node ``start_timeout`` s after the install step), the run takes more than
     ``timeout`` s, or not every job completed. Daemons are stopped in every case.
@@ -207,12 +211,11 @@ def run_slurm(n: int = 10000, profile: str = "oversub", timeout: float = 1800, *
     for test, wanted in (("loop", loop), ("array", array)):
         if not wanted:
             continue
-        figures = result.get(test)
-        if figures is None:
+        if f"{test}_completed" not in result:
             raise fail(f"no figures for the {test} test")
-        if figures["completed"] != n:
-            raise fail(f"{test}: only {figures['completed']} of {n} jobs completed ({figures['failed']} failed)")
-    result["output"] = text
+        if result[f"{test}_completed"] != n:
+            raise fail(f"{test}: only {result[f'{test}_completed']} of {n} jobs completed "
+                       f"({result[f'{test}_failed']} failed)")
     return result
 
 
@@ -230,14 +233,14 @@ def main() -> None:
     r = run_slurm(args.n, args.profile, args.timeout, lat=args.lat, loop=not args.no_loop,
                   array=not args.no_array, echo=not args.quiet)
     if args.json:
-        print(json.dumps({k: v for k, v in r.items() if k != "output"}, indent=2))
+        print(json.dumps(r, indent=2))
         return
     print(f"Slurm {r['slurm_version']} profile={r['profile']} N={r['n']} on {r.get('machine', '?')}")
     for test in ("loop", "array"):
-        if f := r.get(test):
-            print(f"  {test:5}: submit {f['submit_s']:.3f} s ({f['submit_jobs_per_s']} jobs/s), "
-                  f"end to end {f['end_to_end_s']:.3f} s ({f['end_to_end_jobs_per_s']} jobs/s), "
-                  f"completed {f['completed']}, failed {f['failed']}")
+        if f"{test}_completed" in r:
+            print(f"  {test:5}: submit {r[f'{test}_submit_s']:.3f} s ({r[f'{test}_submit_per_s']} jobs/s), "
+                  f"end to end {r[f'{test}_end_to_end_s']:.3f} s ({r[f'{test}_end_to_end_per_s']} jobs/s), "
+                  f"completed {r[f'{test}_completed']}, failed {r[f'{test}_failed']}")
     if "latency_s" in r:
         print(f"  latency submit->completed: median {r['latency_median_s']:.3f} s, "
               f"samples {' '.join(f'{x:.3f}' for x in r['latency_s'])}")
