@@ -68,7 +68,7 @@ def test_thousand_tasks_through_create_tasks(clients, pool):
     wait_for(lambda: batch.get_job("many").state == "completed", timeout=120, what="the job to complete")
     counts = batch.get_job_task_counts("many").task_counts
     assert (counts.completed, counts.succeeded, counts.failed) == (1000, 1000, 0)
-    for i in (0, 499, 999):
+    for i in range(1000):
         assert read(batch, "many", f"m{i}") == f"out-{i}\n"
     assert batch.get_job("many").execution_info.termination_reason == "AllTasksComplete"
     states = {t.state for t in batch.list_tasks("many", filter="state eq 'completed'", select=["id", "state"])}
@@ -395,3 +395,30 @@ def test_oversized_collections_are_refused_and_create_tasks_splits_them(clients,
     result = batch.create_tasks("big", bulky)  # the SDK halves the chunk on RequestBodyTooLarge
     assert len(result.result_values) == 100 and {r.status for r in result.result_values} == {"success"}
     job_done(batch, "big", 100)
+
+
+def test_disable_enable_update_and_job_wall_clock(clients, pool):
+    batch = clients.batch_key
+    batch.create_job({"id": "paused", "poolInfo": {"poolId": pool}, "priority": 10,
+                      "metadata": [{"name": "team", "value": "a"}]})
+    batch.create_task("paused", {"id": "cut", "commandLine": "sleep 30"})
+    wait_for(lambda: batch.get_task("paused", "cut").state == "running", what="the task to run")
+    batch.begin_disable_job("paused", {"disableTasks": "requeue"}, polling_interval=0.1).result()
+    assert batch.get_job("paused").state == "disabled"
+    task = batch.get_task("paused", "cut")
+    assert task.state == "active" and task.execution_info.requeue_count == 1
+    batch.create_task("paused", {"id": "queued", "commandLine": "echo later"})
+    assert batch.get_task("paused", "queued").state == "active"  # a disabled job runs nothing
+    batch.update_job("paused", {"priority": 100, "metadata": [{"name": "team", "value": "b"}]})
+    job = batch.get_job("paused")
+    assert job.priority == 100 and job.metadata[0].value == "b" and job.previous_state == "disabling"
+    batch.replace_task("paused", "cut", {"constraints": {"maxWallClockTime": "PT1S", "maxTaskRetryCount": 0}})
+    assert batch.get_task("paused", "cut").constraints.max_task_retry_count == 0
+    batch.begin_enable_job("paused", polling_interval=0.1).result()
+    assert finished(batch, "paused", "queued").execution_info.result == "success"
+    assert finished(batch, "paused", "cut").execution_info.failure_info.code == "MaxWallClockTimeExpiry"
+    batch.create_job({"id": "timeboxed", "poolInfo": {"poolId": pool}, "constraints": {"maxWallClockTime": "PT1S"}})
+    batch.create_task("timeboxed", {"id": "long", "commandLine": "sleep 30"})
+    wait_for(lambda: batch.get_job("timeboxed").state == "completed", timeout=20, what="the job's wall clock")
+    assert batch.get_job("timeboxed").execution_info.termination_reason == "MaxWallClockTimeExpiry"
+    assert batch.get_task("timeboxed", "long").state == "completed"

@@ -20,7 +20,6 @@ import hashlib
 import logging
 import threading
 import time
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 
 from ...store.batch_nodes import Node, NodeStore
@@ -28,7 +27,7 @@ from ...store.resources import Resource
 from .background import PokedLoop
 from .node_agent import NodeAgent
 from .pool_spec import nat_node_limit
-from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now
+from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now, parse_time
 from .vm_sizes import lookup as lookup_vm_size
 
 log = logging.getLogger("batchyard.batch")
@@ -316,7 +315,7 @@ class Allocator(PokedLoop):
             current = self.pools.store.get(pool.id)
             if current is not None:
                 cores = lookup_vm_size(current.body["vmSize"]).cores
-                start = datetime.fromisoformat(node.body["allocationTime"].replace("Z", "+00:00"))
+                start = parse_time(node.body["allocationTime"])
                 current.internal["retired_core_seconds"] = current.internal.get("retired_core_seconds", 0.0) + \
                     (now() - start).total_seconds() * cores
                 self.pools.store.put(current)

@@ -44,6 +44,10 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def new_etag() -> str:
     return f"0x{time.time_ns():X}"
 
@@ -460,7 +464,7 @@ class Pools:
             cores = lookup_vm_size(pool.body["vmSize"]).cores
             seconds = 0.0
             for node in self.nodes.list(pool.id.lower()):
-                allocated = datetime.fromisoformat(node.body["allocationTime"].replace("Z", "+00:00"))
+                allocated = parse_time(node.body["allocationTime"])
                 overlap = (end - max(start, allocated)).total_seconds()
                 seconds += max(0.0, overlap)
             seconds += pool.internal.get("retired_core_seconds", 0.0) / max(cores, 1)
@@ -491,7 +495,7 @@ def check_conditions(body: dict, conditions) -> None:
     if not conditions:
         return
     etag = body.get("eTag", "")
-    modified = datetime.fromisoformat(body["lastModified"].replace("Z", "+00:00")).replace(microsecond=0)
+    modified = parse_time(body["lastModified"]).replace(microsecond=0)
     if_match = conditions.get("if-match")
     if if_match and if_match != "*" and etag not in _etags(if_match):
         raise PreconditionFailed()

@@ -35,7 +35,7 @@ from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
 from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent
-from .pools import Pools, iso, new_etag, now
+from .pools import Pools, iso, new_etag, now, parse_time
 from .tasks import Tasks
 
 log = logging.getLogger("batchyard.batch")
@@ -345,8 +345,7 @@ class Scheduler(PokedLoop):
 
     def _maybe_complete(self, job: Resource, running: list[Running]) -> None:
         limit = task_spec.seconds(job.body["constraints"].get("maxWallClockTime"))
-        started = job.internal.setdefault("started", time.time())
-        if limit is not None and time.time() - started > limit:
+        if limit is not None and (now() - parse_time(job.body["creationTime"])).total_seconds() > limit:
             self.jobs.begin_termination(job, "MaxWallClockTimeExpiry")
         elif job.body.get("onAllTasksComplete") == "terminatejob" and not running and \
                 self.store.unfinished(job.id.lower()) == 0 and self.store.count_by_state(job.id.lower()):
