@@ -81,8 +81,8 @@ def serve(settings: Settings) -> None:
         if settings.port == 0:  # an ephemeral port: announce the one the kernel chose
             settings.port = server.servers[0].sockets[0].getsockname()[1]
         info = connection_info(services, ca_bundle)
+        _banner(info, services.provider_note)  # before connection.json: whoever waits on it can read the banner
         write_atomically(connection_file, info)
-        _banner(info, services.provider_note)
         await serving
 
     try:

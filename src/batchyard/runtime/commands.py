@@ -48,7 +48,7 @@ class AgentRunner(CommandRunner):
         self._idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._agent: subprocess.Popen | None = None
-        self._callbacks: dict[str, ExitCallback] = {}
+        self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback]] = {}  # by command, with its agent
         self._idle_timer: threading.Timer | None = None
 
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
@@ -56,7 +56,7 @@ class AgentRunner(CommandRunner):
                    "stdout": stdout, "stderr": stderr, "mkdirs": list(mkdirs)}
         with self._lock:
             agent = self._ensure_agent()
-            self._callbacks[command_id] = on_exit
+            self._callbacks[command_id] = (agent, on_exit)
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
                 self._idle_timer = None
@@ -71,6 +71,8 @@ class AgentRunner(CommandRunner):
         with self._lock:
             if self._agent is None or command_id not in self._callbacks:
                 return
+            if self._callbacks[command_id][0] is not self._agent:
+                return  # its agent is gone, and the command with it
             try:
                 self._agent.stdin.write(json.dumps({"kill": command_id}) + "\n")
                 self._agent.stdin.flush()
@@ -100,18 +102,18 @@ class AgentRunner(CommandRunner):
             except ValueError:
                 continue
             with self._lock:
-                callback = self._callbacks.pop(event.get("id"), None)
+                entry = self._callbacks.pop(event.get("id"), None)
                 if not self._callbacks and self._agent is agent:
                     self._schedule_idle_close(agent)
-            if callback is not None:
-                _call(callback, int(event["exit"]))
+            if entry is not None:
+                _call(entry[1], int(event["exit"]))
         # The agent ended (closed, or the machine was stopped): whatever it ran is gone.
         with self._lock:
-            orphans = list(self._callbacks.values()) if self._agent in (agent, None) else []
+            orphans = [cid for cid, (owner, _) in self._callbacks.items() if owner is agent]
+            callbacks = [self._callbacks.pop(cid)[1] for cid in orphans]
             if self._agent is agent:
                 self._agent = None
-                self._callbacks.clear()
-        for callback in orphans:
+        for callback in callbacks:
             _call(callback, 137)
 
     def _schedule_idle_close(self, agent: subprocess.Popen) -> None:

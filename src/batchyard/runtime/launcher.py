@@ -16,6 +16,7 @@ host (mounting, raw devices, opening files by handle, tracing, modules) are drop
 """
 
 import ctypes
+import errno
 import json
 import os
 import select
@@ -24,9 +25,10 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000
 PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 # CAP_DAC_READ_SEARCH(2) allows open_by_handle_at escapes; CAP_SYS_MODULE(16), CAP_SYS_RAWIO(17),
 # CAP_SYS_PTRACE(19), CAP_SYS_ADMIN(21), CAP_SYS_BOOT(22), CAP_MKNOD(27), CAP_SYS_TIME(25),
 # CAP_MAC_OVERRIDE(32), CAP_MAC_ADMIN(33), CAP_SYSLOG(34), CAP_BPF(39), CAP_PERFMON(38),
@@ -44,12 +46,27 @@ def check(result, what):
 
 def child(spec):
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
+    mask_proc()
     for cap in DROPPED_CAPS:
         libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # caps unknown to this kernel fail harmlessly
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid program raises a command's rights
     if spec.get("agent"):
         serve_requests()
         os._exit(0)
     become(spec)
+
+
+def mask_proc():
+    """/proc/sys and a few files of /proc change or reveal the host's kernel (core_pattern,
+    sysrq, kcore...): read-only or hidden, as container runtimes do."""
+    for path in (b"/proc/sys", b"/proc/sysrq-trigger", b"/proc/irq", b"/proc/bus", b"/proc/fs"):
+        if os.path.exists(path):
+            check(libc.mount(path, path, None, MS_BIND | MS_REC, None), "bind %s" % path.decode())
+            check(libc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None),
+                  "read-only %s" % path.decode())
+    for path in (b"/proc/kcore", b"/proc/keys", b"/proc/timer_list", b"/proc/sched_debug", b"/proc/kallsyms"):
+        if os.path.exists(path):
+            libc.mount(b"/dev/null", path, None, MS_BIND, None)  # missing on some kernels: harmless
 
 
 def become(spec):
@@ -122,9 +139,51 @@ def handle(request, running, devnull):
         return
     try:
         running[spawn(request, devnull)] = request["id"]
-    except OSError as exc:
-        sys.stderr.write("batchyard: cannot start %s: %s\n" % (request["argv"][0], exc.strerror))
-        report(request["id"], 127 if isinstance(exc, FileNotFoundError) else 126)
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:  # never let one request end the agent
+        sys.stderr.write("batchyard: cannot start the command: %s\n" % exc)
+        report(request.get("id"), 127 if isinstance(exc, FileNotFoundError) else 126)
+
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir(path, create):
+    """A directory of the machine, reached from / without following any link: a command
+    that replaced its directory with a link must not steer this root agent anywhere."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in [p for p in path.split("/") if p not in ("", ".")]:
+            if name == "..":
+                raise PermissionError(errno.EACCES, "a path may not climb with ..")
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_output(path, uid, gid):
+    parent, _, name = path.rpartition("/")
+    dir_fd = open_dir(parent or "/", create=True)
+    try:
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                      dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    if uid is not None:
+        os.fchown(out, uid, gid if gid is not None else -1)
+    return out
 
 
 def spawn(request, devnull):
@@ -133,17 +192,18 @@ def spawn(request, devnull):
     the instant of the spawn and take them back."""
     uid, gid = request.get("uid"), request.get("gid")
     for path in request.get("mkdirs") or ():
-        os.makedirs(path, exist_ok=True)
-        if uid is not None:
-            os.chown(path, uid, gid if gid is not None else -1)
+        fd = open_dir(path, create=True)
+        try:
+            if uid is not None:
+                os.fchown(fd, uid, gid if gid is not None else -1)
+        finally:
+            os.close(fd)
     opened = []
     try:
         actions = [(os.POSIX_SPAWN_DUP2, devnull, 0)]
         for fd, path in ((1, request.get("stdout")), (2, request.get("stderr"))):
-            out = os.open(path or "/dev/null", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            out = open_output(path, uid, gid) if path else os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
             opened.append(out)
-            if path and uid is not None:
-                os.fchown(out, uid, gid if gid is not None else -1)
             actions.append((os.POSIX_SPAWN_DUP2, out, fd))
         try:
             os.chdir(request.get("cwd") or "/")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Awaitable, Callable
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -58,10 +58,10 @@ class BatchContext:
                                    details=[{"key": "Reason", "value": "A JSON body is required."}])
             return {}
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return json.loads(raw, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidInput("InvalidRequestBody", "The specified Request Body is not syntactically valid.",
-                               details=[{"key": "Reason", "value": str(exc)[:200]}])
+                               details=[{"key": "Reason", "value": str(exc)[:200] or "nested too deeply"}])
 
     def conditions(self) -> dict:
         headers = self.request.headers
@@ -132,6 +132,7 @@ class BatchRouter:
         account = services.accounts.by_name(account_name)
         if account is None:
             raise NotFound("AccountNotFound", f"The Batch account '{account_name}' does not exist.")
+        _refuse_repeats(request)
         query = dict(request.query_params)
         auth = self._authenticate(request, raw_path, account.name, services)
         version = query.get("api-version")
@@ -192,6 +193,27 @@ class BatchRouter:
         sharedkey.verify(request.method, raw_path, query, headers, services.accounts.keys(account), signer,
                          signature, datetime.now(UTC))
         return PoolAuth.SHARED_KEY
+
+
+def _refuse_repeats(request: Request) -> None:
+    """A signature covers the first of repeated query parameters or headers while a handler
+    might read another: such requests are refused rather than interpreted."""
+    names = [k for k, _ in parse_qsl(request.scope.get("query_string", b"").decode("latin-1"),
+                                     keep_blank_values=True)]
+    repeated = {n for n in names if names.count(n) > 1}
+    if repeated:
+        raise InvalidInput("InvalidQueryParameterValue", "A query parameter is given more than once.",
+                           details=[{"key": "QueryParameterName", "value": sorted(repeated)[0]}])
+    headers = [k.decode("latin-1").lower() for k, _ in request.scope["headers"]]
+    signed = {h for h in headers if h.startswith("ocp-") or h in sharedkey.SIGNED_HEADERS or h == "authorization"}
+    repeated = {h for h in signed if headers.count(h) > 1}
+    if repeated:
+        raise InvalidInput("InvalidHeaderValue", "A header is given more than once.",
+                           details=[{"key": "HeaderName", "value": sorted(repeated)[0]}])
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def _status_of(exc: ServiceError) -> int:

@@ -130,6 +130,8 @@ def name_value_pairs(body: dict, name: str, field: str | None = None) -> list[di
         value = item.get("value", "")
         if value is not None and not isinstance(value, str):
             raise invalid(f"{where}.value", value, "A string is required.")
+        if "=" in key or "\x00" in key or "\x00" in (value or ""):
+            raise invalid(f"{where}.name", key, "Names may not hold '=' and neither may hold NUL characters.")
         if key in seen:
             raise invalid(f"{where}.name", key, "The name appears more than once.")
         seen.add(key)

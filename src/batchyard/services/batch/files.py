@@ -110,11 +110,20 @@ def _contained(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
+def _real_root(root: Path) -> str:
+    """The root as given, which callers hand over already resolved: a link anywhere in it
+    (a task that replaced its own directory with one) is refused, not followed."""
+    root_real = os.path.realpath(root)
+    if root_real != os.path.abspath(root):
+        raise _through_link()
+    return root_real
+
+
 def _locate(root: Path, parts: list[str], follow_last: bool = True) -> tuple[str, list[str]]:
     """(real root, components of the real target below it). Symbolic links are resolved;
     one that leads outside is refused. With follow_last=False the last component itself is
     not resolved (deletion acts on a link, not on what it points to)."""
-    root_real = os.path.realpath(root)
+    root_real = _real_root(root)
     if not parts:
         return root_real, []
     if follow_last:
@@ -132,7 +141,7 @@ def _parent_dir(root_real: str, inner: list[str]) -> Iterator[int]:
     """A descriptor of the directory holding inner[-1] (of the root itself when inner is
     empty), reached without following any link."""
     try:
-        fd = os.open(root_real, _DIR_FLAGS)
+        fd = os.open(root_real, _NOFOLLOW_DIR)
     except OSError as exc:
         raise _os_error(exc) from None
     try:
@@ -193,10 +202,10 @@ def _info(name: str, st: os.stat_result) -> dict:
 def list_files(root: Path, recursive: bool = False) -> list[dict]:
     """Entries under root, sorted by name: the top level, or with recursive=True everything
     (directories included). Names that are not UTF-8 cannot be addressed, and are left out."""
-    root_real = os.path.realpath(root)
+    root_real = _real_root(root)
     out: list[dict] = []
     try:
-        top = os.open(root_real, _DIR_FLAGS)
+        top = os.open(root_real, _NOFOLLOW_DIR)
     except OSError as exc:
         raise _os_error(exc) from None
     pending = [(top, "")]

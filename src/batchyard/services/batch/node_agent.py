@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -143,22 +144,28 @@ class NodeAgent:
             time.sleep(min(1.0, 0.1 * retry))
 
     def _run_once(self, pool: Resource, node: Node, task: dict) -> int:
-        key = node.internal["machine_key"]
-        startup = self.provider.temporary_disk(key) / "batch/tasks/startup"
+        """Through the machine's command runner: its directories and output files are made
+        inside the machine, never by the service following what a command left there."""
         admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
-        if not admin:
-            for path in (startup, startup / "wd"):
-                os.chown(path, TASK_UID, TASK_GID)
         env = self.environment(pool, node, task, f"{NODE_ROOT}/startup")
+        ended = threading.Event()
+        outcome: list[int] = []
+
+        def on_exit(code: int) -> None:
+            outcome.append(code)
+            ended.set()
+
         try:
-            with open(startup / "stdout.txt", "ab") as out, open(startup / "stderr.txt", "ab") as err:
-                proc = self.provider.spawn(key, ["/bin/sh", "-c", task["commandLine"]], env=env,
-                                           cwd=f"{NODE_ROOT}/startup/wd", uid=None if admin else TASK_UID,
-                                           gid=None if admin else TASK_GID, stdout=out, stderr=err)
-                return proc.wait()
+            self.provider.command_runner(node.internal["machine_key"]).run(
+                f"start|{node.id}|{time.time_ns()}", ["/bin/sh", "-c", task["commandLine"]], env,
+                f"{NODE_ROOT}/startup/wd", None if admin else TASK_UID, None if admin else TASK_GID,
+                f"{NODE_ROOT}/startup/stdout.txt", f"{NODE_ROOT}/startup/stderr.txt", on_exit,
+                mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"))
         except (MachineError, OSError) as exc:
             log.warning("start task on %s could not run: %s", node.id, exc)
             return 1
+        ended.wait()  # the runner always reports: a stopped machine ends its commands with 137
+        return outcome[0]
 
     def environment(self, pool: Resource, node: Node, task: dict, task_dir: str) -> dict[str, str]:
         account = pool.internal["account"]
@@ -185,5 +192,6 @@ class NodeAgent:
 
 
 def node_root(provider: MachineProvider, node: Node) -> Path:
-    """Host path of the node's AZ_BATCH_NODE_ROOT_DIR."""
-    return provider.temporary_disk(node.internal["machine_key"]) / "batch/tasks"
+    """Host path of the node's AZ_BATCH_NODE_ROOT_DIR: the temporary disk resolved (the
+    service owns it), what lies below as the machine named it, so a link there is seen."""
+    return Path(os.path.realpath(provider.temporary_disk(node.internal["machine_key"]))) / "batch/tasks"

@@ -16,8 +16,10 @@ because its node rebooted, say) is ignored, so nothing is counted twice and noth
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import posixpath
 import queue
 import shutil
 import time
@@ -26,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...runtime import confined
 from ...runtime.machines import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
@@ -249,6 +252,8 @@ class Scheduler(PokedLoop):
         if run is not None:
             self._free(run)
         task.internal["attempt"] = task.internal.get("attempt", 0) + 1
+        for stale in ("expires", "satisfies"):  # a reactivated task is not finished any more
+            task.internal.pop(stale, None)
         self._set_state(task, "active")
         task.ready = not self.unmet.get(task.job_key, {}).get(task.key)
         self.store.update([task])
@@ -274,9 +279,7 @@ class Scheduler(PokedLoop):
 
     def _drop(self, task: Task) -> None:
         self.store.delete(task.job_key, task.id)
-        path = self.task_root(task)
-        if path is not None:
-            shutil.rmtree(path, ignore_errors=True)
+        self._remove_task_directory(task)
         self.unmet.get(task.job_key, {}).pop(task.key, None)
 
     def _kill(self, run: Running) -> None:
@@ -434,30 +437,29 @@ class Scheduler(PokedLoop):
         if not task.body.get("resourceFiles"):
             self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
             return
-        host_dir = self.task_root(task)
+        base, rel = self._on_disk(task)
+        owner = (None, None) if admin else (TASK_UID, TASK_GID)
         try:
-            (host_dir / "wd").mkdir(parents=True, exist_ok=True)
-            if not admin:
-                for path in (host_dir, host_dir / "wd"):
-                    _chown(path)
+            confined.make_dirs(base, f"{rel}/wd", *owner)
         except OSError as exc:
             log.warning("task %s: no task directory: %s", task.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
             return
-        self.downloads.submit(self._download_then_start, job, task, pool, node, run, host_dir, admin)
+        self.downloads.submit(self._download_then_start, job, task, pool, node, run, (base, rel), admin)
 
-    def _download_then_start(self, job, task, pool, node, run: Running, host_dir: Path, admin: bool) -> None:
+    def _download_then_start(self, job, task, pool, node, run: Running, place: tuple[Path, str],
+                             admin: bool) -> None:
+        base, rel = place
+        owner = (None, None) if admin else (TASK_UID, TASK_GID)
         try:
             for item in task.body["resourceFiles"]:
-                target = host_dir / "wd" / item["filePath"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with urllib.request.urlopen(item["httpUrl"], timeout=60) as response, open(target, "wb") as out:
+                mode = int(item["fileMode"], 8) if item.get("fileMode") else 0o644
+                fd = confined.open_file(base, f"{rel}/wd/{item['filePath']}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                        *owner, mode=mode)
+                with urllib.request.urlopen(item["httpUrl"], timeout=60) as response, open(fd, "wb") as out:
                     shutil.copyfileobj(response, out)
-                if item.get("fileMode"):
-                    target.chmod(int(item["fileMode"], 8))
-                if not admin:
-                    _chown(target)
-        except (OSError, ValueError) as exc:
+                    os.fchmod(out.fileno(), mode)
+        except Exception as exc:  # any failure to fetch is the task's failure, never a lost task
             with self.lock:
                 current = self.running.get((run.job_key, run.task_key))
                 if current is None or current.attempt != run.attempt:
@@ -474,8 +476,13 @@ class Scheduler(PokedLoop):
             return
         with self.lock:
             current = self.running.get((run.job_key, run.task_key))
-            if current is not None and current.attempt == run.attempt:
-                self._start(job, task, pool, node, run, admin)
+            if current is None or current.attempt != run.attempt:
+                return
+            if current.ending is not None:  # terminated or timed out while its files came
+                self.ended.put(((run.job_key, run.task_key), run.attempt, 137))
+                self.poke()
+                return
+            self._start(job, task, pool, node, run, admin)
 
     def _start(self, job, task, pool, node, run: Running, admin: bool) -> None:
         task_dir = task.internal["dir"]
@@ -562,17 +569,30 @@ class Scheduler(PokedLoop):
         if not node or "dir" not in task.internal:
             return None
         try:
-            return self.provider.temporary_disk(node["machine_key"]) / task.internal["dir"].removeprefix("/mnt/")
+            base = self.provider.temporary_disk(node["machine_key"])
+        except MachineError:
+            return None
+        return Path(os.path.realpath(base)) / task.internal["dir"].removeprefix("/mnt/")
+
+    def _on_disk(self, task: Task) -> tuple[Path, str] | None:
+        """(the machine's temporary disk, the task directory below it), for confined work."""
+        node = task.internal.get("node")
+        if not node or "dir" not in task.internal:
+            return None
+        try:
+            return self.provider.temporary_disk(node["machine_key"]), task.internal["dir"].removeprefix("/mnt/")
         except MachineError:
             return None
 
     # files ------------------------------------------------------------------------------------------
 
     def _upload_outputs(self, task: Task, failed: bool) -> None:
-        """outputFiles to this service's own storage (see task_spec.output_container)."""
-        root = self.task_root(task)
-        if root is None or not task.body.get("outputFiles"):
+        """outputFiles to this service's own storage (see task_spec.output_container). Files
+        are read through descriptors opened without following links (confined.py)."""
+        place = self._on_disk(task)
+        if place is None or not task.body.get("outputFiles"):
             return
+        base, rel = place
         account = task.job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]
         for spec in task.body["outputFiles"]:
             condition = spec["uploadOptions"]["uploadCondition"]
@@ -582,28 +602,41 @@ class Scheduler(PokedLoop):
             target = self.tasks.output_directory(account, task_spec.output_container(container["containerUrl"], ""))
             prefix = container.get("path", "")
             wildcard = any(c in spec["filePattern"] for c in "*?[")
-            for source in _matching(root, spec["filePattern"]):
-                name = f"{prefix.rstrip('/')}/{source.name}".lstrip("/") if wildcard or not prefix else prefix
-                destination = target / name
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, destination)
+            try:
+                for source in _matching(base, rel, spec["filePattern"]):
+                    name = source.rsplit("/", 1)[-1]
+                    name = f"{prefix.rstrip('/')}/{name}".lstrip("/") if wildcard or not prefix else prefix
+                    destination = target / name
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    with open(confined.open_file(base, f"{rel}/{source}", os.O_RDONLY), "rb") as src, \
+                            open(destination, "wb") as out:
+                        shutil.copyfileobj(src, out)
+            except OSError as exc:
+                log.warning("task %s: output files not uploaded: %s", task.id, exc)
+                task.body["executionInfo"].setdefault("failureInfo", {
+                    "category": "usererror", "code": "FileUploadMiscError",
+                    "message": "One of the output files could not be uploaded",
+                    "details": [{"name": "Reason", "value": str(exc)[:300]}]})
 
     def _remove_expired_directories(self) -> None:
         expired = self.store.expired(time.time())
         for task in expired:
-            path = self.task_root(task)
-            if path is not None:
-                shutil.rmtree(path, ignore_errors=True)
+            self._remove_task_directory(task)
             task.internal.pop("expires", None)
         self.store.update(expired)
+
+    def _remove_task_directory(self, task: Task) -> None:
+        place = self._on_disk(task)
+        if place is not None:
+            _quietly(confined.remove_tree, *place)
 
     def _remove_job_directories(self, job: Resource) -> None:
         for node in self.nodes.list(job.internal["pool_key"]):
             try:
-                root = self.provider.temporary_disk(node.internal["machine_key"])
+                base = self.provider.temporary_disk(node.internal["machine_key"])
             except MachineError:
                 continue
-            shutil.rmtree(root / "batch/tasks/workitems" / job.name, ignore_errors=True)
+            _quietly(confined.remove_tree, base, f"batch/tasks/workitems/{job.name}")
 
     # restart ----------------------------------------------------------------------------------------
 
@@ -633,18 +666,32 @@ class Scheduler(PokedLoop):
         task.body["lastModified"] = moment
 
 
-def _matching(task_root: Path, pattern: str) -> list[Path]:
-    """Files a filePattern names, relative to the working directory, never outside the task."""
-    import glob
-    base = task_root / "wd"
+def _matching(base: Path, task_rel: str, pattern: str) -> list[str]:
+    """Files (relative to the task directory) that a filePattern names; the pattern is
+    relative to the working directory, and may reach the task directory with ../ (as
+    Azure's `../std*.txt`). Links are never followed: the walk stays inside the task."""
+    target = posixpath.normpath(posixpath.join("wd", pattern))
+    if target.startswith("../") or target == ".." or posixpath.isabs(target):
+        return []
     found = []
-    for name in glob.glob(str(base / pattern), recursive=True):
-        path = Path(name)
-        real = Path(os.path.realpath(path))
-        if path.is_file() and not path.is_symlink() and task_root.resolve() in real.parents:
-            found.append(path)
+    try:
+        root = confined.check_real_dirs(base, task_rel)
+    except OSError:
+        return []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = os.path.relpath(dirpath, root)
+        for name in filenames:
+            rel = name if here == "." else f"{here}/{name}"
+            if fnmatch.fnmatchcase(rel, target) and not os.path.islink(os.path.join(dirpath, name)):
+                found.append(rel)
+        if len(found) > 10000:
+            break
     return sorted(found)
 
 
-def _chown(path: Path) -> None:
-    os.chown(path, TASK_UID, TASK_GID)
+def _quietly(action, *args) -> None:
+    try:
+        action(*args)
+    except OSError as exc:
+        log.warning("could not remove a task directory: %s", exc)
+

@@ -24,6 +24,12 @@ def entity_id(value, field: str = "id") -> str:
     return value
 
 
+def no_nul(text: str, field: str) -> str:
+    if "\x00" in text:
+        raise bi.invalid(field, text, "NUL characters cannot be passed to a program.")
+    return text
+
+
 def duration(body: dict, name: str, field: str, default: str | None = None) -> str | None:
     """An optional duration, returned in Azure's response form."""
     value = body.get(name)
@@ -68,7 +74,8 @@ def command_task(body: dict, field: str, job_retries: int = 0, with_id: bool = T
     if body.get("containerSettings") is not None:
         raise bi.invalid(f"{field}.containerSettings", "...", "Container tasks are not supported yet.")
     out = {
-        "commandLine": bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192),
+        "commandLine": no_nul(bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192),
+                              f"{field}.commandLine"),
         "environmentSettings": bi.name_value_pairs(body, "environmentSettings", f"{field}.environmentSettings"),
         "resourceFiles": resource_files(body, f"{field}.resourceFiles"),
         "userIdentity": user_identity(body, f"{field}.userIdentity"),
@@ -94,8 +101,10 @@ def resource_files(body: dict, field: str) -> list[dict]:
             raise bi.invalid(f"{where}.httpUrl", url, "An http or https URL is required.")
         path = bi.string(item, "filePath", f"{where}.filePath") or url.rstrip("/").rsplit("/", 1)[-1]
         relative_path(path, f"{where}.filePath")
-        files.append({"httpUrl": url, "filePath": path, **({"fileMode": item["fileMode"]}
-                                                            if item.get("fileMode") else {})})
+        mode = item.get("fileMode")
+        if mode is not None and (not isinstance(mode, str) or not re.fullmatch(r"0?[0-7]{3}", mode)):
+            raise bi.invalid(f"{where}.fileMode", mode, "An octal file mode such as '0755' is required.")
+        files.append({"httpUrl": url, "filePath": path, **({"fileMode": mode} if mode else {})})
     return files
 
 
@@ -172,6 +181,8 @@ def depends_on(body: dict, uses_dependencies: bool) -> tuple[dict | None, list[s
             raise bi.invalid(where, f"{start}-{end}", f"A range may name at most {MAX_RANGE_TASKS} tasks.")
         ranges.append({"start": start, "end": end})
         ids.extend(str(n) for n in range(start, end + 1))
+        if len(ids) > MAX_RANGE_TASKS:
+            raise bi.invalid("dependsOn", len(ids), f"A task may depend on at most {MAX_RANGE_TASKS} tasks.")
     wire = {"taskIds": [t for t in bi.array(deps, "taskIds")], "taskIdRanges": ranges}
     return wire, list(dict.fromkeys(ids))
 
@@ -226,6 +237,8 @@ def exit_options_for(conditions: dict | None, exit_code: int | None, pre_process
     chosen = {"jobAction": "none", "dependencyAction": None}
     if pre_processing_error:
         chosen = conditions.get("preProcessingError", chosen)
+    elif exit_code is None:  # ended before it ran (terminated, or its files never came)
+        chosen = conditions.get("default", chosen) if failed else chosen
     elif any(item["code"] == exit_code for item in conditions.get("exitCodes", [])):
         chosen = next(item["exitOptions"] for item in conditions["exitCodes"] if item["code"] == exit_code)
     elif any(item["start"] <= exit_code <= item["end"] for item in conditions.get("exitCodeRanges", [])):

@@ -19,6 +19,13 @@ MAX_COLLECTION_BYTES = 1_000_000
 OPEN_JOB_STATES = ("active", "disabling", "disabled", "enabling")
 
 
+def _affinity(item: dict) -> dict | None:
+    affinity = bi.obj(item, "affinityInfo")
+    if affinity is None:
+        return None
+    return {"affinityId": bi.string(affinity, "affinityId", "affinityInfo.affinityId", required_=True, max_len=256)}
+
+
 class Tasks:
     def __init__(self, jobs: Jobs, store: TaskStore, outputs_root: Path):
         self.jobs = jobs
@@ -73,6 +80,11 @@ class Tasks:
             except ServiceError as exc:
                 results.append(exc)
         with self.lock:
+            job = self.jobs.get(account, job_id)  # again: it may have ended while the tasks were read
+            if job.body["state"] not in OPEN_JOB_STATES:
+                raise Conflict("JobCompleted" if job.body["state"] in ("completed", "terminating")
+                               else "JobBeingDeleted", f"The specified job is {job.body['state']}; tasks cannot "
+                               "be added to it.")
             existing = self.store.exists(job.id.lower(), [t.id for t in accepted])
             fresh = []
             for index, outcome in enumerate(results):
@@ -105,12 +117,13 @@ class Tasks:
             "requiredSlots": bi.integer(item, "requiredSlots", minimum=1, maximum=256, default=1),
             "exitConditions": task_spec.exit_conditions(item),
             "dependsOn": depends_on,
-            "affinityInfo": bi.obj(item, "affinityInfo"),
-            "applicationPackageReferences": bi.array(item, "applicationPackageReferences"),
+            "affinityInfo": _affinity(item),
             "eTag": new_etag(), "creationTime": moment, "lastModified": moment,
             "state": "active", "stateTransitionTime": moment,
             "executionInfo": {"retryCount": 0, "requeueCount": 0},
         }
+        if item.get("applicationPackageReferences"):
+            raise bi.invalid("applicationPackageReferences", "...", "Application packages are not supported yet.")
         body = {k: v for k, v in body.items() if v is not None}
         return Task(job.id.lower(), body, {"depends_on": dependency_ids, "attempt": 0}, ready=not dependency_ids)
 
