@@ -120,6 +120,23 @@ def test_wrong_key_stale_date_and_bad_tokens_are_refused(rules):
     assert "audience" in error_values(e)["AuthenticationErrorDetail"]
 
 
+def signed_get(info: dict, path_and_query: str):
+    """A GET signed with the account key by hand, for requests the SDK will not make."""
+    from email.utils import formatdate
+    from urllib.parse import urlsplit
+
+    import requests
+
+    from batchyard.api.batch import sharedkey
+    url = info["batch_endpoint"] + path_and_query
+    parts = urlsplit(url)
+    headers = [("ocp-date", formatdate(usegmt=True))]
+    text = sharedkey.string_to_sign("GET", parts.path, parts.query, headers, info["batch_account"])
+    signature = sharedkey.sign(info["batch_account_key"], text)
+    return requests.get(url, headers={**dict(headers), "Authorization": f"SharedKey {info['batch_account']}:{signature}"},
+                        verify=info["ca_bundle"], timeout=30)
+
+
 def refused(batch, request: HttpRequest) -> tuple[int, str]:
     """(status, Batch error code) of a request the server refuses."""
     with pytest.raises(HttpResponseError) as e:
@@ -138,6 +155,13 @@ def test_protocol_errors(rules):
     assert refused(batch, HttpRequest("POST", "/pools", params=version, headers={"content-type": "application/json"},
                                       content=b"{not json")) == (400, "InvalidRequestBody")
     assert refused(batch, HttpRequest("PUT", "/pools", params=version)) == (400, "UnsupportedHttpVerb")
+    assert refused(batch, HttpRequest("POST", "/pools", params=version, headers={"content-type": "application/json"},
+                                      content=b'{"id": NaN}')) == (400, "InvalidRequestBody")
+    assert refused(batch, HttpRequest("POST", "/pools", params=version, headers={"content-type": "application/json"},
+                                      content=b"[" * 100000)) == (400, "InvalidRequestBody")
+    assert signed_get(clients.info, "/pools?api-version=2025-06-01&maxresults=1").status_code == 200
+    assert signed_get(clients.info, "/pools?api-version=2025-06-01&maxresults=1&maxresults=2").json()["code"] == \
+        "InvalidQueryParameterValue"  # the SDK cannot send this: a raw request, correctly signed
     huge = [{"name": f"k{i}", "value": "v" * 1000} for i in range(1200)]
     with pytest.raises(HttpResponseError) as e:
         batch.create_pool({**base_pool(clients, "huge"), "metadata": huge})

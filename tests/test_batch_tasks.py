@@ -422,3 +422,52 @@ def test_disable_enable_update_and_job_wall_clock(clients, pool):
     wait_for(lambda: batch.get_job("timeboxed").state == "completed", timeout=20, what="the job's wall clock")
     assert batch.get_job("timeboxed").execution_info.termination_reason == "MaxWallClockTimeExpiry"
     assert batch.get_task("timeboxed", "long").state == "completed"
+
+
+def test_links_left_by_tasks_never_steer_the_service(clients, pool, web_files, tmp_path):
+    batch = clients.batch_key
+    canary = tmp_path / "canary.txt"
+    canary.write_text("untouched\n")
+    batch.create_job({"id": "links", "poolInfo": {"poolId": pool}})
+    # first attempt: replace the downloaded file with a link to a host file, and fail
+    batch.create_task("links", {
+        "id": "swap", "constraints": {"maxTaskRetryCount": 1},
+        "resourceFiles": [{"httpUrl": f"{web_files}/input.txt", "filePath": "x.txt"}],
+        "commandLine": f"if [ -L x.txt ]; then exit 0; fi; rm x.txt; ln -s {canary} x.txt; exit 1"})
+    task = finished(batch, "links", "swap")
+    assert canary.read_text() == "untouched\n"
+    assert task.execution_info.failure_info.code == "ResourceFileDownloadFailure"
+    # an admin task replaces its node's Batch root with a link to the host's /
+    admin = {"autoUser": {"scope": "task", "elevationLevel": "admin"}}
+    batch.create_task("links", {"id": "root-swap", "userIdentity": admin, "commandLine":
+                                "mv $AZ_BATCH_NODE_ROOT_DIR/shared $AZ_BATCH_NODE_ROOT_DIR/shared.real && "
+                                "ln -s / $AZ_BATCH_NODE_ROOT_DIR/shared && "
+                                "echo 0 > /proc/sys/kernel/core_uses_pid; echo proc-exit=$?"})
+    task = finished(batch, "links", "root-swap")
+    node = task.node_info.node_id
+    with pytest.raises(HttpResponseError) as e:
+        batch.get_node_file_properties(pool, node, "shared/etc/hostname")
+    assert e.value.status_code == 403
+    names = [f.name for f in batch.list_node_files(pool, node, recursive=True)]
+    assert not any(name.startswith("shared/") for name in names)  # the link is not followed
+    assert "proc-exit=0" not in read(batch, "links", "root-swap")  # /proc/sys is read-only in a machine
+    batch.create_task("links", {"id": "fix", "userIdentity": admin, "commandLine":
+                                "rm $AZ_BATCH_NODE_ROOT_DIR/shared && "
+                                "mv $AZ_BATCH_NODE_ROOT_DIR/shared.real $AZ_BATCH_NODE_ROOT_DIR/shared"})
+    finished(batch, "links", "fix")
+
+
+@pytest.mark.parametrize("task, field", [
+    ({"id": "nul", "commandLine": "echo \u0000"}, "task.commandLine"),
+    ({"id": "eq", "commandLine": "true", "environmentSettings": [{"name": "A=B", "value": "1"}]},
+     "task.environmentSettings[0].name"),
+    ({"id": "mode", "commandLine": "true", "resourceFiles": [{"httpUrl": "http://127.0.0.1/x", "fileMode": 755}]},
+     "task.resourceFiles[0].fileMode"),
+])
+def test_unrunnable_task_input_is_refused(clients, pool, task, field):
+    batch = clients.batch_key
+    if not any(j.id == "refusals" for j in batch.list_jobs()):
+        batch.create_job({"id": "refusals", "poolInfo": {"poolId": pool}})
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_task("refusals", task)
+    assert e.value.status_code == 400 and error_values(e)["PropertyName"] == field
