@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
-from conftest import Clients, Server, base_image_reference, build_flow, run_script, vm_body
+from conftest import Clients, Server, base_image_reference, build_flow, pool_settled, run_script, vm_body, wait_for
 
 RG = "fallback"
 
@@ -71,3 +71,18 @@ def test_without_fakechroot_vms_are_refused_but_disks_and_snapshots_work(unavail
     snap = c.snapshots.begin_create_or_update("rg", "s", {"location": clients.location, "properties": {
         "creationData": {"createOption": "Copy", "sourceResourceId": disk.id}}}).result()
     assert snap.provisioning_state == "Succeeded"
+
+
+def test_fallback_runs_batch_pools_and_tasks(fallback):
+    _, clients, built = fallback
+    batch = clients.batch
+    batch.create_pool({"id": "flat", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 1,
+                       "virtualMachineConfiguration": {"imageReference": {"virtualMachineImageId": built["image"].id},
+                                                       "nodeAgentSKUId": "batch.node.debian 12"},
+                       "startTask": {"commandLine": "/bin/sh -c 'echo started > $AZ_BATCH_NODE_SHARED_DIR/s'"}})
+    pool_settled(batch, "flat")
+    batch.create_job({"id": "flat-job", "poolInfo": {"poolId": "flat"}})
+    batch.create_task("flat-job", {"id": "t", "commandLine": "/opt/tool/run flat; cat $AZ_BATCH_NODE_SHARED_DIR/s"})
+    task = wait_for(lambda: (t := batch.get_task("flat-job", "t")).state == "completed" and t, what="the task")
+    assert task.execution_info.exit_code == 0
+    assert b"".join(batch.download_task_file("flat-job", "t", "stdout.txt")) == b"tool-v1 flat\nstarted\n"

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from . import confined
+
 log = logging.getLogger("batchyard.runtime")
 IDLE_SECONDS = 5.0
 
@@ -130,20 +132,34 @@ class AgentRunner(CommandRunner):
 
 
 class SpawningRunner(CommandRunner):
-    def __init__(self, spawn: Callable[..., subprocess.Popen], machine_path: Callable[[str], Path]):
+    def __init__(self, spawn: Callable[..., subprocess.Popen], temporary_disk: Callable[[], Path]):
         self._spawn = spawn
-        self._machine_path = machine_path  # a path inside the machine -> the host path
+        self._temporary_disk = temporary_disk  # the host directory the machine sees as /mnt
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
 
+    def _on_mnt(self, path: str) -> str:
+        if not path.startswith("/mnt/"):
+            raise OSError(f"{path} is not on the temporary disk")
+        return path.removeprefix("/mnt/")
+
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+        # Made from the host, so never through a link a command left there (confined.py).
+        base = self._temporary_disk()
         for path in mkdirs:
-            host = self._machine_path(path)
-            host.mkdir(parents=True, exist_ok=True)
-            if uid is not None:
-                os.chown(host, uid, gid if gid is not None else -1)
-        with open(self._machine_path(stdout), "ab") as out, open(self._machine_path(stderr), "ab") as err:
-            proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err)
+            with confined.directory(base, self._on_mnt(path), create=True, uid=uid, gid=gid) as fd:
+                if uid is not None:
+                    os.fchown(fd, uid, gid if gid is not None else -1)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        out = confined.open_file(base, self._on_mnt(stdout), flags, uid, gid)
+        try:
+            err = confined.open_file(base, self._on_mnt(stderr), flags, uid, gid)
+            try:
+                proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err)
+            finally:
+                os.close(err)
+        finally:
+            os.close(out)
         with self._lock:
             self._procs[command_id] = proc
 

@@ -13,7 +13,9 @@ plain directories and copies, run through fakechroot. Slower and NOT isolated.
 - `/mnt`, the temporary disk, is a directory of the OS disk that snapshots skip.
 - A snapshot freezes the whole directory into one layer. The layer store keeps each file
   once, so the bytes stored are still only what changed; the time grows with disk size.
-- A machine is a record of its disks; each command is its own process.
+- A machine is a record of its disks; each command is its own process, run as the
+  service's own user (a task's non-admin user cannot be honoured: it may not even be able
+  to reach the data directory).
 """
 
 from __future__ import annotations
@@ -142,11 +144,12 @@ class DirectoryMachineProvider(MachineProvider):
     def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None):
         if not self.is_running(key):
             raise MachineError(f"machine {key} is not running")
-        as_user = {"user": uid, "group": gid, "extra_groups": []} if uid is not None and os.geteuid() == 0 else {}
+        # Commands run as the service's own user here: another user may not be able to
+        # reach the data directory the machine's files live in (uid and gid are ignored).
         command, command_env = self._command(key, list(argv), cwd, {**DEFAULT_ENV, **(env or {})})
         proc = subprocess.Popen(
             command, env=command_env,
-            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True, **as_user,
+            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
         )
         self._track(key, proc)
         return proc

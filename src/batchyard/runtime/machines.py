@@ -82,13 +82,7 @@ class MachineProvider(ABC):
             return runner
 
     def _make_runner(self, key: str) -> CommandRunner:
-        return SpawningRunner(lambda argv, **kw: self.spawn(key, argv, **kw), lambda path: self._on_mnt(key, path))
-
-    def _on_mnt(self, key: str, path: str) -> Path:
-        """A path inside the machine's temporary disk -> the host path."""
-        if not path.startswith("/mnt/"):
-            raise MachineError(f"{path} is not on the temporary disk")
-        return self.temporary_disk(key) / path.removeprefix("/mnt/")
+        return SpawningRunner(lambda argv, **kw: self.spawn(key, argv, **kw), lambda: self.temporary_disk(key))
 
     def _track(self, key: str, proc: subprocess.Popen) -> None:
         """Remember a machine's command, so stopping the machine ends it."""
