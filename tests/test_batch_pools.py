@@ -293,3 +293,15 @@ def test_unknown_image_and_pool_errors(clients, image):
     with pytest.raises(HttpResponseError) as e:
         batch.begin_resize_pool("nope", {"targetDedicatedNodes": 1}).result()
     assert e.value.status_code == 404
+
+
+def test_a_pool_being_deleted_cannot_change(clients):
+    batch = clients.batch_key
+    batch.create_pool(base_pool(clients, "doomed", dedicated=10))
+    pool_settled(batch, "doomed")
+    batch.begin_delete_pool("doomed")  # ten machines take a while to take apart
+    assert batch.get_pool("doomed").state == "deleting"
+    with pytest.raises(ResourceExistsError) as e:
+        batch.begin_resize_pool("doomed", {"targetDedicatedNodes": 1})
+    assert e.value.error.code == "PoolBeingDeleted"
+    wait_for(lambda: "doomed" not in {p.id for p in batch.list_pools()}, what="the pool to go")
