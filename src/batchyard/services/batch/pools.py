@@ -410,7 +410,7 @@ class Pools:
                 option_field = "nodeRebootOption" if action == "reboot" else "nodeReimageOption"
                 bi.choice(body or {}, option_field, ("requeue", "terminate", "taskcompletion", "retaineddata"))
                 if node.state not in ("idle", "running", "starttaskfailed", "unusable", "offline"):
-                    raise Conflict("NodeNotReady" if action == "reboot" else "NodeNotReady",
+                    raise Conflict("NodeNotReady",
                                    f"The node is {node.state}; it can be {action}ed once it is idle, running, "
                                    "starttaskfailed or unusable.")
                 self._set_node_state(node, "rebooting" if action == "reboot" else "reimaging")

@@ -678,7 +678,7 @@ def _matching(base: Path, task_rel: str, pattern: str) -> list[str]:
         root = confined.check_real_dirs(base, task_rel)
     except OSError:
         return []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, _subdirs, filenames in os.walk(root, followlinks=False):
         here = os.path.relpath(dirpath, root)
         for name in filenames:
             rel = name if here == "." else f"{here}/{name}"
