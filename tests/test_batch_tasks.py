@@ -73,6 +73,8 @@ def test_thousand_tasks_through_create_tasks(clients, pool):
     assert batch.get_job("many").execution_info.termination_reason == "AllTasksComplete"
     states = {t.state for t in batch.list_tasks("many", filter="state eq 'completed'", select=["id", "state"])}
     assert states == {"completed"}
+    nodes = list(batch.list_nodes(pool))
+    assert sum(n.total_tasks_succeeded for n in nodes) >= 1000 and all(n.running_tasks_count == 0 for n in nodes)
 
 
 def test_exit_codes_retries_and_failure_info(clients, pool):

@@ -80,7 +80,8 @@ class Scheduler(PokedLoop):
         self.dependents: dict[str, dict[str, set[str]]] = {}  # job -> dependency -> tasks waiting on it
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
-        self._touched: dict[tuple[str, str], int] = {}  # node -> tasks started since the last flush
+        # node -> [tasks started, tasks succeeded] since the last flush
+        self._touched: dict[tuple[str, str], list[int]] = {}
         self.side = SideTasks(self)
         jobs.scheduler = tasks.scheduler = self
         tasks.task_root = self.task_root
@@ -186,6 +187,8 @@ class Scheduler(PokedLoop):
                 if task is None or job is None:
                     continue
                 self._finish(job, task, run, code)
+                if task.state == "completed" and task.body["executionInfo"].get("result") == "success":
+                    self._node_counters(run.node, finished=True, succeeded=True)
                 changed.append(task)
             self.store.update(changed)
             for task in changed:
@@ -507,16 +510,17 @@ class Scheduler(PokedLoop):
 
     # nodes ----------------------------------------------------------------------------------------
 
-    def _node_counters(self, node_key: tuple[str, str], finished: bool) -> None:
+    def _node_counters(self, node_key: tuple[str, str], finished: bool, succeeded: bool = False) -> None:
         """Counted now, written once per pass (see _flush_nodes)."""
-        started = self._touched.get(node_key, 0)
-        self._touched[node_key] = started if finished else started + 1
+        counts = self._touched.setdefault(node_key, [0, 0])
+        counts[0] += 0 if finished else 1
+        counts[1] += 1 if succeeded else 0
 
     def _flush_nodes(self) -> None:
         """runningTasksCount, totalTasksRun and idle/running for the nodes this pass touched."""
         touched, self._touched = self._touched, {}
         changed = []
-        for node_key, started in touched.items():
+        for node_key, (started, succeeded) in touched.items():
             node = self.nodes.get(*node_key)
             if node is None:
                 continue
@@ -525,6 +529,7 @@ class Scheduler(PokedLoop):
             body["runningTasksCount"] = running
             body["runningTaskSlotsCount"] = self.load.get(node_key, 0)
             body["totalTasksRun"] = body.get("totalTasksRun", 0) + started
+            body["totalTasksSucceeded"] = body.get("totalTasksSucceeded", 0) + succeeded
             if body["state"] in ("idle", "running") and body["state"] != ("running" if running else "idle"):
                 body["state"] = "running" if running else "idle"
                 body["stateTransitionTime"] = iso(now())
