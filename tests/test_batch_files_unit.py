@@ -12,6 +12,16 @@ from batchyard.services.batch import files
 from batchyard.services.errors import Conflict, Forbidden, InvalidInput, NotFound, RangeNotSatisfiable
 
 
+def read_range(root, rel, start=None, end=None):
+    """What a download answers: open_file, byte_span and iter_bytes, as the API composes them."""
+    handle, info = files.open_file(root, rel)
+    try:
+        first, stop = files.byte_span(None if start is None and end is None else (start, end), info["size"])
+        return b"".join(files.iter_bytes(handle, first, stop)), info
+    finally:
+        handle.close()
+
+
 @pytest.fixture
 def tree(tmp_path):
     """A task directory beside a secret it must never reach."""
@@ -81,10 +91,10 @@ def test_properties_of_files_and_directories(tree):
 
 def test_read_whole_and_ranges(tree):
     rel = "wd/out dir/result.txt"
-    assert files.read_range(tree, rel)[0] == b"0123456789"
-    assert files.read_range(tree, rel, 2, 4)[0] == b"234"
-    assert files.read_range(tree, rel, 5)[0] == b"56789"
-    assert files.read_range(tree, rel, 8, 100)[0] == b"89"  # the end is clipped
+    assert read_range(tree, rel)[0] == b"0123456789"
+    assert read_range(tree, rel, 2, 4)[0] == b"234"
+    assert read_range(tree, rel, 5)[0] == b"56789"
+    assert read_range(tree, rel, 8, 100)[0] == b"89"  # the end is clipped
     assert files.parse_range(None) is None and files.parse_range("") is None
     assert files.parse_range("bytes=0-4") == (0, 4)
     assert files.parse_range("bytes=5-") == (5, None)
@@ -121,7 +131,7 @@ def test_big_files_are_read_in_chunks(tree):
 @pytest.mark.parametrize("path", ["../secret.txt", "/etc/passwd", "a/../../secret.txt", "wd/../../secret.txt",
                                   "..", "wd/\x00x", "stdout.txt\x00", "/"])
 def test_paths_that_leave_are_refused_before_touching_files(tree, path):
-    for operation in (lambda: files.file_properties(tree, path), lambda: files.read_range(tree, path),
+    for operation in (lambda: files.file_properties(tree, path), lambda: read_range(tree, path),
                       lambda: files.delete(tree, path, recursive=True)):
         with pytest.raises(InvalidInput) as exc:
             operation()
@@ -138,7 +148,7 @@ def test_symlinks_that_leave_are_not_followed(tree):
             files.file_properties(tree, path)
         assert exc.value.code == "AuthorizationFailure"
         with pytest.raises(Forbidden):
-            files.read_range(tree, path)
+            read_range(tree, path)
     with pytest.raises(Forbidden):  # deleting through a link to outside
         files.delete(tree, "wd/leakdir/o.txt")
     assert (tree.parent / "outside" / "o.txt").exists()
@@ -153,26 +163,26 @@ def test_symlinks_that_leave_are_not_followed(tree):
 def test_symlinks_inside_are_followed_for_reads(tree):
     os.symlink("../stdout.txt", tree / "wd" / "inner-link")
     os.symlink("out dir", tree / "wd" / "inner-dir")
-    assert files.read_range(tree, "wd/inner-link")[0] == b"hello world\n"
-    assert files.read_range(tree, "wd/inner-dir/result.txt", 0, 2)[0] == b"012"
+    assert read_range(tree, "wd/inner-link")[0] == b"hello world\n"
+    assert read_range(tree, "wd/inner-dir/result.txt", 0, 2)[0] == b"012"
     assert files.file_properties(tree, "wd/inner-link")["name"] == "wd/inner-link"
 
 
 def test_missing_directories_and_special_files(tree):
     for path in ("nope.txt", "wd/nope/x", "stdout.txt/x"):
         with pytest.raises(NotFound) as exc:
-            files.read_range(tree, path)
+            read_range(tree, path)
         assert exc.value.code == "FileNotFound" and exc.value.message == "The specified file does not exist."
         with pytest.raises(NotFound):
             files.file_properties(tree, path)
         with pytest.raises(NotFound):
             files.delete(tree, path)
     with pytest.raises(InvalidInput) as exc:
-        files.read_range(tree, "wd")
+        read_range(tree, "wd")
     assert exc.value.code == "FileIsDirectory"
     os.mkfifo(tree / "wd" / "pipe")  # opening must not block waiting for a writer
     with pytest.raises(InvalidInput) as exc:
-        files.read_range(tree, "wd/pipe")
+        read_range(tree, "wd/pipe")
     assert exc.value.code == "UnsupportedFileType"
     assert stat.S_ISFIFO(os.stat(tree / "wd" / "pipe").st_mode)
     with pytest.raises(NotFound):

@@ -4,6 +4,8 @@ image's program and data, and pools resize, lose their image, and change as Azur
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
@@ -226,8 +228,14 @@ def test_list_filter_select_paging_and_conditions(clients):
 
 
 def test_pool_usage_metrics_count_core_hours(clients):
-    rows = {r.pool_id: r for r in clients.batch_key.list_pool_usage_metrics()}
+    batch = clients.batch_key
+    rows = {r.pool_id: r for r in batch.list_pool_usage_metrics()}
     assert rows["sizes"].vm_size == "standard_a1_v2" and rows["sizes"].total_core_hours > 0
+    # "sizes" grew to four nodes and shrank to one: none of them, gone or not, ran before it existed
+    created = batch.get_pool("sizes").creation_time
+    before = {r.pool_id: r for r in batch.list_pool_usage_metrics(start_time=created - timedelta(hours=2),
+                                                                   end_time=created - timedelta(hours=1))}
+    assert before["sizes"].total_core_hours == 0
 
 
 @pytest.mark.parametrize("body, code, prop", [
@@ -293,6 +301,9 @@ def test_unknown_image_and_pool_errors(clients, image):
     with pytest.raises(HttpResponseError) as e:
         batch.begin_resize_pool("nope", {"targetDedicatedNodes": 1}).result()
     assert e.value.status_code == 404
+    with pytest.raises(HttpResponseError) as e:
+        batch.disable_pool_auto_scale("custom")
+    assert e.value.status_code == 400 and e.value.error.code == "OperationNotSupported"
 
 
 def test_a_pool_being_deleted_cannot_change(clients):

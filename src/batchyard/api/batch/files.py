@@ -21,7 +21,7 @@ from ...services.batch import files
 from ...services.batch.node_agent import BATCH_DIRS
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput, NotFound
-from .pools import listing
+from .rendering import listing
 from .router import BatchContext, BatchRouter, empty_response, rfc1123
 
 TASK_FILES = "/jobs/{jobId}/tasks/{taskId}/files"

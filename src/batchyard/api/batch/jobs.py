@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
-from ...services.batch.odata import apply_select
-from ...services.batch.pools import check_conditions
 from ...services.errors import ServiceError
-from .pools import listing
-from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, entity_response, error_values
+from .rendering import listing, single
+from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, error_values
 
 JOB = "/jobs/{jobId}"
 TASK = JOB + "/tasks/{taskId}"
@@ -38,15 +36,12 @@ async def create_job(ctx: BatchContext) -> Response:
 
 async def list_jobs(ctx: BatchContext) -> Response:
     jobs = await ctx.call(ctx.services.jobs.list, ctx.account)
-    return listing(ctx, "jobs", sorted((job_view(ctx, j) for j in jobs), key=lambda j: j["id"].lower()))
+    return listing(ctx, "jobs", [job_view(ctx, j) for j in jobs])
 
 
 async def get_job(ctx: BatchContext) -> Response:
     job = await ctx.call(ctx.services.jobs.get, ctx.account, ctx.params["jobId"])
-    check_conditions(job.body, ctx.conditions())
-    body = apply_select(job_view(ctx, job), ctx.query.get("$select"))
-    return entity_response({"odata.metadata": f"{ctx.endpoint}/$metadata#jobs/@Element", **body},
-                           etag=job.body["eTag"], last_modified=job.body["lastModified"])
+    return single(ctx, "jobs", job_view(ctx, job), job.body)
 
 
 def _job_change(status: int, method: str, with_body: bool, extra: tuple = ()):
@@ -103,16 +98,12 @@ def _add_result(ctx: BatchContext, item, outcome) -> dict:
 
 async def list_tasks(ctx: BatchContext) -> Response:
     tasks = await ctx.call(ctx.services.tasks.list, ctx.account, ctx.params["jobId"])
-    return listing(ctx, "tasks", sorted((task_view(ctx, ctx.params["jobId"], t) for t in tasks),
-                                         key=lambda t: t["id"].lower()))
+    return listing(ctx, "tasks", [task_view(ctx, ctx.params["jobId"], t) for t in tasks])
 
 
 async def get_task(ctx: BatchContext) -> Response:
     task = await ctx.call(ctx.services.tasks.get, ctx.account, ctx.params["jobId"], ctx.params["taskId"])
-    check_conditions(task.body, ctx.conditions())
-    body = apply_select(task_view(ctx, ctx.params["jobId"], task), ctx.query.get("$select"))
-    return entity_response({"odata.metadata": f"{ctx.endpoint}/$metadata#tasks/@Element", **body},
-                           etag=task.body["eTag"], last_modified=task.body["lastModified"])
+    return single(ctx, "tasks", task_view(ctx, ctx.params["jobId"], task), task.body)
 
 
 def _task_change(status: int, method: str, with_body: bool = False):
@@ -129,10 +120,10 @@ def _task_change(status: int, method: str, with_body: bool = False):
 
 
 async def prep_release_status(ctx: BatchContext) -> Response:
-    job = await ctx.call(ctx.services.jobs.get, ctx.account, ctx.params["jobId"])
-    entries = ctx.services.scheduler.side.status_list(job, lambda pool, node: ctx.url("pools", pool, "nodes", node))
-    return listing(ctx, "jobpreparationandreleasetaskstatuslist", sorted(entries, key=lambda e: e["nodeId"]),
-                   key=lambda e: e["nodeId"])
+    entries = await ctx.call(ctx.services.jobs.preparation_status, ctx.account, ctx.params["jobId"])
+    for entry in entries:
+        entry["nodeUrl"] = ctx.url("pools", entry["poolId"], "nodes", entry["nodeId"])
+    return listing(ctx, "jobpreparationandreleasetaskstatuslist", entries, key=lambda e: e["nodeId"])
 
 
 async def list_subtasks(ctx: BatchContext) -> Response:

@@ -4,20 +4,20 @@ plane. Each handler parses, calls one service method, renders."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import quote
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from ...services.batch.odata import apply_select, compile_filter, parse_max_results
+from ...services.batch.odata import apply_select
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput
-from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, entity_response
+from .rendering import listing, single
+from .router import BatchContext, BatchRouter, empty_response, entity_response
 
 POOL = "/pools/{poolId}"
 NODE = POOL + "/nodes/{nodeId}"
 
 
-# rendering --------------------------------------------------------------------------------
+# views ------------------------------------------------------------------------------------
 
 def pool_view(ctx: BatchContext, pool) -> dict:
     return {"url": ctx.url("pools", pool.name), **pool.body}
@@ -25,37 +25,6 @@ def pool_view(ctx: BatchContext, pool) -> dict:
 
 def node_view(ctx: BatchContext, pool_id: str, node) -> dict:
     return {"url": ctx.url("pools", pool_id, "nodes", node.id), **node.body}
-
-
-def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
-    """$filter, $select, maxresults and paging: everything the next page needs is in its
-    odata.nextLink, since the SDK does not send the first request's query again. `items`
-    are sorted by `key` (default: the lower-cased id), which the skiptoken continues from."""
-    key = key or _sort_key
-    query = ctx.query
-    predicate = compile_filter(query.get("$filter"))
-    page_size = parse_max_results(query.get("maxresults"))
-    select = query.get("$select")
-    after = query.get("$skiptoken")
-    chosen = [item for item in items if predicate(item)]
-    if after:
-        chosen = [item for item in chosen if key(item) > after]
-    page, more = chosen[:page_size], len(chosen) > page_size
-    body = {"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}",
-            "value": [apply_select(item, select) for item in page]}
-    if more:
-        carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults",
-                                                           "recursive")}
-        carried["$skiptoken"] = key(page[-1])
-        link_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
-                              [("api-version", query["api-version"]), *sorted(carried.items())])
-        body["odata.nextLink"] = f"{ctx.request.url.scheme}://{ctx.request.url.netloc}{ctx.request.url.path}?" \
-                                 f"{link_query}"
-    return JSONResponse(body, media_type=ODATA_JSON)
-
-
-def _sort_key(item: dict) -> str:
-    return str(item.get("id", item.get("poolId", ""))).lower()
 
 
 # pools ----------------------------------------------------------------------------------------
@@ -68,15 +37,12 @@ async def create_pool(ctx: BatchContext) -> Response:
 
 async def list_pools(ctx: BatchContext) -> Response:
     pools = await ctx.call(ctx.services.pools.list, ctx.account)
-    return listing(ctx, "pools", sorted((pool_view(ctx, p) for p in pools), key=_sort_key))
+    return listing(ctx, "pools", [pool_view(ctx, p) for p in pools])
 
 
 async def get_pool(ctx: BatchContext) -> Response:
     pool = await ctx.call(ctx.services.pools.get, ctx.account, ctx.params["poolId"])
-    check_conditions(pool.body, ctx.conditions())
-    body = apply_select(pool_view(ctx, pool), ctx.query.get("$select"))
-    return entity_response({"odata.metadata": f"{ctx.endpoint}/$metadata#pools/@Element", **body},
-                           etag=pool.body["eTag"], last_modified=pool.body["lastModified"])
+    return single(ctx, "pools", pool_view(ctx, pool), pool.body)
 
 
 async def pool_exists(ctx: BatchContext) -> Response:
@@ -115,10 +81,9 @@ stop_resize = _changed(202)("stop_resize", with_body=False)
 remove_nodes = _changed(202)("remove_nodes")
 
 
-async def refuse_autoscale(ctx: BatchContext) -> Response:
-    await ctx.call(ctx.services.pools.get, ctx.account, ctx.params["poolId"])
-    raise InvalidInput("OperationNotSupported", "Autoscale is not supported yet; resize the pool to fixed "
-                       "target node counts.")
+async def autoscale(ctx: BatchContext) -> Response:
+    await ctx.call(ctx.services.pools.autoscale, ctx.account, ctx.params["poolId"])
+    return empty_response(200)  # not reached while autoscale is refused
 
 
 # nodes ----------------------------------------------------------------------------------------
@@ -126,7 +91,7 @@ async def refuse_autoscale(ctx: BatchContext) -> Response:
 async def list_nodes(ctx: BatchContext) -> Response:
     pool_id = ctx.params["poolId"]
     nodes = await ctx.call(ctx.services.pools.list_nodes, ctx.account, pool_id)
-    return listing(ctx, "nodes", sorted((node_view(ctx, pool_id, n) for n in nodes), key=_sort_key))
+    return listing(ctx, "nodes", [node_view(ctx, pool_id, n) for n in nodes])
 
 
 async def get_node(ctx: BatchContext) -> Response:
@@ -154,7 +119,8 @@ async def preempt_node(ctx: BatchContext) -> Response:
 
 async def supported_images(ctx: BatchContext) -> Response:
     images = await ctx.call(ctx.services.pools.supported_images)
-    return listing(ctx, "supportedimages", sorted(images, key=lambda i: i["nodeAgentSKUId"]))
+    return listing(ctx, "supportedimages", images,
+                   key=lambda i: "/".join(i["imageReference"][k] for k in ("publisher", "offer", "sku", "version")))
 
 
 async def node_counts(ctx: BatchContext) -> Response:
@@ -197,7 +163,7 @@ def register(router: BatchRouter) -> None:
     router.add("POST", POOL + "/stopresize", stop_resize)
     router.add("POST", POOL + "/removenodes", remove_nodes)
     for action in ("enableautoscale", "disableautoscale", "evaluateautoscale"):
-        router.add("POST", POOL + "/" + action, refuse_autoscale)
+        router.add("POST", POOL + "/" + action, autoscale)
     router.add("GET", POOL + "/nodes", list_nodes)
     router.add("GET", NODE, get_node)
     router.add("POST", NODE + "/reboot", _node_action("reboot", 202, True))

@@ -27,7 +27,7 @@ from ...store.resources import Resource
 from .background import PokedLoop
 from .node_agent import NodeAgent
 from .pool_spec import nat_node_limit
-from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now, parse_time
+from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now, stamp_allocation, stamp_node_state
 from .vm_sizes import lookup as lookup_vm_size
 
 log = logging.getLogger("batchyard.batch")
@@ -108,7 +108,7 @@ class Allocator(PokedLoop):
 
     def _leave(self, pool: Resource, nodes: list[Node]) -> None:
         for node in nodes:
-            self.pools._set_node_state(node, "leavingpool")
+            stamp_node_state(node, "leavingpool")
         self.nodes.put(*nodes)
         for node in nodes:
             self._submit(node, self._remove_node, pool, node)
@@ -188,13 +188,13 @@ class Allocator(PokedLoop):
             created.append(self._new_node(pool, dedicated, slot))
             usage.add(pool.body["vmSize"])
         self.nodes.put(*created)
-        self.pools.store.put(pool)  # next_slot moved on
+        self.pools.store.put(pool)  # node_generation moved on
         for node in created:
             self._submit(node, self._provision, pool, node)
 
     def _new_node(self, pool: Resource, dedicated: bool, slot: int) -> Node:
-        generation = pool.internal.get("next_slot", 0)
-        pool.internal["next_slot"] = generation + 1
+        generation = pool.internal.get("node_generation", 0)
+        pool.internal["node_generation"] = generation + 1  # node ids are never reused
         digest = hashlib.sha256(f"{pool.id.lower()}/{generation}".encode()).hexdigest()[:48]
         node_id = f"tvmps_{digest}_{'d' if dedicated else 'p'}"
         moment = iso(now())
@@ -241,7 +241,7 @@ class Allocator(PokedLoop):
             return
         pool.internal.pop("capped", None)
         pool.body["resizeErrors"] = pool.internal["resize"].get("errors", [])
-        self.pools._set_allocation(pool, "steady")
+        stamp_allocation(pool, "steady")
         self._refresh_counts(pool, mine)
         self.pools.save(pool)
 
@@ -313,11 +313,8 @@ class Allocator(PokedLoop):
         with self.pools.lock:
             self.nodes.delete(node.pool_key, node.id)
             current = self.pools.store.get(pool.id)
-            if current is not None:
-                cores = lookup_vm_size(current.body["vmSize"]).cores
-                start = parse_time(node.body["allocationTime"])
-                current.internal["retired_core_seconds"] = current.internal.get("retired_core_seconds", 0.0) + \
-                    (now() - start).total_seconds() * cores
+            if current is not None:  # its lifetime still counts in the pool's usage metrics
+                current.internal.setdefault("retired", []).append([node.body["allocationTime"], iso(now())])
                 self.pools.store.put(current)
                 self._refresh_counts(current, self._counts_of(current))
 

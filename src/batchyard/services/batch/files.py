@@ -339,19 +339,6 @@ def iter_bytes(handle: io.RawIOBase, start: int, stop: int, chunk: int = CHUNK) 
         handle.close()
 
 
-def read_range(root: Path, rel: str, start: int | None = None, end: int | None = None) -> tuple[bytes, dict]:
-    """Bytes start..end (inclusive; end None: to the end of the file; both None: all) and
-    the file's info. Reads only the slice asked for."""
-    handle, info = open_file(root, rel)
-    try:
-        spec = None if start is None and end is None else (start, end)
-        first, stop = byte_span(spec, info["size"])
-    except BaseException:
-        handle.close()
-        raise
-    return b"".join(iter_bytes(handle, first, stop)), info
-
-
 def delete(root: Path, rel: str, recursive: bool = False, protected: Collection[str] = ()) -> None:
     """Delete a file, a link (not its target), or a directory: an empty one, or with
     recursive=True everything in it. The root itself and the `protected` paths (relative

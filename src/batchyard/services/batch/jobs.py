@@ -210,6 +210,10 @@ class Jobs:
         if self.scheduler is not None:
             self.scheduler.poke()
 
+    def preparation_status(self, account: Resource, job_id: str) -> list[dict]:
+        """Each node's job preparation and release task, for jobpreparationandreleasetaskstatus."""
+        return self.scheduler.side.status_list(self.get(account, job_id))
+
     # counting -----------------------------------------------------------------------------------
 
     def task_counts(self, account: Resource, job_id: str) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse_typed
+from ..compute.images import IMAGE_TYPE
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
 from . import pool_spec
@@ -25,13 +26,8 @@ from .durations import format_duration
 from .vm_sizes import lookup as lookup_vm_size
 
 POOL_TYPE = "Microsoft.Batch/batchAccounts/pools"
-IMAGE_TYPE = "Microsoft.Compute/images"
 IMAGE_DELETED_MESSAGE = ("There was an error encountered while performing the last resize on the pool. "
                          "Please try resizing the pool again.")
-# Node states in which a node holds a machine that can run work.
-READY_STATES = ("idle", "running")
-# Nodes in these states are on their way: they count towards the pool's current size.
-TRANSITIONAL = ("creating", "starting", "waitingforstarttask", "rebooting", "reimaging")
 # Node states in which the node's machine and its Batch directories are there to read.
 FILE_STATES = ("starting", "waitingforstarttask", "idle", "running", "starttaskfailed", "offline")
 
@@ -50,6 +46,16 @@ def parse_time(text: str) -> datetime:
 
 def new_etag() -> str:
     return f"0x{time.time_ns():X}"
+
+
+def stamp_node_state(node: Node, state: str) -> None:
+    node.body["state"] = state
+    node.body["stateTransitionTime"] = iso(now())
+
+
+def stamp_allocation(pool: Resource, state: str) -> None:
+    pool.body["allocationState"] = state
+    pool.body["allocationStateTransitionTime"] = iso(now())
 
 
 class PoolAuth:
@@ -153,7 +159,7 @@ class Pools:
                      "currentLowPriorityNodes": 0, "resizeErrors": []})
         pool = Resource(id=f"{account.id}/pools/{pool_id}", type=POOL_TYPE, subscription=account.subscription,
                         resource_group=account.resource_group, name=pool_id, body=wire,
-                        internal={"account": account.name, **image, "next_slot": 0,
+                        internal={"account": account.name, **image, "node_generation": 0,
                                   "resize": self._resize_record(timeout, "requeue")})
         with self.lock:
             if self.store.get(pool.id) is not None:
@@ -291,7 +297,7 @@ class Pools:
         with self.lock:
             pool = self._changeable(account, pool_id, conditions)
             if pool.body["allocationState"] == "resizing":
-                self._set_allocation(pool, "stopping")
+                stamp_allocation(pool, "stopping")
                 self._save(pool)
         self._poke()
         return pool
@@ -315,7 +321,7 @@ class Pools:
             for node in chosen:
                 target = "targetDedicatedNodes" if node.body["isDedicated"] else "targetLowPriorityNodes"
                 pool.body[target] = max(0, pool.body[target] - 1)
-                self._set_node_state(node, "leavingpool")
+                stamp_node_state(node, "leavingpool")
             self.nodes.put(*chosen)
             self._begin_resize(pool, timeout, deallocation)
             return self._save(pool)
@@ -330,6 +336,12 @@ class Pools:
             pool.body["stateTransitionTime"] = iso(now())
             self._save(pool)
         self._poke()
+
+    def autoscale(self, account: Resource, pool_id: str) -> None:
+        """enable/disable/evaluate autoscale: refused, for a pool that exists."""
+        self.get(account, pool_id)
+        raise InvalidInput("OperationNotSupported", "Autoscale is not supported yet; resize the pool to fixed "
+                           "target node counts.")
 
     def delete_all(self, account: Resource) -> None:
         """The account is going: so are its pools, nodes first (the allocator does it)."""
@@ -357,12 +369,7 @@ class Pools:
     def _begin_resize(self, pool: Resource, timeout: timedelta, deallocation: str) -> None:
         pool.internal["resize"] = self._resize_record(timeout, deallocation)
         pool.body["resizeErrors"] = []
-        self._set_allocation(pool, "resizing")
-
-    @staticmethod
-    def _set_allocation(pool: Resource, state: str) -> None:
-        pool.body["allocationState"] = state
-        pool.body["allocationStateTransitionTime"] = iso(now())
+        stamp_allocation(pool, "resizing")
 
     def _save(self, pool: Resource) -> Resource:
         pool.body["eTag"] = new_etag()
@@ -382,11 +389,6 @@ class Pools:
 
     # nodes ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _set_node_state(node: Node, state: str) -> None:
-        node.body["state"] = state
-        node.body["stateTransitionTime"] = iso(now())
-
     def set_node_state(self, node: Node, state: str, **fields) -> Node:
         with self.lock:
             current = self.nodes.get(node.pool_key, node.id)
@@ -394,7 +396,7 @@ class Pools:
                 return node  # removed meanwhile
             if current.state == "leavingpool" and state != "leavingpool":
                 return current  # removal wins over whatever the node was doing
-            self._set_node_state(current, state)
+            stamp_node_state(current, state)
             current.body.update(fields)
             self.nodes.put(current)
             return current
@@ -413,7 +415,7 @@ class Pools:
                     raise Conflict("NodeNotReady",
                                    f"The node is {node.state}; it can be {action}ed once it is idle, running, "
                                    "starttaskfailed or unusable.")
-                self._set_node_state(node, "rebooting" if action == "reboot" else "reimaging")
+                stamp_node_state(node, "rebooting" if action == "reboot" else "reimaging")
                 node.internal["pending"] = action
             elif action == "disablescheduling":
                 bi.choice(body or {}, "nodeDisableSchedulingOption", ("requeue", "terminate", "taskcompletion"))
@@ -432,7 +434,7 @@ class Pools:
                 raise InvalidInput("InvalidOperation", "Only low-priority nodes can be preempted.")
             if node.state == "preempted":
                 return node
-            self._set_node_state(node, "preempted")
+            stamp_node_state(node, "preempted")
             node.internal["pending"] = "preempt"
             self.nodes.put(node)
         self._poke()
@@ -453,21 +455,20 @@ class Pools:
         return result
 
     def usage_metrics(self, account: Resource, start: datetime | None, end: datetime | None) -> list[dict]:
-        """Core hours of each pool's nodes in the window (default: the last 24 hours)."""
-        end = end or now()
+        """Core hours of each pool's nodes within the window (default: the last 24 hours):
+        nodes it holds now, and nodes it held (`internal["retired"]`, their lifetimes)."""
+        moment = now()
+        end = end or moment
         start = start or end - timedelta(days=1)
         if start >= end:
             raise InvalidInput("InvalidQueryParameterValue", "startTime must be before endtime.",
                                details=[{"key": "QueryParameterName", "value": "startTime"}])
         rows = []
         for pool in self.list(account):
+            lifetimes = [(parse_time(n.body["allocationTime"]), moment) for n in self.nodes.list(pool.id.lower())]
+            lifetimes += [(parse_time(a), parse_time(b)) for a, b in pool.internal.get("retired", [])]
+            seconds = sum(max(0.0, (min(end, gone) - max(start, born)).total_seconds()) for born, gone in lifetimes)
             cores = lookup_vm_size(pool.body["vmSize"]).cores
-            seconds = 0.0
-            for node in self.nodes.list(pool.id.lower()):
-                allocated = parse_time(node.body["allocationTime"])
-                overlap = (end - max(start, allocated)).total_seconds()
-                seconds += max(0.0, overlap)
-            seconds += pool.internal.get("retired_core_seconds", 0.0) / max(cores, 1)
             rows.append({"poolId": pool.name, "startTime": iso(start), "endTime": iso(end),
                          "vmSize": pool.body["vmSize"], "totalCoreHours": round(seconds * cores / 3600, 6)})
         return rows

@@ -102,9 +102,10 @@ class Scheduler(PokedLoop):
     def _pass(self) -> None:
         self._record_ended()
         self._enforce_wall_clock()
-        for job in self.jobs.all_jobs():
-            self._advance_job(job)
-        self._dispatch()
+        jobs = self.jobs.all_jobs()
+        for job in jobs:
+            self._advance_job(job)  # changes the job objects in place, so _dispatch sees it
+        self._dispatch(jobs)
         self._remove_expired_directories()
         self._flush_nodes()
 
@@ -359,17 +360,17 @@ class Scheduler(PokedLoop):
 
     # dispatching ---------------------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, jobs: list[Resource]) -> None:
         by_pool: dict[str, list[Resource]] = {}
-        for job in self.jobs.all_jobs():
+        for job in jobs:
             if job.body["state"] == "active":
                 by_pool.setdefault(job.internal["pool_key"], []).append(job)
-        for pool_key, jobs in by_pool.items():
+        for pool_key, pool_jobs in by_pool.items():
             pool = self.pools.store.get(pool_key)
             if pool is None or pool.body["state"] != "active":
                 continue
-            jobs.sort(key=lambda j: (-j.body.get("priority", 0), j.body["creationTime"]))
-            self._dispatch_pool(pool, jobs)
+            pool_jobs.sort(key=lambda j: (-j.body.get("priority", 0), j.body["creationTime"]))
+            self._dispatch_pool(pool, pool_jobs)
 
     def _dispatch_pool(self, pool: Resource, jobs: list[Resource]) -> None:
         pool_key = pool.id.lower()

@@ -106,15 +106,14 @@ class SideTasks:
             status["failureInfo"] = FAILURE
         self.scheduler.jobs.store.put(job)
 
-    def status_list(self, job: Resource, node_url) -> list[dict]:
-        """GET /jobs/{job}/jobpreparationandreleasetaskstatus."""
+    def status_list(self, job: Resource) -> list[dict]:
+        """The job's preparation and release tasks, node by node."""
         out = []
         for key, prep in job.internal.get("prep", {}).items():
             pool_key, node_id = key.split("|", 1)
             pool = self.scheduler.pools.store.get(pool_key)
             pool_id = pool.name if pool is not None else pool_key.rsplit("/", 1)[-1]
-            entry = {"poolId": pool_id, "nodeId": node_id, "nodeUrl": node_url(pool_id, node_id),
-                     "jobPreparationTaskExecutionInfo": _public(prep)}
+            entry = {"poolId": pool_id, "nodeId": node_id, "jobPreparationTaskExecutionInfo": _public(prep)}
             release = job.internal.get("release", {}).get(key)
             if release is not None and not release.get("skipped"):
                 entry["jobReleaseTaskExecutionInfo"] = _public(release)

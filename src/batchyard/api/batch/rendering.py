@@ -1,0 +1,52 @@
+"""Rendering Batch responses: lists with $filter, $select, maxresults and paging, and
+single resources with their conditional headers and $select."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.responses import JSONResponse, Response
+
+from ...services.batch.odata import apply_select, compile_filter, parse_max_results
+from ...services.batch.pools import check_conditions
+from .router import ODATA_JSON, BatchContext, entity_response
+
+
+def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
+    """$filter, $select, maxresults and paging: everything the next page needs is in its
+    odata.nextLink, since the SDK does not send the first request's query again. Items are
+    listed in the order of `key` (default: the lower-cased id), which the skiptoken
+    continues from."""
+    key = key or _sort_key
+    query = ctx.query
+    predicate = compile_filter(query.get("$filter"))
+    page_size = parse_max_results(query.get("maxresults"))
+    select = query.get("$select")
+    after = query.get("$skiptoken")
+    chosen = sorted((item for item in items if predicate(item)), key=key)
+    if after:
+        chosen = [item for item in chosen if key(item) > after]
+    page, more = chosen[:page_size], len(chosen) > page_size
+    body = {"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}",
+            "value": [apply_select(item, select) for item in page]}
+    if more:
+        carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults",
+                                                           "recursive")}
+        carried["$skiptoken"] = key(page[-1])
+        link_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
+                              [("api-version", query["api-version"]), *sorted(carried.items())])
+        body["odata.nextLink"] = f"{ctx.request.url.scheme}://{ctx.request.url.netloc}{ctx.request.url.path}?" \
+                                 f"{link_query}"
+    return JSONResponse(body, media_type=ODATA_JSON)
+
+
+def _sort_key(item: dict) -> str:
+    return str(item.get("id", item.get("poolId", ""))).lower()
+
+
+def single(ctx: BatchContext, collection: str, view: dict, body: dict) -> Response:
+    """One pool, job or task: If-* conditions against its eTag and lastModified, $select."""
+    check_conditions(body, ctx.conditions())
+    selected = apply_select(view, ctx.query.get("$select"))
+    return entity_response({"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}/@Element", **selected},
+                           etag=body["eTag"], last_modified=body["lastModified"])
