@@ -4,6 +4,8 @@ dependencies, slots and scheduling policies."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
@@ -238,7 +240,14 @@ def test_job_preparation_and_release_tasks(clients, pool):
     marker = "$AZ_BATCH_NODE_SHARED_DIR/prep-$AZ_BATCH_JOB_ID"
     batch.create_job({"id": "prepped", "poolInfo": {"poolId": pool},
                       "jobPreparationTask": {"commandLine": f"echo prepared > {marker}"},
-                      "jobReleaseTask": {"commandLine": f"rm {marker}"}})
+                      "jobReleaseTask": {"commandLine": f"rm {marker}", "maxWallClockTime": "PT5M"}})
+    release_spec = batch.get_job("prepped").job_release_task  # Azure's shape: no constraints, its own limits
+    assert (release_spec.max_wall_clock_time, release_spec.retention_time) == (dt.timedelta(minutes=5),
+                                                                              dt.timedelta(days=7))
+    with pytest.raises(HttpResponseError) as e:
+        batch.create_job({"id": "slow-release", "poolInfo": {"poolId": pool}, "jobPreparationTask": {
+            "commandLine": "true"}, "jobReleaseTask": {"commandLine": "true", "maxWallClockTime": "PT16M"}})
+    assert e.value.error.code == "InvalidPropertyValue"
     batch.create_task("prepped", {"id": "uses", "commandLine": f"cat {marker}"})
     task = finished(batch, "prepped", "uses")
     assert read(batch, "prepped", "uses") == "prepared\n"
@@ -424,6 +433,12 @@ def test_disable_enable_update_and_job_wall_clock(clients, pool):
     wait_for(lambda: batch.get_job("timeboxed").state == "completed", timeout=20, what="the job's wall clock")
     assert batch.get_job("timeboxed").execution_info.termination_reason == "MaxWallClockTimeExpiry"
     assert batch.get_task("timeboxed", "long").state == "completed"
+    batch.create_job({"id": "replaced", "poolInfo": {"poolId": pool}, "priority": 5})
+    batch.replace_job("replaced", batch.get_job("replaced"))  # the unchanged poolInfo comes back: Azure accepts it
+    assert batch.get_job("replaced").priority == 5
+    with pytest.raises(ResourceExistsError) as e:  # a new pool only while the job is disabled
+        batch.replace_job("replaced", {"poolInfo": {"poolId": "elsewhere"}})
+    assert e.value.error.code == "JobNotDisabled"
 
 
 def test_links_left_by_tasks_never_steer_the_service(clients, pool, web_files, tmp_path):

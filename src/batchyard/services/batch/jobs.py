@@ -15,6 +15,9 @@ from .pools import check_conditions, iso, new_etag, now
 JOB_TYPE = "Microsoft.Batch/batchAccounts/jobs"
 
 
+RELEASE_MAX_WALL_CLOCK = "PT15M"
+
+
 class Jobs:
     def __init__(self, store: ResourceStore, tasks: TaskStore, pools):
         self.store = store
@@ -103,6 +106,17 @@ class Jobs:
         task = task_spec.command_task(spec, field, retries, with_id=False)
         task["id"] = task_spec.entity_id(spec.get("id") or ("jobpreparation" if "Preparation" in field
                                                             else "jobrelease"), f"{field}.id")
+        if field == "jobReleaseTask":
+            # Azure's JobReleaseTask has no constraints (it is never retried): its own
+            # maxWallClockTime, at most and by default 15 minutes, and retentionTime.
+            del task["constraints"]
+            task["maxWallClockTime"] = task_spec.duration(spec, "maxWallClockTime", f"{field}.maxWallClockTime",
+                                                          RELEASE_MAX_WALL_CLOCK)
+            if task_spec.seconds(task["maxWallClockTime"]) > task_spec.seconds(RELEASE_MAX_WALL_CLOCK):
+                raise bi.invalid(f"{field}.maxWallClockTime", spec["maxWallClockTime"],
+                                 "A job release task may run for at most 15 minutes.")
+            task["retentionTime"] = task_spec.duration(spec, "retentionTime", f"{field}.retentionTime",
+                                                       task_spec.DEFAULT_RETENTION)
         if field == "jobPreparationTask":
             task["waitForSuccess"] = bi.boolean(spec, "waitForSuccess", f"{field}.waitForSuccess", default=True)
             task["rerunOnNodeRebootAfterSuccess"] = bi.boolean(spec, "rerunOnNodeRebootAfterSuccess",
@@ -129,7 +143,8 @@ class Jobs:
                                                            default="noaction")
             if "poolInfo" in body:
                 pool_id = bi.string(bi.obj(body, "poolInfo") or {}, "poolId", "poolInfo.poolId", required_=True)
-                if job.body["state"] != "disabled":
+                # replace_job(get_job()) sends the unchanged poolInfo back: Azure refuses only a change
+                if pool_id != job.body["poolInfo"]["poolId"] and job.body["state"] != "disabled":
                     raise Conflict("JobNotDisabled", "A job's pool can only change while the job is disabled.")
                 job.body["poolInfo"] = {"poolId": pool_id}
                 job.internal["pool_key"] = self.pools.key(account, pool_id)

@@ -92,9 +92,8 @@ class SideTasks:
         status = job.internal.get(kind, {}).get(nkey)
         if status is None or status.get("retryCount") != attempt:
             return
-        field, _ = KINDS[kind]
-        retries = job.body[field]["constraints"]["maxTaskRetryCount"]
-        if code != 0 and kind == "prep" and (retries == -1 or attempt < retries):
+        retries = job.body["jobPreparationTask"]["constraints"]["maxTaskRetryCount"] if kind == "prep" else 0
+        if code != 0 and (retries == -1 or attempt < retries):
             pool_key, node_id = nkey.split("|", 1)
             node, pool = self.scheduler.nodes.get(pool_key, node_id), self.scheduler.pools.store.get(pool_key)
             if node is not None and pool is not None:
