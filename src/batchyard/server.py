@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 
 import uvicorn
@@ -85,11 +86,21 @@ def serve(settings: Settings) -> None:
         write_atomically(connection_file, info)
         await serving
 
+    # uvicorn stops gracefully on SIGTERM or SIGINT, then raises the signal again under the
+    # handler that was in place before it: with the defaults the process dies right there
+    # (SIGTERM) or unwinds with a traceback (SIGINT). This handler makes both an ordinary exit
+    # through the cleanup below.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
     try:
         asyncio.run(main())
     finally:
         connection_file.unlink(missing_ok=True)
         services.close()
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def _banner(info: dict, machines_note: str) -> None:
