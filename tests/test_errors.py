@@ -45,6 +45,9 @@ def test_malformed_json(arm):
     assert status == 400 and body["error"]["code"] == "InvalidRequestContent"
     status, _ = arm("GET", "/disks/d-bad", api="2026-03-02")
     assert status == 404
+    deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON that overflows a recursive decoder
+    status, body = arm("PUT", "/disks/d-bad", raw=deep, api="2026-03-02")
+    assert status == 400 and body["error"]["code"] == "InvalidRequestContent"
 
 
 def test_missing_required_fields(clients):
@@ -161,6 +164,21 @@ def test_expired_token(arm, server):
                           "exp": now - 3600, "tid": server.info["tenant_id"], "oid": "o", "sub": "o"}, key, algorithm="RS256")
     status, body = arm("GET", "/disks", token_override=expired)
     assert status == 401 and body["error"]["code"] == "ExpiredAuthenticationToken"
+
+
+@pytest.mark.parametrize("audience, status", [
+    (["https://batch.core.windows.net/", "https://management.azure.com/"], 200),  # a list naming ARM
+    (["https://batch.core.windows.net/"], 401), ([], 401), ({"aud": 1}, 401), (7, 401)])
+def test_token_audience_may_be_a_list(arm, server, audience, status):
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key((server.data_dir / "keys" / "token-signing.pem").read_bytes(), None)
+    now = int(time.time())
+    token = jwt.encode({"aud": audience, "iss": "x", "iat": now, "nbf": now, "exp": now + 600,
+                        "tid": server.info["tenant_id"], "oid": "o", "sub": "o"}, key, algorithm="RS256")
+    got, body = arm("GET", "/disks", token_override=token)
+    assert got == status
+    if status == 401:
+        assert body["error"]["code"] == "InvalidAuthenticationTokenAudience"
 
 
 def test_sdk_raises_client_authentication_error_for_bad_secret(clients):

@@ -159,8 +159,11 @@ class Identity:
                 "InvalidAuthenticationToken",
                 "The access token is invalid: its signature could not be verified.",
             )
+        # RFC 7519 lets `aud` be one string or a list of them; anything else names no audience.
         audience = claims.get("aud")
-        if audience.rstrip("/") not in {a.rstrip("/") for a in audiences}:
+        named = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+        allowed = {a.rstrip("/") for a in audiences}
+        if not any(isinstance(a, str) and a.rstrip("/") in allowed for a in named):
             raise Unauthenticated(
                 "InvalidAuthenticationTokenAudience",
                 f"The access token has been obtained for wrong audience or resource '{audience}'. It should exactly "

@@ -44,7 +44,7 @@ class ArmContext:
             raise InvalidInput("InvalidRequestContent", "The request content was invalid: the body is empty.")
         try:
             return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidInput(
                 "InvalidRequestContent",
                 f"The request content was invalid and could not be deserialized: '{exc}'.",
