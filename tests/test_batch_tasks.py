@@ -75,6 +75,13 @@ def test_thousand_tasks_through_create_tasks(clients, pool):
     assert batch.get_job("many").execution_info.termination_reason == "AllTasksComplete"
     states = {t.state for t in batch.list_tasks("many", filter="state eq 'completed'", select=["id", "state"])}
     assert states == {"completed"}
+    # keyset pages of 7 in id order, each page continuing from the last id of the one before
+    paged = [t.id for t in batch.list_tasks("many", max_results=7, filter="state eq 'Completed' and "
+                                            "executionInfo/exitCode eq 0", select=["id"])]
+    assert paged == sorted((f"m{i}" for i in range(1000)), key=str.lower)
+    assert list(batch.list_tasks("many", filter="state eq 'active'", max_results=3)) == []
+    odd = [t.id for t in batch.list_tasks("many", max_results=50, filter="startswith(id,'m99') or id eq 'm5'")]
+    assert odd == ["m5", "m99"] + [f"m99{i}" for i in range(10)]
     nodes = list(batch.list_nodes(pool))
     assert sum(n.total_tasks_succeeded for n in nodes) >= 1000 and all(n.running_tasks_count == 0 for n in nodes)
 

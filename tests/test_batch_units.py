@@ -331,6 +331,22 @@ def test_filter_property_names_are_case_sensitive():
     assert ids("State eq 'active'") == []
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("state eq 'Active'", "active"),
+    ("id gt 'a' and state eq 'running' and executionInfo/exitCode eq 0", "running"),
+    ("state eq 'active' or id eq 'x'", None),  # a match need not be active
+    ("not state eq 'active'", None),
+    ("(state eq 'active')", None),
+    ("State eq 'active'", None),  # another property: names are case-sensitive
+    ("state ne 'active'", None),
+    ("state eq 3", None),
+    (None, None),
+    ("state eq 'active", None),  # malformed: compile_filter reports it
+])
+def test_required_value_narrows_only_plain_conjunctions(text, expected):
+    assert odata.required_value(text, "state") == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # $select and maxresults
 

@@ -69,6 +69,16 @@ class TaskStore:
             rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? ORDER BY seq", (job_key,))
         return [_row_to_task(r) for r in rows]
 
+    def page(self, job_key: str, after: str | None, limit: int, state: str | None = None) -> list[Task]:
+        """Up to `limit` tasks whose key sorts after `after`, in key order: a list costs what
+        its page costs, whatever the size of the job (keyset paging on the unique index)."""
+        sql, params = "SELECT * FROM batch_tasks WHERE job_key = ? AND task_key > ?", [job_key, after or ""]
+        if state:
+            sql += " AND state = ?"
+            params.append(state)
+        rows = self.db.query(sql + " ORDER BY task_key LIMIT ?", (*params, limit))
+        return [_row_to_task(r) for r in rows]
+
     def expired(self, moment: float) -> list[Task]:
         """Completed tasks whose directories are past their retention time."""
         return [_row_to_task(r) for r in self.db.query(

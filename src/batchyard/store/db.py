@@ -78,6 +78,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, state, ready, seq);
     CREATE INDEX batch_tasks_expiry ON batch_tasks (expires) WHERE expires IS NOT NULL;
     """,
+    # 4: task lists filtered on state page through this index in id order.
+    """
+    CREATE INDEX batch_tasks_by_state ON batch_tasks (job_key, state, task_key);
+    """,
 ]
 
 

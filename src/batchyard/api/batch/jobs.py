@@ -6,7 +6,8 @@ from __future__ import annotations
 from starlette.responses import JSONResponse, Response
 
 from ...services.errors import ServiceError
-from .rendering import listing, single
+from ...services.batch.odata import required_value
+from .rendering import listing, ordered_listing, single
 from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, error_values
 
 JOB = "/jobs/{jobId}"
@@ -97,8 +98,12 @@ def _add_result(ctx: BatchContext, item, outcome) -> dict:
 
 
 async def list_tasks(ctx: BatchContext) -> Response:
-    tasks = await ctx.call(ctx.services.tasks.list, ctx.account, ctx.params["jobId"])
-    return listing(ctx, "tasks", [task_view(ctx, ctx.params["jobId"], t) for t in tasks])
+    job_id = ctx.params["jobId"]
+    state = required_value(ctx.query.get("$filter"), "state")
+    tasks = ctx.services.tasks.in_id_order(ctx.account, job_id, ctx.query.get("$skiptoken"), state)
+    views = (task_view(ctx, job_id, t) for t in tasks)
+    # the page is read lazily from the store: in a worker thread, like every store call
+    return await ctx.call(ordered_listing, ctx, "tasks", views)
 
 
 async def get_task(ctx: BatchContext) -> Response:

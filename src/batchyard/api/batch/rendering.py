@@ -3,6 +3,8 @@ single resources with their conditional headers and $select."""
 
 from __future__ import annotations
 
+from itertools import islice
+from typing import Iterable
 from urllib.parse import quote
 
 from starlette.responses import JSONResponse, Response
@@ -13,19 +15,25 @@ from .router import ODATA_JSON, BatchContext, entity_response
 
 
 def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
-    """$filter, $select, maxresults and paging: everything the next page needs is in its
-    odata.nextLink, since the SDK does not send the first request's query again. Items are
-    listed in the order of `key` (default: the lower-cased id), which the skiptoken
-    continues from."""
+    """A list held in memory: ordered by `key` (default: the lower-cased id), which the
+    skiptoken continues from, then paged by `ordered_listing`."""
+    key = key or _sort_key
+    after = ctx.query.get("$skiptoken")
+    ordered = sorted(items, key=key)
+    return ordered_listing(ctx, collection, (item for item in ordered if not after or key(item) > after), key)
+
+
+def ordered_listing(ctx: BatchContext, collection: str, ordered: Iterable[dict], key=None) -> Response:
+    """$filter, $select, maxresults and paging over items that already come in `key` order
+    from just after the request's $skiptoken. It stops reading at the first item past the
+    page, so a lazy source costs what the page costs. Everything the next page needs is in
+    its odata.nextLink, since the SDK does not send the first request's query again."""
     key = key or _sort_key
     query = ctx.query
     predicate = compile_filter(query.get("$filter"))
     page_size = parse_max_results(query.get("maxresults"))
     select = query.get("$select")
-    after = query.get("$skiptoken")
-    chosen = sorted((item for item in items if predicate(item)), key=key)
-    if after:
-        chosen = [item for item in chosen if key(item) > after]
+    chosen = list(islice((item for item in ordered if predicate(item)), page_size + 1))
     page, more = chosen[:page_size], len(chosen) > page_size
     body = {"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}",
             "value": [apply_select(item, select) for item in page]}

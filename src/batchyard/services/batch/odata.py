@@ -315,6 +315,26 @@ def compile_filter(text: str | None) -> Predicate:
         raise _bad_query("$filter", text, str(error)) from None
 
 
+def required_value(text: str | None, name: str) -> str | None:
+    """The string that property `name` must equal for every match of the filter, when the
+    filter is a plain conjunction holding `name eq 'value'` (no or/not/parentheses): a store
+    can then narrow its query before the full predicate runs. Lower-cased, since Batch
+    compares such values without regard to case. None when nothing can be said."""
+    if text is None or not text.strip():
+        return None
+    try:
+        tokens = _tokenize(text)
+    except _FilterError:
+        return None  # compile_filter reports it
+    words = [t.text.lower() for t in tokens if t.kind == "name"]
+    if "or" in words or "not" in words or any(t.kind in ("(", ")") for t in tokens):
+        return None
+    for first, op, literal in zip(tokens, tokens[1:], tokens[2:]):
+        if first.kind == "name" and first.text == name and op.text.lower() == "eq" and literal.kind == "string":
+            return literal.value.casefold()
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # $select and maxresults
 

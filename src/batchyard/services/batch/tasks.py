@@ -136,8 +136,17 @@ class Tasks:
             raise NotFound("TaskNotFound", "The specified task does not exist.")
         return task
 
-    def list(self, account: Resource, job_id: str) -> list[Task]:
-        return self.store.list(self.jobs.get(account, job_id).id.lower())
+    def in_id_order(self, account: Resource, job_id: str, after: str | None, state: str | None = None,
+                    chunk: int = 500):
+        """The job's tasks in the order of their lower-cased ids, from just after `after`,
+        read a chunk at a time so a caller that stops early reads no more than it used."""
+        job_key = self.jobs.get(account, job_id).id.lower()
+        while True:
+            tasks = self.store.page(job_key, after, chunk, state)
+            yield from tasks
+            if len(tasks) < chunk:
+                return
+            after = tasks[-1].key
 
     def task_directory(self, account: Resource, job_id: str, task_id: str) -> Path:
         task = self.get(account, job_id, task_id)
