@@ -36,6 +36,16 @@ class LayerStore:
         self.tmp = root / "tmp"
         for d in (self.blobs, self.layers, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
+        self._reclaim_scratch()
+
+    def _reclaim_scratch(self) -> None:
+        """A store is opened once, at start, before anything writes to it: whatever is in its
+        scratch directory was left by a crash mid-snapshot, mid-import or mid-collection."""
+        for entry in self.tmp.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     def path(self, layer_id: str) -> Path:
         if layer_id == HOST_LAYER:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import tarfile
 import uuid
@@ -23,6 +24,8 @@ from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, no
 from ..errors import Conflict, InvalidInput, NotFound, Unsupported
 from ..storage import Storage
 from .catalog import Catalog
+
+log = logging.getLogger("batchyard.compute")
 
 DISK_TYPE = "Microsoft.Compute/disks"
 SNAPSHOT_TYPE = "Microsoft.Compute/snapshots"
@@ -255,6 +258,16 @@ class Disks:
         disk.body.pop("managedBy", None)
         disk.properties["diskState"] = "Unattached"
         self.store.put(disk)
+
+    def release_orphans(self, vm_ids: set[str]) -> int:
+        """After a crash between attaching a new VM's disks and recording the VM: disks that
+        name a VM which does not exist are detached, so they can be used or deleted."""
+        orphans = [d for d in self.store.list(type=DISK_TYPE)
+                   if d.body.get("managedBy") and d.body["managedBy"].lower() not in vm_ids]
+        for disk in orphans:
+            log.warning("disk %s was attached to %s, which does not exist: detached", disk.id, disk.body["managedBy"])
+            self.detach(disk)
+        return len(orphans)
 
     def new_for_vm(self, rid: ResourceId, location: str, layers: list[str], size_gb: int, os_type: str | None,
                    creation: dict, sku: str | None, lineage: list[str]) -> Resource:

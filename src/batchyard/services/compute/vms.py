@@ -378,7 +378,9 @@ class VirtualMachines:
         return vm
 
     def restore(self) -> int:
-        """After a server restart: every VM that was running runs again, disks as they were."""
+        """After a server restart: disks left attached to a VM whose creation never completed
+        are released; every VM that was running runs again, disks as they were."""
+        self.disks.release_orphans({vm.id.lower() for vm in self.store.list(type=VM_TYPE)})
         count = 0
         for vm in self.store.list(type=VM_TYPE):
             if vm.internal.get("power_state") == "running":
