@@ -51,6 +51,17 @@ def host_os_id() -> str:
     return release["ID"].strip('"')
 
 
+def output_on_new_pool(batch, pool_id: str, reference: dict, agent: str, command: str) -> str:
+    """stdout of `command` run as a task on a new one-node pool from `reference`."""
+    batch.create_pool({"id": pool_id, "vmSize": "standard_a1_v2", "targetDedicatedNodes": 1,
+                       "virtualMachineConfiguration": {"imageReference": reference, "nodeAgentSKUId": agent}})
+    pool_settled(batch, pool_id)
+    batch.create_job({"id": f"{pool_id}-job", "poolInfo": {"poolId": pool_id}})
+    batch.create_task(f"{pool_id}-job", {"id": "t", "commandLine": f"/bin/sh -c '{command}'"})
+    finished(batch, f"{pool_id}-job", "t")
+    return read(batch, f"{pool_id}-job", "t")
+
+
 def test_default_table_is_written_and_listed(aliased):
     server, clients, _ = aliased
     assert '[[alias]]\npublisher = "canonical"\noffer = "0001-com-ubuntu-server-focal"' in table(server)
@@ -84,14 +95,8 @@ def test_vm_and_pool_from_the_ubuntu_alias_run_the_host_os(aliased):
     assert vm.storage_profile.image_reference.exact_version
     assert run_script(clients.compute, RG, "focal", ". /etc/os-release && echo $ID").strip() == host_os_id()
     batch = clients.batch_key
-    batch.create_pool({"id": "focal", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 1,
-                       "virtualMachineConfiguration": {"imageReference": FOCAL,
-                                                       "nodeAgentSKUId": "batch.node.ubuntu 20.04"}})
-    pool_settled(batch, "focal")
-    batch.create_job({"id": "focal-job", "poolInfo": {"poolId": "focal"}})
-    batch.create_task("focal-job", {"id": "t", "commandLine": "/bin/sh -c '. /etc/os-release && echo $ID'"})
-    finished(batch, "focal-job", "t")
-    assert read(batch, "focal-job", "t").strip() == host_os_id()
+    assert output_on_new_pool(batch, "focal", FOCAL, "batch.node.ubuntu 20.04",
+                              ". /etc/os-release && echo $ID").strip() == host_os_id()
     with pytest.raises(HttpResponseError) as exc:
         batch.create_pool({"id": "wrong-agent", "vmSize": "standard_a1_v2", "virtualMachineConfiguration": {
             "imageReference": FOCAL, "nodeAgentSKUId": "batch.node.debian 12"}})
@@ -113,15 +118,8 @@ def test_alias_of_a_managed_image_gives_its_content_and_edits_apply_at_once(alia
     assert run_script(clients.compute, RG, "from-alias", "/opt/tool/run via-alias").strip() == "tool-v1 via-alias"
 
     # A shared key may use it, as any marketplace image; the nodes carry the image's disks.
-    batch = clients.batch_key
-    batch.create_pool({"id": "app", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 1,
-                       "virtualMachineConfiguration": {"imageReference": reference,
-                                                       "nodeAgentSKUId": "batch.node.ubuntu 22.04"}})
-    pool_settled(batch, "app")
-    batch.create_job({"id": "app-job", "poolInfo": {"poolId": "app"}})
-    batch.create_task("app-job", {"id": "t", "commandLine": f"/bin/sh -c '{IMAGE_CHECK} && echo checked'"})
-    finished(batch, "app-job", "t")
-    assert read(batch, "app-job", "t") == "tool-v1 on-node\nchecked\n"
+    assert output_on_new_pool(clients.batch_key, "app", reference, "batch.node.ubuntu 22.04",
+                              f"{IMAGE_CHECK} && echo checked") == "tool-v1 on-node\nchecked\n"
 
     # A table that does not parse leaves the one in force; a broken entry is skipped alone.
     write_table(server, "[[alias]\nnot toml")
