@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError
 
+from batchyard.services.compute.image_aliases import parse_alias
 from conftest import Clients, Server, build_flow, pool_settled, run_script, vm_body
 from test_batch_pools import IMAGE_CHECK, error_values
 from test_batch_tasks import finished, read
@@ -116,6 +117,13 @@ def test_alias_of_a_managed_image_gives_its_content_and_edits_apply_at_once(alia
     clients.compute.virtual_machines.begin_create_or_update(RG, "from-alias", vm_body(
         clients.location, {**reference, "version": "2.0.0"})).result()
     assert run_script(clients.compute, RG, "from-alias", "/opt/tool/run via-alias").strip() == "tool-v1 via-alias"
+    platform_id = catalog.get(clients.location, "contoso", "tool-offer", "v1", "2.0.0").id
+    disk = clients.compute.disks.begin_create_or_update(RG, "alias-disk", {"location": clients.location, "properties": {
+        "creationData": {"createOption": "FromImage", "imageReference": {"id": platform_id}}}}).result()
+    clients.compute.virtual_machines.begin_create_or_update(RG, "alias-disk-vm", {
+        "location": clients.location, "properties": {"hardwareProfile": {"vmSize": "Standard_D2s_v3"}, "storageProfile": {
+            "osDisk": {"createOption": "Attach", "osType": "Linux", "managedDisk": {"id": disk.id}}}}}).result()
+    assert run_script(clients.compute, RG, "alias-disk-vm", "/opt/tool/run from-disk").strip() == "tool-v1 from-disk"
 
     # A shared key may use it, as any marketplace image; the nodes carry the image's disks.
     assert output_on_new_pool(clients.batch_key, "app", reference, "batch.node.ubuntu 22.04",
@@ -132,3 +140,19 @@ def test_alias_of_a_managed_image_gives_its_content_and_edits_apply_at_once(alia
         clients.compute.virtual_machines.begin_create_or_update(RG, "gone", vm_body(clients.location, FOCAL))
     assert exc.value.error.code == "VMMarketplaceInvalidInput"
     assert "image-aliases.toml" in exc.value.error.message
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ({"offer": "o", "sku": "s", "node_agent_sku_id": "a", "target": "host"}, "'publisher'"),
+    ({"publisher": "p", "offer": "o", "sku": "s", "node_agent_sku_id": "a", "target": "ubuntu"}, "neither"),
+    ({"publisher": "p", "offer": "o", "sku": "s", "node_agent_sku_id": "a",
+      "target": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks/d"}, "not a managed image"),
+    ({"publisher": "p", "offer": "o", "sku": "s", "node_agent_sku_id": "a", "target": "host", "version": "latest"},
+     "'version'"),
+    ({"publisher": "p", "offer": "o", "sku": "s", "node_agent_sku_id": "a", "target": "host", "sizes": 1},
+     "unknown keys: sizes"),
+])
+def test_broken_alias_entries_are_refused_with_the_reason(entry, reason):
+    with pytest.raises(ValueError) as exc:
+        parse_alias(entry)
+    assert reason in str(exc.value)

@@ -84,6 +84,7 @@ def test_max_tasks_per_node_of_2018(server, clients):
     assert out["max_tasks_per_node"] == 3
     assert out["selected"] == {"id": "old-max-tasks", "max_tasks_per_node": 3, "vm_size": None}
     assert out["listed"] == [3]
+    assert out["nodes"] == [["idle", 1]]
     assert out["task_counts"] == {"completed": 1, "succeeded": 1, "active": 0}
     # an error names the field in the words of the client's version
     assert out["refusal"]["code"] == "InvalidPropertyValue"

@@ -1,6 +1,6 @@
 """azure-batch 6.0 (api-version 2018-12-01.8.0, before `taskSlotsPerNode`): a pool with
 `max_tasks_per_node`, a job with a task, the job's task counts (then a flat object) and
-the node agent SKUs (then the way to find images). Leaves the pool for the caller to read
+the node agent SKUs (then the way to find images), the nodes. Leaves the pool for the caller to read
 with a current SDK.
 
 Usage: python batch_max_tasks.py CONFIG_JSON  (account, key, url, pool, job). Prints one
@@ -37,6 +37,7 @@ def main():
     selected = client.pool.get(config["pool"], pool_get_options=batchmodels.PoolGetOptions(
         select="id,maxTasksPerNode"))
     listed = [p for p in client.pool.list() if p.id == config["pool"]]
+    nodes = [(getattr(n.state, "value", n.state), n.total_tasks_run) for n in client.compute_node.list(config["pool"])]
     try:
         client.pool.add(batchmodels.PoolAddParameter(
             id=config["pool"] + "-big", vm_size="standard_d2s_v3", max_tasks_per_node=9,
@@ -52,6 +53,7 @@ def main():
         "selected": {"id": selected.id, "max_tasks_per_node": selected.max_tasks_per_node,
                      "vm_size": selected.vm_size},
         "listed": [p.max_tasks_per_node for p in listed],
+        "nodes": nodes,
         "task_counts": {"completed": counts.completed, "succeeded": counts.succeeded, "active": counts.active},
         "refusal": refusal,
     }))
