@@ -8,9 +8,10 @@ accepted. Between them, what a client of an old version would notice:
   meaning: how many task slots a node has; every task then used one slot) and turned the
   answer of `GET /jobs/{id}/taskcounts` from the bare counts into
   `{"taskCounts": ..., "taskSlotCounts": ...}`.
-Fields that later versions only added (`requiredSlots`, `runningTaskSlotsCount`, ...) need
-nothing: the old SDKs' deserializers skip keys they do not know, and their requests never
-send them.
+That is the only rename: the models of azure-batch 6, 11 and 14 otherwise differ from today's
+spec only by fields added later (`requiredSlots`, `runningTaskSlotsCount`, ...; the old SDKs'
+deserializers skip keys they do not know, and their requests never send them) or removed
+(certificates, cloud service configuration).
 """
 
 from __future__ import annotations

@@ -292,7 +292,8 @@ class Pools:
         with self.lock:
             pool = self._changeable(account, pool_id, conditions)
             self._require_steady(pool)
-            custom = "virtualMachineImageId" in pool.body["virtualMachineConfiguration"]["imageReference"]
+            reference = pool.body.get("virtualMachineConfiguration", {}).get("imageReference", {})
+            custom = "virtualMachineImageId" in reference
             if custom and auth == PoolAuth.SHARED_KEY:  # not an alias of a managed image (see _image_for)
                 raise self._shared_key_refused()
             pool.body.update({"targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority,
