@@ -7,7 +7,8 @@ TOOLS="${BATCHYARD_TOOLS:-$PWD/.tools}"
 mkdir -p "$TOOLS"
 
 # Old azure-batch SDKs (msrest generation, `BatchServiceClient`), as Azure's samples pin
-# them: 6.0.0 (api-version 2018-12-01.8.0, the oldest served, with maxTasksPerNode), 11.0.0 (the Python quickstart's pin, api-version 2021-06-01.14.0) and 14.2.0.
+# them: 6.0.0 (api-version 2018-12-01.8.0, the oldest served, with maxTasksPerNode),
+# 11.0.0 (the Python quickstart's pin, 2021-06-01.14.0) and 14.2.0 (2024-02-01.19.0).
 install_azure_batch() {  # folder version
     local dir="$TOOLS/$1"
     [ -f "$dir/.complete" ] && return 0
