@@ -21,6 +21,8 @@ from .services.batch.tasks import Tasks
 from .store.batch_tasks import TaskStore
 from .store.batch_nodes import NodeStore
 from .services.compute.catalog import PUBLISHER, BaseImage, Catalog
+from .services.compute.image_aliases import FILE_NAME as IMAGE_ALIASES
+from .services.compute.image_aliases import HOST, ImageAliases
 from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
 from .services.compute.images import IMAGE_TYPE, Images
 from .services.compute.vms import VirtualMachines
@@ -78,7 +80,9 @@ def build(settings: Settings, namespaces: bool) -> Services:
     if settings.isolation == "off":
         namespaces = False
     provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot)
-    catalog = Catalog(db)
+    aliases = ImageAliases(data / IMAGE_ALIASES)
+    aliases.ensure_file()
+    catalog = Catalog(db, aliases)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)
     disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
@@ -140,4 +144,5 @@ def _register_host_image(catalog: Catalog, layers: LayerStore, data_dir) -> None
         node_agent_sku_id=f"batch.node.{distro} {version}",
         description=f"This host's own operating system ({release.get('PRETTY_NAME', distro)}), read-only, "
                     "with private files masked",
+        tags={"source": HOST},  # what image aliases with target "host" stand for
     ))

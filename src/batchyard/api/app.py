@@ -15,6 +15,7 @@ from .arm.router import ArmRouter
 from .batch import files as batch_files
 from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
+from .batch import unsupported as batch_unsupported
 from .batch.router import BatchRouter
 
 
@@ -36,6 +37,7 @@ def build_batch_router() -> BatchRouter:
     batch_pools.register(router)
     batch_jobs.register(router)
     batch_files.register(router)
+    batch_unsupported.register(router)
     return router
 
 

@@ -123,6 +123,10 @@ async def supported_images(ctx: BatchContext) -> Response:
                    key=lambda i: "/".join(i["imageReference"][k] for k in ("publisher", "offer", "sku", "version")))
 
 
+async def node_agent_skus(ctx: BatchContext) -> Response:
+    return listing(ctx, "nodeagentskus", await ctx.call(ctx.services.pools.node_agent_skus))
+
+
 async def node_counts(ctx: BatchContext) -> Response:
     counts = await ctx.call(ctx.services.pools.node_counts, ctx.account)
     return listing(ctx, "poolnodecounts", counts)
@@ -150,6 +154,7 @@ def _query_time(ctx: BatchContext, name: str) -> datetime | None:
 
 def register(router: BatchRouter) -> None:
     router.add("GET", "/supportedimages", supported_images)
+    router.add("GET", "/nodeagentskus", node_agent_skus)
     router.add("GET", "/nodecounts", node_counts)
     router.add("GET", "/poolusagemetrics", usage_metrics)
     router.add("POST", "/pools", create_pool)

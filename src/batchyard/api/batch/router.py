@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ... import defaults
+from ...services.batch import api_versions
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth, PreconditionFailed
 from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, RangeNotSatisfiable,
                                 ServiceError, Unauthenticated, Unsupported)
@@ -27,8 +28,6 @@ from . import sharedkey
 
 log = logging.getLogger("batchyard.batch")
 
-API_VERSIONS = ("2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2023-11-01.18.0", "2023-05-01.17.0",
-                "2022-10-01.16.0", "2022-01-01.15.0")
 MAX_BODY = 1 << 20  # Azure refuses request bodies over 1 MB
 ODATA_JSON = "application/json;odata=minimalmetadata"
 _STATUS = [(Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (PayloadTooLarge, 413),
@@ -46,6 +45,7 @@ class BatchContext:
     auth: str  # PoolAuth.SHARED_KEY or PoolAuth.BEARER
     endpoint: str  # the account's Batch endpoint as the client reached it
     query: dict[str, str] = field(default_factory=dict)
+    version: str = api_versions.VERSIONS[-1]  # the request's api-version
 
     async def json(self, required: bool = True) -> Any:
         raw = await self.request.body()
@@ -58,10 +58,11 @@ class BatchContext:
                                    details=[{"key": "Reason", "value": "A JSON body is required."}])
             return {}
         try:
-            return json.loads(raw, parse_constant=_refuse_constant)
+            body = json.loads(raw, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidInput("InvalidRequestBody", "The specified Request Body is not syntactically valid.",
                                details=[{"key": "Reason", "value": str(exc)[:200] or "nested too deeply"}])
+        return api_versions.upgrade_body(self.version, body)
 
     def conditions(self) -> dict:
         headers = self.request.headers
@@ -112,6 +113,7 @@ class BatchRouter:
             log.exception("Batch request failed: %s %s", request.method, request.url.path)
             response = error_response(ServiceError("InternalError", "Server encountered an internal error. "
                                                    "Please try again after some time."), 500, request_id)
+        response = _in_version_shape(request.query_params.get("api-version", ""), response)
         response.headers["request-id"] = request_id
         client_request_id = request.headers.get("client-request-id")
         if client_request_id:
@@ -140,12 +142,12 @@ class BatchRouter:
             raise InvalidInput("MissingRequiredQueryParameter", "A query parameter that's mandatory for this "
                                "request is not specified.", details=[{"key": "QueryParameterName",
                                                                       "value": "api-version"}])
-        if version not in API_VERSIONS:
+        if not api_versions.supported(version):
             raise InvalidInput("InvalidQueryParameterValue", "Value for one of the query parameters specified in "
                                "the request URI is invalid.", details=[
                                    {"key": "QueryParameterName", "value": "api-version"},
                                    {"key": "QueryParameterValue", "value": version},
-                                   {"key": "Reason", "value": "Supported: " + ", ".join(API_VERSIONS)}])
+                                   {"key": "Reason", "value": "Supported: " + ", ".join(api_versions.VERSIONS)}])
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(rest))]
         if not matched:
             raise NotFound("InvalidUri", "The requested URI does not represent any resource on the server.",
@@ -157,7 +159,9 @@ class BatchRouter:
         route, match = route_match
         params = {k: unquote(v) for k, v in match.groupdict().items()}
         endpoint = f"{request.url.scheme}://{request.url.netloc}/batch/{parts[2]}"
-        ctx = BatchContext(request, params, services, account, auth, endpoint, query)
+        if "$select" in query:
+            query["$select"] = api_versions.upgrade_select(version, query["$select"])
+        ctx = BatchContext(request, params, services, account, auth, endpoint, query, version)
         return await route.handler(ctx)
 
     @staticmethod
@@ -210,6 +214,15 @@ def _refuse_repeats(request: Request) -> None:
     if repeated:
         raise InvalidInput("InvalidHeaderValue", "A header is given more than once.",
                            details=[{"key": "HeaderName", "value": sorted(repeated)[0]}])
+
+
+def _in_version_shape(version: str, response: Response) -> Response:
+    """Responses of older api-versions carry that version's field names (api_versions.py)."""
+    if not isinstance(response, JSONResponse) or not api_versions.reshapes(version):
+        return response
+    shaped = api_versions.downgrade_body(version, json.loads(response.body))
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse(shaped, status_code=response.status_code, headers=headers, media_type=response.media_type)
 
 
 def _refuse_constant(name: str):

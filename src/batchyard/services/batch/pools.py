@@ -175,11 +175,8 @@ class Pools:
         if "virtualMachineImageId" in reference:
             if auth == PoolAuth.SHARED_KEY:
                 raise self._shared_key_refused()
-            image = self._custom_image(account, reference["virtualMachineImageId"])
             self._check_agent_for_linux(agent)
-            return {"image_id": image.id, "os_layers": image.internal["os_layers"],
-                    "data_layers": image.internal["data_layers"], "layers": image.internal["layers"],
-                    "lineage": self._lineage(image)}
+            return self._custom_image_layers(self._custom_image(account, reference["virtualMachineImageId"]))
         try:
             base = self.catalog.resolve(reference, "virtualMachineConfiguration.imageReference")
         except ServiceError as exc:
@@ -187,8 +184,17 @@ class Pools:
         if base.node_agent_sku_id.lower() != agent.lower():
             raise bi.invalid("virtualMachineConfiguration.nodeAgentSKUId", agent,
                              f"The image {base.urn} needs the node agent SKU '{base.node_agent_sku_id}'.")
+        if base.image_id:
+            # A marketplace alias of a managed image: the service's administrator chose the
+            # image, so a shared key may use it, as it may any marketplace image.
+            return self._custom_image_layers(self._custom_image(account, base.image_id))
         return {"image_id": None, "os_layers": base.layers, "data_layers": {}, "layers": list(base.layers),
                 "lineage": []}
+
+    def _custom_image_layers(self, image: Resource) -> dict:
+        return {"image_id": image.id, "os_layers": image.internal["os_layers"],
+                "data_layers": image.internal["data_layers"], "layers": image.internal["layers"],
+                "lineage": self._lineage(image)}
 
     @staticmethod
     def _shared_key_refused() -> Forbidden:
@@ -286,7 +292,9 @@ class Pools:
         with self.lock:
             pool = self._changeable(account, pool_id, conditions)
             self._require_steady(pool)
-            if pool.internal.get("image_id") and auth == PoolAuth.SHARED_KEY:
+            reference = pool.body.get("virtualMachineConfiguration", {}).get("imageReference", {})
+            custom = "virtualMachineImageId" in reference
+            if custom and auth == PoolAuth.SHARED_KEY:  # not an alias of a managed image (see _image_for)
                 raise self._shared_key_refused()
             pool.body.update({"targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority,
                               "resizeTimeout": format_duration(timeout)})
@@ -476,8 +484,18 @@ class Pools:
     def supported_images(self) -> list[dict]:
         return [{"nodeAgentSKUId": b.node_agent_sku_id,
                  "imageReference": {"publisher": b.publisher, "offer": b.offer, "sku": b.sku, "version": b.version},
-                 "osType": b.os_type.lower(), "capabilities": [], "verificationType": "verified"}
+                 "osType": b.os_type.lower(), "capabilities": list(b.capabilities), "verificationType": "verified"}
                 for b in self.catalog.all()]
+
+    def node_agent_skus(self) -> list[dict]:
+        """What api-versions before 2020-09-01.12.0 list at /nodeagentskus: the supported
+        images grouped by their node agent SKU."""
+        skus: dict[str, dict] = {}
+        for image in self.supported_images():
+            sku = skus.setdefault(image["nodeAgentSKUId"].lower(), {
+                "id": image["nodeAgentSKUId"], "verifiedImageReferences": [], "osType": image["osType"]})
+            sku["verifiedImageReferences"].append(image["imageReference"])
+        return list(skus.values())
 
 
 _COUNT_KEYS = {"creating": "creating", "idle": "idle", "offline": "offline", "preempted": "preempted",

@@ -1,6 +1,8 @@
 """The base images that really exist on this host: its own OS (read-only, masked) and root
 filesystems imported from archives. Named in Azure's publisher/offer/sku/version habit,
-saying honestly what they are."""
+saying honestly what they are. Besides them, the marketplace image aliases
+(`image_aliases.py`): Azure's references that stand for one of those or for a managed
+image. Every image reference by publisher/offer/sku is resolved here."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from ...store.db import Database
 from ..errors import InvalidInput, NotFound
+from .image_aliases import FILE_NAME, HOST, Alias, ImageAliases
 
 PUBLISHER = "batchyard"
 
@@ -24,6 +27,9 @@ class BaseImage:
     description: str = ""
     hyper_v_generation: str = "V2"
     tags: dict = field(default_factory=dict)
+    # Set for an alias of a managed image: its content is that image's (no layers here).
+    image_id: str = ""
+    capabilities: list[str] = field(default_factory=list)
 
     @property
     def urn(self) -> str:
@@ -35,19 +41,49 @@ def _version_key(version: str) -> tuple:
 
 
 class Catalog:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, aliases: ImageAliases | None = None):
         self.db = db
+        self.aliases = aliases
 
-    def all(self) -> list[BaseImage]:
+    def bases(self) -> list[BaseImage]:
+        """The images registered here, without the aliases."""
         return [BaseImage(**item) for item in self.db.get_setting("base_images") or []]
 
+    def all(self) -> list[BaseImage]:
+        """The registered images, then the aliases (the first alias of a reference wins, and
+        no alias hides a registered image)."""
+        bases = self.bases()
+        images, taken = list(bases), {b.urn.lower() for b in bases}
+        for alias in self.aliases.current() if self.aliases else []:
+            entry = self._aliased(alias, bases)
+            if entry is not None and entry.urn.lower() not in taken:
+                images.append(entry)
+                taken.add(entry.urn.lower())
+        return images
+
     def register(self, image: BaseImage) -> None:
-        images = [i for i in self.all() if i.urn.lower() != image.urn.lower()]
+        images = [i for i in self.bases() if i.urn.lower() != image.urn.lower()]
         images.append(image)
         self.db.set_setting("base_images", [asdict(i) for i in images])
 
     def layers(self) -> list[str]:
-        return [layer for image in self.all() for layer in image.layers]
+        return [layer for image in self.bases() for layer in image.layers]
+
+    @staticmethod
+    def _aliased(alias: Alias, bases: list[BaseImage]) -> BaseImage | None:
+        """The alias as a catalog entry with its target's content; None while the target
+        base image is not there."""
+        entry = dict(publisher=alias.publisher, offer=alias.offer, sku=alias.sku,
+                     node_agent_sku_id=alias.node_agent_sku_id, capabilities=list(alias.capabilities))
+        if alias.image_id:
+            return BaseImage(**entry, version=alias.version or "1.0.0", layers=[], image_id=alias.image_id,
+                             description=f"Alias of the managed image {alias.image_id}")
+        target = _alias_target(alias, bases)
+        if target is None:
+            return None
+        return BaseImage(**entry, version=alias.version or target.version, layers=list(target.layers),
+                         os_type=target.os_type, hyper_v_generation=target.hyper_v_generation,
+                         description=f"Alias of {target.urn}: {target.description}")
 
     def publishers(self) -> list[str]:
         return sorted({i.publisher for i in self.all()})
@@ -76,7 +112,8 @@ class Catalog:
                 "VMMarketplaceInvalidInput",
                 f"Creating a virtual machine from Marketplace image or a custom image sourced from a Marketplace image "
                 f"requires Plan information in the request, and this service offers first-party images only. "
-                f"Publisher '{publisher}' has no images here; see the virtual machine images catalog.",
+                f"Publisher '{publisher}' has no images here; see the virtual machine images catalog, or map the "
+                f"reference to an image here in {FILE_NAME} in the service's data directory.",
                 target=field,
             )
         candidates = self.versions(publisher, offer, sku)
@@ -95,3 +132,13 @@ class Catalog:
             if image.version == version:
                 return image
         raise NotFound("ArtifactNotFound", "Artifact: VMImage was not found.")
+
+
+def _alias_target(alias: Alias, bases: list[BaseImage]) -> BaseImage | None:
+    if alias.target == HOST:
+        return next((b for b in bases if b.tags.get("source") == HOST), None)
+    publisher, offer, sku, *version = (part.lower() for part in alias.target.split(":"))
+    found = sorted((b for b in bases if (b.publisher.lower(), b.offer.lower(), b.sku.lower()) == (publisher, offer, sku)
+                    and (not version or version[0] in ("latest", b.version.lower()))),
+                   key=lambda b: _version_key(b.version))
+    return found[-1] if found else None

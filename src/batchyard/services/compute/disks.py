@@ -147,6 +147,13 @@ class Disks:
         if option == "FromImage":
             ref = optional_object(creation.get("imageReference"), "creationData.imageReference")
             image = self._platform_image(ref.get("id"))
+            if image.image_id:  # a marketplace alias of a managed image: that image's OS disk
+                managed = self.store.get(str(parse(image.image_id)))
+                if managed is None:
+                    raise NotFound("NotFound", f"The image '{image.image_id}' that {image.urn} stands for does "
+                                   "not exist.", target="creationData.imageReference.id")
+                return (list(managed.internal["os_layers"]), managed.properties["storageProfile"]["osDisk"]["osType"],
+                        {"source_snapshots": managed.internal.get("source_snapshots", [])})
             return list(image.layers), image.os_type, {}
         if option == "Upload":
             size = creation.get("uploadSizeBytes")

@@ -167,15 +167,19 @@ class VirtualMachines:
             raise InvalidInput("InvalidParameter", f"The value '{option}' of parameter 'osDisk.createOption' is not "
                                "allowed. Allowed values are FromImage, Attach.", target="storageProfile.osDisk.createOption")
         ref = require_object(storage.get("imageReference"), "storageProfile.imageReference")
-        if ref.get("id"):
-            image = self._managed_image(ref["id"], rid, location)
+        # A marketplace alias of a managed image (image_aliases.py) makes the VM from that image.
+        base = None if ref.get("id") else self.catalog.resolve(ref)
+        if ref.get("id") or base.image_id:
+            image = self._managed_image(ref.get("id") or base.image_id, rid, location)
             layers, os_type = image.internal["os_layers"], image.properties["storageProfile"]["osDisk"]["osType"]
             size = image.properties["storageProfile"]["osDisk"].get("diskSizeGB") or 30
             echoed, lineage, creation = {"id": image.id}, image.internal.get("source_snapshots", []), {
                 "createOption": "FromImage", "imageReference": {"id": image.id}}
+            if base is not None:
+                echoed = {**{k: ref[k] for k in ("publisher", "offer", "sku", "version") if k in ref},
+                          "exactVersion": base.version}
             source = image
         else:
-            base = self.catalog.resolve(ref)
             layers, os_type, size = base.layers, base.os_type, 30
             echoed = {k: ref[k] for k in ("publisher", "offer", "sku", "version") if k in ref}
             echoed["exactVersion"] = base.version
