@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from starlette.responses import JSONResponse, Response
 
-from ...services.batch.odata import apply_select, compile_filter, parse_max_results
+from ...services.batch.odata import apply_select, page
 from ...services.batch.pools import check_conditions
 from .router import ODATA_JSON, BatchContext, entity_response
 
@@ -19,20 +19,13 @@ def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> 
     continues from."""
     key = key or _sort_key
     query = ctx.query
-    predicate = compile_filter(query.get("$filter"))
-    page_size = parse_max_results(query.get("maxresults"))
-    select = query.get("$select")
-    after = query.get("$skiptoken")
-    chosen = sorted((item for item in items if predicate(item)), key=key)
-    if after:
-        chosen = [item for item in chosen if key(item) > after]
-    page, more = chosen[:page_size], len(chosen) > page_size
+    found, next_token = page(items, query, key)
     body = {"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}",
-            "value": [apply_select(item, select) for item in page]}
-    if more:
+            "value": [apply_select(item, query.get("$select")) for item in found]}
+    if next_token is not None:
         carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults",
                                                            "recursive")}
-        carried["$skiptoken"] = key(page[-1])
+        carried["$skiptoken"] = next_token
         link_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
                               [("api-version", query["api-version"]), *sorted(carried.items())])
         body["odata.nextLink"] = f"{ctx.request.url.scheme}://{ctx.request.url.netloc}{ctx.request.url.path}?" \

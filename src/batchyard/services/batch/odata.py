@@ -346,3 +346,16 @@ def parse_max_results(value: str | None, default: int = 1000, maximum: int = 100
         raise _bad_query("maxresults", value, f"The value must be an integer between 1 and {maximum}.")
     # Past 12 digits it is above any cap; skip int() on an arbitrarily long string.
     return maximum if len(digits) > 12 else min(int(digits), maximum)
+
+
+def page(items: list[dict], query: dict, key: Callable[[dict], str]) -> tuple[list[dict], str | None]:
+    """$filter, then the order of `key`, continuing after $skiptoken, cut to maxresults:
+    the page, and the skiptoken of the next page (None on the last)."""
+    predicate = compile_filter(query.get("$filter"))
+    page_size = parse_max_results(query.get("maxresults"))
+    after = query.get("$skiptoken")
+    chosen = sorted((item for item in items if predicate(item)), key=key)
+    if after:
+        chosen = [item for item in chosen if key(item) > after]
+    found = chosen[:page_size]
+    return found, (key(found[-1]) if len(chosen) > page_size else None)
