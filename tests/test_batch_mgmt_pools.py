@@ -210,18 +210,22 @@ def test_conditional_requests_and_redeploying_the_same_body(clients, base_refere
     arm_error(404, "PoolNotFound", mgmt.get, RG, ACCOUNT, "never-made")
 
 
-def test_identity_is_recorded_and_can_be_changed(clients, base_reference):
+def test_identity_and_tags_are_recorded_and_can_be_changed(clients, base_reference):
     reference, agent = base_reference
     mgmt = clients.batch_mgmt.pool
     identity_id = IDENTITY.format(sub=clients.subscription)
     body = arm_pool(reference, agent, dedicated=0)
     body["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {identity_id: {}}}
+    body["tags"] = {"team": "a"}
     made = mgmt.create(RG, ACCOUNT, "with-id", body)
+    assert made.tags == {"team": "a"}
     client_id = made.identity.user_assigned_identities[identity_id]["clientId"]
     assert mgmt.get(RG, ACCOUNT, "with-id").identity.user_assigned_identities[identity_id]["clientId"] == client_id
     same = mgmt.update(RG, ACCOUNT, "with-id", {"identity": body["identity"]})
     assert same.identity.user_assigned_identities[identity_id]["clientId"] == client_id
-    none = mgmt.update(RG, ACCOUNT, "with-id", {"identity": {"type": "None"}})
+    assert same.tags == {"team": "a"}
+    none = mgmt.update(RG, ACCOUNT, "with-id", {"identity": {"type": "None"}, "tags": {"team": "b"}})
+    assert none.tags == {"team": "b"}
     assert none.identity.type == "None" and clients.batch_key.get_pool("with-id").identity.type == "None"
     error = arm_error(400, "InvalidPropertyValue", mgmt.update, RG, ACCOUNT, "with-id",
                       {"identity": {"type": "SystemAssigned"}})
@@ -311,8 +315,9 @@ def test_bad_names_bodies_and_fixed_properties(clients, base_reference):
     assert mgmt.get(RG, ACCOUNT, "fixed-props").task_slots_per_node == 1
 
 
-# A host with room for 4 cores: a 16-core node never fits, so its resize waits.
-SMALL_HOST = {"BATCHYARD_HOST_CORES": "4"}
+# A host with room for 4 cores: a 16-core node never fits, so its resize waits. No
+# synchronous wait: a delete answers 202 and the SDK polls.
+SMALL_HOST = {"BATCHYARD_HOST_CORES": "4", "BATCHYARD_SYNC_WAIT": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +326,7 @@ def small_host(tmp_path_factory):
         yield Clients(srv.info)
 
 
-def test_stop_resize_on_arm_stops_a_resize_the_data_plane_sees(small_host):
+def test_stop_resize_on_arm_stops_a_resize_the_data_plane_sees_then_delete_polls(small_host):
     clients = small_host
     image = next(iter(clients.batch_key.list_supported_images()))
     ref = image.image_reference
@@ -343,3 +348,13 @@ def test_stop_resize_on_arm_stops_a_resize_the_data_plane_sees(small_host):
     assert arm.allocation_state == "Steady" and arm.current_dedicated_nodes == 0
     # stopResize on a steady pool changes nothing
     assert clients.batch_mgmt.pool.stop_resize(RG, ACCOUNT, "waits").allocation_state == "Steady"
+    # a pool whose nodes take a moment to leave: the SDK polls the delete's Location until it is gone
+    body["properties"]["vmSize"] = "STANDARD_A1_V2"
+    clients.batch_mgmt.pool.create(RG, ACCOUNT, "leaves", body)
+    pool_settled(clients.batch_key, "leaves")
+    for name in ("waits", "leaves"):
+        poller = clients.batch_mgmt.pool.begin_delete(RG, ACCOUNT, name, polling_interval=0.1)
+        poller.result()
+        assert poller.status() == "Succeeded"
+        with pytest.raises(ResourceNotFoundError):
+            clients.batch_key.get_pool(name)
