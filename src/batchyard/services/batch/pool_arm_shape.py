@@ -102,36 +102,20 @@ def scale_request(settings: Any) -> dict:
 
 
 def _vm_configuration(config: Any) -> Any:
-    if not isinstance(config, dict):
-        return config  # missing or not an object: the data plane's checks say so
-    out = _renamed(config, {"nodeAgentSkuId": "nodeAgentSKUId"})
-    reference = config.get("imageReference")
-    if isinstance(reference, dict):
-        out["imageReference"] = _renamed(reference, {"id": "virtualMachineImageId"})
-    return out
+    # what is missing or not an object passes as it is: the data plane's checks say so
+    return _renamed_inside(_renamed(config, {"nodeAgentSkuId": "nodeAgentSKUId"}), "imageReference",
+                           {"id": "virtualMachineImageId"})
 
 
 def _network(network: Any) -> Any:
-    if not isinstance(network, dict):
-        return network
-    out = dict(network)
-    endpoint = network.get("endpointConfiguration")
-    if isinstance(endpoint, dict):
-        out["endpointConfiguration"] = _renamed(endpoint, {"inboundNatPools": "inboundNATPools"})
-    return out
+    return _renamed_inside(network, "endpointConfiguration", {"inboundNatPools": "inboundNATPools"})
 
 
 def _start_task(task: Any) -> Any:
     # ARM removes a pool's start task with "startTask": {}
     if task is None or task == {}:
         return None
-    if not isinstance(task, dict):
-        return task
-    out = dict(task)
-    identity = task.get("userIdentity")
-    if isinstance(identity, dict):
-        out["userIdentity"] = _renamed(identity, {"userName": "username"})
-    return out
+    return _renamed_inside(task, "userIdentity", {"userName": "username"})
 
 
 def _inter_node(value: Any) -> bool:
@@ -144,6 +128,13 @@ def _renamed(obj: Any, names: dict[str, str]) -> Any:
     if not isinstance(obj, dict):
         return obj
     return {names.get(k, k): v for k, v in obj.items()}
+
+
+def _renamed_inside(obj: Any, key: str, names: dict[str, str]) -> Any:
+    """A copy of `obj` whose object under `key` has its names changed."""
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), dict):
+        return obj
+    return {**obj, key: _renamed(obj[key], names)}
 
 
 def identity(value: Any, current: dict | None) -> dict | None:
