@@ -348,6 +348,12 @@ def test_stop_resize_on_arm_stops_a_resize_the_data_plane_sees_then_delete_polls
     assert arm.allocation_state == "Steady" and arm.current_dedicated_nodes == 0
     # stopResize on a steady pool changes nothing
     assert clients.batch_mgmt.pool.stop_resize(RG, ACCOUNT, "waits").allocation_state == "Steady"
+    # the same targets again on a pool short of them: a new try
+    again = clients.batch_mgmt.pool.update(RG, ACCOUNT, "waits", {"properties": {"scaleSettings": {
+        "fixedScale": {"targetDedicatedNodes": 1, "resizeTimeout": "PT1H"}}}})
+    assert again.allocation_state == "Resizing" and clients.batch_key.get_pool("waits").allocation_state == "resizing"
+    clients.batch_key.begin_stop_pool_resize("waits", polling_interval=0.1).result()
+    assert clients.batch_mgmt.pool.get(RG, ACCOUNT, "waits").allocation_state == "Steady"
     # a pool whose nodes take a moment to leave: the SDK polls the delete's Location until it is gone
     body["properties"]["vmSize"] = "STANDARD_A1_V2"
     clients.batch_mgmt.pool.create(RG, ACCOUNT, "leaves", body)

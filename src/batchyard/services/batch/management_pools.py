@@ -149,7 +149,7 @@ class ManagementPools:
         tags = shape.tags(body, pool.internal.get("tags"))
         conditions = {"if-match": shape.plain_etags(if_match)} if if_match else None
         resize = {k: spec[k] for k in (*_TARGETS, "resizeTimeout", "nodeDeallocationOption") if k in spec}
-        if "scaleSettings" in props and any(resize.get(k, 0) != pool.body[k] for k in _TARGETS):
+        if "scaleSettings" in props and _asks_to_resize(pool, resize):
             self.pools.resize(account, pool.name, resize, PoolAuth.BEARER, conditions)
             conditions = None
         # also what refuses a pool being deleted, and checks If-Match when there was no resize
@@ -180,3 +180,15 @@ class ManagementPools:
                 pool.body[key] = value
         pool.internal["tags"] = tags
         return self.pools.save(pool)
+
+
+def _asks_to_resize(pool: Resource, resize: dict) -> bool:
+    """New targets; or the targets it has while a steady pool falls short of them (a resize
+    that timed out or was stopped), which tries again. The same targets on a pool that is
+    resizing or there already (a template deployed twice) change nothing."""
+    body = pool.body
+    wanted = [resize.get(k, 0) for k in _TARGETS]
+    if wanted != [body[k] for k in _TARGETS]:
+        return True
+    return body["allocationState"] == "steady" and \
+        wanted != [body["currentDedicatedNodes"], body["currentLowPriorityNodes"]]
