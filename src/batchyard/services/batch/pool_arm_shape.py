@@ -67,7 +67,7 @@ def data_plane_body(name: str, props: dict) -> dict:
             spec["cloudServiceConfiguration"] = deployment["cloudServiceConfiguration"]
     if "scaleSettings" in props:
         spec.update(scale_request(props.get("scaleSettings")))
-    if "interNodeCommunication" in props:
+    if props.get("interNodeCommunication") is not None:
         spec["enableInterNodeCommunication"] = _inter_node(props["interNodeCommunication"])
     if "networkConfiguration" in props:
         spec["networkConfiguration"] = _network(props["networkConfiguration"])
