@@ -15,6 +15,7 @@ from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
 from .services.batch.node_agent import NodeAgent, node_root
 from .services.batch.jobs import Jobs
+from .services.batch.management_pools import ManagementPools
 from .services.batch.pools import Pools
 from .services.batch.scheduler import Scheduler
 from .services.batch.tasks import Tasks
@@ -56,6 +57,7 @@ class Services:
     jobs: Jobs
     tasks: Tasks
     scheduler: Scheduler
+    management_pools: ManagementPools
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -109,7 +111,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
 
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
-                        jobs=jobs, tasks=tasks, scheduler=scheduler)
+                        jobs=jobs, tasks=tasks, scheduler=scheduler,
+                        management_pools=ManagementPools(accounts, pools))
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)

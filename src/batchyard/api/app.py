@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from . import tokens, uploads
 from .arm import batch as arm_batch
+from .arm import batch_pools as arm_batch_pools
 from .arm import compute, resources
 from .arm.router import ArmRouter
 from .batch import files as batch_files
@@ -24,6 +25,7 @@ def build_arm_router() -> ArmRouter:
     resources.register(router)
     compute.register(router)
     arm_batch.register(router)
+    arm_batch_pools.register(router)
     return router
 
 

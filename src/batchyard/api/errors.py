@@ -13,6 +13,7 @@ STATUS = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.ConditionFailed: 412,
     errors.PayloadTooLarge: 413,
 }
 

@@ -37,6 +37,10 @@ class PayloadTooLarge(ServiceError):
     """The request body is over a limit (413)."""
 
 
+class ConditionFailed(ServiceError):
+    """A conditional header (If-Match, If-None-Match, ...) is not met (412)."""
+
+
 class Unsupported(ServiceError):
     """An operation that makes no sense here (400 in ARM's habit: OperationNotAllowed)."""
 

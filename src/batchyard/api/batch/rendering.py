@@ -3,44 +3,40 @@ single resources with their conditional headers and $select."""
 
 from __future__ import annotations
 
-from itertools import islice
 from typing import Iterable
 from urllib.parse import quote
 
 from starlette.responses import JSONResponse, Response
 
-from ...services.batch.odata import apply_select, compile_filter, parse_max_results
+from ...services.batch.odata import apply_select, ordered_page, page
 from ...services.batch.pools import check_conditions
 from .router import ODATA_JSON, BatchContext, entity_response
 
 
 def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
-    """A list held in memory: ordered by `key` (default: the lower-cased id), which the
-    skiptoken continues from, then paged by `ordered_listing`."""
+    """A list held in memory, listed in the order of `key` (default: the lower-cased id),
+    which the skiptoken continues from."""
     key = key or _sort_key
-    after = ctx.query.get("$skiptoken")
-    ordered = sorted(items, key=key)
-    return ordered_listing(ctx, collection, (item for item in ordered if not after or key(item) > after), key)
+    return _rendered(ctx, collection, *page(items, ctx.query, key))
 
 
 def ordered_listing(ctx: BatchContext, collection: str, ordered: Iterable[dict], key=None) -> Response:
-    """$filter, $select, maxresults and paging over items that already come in `key` order
-    from just after the request's $skiptoken. It stops reading at the first item past the
-    page, so a lazy source costs what the page costs. Everything the next page needs is in
-    its odata.nextLink, since the SDK does not send the first request's query again."""
+    """Items that already come in `key` order from just after the request's $skiptoken,
+    read lazily: only as far as the page goes."""
     key = key or _sort_key
+    return _rendered(ctx, collection, *ordered_page(ordered, ctx.query, key))
+
+
+def _rendered(ctx: BatchContext, collection: str, found: list[dict], next_token: str | None) -> Response:
+    """$select, and paging: everything the next page needs is in its odata.nextLink, since
+    the SDK does not send the first request's query again."""
     query = ctx.query
-    predicate = compile_filter(query.get("$filter"))
-    page_size = parse_max_results(query.get("maxresults"))
-    select = query.get("$select")
-    chosen = list(islice((item for item in ordered if predicate(item)), page_size + 1))
-    page, more = chosen[:page_size], len(chosen) > page_size
     body = {"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}",
-            "value": [apply_select(item, select) for item in page]}
-    if more:
+            "value": [apply_select(item, query.get("$select")) for item in found]}
+    if next_token is not None:
         carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults",
                                                            "recursive")}
-        carried["$skiptoken"] = key(page[-1])
+        carried["$skiptoken"] = next_token
         link_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
                               [("api-version", query["api-version"]), *sorted(carried.items())])
         body["odata.nextLink"] = f"{ctx.request.url.scheme}://{ctx.request.url.netloc}{ctx.request.url.path}?" \

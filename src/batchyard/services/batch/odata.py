@@ -19,7 +19,8 @@ import operator
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from itertools import islice
+from typing import Any, Callable, Iterable
 
 from ..errors import InvalidInput
 
@@ -366,3 +367,23 @@ def parse_max_results(value: str | None, default: int = 1000, maximum: int = 100
         raise _bad_query("maxresults", value, f"The value must be an integer between 1 and {maximum}.")
     # Past 12 digits it is above any cap; skip int() on an arbitrarily long string.
     return maximum if len(digits) > 12 else min(int(digits), maximum)
+
+
+def page(items: Iterable[dict], query: dict, key: Callable[[dict], str]) -> tuple[list[dict], str | None]:
+    """$filter, then the order of `key`, continuing after $skiptoken, cut to maxresults:
+    the page, and the skiptoken of the next page (None on the last)."""
+    after = query.get("$skiptoken")
+    ordered = sorted(items, key=key)
+    return ordered_page((item for item in ordered if not after or key(item) > after), query, key)
+
+
+def ordered_page(ordered: Iterable[dict], query: dict,
+                 key: Callable[[dict], str]) -> tuple[list[dict], str | None]:
+    """As `page`, for items that already come in `key` order from just after the
+    $skiptoken: reading stops at the first match past the page, so a lazy source (a store
+    read in chunks) costs what the page costs, whatever the size of the whole list."""
+    predicate = compile_filter(query.get("$filter"))
+    page_size = parse_max_results(query.get("maxresults"))
+    chosen = list(islice((item for item in ordered if predicate(item)), page_size + 1))
+    found = chosen[:page_size]
+    return found, (key(found[-1]) if len(chosen) > page_size else None)

@@ -19,7 +19,7 @@ from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse_typed
 from ..compute.images import IMAGE_TYPE
-from ..errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
+from ..errors import ConditionFailed, Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
 from . import pool_spec
 from .durations import format_duration
@@ -533,12 +533,12 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().strip('"') for tag in header.split(",")}
 
 
-class PreconditionFailed(ServiceError):
+class PreconditionFailed(ConditionFailed):
     def __init__(self):
         super().__init__("ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
 
 
-class NotModifiedOrFailed(ServiceError):
+class NotModifiedOrFailed(ConditionFailed):
     """304 for GET and HEAD, 412 for anything that would change the resource."""
 
     def __init__(self):

@@ -1,0 +1,194 @@
+"""Pools on the management plane (`Microsoft.Batch/batchAccounts/{account}/pools`, what
+azure-mgmt-batch, Terraform and Bicep use): the very pools the data plane serves, under
+the same rules (`pools.py`), read and written in ARM's shape (`pool_arm_shape.py`).
+
+Management-plane callers hold an ARM bearer token, so custom-image pools are theirs to make,
+as they are for data-plane callers with a bearer token. A PUT on an existing pool, or a
+PATCH, changes what a pool may change after creation (scale, start task, metadata,
+application packages, display name, identity, tags); the properties fixed at creation may
+be given again (a template deployed twice) but not changed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ...store.resources import Resource
+from ..arm_ids import ResourceId
+from ..errors import Conflict, InvalidInput, NotFound, ServiceError
+from . import batch_input as bi
+from . import odata, pool_spec
+from . import pool_arm_shape as shape
+from .pools import PoolAuth, Pools, PreconditionFailed
+from .vm_sizes import lookup as lookup_vm_size
+
+# How each property fixed at creation reads once checked, as the data plane stores it.
+_NORMALIZED = {
+    "vmSize": lambda spec, cores: pool_spec.vm_size(spec["vmSize"]),
+    "virtualMachineConfiguration": lambda spec, cores: pool_spec.vm_configuration(spec),
+    "networkConfiguration": lambda spec, cores: pool_spec.network_configuration(spec),
+    "taskSlotsPerNode": lambda spec, cores: pool_spec.task_slots(spec, cores),
+    "taskSchedulingPolicy": lambda spec, cores: pool_spec.scheduling_policy(spec),
+    "userAccounts": lambda spec, cores: bi.array(spec, "userAccounts"),
+    "enableInterNodeCommunication": lambda spec, cores: bi.boolean(spec, "enableInterNodeCommunication",
+                                                                   default=False),
+}
+_PATCHABLE = ("startTask", "metadata", "applicationPackageReferences")
+_TARGETS = ("targetDedicatedNodes", "targetLowPriorityNodes")
+
+
+def _in_arm_terms(method):
+    """Errors raised in the data plane's terms leave in the management plane's."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except ServiceError as error:
+            raise shape.arm_error(error) from None
+    return wrapper
+
+
+class ManagementPools:
+    def __init__(self, accounts, pools: Pools):
+        self.accounts = accounts
+        self.pools = pools
+
+    @_in_arm_terms
+    def get(self, account_id: ResourceId, name: str) -> Resource:
+        return self.pools.get(self.accounts.get(account_id), name)
+
+    @_in_arm_terms
+    def list(self, account_id: ResourceId, query: dict) -> tuple[list[dict], str | None]:
+        """The account's pools in ARM's shape after $filter, $select and maxresults, and the
+        skiptoken of the next page."""
+        account = self.accounts.get(account_id)
+        views = [shape.render(p) for p in self.pools.list(account)]
+        found, next_token = odata.page(views, query, key=lambda v: v["name"].lower())
+        return [shape.select(v, query.get("$select")) for v in found], next_token
+
+    @_in_arm_terms
+    def create_or_update(self, account_id: ResourceId, name: str, body: Any, if_match: str | None,
+                         if_none_match: str | None) -> Resource:
+        account = self.accounts.get(account_id)
+        with self.pools.lock:
+            try:
+                current = self.pools.get(account, name)
+            except NotFound:
+                current = None
+            if current is None:
+                if if_match:  # If-Match names a pool that must already be there
+                    raise PreconditionFailed()
+                return self._create(account, name, body)
+            if if_none_match and if_none_match.strip() == "*":
+                raise PreconditionFailed()
+            return self._change(account, current, body, if_match)
+
+    @_in_arm_terms
+    def update(self, account_id: ResourceId, name: str, body: Any, if_match: str | None) -> Resource:
+        account = self.accounts.get(account_id)
+        with self.pools.lock:
+            return self._change(account, self.pools.get(account, name), body, if_match)
+
+    @_in_arm_terms
+    def stop_resize(self, account_id: ResourceId, name: str) -> Resource:
+        return self.pools.stop_resize(self.accounts.get(account_id), name)
+
+    @_in_arm_terms
+    def disable_autoscale(self, account_id: ResourceId, name: str) -> Resource:
+        """Autoscale is never on here (it is refused), so there is nothing to disable: the
+        pool keeps its fixed targets, as Azure's does after disableAutoScale."""
+        pool = self.pools.get(self.accounts.get(account_id), name)
+        if pool.body["state"] == "deleting":
+            raise Conflict("PoolBeingDeleted", "The specified pool has been marked for deletion and is being "
+                                               "reclaimed.")
+        return pool
+
+    @_in_arm_terms
+    def delete(self, account_id: ResourceId, name: str) -> bool:
+        """Starts the deletion; False if there is no such pool."""
+        try:
+            self.pools.delete(self.accounts.get(account_id), name)
+        except NotFound:
+            return False
+        return True
+
+    def deleting(self, account_id: ResourceId, name: str) -> bool:
+        """Whether the pool is still on its way out (its nodes are leaving)."""
+        try:
+            return self.pools.get(self.accounts.get(account_id), name).body["state"] == "deleting"
+        except NotFound:
+            return False
+
+    # ---------------------------------------------------------------------------------------
+
+    def _create(self, account: Resource, name: str, body: Any) -> Resource:
+        body = bi.body_object(body)
+        spec = shape.data_plane_body(name, shape.properties(body))
+        identity = shape.identity(body.get("identity"), None)
+        tags = shape.tags(body, None)
+        pool = self.pools.create(account, spec, PoolAuth.BEARER)
+        return self._record(pool, identity, tags, pool.body.get("displayName"))
+
+    def _change(self, account: Resource, pool: Resource, body: Any, if_match: str | None) -> Resource:
+        """Everything is checked before anything changes; then the resize (which refuses a
+        pool that is already resizing), then the rest."""
+        body = bi.body_object(body)
+        props = shape.properties(body)
+        spec = shape.data_plane_body(pool.name, props)
+        self._check_fixed(pool, spec)
+        if spec.get("enableAutoScale"):
+            raise bi.invalid("enableAutoScale", True, "Autoscale is not supported yet; give fixedScale target "
+                                                      "node counts.")
+        patch = {k: spec[k] for k in _PATCHABLE if k in spec}
+        pool_spec.start_task(patch)
+        bi.name_value_pairs(patch, "metadata")
+        bi.array(patch, "applicationPackageReferences")
+        display = bi.string(spec, "displayName") if "displayName" in spec else pool.body.get("displayName")
+        identity = shape.identity(body.get("identity"), pool.body.get("identity"))
+        tags = shape.tags(body, pool.internal.get("tags"))
+        conditions = {"if-match": shape.plain_etags(if_match)} if if_match else None
+        resize = {k: spec[k] for k in (*_TARGETS, "resizeTimeout", "nodeDeallocationOption") if k in spec}
+        if "scaleSettings" in props and _asks_to_resize(pool, resize):
+            self.pools.resize(account, pool.name, resize, PoolAuth.BEARER, conditions)
+            conditions = None
+        # also what refuses a pool being deleted, and checks If-Match when there was no resize
+        self.pools.update(account, pool.name, patch, PoolAuth.BEARER, conditions)
+        return self._record(self.pools.get(account, pool.name), identity, tags, display)
+
+    def _check_fixed(self, pool: Resource, spec: dict) -> None:
+        cores = lookup_vm_size(pool.body["vmSize"]).cores
+        for arm_name, data_name in shape.FIXED.items():
+            if data_name not in spec:
+                continue
+            if _NORMALIZED[data_name](spec, cores) != pool.body.get(data_name):
+                raise InvalidInput("PropertyCannotBeUpdated",
+                                   f"The property '{arm_name}' of a pool cannot be changed after the pool is "
+                                   "created; delete the pool and create it again.",
+                                   target=f"properties.{arm_name}")
+
+    def _record(self, pool: Resource, identity: dict | None, tags: dict | None, display: str | None) -> Resource:
+        """What only the management plane sets: identity, tags; and the display name, which
+        the data plane fixes at creation."""
+        if (identity, tags, display) == (pool.body.get("identity"), pool.internal.get("tags"),
+                                         pool.body.get("displayName")):
+            return pool
+        for key, value in (("identity", identity), ("displayName", display)):
+            if value is None:
+                pool.body.pop(key, None)
+            else:
+                pool.body[key] = value
+        pool.internal["tags"] = tags
+        return self.pools.save(pool)
+
+
+def _asks_to_resize(pool: Resource, resize: dict) -> bool:
+    """New targets; or the targets it has while a steady pool falls short of them (a resize
+    that timed out or was stopped), which tries again. The same targets on a pool that is
+    resizing or there already (a template deployed twice) change nothing."""
+    body = pool.body
+    wanted = [resize.get(k, 0) for k in _TARGETS]
+    if wanted != [body[k] for k in _TARGETS]:
+        return True
+    return body["allocationState"] == "steady" and \
+        wanted != [body["currentDedicatedNodes"], body["currentLowPriorityNodes"]]
