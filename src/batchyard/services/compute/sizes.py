@@ -3,7 +3,7 @@
 
 Cores and memory are the catalogue's; the disk figures follow Azure's common rule for
 general-purpose sizes (two data disks and 16 GiB of temporary disk per vCPU, at most 32
-and 64) and are descriptive: data disk counts and the temporary disk are not limited here."""
+disks and 1 TiB) and are descriptive: data disk counts and the temporary disk are not limited here."""
 
 from __future__ import annotations
 
@@ -27,9 +27,13 @@ def max_data_disks(size: VmSize) -> int:
     return min(32, max(2, 2 * size.cores))
 
 
+def resource_disk_mb(size: VmSize) -> int:
+    return min(64, size.cores) * 16 * 1024
+
+
 def vm_size_view(size: VmSize) -> dict:
     return {"name": size.name, "numberOfCores": size.cores, "osDiskSizeInMB": OS_DISK_MB,
-            "resourceDiskSizeInMB": min(64, size.cores) * 16 * 1024, "memoryInMB": size.memory_mib,
+            "resourceDiskSizeInMB": resource_disk_mb(size), "memoryInMB": size.memory_mib,
             "maxDataDiskCount": max_data_disks(size)}
 
 
@@ -40,7 +44,7 @@ def vm_sizes() -> list[dict]:
 def capabilities(size: VmSize) -> list[dict]:
     """The capability names clients read from a resource SKU (and Batch's virtualMachineSkus)."""
     values = {
-        "MaxResourceVolumeMB": min(64, size.cores) * 16 * 1024,
+        "MaxResourceVolumeMB": resource_disk_mb(size),
         "OSVhdSizeMB": OS_DISK_MB,
         "vCPUs": size.cores,
         "MemoryGB": _gib(size.memory_mib),
