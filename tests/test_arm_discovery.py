@@ -169,6 +169,8 @@ def test_batch_location_apis(clients):
     free = location.check_name_availability(clients.location, {"name": "freshname42",
                                                                "type": "Microsoft.Batch/batchAccounts"})
     assert free.name_available
+    operations = {op.name for op in clients.batch_mgmt.operations.list()}
+    assert {"Microsoft.Batch/batchAccounts/write", "Microsoft.Batch/batchAccounts/listKeys/action"} <= operations
     skus = {s.name: s for s in location.list_supported_virtual_machine_skus(clients.location)}
     assert skus["Standard_D2s_v3"].family_name == "standardDSv3Family"
     assert {c.name: c.value for c in skus["Standard_D2s_v3"].capabilities}["vCPUs"] == "2"
