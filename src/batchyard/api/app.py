@@ -47,7 +47,7 @@ def build_batch_router() -> BatchRouter:
     return router
 
 
-def create_app(services) -> "CollapseArmSlashes":
+def create_app(services) -> CollapseArmSlashes:
     arm = build_arm_router()
     batch = build_batch_router()
 

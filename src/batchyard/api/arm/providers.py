@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from ...services import locations
 from ...services.errors import NotFound
 from . import versions
-from .router import ArmContext, ArmRouter, _Route
+from .router import ArmContext, ArmRouter, ArmRoute
 
 NS = "Microsoft.Resources"
 SUB = "/subscriptions/{subscription}"
@@ -29,7 +29,7 @@ class Operation:
     verb: str  # read, write, delete or "{action}/action"
 
 
-def _operation(route: _Route) -> Operation | None:
+def _operation(route: ArmRoute) -> Operation | None:
     """What a route does to which resource type, read the way ARM reads a path: after
     `providers/{namespace}` (or from the root for Microsoft.Resources' own paths) come
     pairs of type and name; a trailing segment of a POST is an action. None for paths

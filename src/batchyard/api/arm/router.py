@@ -63,7 +63,7 @@ Handler = Callable[[ArmContext], Awaitable[Response]]
 
 
 @dataclass
-class _Route:
+class ArmRoute:
     method: str
     template: str
     pattern: re.Pattern
@@ -75,14 +75,14 @@ class _Route:
 
 class ArmRouter:
     def __init__(self):
-        self.routes: list[_Route] = []
+        self.routes: list[ArmRoute] = []
 
     def add(self, method: str, template: str, handler: Handler, namespace: str = "Microsoft.Compute",
             view: bool = False) -> None:
         """Template segments in braces are parameters, e.g.
         /subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/disks/{disks}"""
         regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>[^/]+)", template.rstrip("/"))
-        self.routes.append(_Route(method, template.rstrip("/"), re.compile(f"^{regex}/?$", re.IGNORECASE), handler,
+        self.routes.append(ArmRoute(method, template.rstrip("/"), re.compile(f"^{regex}/?$", re.IGNORECASE), handler,
                                   namespace, view))
 
     async def dispatch(self, request: Request) -> Response:
