@@ -20,19 +20,6 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 
 
-def tools_dir() -> Path:
-    """Where tests/clients/install.sh puts the clients pip does not bring."""
-    return Path(os.environ.get("BATCHYARD_TOOLS") or Path(__file__).resolve().parent.parent / ".tools")
-
-
-def tool(relative: str) -> Path:
-    """A file installed by tests/clients/install.sh; a clear failure when it is missing."""
-    path = tools_dir() / relative
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run tests/clients/install.sh", pytrace=False)
-    return path
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,3 +183,16 @@ def pool_settled(batch, pool_id: str, states=("idle",)):
             return pool, nodes
         return None
     return wait_for(check, what=f"pool {pool_id} to settle")
+
+
+def tools_dir() -> Path:
+    """Where tests/clients/install.sh puts the external clients the tests drive."""
+    return Path(os.environ.get("BATCHYARD_TOOLS") or Path(__file__).resolve().parent.parent / ".tools")
+
+
+def tool(name: str, executable: str) -> Path:
+    """An executable of an installed external client; the test fails (never skips) without it."""
+    path = tools_dir() / name / executable
+    if not path.exists() or not (tools_dir() / name / ".complete").exists():
+        pytest.fail(f"{path} is missing: run tests/clients/install.sh")
+    return path

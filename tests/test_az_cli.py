@@ -45,7 +45,7 @@ def live(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def az(live, tmp_path_factory) -> Az:
-    run = Az(tool("az/bin/az"), tmp_path_factory.mktemp("azconfig"), live["ca_bundle"])
+    run = Az(tool("az", "bin/az"), tmp_path_factory.mktemp("azconfig"), live["ca_bundle"])
     run("cloud", "register", "-n", "batchyard", "--endpoint-resource-manager", live["arm_endpoint"])
     run("cloud", "set", "-n", "batchyard")
     run("config", "set", "core.instance_discovery=false")
