@@ -20,3 +20,11 @@ install_azure_batch() {  # folder version
 install_azure_batch azure-batch-6 6.0.0
 install_azure_batch azure-batch-11 11.0.0
 install_azure_batch azure-batch-14 14.2.0
+
+# The Azure CLI (tests/test_az_cli.py), in its own virtual environment.
+if [ ! -f "$TOOLS/az/.complete" ]; then
+    rm -rf "$TOOLS/az"
+    python3 -m venv "$TOOLS/az"
+    "$TOOLS/az/bin/pip" install --quiet --disable-pip-version-check 'azure-cli>=2.60'
+    touch "$TOOLS/az/.complete"
+fi

@@ -3,16 +3,22 @@ on one port."""
 
 from __future__ import annotations
 
+import uuid
+
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import tokens, uploads
+from ..services.errors import InvalidInput, NotFound, ServiceError
+from . import metadata, tokens, uploads
 from .arm import batch as arm_batch
 from .arm import batch_pools as arm_batch_pools
-from .arm import compute, resources
-from .arm.router import ArmRouter
+from .arm import batch_locations, compute, providers, resources
+from .arm.router import ArmRouter, collapse_slashes
+from .batch.router import error_response as batch_error_response
+from .errors import arm_error
 from .batch import files as batch_files
 from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
@@ -26,6 +32,8 @@ def build_arm_router() -> ArmRouter:
     compute.register(router)
     arm_batch.register(router)
     arm_batch_pools.register(router)
+    batch_locations.register(router)
+    providers.register(router)  # describes the routes above, read when asked
     return router
 
 
@@ -43,7 +51,7 @@ def build_batch_router() -> BatchRouter:
     return router
 
 
-def create_app(services) -> Starlette:
+def create_app(services) -> CollapseArmSlashes:
     arm = build_arm_router()
     batch = build_batch_router()
 
@@ -57,9 +65,45 @@ def create_app(services) -> Starlette:
     app = Starlette(routes=[
         Route("/_health", health, methods=["GET"]),
         *uploads.routes,
+        *metadata.routes,
+        # ARM's tenant-level paths as well as everything under a subscription
+        Route("/subscriptions", arm_endpoint, methods=arm_methods),
         Route("/subscriptions/{rest:path}", arm_endpoint, methods=arm_methods),
+        Route("/tenants", arm_endpoint, methods=arm_methods),
+        Route("/providers", arm_endpoint, methods=arm_methods),
+        Route("/providers/{rest:path}", arm_endpoint, methods=arm_methods),
         Route("/batch/{rest:path}", batch_endpoint, methods=arm_methods),
         *tokens.routes,
-    ])
+    ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services
-    return app
+    return CollapseArmSlashes(app)
+
+
+async def _outside_routes(request: Request, exc: HTTPException) -> Response:
+    """404/405 for paths no router serves, in the shape the client of that path reads."""
+    if exc.status_code == 405:
+        error: ServiceError = InvalidInput(
+            "UnsupportedHttpMethod", f"The requested resource does not support http method '{request.method}'.")
+    else:
+        error = NotFound("NotFound", f"The requested path '{request.url.path}' was not found.")
+    if request.url.path.startswith("/batch/"):
+        return batch_error_response(error, exc.status_code, str(uuid.uuid4()))
+    return arm_error(error, exc.status_code)
+
+
+class CollapseArmSlashes:
+    """ARM reads '//subscriptions//x' as '/subscriptions/x'; routing must see it so too.
+    Batch paths are left as sent: SharedKey signs them as they are."""
+
+    _ARM_ROOTS = ("subscriptions", "tenants", "providers", "metadata")
+
+    def __init__(self, app: Starlette):
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and "//" in scope["path"]:
+            path = collapse_slashes(scope["path"])
+            if path.split("/", 2)[1].lower() in self._ARM_ROOTS:
+                scope = {**scope, "path": path}
+        await self.app(scope, receive, send)

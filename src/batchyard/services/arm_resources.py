@@ -9,6 +9,7 @@ from typing import Any
 from ..store.resources import Resource, ResourceStore
 from .arm_ids import ResourceId
 from .errors import InvalidInput, NotFound
+from .lenient import as_integer
 
 _LOCATION = re.compile(r"^[a-z][a-z0-9]{1,40}$")
 
@@ -85,8 +86,9 @@ def get_or_404(store: ResourceStore, rid: ResourceId) -> Resource:
     return found
 
 
-def int_field(value: Any, field: str, minimum: int = 0, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+def int_field(given: Any, field: str, minimum: int = 0, maximum: int | None = None) -> int:
+    value = as_integer(given)
+    if value is None or value < minimum or (maximum is not None and value > maximum):
         bound = f" and {maximum}" if maximum is not None else ""
         raise InvalidInput("InvalidParameter", f"The value of parameter {field} is invalid: it must be an integer "
                            f"between {minimum}{bound}.", target=field)

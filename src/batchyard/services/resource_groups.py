@@ -8,7 +8,10 @@ from ..store.db import Database
 from ..store.resources import Resource, ResourceStore
 from .arm_ids import ResourceId, check_resource_group_name
 from .arm_resources import check_tags, new_resource, normalize_location, require_object
+from .batch.odata import compile_filter
 from .errors import InvalidInput, NotFound
+
+GROUP_TYPE = "Microsoft.Resources/resourceGroups"
 
 
 class ResourceGroups:
@@ -26,8 +29,10 @@ class ResourceGroups:
             subs[subscription_id.lower()] = {"subscriptionId": subscription_id, "tenantId": tenant_id, "displayName": name}
             self.db.set_setting("subscriptions", subs)
 
-    def subscriptions(self) -> list[dict]:
-        return list((self.db.get_setting("subscriptions") or {}).values())
+    def subscriptions(self, tenant_id: str | None = None) -> list[dict]:
+        """Every subscription, or those of one tenant (what a token of that tenant may list)."""
+        subs = (self.db.get_setting("subscriptions") or {}).values()
+        return [s for s in subs if tenant_id is None or s["tenantId"].lower() == tenant_id.lower()]
 
     def check_subscription(self, subscription_id: str) -> dict:
         subs = self.db.get_setting("subscriptions") or {}
@@ -73,14 +78,14 @@ class ResourceGroups:
             return self.store.put(existing), False
         rg = new_resource(self._id(subscription, name), location, {"provisioningState": "Succeeded"}, tags)
         rg.body.pop("type")
-        rg.body["type"] = "Microsoft.Resources/resourceGroups"
+        rg.body["type"] = GROUP_TYPE
         if body.get("managedBy"):
             rg.body["managedBy"] = body["managedBy"]
         return self.store.put(rg), True
 
     def list(self, subscription: str) -> list[Resource]:
         self.check_subscription(subscription)
-        return self.store.list(type="Microsoft.Resources/resourceGroups", subscription=subscription)
+        return self.store.list(type=GROUP_TYPE, subscription=subscription)
 
     def delete(self, subscription: str, name: str) -> bool:
         """Deletes the group and everything in it, as ARM does. False when it did not exist."""
@@ -96,3 +101,18 @@ class ResourceGroups:
     def resources_in(self, subscription: str, name: str) -> list[Resource]:
         self.get(subscription, name)
         return [r for r in self.store.list(subscription=subscription, resource_group=name)]
+
+    def resources_in_subscription(self, subscription: str, odata_filter: str | None) -> list[Resource]:
+        """Every resource of the subscription but its groups, as `GET .../resources` lists
+        them; `$filter` compares resourceType, resourceGroup, name and location, without
+        regard to case as ARM does."""
+        self.check_subscription(subscription)
+        keep = compile_filter(odata_filter.lower() if odata_filter else None)
+        return [r for r in self.store.list(subscription=subscription)
+                if r.type.lower() != GROUP_TYPE.lower() and keep(_filterable(r))]
+
+
+def _filterable(resource: Resource) -> dict:
+    """The fields ARM's resource $filter reads, lower-cased (the filter text is too)."""
+    return {"resourcetype": resource.type.lower(), "resourcegroup": (resource.resource_group or "").lower(),
+            "name": resource.name.lower(), "location": str(resource.body.get("location", "")).lower()}

@@ -3,10 +3,15 @@ virtual machine image catalog. Each handler parses, calls one service method, re
 
 from __future__ import annotations
 
+import re
+
 from starlette.responses import JSONResponse, Response
 
+from ...services import locations
 from ...services.arm_ids import ResourceId
+from ...services.compute import sizes
 from ...services.compute.catalog import BaseImage
+from ...services.errors import InvalidInput
 from . import lro
 from .router import ArmContext, ArmRouter
 
@@ -235,6 +240,32 @@ async def get_version(ctx: ArmContext) -> Response:
     return JSONResponse(body)
 
 
+# sizes, SKUs and usages ---------------------------------------------------------------
+
+async def list_vm_sizes(ctx: ArmContext) -> Response:
+    return _listing(sizes.vm_sizes())
+
+
+async def list_resource_skus(ctx: ArmContext) -> Response:
+    """`$filter=location eq 'westus'` narrows to one region, the only filter Compute takes."""
+    return _listing(sizes.resource_skus(_sku_locations(ctx.query.get("$filter"))))
+
+
+def _sku_locations(odata_filter: str | None) -> list[str]:
+    if not odata_filter:
+        return locations.names()
+    match = re.fullmatch(r"\s*location\s+eq\s+'([^']*)'\s*", odata_filter, re.IGNORECASE)
+    if match is None:
+        raise InvalidInput("InvalidParameter", f"The filter '{odata_filter}' is not supported. Only "
+                           "\"location eq '<location>'\" is supported.", target="$filter")
+    return [match[1].replace(" ", "").lower()]
+
+
+async def list_usages(ctx: ArmContext) -> Response:
+    vms = await ctx.call(ctx.services.vms.list, ctx.params["subscription"], None)
+    return _listing(sizes.usages(vms, ctx.params["location"], ctx.services.settings.host_cores))
+
+
 def register(router: ArmRouter) -> None:
     add = router.add
     kinds = (
@@ -261,7 +292,7 @@ def register(router: ArmRouter) -> None:
     add("DELETE", VM, delete_vm)
     add("GET", RG + "/virtualMachines", list_vms)
     add("GET", SUB + PROVIDER + "/virtualMachines", list_vms)
-    add("GET", VM + "/instanceView", vm_instance_view)
+    add("GET", VM + "/instanceView", vm_instance_view, view=True)
     add("POST", VM + "/start", _power_action(lambda vms, rid: vms.start(rid)))
     add("POST", VM + "/deallocate", _power_action(lambda vms, rid: vms.stop(rid, deallocate=True)))
     add("POST", VM + "/powerOff", _power_action(lambda vms, rid: vms.stop(rid, deallocate=False)))
@@ -281,3 +312,7 @@ def register(router: ArmRouter) -> None:
         list_versions)
     add("GET", LOCATION + "/publishers/{publisher}/artifacttypes/vmimage/offers/{offer}/skus/{sku}/versions/{version}",
         get_version)
+
+    add("GET", LOCATION + "/vmSizes", list_vm_sizes)
+    add("GET", LOCATION + "/usages", list_usages)
+    add("GET", SUB + PROVIDER + "/skus", list_resource_skus)

@@ -1,9 +1,11 @@
-"""Microsoft.Resources: subscriptions and resource groups."""
+"""Microsoft.Resources: tenants, subscriptions, locations and resource groups."""
 
 from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
+from ...services import locations
+from ...services.resource_groups import GROUP_TYPE
 from . import lro
 from .router import ArmContext, ArmRouter
 
@@ -20,12 +22,42 @@ def _subscription_body(sub: dict) -> dict:
     return {"id": f"/subscriptions/{sub['subscriptionId']}", "subscriptionId": sub["subscriptionId"],
             "tenantId": sub["tenantId"], "displayName": sub["displayName"], "state": "Enabled",
             "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "Batchyard",
-                                     "spendingLimit": "Off"}, "authorizationSource": "RoleBased"}
+                                     "spendingLimit": "Off"}, "authorizationSource": "RoleBased", "managedByTenants": []}
 
 
 async def get_subscription(ctx: ArmContext) -> Response:
     sub = await ctx.call(ctx.services.groups.check_subscription, ctx.params["subscription"])
     return JSONResponse(_subscription_body(sub))
+
+
+async def list_subscriptions(ctx: ArmContext) -> Response:
+    """The subscriptions of the caller's tenant (what `az login` lists)."""
+    subs = await ctx.call(ctx.services.groups.subscriptions, ctx.claims.get("tid", ""))
+    return _listing([_subscription_body(s) for s in subs])
+
+
+async def list_tenants(ctx: ArmContext) -> Response:
+    """The caller's own tenant: a service principal belongs to one."""
+    tenant = ctx.claims.get("tid", "")
+    return _listing([{"id": f"/tenants/{tenant}", "tenantId": tenant, "tenantCategory": "Home",
+                      "displayName": "Batchyard", "defaultDomain": "batchyard.local", "domains": ["batchyard.local"],
+                      "tenantType": "AAD"}])
+
+
+async def list_locations(ctx: ArmContext) -> Response:
+    return _listing([locations.view(r, ctx.params["subscription"]) for r in locations.REGIONS])
+
+
+async def list_subscription_resources(ctx: ArmContext) -> Response:
+    found = await ctx.call(ctx.services.groups.resources_in_subscription, ctx.params["subscription"],
+                           ctx.query.get("$filter"))
+    return _listing([_generic(r.body) for r in found])
+
+
+def _generic(body: dict) -> dict:
+    """A GenericResource as the resources lists show one: no properties."""
+    keep = ("id", "name", "type", "location", "tags", "sku", "kind", "managedBy", "identity")
+    return {k: body[k] for k in keep if k in body}
 
 
 async def list_groups(ctx: ArmContext) -> Response:
@@ -74,14 +106,16 @@ async def delete_group(ctx: ArmContext) -> Response:
 async def list_group_resources(ctx: ArmContext) -> Response:
     resources = await ctx.call(ctx.services.groups.resources_in, ctx.params["subscription"],
                                ctx.params["resourceGroup"])
-    keep = ("id", "name", "type", "location", "tags", "sku", "managedBy")
-    return _listing([{k: r.body[k] for k in keep if k in r.body} for r in resources
-                     if r.type.lower() != "microsoft.resources/resourcegroups"])
+    return _listing([_generic(r.body) for r in resources if r.type.lower() != GROUP_TYPE.lower()])
 
 
 def register(router: ArmRouter) -> None:
+    router.add("GET", "/subscriptions", list_subscriptions, NS)
+    router.add("GET", "/tenants", list_tenants, NS)
     router.add("GET", SUB, get_subscription, NS)
-    router.add("GET", SUB + "/resourcegroups", list_groups, NS)
+    router.add("GET", SUB + "/locations", list_locations, NS)
+    router.add("GET", SUB + "/resources", list_subscription_resources, NS)
+    router.add("GET", SUB + "/resourceGroups", list_groups, NS)
     router.add("PUT", RG, put_group, NS)
     router.add("GET", RG, get_group, NS)
     router.add("HEAD", RG, head_group, NS)

@@ -63,22 +63,27 @@ Handler = Callable[[ArmContext], Awaitable[Response]]
 
 
 @dataclass
-class _Route:
+class ArmRoute:
     method: str
+    template: str
     pattern: re.Pattern
     handler: Handler
     namespace: str
+    # a read-only view of its parent (a VM's instanceView), not a resource type of its own
+    view: bool = False
 
 
 class ArmRouter:
     def __init__(self):
-        self.routes: list[_Route] = []
+        self.routes: list[ArmRoute] = []
 
-    def add(self, method: str, template: str, handler: Handler, namespace: str = "Microsoft.Compute") -> None:
+    def add(self, method: str, template: str, handler: Handler, namespace: str = "Microsoft.Compute",
+            view: bool = False) -> None:
         """Template segments in braces are parameters, e.g.
         /subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/disks/{disks}"""
         regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>[^/]+)", template.rstrip("/"))
-        self.routes.append(_Route(method, re.compile(f"^{regex}/?$", re.IGNORECASE), handler, namespace))
+        self.routes.append(ArmRoute(method, template.rstrip("/"), re.compile(f"^{regex}/?$", re.IGNORECASE), handler,
+                                  namespace, view))
 
     async def dispatch(self, request: Request) -> Response:
         try:
@@ -97,7 +102,7 @@ class ArmRouter:
         method = "GET" if request.method == "HEAD" and not self._has_head(path) else request.method
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
         if not matched:
-            raise self._unknown_path(path)
+            raise unknown_path(path, request.query_params.get("api-version"))
         route_match = next(((r, m) for r, m in matched if r.method == method), None)
         if route_match is None:
             raise InvalidInput("UnsupportedHttpMethod",
@@ -105,8 +110,9 @@ class ArmRouter:
         route, match = route_match
         params = match.groupdict()
         query = {k.lower(): v for k, v in request.query_params.items()}
-        await run_in_threadpool(services.groups.check_subscription, params["subscription"])
-        self._check_tenant(claims, params["subscription"], services)
+        if "subscription" in params:
+            await run_in_threadpool(services.groups.check_subscription, params["subscription"])
+            self._check_tenant(claims, params["subscription"], services)
         versions.check(request.query_params.get("api-version"), route.namespace)
         if "resourceGroup" in params and route.namespace != "Microsoft.Resources":
             await run_in_threadpool(services.groups.get, params["subscription"], params["resourceGroup"])
@@ -139,17 +145,25 @@ class ArmRouter:
                 f"'{sub['tenantId']}' associated with this subscription.",
             )
 
-    @staticmethod
-    def _unknown_path(path: str) -> ServiceError:
-        parts = path.strip("/").split("/")
-        lowered = [p.lower() for p in parts]
-        if "providers" in lowered:
-            i = lowered.index("providers")
-            namespace = parts[i + 1] if len(parts) > i + 1 else ""
-            if namespace.lower() in ("microsoft.compute", "microsoft.batch", "microsoft.resources"):
-                kind = parts[i + 2] if len(parts) > i + 2 else ""
-                return NotFound("InvalidResourceType",
-                                f"The resource type '{kind}' could not be found in the namespace '{namespace}'.")
-            return NotFound("InvalidResourceNamespace",
-                            f"The resource namespace '{namespace}' is invalid.")
+
+def collapse_slashes(path: str) -> str:
+    """ARM treats runs of slashes as one: '//subscriptions//x' is '/subscriptions/x'."""
+    return re.sub(r"/{2,}", "/", path)
+
+
+def unknown_path(path: str, api_version: str | None = None) -> ServiceError:
+    """ARM's 404 for a path no route serves. Under a provider it names the full resource
+    type the path asks for (a child type is 'virtualMachines/foo', not its parent), the way
+    ARM reads a path: type, name, type, name..."""
+    parts = path.strip("/").split("/")
+    lowered = [p.lower() for p in parts]
+    if "providers" not in lowered:
         return NotFound("NotFound", f"The requested path '{path}' was not found.")
+    i = len(lowered) - 1 - lowered[::-1].index("providers")
+    namespace = parts[i + 1] if len(parts) > i + 1 else ""
+    if namespace.lower() not in {ns.lower() for ns in versions.ADVERTISED}:
+        return NotFound("InvalidResourceNamespace", f"The resource namespace '{namespace}' is invalid.")
+    kind = "/".join(parts[i + 2::2])
+    suffix = f" for api version '{api_version}'" if api_version else ""
+    return NotFound("InvalidResourceType",
+                    f"The resource type '{kind}' could not be found in the namespace '{namespace}'{suffix}.")

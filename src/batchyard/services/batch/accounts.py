@@ -34,6 +34,9 @@ _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 # What Azure gives a new account; shown to clients, not enforced here.
 QUOTAS = {"dedicatedCoreQuota": 500, "lowPriorityCoreQuota": 500, "dedicatedCoreQuotaPerVMFamilyEnforced": False,
           "poolQuota": 100, "activeJobAndJobScheduleQuota": 300}
+# Accounts a subscription may hold per region, as Azure reports it (`locations/{l}/quotas`);
+# reported, not enforced.
+ACCOUNTS_PER_REGION = 50
 
 
 def new_key() -> str:
@@ -95,6 +98,18 @@ class BatchAccounts:
         if account is None:
             return False
         return mode.lower() in (m.lower() for m in account.properties.get("allowedAuthenticationModes", []))
+
+    def name_availability(self, name: str) -> dict:
+        """checkNameAvailability: names are unique across every subscription, as Azure's
+        account host names are."""
+        if not isinstance(name, str) or not _ACCOUNT_NAME.match(name):
+            return {"nameAvailable": False, "reason": "Invalid",
+                    "message": "Batch account names must be between 3 and 24 characters in length and must use "
+                               "only numbers and lowercase letters."}
+        if self.by_name(name) is not None:
+            return {"nameAvailable": False, "reason": "AlreadyExists",
+                    "message": f"An account named '{name}' is already in use."}
+        return {"nameAvailable": True}
 
     def on_delete(self, delete_contents: Callable[[Resource], None]) -> None:
         self._cascade.append(delete_contents)

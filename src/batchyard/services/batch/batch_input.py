@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidInput
+from ..lenient import as_boolean, as_integer
 
 
 def invalid(field: str, value: Any, reason: str) -> InvalidInput:
@@ -63,11 +64,12 @@ def string(body: dict, name: str, field: str | None = None, required_: bool = Fa
 def integer(body: dict, name: str, field: str | None = None, minimum: int | None = None,
             maximum: int | None = None, default: int | None = None) -> int | None:
     field = field or name
-    value = body.get(name)
-    if value is None:
+    given = body.get(name)
+    if given is None:
         return default
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise invalid(field, value, "An integer is required.")
+    value = as_integer(given)
+    if value is None:
+        raise invalid(field, given, "An integer is required.")
     if minimum is not None and value < minimum:
         raise invalid(field, value, f"The value must be at least {minimum}.")
     if maximum is not None and value > maximum:
@@ -76,11 +78,12 @@ def integer(body: dict, name: str, field: str | None = None, minimum: int | None
 
 
 def boolean(body: dict, name: str, field: str | None = None, default: bool | None = None) -> bool | None:
-    value = body.get(name)
-    if value is None:
+    given = body.get(name)
+    if given is None:
         return default
-    if not isinstance(value, bool):
-        raise invalid(field or name, value, "true or false is required.")
+    value = as_boolean(given)
+    if value is None:
+        raise invalid(field or name, given, "true or false is required.")
     return value
 
 
