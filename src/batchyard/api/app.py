@@ -6,8 +6,9 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Host, Route
 
+from .. import azure_names
 from . import tokens, uploads
 from .arm import batch as arm_batch
 from .arm import compute, resources
@@ -49,8 +50,21 @@ def create_app(services) -> Starlette:
     async def arm_endpoint(request: Request):
         return await arm.dispatch(request)
 
+    async def batch_host(scope, receive, send):
+        """A host-style account endpoint: the account is the first label of the host."""
+        request = Request(scope, receive)
+        response = await batch.dispatch(request, host_account=scope["path_params"]["account"])
+        await response(scope, receive, send)
+
+    settings = services.settings
+    # Host-style account endpoints come first: every path on them is the account's.
+    hosts = [Host("{account}." + settings.batch_host_suffix, app=batch_host)]
+    if settings.azure_hostnames:
+        hosts.append(Host("{account}.{region}." + azure_names.BATCH_SUFFIX, app=batch_host))
+
     arm_methods = ["GET", "PUT", "POST", "PATCH", "DELETE", "HEAD"]
     app = Starlette(routes=[
+        *hosts,
         Route("/_health", health, methods=["GET"]),
         *uploads.routes,
         Route("/subscriptions/{rest:path}", arm_endpoint, methods=arm_methods),
