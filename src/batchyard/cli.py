@@ -56,14 +56,18 @@ def serve(host: str, port: int, data_dir: Path, no_tls: bool, batch_host_suffix:
 @main.command()
 @DATA_DIR
 @HOST_SUFFIX
-@AZURE_ADDRESS
-def hosts(data_dir: Path, batch_host_suffix: str, azure_hostnames_address: str) -> None:
+@click.option("--azure-hostnames-address", default=None,
+              help="The address Azure's host names point at [default: the running server's, else 127.0.0.1 "
+                   "or $BATCHYARD_AZURE_HOSTNAMES_ADDRESS].")
+def hosts(data_dir: Path, batch_host_suffix: str, azure_hostnames_address: str | None) -> None:
     """Print the /etc/hosts lines that point Azure's host names (for `serve --azure-hostnames`)
     and the host-style account endpoints at this server, and the CA to trust."""
-    from .hosts import hosts_lines
+    from .hosts import hosts_lines, running_address
 
+    data_dir = data_dir.resolve()
+    address = azure_hostnames_address or running_address(data_dir) or Settings.default_azure_hostnames_address()
     try:
-        text = hosts_lines(data_dir.resolve(), batch_host_suffix.lower(), azure_hostnames_address)
+        text = hosts_lines(data_dir, batch_host_suffix.lower(), address)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(text, nl=False)

@@ -3,6 +3,7 @@ host-style account endpoints) reach this server, read from a data directory."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from . import azure_names
@@ -20,6 +21,14 @@ def _accounts(data_dir: Path) -> list[tuple[str, str]]:
         return [(a.name.lower(), a.body.get("location", "")) for a in ResourceStore(db).list(type=ACCOUNT_TYPE)]
     finally:
         db.close()
+
+
+def running_address(data_dir: Path) -> str | None:
+    """The address a running `serve --azure-hostnames` answers on, from its connection.json."""
+    try:
+        return json.loads((data_dir / "connection.json").read_text())["azure_hostnames"]["address"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def hosts_lines(data_dir: Path, host_suffix: str, azure_address: str) -> str:
