@@ -97,7 +97,8 @@ def test_azure_hostnames_serve_the_default_public_cloud(azure_named, tmp_path):
     assert f"127.0.0.1 {name}.batch.localhost" in lines
     assert info["ca_bundle"] in hosts
     hosts_file = tmp_path / "hosts"
-    hosts_file.write_text(f"127.0.0.1 localhost\n{hosts}{address} nosuchaccount.eastus.batch.azure.com\n")
+    hosts_file.write_text(f"127.0.0.1 localhost\n{hosts}{address} nosuchaccount.eastus.batch.azure.com\n"
+                          f"{address} {name}.westus.batch.azure.com\n")
 
     # The client trusts the CA through connection_verify= only (requests lets these override it).
     env = {k: v for k, v in os.environ.items()
@@ -118,6 +119,7 @@ def test_azure_hostnames_serve_the_default_public_cloud(azure_named, tmp_path):
     assert seen["pool"]["url"] == f"{endpoint}/pools/public-pool-{run}"
     assert seen["pool"]["listed"] == [f"public-pool-{run}"]
     assert seen["pool-deleted"]["code"] == "PoolNotFound"
-    assert seen["unknown-account"] == {"step": "unknown-account", "status": 404, "code": "AccountNotFound"}
+    for step in ("unknown-account", "other-region"):
+        assert seen[step] == {"step": step, "status": 404, "code": "AccountNotFound"}
     assert seen["msal"]["aliases"] == [["login.microsoftonline.com"]]
     assert seen["msal"]["sources"] == ["identity_provider", "identity_provider"]

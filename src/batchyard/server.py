@@ -69,7 +69,9 @@ def certificate_names(services: Services) -> list[str]:
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket; OSError says why not (the port is taken, or 443 needs root)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    # "::" takes IPv4 too, as it did when uvicorn bound the socket.
+    dualstack = host == "::" and socket.has_dualstack_ipv6()
+    return socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=dualstack)
 
 
 def write_atomically(path: Path, data: dict) -> None:

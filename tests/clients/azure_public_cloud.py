@@ -64,10 +64,13 @@ def main(connection: str, account_name: str, account_group: str, run: str) -> No
 
     stranger = BatchClient(endpoint.replace(f"https://{account_name}.", "https://nosuchaccount.", 1),
                            AzureNamedKeyCredential("nosuchaccount", keys.primary), connection_verify=ca)
-    try:
-        stranger.get_pool(pool_id)
-    except HttpResponseError as exc:
-        say("unknown-account", status=exc.status_code, code=exc.error.code if exc.error else None)
+    elsewhere = BatchClient(endpoint.replace(".eastus.", ".westus.", 1),
+                            AzureNamedKeyCredential(account_name, keys.primary), connection_verify=ca)
+    for step, client in (("unknown-account", stranger), ("other-region", elsewhere)):
+        try:
+            client.get_pool(pool_id)
+        except HttpResponseError as exc:
+            say(step, status=exc.status_code, code=exc.error.code if exc.error else None)
 
     # MSAL itself, as azure-identity drives it: forgetting the app's tokens asks instance
     # discovery (https://login.microsoftonline.com/common/discovery/instance) for the aliases.

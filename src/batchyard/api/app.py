@@ -53,7 +53,8 @@ def create_app(services) -> Starlette:
     async def batch_host(scope, receive, send):
         """A host-style account endpoint: the account is the first label of the host."""
         request = Request(scope, receive)
-        response = await batch.dispatch(request, host_account=scope["path_params"]["account"])
+        params = scope["path_params"]
+        response = await batch.dispatch(request, host_account=params["account"], host_region=params.get("region"))
         await response(scope, receive, send)
 
     settings = services.settings

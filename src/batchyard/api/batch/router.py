@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ... import defaults
+from ... import azure_names, defaults
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth, PreconditionFailed
 from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, RangeNotSatisfiable,
                                 ServiceError, Unauthenticated, Unsupported)
@@ -100,11 +100,13 @@ class BatchRouter:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
         self.routes.append(_Route(method, re.compile(f"^{regex}/?$", re.IGNORECASE), handler))
 
-    async def dispatch(self, request: Request, host_account: str | None = None) -> Response:
-        """host_account: the account a host-style endpoint names; None for /batch/{account}."""
+    async def dispatch(self, request: Request, host_account: str | None = None,
+                       host_region: str | None = None) -> Response:
+        """host_account: the account a host-style endpoint names, None for /batch/{account};
+        host_region: the region in {account}.{region}.batch.azure.com."""
         request_id = str(uuid.uuid4())
         try:
-            response = await self._dispatch(request, host_account)
+            response = await self._dispatch(request, host_account, host_region)
         except NotModifiedOrFailed as exc:
             status = 304 if request.method in ("GET", "HEAD") else 412
             response = Response(status_code=304) if status == 304 else error_response(exc, 412, request_id)
@@ -123,14 +125,16 @@ class BatchRouter:
             response.body = b""
         return response
 
-    async def _dispatch(self, request: Request, host_account: str | None) -> Response:
+    async def _dispatch(self, request: Request, host_account: str | None, host_region: str | None) -> Response:
         # The raw path is what the client signed, with either form of endpoint.
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         account_name, rest, endpoint = _account_and_path(request, raw_path, host_account)
         services = request.app.state.services
         account = services.accounts.by_name(account_name)
-        if account is None:
-            raise NotFound("AccountNotFound", f"The Batch account '{account_name}' does not exist.")
+        # In Azure, {account}.{region}.batch.azure.com only exists in the account's own region.
+        if account is None or host_region and azure_names.region(account.body.get("location", "")) != host_region:
+            raise NotFound("AccountNotFound", f"The Batch account '{account_name}' does not exist"
+                           + (f" in region '{host_region}'." if account else "."))
         _refuse_repeats(request)
         query = dict(request.query_params)
         auth = self._authenticate(request, raw_path, account.name, services)
