@@ -64,7 +64,7 @@ class Settings:
 
     @staticmethod
     def default_batch_host_suffix() -> str:
-        return os.environ.get("BATCHYARD_BATCH_HOST_SUFFIX", "batch.localhost")
+        return os.environ.get("BATCHYARD_BATCH_HOST_SUFFIX", "batch.localhost").lower()
 
     @staticmethod
     def default_azure_hostnames_address() -> str:
