@@ -29,8 +29,10 @@ def free_port() -> int:
 class Server:
     """`batchyard serve` as a real process; restartable on the same data directory."""
 
-    def __init__(self, data_dir: Path, extra_env: dict | None = None, tls: bool = True):
+    def __init__(self, data_dir: Path, extra_env: dict | None = None, tls: bool = True,
+                 args: list[str] | None = None):
         self.data_dir = data_dir
+        self.args = list(args or [])
         self.port = free_port()
         self.env = {**os.environ, **(extra_env or {})}
         self.tls = tls
@@ -39,7 +41,7 @@ class Server:
 
     def start(self) -> dict:
         cmd = [sys.executable, "-m", "batchyard.cli", "serve", "--data-dir", str(self.data_dir),
-               "--port", str(self.port)] + ([] if self.tls else ["--no-tls"])
+               "--port", str(self.port)] + ([] if self.tls else ["--no-tls"]) + self.args
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         connection = self.data_dir / "connection.json"
         deadline = time.monotonic() + 60
@@ -75,6 +77,26 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def tools_dir() -> Path:
+    """Where tests/clients/install.sh put the client tools that pip does not bring."""
+    return Path(os.environ.get("BATCHYARD_TOOLS") or Path(__file__).resolve().parent.parent / ".tools")
+
+
+def tool(*parts: str) -> Path:
+    """A tool's file or folder; fails (never skips) when it was not installed."""
+    path = tools_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run tests/clients/install.sh")
+    return path
+
+
+def with_hosts(hosts_file: Path, argv: list[str]) -> list[str]:
+    """argv run in a private mount namespace whose /etc/hosts is `hosts_file`: names resolve
+    there without touching the machine's resolver (needs root, as the machines do)."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts_file), *argv]
 
 
 class Clients:

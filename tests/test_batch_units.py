@@ -509,3 +509,44 @@ def test_vm_size_catalog_is_consistent():
     assert all(vm_sizes.lookup(name) for name in required)
     with pytest.raises(dataclasses.FrozenInstanceError):
         sizes[0].cores = 3
+
+
+# Signed by @azure/batch 10.2.0's BatchSharedKeyCredentials (Node.js) for KEY, with ocp-date DATE:
+# it signs an empty Content-Length for a body-less DELETE, where the Python SDK signs "0".
+NODE_DELETE_SIG = "g00HOvTn+vhB6JkU52jRPURX0jPqftsF3tWDTGpU62E="
+NODE_QUERY = "api-version=2022-01-01.15.0"
+
+
+def test_sharedkey_accepts_node_sdk_empty_content_length_without_one():
+    now = sharedkey.parse_rfc1123(DATE)
+    sharedkey.verify("DELETE", "/pools/pool1", NODE_QUERY, [("ocp-date", DATE)], [KEY], ACCOUNT,
+                     NODE_DELETE_SIG, now=now)
+    # The Python SDK's form of the same request is accepted too.
+    python_sig = sharedkey.sign(KEY, sharedkey.string_to_sign("DELETE", "/pools/pool1", NODE_QUERY,
+                                                              [("ocp-date", DATE)], ACCOUNT))
+    assert python_sig != NODE_DELETE_SIG
+    sharedkey.verify("DELETE", "/pools/pool1", NODE_QUERY, [("ocp-date", DATE)], [KEY], ACCOUNT, python_sig, now=now)
+
+
+@pytest.mark.parametrize("length", ["0", "12"])
+def test_sharedkey_empty_content_length_not_when_one_is_sent(length):
+    # A Content-Length that is sent is signed as sent: Node's signature over "" no longer fits.
+    with pytest.raises(Unauthenticated):
+        sharedkey.verify("DELETE", "/pools/pool1", NODE_QUERY, [("Content-Length", length), ("ocp-date", DATE)],
+                         [KEY], ACCOUNT, NODE_DELETE_SIG, now=sharedkey.parse_rfc1123(DATE))
+
+
+def test_sharedkey_get_has_one_form():
+    # GET and HEAD sign "" in both SDKs; a signature over "0" is refused.
+    text = sharedkey.string_to_sign("GET", "/pools/pool1", NODE_QUERY, [("Content-Length", "0"), ("ocp-date", DATE)],
+                                    ACCOUNT)
+    with pytest.raises(Unauthenticated):
+        sharedkey.verify("GET", "/pools/pool1", NODE_QUERY, [("ocp-date", DATE)], [KEY], ACCOUNT,
+                         sharedkey.sign(KEY, text), now=sharedkey.parse_rfc1123(DATE))
+
+
+def test_sharedkey_node_signature_is_bound_to_the_request():
+    now = sharedkey.parse_rfc1123(DATE)
+    for method, path in (("DELETE", "/pools/pool2"), ("POST", "/pools/pool1"), ("PUT", "/pools/pool1")):
+        with pytest.raises(Unauthenticated):
+            sharedkey.verify(method, path, NODE_QUERY, [("ocp-date", DATE)], [KEY], ACCOUNT, NODE_DELETE_SIG, now=now)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from . import azure_names
+
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
@@ -49,8 +51,24 @@ class Settings:
         "BATCHYARD_HOST_CORES", (os.cpu_count() or 1) * 4096)))
     host_memory_mib: int = field(default_factory=lambda: int(os.environ.get(
         "BATCHYARD_HOST_MEMORY_MIB", _host_memory_mib() * 4096)))
+    # Host-style account endpoints: https://{account}.{suffix}:{port}/ (the TLS certificate
+    # covers *.{suffix}); "host" makes them what accountEndpoint names, "path" keeps
+    # https://{host}:{port}/batch/{account}, the form the SDKs already use.
+    batch_host_suffix: str = field(default_factory=lambda: Settings.default_batch_host_suffix())
+    account_endpoints: str = field(default_factory=lambda: os.environ.get("BATCHYARD_ACCOUNT_ENDPOINTS", "path"))
+    # Also answer as Azure's public-cloud host names on port 443 of this address.
+    azure_hostnames: bool = False
+    azure_hostnames_address: str = field(default_factory=lambda: Settings.default_azure_hostnames_address())
     # Threads that make, change and remove node machines.
     node_workers: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_NODE_WORKERS", 4)))
+
+    @staticmethod
+    def default_batch_host_suffix() -> str:
+        return os.environ.get("BATCHYARD_BATCH_HOST_SUFFIX", "batch.localhost").lower()
+
+    @staticmethod
+    def default_azure_hostnames_address() -> str:
+        return os.environ.get("BATCHYARD_AZURE_HOSTNAMES_ADDRESS", "127.0.0.1")
 
     @property
     def scheme(self) -> str:
@@ -64,3 +82,24 @@ class Settings:
     @property
     def base_url(self) -> str:
         return f"{self.scheme}://{self.public_host}:{self.port}"
+
+    def batch_host(self, account: str) -> str:
+        return f"{account}.{self.batch_host_suffix}"
+
+    def account_endpoint(self, account: str, location: str) -> str:
+        """accountEndpoint as Azure gives it: a host (and here a port or path) without scheme."""
+        if self.azure_hostnames:
+            return azure_names.batch_host(account, location)
+        if self.account_endpoints == "host":
+            return f"{self.batch_host(account)}:{self.port}"
+        return f"{self.public_host}:{self.port}/batch/{account}"
+
+    def check(self) -> None:
+        """Raises ValueError for settings that cannot work together."""
+        if not azure_names.is_host_suffix(self.batch_host_suffix):
+            raise ValueError(f"batch host suffix '{self.batch_host_suffix}': give a DNS name of at least two "
+                             "labels (a certificate for *.{suffix} is refused by clients otherwise)")
+        if self.account_endpoints not in ("path", "host"):
+            raise ValueError(f"account endpoints '{self.account_endpoints}': give 'path' or 'host'")
+        if self.azure_hostnames and not self.tls:
+            raise ValueError("--azure-hostnames needs TLS: Azure's host names are only reached over HTTPS")

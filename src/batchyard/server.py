@@ -7,18 +7,19 @@ import json
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 import uvicorn
 from rich.console import Console
 
-from . import defaults
+from . import azure_names, defaults
 from .api.app import create_app
 from .bootstrap import Services, build
 from .config import Settings
 from .runtime.host import enter_private_mount_namespace
 from .services.operations import Operations
-from .tls import ensure_certificates
+from .tls import ensure_certificates, server_names
 
 log = logging.getLogger("batchyard")
 
@@ -29,6 +30,9 @@ def connection_info(services: Services, ca_bundle: Path | None) -> dict:
     info = {
         "arm_endpoint": base,
         "batch_endpoint": f"{base}/batch/{defaults.BATCH_ACCOUNT}",
+        # the same account, host-style: {account}.{suffix} must resolve to this server
+        "batch_host_endpoint": f"{s.scheme}://{s.batch_host(defaults.BATCH_ACCOUNT)}:{s.port}",
+        "batch_host_suffix": s.batch_host_suffix,
         "batch_account": defaults.BATCH_ACCOUNT,
         # the current primary key: it may have been regenerated since the first start
         "batch_account_key": services.accounts.keys(defaults.BATCH_ACCOUNT)[0],
@@ -45,7 +49,34 @@ def connection_info(services: Services, ca_bundle: Path | None) -> dict:
     }
     if ca_bundle:
         info["ca_bundle"] = str(ca_bundle)
+    if s.azure_hostnames:
+        info["azure_hostnames"] = {
+            "address": s.azure_hostnames_address,
+            "arm_endpoint": f"https://{azure_names.ARM_HOST}",
+            "authority": f"https://{azure_names.LOGIN_HOST}",
+            "batch_endpoint": "https://" + azure_names.batch_host(defaults.BATCH_ACCOUNT, defaults.LOCATION),
+        }
     return info
+
+
+def certificate_names(services: Services) -> list[str]:
+    s = services.settings
+    extra = [s.batch_host_suffix, f"*.{s.batch_host_suffix}"]
+    if s.azure_hostnames:
+        extra += azure_names.certificate_names({a.body.get("location", "") for a in services.accounts.all()})
+    return server_names(s.public_host.strip("[]"), extra)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket; OSError says why not (the port is taken, or 443 needs root)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # "::" takes IPv4 too, as it did when uvicorn bound the socket.
+    dualstack = host == "::" and socket.has_dualstack_ipv6()
+    sock = socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=dualstack)
+    # Accepted connections inherit this; the event loop does not set it on sockets it is
+    # handed, and without it every small response waits out delayed ACKs (~40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def write_atomically(path: Path, data: dict) -> None:
@@ -63,7 +94,7 @@ def serve(settings: Settings) -> None:
     services.operations = Operations(services.db)
     ca_bundle = cert = key = None
     if settings.tls:
-        ca_bundle, cert, key = ensure_certificates(settings.data_dir / "tls", settings.public_host.strip("[]"))
+        ca_bundle, cert, key = ensure_certificates(settings.data_dir / "tls", certificate_names(services))
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
@@ -71,16 +102,26 @@ def serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     connection_file = settings.data_dir / "connection.json"
     connection_file.unlink(missing_ok=True)
+    sockets: list[socket.socket] = []
+    try:
+        sockets.append(listen(settings.host, settings.port))
+        if settings.azure_hostnames:
+            sockets.append(listen(settings.azure_hostnames_address, azure_names.HTTPS_PORT))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        services.close()
+        where = f"{settings.azure_hostnames_address}:443" if sockets else f"{settings.host}:{settings.port}"
+        raise SystemExit(f"batchyard: cannot listen on {where}: {exc}") from None
+    settings.port = sockets[0].getsockname()[1]  # the one the kernel chose, for port 0
 
     async def main() -> None:
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=sockets))
         while not server.started:
             if serving.done():
                 serving.result()  # raises why it could not start (e.g. the port is taken)
                 return
             await asyncio.sleep(0.02)
-        if settings.port == 0:  # an ephemeral port: announce the one the kernel chose
-            settings.port = server.servers[0].sockets[0].getsockname()[1]
         info = connection_info(services, ca_bundle)
         _banner(info, services.provider_note)  # before connection.json: whoever waits on it can read the banner
         write_atomically(connection_file, info)
@@ -96,6 +137,8 @@ def serve(settings: Settings) -> None:
         asyncio.run(main())
     finally:
         connection_file.unlink(missing_ok=True)
+        for sock in sockets:
+            sock.close()
         services.close()
 
 
@@ -108,6 +151,10 @@ def _banner(info: dict, machines_note: str) -> None:
     console.print(f"[bold]Batchyard[/bold] listening on {info['arm_endpoint']}")
     console.print(f"  ARM (azure-mgmt-*) base_url : {info['arm_endpoint']}")
     console.print(f"  Batch endpoint              : {info['batch_endpoint']}")
+    console.print(f"  Batch endpoint, host-style  : {info['batch_host_endpoint']}")
+    if "azure_hostnames" in info:
+        console.print(f"  also as Azure's host names  : on {info['azure_hostnames']['address']}:443 "
+                      "(`batchyard hosts` prints the /etc/hosts lines)")
     console.print(f"  token authority             : {info['authority']}  tenant {info['tenant_id']}")
     console.print(f"  client id / secret          : {info['client_id']} / {info['client_secret']}")
     console.print(f"  subscription                : {info['subscription_id']}")

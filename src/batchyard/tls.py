@@ -23,10 +23,9 @@ def _pem_key(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def _san_entries(host: str) -> list[x509.GeneralName]:
-    names: set[str] = {"localhost", "127.0.0.1", "::1", host}
+def _san_entries(names: list[str]) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []
-    for name in sorted(names):
+    for name in names:
         try:
             out.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
@@ -34,7 +33,9 @@ def _san_entries(host: str) -> list[x509.GeneralName]:
     return out
 
 
-def _cert_covers(cert: x509.Certificate, host: str) -> bool:
+def _cert_covers(cert: x509.Certificate, names: list[str]) -> bool:
+    """Whether the certificate names every entry of `names` (wildcards literally) and stays
+    valid for a week more."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -42,14 +43,20 @@ def _cert_covers(cert: x509.Certificate, host: str) -> bool:
     now = dt.datetime.now(dt.timezone.utc)
     if cert.not_valid_after_utc < now + dt.timedelta(days=7):
         return False
-    try:
-        return ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
-    except ValueError:
-        return host in san.get_values_for_type(x509.DNSName)
+    present = set(_san_entries(list(san.get_values_for_type(x509.DNSName)))) | \
+        {x509.IPAddress(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return set(_san_entries(names)) <= present
 
 
-def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path, Path]:
-    """Returns (ca_bundle, server_cert, server_key); reuses what exists while it still fits."""
+def server_names(host: str, extra: list[str] = ()) -> list[str]:
+    """What the server certificate names: loopback, the listening host, and `extra`
+    (e.g. *.{batch host suffix})."""
+    return sorted({"localhost", "127.0.0.1", "::1", host, *extra})
+
+
+def ensure_certificates(tls_dir: Path, names: list[str]) -> tuple[Path, Path, Path]:
+    """Returns (ca_bundle, server_cert, server_key) for a certificate naming `names` (see
+    server_names); reuses what exists while it still fits, and makes a new one otherwise."""
     tls_dir.mkdir(parents=True, exist_ok=True)
     ca_cert_path, ca_key_path = tls_dir / "ca.pem", tls_dir / "ca-key.pem"
     cert_path, key_path = tls_dir / "server.pem", tls_dir / "server-key.pem"
@@ -78,19 +85,19 @@ def ensure_certificates(tls_dir: Path, host: str) -> tuple[Path, Path, Path]:
 
     if cert_path.exists() and key_path.exists():
         existing = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if existing.issuer == ca_cert.subject and _cert_covers(existing, host):
+        if existing.issuer == ca_cert.subject and _cert_covers(existing, names):
             return ca_cert_path, cert_path, key_path
 
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Batchyard server")]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=825))
-        .add_extension(x509.SubjectAlternativeName(_san_entries(host)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(_san_entries(names)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(

@@ -28,3 +28,12 @@ if [ ! -f "$TOOLS/az/.complete" ]; then
     "$TOOLS/az/bin/pip" install --quiet --disable-pip-version-check 'azure-cli>=2.60'
     touch "$TOOLS/az/.complete"
 fi
+
+# --- node: the Node.js Batch SDK (@azure/batch), unchanged from npm ---------------------
+# Its SharedKey credentials come with it; @azure/identity is not needed for them.
+if [ ! -f "$TOOLS/node/.complete" ]; then
+    command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+    rm -rf "$TOOLS/node" && mkdir -p "$TOOLS/node"
+    (cd "$TOOLS/node" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund @azure/batch >/dev/null)
+    touch "$TOOLS/node/.complete"
+fi

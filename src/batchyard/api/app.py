@@ -9,8 +9,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Host, Route
 
+from .. import azure_names
 from ..services.errors import InvalidInput, NotFound, ServiceError
 from . import metadata, tokens, uploads
 from .arm import batch as arm_batch
@@ -61,8 +62,22 @@ def create_app(services) -> CollapseArmSlashes:
     async def arm_endpoint(request: Request):
         return await arm.dispatch(request)
 
+    async def batch_host(scope, receive, send):
+        """A host-style account endpoint: the account is the first label of the host."""
+        request = Request(scope, receive)
+        params = scope["path_params"]
+        response = await batch.dispatch(request, host_account=params["account"], host_region=params.get("region"))
+        await response(scope, receive, send)
+
+    settings = services.settings
+    # Host-style account endpoints come first: every path on them is the account's.
+    hosts = [Host("{account}." + settings.batch_host_suffix, app=batch_host)]
+    if settings.azure_hostnames:
+        hosts.append(Host("{account}.{region}." + azure_names.BATCH_SUFFIX, app=batch_host))
+
     arm_methods = ["GET", "PUT", "POST", "PATCH", "DELETE", "HEAD"]
     app = Starlette(routes=[
+        *hosts,
         Route("/_health", health, methods=["GET"]),
         *uploads.routes,
         *metadata.routes,

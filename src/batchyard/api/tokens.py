@@ -1,9 +1,10 @@
-"""The Entra ID endpoints azure-identity talks to: OpenID discovery and the
-client-credentials token endpoint."""
+"""The Entra ID endpoints azure-identity talks to: OpenID discovery, MSAL's instance
+discovery and the client-credentials token endpoint. They answer at the address the client
+used: this server's own, or https://login.microsoftonline.com with --azure-hostnames."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,7 +22,24 @@ def _oauth_error(code: str, description: str, status: int = 400) -> JSONResponse
 
 
 def _tenant_base(request: Request) -> str:
-    return f"{request.app.state.services.settings.base_url}/{request.path_params['tenant']}"
+    return f"{request.url.scheme}://{request.url.netloc}/{request.path_params['tenant']}"
+
+
+async def instance_discovery(request: Request) -> JSONResponse:
+    """MSAL asks this of login.microsoftonline.com for the authority's aliases (api-version
+    1.1) and, for an authority it does not know, for its tenant discovery endpoint (1.0).
+    Every instance here is its own, with no aliases."""
+    endpoint = urlsplit(request.query_params.get("authorization_endpoint", ""))
+    tenant = endpoint.path.strip("/").split("/")[0]
+    if endpoint.scheme != "https" or not endpoint.hostname or not tenant:
+        return _oauth_error("invalid_instance", "AADSTS50049: Unknown or invalid instance: give authorization_endpoint "
+                            "as https://{host}/{tenant}/oauth2/v2.0/authorize.")
+    host = endpoint.netloc  # as Entra ID does: the instance the client asks about
+    return JSONResponse({
+        "tenant_discovery_endpoint": f"https://{host}/{tenant}/v2.0/.well-known/openid-configuration",
+        "api-version": request.query_params.get("api-version", "1.1"),
+        "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+    })
 
 
 async def openid_configuration(request: Request) -> JSONResponse:
@@ -74,6 +92,7 @@ async def token(request: Request) -> JSONResponse:
 
 
 routes = [
+    Route("/common/discovery/instance", instance_discovery, methods=["GET"]),
     Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
     Route("/{tenant}/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
     Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),

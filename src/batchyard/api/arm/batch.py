@@ -1,5 +1,5 @@
 """Microsoft.Batch: Batch accounts and their keys. Each handler parses, calls one service
-method, renders; the account endpoint is rendered from the address this server answers on."""
+method, renders; the account endpoint is rendered from the settings (path-style, host-style or Azure's)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _rid(ctx: ArmContext) -> ResourceId:
 
 
 def _view(ctx: ArmContext, account) -> dict:
-    return ctx.services.accounts.view(account, ctx.base_url)
+    endpoint = ctx.services.settings.account_endpoint(account.name, account.body.get("location", ""))
+    return ctx.services.accounts.view(account, endpoint)
 
 
 async def put_account(ctx: ArmContext) -> Response:

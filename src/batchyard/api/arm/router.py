@@ -34,7 +34,9 @@ class ArmContext:
 
     @property
     def base_url(self) -> str:
-        return self.services.settings.base_url
+        """The address the client used (this server's own, or management.azure.com with
+        --azure-hostnames), so the URLs it is given to follow reach the same place."""
+        return f"{self.request.url.scheme}://{self.request.url.netloc}"
 
     async def json(self) -> Any:
         raw = await self.request.body()

@@ -1,1 +1,2 @@
-"""The Azure Batch data plane at /batch/{account}: authentication, routes, Batch-shaped errors."""
+"""The Azure Batch data plane at /batch/{account} and at host-style endpoints
+({account}.{suffix}): authentication, routes, Batch-shaped errors."""

@@ -1,4 +1,5 @@
-"""The Batch data plane at `/batch/{account}/...`: authentication (SharedKey over the raw,
+"""The Batch data plane at `/batch/{account}/...` and at host-style endpoints
+(`{account}.{suffix}/...`): authentication (SharedKey over the raw,
 undecoded path, or a bearer token for https://batch.core.windows.net/), api-version,
 routing on the raw path (ids and file paths may hold `%2F`), Batch-shaped errors and the
 response headers the SDK reads."""
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ... import defaults
+from ... import azure_names, defaults
 from ...services.batch import api_versions
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth, PreconditionFailed
 from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, RangeNotSatisfiable,
@@ -100,10 +101,13 @@ class BatchRouter:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
         self.routes.append(_Route(method, re.compile(f"^{regex}/?$", re.IGNORECASE), handler))
 
-    async def dispatch(self, request: Request) -> Response:
+    async def dispatch(self, request: Request, host_account: str | None = None,
+                       host_region: str | None = None) -> Response:
+        """host_account: the account a host-style endpoint names, None for /batch/{account};
+        host_region: the region in {account}.{region}.batch.azure.com."""
         request_id = str(uuid.uuid4())
         try:
-            response = await self._dispatch(request)
+            response = await self._dispatch(request, host_account, host_region)
         except NotModifiedOrFailed as exc:
             status = 304 if request.method in ("GET", "HEAD") else 412
             response = Response(status_code=304) if status == 304 else error_response(exc, 412, request_id)
@@ -123,17 +127,16 @@ class BatchRouter:
             response.body = b""
         return response
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def _dispatch(self, request: Request, host_account: str | None, host_region: str | None) -> Response:
+        # The raw path is what the client signed, with either form of endpoint.
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
-        parts = raw_path.split("/", 3)  # '', 'batch', account, rest
-        if len(parts) < 3 or not parts[2]:
-            raise NotFound("AccountNotFound", "No Batch account is named in the path: use /batch/{account}/...")
-        account_name = unquote(parts[2])
-        rest = "/" + parts[3] if len(parts) > 3 else "/"
+        account_name, rest, endpoint = _account_and_path(request, raw_path, host_account)
         services = request.app.state.services
         account = services.accounts.by_name(account_name)
-        if account is None:
-            raise NotFound("AccountNotFound", f"The Batch account '{account_name}' does not exist.")
+        # In Azure, {account}.{region}.batch.azure.com only exists in the account's own region.
+        if account is None or host_region and azure_names.region(account.body.get("location", "")) != host_region:
+            raise NotFound("AccountNotFound", f"The Batch account '{account_name}' does not exist"
+                           + (f" in region '{host_region}'." if account else "."))
         _refuse_repeats(request)
         query = dict(request.query_params)
         auth = self._authenticate(request, raw_path, account.name, services)
@@ -158,7 +161,6 @@ class BatchRouter:
                                details=[{"key": "Verb", "value": request.method}])
         route, match = route_match
         params = {k: unquote(v) for k, v in match.groupdict().items()}
-        endpoint = f"{request.url.scheme}://{request.url.netloc}/batch/{parts[2]}"
         if "$select" in query:
             query["$select"] = api_versions.upgrade_select(version, query["$select"])
         ctx = BatchContext(request, params, services, account, auth, endpoint, query, version)
@@ -197,6 +199,17 @@ class BatchRouter:
         sharedkey.verify(request.method, raw_path, query, headers, services.accounts.keys(account), signer,
                          signature, datetime.now(UTC))
         return PoolAuth.SHARED_KEY
+
+
+def _account_and_path(request: Request, raw_path: str, host_account: str | None) -> tuple[str, str, str]:
+    """(account name, path under the account, the account's endpoint as the client reached it)."""
+    origin = f"{request.url.scheme}://{request.url.netloc}"
+    if host_account is not None:
+        return host_account, raw_path or "/", origin
+    parts = raw_path.split("/", 3)  # '', 'batch', account, rest
+    if len(parts) < 3 or not parts[2]:
+        raise NotFound("AccountNotFound", "No Batch account is named in the path: use /batch/{account}/...")
+    return unquote(parts[2]), "/" + parts[3] if len(parts) > 3 else "/", f"{origin}/batch/{parts[2]}"
 
 
 def _refuse_repeats(request: Request) -> None:

@@ -43,12 +43,13 @@ _RFC1123 = re.compile(
 
 
 def string_to_sign(method: str, raw_path: str, raw_query: str,
-                   headers: list[tuple[str, str]], account: str) -> str:
-    """The exact text the client signed. raw_path must still be percent-encoded."""
+                   headers: list[tuple[str, str]], account: str, absent_length: str = "0") -> str:
+    """The exact text the client signed. raw_path must still be percent-encoded.
+    absent_length: what the client signed for a Content-Length the request does not carry."""
     present = {name.lower(): value for name, value in headers if value}
     if method not in ("GET", "HEAD") and "content-length" not in present:
-        # The SDK signs "0" for a body-less request that carries no Content-Length.
-        present["content-length"] = "0"
+        # The Python SDK signs "0" for a body-less request that carries no Content-Length.
+        present["content-length"] = absent_length
     out = method + "\n"
     out += "".join(present.get(name, "") + "\n" for name in SIGNED_HEADERS)
     # The client picks names containing "ocp-" case-sensitively; HTTP servers may lower-case
@@ -59,6 +60,18 @@ def string_to_sign(method: str, raw_path: str, raw_query: str,
     query = parse_qs(raw_query)  # form-decodes and drops blank values, as the client does
     out += "".join(f"\n{name}:{query[name][0]}" for name in sorted(query))
     return out
+
+
+def signed_texts(method: str, raw_path: str, raw_query: str,
+                 headers: list[tuple[str, str]], account: str) -> list[str]:
+    """Every text a client may have signed for this request. The SDKs differ only on a
+    request that carries no Content-Length: for any method but GET and HEAD the Python SDK
+    signs "0", while the Node.js SDK (@azure/batch) signs "0" for POST only and "" for the
+    others (its body-less DELETEs). Both describe the same empty body, so both are accepted
+    there, and only there."""
+    if method in ("GET", "HEAD") or _header(headers, "content-length") is not None:
+        return [string_to_sign(method, raw_path, raw_query, headers, account)]
+    return [string_to_sign(method, raw_path, raw_query, headers, account, length) for length in ("0", "")]
 
 
 def sign(key: str, text: str) -> str:
@@ -135,10 +148,12 @@ def verify(method: str, raw_path: str, raw_query: str, headers: list[tuple[str, 
            max_skew: timedelta = timedelta(minutes=15)) -> None:
     """Raise Unauthenticated unless the date is fresh and `signature` matches one of `keys`."""
     _check_date(headers, now, max_skew)
-    text = string_to_sign(method, raw_path, raw_query, headers, account)
+    texts = signed_texts(method, raw_path, raw_query, headers, account)
     # Bytes, not str: compare_digest refuses non-ASCII str, and the signature is client input.
     received = signature.encode("utf-8")
-    # Every key is tried (primary and secondary), so rotation works without a flag day.
-    if not any(_matches(key, text, received) for key in keys):
+    # Every key and every form is tried (primary and secondary keys, so rotation works
+    # without a flag day), without stopping at the first match.
+    matched = [_matches(key, text, received) for key in keys for text in texts]
+    if not any(matched):
         raise _failed(f"The MAC signature found in the HTTP request '{signature}' is not the same "
                       f"as any computed signature.")

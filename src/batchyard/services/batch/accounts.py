@@ -84,9 +84,12 @@ class BatchAccounts:
 
     # what the data plane asks ----------------------------------------------------------
 
+    def all(self) -> list[Resource]:
+        return self.store.list(type=ACCOUNT_TYPE)
+
     def by_name(self, name: str) -> Resource | None:
         wanted = name.lower()
-        return next((a for a in self.store.list(type=ACCOUNT_TYPE) if a.name.lower() == wanted), None)
+        return next((a for a in self.all() if a.name.lower() == wanted), None)
 
     def keys(self, name: str) -> list[str]:
         """The account's current keys, primary first; none for an unknown account."""
@@ -117,15 +120,10 @@ class BatchAccounts:
     # rendering -------------------------------------------------------------------------
 
     @staticmethod
-    def endpoint(name: str, base_url: str) -> str:
-        """Azure's accountEndpoint is a host without scheme; ours is host:port/batch/{name},
-        so that "https://" + accountEndpoint reaches this server's Batch API. Computed per
-        response: the port may only be known once the server listens."""
-        return f"{base_url.split('://', 1)[-1]}/batch/{name}"
-
-    def view(self, account: Resource, base_url: str) -> dict:
+    def view(account: Resource, endpoint: str) -> dict:
+        """endpoint: accountEndpoint, a host without scheme as Azure gives it (Settings.account_endpoint)."""
         body = dict(account.body)
-        body["properties"] = {"accountEndpoint": self.endpoint(account.name, base_url), **account.properties}
+        body["properties"] = {"accountEndpoint": endpoint, **account.properties}
         return body
 
     # ARM operations --------------------------------------------------------------------
