@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from . import defaults
 from .config import Settings
+from .private_files import private_dir
 from .runtime import hostfs
 from .runtime.host import choose_provider
 from .runtime.layers import LayerStore
@@ -26,6 +27,7 @@ from .services.compute.images import IMAGE_TYPE, Images
 from .services.compute.vms import VirtualMachines
 from .services.identity import Identity
 from .services.resource_groups import ResourceGroups
+from .services.secrets import SecretBox
 from .services.storage import Storage
 from .store.db import Database
 from .store.resources import ResourceStore
@@ -54,6 +56,8 @@ class Services:
     jobs: Jobs
     tasks: Tasks
     scheduler: Scheduler
+    # the development principal's secret, for connection.json (never logged, never in the banner)
+    client_secret: str
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -64,11 +68,12 @@ class Services:
 
 def build(settings: Settings, namespaces: bool) -> Services:
     data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(data)
     db = Database(data / "batchyard.db")
     store = ResourceStore(db)
     identity = Identity(db, data / "keys")
-    identity.ensure_default_principal()
+    box = SecretBox(data / "keys" / "secrets.key")
+    client_secret = identity.ensure_default_principal(box, settings.dev_credentials)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
     if not groups.exists(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP):
@@ -84,9 +89,11 @@ def build(settings: Settings, namespaces: bool) -> Services:
     disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
     images = Images(store, disks, storage)
     vms = VirtualMachines(store, provider, disks, images, catalog, storage, settings.run_command_timeout)
-    accounts = BatchAccounts(store, groups)
-    accounts.ensure_default()
-    pools = Pools(store, NodeStore(db), catalog, settings)
+    accounts = BatchAccounts(store, groups, box)
+    if accounts.seal_plaintext_keys():
+        db.compact()  # no plaintext key may linger in free pages
+    accounts.ensure_default(settings.dev_credentials)
+    pools = Pools(store, NodeStore(db), catalog, settings, accounts)
     agent = NodeAgent(provider, pools, lambda account: f"{settings.base_url}/batch/{account}")
     pools.node_root = lambda node: node_root(provider, node)
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
@@ -105,7 +112,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
 
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
-                        jobs=jobs, tasks=tasks, scheduler=scheduler)
+                        jobs=jobs, tasks=tasks, scheduler=scheduler, client_secret=client_secret)
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)

@@ -23,6 +23,7 @@ from ... import defaults
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth, PreconditionFailed
 from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, RangeNotSatisfiable,
                                 ServiceError, Unauthenticated, Unsupported)
+from ..bodies import read_body
 from . import sharedkey
 
 log = logging.getLogger("batchyard.batch")
@@ -47,11 +48,13 @@ class BatchContext:
     endpoint: str  # the account's Batch endpoint as the client reached it
     query: dict[str, str] = field(default_factory=dict)
 
+    async def body(self) -> bytes:
+        return await read_body(self.request, MAX_BODY, PayloadTooLarge(
+            "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit.",
+            details=[{"key": "MaxLimit", "value": str(MAX_BODY)}]))
+
     async def json(self, required: bool = True) -> Any:
-        raw = await self.request.body()
-        if len(raw) > MAX_BODY:
-            raise PayloadTooLarge("RequestBodyTooLarge", "The request body is too large and exceeds the maximum "
-                                  "permissible limit.", details=[{"key": "MaxLimit", "value": str(MAX_BODY)}])
+        raw = await self.body()
         if not raw.strip():
             if required:
                 raise InvalidInput("MissingRequiredProperty", "The request body is missing.",

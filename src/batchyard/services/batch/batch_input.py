@@ -60,17 +60,21 @@ def string(body: dict, name: str, field: str | None = None, required_: bool = Fa
     return value
 
 
-def integer(body: dict, name: str, field: str | None = None, minimum: int | None = None,
-            maximum: int | None = None, default: int | None = None) -> int | None:
+# Batch's integers are int32 on the wire: anything outside is refused, whatever the field.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def integer(body: dict, name: str, field: str | None = None, minimum: int = INT32_MIN,
+            maximum: int = INT32_MAX, default: int | None = None) -> int | None:
     field = field or name
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool):
         raise invalid(field, value, "An integer is required.")
-    if minimum is not None and value < minimum:
+    if value < minimum:
         raise invalid(field, value, f"The value must be at least {minimum}.")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise invalid(field, value, f"The value must be at most {maximum}.")
     return value
 

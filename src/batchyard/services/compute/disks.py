@@ -14,6 +14,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
+from ...private_files import private_dir, private_opener
 from ...runtime.layers import LayerStore
 from ...runtime.machines import DiskSpec, MachineProvider
 from ...store.resources import Resource, ResourceStore
@@ -60,7 +61,7 @@ class Disks:
         self.storage = storage
         self.catalog = catalog
         self.upload_dir = upload_dir
-        upload_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(upload_dir)
 
     # reading ----------------------------------------------------------------------------
 
@@ -299,7 +300,7 @@ class Disks:
     def receive_upload(self, disk_key: str, token: str, data: bytes, offset: int, truncate: bool) -> None:
         """Writes uploaded bytes at `offset`; `truncate` starts the file afresh (a whole-blob PUT)."""
         _, path = self._upload_target(disk_key, token)
-        with open(path, "wb" if truncate or not path.exists() else "r+b") as f:
+        with open(path, "wb" if truncate or not path.exists() else "r+b", opener=private_opener) as f:
             f.seek(offset)
             f.write(data)
 
