@@ -29,17 +29,19 @@ def free_port() -> int:
 class Server:
     """`batchyard serve` as a real process; restartable on the same data directory."""
 
-    def __init__(self, data_dir: Path, extra_env: dict | None = None, tls: bool = True):
+    def __init__(self, data_dir: Path, extra_env: dict | None = None, tls: bool = True,
+                 extra_args: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {**os.environ, **(extra_env or {})}
         self.tls = tls
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{data_dir.name}.log"
 
     def start(self) -> dict:
         cmd = [sys.executable, "-m", "batchyard.cli", "serve", "--data-dir", str(self.data_dir),
-               "--port", str(self.port)] + ([] if self.tls else ["--no-tls"])
+               "--port", str(self.port)] + ([] if self.tls else ["--no-tls"]) + self.extra_args
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         connection = self.data_dir / "connection.json"
         deadline = time.monotonic() + 60
@@ -60,6 +62,15 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def set_quotas(self, account: str, *options: str) -> str:
+        """`batchyard quota set --account ACCOUNT OPTIONS...` against this server; its output."""
+        done = subprocess.run([sys.executable, "-m", "batchyard.cli", "quota", "set", "--account", account,
+                               "--data-dir", str(self.data_dir), *options],
+                              env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"quota set failed: {done.stderr}")
+        return done.stdout
 
     def restart(self) -> dict:
         self.stop()

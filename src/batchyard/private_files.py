@@ -47,8 +47,10 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def tighten(data_dir: Path) -> None:
-    """Data directories from before this rule: take group and other bits off everything the
-    service keeps for itself, and off the directories that hold the machines' trees."""
+    """Take group and other bits off everything the service keeps for itself, and off the
+    directories that hold the machines' trees (data directories from before this rule)."""
+    if not data_dir.exists():
+        return
     private_dir(data_dir)
     for root, dirs, files in os.walk(data_dir):
         here = Path(root)

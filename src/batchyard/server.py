@@ -57,12 +57,13 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Before any thread exists: the service's mounts stay private and vanish with it.
     namespaces = enter_private_mount_namespace()
+    tighten(settings.data_dir)  # data directories from before every file was private, mount points included
     services = build(settings, namespaces)
     services.operations = Operations(services.db)
     ca_bundle = cert = key = None
     if settings.tls:
         ca_bundle, cert, key = ensure_certificates(settings.data_dir / "tls", settings.public_host.strip("[]"))
-    tighten(settings.data_dir)  # data directories from before every file was private
+    tighten(settings.data_dir)  # what this start made (the machines' mount points are skipped now)
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
