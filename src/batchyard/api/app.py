@@ -12,6 +12,7 @@ from . import tokens, uploads
 from .arm import batch as arm_batch
 from .arm import compute, resources
 from .arm.router import ArmRouter
+from .http_protocol import HeadSizeLimit
 from .batch import files as batch_files
 from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
@@ -58,4 +59,5 @@ def create_app(services) -> Starlette:
         *tokens.routes,
     ])
     app.state.services = services
+    app.add_middleware(HeadSizeLimit, max_bytes=services.settings.max_header_bytes)
     return app
