@@ -4,6 +4,7 @@ database or the log in plaintext, every file private, and older data directories
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -15,7 +16,7 @@ from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential
-from conftest import Clients, Server
+from conftest import Clients, Server, pool_settled, wait_for
 
 from batchyard import defaults
 
@@ -147,7 +148,6 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
             internal["keys"] = keys
             db.execute("UPDATE resources SET internal = ? WHERE key = ?", (json.dumps(internal), key))
         db.execute("ALTER TABLE principals RENAME COLUMN secret_hash TO secret_sha256")
-        import hashlib
         db.execute("UPDATE principals SET secret_sha256 = ?", (hashlib.sha256(defaults.CLIENT_SECRET.encode()).hexdigest(),))
         db.execute("DELETE FROM settings WHERE name = 'development_client_secret'")
         db.execute("PRAGMA user_version = 3")
@@ -198,3 +198,43 @@ def test_an_older_data_directory_is_migrated(tmp_path_factory):
         assert Clients(again).batch_mgmt.batch_account.get(RG, "acctold").name == "acctold"
     finally:
         server.stop()
+
+
+# What an ordinary task tried before the credentials were random: a token from the
+# service over 127.0.0.1 with the published secret. It prints the answer's status, or that
+# the service cannot be reached at all (as it cannot once nodes have their own networks).
+TOKEN_WITH_PUBLISHED_SECRET = (
+    "import ssl, sys, urllib.error, urllib.parse, urllib.request\n"
+    "form = urllib.parse.urlencode({'grant_type': 'client_credentials', 'client_id': sys.argv[2], "
+    "'client_secret': 'batchyard-development-secret', 'scope': 'https://batch.core.windows.net//.default'})\n"
+    "try:\n"
+    "    urllib.request.urlopen(sys.argv[1], form.encode(), context=ssl._create_unverified_context())\n"
+    "    print('token', 200)\n"
+    "except urllib.error.HTTPError as e:\n"
+    "    print('token', e.code)\n"
+    "except OSError:\n"
+    "    print('token unreachable')\n")
+
+
+def test_a_task_cannot_get_a_token_with_the_published_secret(server, clients):
+    batch = clients.batch
+    image = next(iter(batch.list_supported_images()))
+    ref = image.image_reference
+    batch.create_pool({"id": "attacker", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 1,
+                       "virtualMachineConfiguration": {"imageReference": {
+                           "publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku, "version": "latest"},
+                           "nodeAgentSKUId": image.node_agent_sku_id}})
+    try:
+        pool_settled(batch, "attacker")
+        batch.create_job({"id": "attack", "poolInfo": {"poolId": "attacker"}})
+        url = f"{server.info['authority']}/{server.info['tenant_id']}/oauth2/v2.0/token"
+        batch.create_task("attack", {"id": "token", "commandLine":
+                                     f"/bin/sh -c 'python3 -c \"$SCRIPT\" {url} {server.info['client_id']}'",
+                                     "environmentSettings": [{"name": "SCRIPT", "value": TOKEN_WITH_PUBLISHED_SECRET}]})
+        task = wait_for(lambda: (t := batch.get_task("attack", "token")).state == "completed" and t, what="task")
+        out = b"".join(batch.download_task_file("attack", "token", "stdout.txt")).decode()
+        err = b"".join(batch.download_task_file("attack", "token", "stderr.txt")).decode()
+        assert task.execution_info.exit_code == 0, err
+        assert out.strip() in ("token 401", "token unreachable")
+    finally:
+        batch.begin_delete_pool("attacker", polling_interval=0.1).result()
