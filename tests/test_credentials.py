@@ -19,6 +19,7 @@ from azure.identity import ClientSecretCredential
 from conftest import Clients, Server, pool_settled, wait_for
 
 from batchyard import defaults
+from batchyard.store.db import MIGRATIONS
 
 RG = "credentials"
 
@@ -150,7 +151,9 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
         db.execute("ALTER TABLE principals RENAME COLUMN secret_hash TO secret_sha256")
         db.execute("UPDATE principals SET secret_sha256 = ?", (hashlib.sha256(defaults.CLIENT_SECRET.encode()).hexdigest(),))
         db.execute("DELETE FROM settings WHERE name = 'development_client_secret'")
-        db.execute("PRAGMA user_version = 3")
+        # as if the migration to salted hashes had not run yet
+        before_hashes = next(i for i, script in enumerate(MIGRATIONS) if "secret_hash" in script)
+        db.execute(f"PRAGMA user_version = {before_hashes}")
     db.close()
     for root, dirs, files in os.walk(data_dir):
         if Path(root) == data_dir and "runtime" in dirs:

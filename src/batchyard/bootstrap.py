@@ -71,9 +71,9 @@ def build(settings: Settings, namespaces: bool) -> Services:
     private_dir(data)
     db = Database(data / "batchyard.db")
     store = ResourceStore(db)
-    identity = Identity(db, data / "keys")
     box = SecretBox(data / "keys" / "secrets.key")
-    client_secret = identity.ensure_default_principal(box, settings.dev_credentials)
+    identity = Identity(db, data / "keys", box)
+    client_secret = identity.ensure_default_principal(settings.dev_credentials)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
     if not groups.exists(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP):

@@ -49,8 +49,9 @@ def audience_for_scope(scope: str) -> str:
 
 
 class Identity:
-    def __init__(self, db: Database, key_dir: Path):
+    def __init__(self, db: Database, key_dir: Path, box: SecretBox):
         self.db = db
+        self.box = box  # seals the development secret, which connection.json shows at every start
         self._key = self._load_or_create_key(key_dir / "token-signing.pem")
         self._public = self._key.public_key()
         self.key_id = hashlib.sha256(
@@ -69,13 +70,13 @@ class Identity:
 
     # principals -----------------------------------------------------------------------
 
-    def ensure_default_principal(self, box: SecretBox, dev_credentials: bool) -> str:
+    def ensure_default_principal(self, dev_credentials: bool) -> str:
         """The development principal, with a random secret per data directory (or, with
         `dev_credentials`, the published one); returns its secret for connection.json.
         A data directory that still has the published secret gets a random one."""
         exists = bool(self.db.query("SELECT 1 FROM principals WHERE client_id = ?", (defaults.CLIENT_ID,)))
         sealed = self.db.get_setting(_DEV_SECRET_SETTING)
-        current = box.open(sealed) if sealed else None
+        current = self.box.open(sealed) if sealed else None
         if dev_credentials:
             wanted = defaults.CLIENT_SECRET
         elif current and current != defaults.CLIENT_SECRET:
@@ -88,7 +89,7 @@ class Identity:
         elif wanted != current:
             self._set_secret(defaults.CLIENT_ID, wanted)
         if wanted != current:
-            self.db.set_setting(_DEV_SECRET_SETTING, box.seal(wanted))
+            self.db.set_setting(_DEV_SECRET_SETTING, self.box.seal(wanted))
         return wanted
 
     def add_principal(self, client_id: str, secret: str, tenant_id: str, object_id: str | None = None,

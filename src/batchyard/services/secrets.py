@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from ..private_files import write_private
+from ..private_files import private_dir, write_private
 
 # scrypt's interactive parameters (RFC 7914): about 50 ms and 16 MiB per check.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
@@ -60,6 +60,7 @@ class SecretBox:
 
     def __init__(self, key_file: Path):
         if not key_file.exists():
+            private_dir(key_file.parent)
             write_private(key_file, Fernet.generate_key())
         self._fernet = Fernet(key_file.read_bytes().strip())
 
