@@ -90,15 +90,12 @@ def test_an_oversized_chunked_body_is_refused_while_it_streams(server, clients):
     except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
         pass  # the server stopped reading and closed: its answer is waiting
     try:
-        while b"\r\n\r\n" not in answer:
-            data = sock.recv(65536)
-            if not data:
-                break
+        while b"RequestEntityTooLarge" not in answer and (data := sock.recv(65536)):
             answer += data
     finally:
         sock.close()
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert b"RequestEntityTooLarge" in answer or b"content-length" in answer.lower()
+    assert b'"code":"RequestEntityTooLarge"' in answer.replace(b" ", b"")
     assert sent < 32 << 20, f"the client sent {sent} bytes before the refusal"
     assert "chunked" not in {g.name for g in clients.resource.resource_groups.list()}
 
