@@ -175,3 +175,28 @@ def test_connections_are_capped(tmp_path_factory):
         assert closed_by_server(again).startswith(b"HTTP/1.1 200")
         again.close()
 
+
+
+def test_oversized_integers_are_refused_on_arm_too(clients):
+    compute = clients.compute
+    clients.resource.resource_groups.create_or_update("admission", {"location": clients.location})
+
+    def refused_arm(call, *args) -> str:
+        with pytest.raises(HttpResponseError) as e:
+            call(*args).result()
+        assert e.value.status_code == 400 and e.value.error.code == "InvalidParameter", e.value.message
+        return e.value.error.target
+
+    for value in (2**63, 10**30):
+        assert refused_arm(compute.disks.begin_create_or_update, "admission", "huge", {
+            "location": clients.location, "properties": {"creationData": {"createOption": "Empty"},
+                                                         "diskSizeGB": value}}) == "diskSizeGB"
+        assert refused_arm(compute.disks.begin_create_or_update, "admission", "huge", {
+            "location": clients.location, "properties": {"osType": "Linux", "creationData": {
+                "createOption": "Upload", "uploadSizeBytes": value}}}) == "creationData.uploadSizeBytes"
+    compute.disks.begin_create_or_update("admission", "upload", {
+        "location": clients.location, "properties": {"osType": "Linux", "creationData": {
+            "createOption": "Upload", "uploadSizeBytes": 1 << 20}}}).result()
+    assert refused_arm(compute.disks.begin_grant_access, "admission", "upload",
+                       {"access": "Write", "durationInSeconds": 2**31}) == "durationInSeconds"
+    assert {d.name for d in compute.disks.list_by_resource_group("admission")} == {"upload"}

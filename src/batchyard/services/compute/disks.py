@@ -148,7 +148,8 @@ class Disks:
             return list(image.layers), image.os_type, {}
         if option == "Upload":
             size = creation.get("uploadSizeBytes")
-            int_field(size, "creationData.uploadSizeBytes", 1)
+            # int64 on the wire; Azure's largest upload is its largest disk plus a 512-byte VHD footer
+            int_field(size, "creationData.uploadSizeBytes", 1, MAX_DISK_GB * 2**30 + 512)
             return [], None, {"size_gb": max(1, -(-size // (1 << 30)))}
         if option in ("Attach", "Import", "Restore", "CopyStart", "ImportSecure", "UploadPreparedSecure",
                       "CopyFromSanSnapshot"):
