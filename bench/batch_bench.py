@@ -77,6 +77,8 @@ def main() -> None:
         server = Server(Path(tmp) / "data")
         info = server.start()
         try:
+            # the default 900 dedicated cores would stop the large pools at 900 nodes
+            server.set_quotas("devbatch", "--dedicated-cores", str(4 * max(sizes + [args.big])))
             clients = Clients(info)
             c, loc, batch = clients.compute, clients.location, clients.batch
             clients.resource.resource_groups.create_or_update(RG, {"location": loc})

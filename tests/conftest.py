@@ -63,6 +63,15 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
+    def set_quotas(self, account: str, *options: str) -> str:
+        """`batchyard quota set --account ACCOUNT OPTIONS...` against this server; its output."""
+        done = subprocess.run([sys.executable, "-m", "batchyard.cli", "quota", "set", "--account", account,
+                               "--data-dir", str(self.data_dir), *options],
+                              env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"quota set failed: {done.stderr}")
+        return done.stdout
+
     def restart(self) -> dict:
         self.stop()
         return self.start()

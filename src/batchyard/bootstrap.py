@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from . import defaults
 from .config import Settings
+from .private_files import private_dir
 from .runtime import hostfs
 from .runtime.host import choose_provider
 from .runtime.layers import LayerStore
@@ -29,6 +30,7 @@ from .services.compute.images import IMAGE_TYPE, Images
 from .services.compute.vms import VirtualMachines
 from .services.identity import Identity
 from .services.resource_groups import ResourceGroups
+from .services.secrets import SecretBox
 from .services.storage import Storage
 from .store.db import Database
 from .store.resources import ResourceStore
@@ -58,6 +60,8 @@ class Services:
     tasks: Tasks
     scheduler: Scheduler
     management_pools: ManagementPools
+    # the development principal's secret, for connection.json (never logged, never in the banner)
+    client_secret: str
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -68,11 +72,12 @@ class Services:
 
 def build(settings: Settings, namespaces: bool) -> Services:
     data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(data)
     db = Database(data / "batchyard.db")
     store = ResourceStore(db)
-    identity = Identity(db, data / "keys")
-    identity.ensure_default_principal()
+    box = SecretBox(data / "keys" / "secrets.key")
+    identity = Identity(db, data / "keys", box)
+    client_secret = identity.ensure_default_principal(settings.dev_credentials)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
     if not groups.exists(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP):
@@ -90,9 +95,11 @@ def build(settings: Settings, namespaces: bool) -> Services:
     disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
     images = Images(store, disks, storage)
     vms = VirtualMachines(store, provider, disks, images, catalog, storage, settings.run_command_timeout)
-    accounts = BatchAccounts(store, groups)
-    accounts.ensure_default()
-    pools = Pools(store, NodeStore(db), catalog, settings)
+    accounts = BatchAccounts(store, groups, box)
+    if accounts.seal_plaintext_keys():
+        db.compact()  # no plaintext key may linger in free pages
+    accounts.ensure_default(settings.dev_credentials)
+    pools = Pools(store, NodeStore(db), catalog, settings, accounts)
     agent = NodeAgent(provider, pools, lambda account: f"{settings.base_url}/batch/{account}")
     pools.node_root = lambda node: node_root(provider, node)
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
@@ -112,7 +119,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler,
-                        management_pools=ManagementPools(accounts, pools))
+                        management_pools=ManagementPools(accounts, pools), client_secret=client_secret)
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)

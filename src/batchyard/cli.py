@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -38,14 +39,17 @@ def main() -> None:
               help="Also answer as management.azure.com, login.microsoftonline.com and "
                    "{account}.{region}.batch.azure.com on port 443 (see `batchyard hosts`).")
 @AZURE_ADDRESS
+@click.option("--dev-credentials", is_flag=True,
+              help="Use the published development client secret and account key instead of random ones.")
 def serve(host: str, port: int, data_dir: Path, no_tls: bool, batch_host_suffix: str, account_endpoints: str,
-          azure_hostnames: bool, azure_hostnames_address: str) -> None:
+          azure_hostnames: bool, azure_hostnames_address: str, dev_credentials: bool) -> None:
     """Start the service on one port."""
     from .server import serve as run
 
     settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, tls=not no_tls,
                         batch_host_suffix=batch_host_suffix.lower(), account_endpoints=account_endpoints,
-                        azure_hostnames=azure_hostnames, azure_hostnames_address=azure_hostnames_address)
+                        azure_hostnames=azure_hostnames, azure_hostnames_address=azure_hostnames_address,
+                        dev_credentials=dev_credentials)
     try:
         settings.check()
     except ValueError as exc:
@@ -71,6 +75,47 @@ def hosts(data_dir: Path, batch_host_suffix: str, azure_hostnames_address: str |
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(text, nl=False)
+
+
+@main.group()
+def quota() -> None:
+    """Batch account quotas."""
+
+
+@quota.command("set")
+@click.option("--account", required=True, help="The Batch account's name.")
+@DATA_DIR
+@click.option("--dedicated-cores", type=click.IntRange(0), help="dedicatedCoreQuota")
+@click.option("--low-priority-cores", type=click.IntRange(0), help="lowPriorityCoreQuota")
+@click.option("--pools", type=click.IntRange(0), help="poolQuota")
+@click.option("--active-jobs", type=click.IntRange(0), help="activeJobAndJobScheduleQuota")
+@click.option("--family", "families", multiple=True, metavar="FAMILY=CORES",
+              help="A dedicated core quota per VM family, e.g. standardDSv3Family=64 (repeatable).")
+@click.option("--enforce-families/--no-enforce-families", default=None,
+              help="dedicatedCoreQuotaPerVMFamilyEnforced")
+def quota_set(account: str, data_dir: Path, dedicated_cores, low_priority_cores, pools, active_jobs, families,
+              enforce_families) -> None:
+    """Set an account's quotas on the running server of DATA_DIR (it reads connection.json)."""
+    from .operator_client import OperatorClient
+
+    body = {name: value for name, value in (
+        ("dedicatedCoreQuota", dedicated_cores), ("lowPriorityCoreQuota", low_priority_cores),
+        ("poolQuota", pools), ("activeJobAndJobScheduleQuota", active_jobs),
+        ("dedicatedCoreQuotaPerVMFamilyEnforced", enforce_families)) if value is not None}
+    per_family = {}
+    for item in families:
+        family, _, cores = item.partition("=")
+        if not cores.isdigit():
+            raise click.BadParameter(f"{item!r}: give FAMILY=CORES", param_hint="--family")
+        per_family[family] = int(cores)
+    if per_family:
+        body["dedicatedCoreQuotaPerVMFamily"] = per_family
+    if not body:
+        raise click.UsageError("Give at least one quota to set.")
+    client = OperatorClient(data_dir.resolve() / "connection.json")
+    properties = client.set_quotas(account, body)["properties"]
+    shown = {k: v for k, v in properties.items() if "Quota" in k and k != "dedicatedCoreQuotaPerVMFamily"}
+    click.echo(json.dumps(shown, indent=2))
 
 
 if __name__ == "__main__":

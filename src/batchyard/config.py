@@ -26,6 +26,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8443
     tls: bool = True
+    # Keep the published development secret and account key (defaults.py) instead of random
+    # ones per data directory.
+    dev_credentials: bool = False
     # "auto" runs isolated machines where the host allows them; "off" acts as a host that
     # forbids namespaces, for tests of the fallback.
     isolation: str = field(default_factory=lambda: os.environ.get("BATCHYARD_ISOLATION", "auto"))
@@ -61,6 +64,15 @@ class Settings:
     azure_hostnames_address: str = field(default_factory=lambda: Settings.default_azure_hostnames_address())
     # Threads that make, change and remove node machines.
     node_workers: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_NODE_WORKERS", 4)))
+
+    # HTTP admission: connections beyond this many are answered 503; a request head must
+    # arrive within header_timeout seconds of the connection opening (or of the previous
+    # response), at most max_header_bytes long; an idle keep-alive connection is closed
+    # after keep_alive_timeout seconds.
+    max_connections: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_CONNECTIONS", 1000)))
+    header_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_HEADER_TIMEOUT", 30))
+    keep_alive_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_KEEP_ALIVE_TIMEOUT", 120))
+    max_header_bytes: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_HEADER_BYTES", 64 * 1024)))
 
     @staticmethod
     def default_batch_host_suffix() -> str:

@@ -1,6 +1,9 @@
-"""Published development credentials, in the habit of Azurite's devstoreaccount1: every
-fresh data directory starts with these, so samples and tests can name them. They are not
-secrets; change them (or create others) for anything shared."""
+"""Fixed identifiers of the development tenant, subscription, principal and account, and
+the published development credentials (in the habit of Azurite's devstoreaccount1).
+
+CLIENT_SECRET and BATCH_ACCOUNT_KEY are used only with `batchyard serve --dev-credentials`:
+otherwise every data directory makes its own random ones (connection.json gives them), and
+replaces these where an older data directory still has them."""
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-0000000000b1"

@@ -16,7 +16,9 @@ from rich.console import Console
 from . import azure_names, defaults
 from .api.app import create_app
 from .bootstrap import Services, build
+from .api.http_protocol import protocol_with_header_timeout
 from .config import Settings
+from .private_files import tighten, write_private
 from .runtime.host import enter_private_mount_namespace
 from .services.operations import Operations
 from .tls import ensure_certificates, server_names
@@ -42,7 +44,7 @@ def connection_info(services: Services, ca_bundle: Path | None) -> dict:
         "tenant_id": defaults.TENANT_ID,
         "authority": base,
         "client_id": defaults.CLIENT_ID,
-        "client_secret": defaults.CLIENT_SECRET,
+        "client_secret": services.client_secret,
         "portal_url": f"{base}/",
         "machines": services.provider.mode,
         "pid": os.getpid(),
@@ -79,25 +81,28 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def write_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.chmod(0o600)  # it holds the development credentials
-    tmp.replace(path)
+def write_connection_file(path: Path, data: dict) -> None:
+    write_private(path, (json.dumps(data, indent=2) + "\n").encode())  # it holds the credentials
 
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Before any thread exists: the service's mounts stay private and vanish with it.
     namespaces = enter_private_mount_namespace()
+    tighten(settings.data_dir)  # data directories from before every file was private, mount points included
     services = build(settings, namespaces)
     services.operations = Operations(services.db)
     ca_bundle = cert = key = None
     if settings.tls:
         ca_bundle, cert, key = ensure_certificates(settings.data_dir / "tls", certificate_names(services))
+    tighten(settings.data_dir)  # what this start made (the machines' mount points are skipped now)
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
+                            http=protocol_with_header_timeout(settings.header_timeout),
+                            limit_concurrency=settings.max_connections,
+                            timeout_keep_alive=settings.keep_alive_timeout,
+                            h11_max_incomplete_event_size=settings.max_header_bytes,
                             timeout_graceful_shutdown=1)  # idle keep-alive clients need no wait
     server = uvicorn.Server(config)
     connection_file = settings.data_dir / "connection.json"
@@ -123,8 +128,9 @@ def serve(settings: Settings) -> None:
                 return
             await asyncio.sleep(0.02)
         info = connection_info(services, ca_bundle)
-        _banner(info, services.provider_note)  # before connection.json: whoever waits on it can read the banner
-        write_atomically(connection_file, info)
+        # before connection.json: whoever waits on it can read the banner
+        _banner(info, services.provider_note, settings.dev_credentials)
+        write_connection_file(connection_file, info)
         await serving
 
     # uvicorn stops gracefully on SIGTERM or SIGINT, then raises the signal again under the
@@ -146,7 +152,7 @@ def _exit_cleanly(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def _banner(info: dict, machines_note: str) -> None:
+def _banner(info: dict, machines_note: str, dev_credentials: bool) -> None:
     console = Console(stderr=True)
     console.print(f"[bold]Batchyard[/bold] listening on {info['arm_endpoint']}")
     console.print(f"  ARM (azure-mgmt-*) base_url : {info['arm_endpoint']}")
@@ -156,9 +162,13 @@ def _banner(info: dict, machines_note: str) -> None:
         console.print(f"  also as Azure's host names  : on {info['azure_hostnames']['address']}:443 "
                       "(`batchyard hosts` prints the /etc/hosts lines)")
     console.print(f"  token authority             : {info['authority']}  tenant {info['tenant_id']}")
-    console.print(f"  client id / secret          : {info['client_id']} / {info['client_secret']}")
+    console.print(f"  client id                   : {info['client_id']} (secret and account key in connection.json)")
     console.print(f"  subscription                : {info['subscription_id']}")
     if "ca_bundle" in info:
         console.print(f"  CA bundle                   : {info['ca_bundle']}")
     console.print(f"  {machines_note}")
-    console.print("  development credentials; details in connection.json. Ctrl-C stops.")
+    if dev_credentials:
+        console.print("  [bold red]WARNING[/bold red]: --dev-credentials: the client secret and the account key are "
+                      "the PUBLISHED development values; anyone (and any task on this host) who knows them controls "
+                      "this service")
+    console.print("  credentials and details: connection.json in the data directory (0600). Ctrl-C stops.")

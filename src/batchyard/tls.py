@@ -11,12 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+from .private_files import private_dir, write_private
 
 
 def _pem_key(key) -> bytes:
@@ -57,7 +52,7 @@ def server_names(host: str, extra: list[str] = ()) -> list[str]:
 def ensure_certificates(tls_dir: Path, names: list[str]) -> tuple[Path, Path, Path]:
     """Returns (ca_bundle, server_cert, server_key) for a certificate naming `names` (see
     server_names); reuses what exists while it still fits, and makes a new one otherwise."""
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tls_dir)
     ca_cert_path, ca_key_path = tls_dir / "ca.pem", tls_dir / "ca-key.pem"
     cert_path, key_path = tls_dir / "server.pem", tls_dir / "server-key.pem"
     now = dt.datetime.now(dt.timezone.utc)
@@ -80,8 +75,8 @@ def ensure_certificates(tls_dir: Path, names: list[str]) -> tuple[Path, Path, Pa
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(ca_key_path, _pem_key(ca_key))
-        ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_private(ca_key_path, _pem_key(ca_key))
+        write_private(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
 
     if cert_path.exists() and key_path.exists():
         existing = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -105,6 +100,6 @@ def ensure_certificates(tls_dir: Path, names: list[str]) -> tuple[Path, Path, Pa
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(key_path, _pem_key(key))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, _pem_key(key))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return ca_cert_path, cert_path, key_path

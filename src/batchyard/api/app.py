@@ -20,6 +20,7 @@ from .arm import batch_locations, compute, providers, resources
 from .arm.router import ArmRouter, collapse_slashes
 from .batch.router import error_response as batch_error_response
 from .errors import arm_error
+from .http_protocol import HeadSizeLimit
 from .batch import files as batch_files
 from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
@@ -91,6 +92,7 @@ def create_app(services) -> CollapseArmSlashes:
         *tokens.routes,
     ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services
+    app.add_middleware(HeadSizeLimit, max_bytes=services.settings.max_header_bytes)
     return CollapseArmSlashes(app)
 
 

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..services.errors import ServiceError
+from ..services.errors import PayloadTooLarge, ServiceError
+from .bodies import read_body
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -68,8 +69,9 @@ async def keys(request: Request) -> JSONResponse:
 
 async def token(request: Request) -> JSONResponse:
     services = request.app.state.services
-    raw = await request.body()
-    if len(raw) > MAX_FORM_BYTES:
+    try:
+        raw = await read_body(request, MAX_FORM_BYTES, PayloadTooLarge("invalid_request", "too large"))
+    except PayloadTooLarge:
         return _oauth_error("invalid_request", "AADSTS900144: The request body is too large.")
     form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", errors="replace")).items()}
     if form.get("grant_type") != "client_credentials":

@@ -203,8 +203,8 @@ class NamespaceMachineProvider(MachineProvider):
         inside another lower layer (our layers live under the host's `/`); presenting `/`
         through a read-only overlay gives it a root the layers do not lie under."""
         empty, host_root = self.root / "host-empty", self.root / "host-root"
-        for d in (empty, host_root):
-            d.mkdir(exist_ok=True)
+        for d in (empty, host_root):  # mount points: private underneath too, as the data directory is
+            d.mkdir(mode=0o700, exist_ok=True)
         linux.mount("tmpfs", str(empty), "tmpfs", linux.MS_RDONLY, "size=4k,mode=755")
         linux.mount("overlay", str(host_root), "overlay", linux.MS_RDONLY, f"lowerdir=/:{empty}")
         return host_root

@@ -86,10 +86,13 @@ def get_or_404(store: ResourceStore, rid: ResourceId) -> Resource:
     return found
 
 
-def int_field(given: Any, field: str, minimum: int = 0, maximum: int | None = None) -> int:
+# ARM's integers are int32 unless the API says int64.
+INT32_MAX = 2**31 - 1
+
+
+def int_field(given: Any, field: str, minimum: int = 0, maximum: int = INT32_MAX) -> int:
     value = as_integer(given)
-    if value is None or value < minimum or (maximum is not None and value > maximum):
-        bound = f" and {maximum}" if maximum is not None else ""
+    if value is None or not minimum <= value <= maximum:
         raise InvalidInput("InvalidParameter", f"The value of parameter {field} is invalid: it must be an integer "
-                           f"between {minimum}{bound}.", target=field)
+                           f"between {minimum} and {maximum}.", target=field)
     return value

@@ -4,7 +4,6 @@ flow and verifies them for the ARM and Batch endpoints."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,8 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import defaults
+from ..private_files import private_dir, write_private
 from ..store.db import Database
 from .errors import InvalidInput, Unauthenticated
+from .secrets import SecretBox, hash_secret, is_current_hash, new_client_secret, verify_secret
 
 TOKEN_LIFETIME_SECONDS = 3600
 # Azure's habit: a token is honoured for a few minutes past its expiry to absorb clock skew.
@@ -32,8 +33,9 @@ class Principal:
     display_name: str
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+# The development principal's secret, sealed: connection.json shows it at every start.
+_DEV_SECRET_SETTING = "development_client_secret"
+_UNKNOWN_CLIENT_HASH = hash_secret(uuid.uuid4().hex)
 
 
 def audience_for_scope(scope: str) -> str:
@@ -47,8 +49,9 @@ def audience_for_scope(scope: str) -> str:
 
 
 class Identity:
-    def __init__(self, db: Database, key_dir: Path):
+    def __init__(self, db: Database, key_dir: Path, box: SecretBox):
         self.db = db
+        self.box = box  # seals the development secret, which connection.json shows at every start
         self._key = self._load_or_create_key(key_dir / "token-signing.pem")
         self._public = self._key.public_key()
         self.key_id = hashlib.sha256(
@@ -60,41 +63,55 @@ class Identity:
         if path.exists():
             return serialization.load_pem_private_key(path.read_bytes(), password=None)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        private_dir(path.parent)
+        write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
         return key
 
     # principals -----------------------------------------------------------------------
 
-    def ensure_default_principal(self) -> None:
-        if not self.db.query("SELECT 1 FROM principals WHERE client_id = ?", (defaults.CLIENT_ID,)):
-            self.add_principal(
-                defaults.CLIENT_ID, defaults.CLIENT_SECRET, defaults.TENANT_ID,
-                defaults.PRINCIPAL_OBJECT_ID, defaults.PRINCIPAL_NAME,
-            )
+    def ensure_default_principal(self, dev_credentials: bool) -> str:
+        """The development principal, with a random secret per data directory (or, with
+        `dev_credentials`, the published one); returns its secret for connection.json.
+        A data directory that still has the published secret gets a random one."""
+        exists = bool(self.db.query("SELECT 1 FROM principals WHERE client_id = ?", (defaults.CLIENT_ID,)))
+        sealed = self.db.get_setting(_DEV_SECRET_SETTING)
+        current = self.box.open(sealed) if sealed else None
+        if dev_credentials:
+            wanted = defaults.CLIENT_SECRET
+        elif current and current != defaults.CLIENT_SECRET:
+            wanted = current
+        else:  # new, published before, or kept only as a hash by an older version
+            wanted = new_client_secret()
+        if not exists:
+            self.add_principal(defaults.CLIENT_ID, wanted, defaults.TENANT_ID,
+                               defaults.PRINCIPAL_OBJECT_ID, defaults.PRINCIPAL_NAME)
+        elif wanted != current:
+            self._set_secret(defaults.CLIENT_ID, wanted)
+        if wanted != current:
+            self.db.set_setting(_DEV_SECRET_SETTING, self.box.seal(wanted))
+        return wanted
 
     def add_principal(self, client_id: str, secret: str, tenant_id: str, object_id: str | None = None,
                       display_name: str = "") -> Principal:
         object_id = object_id or str(uuid.uuid4())
         self.db.execute(
-            "INSERT INTO principals (client_id, tenant_id, object_id, display_name, secret_sha256) VALUES (?, ?, ?, ?, ?)",
-            (client_id, tenant_id, object_id, display_name or client_id, _sha256(secret)),
+            "INSERT INTO principals (client_id, tenant_id, object_id, display_name, secret_hash) VALUES (?, ?, ?, ?, ?)",
+            (client_id, tenant_id, object_id, display_name or client_id, hash_secret(secret)),
         )
         return Principal(client_id, tenant_id, object_id, display_name or client_id)
+
+    def _set_secret(self, client_id: str, secret: str) -> None:
+        self.db.execute("UPDATE principals SET secret_hash = ? WHERE client_id = ?", (hash_secret(secret), client_id))
 
     def tenants(self) -> set[str]:
         return {r["tenant_id"] for r in self.db.query("SELECT DISTINCT tenant_id FROM principals")}
 
     def authenticate_client(self, tenant_id: str, client_id: str, secret: str) -> Principal:
         rows = self.db.query("SELECT * FROM principals WHERE client_id = ?", (client_id,))
-        # Compare even when the client is unknown, so timing says nothing about which ids exist.
-        stored = rows[0]["secret_sha256"] if rows else _sha256(uuid.uuid4().hex)
-        secret_ok = hmac.compare_digest(stored, _sha256(secret or ""))
+        # Check even when the client is unknown, so timing says nothing about which ids exist.
+        stored = rows[0]["secret_hash"] if rows else _UNKNOWN_CLIENT_HASH
+        secret_ok = verify_secret(secret or "", stored)
         if not rows:
             raise InvalidInput(
                 "unauthorized_client",
@@ -106,6 +123,8 @@ class Identity:
                 f"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is "
                 f"the client secret value, not the client secret ID, for a secret added to app '{client_id}'.",
             )
+        if not is_current_hash(stored):
+            self._set_secret(client_id, secret)
         row = rows[0]
         if row["tenant_id"].lower() != tenant_id.lower():
             raise InvalidInput(

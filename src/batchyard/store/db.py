@@ -7,11 +7,14 @@ every statement (and every transaction) atomic with respect to the server's thre
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..private_files import PRIVATE_FILE
 
 MIGRATIONS: list[str] = [
     # 1: ARM resources of every type, keyed by their lower-cased resource id.
@@ -82,18 +85,27 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX batch_tasks_by_state ON batch_tasks (job_key, state, task_key);
     """,
+    # 5: principals' secrets are salted scrypt hashes now (services/secrets.py); SHA-256
+    # values of older data directories are rehashed at their next sign-in.
+    """
+    ALTER TABLE principals RENAME COLUMN secret_sha256 TO secret_hash;
+    """,
 ]
 
 
 class Database:
     def __init__(self, path: Path):
         self.path = path
+        # SQLite gives the -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted and overwritten rows are zeroed, so a replaced secret leaves no copy behind.
+        self._conn.execute("PRAGMA secure_delete=ON")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -137,6 +149,13 @@ class Database:
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (name, json.dumps(value)),
         )
+
+    def compact(self) -> None:
+        """Rewrites the file and empties the write-ahead log: nothing of old rows stays in
+        free pages (used once plaintext secrets have been sealed)."""
+        with self._lock:
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:

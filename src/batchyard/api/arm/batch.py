@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse, Response
 
 from ...services.arm_ids import ResourceId
+from ...services.batch.accounts import QUOTAS_ACTION
 from . import lro
 from .router import ArmContext, ArmRouter
 
@@ -61,6 +62,13 @@ async def regenerate_key(ctx: ArmContext) -> Response:
     return JSONResponse(await ctx.call(ctx.services.accounts.regenerate_key, rid, body))
 
 
+async def set_quotas(ctx: ArmContext) -> Response:
+    """Batchyard's own action: the operator sets the account's quotas (`batchyard quota set`)."""
+    body, rid = await ctx.json(), _rid(ctx)
+    account = await ctx.call(ctx.services.accounts.set_quotas, rid, body)
+    return JSONResponse(_view(ctx, account))
+
+
 def register(router: ArmRouter) -> None:
     add = router.add
     add("PUT", ACCOUNT, put_account, NS)
@@ -71,3 +79,4 @@ def register(router: ArmRouter) -> None:
     add("GET", SUB + PROVIDER + "/batchAccounts", list_accounts, NS)
     add("POST", ACCOUNT + "/listKeys", list_keys, NS)
     add("POST", ACCOUNT + "/regenerateKeys", regenerate_key, NS)
+    add("POST", ACCOUNT + "/" + QUOTAS_ACTION, set_quotas, NS)

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from ... import defaults
 from ...services.arm_ids import ResourceId
 from ...services.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError, Unauthenticated
+from ..bodies import read_body
 from ..errors import arm_error
 from . import versions
 
@@ -39,9 +40,8 @@ class ArmContext:
         return f"{self.request.url.scheme}://{self.request.url.netloc}"
 
     async def json(self) -> Any:
-        raw = await self.request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadTooLarge("RequestEntityTooLarge", "The request content size exceeds the maximum of 4 MB.")
+        raw = await read_body(self.request, MAX_BODY_BYTES, PayloadTooLarge(
+            "RequestEntityTooLarge", "The request content size exceeds the maximum of 4 MB."))
         if not raw.strip():
             raise InvalidInput("InvalidRequestContent", "The request content was invalid: the body is empty.")
         try:

@@ -78,7 +78,7 @@ async def create_task(ctx: BatchContext) -> Response:
 
 
 async def add_task_collection(ctx: BatchContext) -> Response:
-    raw = await ctx.request.body()
+    raw = await ctx.body()
     body = await ctx.json()
     results = await ctx.call(ctx.services.tasks.create_collection, ctx.account, ctx.params["jobId"], body, len(raw))
     return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#taskaddresult",

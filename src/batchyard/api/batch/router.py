@@ -25,6 +25,7 @@ from ...services.batch import api_versions
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth, PreconditionFailed
 from ...services.errors import (Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, RangeNotSatisfiable,
                                 ServiceError, Unauthenticated, Unsupported)
+from ..bodies import read_body
 from . import sharedkey
 
 log = logging.getLogger("batchyard.batch")
@@ -48,11 +49,13 @@ class BatchContext:
     query: dict[str, str] = field(default_factory=dict)
     version: str = api_versions.VERSIONS[-1]  # the request's api-version
 
+    async def body(self) -> bytes:
+        return await read_body(self.request, MAX_BODY, PayloadTooLarge(
+            "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit.",
+            details=[{"key": "MaxLimit", "value": str(MAX_BODY)}]))
+
     async def json(self, required: bool = True) -> Any:
-        raw = await self.request.body()
-        if len(raw) > MAX_BODY:
-            raise PayloadTooLarge("RequestBodyTooLarge", "The request body is too large and exceeds the maximum "
-                                  "permissible limit.", details=[{"key": "MaxLimit", "value": str(MAX_BODY)}])
+        raw = await self.body()
         if not raw.strip():
             if required:
                 raise InvalidInput("MissingRequiredProperty", "The request body is missing.",

@@ -1,8 +1,9 @@
-"""Batch accounts: the ARM resource Microsoft.Batch/batchAccounts and its shared keys.
+"""Batch accounts: the ARM resource Microsoft.Batch/batchAccounts, its shared keys and quotas.
 
 The data plane asks this service which account a request names (`by_name`), which keys
-sign it (`keys`) and which authentication modes it accepts (`allows`). Keys live in the
-resource's private data only: never in its wire body, never in a log line."""
+sign it (`keys`), which authentication modes it accepts (`allows`) and what its quotas are
+(`quotas`). Keys live in the resource's private data only, sealed (services/secrets.py):
+never in its wire body, never in a log line, never in the database in plaintext."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import defaults
+from ..secrets import SecretBox
+from .vm_sizes import families
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, parse, parse_typed
 from ..arm_resources import (check_tags, get_or_404, new_resource, normalize_location, now_iso, optional_object,
@@ -31,9 +34,21 @@ IDENTITY_TYPES = ("None", "SystemAssigned", "UserAssigned")
 KEY_NAMES = ("Primary", "Secondary")
 # Azure's rule: the name is a DNS label of the account's endpoint.
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
-# What Azure gives a new account; shown to clients, not enforced here.
-QUOTAS = {"dedicatedCoreQuota": 500, "lowPriorityCoreQuota": 500, "dedicatedCoreQuotaPerVMFamilyEnforced": False,
-          "poolQuota": 100, "activeJobAndJobScheduleQuota": 300}
+# What Azure gives a new BatchService account: the top of its documented default ranges
+# ("Batch service quotas and limits": dedicated cores 90-900, low-priority cores 10-100,
+# pools 20-100, active jobs and job schedules 100-300). The operator changes them with
+# `batchyard quota set` (QUOTAS_ACTION below).
+DEFAULT_QUOTAS = {"dedicatedCoreQuota": 900, "lowPriorityCoreQuota": 100, "poolQuota": 100,
+                  "activeJobAndJobScheduleQuota": 300, "dedicatedCoreQuotaPerVMFamilyEnforced": False}
+# A UserSubscription account's cores count against its subscription, so Azure shows no
+# core quotas for it; its pool and job quotas are the account's as for any other.
+CORE_QUOTAS = ("dedicatedCoreQuota", "lowPriorityCoreQuota", "dedicatedCoreQuotaPerVMFamily",
+               "dedicatedCoreQuotaPerVMFamilyEnforced")
+QUOTA_COUNTS = ("dedicatedCoreQuota", "lowPriorityCoreQuota", "poolQuota", "activeJobAndJobScheduleQuota")
+# POST {account id}/batchyard.setQuotas: how the operator sets them (Azure has a support request).
+QUOTAS_ACTION = "batchyard.setQuotas"
+# Azure's own maximum for a quota it raises on request: the int32 of its wire format.
+MAX_QUOTA = 2**31 - 1
 # Accounts a subscription may hold per region, as Azure reports it (`locations/{l}/quotas`);
 # reported, not enforced.
 ACCOUNTS_PER_REGION = 50
@@ -74,9 +89,10 @@ def _choice(value: Any, allowed: tuple[str, ...], field: str) -> str:
 
 
 class BatchAccounts:
-    def __init__(self, store: ResourceStore, groups: ResourceGroups):
+    def __init__(self, store: ResourceStore, groups: ResourceGroups, box: SecretBox):
         self.store = store
         self.groups = groups
+        self.box = box
         # Names are unique server-wide: the check and the write must not interleave.
         self._lock = threading.Lock()
         # Services owning resources inside an account (pools) register their cleanup here.
@@ -94,7 +110,27 @@ class BatchAccounts:
     def keys(self, name: str) -> list[str]:
         """The account's current keys, primary first; none for an unknown account."""
         account = self.by_name(name)
-        return list(account.internal["keys"]) if account else []
+        return self._keys_of(account) if account else []
+
+    def _keys_of(self, account: Resource) -> list[str]:
+        return [self.box.open(sealed) for sealed in account.internal["sealed_keys"]]
+
+    def _set_key(self, account: Resource, index: int, key: str) -> None:
+        account.internal["sealed_keys"][index] = self.box.seal(key)
+
+    def quotas(self, account: Resource) -> dict:
+        """The account's quotas as batchAccount.get shows them; core quotas only for a
+        BatchService account."""
+        props = account.properties
+        out = {name: props.get(name, DEFAULT_QUOTAS[name]) for name in ("poolQuota", "activeJobAndJobScheduleQuota")}
+        if props.get("poolAllocationMode") != "UserSubscription":
+            for name in ("dedicatedCoreQuota", "lowPriorityCoreQuota", "dedicatedCoreQuotaPerVMFamilyEnforced"):
+                out[name] = props.get(name, DEFAULT_QUOTAS[name])
+            per_family = props.get("dedicatedCoreQuotaPerVMFamily") or {}
+            out["dedicatedCoreQuotaPerVMFamily"] = [
+                {"name": family, "coreQuota": per_family.get(family, out["dedicatedCoreQuota"])}
+                for family in families()]
+        return out
 
     def allows(self, name: str, mode: str) -> bool:
         account = self.by_name(name)
@@ -119,11 +155,11 @@ class BatchAccounts:
 
     # rendering -------------------------------------------------------------------------
 
-    @staticmethod
-    def view(account: Resource, endpoint: str) -> dict:
+    def view(self, account: Resource, endpoint: str) -> dict:
         """endpoint: accountEndpoint, a host without scheme as Azure gives it (Settings.account_endpoint)."""
         body = dict(account.body)
-        body["properties"] = {"accountEndpoint": endpoint, **account.properties}
+        props = {k: v for k, v in account.properties.items() if k not in (*QUOTA_COUNTS, *CORE_QUOTAS)}
+        body["properties"] = {"accountEndpoint": endpoint, **props, **self.quotas(account)}
         return body
 
     # ARM operations --------------------------------------------------------------------
@@ -154,11 +190,11 @@ class BatchAccounts:
                 "poolAllocationMode": _choice(_given(props, "poolAllocationMode", "BatchService"),
                                               POOL_ALLOCATION_MODES, "properties.poolAllocationMode"),
                 **self._settable(props, {}),
-                **QUOTAS,
+                **DEFAULT_QUOTAS,
             }
             identity = self._identity(body.get("identity"), rid, None)
             account = new_resource(rid, location, properties, tags, extra={"identity": identity},
-                                   internal={"keys": [new_key(), new_key()]})
+                                   internal={"sealed_keys": [self.box.seal(new_key()), self.box.seal(new_key())]})
             return self.store.put(account), True
 
     def _replace(self, account: Resource, location: str, props: dict, tags: dict, identity: Any) -> Resource:
@@ -278,7 +314,7 @@ class BatchAccounts:
 
     def list_keys(self, rid: ResourceId) -> dict:
         account = self.get(rid)
-        primary, secondary = account.internal["keys"]
+        primary, secondary = self._keys_of(account)
         return {"accountName": account.name, "primary": primary, "secondary": secondary}
 
     def regenerate_key(self, rid: ResourceId, body: dict) -> dict:
@@ -286,19 +322,75 @@ class BatchAccounts:
         which = _choice(body.get("keyName"), KEY_NAMES, "keyName")
         with self._lock:
             account = self.get(rid)
-            account.internal["keys"][KEY_NAMES.index(which)] = new_key()
+            self._set_key(account, KEY_NAMES.index(which), new_key())
             self.store.put(account)
         return self.list_keys(rid)
 
+    # quotas --------------------------------------------------------------------------------
+
+    def set_quotas(self, rid: ResourceId, body: dict) -> Resource:
+        """The operator's change (Azure's is a support request): the counts given, per-family
+        core quotas ({family: cores}) and whether they are enforced."""
+        body = require_object(body, "body")
+        unknown = set(body) - {*QUOTA_COUNTS, "dedicatedCoreQuotaPerVMFamily", "dedicatedCoreQuotaPerVMFamilyEnforced"}
+        if unknown:
+            raise InvalidInput("InvalidParameter", f"Unknown quota '{sorted(unknown)[0]}'.", target=sorted(unknown)[0])
+        changes: dict[str, Any] = {name: _quota_count(body[name], name) for name in QUOTA_COUNTS if name in body}
+        if "dedicatedCoreQuotaPerVMFamilyEnforced" in body:
+            enforced = body["dedicatedCoreQuotaPerVMFamilyEnforced"]
+            if not isinstance(enforced, bool):
+                raise InvalidInput("InvalidParameter", "dedicatedCoreQuotaPerVMFamilyEnforced must be true or false.",
+                                   target="dedicatedCoreQuotaPerVMFamilyEnforced")
+            changes["dedicatedCoreQuotaPerVMFamilyEnforced"] = enforced
+        given = optional_object(body.get("dedicatedCoreQuotaPerVMFamily"), "dedicatedCoreQuotaPerVMFamily")
+        known = {f.lower(): f for f in families()}
+        for family, cores in given.items():
+            if family.lower() not in known:
+                raise InvalidInput("InvalidParameter", f"'{family}' is not a VM family of this service's sizes.",
+                                   target="dedicatedCoreQuotaPerVMFamily")
+            _quota_count(cores, f"dedicatedCoreQuotaPerVMFamily.{family}")
+        with self._lock:
+            account = self.get(rid)
+            account.properties.update(changes)
+            per_family = account.properties.setdefault("dedicatedCoreQuotaPerVMFamily", {})
+            per_family.update({known[f.lower()]: cores for f, cores in given.items()})
+            return self.store.put(account)
+
     # the published development account -------------------------------------------------
 
-    def ensure_default(self) -> Resource:
-        """defaults.BATCH_ACCOUNT with the published key, made on first start (and again if
-        it was deleted); an existing one is kept as it is, regenerated keys included."""
-        existing = self.by_name(defaults.BATCH_ACCOUNT)
-        if existing is not None:
-            return existing
-        rid = account_id(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP, defaults.BATCH_ACCOUNT)
-        account, _ = self.create_or_update(rid, {"location": defaults.LOCATION})
-        account.internal["keys"][0] = defaults.BATCH_ACCOUNT_KEY
-        return self.store.put(account)
+    def ensure_default(self, dev_credentials: bool) -> Resource:
+        """defaults.BATCH_ACCOUNT, made on first start (and again if it was deleted) with
+        random keys, or with the published primary key when `dev_credentials`; an existing
+        one keeps its keys (regenerated ones included), except that the published key is
+        replaced when the development credentials are not asked for."""
+        account = self.by_name(defaults.BATCH_ACCOUNT)
+        if account is None:
+            rid = account_id(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP, defaults.BATCH_ACCOUNT)
+            account, _ = self.create_or_update(rid, {"location": defaults.LOCATION})
+            if dev_credentials:
+                self._set_key(account, 0, defaults.BATCH_ACCOUNT_KEY)
+                self.store.put(account)
+            return account
+        if not dev_credentials and self._keys_of(account)[0] == defaults.BATCH_ACCOUNT_KEY:
+            self._set_key(account, 0, new_key())
+            self.store.put(account)
+        return account
+
+    def seal_plaintext_keys(self) -> bool:
+        """Data directories from before sealing kept keys in plaintext: seal them. True when
+        something changed (the caller then compacts the database)."""
+        changed = False
+        for account in self.store.list(type=ACCOUNT_TYPE):
+            plain = account.internal.pop("keys", None)
+            if plain is not None:
+                account.internal["sealed_keys"] = [self.box.seal(k) for k in plain]
+                self.store.put(account)
+                changed = True
+        return changed
+
+
+def _quota_count(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_QUOTA:
+        raise InvalidInput("InvalidParameter", f"The quota '{field}' must be an integer from 0 to {MAX_QUOTA}.",
+                           target=field)
+    return value

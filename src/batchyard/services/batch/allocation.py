@@ -170,9 +170,40 @@ class Allocator(PokedLoop):
                                 f"Pools from this custom image (or from images made from the same snapshots) may "
                                 f"hold at most {limit} {kind} nodes together",
                                 [{"name": "Limit", "value": str(limit)}, {"name": "InUse", "value": str(used)}])
+        allowed = self._within_core_quota(pool, dedicated, allowed, pools, counts)
         if allowed < wanted:
             pool.internal.setdefault("capped", {})["dedicated" if dedicated else "lowPriority"] = have + allowed
         return max(0, min(allowed, usage.room_for(pool.body["vmSize"])))
+
+    def _within_core_quota(self, pool: Resource, dedicated: bool, allowed: int, pools, counts) -> int:
+        """Azure counts vCPUs (nodes x the vmSize's cores) across the account's pools: a
+        resize that would pass the account's quota (or, when enforced, its VM family's)
+        grows to what fits and ends with AccountCoreQuotaReached,
+        AccountLowPriorityCoreQuotaReached or AccountVMSeriesCoreQuotaReached."""
+        account = self.pools.accounts.by_name(pool.internal["account"])
+        quotas = self.pools.accounts.quotas(account) if account is not None else {}
+        if "dedicatedCoreQuota" not in quotas:  # UserSubscription: the subscription's quotas apply
+            return allowed
+        size = lookup_vm_size(pool.body["vmSize"])
+        mine = [p for p in pools if p.internal.get("account", "").lower() == pool.internal["account"].lower()]
+        limits = [("dedicatedCoreQuota" if dedicated else "lowPriorityCoreQuota", mine,
+                   "AccountCoreQuotaReached" if dedicated else "AccountLowPriorityCoreQuotaReached",
+                   "The specified account has reached VM core quota" if dedicated
+                   else "The specified account has reached VM low priority core quota")]
+        if dedicated and quotas["dedicatedCoreQuotaPerVMFamilyEnforced"]:
+            family = [p for p in mine if lookup_vm_size(p.body["vmSize"]).family == size.family]
+            limits.append((size.family, family, "AccountVMSeriesCoreQuotaReached",
+                           f"The specified account has reached VM series core quota for {size.family}"))
+        for name, counted, code, message in limits:
+            quota = quotas[name] if name in quotas else \
+                next(f["coreQuota"] for f in quotas["dedicatedCoreQuotaPerVMFamily"] if f["name"] == name)
+            used = sum(_Counts(counts.get(p.id.lower(), {})).staying(dedicated) * lookup_vm_size(p.body["vmSize"]).cores
+                       for p in counted)
+            if used + allowed * size.cores > quota:
+                allowed = max(0, (quota - used) // size.cores)
+                self._add_error(pool, code, message, [{"name": "CoreQuota", "value": str(quota)},
+                                                      {"name": "CoresInUse", "value": str(used)}])
+        return allowed
 
     def _nodes_on_lineage(self, pool: Resource, dedicated: bool, pools, counts) -> int:
         lineage = set(pool.internal.get("lineage", []))

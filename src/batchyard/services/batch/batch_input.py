@@ -61,8 +61,12 @@ def string(body: dict, name: str, field: str | None = None, required_: bool = Fa
     return value
 
 
-def integer(body: dict, name: str, field: str | None = None, minimum: int | None = None,
-            maximum: int | None = None, default: int | None = None) -> int | None:
+# Batch's integers are int32 on the wire: anything outside is refused, whatever the field.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def integer(body: dict, name: str, field: str | None = None, minimum: int = INT32_MIN,
+            maximum: int = INT32_MAX, default: int | None = None) -> int | None:
     field = field or name
     given = body.get(name)
     if given is None:
@@ -70,9 +74,9 @@ def integer(body: dict, name: str, field: str | None = None, minimum: int | None
     value = as_integer(given)
     if value is None:
         raise invalid(field, given, "An integer is required.")
-    if minimum is not None and value < minimum:
+    if value < minimum:
         raise invalid(field, value, f"The value must be at least {minimum}.")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise invalid(field, value, f"The value must be at most {maximum}.")
     return value
 

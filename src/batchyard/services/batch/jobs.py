@@ -90,9 +90,17 @@ class Jobs:
         with self.lock:
             if self.store.get(job.id) is not None:
                 raise Conflict("JobExists", "The specified job already exists.")
+            self._check_active_job_quota(account)
             self.store.put(job)
         self._poke()
         return job
+
+    def _check_active_job_quota(self, account: Resource) -> None:
+        """Azure counts jobs until they complete (completed ones have no limit)."""
+        active = sum(1 for job in self.list(account) if job.body["state"] != "completed")
+        if active >= self.pools.accounts.quotas(account)["activeJobAndJobScheduleQuota"]:
+            raise Conflict("ActiveJobAndScheduleQuotaReached",
+                           "The specified account has reached its quota of active jobs and job schedules.")
 
     @staticmethod
     def _max_parallel(body: dict) -> int:

@@ -13,6 +13,10 @@ from .vm_sizes import lookup as lookup_vm_size
 
 POOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TASK_SLOTS = 256
+# Azure documents no per-pool node maximum beyond the account's core quotas (its largest
+# documented pools, from custom images, hold 2,500 dedicated nodes). A target far beyond
+# any quota is refused here rather than accepted and left to fail in the allocator.
+MAX_TARGET_NODES = 10_000
 # Azure reserves these frontend ports for the Batch service itself.
 RESERVED_FRONTEND = range(50000, 55001)
 RESERVED_BACKEND = (29876, 29877)
@@ -37,8 +41,8 @@ def vm_size(value) -> str:
 
 
 def targets(body: dict) -> tuple[int, int]:
-    dedicated = bi.integer(body, "targetDedicatedNodes", minimum=0, default=0)
-    low_priority = bi.integer(body, "targetLowPriorityNodes", minimum=0, default=0)
+    dedicated = bi.integer(body, "targetDedicatedNodes", minimum=0, maximum=MAX_TARGET_NODES, default=0)
+    low_priority = bi.integer(body, "targetLowPriorityNodes", minimum=0, maximum=MAX_TARGET_NODES, default=0)
     return dedicated, low_priority
 
 

@@ -65,8 +65,9 @@ class PoolAuth:
 
 
 class Pools:
-    def __init__(self, store: ResourceStore, nodes: NodeStore, catalog, settings):
+    def __init__(self, store: ResourceStore, nodes: NodeStore, catalog, settings, accounts):
         self.store = store
+        self.accounts = accounts  # their quotas
         self.nodes = nodes
         self.catalog = catalog
         self.settings = settings
@@ -164,6 +165,8 @@ class Pools:
         with self.lock:
             if self.store.get(pool.id) is not None:
                 raise Conflict("PoolExists", "The specified pool already exists.")
+            if len(self.list(account)) >= self.accounts.quotas(account)["poolQuota"]:
+                raise Conflict("PoolQuotaReached", "The specified account has reached its pool quota.")
             self.store.put(pool)
         self._poke()
         return pool

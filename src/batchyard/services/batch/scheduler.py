@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...private_files import private_dir, private_opener
 from ...runtime import confined
 from ...runtime.machines import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
@@ -613,9 +614,9 @@ class Scheduler(PokedLoop):
                     name = source.rsplit("/", 1)[-1]
                     name = f"{prefix.rstrip('/')}/{name}".lstrip("/") if wildcard or not prefix else prefix
                     destination = target / name
-                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    private_dir(destination.parent)
                     with open(confined.open_file(base, f"{rel}/{source}", os.O_RDONLY), "rb") as src, \
-                            open(destination, "wb") as out:
+                            open(destination, "wb", opener=private_opener) as out:
                         shutil.copyfileobj(src, out)
             except OSError as exc:
                 log.warning("task %s: output files not uploaded: %s", task.id, exc)

@@ -7,6 +7,7 @@ they are generated from that rule; the exceptions are listed by hand.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -15,6 +16,23 @@ class VmSize:
     name: str
     cores: int
     memory_mib: int
+
+    @property
+    def family(self) -> str:
+        """The family its dedicated cores count against, as Azure names it in
+        dedicatedCoreQuotaPerVMFamily: "Standard_D2s_v3" -> "standardDSv3Family"."""
+        match = _FAMILY.match(self.name)
+        series, features, rest = match["series"], match["features"], match["rest"]
+        if series in _ONE_FAMILY_SERIES:
+            return _ONE_FAMILY_SERIES[series]
+        if series == "A" and rest == "_v2":  # Av2 and Amv2 share one family
+            features = ""
+        return f"standard{series}{features.upper()}{rest.replace('_', '')}Family"
+
+
+# "Standard_D2ads_v5" -> series D, features ads, rest _v5; "Standard_NC4as_T4_v3" -> NC, as, _T4_v3
+_FAMILY = re.compile(r"^Standard_(?P<series>[A-Z]+)\d+(?P<features>[a-z]*)(?P<rest>.*)$")
+_ONE_FAMILY_SERIES = {"B": "standardBSFamily"}
 
 
 def _gib(value: float) -> int:
@@ -128,3 +146,7 @@ def lookup(name: str) -> VmSize | None:
 
 def all_sizes() -> list[VmSize]:
     return list(_SIZES)
+
+
+def families() -> list[str]:
+    return sorted({size.family for size in _SIZES})

@@ -15,6 +15,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
+from ...private_files import private_dir, private_opener
 from ...runtime.layers import LayerStore
 from ...runtime.machines import DiskSpec, MachineProvider
 from ...store.resources import Resource, ResourceStore
@@ -63,7 +64,7 @@ class Disks:
         self.storage = storage
         self.catalog = catalog
         self.upload_dir = upload_dir
-        upload_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(upload_dir)
 
     # reading ----------------------------------------------------------------------------
 
@@ -157,7 +158,8 @@ class Disks:
             return list(image.layers), image.os_type, {}
         if option == "Upload":
             size = creation.get("uploadSizeBytes")
-            int_field(size, "creationData.uploadSizeBytes", 1)
+            # int64 on the wire; Azure's largest upload is its largest disk plus a 512-byte VHD footer
+            int_field(size, "creationData.uploadSizeBytes", 1, MAX_DISK_GB * 2**30 + 512)
             return [], None, {"size_gb": max(1, -(-size // (1 << 30)))}
         if option in ("Attach", "Import", "Restore", "CopyStart", "ImportSecure", "UploadPreparedSecure",
                       "CopyFromSanSnapshot"):
@@ -319,7 +321,7 @@ class Disks:
     def receive_upload(self, disk_key: str, token: str, data: bytes, offset: int, truncate: bool) -> None:
         """Writes uploaded bytes at `offset`; `truncate` starts the file afresh (a whole-blob PUT)."""
         _, path = self._upload_target(disk_key, token)
-        with open(path, "wb" if truncate or not path.exists() else "r+b") as f:
+        with open(path, "wb" if truncate or not path.exists() else "r+b", opener=private_opener) as f:
             f.seek(offset)
             f.write(data)
 

@@ -1,0 +1,62 @@
+"""The operator's commands talk to the running server as any client does: a token from its
+token endpoint with the credentials of connection.json, then ARM requests over HTTPS
+checked against its CA."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import click
+
+from .services.batch.accounts import QUOTAS_ACTION
+
+API_VERSION = "2024-07-01"
+
+
+class OperatorClient:
+    def __init__(self, connection_file: Path):
+        if not connection_file.exists():
+            raise click.ClickException(f"{connection_file} does not exist: is `batchyard serve` running there?")
+        self.info = json.loads(connection_file.read_text())
+        ca = self.info.get("ca_bundle")
+        self._tls = ssl.create_default_context(cafile=ca) if ca else None
+        self._token = self._get_token()
+
+    def _request(self, method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> dict:
+        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, context=self._tls, timeout=60) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise click.ClickException(f"{method} {urllib.parse.urlsplit(url).path}: {exc.code} {detail}") from None
+
+    def _get_token(self) -> str:
+        form = urllib.parse.urlencode({
+            "grant_type": "client_credentials", "client_id": self.info["client_id"],
+            "client_secret": self.info["client_secret"], "scope": "https://management.azure.com/.default"})
+        url = f"{self.info['authority']}/{self.info['tenant_id']}/oauth2/v2.0/token"
+        return self._request("POST", url, form.encode(),
+                             {"Content-Type": "application/x-www-form-urlencoded"})["access_token"]
+
+    def _arm(self, method: str, path: str, body: dict | None = None) -> dict:
+        url = f"{self.info['arm_endpoint']}{path}?api-version={API_VERSION}"
+        data = json.dumps(body).encode() if body is not None else None
+        return self._request(method, url, data, {"Authorization": f"Bearer {self._token}",
+                                                 "Content-Type": "application/json"})
+
+    def account_id(self, name: str) -> str:
+        accounts = self._arm("GET", f"/subscriptions/{self.info['subscription_id']}/providers/"
+                                    "Microsoft.Batch/batchAccounts")["value"]
+        for account in accounts:
+            if account["name"].lower() == name.lower():
+                return account["id"]
+        raise click.ClickException(f"There is no Batch account named {name!r}.")
+
+    def set_quotas(self, account: str, quotas: dict) -> dict:
+        return self._arm("POST", f"{self.account_id(account)}/{QUOTAS_ACTION}", quotas)
