@@ -265,6 +265,42 @@ def test_bad_pool_values(clients, change, prop):
     assert error_values(e)["PropertyName"] == prop
 
 
+@pytest.mark.parametrize("change, prop", [
+    ({"userAccounts": [{"name": "u", "password": "p@ss"}]}, "userAccounts"),
+    ({"mountConfiguration": [{"nfsMountConfiguration": {"source": "s", "relativeMountPath": "m"}}]},
+     "mountConfiguration"),
+    ({"upgradePolicy": {"mode": "automatic"}}, "upgradePolicy"),
+    ({"virtualMachineConfiguration": {"dataDisks": [{"lun": 1, "diskSizeGB": 8}]}},
+     "virtualMachineConfiguration.dataDisks"),
+    ({"virtualMachineConfiguration": {"securityProfile": {"securityType": "trustedLaunch"}}},
+     "virtualMachineConfiguration.securityProfile"),
+])
+def test_settings_not_honoured_are_refused_not_ignored(clients, change, prop):
+    body = base_pool(clients, "unhonoured")
+    vm_config = change.pop("virtualMachineConfiguration", {})
+    body["virtualMachineConfiguration"].update(vm_config)
+    with pytest.raises(HttpResponseError) as e:
+        clients.batch_key.create_pool({**body, **change})
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidPropertyValue"
+    assert error_values(e)["PropertyName"] == prop
+    with pytest.raises(ResourceNotFoundError):
+        clients.batch_key.get_pool("unhonoured")
+
+
+def test_application_packages_cannot_be_satisfied(clients):
+    batch = clients.batch_key
+    with pytest.raises(HttpResponseError) as e:  # there are no applications, so none can be referenced
+        batch.create_pool({**base_pool(clients, "apps", dedicated=0), "applicationPackageReferences": [
+            {"applicationId": "blender", "version": "1.0"}]})
+    assert e.value.status_code == 409 and e.value.error.code == "InvalidApplicationPackageReferences"
+    batch.create_pool(base_pool(clients, "tagged", dedicated=0))
+    with pytest.raises(HttpResponseError) as e:
+        batch.replace_pool_properties("tagged", {"metadata": [], "applicationPackageReferences": [
+            {"applicationId": "blender"}]})
+    assert e.value.error.code == "InvalidApplicationPackageReferences"
+    batch.begin_delete_pool("tagged", polling_interval=0.1).result()
+
+
 def test_windows_images_and_wrong_agents_are_refused(clients, image):
     c, batch = clients.compute, clients.batch
     snapshot = c.images.get(RG, image.name).storage_profile.os_disk.snapshot.id

@@ -30,7 +30,7 @@ _NORMALIZED = {
     "networkConfiguration": lambda spec, cores: pool_spec.network_configuration(spec),
     "taskSlotsPerNode": lambda spec, cores: pool_spec.task_slots(spec, cores),
     "taskSchedulingPolicy": lambda spec, cores: pool_spec.scheduling_policy(spec),
-    "userAccounts": lambda spec, cores: bi.array(spec, "userAccounts"),
+    "userAccounts": lambda spec, cores: bi.array(spec, "userAccounts") or None,  # never stored: refused
     "enableInterNodeCommunication": lambda spec, cores: bi.boolean(spec, "enableInterNodeCommunication",
                                                                    default=False),
 }
@@ -143,7 +143,7 @@ class ManagementPools:
         patch = {k: spec[k] for k in _PATCHABLE if k in spec}
         pool_spec.start_task(patch)
         bi.name_value_pairs(patch, "metadata")
-        bi.array(patch, "applicationPackageReferences")
+        pool_spec.application_packages(patch)
         display = bi.string(spec, "displayName") if "displayName" in spec else pool.body.get("displayName")
         identity = shape.identity(body.get("identity"), pool.body.get("identity"))
         tags = shape.tags(body, pool.internal.get("tags"))

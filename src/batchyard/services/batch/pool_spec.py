@@ -61,6 +61,42 @@ def deallocation_option(body: dict) -> str:
                      default="requeue")
 
 
+# Settings of a pool's virtual machines that change what a node is, and that nodes here do
+# not do yet: refused rather than accepted and ignored.
+UNHONOURED_VM_SETTINGS = {
+    "dataDisks": "Empty data disks on pool nodes are not supported yet; put data disks in the image.",
+    "diskEncryptionConfiguration": "Disk encryption of pool nodes is not supported here.",
+    "securityProfile": "Security profiles (trusted launch, confidential VMs) are not supported here.",
+    "serviceArtifactReference": "Service artifact references are not supported here.",
+    "licenseType": "licenseType applies to Windows nodes, which are not supported here.",
+}
+# Pool settings this service does not do yet (the same rule).
+UNHONOURED_POOL_SETTINGS = {
+    "mountConfiguration": "Mounting file systems on pool nodes is not supported yet.",
+    "upgradePolicy": "OS upgrade policies are not supported here: nodes run the image they were made from.",
+    "certificateReferences": "Certificates are not supported here.",
+    "userAccounts": "Named user accounts are not supported yet; tasks run as the pool's auto-user.",
+}
+
+
+def refuse_unhonoured(body: dict) -> None:
+    for name, why in UNHONOURED_POOL_SETTINGS.items():
+        if body.get(name):
+            raise bi.invalid(name, body[name], why)
+
+
+def application_packages(body: dict, field: str = "applicationPackageReferences") -> list:
+    """There are no applications in this service, so no reference can be satisfied: Azure's
+    answer for a reference to an application that does not exist."""
+    packages = bi.array(body, "applicationPackageReferences", field)
+    if packages:
+        from ..errors import Conflict
+        raise Conflict("InvalidApplicationPackageReferences", "One or more of the specified application package "
+                       "references are invalid: applications are not supported yet.",
+                       details=[{"key": "PropertyName", "value": field}])
+    return packages
+
+
 def vm_configuration(body: dict) -> dict:
     config = bi.obj(body, "virtualMachineConfiguration", required_=True)
     if body.get("cloudServiceConfiguration") is not None:
@@ -75,10 +111,14 @@ def vm_configuration(body: dict) -> dict:
         raise bi.invalid(f"{field}.containerConfiguration", "...", "Container pools are not supported yet.")
     image = _image_reference(reference, f"{field}.imageReference")
     out = {"imageReference": image, "nodeAgentSKUId": agent}
-    for optional in ("dataDisks", "licenseType", "nodePlacementConfiguration", "osDisk", "extensions",
-                     "securityProfile", "diskEncryptionConfiguration", "serviceArtifactReference"):
-        if config.get(optional) is not None:
-            out[optional] = config[optional]
+    for name, why in UNHONOURED_VM_SETTINGS.items():
+        if config.get(name):
+            raise bi.invalid(f"{field}.{name}", config[name], why)
+    # Where a node's disks live and which zone it is placed in: recorded and shown, with
+    # nothing to choose between on this service's hosts.
+    for recorded in ("nodePlacementConfiguration", "osDisk"):
+        if config.get(recorded) is not None:
+            out[recorded] = bi.obj(config, recorded, f"{field}.{recorded}")
     if out.get("extensions"):
         raise bi.invalid(f"{field}.extensions", "...", "VM extensions on pool nodes are not supported here.")
     return out

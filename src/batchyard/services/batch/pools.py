@@ -131,6 +131,7 @@ class Pools:
         image = self._image_for(account, config, auth)
         if bi.boolean(body, "enableAutoScale", default=False):
             raise bi.invalid("enableAutoScale", True, "Autoscale is not supported yet; give target node counts.")
+        pool_spec.refuse_unhonoured(body)
         dedicated, low_priority = pool_spec.targets(body)
         timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
         cores = lookup_vm_size(vm_size).cores
@@ -149,8 +150,7 @@ class Pools:
             "startTask": pool_spec.start_task(body),
             "networkConfiguration": pool_spec.network_configuration(body),
             "metadata": bi.name_value_pairs(body, "metadata"),
-            "applicationPackageReferences": bi.array(body, "applicationPackageReferences"),
-            "userAccounts": bi.array(body, "userAccounts"),
+            "applicationPackageReferences": pool_spec.application_packages(body),
         }
         wire = {k: v for k, v in wire.items() if v is not None}
         moment = iso(now())
@@ -266,7 +266,7 @@ class Pools:
             if "metadata" in body:
                 pool.body["metadata"] = bi.name_value_pairs(body, "metadata")
             if "applicationPackageReferences" in body:
-                pool.body["applicationPackageReferences"] = bi.array(body, "applicationPackageReferences")
+                pool.body["applicationPackageReferences"] = pool_spec.application_packages(body)
             if "targetNodeCommunicationMode" in body:
                 pool.body["targetNodeCommunicationMode"] = bi.choice(
                     body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
@@ -284,7 +284,7 @@ class Pools:
             pool.body["metadata"] = bi.name_value_pairs(body, "metadata")
             if "applicationPackageReferences" not in body:
                 raise bi.missing("applicationPackageReferences")
-            pool.body["applicationPackageReferences"] = bi.array(body, "applicationPackageReferences")
+            pool.body["applicationPackageReferences"] = pool_spec.application_packages(body)
             return self._save(pool)
 
     def resize(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:
