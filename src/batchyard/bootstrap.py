@@ -77,7 +77,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
     layers = LayerStore(data / "runtime" / "layers")
     if settings.isolation == "off":
         namespaces = False
-    provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot)
+    provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
+                                     cgroups=settings.node_cgroups != "off")
     catalog = Catalog(db)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)

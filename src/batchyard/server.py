@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 
 import uvicorn
@@ -85,6 +86,11 @@ def serve(settings: Settings) -> None:
         write_atomically(connection_file, info)
         await serving
 
+    # uvicorn stops on SIGTERM/SIGINT, then raises the signal again under the handler it
+    # found: that must not end the process before the machines are stopped (their cgroups
+    # outlive the process).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         asyncio.run(main())
     finally:

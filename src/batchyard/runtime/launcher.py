@@ -26,6 +26,7 @@ import sys
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000
+MNT_DETACH = 2
 PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -44,14 +45,17 @@ def check(result, what):
         raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
 
-def child(spec):
+def child(spec, meminfo):
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
     mask_proc()
+    if meminfo is not None:
+        meminfo.refresh()
+        meminfo.mount()
     for cap in DROPPED_CAPS:
         libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # caps unknown to this kernel fail harmlessly
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid program raises a command's rights
     if spec.get("agent"):
-        serve_requests()
+        serve_requests(meminfo)
         os._exit(0)
     become(spec)
 
@@ -67,6 +71,52 @@ def mask_proc():
     for path in (b"/proc/kcore", b"/proc/keys", b"/proc/timer_list", b"/proc/sched_debug", b"/proc/kallsyms"):
         if os.path.exists(path):
             libc.mount(b"/dev/null", path, None, MS_BIND, None)  # missing on some kernels: harmless
+
+
+MEMINFO_REFRESH = 1.0
+MEMINFO_STAGED = b"/dev/.meminfo"  # where the mounter put the machine's meminfo file
+MEMINFO_OWN = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapTotal", "SwapFree", "SwapCached")
+
+
+class MemInfo:
+    """/proc/meminfo as the machine's memory cgroup tells it (as LXCFS does for
+    containers): MemTotal is the machine's limit, MemFree and MemAvailable what its
+    processes leave of it. The file lives on the host; the mounter binds it into the
+    machine's /dev, and each command's private mounts put it over /proc/meminfo."""
+
+    def __init__(self, files):
+        self.out = os.open(files["file"], os.O_RDWR | os.O_CLOEXEC)
+        self.limit, self.usage, self.stat = (os.open(files[k], os.O_RDONLY | os.O_CLOEXEC)
+                                             for k in ("limit", "usage", "stat"))
+        with open("/proc/meminfo") as f:
+            self.host = f.read().splitlines()
+
+    @staticmethod
+    def _number(fd):
+        text = os.pread(fd, 4096, 0).decode().strip()
+        return None if text == "max" else int(text)
+
+    def refresh(self):
+        usage = self._number(self.usage) or 0
+        stat = dict(line.split() for line in os.pread(self.stat, 65536, 0).decode().splitlines() if " " in line)
+        cache = int(stat.get("total_cache", stat.get("file", 0)))
+        host_total = int(self.host[0].split()[1]) * 1024
+        limit = min(self._number(self.limit) or host_total, host_total)
+        free = max(0, limit - usage)
+        own = {"MemTotal": limit, "MemFree": free, "MemAvailable": min(limit, free + cache), "Buffers": 0,
+               "Cached": min(cache, usage), "SwapTotal": 0, "SwapFree": 0, "SwapCached": 0}
+        lines = []
+        for line in self.host:
+            name = line.split(":", 1)[0]
+            lines.append("%-16s%8d kB" % (name + ":", own[name] // 1024) if name in own else line)
+        data = ("\n".join(lines) + "\n").encode()
+        os.pwrite(self.out, data, 0)
+        os.ftruncate(self.out, len(data))
+
+    def mount(self):
+        check(libc.mount(MEMINFO_STAGED, b"/proc/meminfo", None, MS_BIND, None), "bind /proc/meminfo")
+        check(libc.mount(None, b"/proc/meminfo", None, MS_BIND | MS_REMOUNT | MS_RDONLY, None), "read-only meminfo")
+        libc.umount2(MEMINFO_STAGED, MNT_DETACH)  # this command's copy of the mounts only
 
 
 def become(spec):
@@ -100,9 +150,10 @@ def become(spec):
         os._exit(127)
 
 
-def serve_requests():
+def serve_requests(meminfo):
     """The agent: PID 1 of the machine's command namespace. One loop, no work in signal
-    handlers: SIGCHLD only wakes the loop (through a pipe), which then reaps."""
+    handlers: SIGCHLD only wakes the loop (through a pipe), which then reaps. While
+    commands run, /proc/meminfo is refreshed every second."""
     running = {}  # pid -> request id
     devnull = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):  # commands must not inherit the agent's pipes
@@ -113,7 +164,9 @@ def serve_requests():
     signal.signal(signal.SIGCHLD, lambda *_: None)
     pending = b""
     while True:
-        ready, _, _ = select.select([0, wake_read], [], [])
+        ready, _, _ = select.select([0, wake_read], [], [], MEMINFO_REFRESH if running and meminfo else None)
+        if meminfo is not None and running:
+            meminfo.refresh()
         if wake_read in ready:
             os.read(wake_read, 4096)
             reap(running)
@@ -246,6 +299,10 @@ def reap(running):
 
 def main():
     spec = json.loads(sys.argv[1])
+    for procs in spec.get("cgroup") or ():  # the machine's limits hold this process and all it starts
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    meminfo = MemInfo(spec["meminfo"]) if spec.get("meminfo") else None  # host files, opened before entering
     ns = os.open(spec["namespace"], os.O_RDONLY)
     check(libc.setns(ns, CLONE_NEWNS), "setns")
     os.close(ns)
@@ -254,7 +311,7 @@ def main():
     if pid == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
-            child(spec)
+            child(spec, meminfo)
         except BaseException as exc:  # report, never fall back into the parent's code
             sys.stderr.write("batchyard: %s\n" % exc)
             os._exit(126)

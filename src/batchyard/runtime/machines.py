@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import linux
-from .commands import AgentRunner, CommandRunner, SpawningRunner
+from .cgroups import Cgroups, Limits
+from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
 from .layers import HOST_LAYER, LayerStore
 
 DEFAULT_ENV = {
@@ -50,6 +51,7 @@ class MachineSpec:
     key: str
     os_disk: DiskSpec
     data_disks: dict[int, DiskSpec] = field(default_factory=dict)
+    limits: Limits | None = None  # the VM size's; None: the host's
 
 
 @dataclass
@@ -59,6 +61,7 @@ class CommandResult:
     stderr: bytes
     timed_out: bool = False
     duration: float = 0.0
+    out_of_memory: bool = False  # killed by the machine's memory limit
 
 
 class MachineError(Exception):
@@ -138,6 +141,10 @@ class MachineProvider(ABC):
         """Stop every machine (the service is shutting down); nothing to do by default."""
         return None
 
+    def oom_kills(self, key: str) -> int:
+        """How many processes the machine's memory limit has killed (0 without limits)."""
+        return 0
+
     def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""
         return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env)
@@ -145,6 +152,7 @@ class MachineProvider(ABC):
     def run_argv(self, key: str, argv: list[str], timeout: float | None = None,
                  env: dict[str, str] | None = None) -> CommandResult:
         start = time.monotonic()
+        kills = self.oom_kills(key)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = self.spawn(key, argv, env=env, stdout=out, stderr=err)
             timed_out = False
@@ -156,7 +164,9 @@ class MachineProvider(ABC):
                 proc.wait()
             out.seek(0)
             err.seek(0)
-            return CommandResult(proc.returncode, out.read(), err.read(), timed_out, time.monotonic() - start)
+            code = proc.returncode
+            return CommandResult(code, out.read(), err.read(), timed_out, time.monotonic() - start,
+                                 killed_by_memory_limit(code, kills, self.oom_kills(key)))
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -180,10 +190,12 @@ class NamespaceMachineProvider(MachineProvider):
 
     mode = "namespaces"
 
-    def __init__(self, root: Path, layers: LayerStore):
+    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None):
         super().__init__()
         self.root = root
         self.layers = layers
+        self.cgroups = cgroups
+        self._limited: set[str] = set()  # machines running under a cgroup of their own
         self.disks_dir = root / "disks"
         self.machines_dir = root / "machines"
         self.ns_dir = root / "ns"
@@ -251,12 +263,14 @@ class NamespaceMachineProvider(MachineProvider):
         base = self.machines_dir / machine.key
         (base / "root").mkdir(parents=True, exist_ok=True)
         (base / "resource").mkdir(parents=True, exist_ok=True)
+        limited = self._limit(machine)
         spec = {
             "cpu": linux.NAMESPACE_CPU,
             "root": str(base / "root"),
             "resource": str(base / "resource"),
             "os_disk": self._overlay_spec(machine.os_disk),
             "data_disks": [{"lun": lun, **self._overlay_spec(d)} for lun, d in sorted(machine.data_disks.items())],
+            "meminfo": str(self._meminfo_file(machine.key)) if limited else None,
         }
         ns_file = self._ns_file(machine.key)
         ns_file.touch()
@@ -279,6 +293,39 @@ class NamespaceMachineProvider(MachineProvider):
         ns_file = self._ns_file(key)
         if os.path.ismount(ns_file):
             linux.umount(str(ns_file), linux.MNT_DETACH)
+        if self.cgroups is not None:
+            with self._lock:
+                self._limited.discard(key)
+            self.cgroups.remove(key)
+
+    # limits -----------------------------------------------------------------------------
+
+    def _meminfo_file(self, key: str) -> Path:
+        return self.machines_dir / key / "meminfo"
+
+    def _limit(self, machine: MachineSpec) -> bool:
+        """The machine's cgroup, sized from its limits; False when it runs unlimited."""
+        if self.cgroups is None or machine.limits is None:
+            return False
+        self.cgroups.create(machine.key, machine.limits)
+        self._meminfo_file(machine.key).touch()
+        with self._lock:
+            self._limited.add(machine.key)
+        return True
+
+    def _enter_spec(self, key: str) -> dict:
+        """What a launcher needs to enter the machine: its namespace, and its cgroup and
+        meminfo when it has limits."""
+        spec: dict = {"namespace": str(self._ns_file(key))}
+        if key in self._limited:
+            files = self.cgroups.memory_files(key)
+            spec["cgroup"] = self.cgroups.procs_files(key)
+            spec["meminfo"] = {"file": str(self._meminfo_file(key)), "limit": files.limit, "usage": files.usage,
+                               "stat": files.stat}
+        return spec
+
+    def oom_kills(self, key: str) -> int:
+        return self.cgroups.oom_kills(key) if key in self._limited else 0
 
     def temporary_disk(self, key: str) -> Path:
         return self.machines_dir / key / "resource"
@@ -291,7 +338,7 @@ class NamespaceMachineProvider(MachineProvider):
     def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None):
         if not self.is_running(key):
             raise MachineError(f"machine {key} is not running")
-        spec = {"namespace": str(self._ns_file(key)), "argv": argv, "env": {**DEFAULT_ENV, **(env or {})},
+        spec = {**self._enter_spec(key), "argv": argv, "env": {**DEFAULT_ENV, **(env or {})},
                 "cwd": cwd, "uid": uid, "gid": gid}
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
@@ -304,7 +351,7 @@ class NamespaceMachineProvider(MachineProvider):
         def start_agent() -> subprocess.Popen:
             if not self.is_running(key):
                 raise MachineError(f"machine {key} is not running")
-            spec = {"namespace": str(self._ns_file(key)), "agent": True}
+            spec = {**self._enter_spec(key), "agent": True}
             agent = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
@@ -312,11 +359,13 @@ class NamespaceMachineProvider(MachineProvider):
             )
             self._track(key, agent)
             return agent
-        return AgentRunner(start_agent)
+        return AgentRunner(start_agent, oom_kills=lambda: self.oom_kills(key))
 
     def stop_all(self) -> None:
         for ns_file in self.ns_dir.iterdir():
             self.stop(ns_file.name)
+        if self.cgroups is not None:
+            self.cgroups.close()
 
 
 class UnavailableMachineProvider(MachineProvider):

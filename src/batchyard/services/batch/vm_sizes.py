@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...runtime.cgroups import Limits
+
 
 @dataclass(frozen=True)
 class VmSize:
@@ -128,3 +130,9 @@ def lookup(name: str) -> VmSize | None:
 
 def all_sizes() -> list[VmSize]:
     return list(_SIZES)
+
+
+def limits(name: str) -> Limits | None:
+    """What a machine of this size may use (the runtime enforces it), None for an unknown size."""
+    size = lookup(name)
+    return Limits(size.cores, size.memory_mib) if size is not None else None
