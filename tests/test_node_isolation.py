@@ -82,3 +82,33 @@ def test_fork_bomb_is_contained(clients, job):
     assert batch.get_pool(POOL).id == POOL
     task, out, _ = run(batch, job, "after-bomb", "echo recovered")
     assert task.execution_info.exit_code == 0 and out == "recovered\n"
+
+
+KEYCTL = "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); " \
+         "r = libc.syscall(250, 0, -3, 0); print(r, os.strerror(ctypes.get_errno()))"  # keyctl(GET_KEYRING_ID)
+PACKET = "import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW)"
+
+
+@pytest.mark.parametrize("name, command, refusal", [
+    ("packet", f"python3 -c '{PACKET}'", "Operation not permitted"),
+    ("fifo", "chrt -f 10 true", "Operation not permitted"),
+    ("userns", "unshare -U true", "Operation not permitted"),
+    ("keyring", f"python3 -c '{KEYCTL}' && exit 1", "-1 Operation not permitted"),
+    ("mount", "mount -t tmpfs none /tmp", "ermission denied"),
+    ("nice", "renice -n -5 -p $$", "Permission denied"),
+])
+def test_admin_task_cannot_reach_the_kernel(clients, job, name, command, refusal):
+    task, out, err = run(clients.batch_key, job, f"admin-{name}", command, admin=True)
+    assert task.execution_info.exit_code != 0, out + err
+    assert refusal in out + err
+
+
+def test_admin_task_keeps_what_a_container_keeps(clients, job):
+    # root in a node still owns its files, changes users and binds low ports (in its own network)
+    task, out, err = run(clients.batch_key, job, "admin-allowed",
+                         "touch f && chown 10001:10001 f && stat -c %u f && setpriv --reuid 10001 id -u && "
+                         "grep CapBnd /proc/self/status", admin=True)
+    assert task.execution_info.exit_code == 0, err
+    owner, uid, bounding = out.splitlines()
+    assert owner == "10001" and uid == "10001"
+    assert int(bounding.split()[1], 16) == sum(1 << c for c in (0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31))

@@ -73,8 +73,9 @@ def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
         reason = overlay_works(layers.tmp)
     if reason is None:
         limits, limits_note = machine_cgroups(runtime_root, cgroups)
-        return NamespaceMachineProvider(runtime_root, layers, limits), \
-            f"machines: isolated (mount+PID namespaces, overlayfs; {limits_note})"
+        provider = NamespaceMachineProvider(runtime_root, layers, limits)
+        filtered = f"NO seccomp filter: {provider.seccomp_missing}" if provider.seccomp_missing else "seccomp"
+        return provider, f"machines: isolated (mount+PID namespaces, overlayfs; {limits_note}; {filtered})"
     if fakechroot and os.access(fakechroot, os.X_OK):
         return DirectoryMachineProvider(runtime_root, layers, fakechroot), \
             f"machines: NOT ISOLATED ({reason}): fallback to plain directories and copies through fakechroot, slower"

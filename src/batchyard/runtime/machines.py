@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import linux
+from . import linux, seccomp
 from .cgroups import Cgroups, Limits
 from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
 from .layers import HOST_LAYER, LayerStore
@@ -204,6 +204,8 @@ class NamespaceMachineProvider(MachineProvider):
             d.mkdir(parents=True, exist_ok=True)
         self._make_ns_dir_private()
         self.host_root = self._mount_host_root()
+        self.seccomp_filter = root / "seccomp.bpf"
+        self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
 
     def _make_ns_dir_private(self) -> None:
         """Namespace files can only be bound on a private mount (as `ip netns` does)."""
@@ -316,7 +318,8 @@ class NamespaceMachineProvider(MachineProvider):
     def _enter_spec(self, key: str) -> dict:
         """What a launcher needs to enter the machine: its namespace, and its cgroup and
         meminfo when it has limits."""
-        spec: dict = {"namespace": str(self._ns_file(key))}
+        spec: dict = {"namespace": str(self._ns_file(key)),
+                      "seccomp": None if self.seccomp_missing else str(self.seccomp_filter)}
         if key in self._limited:
             files = self.cgroups.memory_files(key)
             spec["cgroup"] = self.cgroups.procs_files(key)
