@@ -4,9 +4,11 @@ size's limits (cgroups), with a container runtime's capabilities and seccomp fil
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from conftest import pool_settled, wait_for
+from conftest import Clients, Server, pool_settled, wait_for
 from test_batch_pools import base_pool
 
 POOL = "isolated"  # Standard_A1_v2: 1 vCPU, 2 GiB
@@ -112,3 +114,93 @@ def test_admin_task_keeps_what_a_container_keeps(clients, job):
     owner, uid, bounding = out.splitlines()
     assert owner == "10001" and uid == "10001"
     assert int(bounding.split()[1], 16) == sum(1 << c for c in (0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31))
+
+
+PROBE = ("import socket, sys\n"
+         "for target in sys.argv[1:]:\n"
+         "    host, port = target.rsplit(':', 1)\n"
+         "    s = socket.socket(); s.settimeout(5)\n"
+         "    try:\n"
+         "        s.connect((host, int(port))); print(target, 'open')\n"
+         "    except ConnectionRefusedError:\n"
+         "        print(target, 'refused')\n"
+         "    except OSError as e:\n"
+         "        print(target, 'unreachable', e)\n")
+
+
+def probe(batch, job: str, task_id: str, *targets: str) -> dict[str, str]:
+    """From a node: 'open', 'refused' (the address answered) or 'unreachable', per host:port."""
+    command = "cat > probe.py <<'EOF'\n" + PROBE + "EOF\npython3 probe.py " + " ".join(targets)
+    _, out, err = run(batch, job, task_id, command)
+    return {line.split()[0]: line.split()[1] for line in out.splitlines()} if out else {"error": err}
+
+
+@pytest.fixture(scope="module")
+def neighbours(clients, pool):
+    clients.batch_key.create_pool(base_pool(clients, "neighbours", dedicated=2))
+    _, nodes = pool_settled(clients.batch_key, "neighbours")
+    clients.batch_key.create_job({"id": "neighbours", "poolInfo": {"poolId": "neighbours"}})
+    return [n.ip_address for n in nodes]
+
+
+def test_nodes_have_private_addresses(clients, pool, neighbours):
+    other = [n.ip_address for n in clients.batch_key.list_nodes(pool)]
+    for address in neighbours + other:
+        assert ipaddress.ip_address(address) in ipaddress.ip_network("10.0.0.0/8")
+    assert len(set(neighbours + other)) == 3
+    # both neighbours in one subnet, the other pool's node in another
+    assert ipaddress.ip_network(f"{neighbours[0]}/20", strict=False) == \
+        ipaddress.ip_network(f"{neighbours[1]}/20", strict=False)
+    assert ipaddress.ip_address(other[0]) not in ipaddress.ip_network(f"{neighbours[0]}/20", strict=False)
+
+
+def test_nodes_of_a_pool_reach_each_other_and_no_other_pool(clients, pool, neighbours):
+    batch = clients.batch_key
+    other = next(iter(batch.list_nodes(pool))).ip_address
+    seen = probe(batch, "neighbours", "reach", *(f"{a}:9" for a in neighbours), f"{other}:9")
+    assert seen == {f"{neighbours[0]}:9": "refused", f"{neighbours[1]}:9": "refused", f"{other}:9": "unreachable"}
+
+
+def test_service_only_at_the_gateway(clients, server, job):
+    batch = clients.batch_key
+    port = server.port
+    task, out, err = run(batch, job, "gateway", "python3 -c \"import os, ssl, urllib.request, urllib.error\n"
+                         "url = os.environ['AZ_BATCH_ACCOUNT_URL'] + '/pools?api-version=2025-06-01'\n"
+                         "print(url)\n"
+                         "try:\n"
+                         "    urllib.request.urlopen(url, context=ssl._create_unverified_context())\n"
+                         "except urllib.error.HTTPError as e:\n"
+                         "    print(e.code)\"")
+    url, status = out.split()
+    assert url.startswith(f"https://100.64.0.1:{port}/batch/")
+    assert status == "401"  # the service answered, and wants a credential
+    gateway = "100.64.0.1"
+    seen = probe(batch, job, "loopback", f"127.0.0.1:{port}", f"{gateway}:{port + 1}", f"{gateway}:22")
+    assert seen == {f"127.0.0.1:{port}": "refused", f"{gateway}:{port + 1}": "refused", f"{gateway}:22": "refused"}
+
+
+def test_admin_binds_ports_of_its_own_network_only(clients, server, job):
+    # the service holds this port on the host: a node binding it proves it binds its own
+    task, out, err = run(clients.batch_key, job, "bind", "python3 -c \"import socket\n"
+                         f"s = socket.socket(); s.bind(('0.0.0.0', {server.port})); s.listen(); print('bound')\n"
+                         "t = socket.socket(); t.bind(('0.0.0.0', 80)); print('bound 80')\"", admin=True)
+    assert task.execution_info.exit_code == 0, err
+    assert out.split("\n")[:2] == ["bound", "bound 80"]
+
+
+def test_networks_survive_a_restart_and_go_with_their_nodes(tmp_path_factory):
+    with Server(tmp_path_factory.mktemp("netrestart") / "data") as server:
+        batch = Clients(server.info).batch_key
+        batch.create_pool(base_pool(Clients(server.info), "again", dedicated=2))
+        _, nodes = pool_settled(batch, "again")
+        before = {n.id: n.ip_address for n in nodes}
+        batch = Clients(server.restart()).batch_key
+        _, nodes = pool_settled(batch, "again")
+        assert {n.id: n.ip_address for n in nodes} == before
+        batch.create_job({"id": "after", "poolInfo": {"poolId": "again"}})
+        addresses = sorted(before.values())
+        seen = probe(batch, "after", "reach", *(f"{a}:9" for a in addresses))
+        assert seen == {f"{a}:9": "refused" for a in addresses}
+        batch.begin_delete_pool("again", polling_interval=0.1).result()
+        namespaces = server.data_dir / "runtime" / "ns"
+        assert sorted(p.name for p in namespaces.glob("*.net")) == ["hub.net"]

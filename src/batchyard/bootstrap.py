@@ -62,6 +62,13 @@ class Services:
         self.db.close()
 
 
+def _machines_base_url(settings: Settings, provider: MachineProvider) -> str:
+    """The service as machines reach it: through the gateway of their network, if they have one."""
+    if provider.service_address is None:
+        return settings.base_url
+    return f"{settings.scheme}://{provider.service_address}:{settings.port}"
+
+
 def build(settings: Settings, namespaces: bool) -> Services:
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -78,7 +85,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     if settings.isolation == "off":
         namespaces = False
     provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
-                                     cgroups=settings.node_cgroups != "off")
+                                     cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off")
     catalog = Catalog(db)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)
@@ -88,7 +95,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     accounts = BatchAccounts(store, groups)
     accounts.ensure_default()
     pools = Pools(store, NodeStore(db), catalog, settings)
-    agent = NodeAgent(provider, pools, lambda account: f"{settings.base_url}/batch/{account}")
+    agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
     pools.node_root = lambda node: node_root(provider, node)
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)

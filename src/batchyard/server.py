@@ -81,6 +81,7 @@ def serve(settings: Settings) -> None:
             await asyncio.sleep(0.02)
         if settings.port == 0:  # an ephemeral port: announce the one the kernel chose
             settings.port = server.servers[0].sockets[0].getsockname()[1]
+        services.provider.open_gateway(settings.port, (settings.public_host.strip("[]"), settings.port))
         info = connection_info(services, ca_bundle)
         _banner(info, services.provider_note)  # before connection.json: whoever waits on it can read the banner
         write_atomically(connection_file, info)

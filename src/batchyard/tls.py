@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .runtime.networks import SERVICE_ADDRESS
+
 
 def _write_private(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -24,7 +26,7 @@ def _pem_key(key) -> bytes:
 
 
 def _san_entries(host: str) -> list[x509.GeneralName]:
-    names: set[str] = {"localhost", "127.0.0.1", "::1", host}
+    names: set[str] = {"localhost", "127.0.0.1", "::1", SERVICE_ADDRESS, host}
     out: list[x509.GeneralName] = []
     for name in sorted(names):
         try:
@@ -42,8 +44,11 @@ def _cert_covers(cert: x509.Certificate, host: str) -> bool:
     now = dt.datetime.now(dt.timezone.utc)
     if cert.not_valid_after_utc < now + dt.timedelta(days=7):
         return False
+    addresses = san.get_values_for_type(x509.IPAddress)
+    if ipaddress.ip_address(SERVICE_ADDRESS) not in addresses:  # where machines reach the service
+        return False
     try:
-        return ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
+        return ipaddress.ip_address(host) in addresses
     except ValueError:
         return host in san.get_values_for_type(x509.DNSName)
 

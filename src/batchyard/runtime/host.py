@@ -62,7 +62,7 @@ def machine_cgroups(runtime_root: Path, wanted: bool) -> tuple[cgroup_backends.C
 
 
 def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
-                    fakechroot: str | None, cgroups: bool = True) -> tuple[MachineProvider, str]:
+                    fakechroot: str | None, cgroups: bool = True, networks: bool = True) -> tuple[MachineProvider, str]:
     """Returns the provider and a sentence for the start banner: isolated machines where
     the kernel allows them, else the documented fallback (plain directories and copies,
     run through fakechroot), else none."""
@@ -73,11 +73,15 @@ def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
         reason = overlay_works(layers.tmp)
     if reason is None:
         limits, limits_note = machine_cgroups(runtime_root, cgroups)
-        provider = NamespaceMachineProvider(runtime_root, layers, limits)
+        provider = NamespaceMachineProvider(runtime_root, layers, limits, networks)
         filtered = f"NO seccomp filter: {provider.seccomp_missing}" if provider.seccomp_missing else "seccomp"
-        return provider, f"machines: isolated (mount+PID namespaces, overlayfs; {limits_note}; {filtered})"
+        networked = f"NO private networks: {provider.networks_missing}" if provider.networks_missing else \
+            f"private networks, service at {provider.service_address}"
+        return provider, f"machines: isolated (mount+PID namespaces, overlayfs; {limits_note}; {filtered}; {networked})"
     if fakechroot and os.access(fakechroot, os.X_OK):
         return DirectoryMachineProvider(runtime_root, layers, fakechroot), \
-            f"machines: NOT ISOLATED ({reason}): fallback to plain directories and copies through fakechroot, slower"
+            f"machines: NOT ISOLATED ({reason}): fallback to plain directories and copies through fakechroot, " \
+            "slower; NOT enforced: VM size limits (cores, memory, processes), private networks (machines share the " \
+            "host's network and loopback), capability and seccomp limits"
     return UnavailableMachineProvider(reason), f"machines: UNAVAILABLE on this host ({reason}; no fakechroot for " \
         "the fallback); Compute resources other than running VMs still work"

@@ -26,6 +26,7 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000
 MNT_DETACH = 2
 PR_CAPBSET_DROP = 24
@@ -332,9 +333,13 @@ def main():
     if spec.get("seccomp"):
         with open(spec["seccomp"], "rb") as f:
             seccomp = f.read()
+    net = os.open(spec["network"], os.O_RDONLY) if spec.get("network") else None  # a host path: open it first
     ns = os.open(spec["namespace"], os.O_RDONLY)
     check(libc.setns(ns, CLONE_NEWNS), "setns")
     os.close(ns)
+    if net is not None:
+        check(libc.setns(net, CLONE_NEWNET), "setns network")
+        os.close(net)
     check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
     pid = os.fork()
     if pid == 0:

@@ -27,7 +27,9 @@ from pathlib import Path
 from . import linux, seccomp
 from .cgroups import Cgroups, Limits
 from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
+from .gateway import Gateway
 from .layers import HOST_LAYER, LayerStore
+from .networks import SERVICE_ADDRESS, Networks
 
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -52,6 +54,7 @@ class MachineSpec:
     os_disk: DiskSpec
     data_disks: dict[int, DiskSpec] = field(default_factory=dict)
     limits: Limits | None = None  # the VM size's; None: the host's
+    network: str | None = None  # the private network it joins (a pool's, a resource group's)
 
 
 @dataclass
@@ -145,6 +148,17 @@ class MachineProvider(ABC):
         """How many processes the machine's memory limit has killed (0 without limits)."""
         return 0
 
+    # Where machines reach the service (None: as the host does, at the service's own address).
+    service_address: str | None = None
+
+    def address(self, key: str) -> str | None:
+        """The machine's address on its private network (None: it shares the host's)."""
+        return None
+
+    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
+        """Let machines reach the service's port `target` at service_address:port."""
+        return None
+
     def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""
         return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env)
@@ -190,12 +204,14 @@ class NamespaceMachineProvider(MachineProvider):
 
     mode = "namespaces"
 
-    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None):
+    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False):
         super().__init__()
         self.root = root
         self.layers = layers
         self.cgroups = cgroups
         self._limited: set[str] = set()  # machines running under a cgroup of their own
+        self._networked: set[str] = set()  # machines running in a network namespace of their own
+        self._gateway: Gateway | None = None
         self.disks_dir = root / "disks"
         self.machines_dir = root / "machines"
         self.ns_dir = root / "ns"
@@ -206,6 +222,14 @@ class NamespaceMachineProvider(MachineProvider):
         self.host_root = self._mount_host_root()
         self.seccomp_filter = root / "seccomp.bpf"
         self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
+        self.networks: Networks | None = None
+        self.networks_missing: str | None = "switched off"
+        if networks:
+            try:
+                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir), None
+                self.service_address = SERVICE_ADDRESS
+            except (OSError, ImportError) as exc:
+                self.networks_missing = str(exc)
 
     def _make_ns_dir_private(self) -> None:
         """Namespace files can only be bound on a private mount (as `ip netns` does)."""
@@ -266,6 +290,7 @@ class NamespaceMachineProvider(MachineProvider):
         (base / "root").mkdir(parents=True, exist_ok=True)
         (base / "resource").mkdir(parents=True, exist_ok=True)
         limited = self._limit(machine)
+        self._connect(machine)
         spec = {
             "cpu": linux.NAMESPACE_CPU,
             "root": str(base / "root"),
@@ -299,6 +324,29 @@ class NamespaceMachineProvider(MachineProvider):
             with self._lock:
                 self._limited.discard(key)
             self.cgroups.remove(key)
+        if self.networks is not None:
+            with self._lock:
+                self._networked.discard(key)
+            self.networks.detach(key)
+
+    # networks ---------------------------------------------------------------------------
+
+    def _connect(self, machine: MachineSpec) -> None:
+        if self.networks is None or machine.network is None:
+            return
+        try:
+            self.networks.attach(machine.key, machine.network)
+        except OSError as exc:
+            raise MachineError(f"machine {machine.key} could not join its network: {exc}")
+        with self._lock:
+            self._networked.add(machine.key)
+
+    def address(self, key: str) -> str | None:
+        return self.networks.address(key) if self.networks is not None else None
+
+    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
+        if self.networks is not None and self._gateway is None:
+            self._gateway = Gateway(self.networks.listen(port), target)
 
     # limits -----------------------------------------------------------------------------
 
@@ -320,6 +368,8 @@ class NamespaceMachineProvider(MachineProvider):
         meminfo when it has limits."""
         spec: dict = {"namespace": str(self._ns_file(key)),
                       "seccomp": None if self.seccomp_missing else str(self.seccomp_filter)}
+        if key in self._networked:
+            spec["network"] = str(self.networks.ns_file(key))
         if key in self._limited:
             files = self.cgroups.memory_files(key)
             spec["cgroup"] = self.cgroups.procs_files(key)
@@ -335,6 +385,8 @@ class NamespaceMachineProvider(MachineProvider):
 
     def delete_machine(self, key: str) -> None:
         self.stop(key)
+        if self.networks is not None:
+            self.networks.release(key)
         self._ns_file(key).unlink(missing_ok=True)
         remove_tree_atomically(self.machines_dir / key, self.layers.tmp)
 
@@ -365,8 +417,11 @@ class NamespaceMachineProvider(MachineProvider):
         return AgentRunner(start_agent, oom_kills=lambda: self.oom_kills(key))
 
     def stop_all(self) -> None:
-        for ns_file in self.ns_dir.iterdir():
-            self.stop(ns_file.name)
+        if self._gateway is not None:
+            self._gateway.close()
+        for ns_file in self.ns_dir.glob("*"):
+            if not ns_file.name.endswith(".net"):
+                self.stop(ns_file.name)
         if self.cgroups is not None:
             self.cgroups.close()
 

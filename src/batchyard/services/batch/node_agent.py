@@ -62,7 +62,7 @@ class NodeAgent:
         disks = node.internal["disks"]
         return MachineSpec(node.internal["machine_key"], DiskSpec(disks["os"]["key"], disks["os"]["layers"]),
                            {int(lun): DiskSpec(d["key"], d["layers"]) for lun, d in disks["data"].items()},
-                           limits=vm_sizes.limits(node.body["vmSize"]))
+                           limits=vm_sizes.limits(node.body["vmSize"]), network=f"pool:{node.pool_key}")
 
     def _build_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
@@ -73,6 +73,11 @@ class NodeAgent:
         for sub in BATCH_DIRS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "shared").chmod(0o1777)
+
+    def _address(self, node: Node) -> dict:
+        """ipAddress as the runtime gave it: the node's address on its pool's network."""
+        address = self.provider.address(node.internal["machine_key"])
+        return {"ipAddress": address} if address else {}
 
     def _destroy_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
@@ -93,7 +98,7 @@ class NodeAgent:
                 "errorDetails": []}])
             return
         moment = iso(now())
-        node = self.pools.set_node_state(node, "starting", lastBootTime=moment)
+        node = self.pools.set_node_state(node, "starting", lastBootTime=moment, **self._address(node))
         self._start(pool, node)
 
     def _start(self, pool: Resource, node: Node) -> None:

@@ -323,7 +323,8 @@ class VirtualMachines:
         data = {d["lun"]: self.disks.spec(self.disks.get(parse(d["managedDisk"]["id"])))
                 for d in storage.get("dataDisks", [])}
         return MachineSpec(vm.internal["machine_key"], os_disk, data,
-                           limits=vm_sizes.limits(vm.properties["hardwareProfile"]["vmSize"]))
+                           limits=vm_sizes.limits(vm.properties["hardwareProfile"]["vmSize"]),
+                           network="group:" + vm.id.lower().split("/providers/", 1)[0])
 
     def _start(self, vm: Resource) -> None:
         try:

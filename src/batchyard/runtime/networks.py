@@ -1,0 +1,219 @@
+"""Machine networks: every machine in a network namespace of its own, joined to the private
+network it belongs to (a Batch pool's, a resource group's) and to nothing else.
+
+All networks of a service hang off one "hub" network namespace, private to the service:
+each network is a bridge there with a /20 of 10.0.0.0/8 (4,094 machines: more than a
+pool's 2,500 dedicated plus 1,000 low-priority nodes), gateway .1; each machine has a veth
+whose far end is its `eth0`, an address of its network and a default route to the gateway.
+Machines of one network reach each other on their bridge; the hub forwards nothing, so no
+packet crosses to another network, to the host or beyond. The hub also holds
+SERVICE_ADDRESS, where the service's gateway (gateway.py) listens: the one place a machine
+can reach the service, as AZ_BATCH_ACCOUNT_URL says.
+
+The namespaces are bound to files (like `ip netns`), so an idle machine costs no process;
+they vanish with the service's mount namespace and are made again when machines start
+after a restart, with the same addresses (kept in each machine's directory). Netlink
+through pyroute2, in the namespace of the calling thread (setns is per thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import linux
+
+SERVICE_ADDRESS = "100.64.0.1"  # shared address space, never a node's
+NODE_RANGE = ipaddress.ip_network("10.0.0.0/8")
+PREFIX = 20
+_SUBNETS = 1 << (PREFIX - NODE_RANGE.prefixlen)
+_HOSTS = (1 << (32 - PREFIX)) - 2  # without network and broadcast
+_EEXIST = 17
+
+
+@contextlib.contextmanager
+def inside(ns_file: Path):
+    """Runs the block with this thread in the network namespace bound at `ns_file`."""
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(ns_file, os.O_RDONLY)
+    try:
+        linux.setns(target, linux.CLONE_NEWNET)
+        yield
+    finally:
+        linux.setns(back, linux.CLONE_NEWNET)
+        os.close(target)
+        os.close(back)
+
+
+def new_namespace(ns_file: Path) -> None:
+    """A new network namespace, bound to `ns_file` (the file must be on a private mount)."""
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    ns_file.touch()
+    try:
+        linux.unshare(linux.CLONE_NEWNET)
+        linux.mount("/proc/thread-self/ns/net", str(ns_file), None, linux.MS_BIND)
+    finally:
+        linux.setns(back, linux.CLONE_NEWNET)
+        os.close(back)
+
+
+def _set_sysctl(name: str, value: str) -> None:
+    with open(f"/proc/sys/net/{name}", "w") as f:  # of the calling thread's namespace
+        f.write(value)
+
+
+class Networks:
+    def __init__(self, ns_dir: Path, machines_dir: Path):
+        self.ns_dir = ns_dir
+        self.machines_dir = machines_dir
+        self.hub = ns_dir / "hub.net"
+        self._lock = threading.Lock()
+        self._subnets: dict[str, int] = {}  # network -> index of its /20
+        self._used: dict[str, set[int]] = {}  # network -> host numbers in use
+        self._bridges: set[str] = set()  # networks whose bridge exists now
+        self._load()
+        new_namespace(self.hub)
+        with inside(self.hub), IPRoute() as ipr:
+            _set_sysctl("ipv4/conf/all/forwarding", "0")  # a new namespace may inherit the host's
+            _set_sysctl("ipv4/ip_forward", "0")
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")
+            ipr.addr("add", index=lo, address=SERVICE_ADDRESS, prefixlen=32)
+
+    # addresses ----------------------------------------------------------------------------
+
+    def _record(self, key: str) -> Path:
+        return self.machines_dir / key / "network.json"
+
+    def _load(self) -> None:
+        """The networks and addresses of the machines that exist, so a restart gives each
+        machine its address again and never hands it to another."""
+        records = [json.loads(p.read_text()) for p in self.machines_dir.glob("*/network.json")]
+        for record in records:
+            self._subnets.setdefault(record["network"], record["subnet"])
+            self._used.setdefault(record["network"], set()).add(record["host"])
+
+    def _subnet_of(self, network: str) -> int:
+        if network not in self._subnets:
+            taken = set(self._subnets.values())
+            start = int.from_bytes(hashlib.sha256(network.encode()).digest()[:4], "big") % _SUBNETS
+            index = next(((start + i) % _SUBNETS for i in range(_SUBNETS) if (start + i) % _SUBNETS not in taken),
+                         None)
+            if index is None:
+                raise OSError("no private network range left for another network")
+            self._subnets[network] = index
+        return self._subnets[network]
+
+    def _assign(self, key: str, network: str) -> dict:
+        record_file = self._record(key)
+        if record_file.exists():
+            record = json.loads(record_file.read_text())
+            if record["network"] == network:
+                return record
+            self.release(key)
+        with self._lock:
+            subnet = self._subnet_of(network)
+            used = self._used.setdefault(network, set())
+            host = next((h for h in range(2, _HOSTS + 1) if h not in used), None)  # .1 is the gateway
+            if host is None:
+                raise OSError(f"network {network} has no address left")
+            used.add(host)
+        record = {"network": network, "subnet": subnet, "host": host}
+        record_file.write_text(json.dumps(record))
+        return record
+
+    def release(self, key: str) -> None:
+        """The machine is gone: its address is free again."""
+        record_file = self._record(key)
+        if record_file.exists():
+            record = json.loads(record_file.read_text())
+            with self._lock:
+                self._used.get(record["network"], set()).discard(record["host"])
+            record_file.unlink()
+
+    @staticmethod
+    def _address(subnet: int, host: int) -> str:
+        base = int(NODE_RANGE.network_address) + (subnet << (32 - PREFIX))
+        return str(ipaddress.ip_address(base + host))
+
+    def address(self, key: str) -> str | None:
+        record_file = self._record(key)
+        if not record_file.exists():
+            return None
+        record = json.loads(record_file.read_text())
+        return self._address(record["subnet"], record["host"])
+
+    # namespaces ---------------------------------------------------------------------------
+
+    def ns_file(self, key: str) -> Path:
+        return self.ns_dir / f"{key}.net"
+
+    def _bridge(self, ipr: IPRoute, network: str, subnet: int) -> int:
+        name = f"by{subnet}"
+        found = ipr.link_lookup(ifname=name)
+        if found:
+            return found[0]
+        try:
+            ipr.link("add", ifname=name, kind="bridge")
+        except NetlinkError as exc:
+            if exc.code != _EEXIST:  # another thread made it meanwhile
+                raise
+        index = ipr.link_lookup(ifname=name)[0]
+        try:
+            ipr.addr("add", index=index, address=self._address(subnet, 1), prefixlen=PREFIX)
+        except NetlinkError as exc:
+            if exc.code != _EEXIST:
+                raise
+        ipr.link("set", index=index, state="up")
+        return index
+
+    def attach(self, key: str, network: str) -> Path:
+        """The machine's namespace, made and wired to its network; returns its file."""
+        ns_file = self.ns_file(key)
+        if os.path.ismount(ns_file):
+            return ns_file
+        record = self._assign(key, network)
+        new_namespace(ns_file)
+        veth = "v" + hashlib.sha256(key.encode()).hexdigest()[:13]
+        machine_ns = os.open(ns_file, os.O_RDONLY)
+        try:
+            with inside(self.hub), IPRoute() as ipr:
+                bridge = self._bridge(ipr, network, record["subnet"])
+                with contextlib.suppress(NetlinkError):  # a leftover of a machine stopped mid-way
+                    ipr.link("del", ifname=veth)
+                ipr.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": machine_ns})
+                ipr.link("set", index=ipr.link_lookup(ifname=veth)[0], master=bridge, state="up")
+        finally:
+            os.close(machine_ns)
+        with inside(ns_file), IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            eth0 = ipr.link_lookup(ifname="eth0")[0]
+            ipr.addr("add", index=eth0, address=self._address(record["subnet"], record["host"]), prefixlen=PREFIX)
+            ipr.link("set", index=eth0, state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway=self._address(record["subnet"], 1))
+        return ns_file
+
+    def detach(self, key: str) -> None:
+        """The machine's namespace goes (its veth with it); its address stays its own."""
+        ns_file = self.ns_file(key)
+        if os.path.ismount(ns_file):
+            linux.umount(str(ns_file), linux.MNT_DETACH)
+        ns_file.unlink(missing_ok=True)
+
+    def listen(self, port: int):
+        """A listening socket at SERVICE_ADDRESS:port in the hub: the service's gateway."""
+        with inside(self.hub):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((SERVICE_ADDRESS, port))
+        sock.listen(128)
+        return sock
