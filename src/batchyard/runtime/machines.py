@@ -209,7 +209,8 @@ class NamespaceMachineProvider(MachineProvider):
         self.root = root
         self.layers = layers
         self.cgroups = cgroups
-        self._limited: set[str] = set()  # machines running under a cgroup of their own
+        self._limits: dict[str, Limits] = {}  # running machines that have limits
+        self._limited: set[str] = set()  # those whose cgroup exists (made with their first command)
         self._networked: set[str] = set()  # machines running in a network namespace of their own
         self._gateway: Gateway | None = None
         self.disks_dir = root / "disks"
@@ -322,8 +323,10 @@ class NamespaceMachineProvider(MachineProvider):
             linux.umount(str(ns_file), linux.MNT_DETACH)
         if self.cgroups is not None:
             with self._lock:
+                had_limits = self._limits.pop(key, None) is not None
                 self._limited.discard(key)
-            self.cgroups.remove(key)
+            if had_limits:
+                self.cgroups.remove(key)
         if self.networks is not None:
             with self._lock:
                 self._networked.discard(key)
@@ -354,13 +357,24 @@ class NamespaceMachineProvider(MachineProvider):
         return self.machines_dir / key / "meminfo"
 
     def _limit(self, machine: MachineSpec) -> bool:
-        """The machine's cgroup, sized from its limits; False when it runs unlimited."""
+        """Records the machine's limits; False when it runs unlimited. Its cgroup is made
+        with its first command: a node that idles costs no cgroup (hundreds start at once)."""
         if self.cgroups is None or machine.limits is None:
             return False
-        self.cgroups.create(machine.key, machine.limits)
         self._meminfo_file(machine.key).touch()
         with self._lock:
-            self._limited.add(machine.key)
+            self._limits[machine.key] = machine.limits
+        return True
+
+    def _cgroup_ready(self, key: str) -> bool:
+        """True when the machine runs under its cgroup, made now if it is its first command."""
+        with self._lock:
+            limits = self._limits.get(key)
+            if limits is None:
+                return False
+            if key not in self._limited:
+                self.cgroups.create(key, limits)
+                self._limited.add(key)
         return True
 
     def _enter_spec(self, key: str) -> dict:
@@ -370,7 +384,7 @@ class NamespaceMachineProvider(MachineProvider):
                       "seccomp": None if self.seccomp_missing else str(self.seccomp_filter)}
         if key in self._networked:
             spec["network"] = str(self.networks.ns_file(key))
-        if key in self._limited:
+        if self._cgroup_ready(key):
             files = self.cgroups.memory_files(key)
             spec["cgroup"] = self.cgroups.procs_files(key)
             spec["meminfo"] = {"file": str(self._meminfo_file(key)), "limit": files.limit, "usage": files.usage,

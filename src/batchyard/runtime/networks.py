@@ -24,20 +24,27 @@ import ipaddress
 import json
 import os
 import socket
+import struct
 import threading
 from pathlib import Path
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from . import linux
 
 SERVICE_ADDRESS = "100.64.0.1"  # shared address space, never a node's
 NODE_RANGE = ipaddress.ip_network("10.0.0.0/8")
 PREFIX = 20
+NLMSG_ERROR = 2  # also the ACK, with error 0
+RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
+_CREATE = NLM_F_CREATE | NLM_F_EXCL
 _SUBNETS = 1 << (PREFIX - NODE_RANGE.prefixlen)
 _HOSTS = (1 << (32 - PREFIX)) - 2  # without network and broadcast
-_EEXIST = 17
 
 
 @contextlib.contextmanager
@@ -66,6 +73,41 @@ def new_namespace(ns_file: Path) -> None:
         os.close(back)
 
 
+def _message(cls, kind: int, flags: int, fields: dict, attrs: list) -> bytes:
+    """One rtnetlink request, asking for an ACK."""
+    msg = cls()
+    for name, value in fields.items():
+        msg[name] = value
+    msg["attrs"] = attrs
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _send(batch: bytes) -> None:
+    """Sends netlink requests (each asking for an ACK) in one write; raises the first error."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        sock.sendall(batch)
+        pending, offset = 0, 0
+        while offset < len(batch):
+            pending += 1
+            offset += (struct.unpack_from("=I", batch, offset)[0] + 3) & ~3
+        first_error = 0
+        while pending:
+            data = sock.recv(65536)
+            offset = 0
+            while offset < len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                if kind == NLMSG_ERROR:
+                    pending -= 1
+                    first_error = first_error or -struct.unpack_from("=i", data, offset + 16)[0]
+                offset += (length + 3) & ~3
+    if first_error:
+        raise OSError(first_error, os.strerror(first_error))
+
+
 def _set_sysctl(name: str, value: str) -> None:
     with open(f"/proc/sys/net/{name}", "w") as f:  # of the calling thread's namespace
         f.write(value)
@@ -79,7 +121,7 @@ class Networks:
         self._lock = threading.Lock()
         self._subnets: dict[str, int] = {}  # network -> index of its /20
         self._used: dict[str, set[int]] = {}  # network -> host numbers in use
-        self._bridges: set[str] = set()  # networks whose bridge exists now
+        self._bridges: dict[str, int] = {}  # network -> its bridge's index, once made
         self._load()
         new_namespace(self.hub)
         with inside(self.hub), IPRoute() as ipr:
@@ -157,49 +199,61 @@ class Networks:
     def ns_file(self, key: str) -> Path:
         return self.ns_dir / f"{key}.net"
 
-    def _bridge(self, ipr: IPRoute, network: str, subnet: int) -> int:
-        name = f"by{subnet}"
-        found = ipr.link_lookup(ifname=name)
-        if found:
-            return found[0]
-        try:
-            ipr.link("add", ifname=name, kind="bridge")
-        except NetlinkError as exc:
-            if exc.code != _EEXIST:  # another thread made it meanwhile
-                raise
-        index = ipr.link_lookup(ifname=name)[0]
-        try:
-            ipr.addr("add", index=index, address=self._address(subnet, 1), prefixlen=PREFIX)
-        except NetlinkError as exc:
-            if exc.code != _EEXIST:
-                raise
-        ipr.link("set", index=index, state="up")
-        return index
+    def _bridge(self, network: str, subnet: int) -> int:
+        """The network's bridge in the hub (made on first use), by interface index."""
+        with self._lock:
+            if network in self._bridges:
+                return self._bridges[network]
+            name = f"by{subnet}"
+            with inside(self.hub), IPRoute() as ipr:
+                if not ipr.link_lookup(ifname=name):
+                    ipr.link("add", ifname=name, kind="bridge")
+                index = ipr.link_lookup(ifname=name)[0]
+                if not ipr.get_addr(index=index, family=socket.AF_INET):
+                    ipr.addr("add", index=index, address=self._address(subnet, 1), prefixlen=PREFIX)
+                ipr.link("set", index=index, state="up")
+            self._bridges[network] = index
+            return index
 
     def attach(self, key: str, network: str) -> Path:
-        """The machine's namespace, made and wired to its network; returns its file."""
+        """The machine's namespace, made and wired to its network; returns its file.
+        Hundreds of machines start at once, so each namespace gets its requests in one
+        netlink write, encoded by pyroute2's message classes (IPRoute's own calls cost
+        several times more, one round trip and event-loop pass each)."""
         ns_file = self.ns_file(key)
         if os.path.ismount(ns_file):
             return ns_file
         record = self._assign(key, network)
+        bridge = self._bridge(network, record["subnet"])
         new_namespace(ns_file)
         veth = "v" + hashlib.sha256(key.encode()).hexdigest()[:13]
         machine_ns = os.open(ns_file, os.O_RDONLY)
         try:
-            with inside(self.hub), IPRoute() as ipr:
-                bridge = self._bridge(ipr, network, record["subnet"])
-                with contextlib.suppress(NetlinkError):  # a leftover of a machine stopped mid-way
-                    ipr.link("del", ifname=veth)
-                ipr.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": machine_ns})
-                ipr.link("set", index=ipr.link_lookup(ifname=veth)[0], master=bridge, state="up")
+            add = _message(ifinfmsg, RTM_NEWLINK, _CREATE, {"flags": IFF_UP, "change": IFF_UP}, [
+                ("IFLA_IFNAME", veth), ("IFLA_MASTER", bridge),
+                ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [
+                    ("VETH_INFO_PEER", {"attrs": [("IFLA_IFNAME", "eth0"), ("IFLA_NET_NS_FD", machine_ns)]})]})]})])
+            with inside(self.hub):
+                try:
+                    _send(add)
+                except FileExistsError:  # the end of a veth whose machine stopped mid-way
+                    _send(_message(ifinfmsg, RTM_DELLINK, 0, {}, [("IFLA_IFNAME", veth)]))
+                    _send(add)
         finally:
             os.close(machine_ns)
-        with inside(ns_file), IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            eth0 = ipr.link_lookup(ifname="eth0")[0]
-            ipr.addr("add", index=eth0, address=self._address(record["subnet"], record["host"]), prefixlen=PREFIX)
-            ipr.link("set", index=eth0, state="up")
-            ipr.route("add", dst="0.0.0.0/0", gateway=self._address(record["subnet"], 1))
+        address, gateway = self._address(record["subnet"], record["host"]), self._address(record["subnet"], 1)
+        # a new namespace numbers its links from 1: lo, then eth0, the first one made in it
+        inner = b"".join((
+            _message(ifinfmsg, RTM_NEWLINK, 0, {"index": 1, "flags": IFF_UP, "change": IFF_UP}, []),
+            _message(ifinfmsg, RTM_NEWLINK, 0, {"index": 2, "flags": IFF_UP, "change": IFF_UP}, []),
+            _message(ifaddrmsg, RTM_NEWADDR, _CREATE, {"family": socket.AF_INET, "prefixlen": PREFIX, "index": 2},
+                     [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]),
+            _message(rtmsg, RTM_NEWROUTE, _CREATE, {"family": socket.AF_INET, "table": RT_TABLE_MAIN,
+                                                    "proto": RTPROT_STATIC, "type": RTN_UNICAST},
+                     [("RTA_GATEWAY", gateway)]),
+        ))
+        with inside(ns_file):
+            _send(inner)
         return ns_file
 
     def detach(self, key: str) -> None:
