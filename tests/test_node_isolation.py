@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from conftest import Clients, Server, pool_settled, wait_for
+from conftest import Clients, Server, base_image_reference, pool_settled, run_script, vm_body, wait_for
 from test_batch_pools import base_pool
 
 POOL = "isolated"  # Standard_A1_v2: 1 vCPU, 2 GiB
@@ -204,3 +204,20 @@ def test_networks_survive_a_restart_and_go_with_their_nodes(tmp_path_factory):
         batch.begin_delete_pool("again", polling_interval=0.1).result()
         namespaces = server.data_dir / "runtime" / "ns"
         assert sorted(p.name for p in namespaces.glob("*.net")) == ["hub.net"]
+
+
+def test_vms_share_a_network_per_resource_group(clients):
+    compute, location = clients.compute, clients.location
+    image = base_image_reference(compute, location)
+    addresses = {}
+    for group, vm in (("neta", "a1"), ("neta", "a2"), ("netb", "b1")):
+        clients.resource.resource_groups.create_or_update(group, {"location": location})
+        compute.virtual_machines.begin_create_or_update(group, vm, vm_body(location, image)).result()
+        addresses[vm] = run_script(compute, group, vm, "ip -4 -o addr show eth0 | awk '{print $4}'").strip()
+    assert ipaddress.ip_interface(addresses["a1"]).network == ipaddress.ip_interface(addresses["a2"]).network
+    assert ipaddress.ip_interface(addresses["b1"]).network != ipaddress.ip_interface(addresses["a1"]).network
+    targets = " ".join(f"{ipaddress.ip_interface(addresses[vm]).ip}:9" for vm in ("a2", "b1"))
+    out = run_script(compute, "neta", "a1", "cat > /tmp/probe.py <<'EOF'", *PROBE.splitlines(), "EOF",
+                     f"python3 /tmp/probe.py {targets}")
+    seen = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert list(seen.values()) == ["refused", "unreachable"]
