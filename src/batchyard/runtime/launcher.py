@@ -23,6 +23,7 @@ import resource
 import select
 import signal
 import sys
+import time
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
@@ -112,6 +113,7 @@ class MemInfo:
 
     def __init__(self, files):
         self.out = os.open(files["file"], os.O_RDWR | os.O_CLOEXEC)
+        self.refreshed = 0.0
         self.limit, self.usage, self.stat = (os.open(files[k], os.O_RDONLY | os.O_CLOEXEC)
                                              for k in ("limit", "usage", "stat"))
         with open("/proc/meminfo") as f:
@@ -122,7 +124,14 @@ class MemInfo:
         text = os.pread(fd, 4096, 0).decode().strip()
         return None if text == "max" else int(text)
 
+    def refresh_if_due(self):
+        """At most once a second: a machine running thousands of short tasks must not pay
+        for it on each one."""
+        if time.monotonic() - self.refreshed >= MEMINFO_REFRESH:
+            self.refresh()
+
     def refresh(self):
+        self.refreshed = time.monotonic()
         usage = self._number(self.usage) or 0
         stat = dict(line.split() for line in os.pread(self.stat, 65536, 0).decode().splitlines() if " " in line)
         cache = int(stat.get("total_cache", stat.get("file", 0)))
@@ -192,7 +201,7 @@ def serve_requests(meminfo):
     while True:
         ready, _, _ = select.select([0, wake_read], [], [], MEMINFO_REFRESH if running and meminfo else None)
         if meminfo is not None and running:
-            meminfo.refresh()
+            meminfo.refresh_if_due()
         if wake_read in ready:
             os.read(wake_read, 4096)
             reap(running)

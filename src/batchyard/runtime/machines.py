@@ -2,7 +2,10 @@
 
 `MachineProvider` is the interface the services use (a NodeProvider in Ray's sense); the
 local implementation here isolates each machine with Linux mount and PID namespaces over
-overlay filesystems. A later, distributed implementation offers the same calls.
+overlay filesystems, holds it to its VM size with a cgroup (cgroups.py), filters its
+system calls (seccomp.py) and gives it a network namespace on its own private network
+(networks.py, reaching the service only through gateway.py). A later, distributed
+implementation offers the same calls.
 
 Disks: a disk is a stack of read-only layers (bottom first) plus a writable layer of its
 own. Creating a disk copies nothing; snapshotting freezes the writable layer into a new
