@@ -5,10 +5,12 @@ size's limits (cgroups), with a container runtime's capabilities and seccomp fil
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
 
-from conftest import Clients, Server, base_image_reference, pool_settled, run_script, vm_body, wait_for
+from conftest import (Clients, Server, base_image_reference, free_port, pool_settled, run_script, vm_body,
+                      wait_for)
 from test_batch_pools import base_pool
 
 POOL = "isolated"  # Standard_A1_v2: 1 vCPU, 2 GiB
@@ -226,3 +228,32 @@ def test_vms_share_a_network_per_resource_group(clients):
                      f"python3 /tmp/probe.py {targets}")
     seen = {line.split()[0]: line.split()[1] for line in out.splitlines()}
     assert list(seen.values()) == ["refused", "unreachable"]
+
+
+def free_range(size: int = 100) -> int:
+    """A frontend port range start whose first ports are free here (Batch reserves 50000-55000)."""
+    while True:
+        start = free_port()
+        if start + size < 50000 or 55000 < start <= 65534 - size:
+            return start
+
+
+def test_inbound_nat_reaches_the_node_port(clients):
+    batch = clients.batch_key
+    start = free_range()
+    batch.create_pool(base_pool(clients, "served", dedicated=1, networkConfiguration={"endpointConfiguration": {
+        "inboundNATPools": [{"name": "web", "protocol": "tcp", "backendPort": 8080, "frontendPortRangeStart": start,
+                             "frontendPortRangeEnd": start + 99}]}}))
+    _, nodes = pool_settled(batch, "served")
+    endpoint = nodes[0].endpoint_configuration.inbound_endpoints[0]
+    batch.create_job({"id": "served", "poolInfo": {"poolId": "served"}})
+    batch.create_task("served", {"id": "listen", "commandLine": "python3 -c \"import socket\n"
+                                 "s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()\n"
+                                 "c, _ = s.accept(); c.sendall(b'hello from ' + c.getsockname()[0].encode())\""})
+
+    def greeting():
+        with socket.create_connection((endpoint.public_ip_address, endpoint.frontend_port), timeout=10) as conn:
+            return conn.recv(100).decode()  # empty until the task listens: the relay closes at once
+    assert wait_for(greeting, what="the node's port through inbound NAT") == f"hello from {nodes[0].ip_address}"
+    task = wait_for(lambda: (t := batch.get_task("served", "listen")).state == "completed" and t, what="the task")
+    assert task.execution_info.exit_code == 0

@@ -15,9 +15,11 @@ immutable layer, so a snapshot costs what the disk changed since its base.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +32,7 @@ from pathlib import Path
 from . import linux, seccomp
 from .cgroups import Cgroups, Limits
 from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
-from .gateway import Gateway
+from .gateway import Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .networks import SERVICE_ADDRESS, Networks
 
@@ -43,12 +45,21 @@ DEFAULT_ENV = {
     "SHELL": "/bin/sh",
 }
 _HERE = Path(__file__).resolve().parent
+log = logging.getLogger("batchyard.runtime")
 
 
 @dataclass
 class DiskSpec:
     key: str
     layers: list[str]  # bottom first
+
+
+@dataclass(frozen=True)
+class InboundPort:
+    """Inbound NAT: connections to host_address:frontend reach the machine's port backend."""
+    host_address: str
+    frontend: int
+    backend: int
 
 
 @dataclass
@@ -58,6 +69,7 @@ class MachineSpec:
     data_disks: dict[int, DiskSpec] = field(default_factory=dict)
     limits: Limits | None = None  # the VM size's; None: the host's
     network: str | None = None  # the private network it joins (a pool's, a resource group's)
+    inbound_ports: tuple[InboundPort, ...] = ()  # TCP ports of the host that lead to the machine
 
 
 @dataclass
@@ -215,7 +227,8 @@ class NamespaceMachineProvider(MachineProvider):
         self._limits: dict[str, Limits] = {}  # running machines that have limits
         self._limited: set[str] = set()  # those whose cgroup exists (made with their first command)
         self._networked: set[str] = set()  # machines running in a network namespace of their own
-        self._gateway: Gateway | None = None
+        self._gateway: Relay | None = None
+        self._inbound: dict[str, list[Relay]] = {}  # machine -> its inbound NAT relays
         self.disks_dir = root / "disks"
         self.machines_dir = root / "machines"
         self.ns_dir = root / "ns"
@@ -331,6 +344,7 @@ class NamespaceMachineProvider(MachineProvider):
             if had_limits:
                 self.cgroups.remove(key)
         if self.networks is not None:
+            self._close_ports(key)
             with self._lock:
                 self._networked.discard(key)
             self.networks.detach(key)
@@ -346,13 +360,40 @@ class NamespaceMachineProvider(MachineProvider):
             raise MachineError(f"machine {machine.key} could not join its network: {exc}")
         with self._lock:
             self._networked.add(machine.key)
+        self._forward_ports(machine)
 
     def address(self, key: str) -> str | None:
         return self.networks.address(key) if self.networks is not None else None
 
     def open_gateway(self, port: int, target: tuple[str, int]) -> None:
         if self.networks is not None and self._gateway is None:
-            self._gateway = Gateway(self.networks.listen(port), target)
+            self._gateway = Relay(self.networks.listen(port), lambda: socket.create_connection(target, timeout=10),
+                                  "gateway")
+
+    def _forward_ports(self, machine: MachineSpec) -> None:
+        """Inbound NAT: each host port relays to its port of the machine. A host port some
+        other program holds cannot be had: the machine runs without it, as the log says."""
+        address = self.networks.address(machine.key) if machine.key in self._networked else None
+        if address is None:
+            return
+        relays = []
+        for port in machine.inbound_ports:
+            try:
+                listener = host_listener(port.host_address, port.frontend)
+            except OSError as exc:
+                log.warning("machine %s: host port %s:%s unavailable: %s", machine.key, port.host_address,
+                            port.frontend, exc)
+                continue
+            relays.append(Relay(listener, lambda backend=port.backend: self.networks.connect(address, backend),
+                                f"{port.frontend}->{machine.key}:{port.backend}"))
+        with self._lock:
+            self._inbound[machine.key] = relays
+
+    def _close_ports(self, key: str) -> None:
+        with self._lock:
+            relays = self._inbound.pop(key, [])
+        for relay in relays:
+            relay.close()
 
     # limits -----------------------------------------------------------------------------
 

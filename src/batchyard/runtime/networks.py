@@ -284,7 +284,20 @@ class Networks:
             linux.umount(str(ns_file), linux.MNT_DETACH)
         ns_file.unlink(missing_ok=True)
 
-    def listen(self, port: int):
+    def connect(self, address: str, port: int, timeout: float = 10) -> socket.socket:
+        """A TCP connection from the hub to a machine's address."""
+        with inside(self.hub):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((address, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return sock
+
+    def listen(self, port: int) -> socket.socket:
         """A listening socket at SERVICE_ADDRESS:port in the hub: the service's gateway."""
         with inside(self.hub):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

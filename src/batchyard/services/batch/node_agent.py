@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ...runtime.commands import Exit
-from ...runtime.machines import DiskSpec, MachineError, MachineProvider, MachineSpec
+from ...runtime.machines import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .pools import Pools, iso, now
@@ -62,7 +62,11 @@ class NodeAgent:
         disks = node.internal["disks"]
         return MachineSpec(node.internal["machine_key"], DiskSpec(disks["os"]["key"], disks["os"]["layers"]),
                            {int(lun): DiskSpec(d["key"], d["layers"]) for lun, d in disks["data"].items()},
-                           limits=vm_sizes.limits(node.body["vmSize"]), network=f"pool:{node.pool_key}")
+                           limits=vm_sizes.limits(node.body["vmSize"]), network=f"pool:{node.pool_key}",
+                           inbound_ports=tuple(
+                               InboundPort(e["publicIPAddress"], e["frontendPort"], e["backendPort"])
+                               for e in node.body.get("endpointConfiguration", {}).get("inboundEndpoints", [])
+                               if e["protocol"] == "tcp"))
 
     def _build_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
