@@ -102,7 +102,6 @@ def mask_proc():
 
 MEMINFO_REFRESH = 1.0
 MEMINFO_STAGED = b"/dev/.meminfo"  # where the mounter put the machine's meminfo file
-MEMINFO_OWN = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapTotal", "SwapFree", "SwapCached")
 
 
 class MemInfo:
