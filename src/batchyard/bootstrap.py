@@ -70,6 +70,13 @@ class Services:
         self.db.close()
 
 
+def _machines_base_url(settings: Settings, provider: MachineProvider) -> str:
+    """The service as machines reach it: through the gateway of their network, if they have one."""
+    if provider.service_address is None:
+        return settings.base_url
+    return f"{settings.scheme}://{provider.service_address}:{settings.port}"
+
+
 def build(settings: Settings, namespaces: bool) -> Services:
     data = settings.data_dir
     private_dir(data)
@@ -86,7 +93,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
     layers = LayerStore(data / "runtime" / "layers")
     if settings.isolation == "off":
         namespaces = False
-    provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot)
+    provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
+                                     cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off")
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
     catalog = Catalog(db, aliases)
@@ -100,7 +108,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
         db.compact()  # no plaintext key may linger in free pages
     accounts.ensure_default(settings.dev_credentials)
     pools = Pools(store, NodeStore(db), catalog, settings, accounts)
-    agent = NodeAgent(provider, pools, lambda account: f"{settings.base_url}/batch/{account}")
+    agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
     pools.node_root = lambda node: node_root(provider, node)
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)

@@ -32,6 +32,10 @@ class Settings:
     # "auto" runs isolated machines where the host allows them; "off" acts as a host that
     # forbids namespaces, for tests of the fallback.
     isolation: str = field(default_factory=lambda: os.environ.get("BATCHYARD_ISOLATION", "auto"))
+    # Limits from the VM size (cgroups) and a network namespace per machine: "on" where the
+    # host allows them; "off" for the comparison in bench/ (machines then share the host's).
+    node_cgroups: str = field(default_factory=lambda: os.environ.get("BATCHYARD_NODE_CGROUPS", "on"))
+    node_networks: str = field(default_factory=lambda: os.environ.get("BATCHYARD_NODE_NETWORKS", "on"))
     # The fallback runs machines through fakechroot; with none, machines are unavailable.
     fakechroot: str | None = field(default_factory=lambda: os.environ.get("BATCHYARD_FAKECHROOT") or shutil.which("fakechroot"))
     run_command_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_RUN_COMMAND_TIMEOUT", 5400))

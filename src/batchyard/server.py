@@ -127,6 +127,7 @@ def serve(settings: Settings) -> None:
                 serving.result()  # raises why it could not start (e.g. the port is taken)
                 return
             await asyncio.sleep(0.02)
+        services.provider.open_gateway(settings.port, (settings.public_host.strip("[]"), settings.port))
         info = connection_info(services, ca_bundle)
         # before connection.json: whoever waits on it can read the banner
         _banner(info, services.provider_note, settings.dev_credentials)

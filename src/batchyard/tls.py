@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .private_files import private_dir, write_private
+from .runtime.networks import SERVICE_ADDRESS
 
 
 def _pem_key(key) -> bytes:
@@ -46,7 +47,8 @@ def _cert_covers(cert: x509.Certificate, names: list[str]) -> bool:
 def server_names(host: str, extra: list[str] = ()) -> list[str]:
     """What the server certificate names: loopback, the listening host, and `extra`
     (e.g. *.{batch host suffix})."""
-    return sorted({"localhost", "127.0.0.1", "::1", host, *extra})
+    # SERVICE_ADDRESS: where machines reach the service, through their network's gateway
+    return sorted({"localhost", "127.0.0.1", "::1", SERVICE_ADDRESS, host, *extra})
 
 
 def ensure_certificates(tls_dir: Path, names: list[str]) -> tuple[Path, Path, Path]:

@@ -1,5 +1,5 @@
 """Running many commands in one machine without waiting on each: what a node needs to run
-tasks. `CommandRunner.run` starts a command and returns at once; `on_exit(code)` is called
+tasks. `CommandRunner.run` starts a command and returns at once; `on_exit(Exit)` is called
 (from a runner thread) when it ends; `kill` ends it.
 
 Two ways to do it:
@@ -20,8 +20,10 @@ import json
 import logging
 import os
 import subprocess
+import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import confined
@@ -29,7 +31,23 @@ from . import confined
 log = logging.getLogger("batchyard.runtime")
 IDLE_SECONDS = 5.0
 
-ExitCallback = Callable[[int], None]
+KILLED = 128 + signal.SIGKILL
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int  # 128 + N for a command ended by signal N, as a shell reports it
+    out_of_memory: bool = False  # the machine's memory limit killed it
+
+
+ExitCallback = Callable[[Exit], None]
+
+
+def killed_by_memory_limit(code: int, kills_before: int, kills_after: int) -> bool:
+    """The kernel's memory cgroup OOM killer ends a process with SIGKILL and counts it: a
+    command that died of SIGKILL (itself, or the program its shell ran) while the count
+    went up was over the machine's memory."""
+    return code in (KILLED, -signal.SIGKILL) and kills_after > kills_before
 
 
 class CommandRunner:
@@ -45,20 +63,24 @@ class CommandRunner:
 
 
 class AgentRunner(CommandRunner):
-    def __init__(self, start_agent: Callable[[], subprocess.Popen], idle_seconds: float = IDLE_SECONDS):
+    def __init__(self, start_agent: Callable[[], subprocess.Popen], idle_seconds: float = IDLE_SECONDS,
+                 oom_kills: Callable[[], int] = lambda: 0):
         self._start_agent = start_agent
+        self._oom_kills = oom_kills
         self._idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._agent: subprocess.Popen | None = None
-        self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback]] = {}  # by command, with its agent
+        # by command: its agent, its callback, and the machine's OOM kills when it started
+        self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback, int]] = {}
         self._idle_timer: threading.Timer | None = None
 
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
         request = {"id": command_id, "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
                    "stdout": stdout, "stderr": stderr, "mkdirs": list(mkdirs)}
+        kills = self._oom_kills()
         with self._lock:
             agent = self._ensure_agent()
-            self._callbacks[command_id] = (agent, on_exit)
+            self._callbacks[command_id] = (agent, on_exit, kills)
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
                 self._idle_timer = None
@@ -108,15 +130,16 @@ class AgentRunner(CommandRunner):
                 if not self._callbacks and self._agent is agent:
                     self._schedule_idle_close(agent)
             if entry is not None:
-                _call(entry[1], int(event["exit"]))
+                code = int(event["exit"])
+                _call(entry[1], Exit(code, killed_by_memory_limit(code, entry[2], self._oom_kills())))
         # The agent ended (closed, or the machine was stopped): whatever it ran is gone.
         with self._lock:
-            orphans = [cid for cid, (owner, _) in self._callbacks.items() if owner is agent]
+            orphans = [cid for cid, (owner, _, _) in self._callbacks.items() if owner is agent]
             callbacks = [self._callbacks.pop(cid)[1] for cid in orphans]
             if self._agent is agent:
                 self._agent = None
         for callback in callbacks:
-            _call(callback, 137)
+            _call(callback, Exit(KILLED))
 
     def _schedule_idle_close(self, agent: subprocess.Popen) -> None:
         def close_if_idle():
@@ -167,7 +190,7 @@ class SpawningRunner(CommandRunner):
             code = proc.wait()
             with self._lock:
                 self._procs.pop(command_id, None)
-            _call(on_exit, code if code >= 0 else 128 - code)
+            _call(on_exit, Exit(code if code >= 0 else 128 - code))
 
         threading.Thread(target=wait, daemon=True, name="command-wait").start()
 
@@ -197,8 +220,8 @@ def _end(agent: subprocess.Popen) -> None:
         agent.wait()
 
 
-def _call(callback: ExitCallback, code: int) -> None:
+def _call(callback: ExitCallback, outcome: Exit) -> None:
     try:
-        callback(code)
+        callback(outcome)
     except Exception:  # a caller's bug must not kill the runner's thread
         log.exception("command exit callback failed")

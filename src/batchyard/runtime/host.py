@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
+from . import cgroups as cgroup_backends
 from . import linux
 from .directories import DirectoryMachineProvider
 from .layers import LayerStore
@@ -47,8 +49,20 @@ def overlay_works(scratch: Path) -> str | None:
     return None
 
 
+def machine_cgroups(runtime_root: Path, wanted: bool) -> tuple[cgroup_backends.Cgroups | None, str]:
+    """The cgroups of this service's machines, named after its data directory so a restart
+    finds its own, and a sentence on what they enforce."""
+    if not wanted:
+        return None, "NO limits from the VM size (switched off)"
+    name = f"batchyard-{zlib.crc32(str(runtime_root.resolve()).encode()):08x}"
+    backend, how = cgroup_backends.detect(name)
+    if backend is None:
+        return None, f"NO limits from the VM size ({how})"
+    return backend, f"VM size limits by {how}"
+
+
 def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
-                    fakechroot: str | None) -> tuple[MachineProvider, str]:
+                    fakechroot: str | None, cgroups: bool = True, networks: bool = True) -> tuple[MachineProvider, str]:
     """Returns the provider and a sentence for the start banner: isolated machines where
     the kernel allows them, else the documented fallback (plain directories and copies,
     run through fakechroot), else none."""
@@ -58,9 +72,16 @@ def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
     if reason is None:
         reason = overlay_works(layers.tmp)
     if reason is None:
-        return NamespaceMachineProvider(runtime_root, layers), "machines: isolated (mount+PID namespaces, overlayfs)"
+        limits, limits_note = machine_cgroups(runtime_root, cgroups)
+        provider = NamespaceMachineProvider(runtime_root, layers, limits, networks)
+        filtered = f"NO seccomp filter: {provider.seccomp_missing}" if provider.seccomp_missing else "seccomp"
+        networked = f"NO private networks: {provider.networks_missing}" if provider.networks_missing else \
+            f"private networks, service at {provider.service_address}"
+        return provider, f"machines: isolated (mount+PID namespaces, overlayfs; {limits_note}; {filtered}; {networked})"
     if fakechroot and os.access(fakechroot, os.X_OK):
         return DirectoryMachineProvider(runtime_root, layers, fakechroot), \
-            f"machines: NOT ISOLATED ({reason}): fallback to plain directories and copies through fakechroot, slower"
+            f"machines: NOT ISOLATED ({reason}): fallback to plain directories and copies through fakechroot, " \
+            "slower; NOT enforced: VM size limits (cores, memory, processes), private networks (machines share the " \
+            "host's network and loopback), capability and seccomp limits"
     return UnavailableMachineProvider(reason), f"machines: UNAVAILABLE on this host ({reason}; no fakechroot for " \
         "the fallback); Compute resources other than running VMs still work"

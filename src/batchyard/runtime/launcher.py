@@ -11,29 +11,40 @@ interpreter; when stdin closes the agent exits and the kernel ends whatever is l
 It joins the machine's persistent mount namespace (which lands it in the machine's root
 filesystem), then makes a private copy of it with a new PID namespace, so the command gets
 its own /proc showing only its own processes; when the command ends, the kernel ends
-everything it left behind. Capabilities that would let root inside the machine reach the
-host (mounting, raw devices, opening files by handle, tracing, modules) are dropped.
+everything it left behind. Commands keep only a container runtime's default capabilities,
+run under its seccomp filter (see seccomp.py) with no_new_privs, and get a VM's rlimits.
 """
 
 import ctypes
 import errno
 import json
 import os
+import resource
 import select
 import signal
 import sys
+import time
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000
+MNT_DETACH = 2
 PR_CAPBSET_DROP = 24
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
-# CAP_DAC_READ_SEARCH(2) allows open_by_handle_at escapes; CAP_SYS_MODULE(16), CAP_SYS_RAWIO(17),
-# CAP_SYS_PTRACE(19), CAP_SYS_ADMIN(21), CAP_SYS_BOOT(22), CAP_MKNOD(27), CAP_SYS_TIME(25),
-# CAP_MAC_OVERRIDE(32), CAP_MAC_ADMIN(33), CAP_SYSLOG(34), CAP_BPF(39), CAP_PERFMON(38),
-# CAP_CHECKPOINT_RESTORE(40), CAP_NET_ADMIN(12), CAP_SYS_RESOURCE(24), CAP_LEASE(28), CAP_AUDIT_CONTROL(30)
-DROPPED_CAPS = (2, 12, 16, 17, 19, 21, 22, 24, 25, 27, 28, 30, 32, 33, 34, 38, 39, 40)
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+# The capabilities a command may hold: a container runtime's default set (Docker's) without
+# NET_RAW (no packet sockets, as Kubernetes' restricted profile) and without MKNOD (Docker
+# relies on its device cgroup to make mknod harmless; machines have no device rules).
+# CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, FSETID 4, KILL 5, SETGID 6, SETUID 7, SETPCAP 8,
+# NET_BIND_SERVICE 10, SYS_CHROOT 18, AUDIT_WRITE 29, SETFCAP 31. Every other one (SYS_ADMIN,
+# SYS_NICE, NET_ADMIN, SYS_PTRACE, ...) leaves the bounding set, so no program ever gets it.
+KEPT_CAPS = frozenset((0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31))
+LAST_CAP = 63
+# rlimits of every command (a Debian VM's defaults): open files; no real-time priority
+# without CAP_SYS_NICE either. Processes are limited by the machine's pids cgroup.
+RLIMITS = ((resource.RLIMIT_NOFILE, (1024, 524288)), (resource.RLIMIT_RTPRIO, (0, 0)))
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -44,14 +55,34 @@ def check(result, what):
         raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
 
-def child(spec):
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+def load_seccomp(bpf):
+    """The filter the service built (runtime/seccomp.py): raw struct sock_filter entries."""
+    program = SockFprog(len(bpf) // 8, bpf)
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
+
+
+def child(spec, meminfo, seccomp):
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
     mask_proc()
-    for cap in DROPPED_CAPS:
-        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # caps unknown to this kernel fail harmlessly
+    if meminfo is not None:
+        meminfo.refresh()
+        meminfo.mount()
+    for cap in range(LAST_CAP + 1):
+        if cap not in KEPT_CAPS:
+            libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # caps unknown to this kernel fail harmlessly
+    for limit, (soft, hard) in RLIMITS:
+        current = resource.getrlimit(limit)[1]
+        hard = hard if current == resource.RLIM_INFINITY else min(hard, current)  # never above the host's
+        resource.setrlimit(limit, (min(soft, hard), hard))
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid program raises a command's rights
+    if seccomp is not None:
+        load_seccomp(seccomp)
     if spec.get("agent"):
-        serve_requests()
+        serve_requests(meminfo)
         os._exit(0)
     become(spec)
 
@@ -67,6 +98,59 @@ def mask_proc():
     for path in (b"/proc/kcore", b"/proc/keys", b"/proc/timer_list", b"/proc/sched_debug", b"/proc/kallsyms"):
         if os.path.exists(path):
             libc.mount(b"/dev/null", path, None, MS_BIND, None)  # missing on some kernels: harmless
+
+
+MEMINFO_REFRESH = 1.0
+MEMINFO_STAGED = b"/dev/.meminfo"  # where the mounter put the machine's meminfo file
+
+
+class MemInfo:
+    """/proc/meminfo as the machine's memory cgroup tells it (as LXCFS does for
+    containers): MemTotal is the machine's limit, MemFree and MemAvailable what its
+    processes leave of it. The file lives on the host; the mounter binds it into the
+    machine's /dev, and each command's private mounts put it over /proc/meminfo."""
+
+    def __init__(self, files):
+        self.out = os.open(files["file"], os.O_RDWR | os.O_CLOEXEC)
+        self.refreshed = 0.0
+        self.limit, self.usage, self.stat = (os.open(files[k], os.O_RDONLY | os.O_CLOEXEC)
+                                             for k in ("limit", "usage", "stat"))
+        with open("/proc/meminfo") as f:
+            self.host = f.read().splitlines()
+
+    @staticmethod
+    def _number(fd):
+        text = os.pread(fd, 4096, 0).decode().strip()
+        return None if text == "max" else int(text)
+
+    def refresh_if_due(self):
+        """At most once a second: a machine running thousands of short tasks must not pay
+        for it on each one."""
+        if time.monotonic() - self.refreshed >= MEMINFO_REFRESH:
+            self.refresh()
+
+    def refresh(self):
+        self.refreshed = time.monotonic()
+        usage = self._number(self.usage) or 0
+        stat = dict(line.split() for line in os.pread(self.stat, 65536, 0).decode().splitlines() if " " in line)
+        cache = int(stat.get("total_cache", stat.get("file", 0)))
+        host_total = int(self.host[0].split()[1]) * 1024
+        limit = min(self._number(self.limit) or host_total, host_total)
+        free = max(0, limit - usage)
+        own = {"MemTotal": limit, "MemFree": free, "MemAvailable": min(limit, free + cache), "Buffers": 0,
+               "Cached": min(cache, usage), "SwapTotal": 0, "SwapFree": 0, "SwapCached": 0}
+        lines = []
+        for line in self.host:
+            name = line.split(":", 1)[0]
+            lines.append("%-16s%8d kB" % (name + ":", own[name] // 1024) if name in own else line)
+        data = ("\n".join(lines) + "\n").encode()
+        os.pwrite(self.out, data, 0)
+        os.ftruncate(self.out, len(data))
+
+    def mount(self):
+        check(libc.mount(MEMINFO_STAGED, b"/proc/meminfo", None, MS_BIND, None), "bind /proc/meminfo")
+        check(libc.mount(None, b"/proc/meminfo", None, MS_BIND | MS_REMOUNT | MS_RDONLY, None), "read-only meminfo")
+        libc.umount2(MEMINFO_STAGED, MNT_DETACH)  # this command's copy of the mounts only
 
 
 def become(spec):
@@ -100,9 +184,10 @@ def become(spec):
         os._exit(127)
 
 
-def serve_requests():
+def serve_requests(meminfo):
     """The agent: PID 1 of the machine's command namespace. One loop, no work in signal
-    handlers: SIGCHLD only wakes the loop (through a pipe), which then reaps."""
+    handlers: SIGCHLD only wakes the loop (through a pipe), which then reaps. While
+    commands run, /proc/meminfo is refreshed every second."""
     running = {}  # pid -> request id
     devnull = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):  # commands must not inherit the agent's pipes
@@ -113,7 +198,9 @@ def serve_requests():
     signal.signal(signal.SIGCHLD, lambda *_: None)
     pending = b""
     while True:
-        ready, _, _ = select.select([0, wake_read], [], [])
+        ready, _, _ = select.select([0, wake_read], [], [], MEMINFO_REFRESH if running and meminfo else None)
+        if meminfo is not None and running:
+            meminfo.refresh_if_due()
         if wake_read in ready:
             os.read(wake_read, 4096)
             reap(running)
@@ -246,15 +333,27 @@ def reap(running):
 
 def main():
     spec = json.loads(sys.argv[1])
+    for procs in spec.get("cgroup") or ():  # the machine's limits hold this process and all it starts
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    meminfo = MemInfo(spec["meminfo"]) if spec.get("meminfo") else None  # host files, read before entering
+    seccomp = None
+    if spec.get("seccomp"):
+        with open(spec["seccomp"], "rb") as f:
+            seccomp = f.read()
+    net = os.open(spec["network"], os.O_RDONLY) if spec.get("network") else None  # a host path: open it first
     ns = os.open(spec["namespace"], os.O_RDONLY)
     check(libc.setns(ns, CLONE_NEWNS), "setns")
     os.close(ns)
+    if net is not None:
+        check(libc.setns(net, CLONE_NEWNET), "setns network")
+        os.close(net)
     check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
     pid = os.fork()
     if pid == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
-            child(spec)
+            child(spec, meminfo, seccomp)
         except BaseException as exc:  # report, never fall back into the parent's code
             sys.stderr.write("batchyard: %s\n" % exc)
             os._exit(126)

@@ -2,7 +2,10 @@
 
 `MachineProvider` is the interface the services use (a NodeProvider in Ray's sense); the
 local implementation here isolates each machine with Linux mount and PID namespaces over
-overlay filesystems. A later, distributed implementation offers the same calls.
+overlay filesystems, holds it to its VM size with a cgroup (cgroups.py), filters its
+system calls (seccomp.py) and gives it a network namespace on its own private network
+(networks.py, reaching the service only through gateway.py). A later, distributed
+implementation offers the same calls.
 
 Disks: a disk is a stack of read-only layers (bottom first) plus a writable layer of its
 own. Creating a disk copies nothing; snapshotting freezes the writable layer into a new
@@ -12,9 +15,11 @@ immutable layer, so a snapshot costs what the disk changed since its base.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,9 +29,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import linux
-from .commands import AgentRunner, CommandRunner, SpawningRunner
+from . import linux, seccomp
+from .cgroups import Cgroups, Limits
+from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
+from .gateway import Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
+from .networks import SERVICE_ADDRESS, Networks
 
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -37,6 +45,7 @@ DEFAULT_ENV = {
     "SHELL": "/bin/sh",
 }
 _HERE = Path(__file__).resolve().parent
+log = logging.getLogger("batchyard.runtime")
 
 
 @dataclass
@@ -45,11 +54,22 @@ class DiskSpec:
     layers: list[str]  # bottom first
 
 
+@dataclass(frozen=True)
+class InboundPort:
+    """Inbound NAT: connections to host_address:frontend reach the machine's port backend."""
+    host_address: str
+    frontend: int
+    backend: int
+
+
 @dataclass
 class MachineSpec:
     key: str
     os_disk: DiskSpec
     data_disks: dict[int, DiskSpec] = field(default_factory=dict)
+    limits: Limits | None = None  # the VM size's; None: the host's
+    network: str | None = None  # the private network it joins (a pool's, a resource group's)
+    inbound_ports: tuple[InboundPort, ...] = ()  # TCP ports of the host that lead to the machine
 
 
 @dataclass
@@ -59,6 +79,7 @@ class CommandResult:
     stderr: bytes
     timed_out: bool = False
     duration: float = 0.0
+    out_of_memory: bool = False  # killed by the machine's memory limit
 
 
 class MachineError(Exception):
@@ -138,6 +159,21 @@ class MachineProvider(ABC):
         """Stop every machine (the service is shutting down); nothing to do by default."""
         return None
 
+    def oom_kills(self, key: str) -> int:
+        """How many processes the machine's memory limit has killed (0 without limits)."""
+        return 0
+
+    # Where machines reach the service (None: as the host does, at the service's own address).
+    service_address: str | None = None
+
+    def address(self, key: str) -> str | None:
+        """The machine's address on its private network (None: it shares the host's)."""
+        return None
+
+    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
+        """Let machines reach the service's port `target` at service_address:port."""
+        return None
+
     def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""
         return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env)
@@ -145,6 +181,7 @@ class MachineProvider(ABC):
     def run_argv(self, key: str, argv: list[str], timeout: float | None = None,
                  env: dict[str, str] | None = None) -> CommandResult:
         start = time.monotonic()
+        kills = self.oom_kills(key)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = self.spawn(key, argv, env=env, stdout=out, stderr=err)
             timed_out = False
@@ -156,7 +193,9 @@ class MachineProvider(ABC):
                 proc.wait()
             out.seek(0)
             err.seek(0)
-            return CommandResult(proc.returncode, out.read(), err.read(), timed_out, time.monotonic() - start)
+            code = proc.returncode
+            return CommandResult(code, out.read(), err.read(), timed_out, time.monotonic() - start,
+                                 killed_by_memory_limit(code, kills, self.oom_kills(key)))
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -180,10 +219,16 @@ class NamespaceMachineProvider(MachineProvider):
 
     mode = "namespaces"
 
-    def __init__(self, root: Path, layers: LayerStore):
+    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False):
         super().__init__()
         self.root = root
         self.layers = layers
+        self.cgroups = cgroups
+        self._limits: dict[str, Limits] = {}  # running machines that have limits
+        self._limited: set[str] = set()  # those whose cgroup exists (made with their first command)
+        self._networked: set[str] = set()  # machines running in a network namespace of their own
+        self._gateway: Relay | None = None
+        self._inbound: dict[str, list[Relay]] = {}  # machine -> its inbound NAT relays
         self.disks_dir = root / "disks"
         self.machines_dir = root / "machines"
         self.ns_dir = root / "ns"
@@ -192,6 +237,16 @@ class NamespaceMachineProvider(MachineProvider):
             d.mkdir(parents=True, exist_ok=True)
         self._make_ns_dir_private()
         self.host_root = self._mount_host_root()
+        self.seccomp_filter = root / "seccomp.bpf"
+        self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
+        self.networks: Networks | None = None
+        self.networks_missing: str | None = "switched off"
+        if networks:
+            try:
+                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir), None
+                self.service_address = SERVICE_ADDRESS
+            except (OSError, ImportError) as exc:
+                self.networks_missing = str(exc)
 
     def _make_ns_dir_private(self) -> None:
         """Namespace files can only be bound on a private mount (as `ip netns` does)."""
@@ -251,12 +306,15 @@ class NamespaceMachineProvider(MachineProvider):
         base = self.machines_dir / machine.key
         (base / "root").mkdir(parents=True, exist_ok=True)
         (base / "resource").mkdir(parents=True, exist_ok=True)
+        limited = self._limit(machine)
+        self._connect(machine)
         spec = {
             "cpu": linux.NAMESPACE_CPU,
             "root": str(base / "root"),
             "resource": str(base / "resource"),
             "os_disk": self._overlay_spec(machine.os_disk),
             "data_disks": [{"lun": lun, **self._overlay_spec(d)} for lun, d in sorted(machine.data_disks.items())],
+            "meminfo": str(self._meminfo_file(machine.key)) if limited else None,
         }
         ns_file = self._ns_file(machine.key)
         ns_file.touch()
@@ -279,19 +337,121 @@ class NamespaceMachineProvider(MachineProvider):
         ns_file = self._ns_file(key)
         if os.path.ismount(ns_file):
             linux.umount(str(ns_file), linux.MNT_DETACH)
+        if self.cgroups is not None:
+            with self._lock:
+                had_limits = self._limits.pop(key, None) is not None
+                self._limited.discard(key)
+            if had_limits:
+                self.cgroups.remove(key)
+        if self.networks is not None:
+            self._close_ports(key)
+            with self._lock:
+                self._networked.discard(key)
+            self.networks.detach(key)
+
+    # networks ---------------------------------------------------------------------------
+
+    def _connect(self, machine: MachineSpec) -> None:
+        if self.networks is None or machine.network is None:
+            return
+        try:
+            self.networks.attach(machine.key, machine.network)
+        except OSError as exc:
+            raise MachineError(f"machine {machine.key} could not join its network: {exc}")
+        with self._lock:
+            self._networked.add(machine.key)
+        self._forward_ports(machine)
+
+    def address(self, key: str) -> str | None:
+        return self.networks.address(key) if self.networks is not None else None
+
+    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
+        if self.networks is not None and self._gateway is None:
+            self._gateway = Relay(self.networks.listen(port), lambda: socket.create_connection(target, timeout=10),
+                                  "gateway")
+
+    def _forward_ports(self, machine: MachineSpec) -> None:
+        """Inbound NAT: each host port relays to its port of the machine. A host port some
+        other program holds cannot be had: the machine runs without it, as the log says."""
+        address = self.networks.address(machine.key) if machine.key in self._networked else None
+        if address is None:
+            return
+        relays = []
+        for port in machine.inbound_ports:
+            try:
+                listener = host_listener(port.host_address, port.frontend)
+            except OSError as exc:
+                log.warning("machine %s: host port %s:%s unavailable: %s", machine.key, port.host_address,
+                            port.frontend, exc)
+                continue
+            relays.append(Relay(listener, lambda backend=port.backend: self.networks.connect(address, backend),
+                                f"{port.frontend}->{machine.key}:{port.backend}"))
+        with self._lock:
+            self._inbound[machine.key] = relays
+
+    def _close_ports(self, key: str) -> None:
+        with self._lock:
+            relays = self._inbound.pop(key, [])
+        for relay in relays:
+            relay.close()
+
+    # limits -----------------------------------------------------------------------------
+
+    def _meminfo_file(self, key: str) -> Path:
+        return self.machines_dir / key / "meminfo"
+
+    def _limit(self, machine: MachineSpec) -> bool:
+        """Records the machine's limits; False when it runs unlimited. Its cgroup is made
+        with its first command: a node that idles costs no cgroup (hundreds start at once)."""
+        if self.cgroups is None or machine.limits is None:
+            return False
+        self._meminfo_file(machine.key).touch()
+        with self._lock:
+            self._limits[machine.key] = machine.limits
+        return True
+
+    def _cgroup_ready(self, key: str) -> bool:
+        """True when the machine runs under its cgroup, made now if it is its first command."""
+        with self._lock:
+            limits = self._limits.get(key)
+            if limits is None:
+                return False
+            if key not in self._limited:
+                self.cgroups.create(key, limits)
+                self._limited.add(key)
+        return True
+
+    def _enter_spec(self, key: str) -> dict:
+        """What a launcher needs to enter the machine: its namespace, and its cgroup and
+        meminfo when it has limits."""
+        spec: dict = {"namespace": str(self._ns_file(key)),
+                      "seccomp": None if self.seccomp_missing else str(self.seccomp_filter)}
+        if key in self._networked:
+            spec["network"] = str(self.networks.ns_file(key))
+        if self._cgroup_ready(key):
+            files = self.cgroups.memory_files(key)
+            spec["cgroup"] = self.cgroups.procs_files(key)
+            spec["meminfo"] = {"file": str(self._meminfo_file(key)), "limit": files.limit, "usage": files.usage,
+                               "stat": files.stat}
+        return spec
+
+    def oom_kills(self, key: str) -> int:
+        return self.cgroups.oom_kills(key) if key in self._limited else 0
 
     def temporary_disk(self, key: str) -> Path:
         return self.machines_dir / key / "resource"
 
     def delete_machine(self, key: str) -> None:
         self.stop(key)
+        if self.networks is not None:
+            self.networks.release(key)
         self._ns_file(key).unlink(missing_ok=True)
         remove_tree_atomically(self.machines_dir / key, self.layers.tmp)
 
     def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None):
         if not self.is_running(key):
             raise MachineError(f"machine {key} is not running")
-        spec = {"namespace": str(self._ns_file(key)), "argv": argv, "env": {**DEFAULT_ENV, **(env or {})},
+        spec = {**self._enter_spec(key), "argv": argv, "env": {**DEFAULT_ENV, **(env or {})},
                 "cwd": cwd, "uid": uid, "gid": gid}
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
@@ -304,7 +464,7 @@ class NamespaceMachineProvider(MachineProvider):
         def start_agent() -> subprocess.Popen:
             if not self.is_running(key):
                 raise MachineError(f"machine {key} is not running")
-            spec = {"namespace": str(self._ns_file(key)), "agent": True}
+            spec = {**self._enter_spec(key), "agent": True}
             agent = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
@@ -312,11 +472,16 @@ class NamespaceMachineProvider(MachineProvider):
             )
             self._track(key, agent)
             return agent
-        return AgentRunner(start_agent)
+        return AgentRunner(start_agent, oom_kills=lambda: self.oom_kills(key))
 
     def stop_all(self) -> None:
-        for ns_file in self.ns_dir.iterdir():
-            self.stop(ns_file.name)
+        if self._gateway is not None:
+            self._gateway.close()
+        for ns_file in self.ns_dir.glob("*"):
+            if not ns_file.name.endswith(".net"):
+                self.stop(ns_file.name)
+        if self.cgroups is not None:
+            self.cgroups.close()
 
 
 class UnavailableMachineProvider(MachineProvider):

@@ -39,7 +39,7 @@ def mount_disk(disk, target):
           "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, disk["upper"], disk["work"]))
 
 
-def build_dev(root):
+def build_dev(root, meminfo):
     dev = os.path.join(root, "dev")
     os.makedirs(dev, exist_ok=True)
     mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
@@ -55,6 +55,10 @@ def build_dev(root):
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
     os.makedirs(os.path.join(dev, "shm"))
     mount("tmpfs", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    if meminfo:  # staged for the launcher, which puts it over each command's /proc/meminfo
+        staged = os.path.join(dev, ".meminfo")
+        open(staged, "w").close()
+        mount(meminfo, staged, None, MS_BIND)
 
 
 def main():
@@ -77,7 +81,7 @@ def main():
     mount(spec["resource"], temp, None, MS_BIND)
     for name in ("proc", "sys", "tmp"):
         os.makedirs(os.path.join(root, name), exist_ok=True)
-    build_dev(root)
+    build_dev(root, spec.get("meminfo"))
     old = os.path.join(root, ".old-root")
     os.makedirs(old, exist_ok=True)
     os.chdir(root)

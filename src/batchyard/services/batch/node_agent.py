@@ -16,10 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-from ...runtime.machines import DiskSpec, MachineError, MachineProvider, MachineSpec
+from ...runtime.commands import Exit
+from ...runtime.machines import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .pools import Pools, iso, now
+from . import vm_sizes
 
 log = logging.getLogger("batchyard.batch")
 
@@ -29,6 +31,22 @@ BATCH_DIRS = ("shared", "startup/wd", "workitems", "applications", "fsmounts")
 TASK_UID = TASK_GID = 10001
 STARTUP_FAILURE = {"category": "usererror", "code": "FailureExitCode",
                    "message": "The task exited with an exit code representing a failure"}
+# Azure has no code of its own for this (its task just dies with 137); the node's limit is
+# this service's, so it says which limit ended the task.
+OUT_OF_MEMORY = {"category": "usererror", "code": "TaskOutOfMemory",
+                 "message": "The task was killed because the node ran out of memory: the processes on the node "
+                            "used all the memory of its VM size"}
+
+
+def failure_info(outcome: Exit, vm_size: str) -> dict:
+    """failureInfo of a command that exited with a failure."""
+    if outcome.out_of_memory:
+        size = vm_sizes.lookup(vm_size)
+        details = [{"name": "vmSize", "value": vm_size}]
+        if size is not None:
+            details.append({"name": "MemoryLimitMiB", "value": str(size.memory_mib)})
+        return {**OUT_OF_MEMORY, "details": details}
+    return {**STARTUP_FAILURE, "details": []}
 
 
 class NodeAgent:
@@ -43,7 +61,12 @@ class NodeAgent:
     def machine_spec(node: Node) -> MachineSpec:
         disks = node.internal["disks"]
         return MachineSpec(node.internal["machine_key"], DiskSpec(disks["os"]["key"], disks["os"]["layers"]),
-                           {int(lun): DiskSpec(d["key"], d["layers"]) for lun, d in disks["data"].items()})
+                           {int(lun): DiskSpec(d["key"], d["layers"]) for lun, d in disks["data"].items()},
+                           limits=vm_sizes.limits(node.body["vmSize"]), network=f"pool:{node.pool_key}",
+                           inbound_ports=tuple(
+                               InboundPort(e["publicIPAddress"], e["frontendPort"], e["backendPort"])
+                               for e in node.body.get("endpointConfiguration", {}).get("inboundEndpoints", [])
+                               if e["protocol"] == "tcp"))
 
     def _build_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
@@ -54,6 +77,11 @@ class NodeAgent:
         for sub in BATCH_DIRS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "shared").chmod(0o1777)
+
+    def _address(self, node: Node) -> dict:
+        """ipAddress as the runtime gave it: the node's address on its pool's network."""
+        address = self.provider.address(node.internal["machine_key"])
+        return {"ipAddress": address} if address else {}
 
     def _destroy_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
@@ -74,7 +102,7 @@ class NodeAgent:
                 "errorDetails": []}])
             return
         moment = iso(now())
-        node = self.pools.set_node_state(node, "starting", lastBootTime=moment)
+        node = self.pools.set_node_state(node, "starting", lastBootTime=moment, **self._address(node))
         self._start(pool, node)
 
     def _start(self, pool: Resource, node: Node) -> None:
@@ -128,11 +156,12 @@ class NodeAgent:
             if retry:
                 info["lastRetryTime"] = started
             node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
-            exit_code = self._run_once(pool, node, task)
+            outcome = self._run_once(pool, node, task)
+            exit_code = outcome.code
             info.update({"state": "completed", "endTime": iso(now()), "exitCode": exit_code,
                          "result": "success" if exit_code == 0 else "failure"})
             if exit_code != 0:
-                info["failureInfo"] = {**STARTUP_FAILURE, "details": []}
+                info["failureInfo"] = failure_info(outcome, node.body["vmSize"])
             node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
             if exit_code == 0:
                 return True
@@ -143,16 +172,16 @@ class NodeAgent:
             retry += 1
             time.sleep(min(1.0, 0.1 * retry))
 
-    def _run_once(self, pool: Resource, node: Node, task: dict) -> int:
+    def _run_once(self, pool: Resource, node: Node, task: dict) -> Exit:
         """Through the machine's command runner: its directories and output files are made
         inside the machine, never by the service following what a command left there."""
         admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
         env = self.environment(pool, node, task, f"{NODE_ROOT}/startup")
         ended = threading.Event()
-        outcome: list[int] = []
+        outcome: list[Exit] = []
 
-        def on_exit(code: int) -> None:
-            outcome.append(code)
+        def on_exit(result: Exit) -> None:
+            outcome.append(result)
             ended.set()
 
         try:
@@ -163,7 +192,7 @@ class NodeAgent:
                 mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"))
         except (MachineError, OSError) as exc:
             log.warning("start task on %s could not run: %s", node.id, exc)
-            return 1
+            return Exit(1)
         ended.wait()  # the runner always reports: a stopped machine ends its commands with 137
         return outcome[0]
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ...private_files import private_dir, private_opener
 from ...runtime import confined
+from ...runtime.commands import Exit
 from ...runtime.machines import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
@@ -38,7 +39,7 @@ from . import task_spec
 from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
-from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent
+from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent, failure_info
 from .pools import Pools, iso, new_etag, now, parse_time
 from .tasks import Tasks
 
@@ -157,8 +158,8 @@ class Scheduler(PokedLoop):
     # ending ------------------------------------------------------------------------------------
 
     def on_exit(self, key: tuple, attempt: int):
-        def record(code: int) -> None:
-            self.ended.put((key, attempt, code))
+        def record(outcome: Exit) -> None:
+            self.ended.put((key, attempt, outcome))
             self.poke()
         return record
 
@@ -166,29 +167,29 @@ class Scheduler(PokedLoop):
         finished: list[tuple[Running, int]] = []
         while True:
             try:
-                key, attempt, code = self.ended.get_nowait()
+                key, attempt, outcome = self.ended.get_nowait()
             except queue.Empty:
                 break
             if key[0] == "side":
-                self.side.record(key, attempt, code)
+                self.side.record(key, attempt, outcome)
                 continue
             run = self.running.get(key)
             if run is None or run.attempt != attempt:
                 continue  # an attempt the service already gave up on
             self._free(run)
-            finished.append((run, code))
-        by_job: dict[str, list[tuple[Running, int]]] = {}
-        for run, code in finished:
-            by_job.setdefault(run.job_key, []).append((run, code))
+            finished.append((run, outcome))
+        by_job: dict[str, list[tuple[Running, Exit]]] = {}
+        for run, outcome in finished:
+            by_job.setdefault(run.job_key, []).append((run, outcome))
         for job_key, runs in by_job.items():
             tasks = self.store.get_many(job_key, [r.task_key for r, _ in runs])
             job = self.jobs.store.get(job_key)
             changed = []
-            for run, code in runs:
+            for run, outcome in runs:
                 task = tasks.get(run.task_key)
                 if task is None or job is None:
                     continue
-                self._finish(job, task, run, code)
+                self._finish(job, task, run, outcome)
                 if task.state == "completed" and task.body["executionInfo"].get("result") == "success":
                     self._node_counters(run.node, finished=True, succeeded=True)
                 changed.append(task)
@@ -202,7 +203,8 @@ class Scheduler(PokedLoop):
         self.load[run.node] = max(0, self.load.get(run.node, 0) - run.slots)
         self._node_counters(run.node, finished=True)
 
-    def _finish(self, job: Resource, task: Task, run: Running, code: int) -> None:
+    def _finish(self, job: Resource, task: Task, run: Running, outcome: Exit) -> None:
+        code = outcome.code
         info = task.body.setdefault("executionInfo", {})
         info.update({"endTime": iso(now()), "exitCode": code})
         info.pop("failureInfo", None)
@@ -216,6 +218,8 @@ class Scheduler(PokedLoop):
         failed = code != 0 or run.ending == "timeout"
         if run.ending == "timeout":
             info["failureInfo"] = WALL_CLOCK
+        elif outcome.out_of_memory:
+            info["failureInfo"] = failure_info(outcome, self.vm_size(run.node[0]))
         elif code != 0:
             info["failureInfo"] = FAILURE_EXIT
         retries = task.body["constraints"]["maxTaskRetryCount"]
@@ -448,7 +452,7 @@ class Scheduler(PokedLoop):
             confined.make_dirs(base, f"{rel}/wd", *owner)
         except OSError as exc:
             log.warning("task %s: no task directory: %s", task.id, exc)
-            self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
+            self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
             return
         self.downloads.submit(self._download_then_start, job, task, pool, node, run, (base, rel), admin)
 
@@ -484,7 +488,7 @@ class Scheduler(PokedLoop):
             if current is None or current.attempt != run.attempt:
                 return
             if current.ending is not None:  # terminated or timed out while its files came
-                self.ended.put(((run.job_key, run.task_key), run.attempt, 137))
+                self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(137)))
                 self.poke()
                 return
             self._start(job, task, pool, node, run, admin)
@@ -508,9 +512,13 @@ class Scheduler(PokedLoop):
                 self.on_exit((run.job_key, run.task_key), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
-            self.ended.put(((run.job_key, run.task_key), run.attempt, 1))
+            self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
 
     # nodes ----------------------------------------------------------------------------------------
+
+    def vm_size(self, pool_key: str) -> str:
+        pool = self.pools.store.get(pool_key)
+        return pool.body["vmSize"] if pool is not None else ""
 
     def _node_counters(self, node_key: tuple[str, str], finished: bool, succeeded: bool = False) -> None:
         """Counted now, written once per pass (see _flush_nodes)."""

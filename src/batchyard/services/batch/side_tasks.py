@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from ...runtime.commands import Exit
 from ...runtime.machines import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
-from .node_agent import NODE_ROOT, TASK_GID, TASK_UID
+from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, failure_info
 from .pools import iso, now
 
 log = logging.getLogger("batchyard.batch")
@@ -82,9 +83,10 @@ class SideTasks:
                 mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("%s task of %s could not start on %s: %s", kind, job.name, node.id, exc)
-            self.record(key, retry, 1)
+            self.record(key, retry, Exit(1))
 
-    def record(self, key: tuple, attempt: int, code: int) -> None:
+    def record(self, key: tuple, attempt: int, outcome: Exit) -> None:
+        code = outcome.code
         _, kind, job_key, nkey = key
         job = self.scheduler.jobs.store.get(job_key)
         if job is None:
@@ -102,7 +104,8 @@ class SideTasks:
         status.update({"state": "completed", "endTime": iso(now()), "exitCode": code,
                        "result": "success" if code == 0 else "failure"})
         if code != 0:
-            status["failureInfo"] = FAILURE
+            status["failureInfo"] = failure_info(outcome, self.scheduler.vm_size(nkey.split("|", 1)[0])) \
+                if outcome.out_of_memory else FAILURE
         self.scheduler.jobs.store.put(job)
 
     def status_list(self, job: Resource) -> list[dict]:

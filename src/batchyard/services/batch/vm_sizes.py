@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ...runtime.cgroups import Limits
+
 
 @dataclass(frozen=True)
 class VmSize:
@@ -150,3 +152,9 @@ def all_sizes() -> list[VmSize]:
 
 def families() -> list[str]:
     return sorted({size.family for size in _SIZES})
+
+
+def limits(name: str) -> Limits | None:
+    """What a machine of this size may use (the runtime enforces it), None for an unknown size."""
+    size = lookup(name)
+    return Limits(size.cores, size.memory_mib) if size is not None else None

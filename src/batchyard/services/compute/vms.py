@@ -14,6 +14,7 @@ from ..arm_ids import ResourceId, check_compute_name, parse, parse_typed
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
                              optional_object, require_object)
 from ..errors import Conflict, InvalidInput, NotFound, Unsupported
+from ..batch import vm_sizes
 from ..storage import Storage
 from .catalog import Catalog
 from .disks import DISK_TYPE, Disks
@@ -325,7 +326,9 @@ class VirtualMachines:
         os_disk = self.disks.spec(self.disks.get(parse(storage["osDisk"]["managedDisk"]["id"])))
         data = {d["lun"]: self.disks.spec(self.disks.get(parse(d["managedDisk"]["id"])))
                 for d in storage.get("dataDisks", [])}
-        return MachineSpec(vm.internal["machine_key"], os_disk, data)
+        return MachineSpec(vm.internal["machine_key"], os_disk, data,
+                           limits=vm_sizes.limits(vm.properties["hardwareProfile"]["vmSize"]),
+                           network="group:" + vm.id.lower().split("/providers/", 1)[0])
 
     def _start(self, vm: Resource) -> None:
         try:
