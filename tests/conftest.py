@@ -88,19 +88,6 @@ class Server:
         self.stop()
 
 
-def tools_dir() -> Path:
-    """Where tests/clients/install.sh put the client tools that pip does not bring."""
-    return Path(os.environ.get("BATCHYARD_TOOLS") or Path(__file__).resolve().parent.parent / ".tools")
-
-
-def tool(*parts: str) -> Path:
-    """A tool's file or folder; fails (never skips) when it was not installed."""
-    path = tools_dir().joinpath(*parts)
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run tests/clients/install.sh")
-    return path
-
-
 def with_hosts(hosts_file: Path, argv: list[str]) -> list[str]:
     """argv run in a private mount namespace whose /etc/hosts is `hosts_file`: names resolve
     there without touching the machine's resolver (needs root, as the machines do)."""

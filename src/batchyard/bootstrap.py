@@ -33,6 +33,7 @@ from .services.resource_groups import ResourceGroups
 from .services.secrets import SecretBox
 from .services.storage import Storage
 from .store.db import Database
+from .store.reserve import SpaceReserve
 from .store.resources import ResourceStore
 
 log = logging.getLogger("batchyard")
@@ -62,8 +63,10 @@ class Services:
     management_pools: ManagementPools
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
+    reserve: SpaceReserve
 
     def close(self) -> None:
+        self.reserve.stop()
         self.scheduler.stop()
         self.allocator.stop()
         self.provider.stop_all()
@@ -127,7 +130,9 @@ def build(settings: Settings, namespaces: bool) -> Services:
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler,
-                        management_pools=ManagementPools(accounts, pools), client_secret=client_secret)
+                        management_pools=ManagementPools(accounts, pools), client_secret=client_secret,
+                        reserve=SpaceReserve(data / "reserve"))
+    services.reserve.start()
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)

@@ -1,7 +1,10 @@
-"""Rendering service errors as ARM's error body, with the status each kind means."""
+"""The status each kind of service error means (both planes), and ARM's error body."""
 
 from __future__ import annotations
 
+import logging
+
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..services import errors
@@ -15,7 +18,23 @@ STATUS = {
     errors.Conflict: 409,
     errors.ConditionFailed: 412,
     errors.PayloadTooLarge: 413,
+    errors.RangeNotSatisfiable: 416,
+    errors.Unavailable: 503,
 }
+
+
+log = logging.getLogger("batchyard.api")
+
+
+def unexpected(request: Request, exc: Exception) -> errors.ServiceError | None:
+    """What to tell the client about an exception that is not a ServiceError: a full disk is
+    the client's to retry (and the reserve is let go, so deletes can free space); anything
+    else is a bug of ours (None: the plane answers 500 in its own shape, and it is logged)."""
+    if errors.is_disk_full(exc):
+        request.app.state.services.reserve.release()
+        return errors.disk_full()
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return None
 
 
 def status_of(error: errors.ServiceError) -> int:

@@ -3,6 +3,9 @@ and message are Azure's."""
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class ServiceError(Exception):
     def __init__(self, code: str, message: str, target: str | None = None, details: list[dict] | None = None):
@@ -47,3 +50,22 @@ class Unsupported(ServiceError):
 
 class RangeNotSatisfiable(ServiceError):
     """A byte range outside what is there, e.g. one that starts past the end of a file (416)."""
+
+
+class Unavailable(ServiceError):
+    """The service cannot do this now; the client may retry later (503)."""
+
+
+def disk_full() -> Unavailable:
+    return Unavailable("ServerBusy", "The server cannot store anything more: the disk that holds its data is full. "
+                       "Delete what is no longer needed (deletes still work) and retry.")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an exception says the file system (or a quota on it) ran out of space."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_disk_full(cause)

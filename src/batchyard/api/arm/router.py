@@ -5,23 +5,21 @@ resource group and the api-version, then call the handler with a small request c
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ... import defaults
 from ...services.arm_ids import ResourceId
 from ...services.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError, Unauthenticated
 from ..bodies import read_body
-from ..errors import arm_error
+from ..errors import arm_error, unexpected
 from . import versions
 
-log = logging.getLogger("batchyard.api")
 MAX_BODY_BYTES = 4 * 1024 * 1024  # ARM's request size limit
 
 
@@ -92,10 +90,9 @@ class ArmRouter:
             return await self._dispatch(request)
         except ServiceError as exc:
             return arm_error(exc)
-        except Exception:  # a bug of ours: say so in ARM's shape, never leak a trace
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            return JSONResponse({"error": {"code": "InternalServerError",
-                                           "message": "Encountered internal server error."}}, status_code=500)
+        except Exception as exc:  # noqa: BLE001 - answered in ARM's shape, never with a trace
+            error = unexpected(request, exc) or ServiceError("InternalServerError", "Encountered internal server error.")
+            return arm_error(error)
 
     async def _dispatch(self, request: Request) -> Response:
         services = request.app.state.services

@@ -35,6 +35,7 @@ from ...runtime.machines import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
+from ..errors import is_disk_full
 from . import task_spec
 from .background import PokedLoop
 from .jobs import Jobs
@@ -190,13 +191,32 @@ class Scheduler(PokedLoop):
                 if task is None or job is None:
                     continue
                 self._finish(job, task, run, outcome)
-                if task.state == "completed" and task.body["executionInfo"].get("result") == "success":
-                    self._node_counters(run.node, finished=True, succeeded=True)
                 changed.append(task)
-            self.store.update(changed)
+            try:
+                self.store.update(changed)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                self._keep_for_next_pass(runs)
+                continue
+            for run, _ in runs:
+                task = tasks.get(run.task_key)
+                if task is not None and task.state == "completed" and \
+                        task.body["executionInfo"].get("result") == "success":
+                    self._node_counters(run.node, finished=True, succeeded=True)
             for task in changed:
                 if task.state == "completed" and task.internal.get("satisfies"):
                     self._release_dependents(job_key, task.key)
+
+    def _keep_for_next_pass(self, runs: list[tuple[Running, Exit]]) -> None:
+        """The disk is full and these exits could not be stored: they go back on the queue,
+        their slots still held, so a later pass records them once there is room. An exit
+        taken off the queue is never lost."""
+        log.warning("the disk is full: %d task exits wait until they can be stored", len(runs))
+        for run, outcome in runs:
+            self.running[(run.job_key, run.task_key)] = run
+            self.load[run.node] = self.load.get(run.node, 0) + run.slots
+            self.ended.put(((run.job_key, run.task_key), run.attempt, outcome))
 
     def _free(self, run: Running) -> None:
         self.running.pop((run.job_key, run.task_key), None)
