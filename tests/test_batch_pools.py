@@ -114,6 +114,9 @@ def test_node_operations_and_counts(clients):
     _, nodes = pool_settled(batch, "ops")
     dedicated = [n for n in nodes if n.is_dedicated]
     low = next(n for n in nodes if not n.is_dedicated)
+    # pages of one node, in id order, each continuing from the one before
+    assert [n.id for n in batch.list_nodes("ops", max_results=1)] == sorted(n.id for n in nodes)
+    assert [n.id for n in batch.list_nodes("ops", max_results=1, filter="isDedicated eq false")] == [low.id]
     batch.begin_reboot_node("ops", dedicated[0].id, {"nodeRebootOption": "requeue"}, polling_interval=0.1).result()
     batch.begin_reimage_node("ops", dedicated[1].id, {"nodeReimageOption": "requeue"}, polling_interval=0.1).result()
     _, nodes = pool_settled(batch, "ops")

@@ -34,6 +34,13 @@ class NodeStore:
         rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? AND node_id = ?", (pool_key, node_id))
         return _row_to_node(rows[0]) if rows else None
 
+    def page(self, pool_key: str, after: str | None, limit: int) -> list[Node]:
+        """Up to `limit` nodes whose id sorts after `after`, in id order (keyset paging on the
+        primary key: a page costs what it holds, whatever the pool's size)."""
+        rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? AND node_id > ? ORDER BY node_id LIMIT ?",
+                             (pool_key, after or "", limit))
+        return [_row_to_node(r) for r in rows]
+
     def list(self, pool_key: str) -> list[Node]:
         rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? ORDER BY rowid", (pool_key,))
         return [_row_to_node(r) for r in rows]

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from ...services.batch.odata import apply_select
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput
-from .rendering import listing, single
+from .rendering import listing, ordered_listing, single
 from .router import BatchContext, BatchRouter, empty_response, entity_response
 
 POOL = "/pools/{poolId}"
@@ -90,8 +90,10 @@ async def autoscale(ctx: BatchContext) -> Response:
 
 async def list_nodes(ctx: BatchContext) -> Response:
     pool_id = ctx.params["poolId"]
-    nodes = await ctx.call(ctx.services.pools.list_nodes, ctx.account, pool_id)
-    return listing(ctx, "nodes", [node_view(ctx, pool_id, n) for n in nodes])
+    nodes = ctx.services.pools.nodes_in_id_order(ctx.account, pool_id, ctx.query.get("$skiptoken"))
+    views = (node_view(ctx, pool_id, n) for n in nodes)
+    # the page is read lazily from the store: in a worker thread, like every store call
+    return await ctx.call(ordered_listing, ctx, "nodes", views)
 
 
 async def get_node(ctx: BatchContext) -> Response:

@@ -97,8 +97,17 @@ class Pools:
     def all_pools(self) -> list[Resource]:
         return self.store.list(type=POOL_TYPE)
 
-    def list_nodes(self, account: Resource, pool_id: str) -> list[Node]:
-        return self.nodes.list(self.get(account, pool_id).id.lower())
+    def nodes_in_id_order(self, account: Resource, pool_id: str, after: str | None, chunk: int = 500):
+        """The pool's nodes in id order from just after `after`, read a chunk at a time so a
+        caller that stops early reads no more than it used. Node ids are lower case."""
+        pool_key = self.get(account, pool_id).id.lower()
+        after = after.lower() if after else None
+        while True:
+            nodes = self.nodes.page(pool_key, after, chunk)
+            yield from nodes
+            if len(nodes) < chunk:
+                return
+            after = nodes[-1].id
 
     def get_node(self, account: Resource, pool_id: str, node_id: str) -> Node:
         node = self.nodes.get(self.get(account, pool_id).id.lower(), node_id)
