@@ -14,6 +14,11 @@ from .runtime.layers import LayerStore
 from .runtime.machines import MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
+from .services.batch.applications import Applications
+from .services.batch.auto_storage import AutoStorage
+from .services.batch.package_install import PackageInstaller
+from .services.batch.storage_files import Transfers
+from .services.storage_accounts import StorageAccounts, configured
 from .services.batch.node_agent import NodeAgent, node_root
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
@@ -60,6 +65,8 @@ class Services:
     tasks: Tasks
     scheduler: Scheduler
     management_pools: ManagementPools
+    auto_storage: AutoStorage
+    applications: Applications
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
 
@@ -116,6 +123,16 @@ def build(settings: Settings, namespaces: bool) -> Services:
     tasks = Tasks(jobs, task_store, data / "outputs")
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
     allocator.scheduler = scheduler
+    storage_accounts = StorageAccounts([a for a in [configured(
+        settings.storage_connection_string, settings.storage_blob_endpoint, settings.storage_account,
+        settings.storage_account_key)] if a is not None])
+    auto_storage = AutoStorage(accounts, storage_accounts)
+    applications = Applications(store, accounts, auto_storage, data / "scratch")
+    packages = PackageInstaller(applications, auto_storage, data / "scratch")
+    transfers = Transfers(storage_accounts, auto_storage.of)
+    pools.applications = tasks.applications = applications
+    agent.transfers = scheduler.transfers = transfers
+    agent.packages = scheduler.packages = packages
     accounts.on_delete(pools.delete_all)
 
     # Deleting a resource group deletes what is in it, dependents first.
@@ -127,7 +144,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler,
-                        management_pools=ManagementPools(accounts, pools), client_secret=client_secret)
+                        management_pools=ManagementPools(accounts, pools), client_secret=client_secret,
+                        auto_storage=auto_storage, applications=applications)
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)
