@@ -129,8 +129,9 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, disk: Path, rel: s
     if info.is_dir():
         confined.make_dirs(disk, f"{rel}/{name}")
         return
-    # Zips made on Windows carry no Unix mode; programs in them must still run.
-    mode = (unix_mode & 0o777) or 0o755
+    # Every task user reads the package (it is installed by root); zips made on Windows carry
+    # no Unix mode, and the programs in them must still run.
+    mode = (unix_mode & 0o777 | 0o444) if unix_mode & 0o777 else 0o755
     fd = confined.open_file(disk, f"{rel}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
     with open(fd, "wb") as out, archive.open(info) as source:
         while chunk := source.read(1024 * 1024):

@@ -241,7 +241,8 @@ class Transfers:
         blob = container.get_blob_client(name)
         try:
             blob.upload_blob(handle, length=os.fstat(handle.fileno()).st_size, overwrite=True, max_concurrency=1,
-                             content_settings=settings, metadata=metadata or None, headers=extra or None)
+                             content_settings=settings, metadata=metadata or None,
+                             **({"headers": extra} if extra else {}))
         except HttpResponseError as exc:
             raise TransferFailed("FileUploadMiscError", "An output file could not be uploaded.",
                                  _http_details(without_sas(blob.url), exc, source)) from None
