@@ -305,3 +305,27 @@ def test_a_large_output_streams_in_blocks(clients, live, pool, blobs):
     assert stdout(batch, "large", "big").split()[0] == digest.hexdigest()
     assert blob.get_blob_properties().blob_type == "BlockBlob"
     assert peak - before < 64 * 1024, f"server memory grew by {(peak - before) // 1024} MiB"
+
+
+def test_job_preparation_and_release_tasks_get_resource_files(clients, pool, inputs, blobs):
+    batch = clients.batch_key
+    auto = blobs.get_container_client("prep-inputs")
+    auto.create_container()
+    auto.upload_blob("tables/lookup.txt", b"lookup-table\n")
+    plain_url = f"{blobs.url.rstrip('/')}/inputs/other/c.txt"  # no SAS: the auto-storage account's key is used
+    batch.create_job({"id": "prepared", "poolInfo": {"poolId": pool},
+                      "jobPreparationTask": {"commandLine": "/bin/sh -c 'cat tables/lookup.txt'", "resourceFiles": [
+                          {"autoStorageContainerName": "prep-inputs"}]},
+                      "jobReleaseTask": {"commandLine": "/bin/sh -c 'cat c.txt'", "resourceFiles": [
+                          {"httpUrl": plain_url, "filePath": "c.txt",
+                           "identityReference": {"resourceId": "/subscriptions/x/resourceGroups/y/providers/"
+                                                               "Microsoft.ManagedIdentity/userAssignedIdentities/z"}}]}})
+    batch.create_task("prepared", {"id": "uses", "commandLine":
+                                   "/bin/sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/tables/lookup.txt'"})
+    task = finished(batch, "prepared", "uses")
+    assert task.execution_info.result == "success" and stdout(batch, "prepared", "uses") == "lookup-table\n"
+    batch.begin_terminate_job("prepared", {"terminateReason": "done"}, polling_interval=0.1).result()
+    wait_for(lambda: batch.get_job("prepared").state == "completed", what="the release tasks")
+    statuses = list(batch.list_job_preparation_and_release_task_status("prepared"))
+    assert statuses and all(s.job_preparation_task_execution_info.result == "success" for s in statuses)
+    assert all(s.job_release_task_execution_info.result == "success" for s in statuses)

@@ -99,7 +99,12 @@ class Transfers:
         for item in resource_files:
             mode = int(item["fileMode"], 8) if item.get("fileMode") else DEFAULT_FILE_MODE
             if item.get("httpUrl"):
-                self._download_url(item["httpUrl"], item["filePath"], mode, place)
+                owner = self.storage.owner_of(item["httpUrl"])
+                if owner is not None and "?" not in item["httpUrl"]:  # identityReference: the account's key
+                    blob = BlobClient.from_blob_url(item["httpUrl"], credential=owner.credential, **CLIENT_OPTIONS)
+                    self._download_blob(blob, item["filePath"], mode, place)
+                else:
+                    self._download_url(item["httpUrl"], item["filePath"], mode, place)
                 continue
             container = self._source_container(account, item)
             for blob in self._list(container, item.get("blobPrefix")):
