@@ -329,3 +329,35 @@ def test_job_preparation_and_release_tasks_get_resource_files(clients, pool, inp
     statuses = list(batch.list_job_preparation_and_release_task_status("prepared"))
     assert statuses and all(s.job_preparation_task_execution_info.result == "success" for s in statuses)
     assert all(s.job_release_task_execution_info.result == "success" for s in statuses)
+
+
+def test_transient_failures_are_retried(clients, pool):
+    """A server that answers 503 twice before the file: the download is retried, not failed."""
+    import http.server
+    import threading
+    answers = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            answers.append(self.path)
+            body = b"third-time-lucky\n" if len(answers) > 2 else b"busy"
+            self.send_response(200 if len(answers) > 2 else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        batch = clients.batch_key
+        batch.create_job({"id": "flaky", "poolInfo": {"poolId": pool}})
+        batch.create_task("flaky", {"id": "retry", "commandLine": "cat got.txt", "resourceFiles": [
+            {"httpUrl": f"http://127.0.0.1:{httpd.server_address[1]}/file", "filePath": "got.txt"}]})
+        task = finished(batch, "flaky", "retry")
+        assert task.execution_info.result == "success", task.execution_info.failure_info
+        assert stdout(batch, "flaky", "retry") == "third-time-lucky\n" and len(answers) == 3
+    finally:
+        httpd.shutdown()

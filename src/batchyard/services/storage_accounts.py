@@ -15,12 +15,17 @@ last segment of the id), as Azure resolves the id to its storage account.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from azure.storage.blob import (BlobSasPermissions, BlobServiceClient, ContainerClient, ContainerSasPermissions,
                                 generate_blob_sas, generate_container_sas)
+
+# azure-core logs every storage request and its headers at INFO (SAS redacted): the service's
+# log keeps its own lines; transfer failures are reported in the task's failureInfo.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 # Azurite's well-known development account (published in its README, like Azure's emulator).
 AZURITE_ACCOUNT = "devstoreaccount1"
