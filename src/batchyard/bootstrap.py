@@ -123,9 +123,9 @@ def build(settings: Settings, namespaces: bool) -> Services:
     tasks = Tasks(jobs, task_store, data / "outputs")
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
     allocator.scheduler = scheduler
-    storage_accounts = StorageAccounts([a for a in [configured(
-        settings.storage_connection_string, settings.storage_blob_endpoint, settings.storage_account,
-        settings.storage_account_key)] if a is not None])
+    storage_account = configured(settings.storage_connection_string, settings.storage_blob_endpoint,
+                                 settings.storage_account, settings.storage_account_key)
+    storage_accounts = StorageAccounts([storage_account] if storage_account is not None else [])
     auto_storage = AutoStorage(accounts, storage_accounts)
     applications = Applications(store, accounts, auto_storage, data / "scratch")
     packages = PackageInstaller(applications, auto_storage, data / "scratch")

@@ -127,5 +127,8 @@ class Settings:
                              "labels (a certificate for *.{suffix} is refused by clients otherwise)")
         if self.account_endpoints not in ("path", "host"):
             raise ValueError(f"account endpoints '{self.account_endpoints}': give 'path' or 'host'")
+        from .services.storage_accounts import configured
+        configured(self.storage_connection_string, self.storage_blob_endpoint, self.storage_account,
+                   self.storage_account_key)  # a ValueError names what is wrong with the storage settings
         if self.azure_hostnames and not self.tls:
             raise ValueError("--azure-hostnames needs TLS: Azure's host names are only reached over HTTPS")

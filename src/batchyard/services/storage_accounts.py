@@ -111,3 +111,10 @@ class StorageAccounts:
 
     def names(self) -> list[str]:
         return sorted(a.name for a in self.by_name.values())
+
+    def describe(self) -> str:
+        """For the banner: which storage account auto-storage and packages use (never its key)."""
+        if not self.by_name:
+            return ("Azure Storage: none (set BATCHYARD_STORAGE_CONNECTION_STRING or BATCHYARD_STORAGE_BLOB_ENDPOINT "
+                    "for auto-storage and application packages)")
+        return "Azure Storage: " + ", ".join(f"{a.name} at {a.blob_endpoint}" for a in self.by_name.values())

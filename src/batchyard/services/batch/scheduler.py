@@ -160,18 +160,15 @@ class Scheduler(PokedLoop):
 
     # ending ------------------------------------------------------------------------------------
 
-    def on_exit(self, key: tuple, attempt: int):
+    def on_exit(self, key: tuple, attempt: int, uploads: bool = False):
+        """The runner's callback for an attempt; with `uploads`, the task's outputFiles go first."""
         def record(outcome: Exit) -> None:
-            if key[0] != "side" and self._has_outputs(key):
+            if uploads:
                 self.uploads.submit(self._upload_then_record, key, attempt, outcome)
                 return
             self.ended.put((key, attempt, outcome))
             self.poke()
         return record
-
-    def _has_outputs(self, key: tuple) -> bool:
-        task = self.store.get(*key)
-        return bool(task is not None and task.body.get("outputFiles"))
 
     def _upload_then_record(self, key: tuple, attempt: int, outcome: Exit) -> None:
         """outputFiles go when the task's process has ended, before the task is seen as
@@ -546,7 +543,8 @@ class Scheduler(PokedLoop):
                 f"{run.job_key}|{run.task_key}|{run.attempt}", ["/bin/sh", "-c", task.body["commandLine"]], env,
                 f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
-                self.on_exit((run.job_key, run.task_key), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
+                self.on_exit((run.job_key, run.task_key), run.attempt, uploads=bool(task.body.get("outputFiles"))),
+                mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
