@@ -361,3 +361,52 @@ def test_transient_failures_are_retried(clients, pool):
         assert stdout(batch, "flaky", "retry") == "third-time-lucky\n" and len(answers) == 3
     finally:
         httpd.shutdown()
+
+
+def test_application_lifecycle_and_refusals(clients, live):
+    mgmt = clients.batch_mgmt
+    group, account = live.info["resource_group"], live.info["batch_account"]
+    before = mgmt.batch_account.get(group, account).auto_storage.last_key_sync
+    mgmt.batch_account.synchronize_auto_storage_keys(group, account)
+    assert mgmt.batch_account.get(group, account).auto_storage.last_key_sync >= before
+    mgmt.application.create(group, account, "fixed", {"properties": {"allowUpdates": False}})
+    package = mgmt.application_package.create(group, account, "fixed", "2.0.1")
+    BlobClient.from_blob_url(package.properties.storage_url).upload_blob(_package_zip(), overwrite=True)
+    mgmt.application_package.activate(group, account, "fixed", "2.0.1", {"format": "zip"})
+    with pytest.raises(HttpResponseError) as e:  # allowUpdates false: an existing version stays as it is
+        mgmt.application_package.create(group, account, "fixed", "2.0.1")
+    assert e.value.status_code == 409
+    with pytest.raises(HttpResponseError) as e:
+        mgmt.application.update(group, account, "fixed", {"properties": {"defaultVersion": "9"}})
+    assert e.value.status_code == 409
+    with pytest.raises(HttpResponseError) as e:
+        mgmt.application_package.activate(group, account, "fixed", "2.0.1", {"format": "tar"})
+    assert e.value.status_code == 400
+    # on the management plane, a pool's applicationPackages are checked the same way
+    image = next(iter(clients.batch_key.list_supported_images()))
+    ref = image.image_reference
+    arm_pool = {"properties": {"vmSize": "STANDARD_A1_V2", "deploymentConfiguration": {
+        "virtualMachineConfiguration": {"imageReference": {"publisher": ref.publisher, "offer": ref.offer,
+                                                           "sku": ref.sku, "version": "latest"},
+                                        "nodeAgentSkuId": image.node_agent_sku_id}},
+        "applicationPackages": [{"id": "fixed"}]}}  # no version and no default version
+    with pytest.raises(HttpResponseError) as e:
+        mgmt.pool.create(group, account, "armapps", arm_pool)
+    assert e.value.status_code == 409
+    arm_pool["properties"]["applicationPackages"] = [{"id": "fixed", "version": "2.0.1"}]
+    created = mgmt.pool.create(group, account, "armapps", arm_pool)
+    assert [(p.id, p.version) for p in created.application_packages] == [("fixed", "2.0.1")]
+    mgmt.pool.begin_delete(group, account, "armapps").result()
+    mgmt.application_package.delete(group, account, "fixed", "2.0.1")
+    assert list(mgmt.application_package.list(group, account, "fixed")) == []
+    assert clients.batch_key.get_application("fixed").versions == []
+    mgmt.application.delete(group, account, "fixed")
+    with pytest.raises(HttpResponseError) as e:
+        mgmt.application.get(group, account, "fixed")
+    assert e.value.status_code == 404
+    # an account without auto-storage has nowhere to keep packages
+    mgmt.batch_account.begin_create(group, "noauto", {"location": live.info["location"]}).result()
+    mgmt.application.create(group, "noauto", "app")  # no body: the SDK may send none
+    with pytest.raises(HttpResponseError) as e:
+        mgmt.application_package.create(group, "noauto", "app", "1")
+    assert e.value.status_code == 409 and e.value.error.code == "AutoStorageNotConfigured"
