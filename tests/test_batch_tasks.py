@@ -486,7 +486,8 @@ def test_links_left_by_tasks_never_steer_the_service(clients, pool, web_files, t
     ({"id": "nul", "commandLine": "echo \u0000"}, "task.commandLine"),
     ({"id": "eq", "commandLine": "true", "environmentSettings": [{"name": "A=B", "value": "1"}]},
      "task.environmentSettings[0].name"),
-    ({"id": "mode", "commandLine": "true", "resourceFiles": [{"httpUrl": "http://127.0.0.1/x", "filePath": "x", "fileMode": 755}]},
+    ({"id": "mode", "commandLine": "true",
+      "resourceFiles": [{"httpUrl": "http://127.0.0.1/x", "filePath": "x", "fileMode": 755}]},
      "task.resourceFiles[0].fileMode"),
 ])
 def test_unrunnable_task_input_is_refused(clients, pool, task, field):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from datetime import datetime, timedelta, timezone
 
@@ -21,6 +20,7 @@ from conftest import Clients, Server, pool_settled, wait_for
 from test_batch_pools import base_pool
 
 POOL = "storage"
+IDENTITY = "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/z"
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,8 @@ def details(info) -> dict:
 def test_start_task_gets_its_resource_files(clients, pool):
     batch = clients.batch_key
     batch.create_job({"id": "start", "poolInfo": {"poolId": pool}})
-    batch.create_task("start", {"id": "look", "commandLine":
-                                "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/from-storage $AZ_BATCH_NODE_SHARED_DIR/mode'"})
+    batch.create_task("start", {"id": "look", "commandLine": "/bin/sh -c 'cat $AZ_BATCH_NODE_SHARED_DIR/from-storage "
+                                                             "$AZ_BATCH_NODE_SHARED_DIR/mode'"})
     assert finished(batch, "start", "look").execution_info.result == "success"
     lines = stdout(batch, "start", "look").splitlines()
     assert lines[0] == "prepared-from-storage"
@@ -114,8 +114,9 @@ def test_inputs_by_container_sas_prefix_auto_storage_and_url(clients, pool, inpu
     blob_sas = generate_blob_sas(ACCOUNT, "inputs", "other/c.txt", account_key=KEY, permission="r",
                                  expiry=datetime.now(timezone.utc) + timedelta(hours=1))
     batch.create_job({"id": "inputs", "poolInfo": {"poolId": pool}})
-    batch.create_task("inputs", {"id": "all", "commandLine": "/bin/sh -c 'find . -type f | sort; cat all/data/sub/b.txt "
-                                                             "prefixed/data/a.txt genome/ref/genome.txt single.txt; "
+    batch.create_task("inputs", {"id": "all", "commandLine": "/bin/sh -c 'find . -type f | sort; "
+                                                             "cat all/data/sub/b.txt prefixed/data/a.txt "
+                                                             "genome/ref/genome.txt single.txt; "
                                                              "stat -c %a single.txt all/other/c.txt'",
                                  "resourceFiles": [
                                      {"storageContainerUrl": inputs, "filePath": "all"},
@@ -173,7 +174,8 @@ def test_outputs_of_100_tasks_by_pattern_to_a_container_sas(clients, pool, blobs
     batch.create_tasks("outputs", tasks)
     wait_for(lambda: batch.get_job_task_counts("outputs").task_counts.completed == 100, timeout=300,
              what="100 tasks")
-    failed = [t.execution_info.failure_info for t in batch.list_tasks("outputs") if t.execution_info.result != "success"]
+    failed = [t.execution_info.failure_info for t in batch.list_tasks("outputs")
+              if t.execution_info.result != "success"]
     assert not failed, failed[0]
     container = blobs.get_container_client("results")
     names = sorted(b.name for b in container.list_blobs(name_starts_with="run/"))
@@ -263,9 +265,9 @@ def test_application_package_uploaded_activated_and_used_by_a_pool(clients, live
         {"applicationId": f"{account_id}/applications/Tool-linux"}]))
     pool_settled(batch, "apps")
     batch.create_job({"id": "apps", "poolInfo": {"poolId": "apps"}})
-    batch.create_task("apps", {"id": "use", "commandLine": "/bin/sh -c '$AZ_BATCH_APP_PACKAGE_tool_linux/bin/tool.sh "
-                                                           "x && cat $AZ_BATCH_APP_PACKAGE_tool_linux_1_0/share/data.txt"
-                                                           " && echo $AZ_BATCH_APP_PACKAGE_tool_linux_1_0'"})
+    batch.create_task("apps", {"id": "use", "commandLine": "/bin/sh -c '$AZ_BATCH_APP_PACKAGE_tool_linux/bin/tool.sh x "
+                                                           "&& cat $AZ_BATCH_APP_PACKAGE_tool_linux_1_0/share/data.txt "
+                                                           "&& echo $AZ_BATCH_APP_PACKAGE_tool_linux_1_0'"})
     task = finished(batch, "apps", "use")
     assert task.execution_info.result == "success", b"".join(batch.download_task_file("apps", "use", "stderr.txt"))
     assert stdout(batch, "apps", "use").splitlines() == [
@@ -318,8 +320,7 @@ def test_job_preparation_and_release_tasks_get_resource_files(clients, pool, inp
                           {"autoStorageContainerName": "prep-inputs"}]},
                       "jobReleaseTask": {"commandLine": "/bin/sh -c 'cat c.txt'", "resourceFiles": [
                           {"httpUrl": plain_url, "filePath": "c.txt",
-                           "identityReference": {"resourceId": "/subscriptions/x/resourceGroups/y/providers/"
-                                                               "Microsoft.ManagedIdentity/userAssignedIdentities/z"}}]}})
+                           "identityReference": {"resourceId": IDENTITY}}]}})
     batch.create_task("prepared", {"id": "uses", "commandLine":
                                    "/bin/sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/tables/lookup.txt'"})
     task = finished(batch, "prepared", "uses")

@@ -28,7 +28,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, parse
-from ..arm_resources import get_or_404, now_iso, optional_object, require_object
+from ..arm_resources import now_iso, optional_object, require_object
 from ..errors import Conflict, InvalidInput, NotFound
 from ..storage_accounts import StorageAccount
 from . import batch_input as bi
