@@ -83,7 +83,6 @@ class Scheduler(PokedLoop):
         self.transfers: Transfers | None = None  # resource and output files (storage_files.py), set by bootstrap
         self.packages: PackageInstaller | None = None  # application packages, set by bootstrap
         self.upload_failures: dict[tuple, dict] = {}  # (job, task, attempt) -> failureInfo of its outputs
-        self.package_env: dict[tuple, dict] = {}  # (job, task, attempt) -> variables of its task's packages
         # node -> [tasks started, tasks succeeded] since the last flush
         self._touched: dict[tuple[str, str], list[int]] = {}
         self.side = SideTasks(self)
@@ -200,6 +199,7 @@ class Scheduler(PokedLoop):
                 continue
             run = self.running.get(key)
             if run is None or run.attempt != attempt:
+                self.upload_failures.pop((*key, attempt), None)
                 continue  # an attempt the service already gave up on
             self._free(run)
             finished.append((run, outcome))
@@ -493,9 +493,7 @@ class Scheduler(PokedLoop):
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
         account = _account_of(task.job_key)
         try:
-            if task.body.get("applicationPackageReferences"):
-                self.package_env[(run.job_key, run.task_key, run.attempt)] = self.packages.install(
-                    account, task.body["applicationPackageReferences"], base)
+            packages = self.packages.install(account, task.body.get("applicationPackageReferences", []), base)
             self.transfers.download_all(account, task.body.get("resourceFiles", []),
                                         NodePlace(base, f"{rel}/wd", *owner))
         except Exception as exc:  # any failure to fetch is the task's failure, never a lost task
@@ -524,9 +522,10 @@ class Scheduler(PokedLoop):
                 self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(137)))
                 self.poke()
                 return
-            self._start(job, task, pool, node, run, admin)
+            self._start(job, task, pool, node, run, admin, packages)
 
-    def _start(self, job, task, pool, node, run: Running, admin: bool) -> None:
+    def _start(self, job, task, pool, node, run: Running, admin: bool, packages: dict | None = None) -> None:
+        """packages: the variables of the task's application packages, installed just before."""
         task_dir = task.internal["dir"]
         env = self.agent.environment(pool, node, {"userIdentity": task.body["userIdentity"],
                                                   "environmentSettings": []}, task_dir)
@@ -535,7 +534,7 @@ class Scheduler(PokedLoop):
                     "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
                     "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd",
                     "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin" if not admin else "PoolAdmin"})
-        env.update(self.package_env.pop((run.job_key, run.task_key, run.attempt), {}))
+        env.update(packages or {})
         for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]
         try:
