@@ -85,18 +85,6 @@ def refuse_unhonoured(body: dict) -> None:
             raise bi.invalid(name, body[name], why)
 
 
-def application_packages(body: dict, field: str = "applicationPackageReferences") -> list:
-    """Without the applications service (services/batch/applications.py) no reference can be
-    satisfied: Azure's answer for a reference to an application that does not exist."""
-    packages = bi.array(body, "applicationPackageReferences", field)
-    if packages:
-        from ..errors import Conflict
-        raise Conflict("InvalidApplicationPackageReferences", "One or more of the specified application package "
-                       "references are invalid: applications are not supported yet.",
-                       details=[{"key": "PropertyName", "value": field}])
-    return packages
-
-
 def vm_configuration(body: dict) -> dict:
     config = bi.obj(body, "virtualMachineConfiguration", required_=True)
     if body.get("cloudServiceConfiguration") is not None:

@@ -123,8 +123,7 @@ class Pools:
         return root
 
     def package_references(self, account: Resource, body: dict) -> list:
-        if self.applications is None:
-            return pool_spec.application_packages(body)
+        """applicationPackageReferences, each naming a package that exists (applications.py)."""
         return self.applications.check_references(account.name, body)
 
     # creating -------------------------------------------------------------------------------

@@ -124,8 +124,6 @@ class Tasks:
             "executionInfo": {"retryCount": 0, "requeueCount": 0},
         }
         if item.get("applicationPackageReferences"):
-            if self.applications is None:
-                raise bi.invalid("applicationPackageReferences", "...", "Application packages are not supported.")
             account = job.id.lower().split("/batchaccounts/", 1)[1].split("/", 1)[0]
             body["applicationPackageReferences"] = self.applications.check_references(account, item)
         body = {k: v for k, v in body.items() if v is not None}
