@@ -290,9 +290,9 @@ def test_settings_not_honoured_are_refused_not_ignored(clients, change, prop):
         clients.batch_key.get_pool("unhonoured")
 
 
-def test_application_packages_cannot_be_satisfied(clients):
+def test_references_to_applications_that_do_not_exist_are_refused(clients):
     batch = clients.batch_key
-    with pytest.raises(HttpResponseError) as e:  # there are no applications, so none can be referenced
+    with pytest.raises(HttpResponseError) as e:  # no application "blender" exists in the account
         batch.create_pool({**base_pool(clients, "apps", dedicated=0), "applicationPackageReferences": [
             {"applicationId": "blender", "version": "1.0"}]})
     assert e.value.status_code == 409 and e.value.error.code == "InvalidApplicationPackageReferences"

@@ -387,16 +387,17 @@ def test_resource_files_and_output_files(clients, pool, web_files):
                                          params={"api-version": "2025-06-01"}), stream=True)
     assert content.read() == b"DOWNLOADED-INPUT\n"
     batch.create_task("io", {"id": "missing-input", "commandLine": "true",
-                             "resourceFiles": [{"httpUrl": f"{web_files}/nope.txt"}]})
+                             "resourceFiles": [{"httpUrl": f"{web_files}/nope.txt", "filePath": "nope.txt"}]})
     task = finished(batch, "io", "missing-input")
-    assert task.execution_info.failure_info.code == "ResourceFileDownloadFailure"
+    assert task.execution_info.failure_info.code == "BlobNotFound"  # Azure's code for a 404
+    assert {d.name: d.value for d in task.execution_info.failure_info.details}["HttpStatusCode"] == "404"
     with pytest.raises(HttpResponseError) as e:
         batch.create_task("io", {"id": "escape", "commandLine": "true",
                                  "resourceFiles": [{"httpUrl": f"{web_files}/input.txt", "filePath": "../../x"}]})
     assert e.value.error.code == "InvalidPropertyValue"
     with pytest.raises(HttpResponseError) as e:
         batch.create_task("io", {"id": "elsewhere", "commandLine": "true", "outputFiles": [{
-            "filePattern": "*", "destination": {"container": {"containerUrl": "https://acct.blob.core.windows.net/c"}},
+            "filePattern": "*", "destination": {"container": {"containerUrl": "ftp://acct.example/c"}},
             "uploadOptions": {"uploadCondition": "taskcompletion"}}]})
     assert e.value.error.code == "InvalidPropertyValue"
     assert list(batch.list_subtasks("io", "convert")) == []
@@ -460,7 +461,7 @@ def test_links_left_by_tasks_never_steer_the_service(clients, pool, web_files, t
         "commandLine": f"if [ -L x.txt ]; then exit 0; fi; rm x.txt; ln -s {canary} x.txt; exit 1"})
     task = finished(batch, "links", "swap")
     assert canary.read_text() == "untouched\n"
-    assert task.execution_info.failure_info.code == "ResourceFileDownloadFailure"
+    assert task.execution_info.failure_info.code == "ResourceFileCreateFailed"  # the link is not followed
     # an admin task replaces its node's Batch root with a link to the host's /
     admin = {"autoUser": {"scope": "task", "elevationLevel": "admin"}}
     batch.create_task("links", {"id": "root-swap", "userIdentity": admin, "commandLine":
@@ -485,7 +486,8 @@ def test_links_left_by_tasks_never_steer_the_service(clients, pool, web_files, t
     ({"id": "nul", "commandLine": "echo \u0000"}, "task.commandLine"),
     ({"id": "eq", "commandLine": "true", "environmentSettings": [{"name": "A=B", "value": "1"}]},
      "task.environmentSettings[0].name"),
-    ({"id": "mode", "commandLine": "true", "resourceFiles": [{"httpUrl": "http://127.0.0.1/x", "fileMode": 755}]},
+    ({"id": "mode", "commandLine": "true",
+      "resourceFiles": [{"httpUrl": "http://127.0.0.1/x", "filePath": "x", "fileMode": 755}]},
      "task.resourceFiles[0].fileMode"),
 ])
 def test_unrunnable_task_input_is_refused(clients, pool, task, field):

@@ -14,6 +14,11 @@ from .runtime.layers import LayerStore
 from .runtime.machines import MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
+from .services.batch.applications import Applications
+from .services.batch.auto_storage import AutoStorage
+from .services.batch.package_install import PackageInstaller
+from .services.batch.storage_files import Transfers
+from .services.storage_accounts import StorageAccounts, configured
 from .services.batch.node_agent import NodeAgent, node_root
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
@@ -61,6 +66,8 @@ class Services:
     tasks: Tasks
     scheduler: Scheduler
     management_pools: ManagementPools
+    auto_storage: AutoStorage
+    applications: Applications
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
     reserve: SpaceReserve
@@ -119,6 +126,16 @@ def build(settings: Settings, namespaces: bool) -> Services:
     tasks = Tasks(jobs, task_store, data / "outputs")
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
     allocator.scheduler = scheduler
+    storage_account = configured(settings.storage_connection_string, settings.storage_blob_endpoint,
+                                 settings.storage_account, settings.storage_account_key)
+    storage_accounts = StorageAccounts([storage_account] if storage_account is not None else [])
+    auto_storage = AutoStorage(accounts, storage_accounts)
+    applications = Applications(store, accounts, auto_storage, data / "scratch")
+    packages = PackageInstaller(applications, auto_storage, data / "scratch")
+    transfers = Transfers(storage_accounts, auto_storage.of)
+    pools.applications = tasks.applications = applications
+    agent.transfers = scheduler.transfers = transfers
+    agent.packages = scheduler.packages = packages
     accounts.on_delete(pools.delete_all)
 
     # Deleting a resource group deletes what is in it, dependents first.
@@ -131,6 +148,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret,
+                        auto_storage=auto_storage, applications=applications,
                         reserve=SpaceReserve(data / "reserve"))
     services.reserve.start()
     restored = vms.restore()

@@ -66,6 +66,16 @@ class Settings:
     # Also answer as Azure's public-cloud host names on port 443 of this address.
     azure_hostnames: bool = False
     azure_hostnames_address: str = field(default_factory=lambda: Settings.default_azure_hostnames_address())
+    # The Azure Storage account (Azure's or Azurite's) that Batch accounts' autoStorage, application
+    # packages and container names resolve to (services/storage_accounts.py): a connection string,
+    # or a blob endpoint with an account and key (Azurite's development account by default).
+    storage_connection_string: str | None = field(
+        default_factory=lambda: os.environ.get("BATCHYARD_STORAGE_CONNECTION_STRING") or None, repr=False)
+    storage_blob_endpoint: str | None = field(
+        default_factory=lambda: os.environ.get("BATCHYARD_STORAGE_BLOB_ENDPOINT") or None)
+    storage_account: str | None = field(default_factory=lambda: os.environ.get("BATCHYARD_STORAGE_ACCOUNT") or None)
+    storage_account_key: str | None = field(
+        default_factory=lambda: os.environ.get("BATCHYARD_STORAGE_ACCOUNT_KEY") or None, repr=False)
     # Threads that make, change and remove node machines.
     node_workers: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_NODE_WORKERS", 4)))
 
@@ -117,5 +127,8 @@ class Settings:
                              "labels (a certificate for *.{suffix} is refused by clients otherwise)")
         if self.account_endpoints not in ("path", "host"):
             raise ValueError(f"account endpoints '{self.account_endpoints}': give 'path' or 'host'")
+        from .services.storage_accounts import configured
+        configured(self.storage_connection_string, self.storage_blob_endpoint, self.storage_account,
+                   self.storage_account_key)  # a ValueError names what is wrong with the storage settings
         if self.azure_hostnames and not self.tls:
             raise ValueError("--azure-hostnames needs TLS: Azure's host names are only reached over HTTPS")

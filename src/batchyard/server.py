@@ -130,7 +130,7 @@ def serve(settings: Settings) -> None:
         services.provider.open_gateway(settings.port, (settings.public_host.strip("[]"), settings.port))
         info = connection_info(services, ca_bundle)
         # before connection.json: whoever waits on it can read the banner
-        _banner(info, services.provider_note, settings.dev_credentials)
+        _banner(info, services.provider_note, settings.dev_credentials, services.auto_storage.storage.describe())
         write_connection_file(connection_file, info)
         await serving
 
@@ -153,7 +153,7 @@ def _exit_cleanly(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def _banner(info: dict, machines_note: str, dev_credentials: bool) -> None:
+def _banner(info: dict, machines_note: str, dev_credentials: bool, storage_note: str) -> None:
     console = Console(stderr=True)
     console.print(f"[bold]Batchyard[/bold] listening on {info['arm_endpoint']}")
     console.print(f"  ARM (azure-mgmt-*) base_url : {info['arm_endpoint']}")
@@ -168,6 +168,7 @@ def _banner(info: dict, machines_note: str, dev_credentials: bool) -> None:
     if "ca_bundle" in info:
         console.print(f"  CA bundle                   : {info['ca_bundle']}")
     console.print(f"  {machines_note}")
+    console.print(f"  {storage_note}")
     if dev_credentials:
         console.print("  [bold red]WARNING[/bold red]: --dev-credentials: the client secret and the account key are "
                       "the PUBLISHED development values; anyone (and any task on this host) who knows them controls "

@@ -37,3 +37,12 @@ if [ ! -f "$TOOLS/node/.complete" ]; then
     (cd "$TOOLS/node" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund @azure/batch >/dev/null)
     touch "$TOOLS/node/.complete"
 fi
+
+# --- azurite: Azure Storage's emulator (npm `azurite`), the storage account of the storage
+# tests (tests/azurite.py starts its blob service on a free loopback port).
+if [ ! -f "$TOOLS/azurite/.complete" ]; then
+    command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+    rm -rf "$TOOLS/azurite" && mkdir -p "$TOOLS/azurite"
+    (cd "$TOOLS/azurite" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund 'azurite@^3' >/dev/null)
+    touch "$TOOLS/azurite/.complete"
+fi

@@ -15,12 +15,14 @@ from .. import azure_names
 from ..services.errors import InvalidInput, NotFound, ServiceError
 from . import metadata, tokens, uploads
 from .arm import batch as arm_batch
+from .arm import batch_applications as arm_batch_applications
 from .arm import batch_pools as arm_batch_pools
 from .arm import batch_locations, compute, providers, resources
 from .arm.router import ArmRouter, collapse_slashes
 from .batch.router import error_response as batch_error_response
 from .errors import arm_error
 from .http_protocol import HeadSizeLimit
+from .batch import applications as batch_applications
 from .batch import files as batch_files
 from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
@@ -34,6 +36,7 @@ def build_arm_router() -> ArmRouter:
     compute.register(router)
     arm_batch.register(router)
     arm_batch_pools.register(router)
+    arm_batch_applications.register(router)
     batch_locations.register(router)
     providers.register(router)  # describes the routes above, read when asked
     return router
@@ -49,6 +52,7 @@ def build_batch_router() -> BatchRouter:
     batch_pools.register(router)
     batch_jobs.register(router)
     batch_files.register(router)
+    batch_applications.register(router)
     batch_unsupported.register(router)
     return router
 

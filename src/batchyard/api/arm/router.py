@@ -37,9 +37,12 @@ class ArmContext:
         --azure-hostnames), so the URLs it is given to follow reach the same place."""
         return f"{self.request.url.scheme}://{self.request.url.netloc}"
 
-    async def json(self) -> Any:
+    async def json(self, optional: bool = False) -> Any:
+        """The body as JSON; with `optional`, an empty body is {} (operations whose body the SDK may omit)."""
         raw = await read_body(self.request, MAX_BODY_BYTES, PayloadTooLarge(
             "RequestEntityTooLarge", "The request content size exceeds the maximum of 4 MB."))
+        if optional and not raw.strip():
+            return {}
         if not raw.strip():
             raise InvalidInput("InvalidRequestContent", "The request content was invalid: the body is empty.")
         try:

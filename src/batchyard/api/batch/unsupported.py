@@ -22,7 +22,6 @@ CERTIFICATE = "/certificates{selector}"
 
 # feature -> [(method, path template)]
 FEATURES: dict[str, list[tuple[str, str]]] = {
-    "Applications and application packages": [("GET", "/applications"), ("GET", "/applications/{applicationId}")],
     "Job schedules": [
         ("GET", "/jobschedules"), ("POST", "/jobschedules"),
         *((m, JOB_SCHEDULE) for m in ("GET", "PUT", "PATCH", "DELETE", "HEAD")),

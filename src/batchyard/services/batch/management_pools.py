@@ -143,7 +143,7 @@ class ManagementPools:
         patch = {k: spec[k] for k in _PATCHABLE if k in spec}
         pool_spec.start_task(patch)
         bi.name_value_pairs(patch, "metadata")
-        pool_spec.application_packages(patch)
+        self.pools.package_references(account, patch)
         display = bi.string(spec, "displayName") if "displayName" in spec else pool.body.get("displayName")
         identity = shape.identity(body.get("identity"), pool.body.get("identity"))
         tags = shape.tags(body, pool.internal.get("tags"))

@@ -21,6 +21,7 @@ from ...runtime.machines import DiskSpec, InboundPort, MachineError, MachineProv
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .pools import Pools, iso, now
+from .storage_files import NodePlace, TransferFailed
 from . import vm_sizes
 
 log = logging.getLogger("batchyard.batch")
@@ -54,6 +55,8 @@ class NodeAgent:
         self.provider = provider
         self.pools = pools
         self.account_url = account_url  # account name -> the account's Batch endpoint
+        self.transfers = None  # resource files (storage_files.py), set by bootstrap
+        self.packages = None  # application packages (package_install.py), set by bootstrap
 
     # the machine ----------------------------------------------------------------------------
 
@@ -106,6 +109,8 @@ class NodeAgent:
         self._start(pool, node)
 
     def _start(self, pool: Resource, node: Node) -> None:
+        if not self._install_pool_packages(pool, node):
+            return
         task = pool.body.get("startTask")
         if not task:
             self.pools.set_node_state(node, "idle")
@@ -117,6 +122,24 @@ class NodeAgent:
         else:
             node = self.pools.set_node_state(node, "idle")
             self.run_start_task(pool, node, task)
+
+    def _install_pool_packages(self, pool: Resource, node: Node) -> bool:
+        """The pool's application packages, before the start task, as Azure installs them; a
+        node that cannot get them is unusable, with the reason in its errors."""
+        references = pool.body.get("applicationPackageReferences")
+        if not references or self.packages is None:
+            return True
+        try:
+            self.packages.install(pool.internal["account"], references,
+                                  self.provider.temporary_disk(node.internal["machine_key"]))
+            return True
+        except (TransferFailed, MachineError) as exc:
+            details = exc.failure_info()["details"] if isinstance(exc, TransferFailed) else []
+            log.warning("node %s: application packages not installed: %s", node.id, exc)
+            self.pools.set_node_state(node, "unusable", errors=[{
+                "code": "ApplicationPackageError", "message": "The pool's application packages could not be "
+                "deployed to the node.", "errorDetails": details}])
+            return False
 
     def reboot(self, pool: Resource, node: Node) -> None:
         spec = self.machine_spec(node)
@@ -156,12 +179,18 @@ class NodeAgent:
             if retry:
                 info["lastRetryTime"] = started
             node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
-            outcome = self._run_once(pool, node, task)
-            exit_code = outcome.code
-            info.update({"state": "completed", "endTime": iso(now()), "exitCode": exit_code,
-                         "result": "success" if exit_code == 0 else "failure"})
-            if exit_code != 0:
-                info["failureInfo"] = failure_info(outcome, node.body["vmSize"])
+            download_failure = self._download_start_files(pool, node, task)
+            if download_failure is not None:
+                exit_code = None
+                info.update({"state": "completed", "endTime": iso(now()), "result": "failure",
+                             "failureInfo": download_failure})
+            else:
+                outcome = self._run_once(pool, node, task)
+                exit_code = outcome.code
+                info.update({"state": "completed", "endTime": iso(now()), "exitCode": exit_code,
+                             "result": "success" if exit_code == 0 else "failure"})
+                if exit_code != 0:
+                    info["failureInfo"] = failure_info(outcome, node.body["vmSize"])
             node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
             if exit_code == 0:
                 return True
@@ -171,6 +200,22 @@ class NodeAgent:
                 return False
             retry += 1
             time.sleep(min(1.0, 0.1 * retry))
+
+    def _download_start_files(self, pool: Resource, node: Node, task: dict) -> dict | None:
+        """The start task's resource files into its working directory: None, or the failureInfo."""
+        if not task.get("resourceFiles"):
+            return None
+        admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+        try:
+            disk = self.provider.temporary_disk(node.internal["machine_key"])
+            self.transfers.download_all(pool.internal["account"], task["resourceFiles"], NodePlace(
+                disk, "batch/tasks/startup/wd", None if admin else TASK_UID, None if admin else TASK_GID))
+        except TransferFailed as exc:
+            return exc.failure_info()
+        except (MachineError, OSError) as exc:
+            return {"category": "usererror", "code": "ResourceFileCreateFailed", "message": str(exc)[:300],
+                    "details": []}
+        return None
 
     def _run_once(self, pool: Resource, node: Node, task: dict) -> Exit:
         """Through the machine's command runner: its directories and output files are made
@@ -215,6 +260,8 @@ class NodeAgent:
             "HOME": f"{task_dir}/wd",
             "USER": "_azbatch" if task["userIdentity"]["autoUser"]["elevationLevel"] != "admin" else "root",
         }
+        if pool.body.get("applicationPackageReferences") and self.packages is not None:
+            env.update(self.packages.environment(account, pool.body["applicationPackageReferences"]))
         for pair in task.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]
         return env

@@ -85,18 +85,6 @@ def refuse_unhonoured(body: dict) -> None:
             raise bi.invalid(name, body[name], why)
 
 
-def application_packages(body: dict, field: str = "applicationPackageReferences") -> list:
-    """There are no applications in this service, so no reference can be satisfied: Azure's
-    answer for a reference to an application that does not exist."""
-    packages = bi.array(body, "applicationPackageReferences", field)
-    if packages:
-        from ..errors import Conflict
-        raise Conflict("InvalidApplicationPackageReferences", "One or more of the specified application package "
-                       "references are invalid: applications are not supported yet.",
-                       details=[{"key": "PropertyName", "value": field}])
-    return packages
-
-
 def vm_configuration(body: dict) -> dict:
     config = bi.obj(body, "virtualMachineConfiguration", required_=True)
     if body.get("cloudServiceConfiguration") is not None:
@@ -152,8 +140,10 @@ def start_task(body: dict, field: str = "startTask") -> dict | None:
         "environmentSettings": bi.name_value_pairs(task, "environmentSettings", f"{field}.environmentSettings"),
         "userIdentity": user_identity(task, f"{field}.userIdentity"),
     }
-    if task.get("resourceFiles"):
-        raise bi.invalid(f"{field}.resourceFiles", "...", "Resource files on start tasks are not supported yet.")
+    from .task_spec import resource_files  # task_spec builds on this module
+    files = resource_files(task, f"{field}.resourceFiles")
+    if files:
+        out["resourceFiles"] = files
     if task.get("containerSettings") is not None:
         raise bi.invalid(f"{field}.containerSettings", "...", "Container tasks are not supported yet.")
     return out

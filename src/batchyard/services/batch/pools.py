@@ -75,6 +75,7 @@ class Pools:
         self.lock = threading.RLock()
         self.allocator = None  # set by the allocator; poked whenever a pool has work
         self.node_root = None  # node -> host path of its AZ_BATCH_NODE_ROOT_DIR; set by bootstrap
+        self.applications = None  # checks applicationPackageReferences (applications.py); set by bootstrap
 
     # reading --------------------------------------------------------------------------------
 
@@ -130,6 +131,10 @@ class Pools:
                            "has started.")
         return root
 
+    def package_references(self, account: Resource, body: dict) -> list:
+        """applicationPackageReferences, each naming a package that exists (applications.py)."""
+        return self.applications.check_references(account.name, body)
+
     # creating -------------------------------------------------------------------------------
 
     def create(self, account: Resource, body: dict, auth: str) -> Resource:
@@ -159,7 +164,7 @@ class Pools:
             "startTask": pool_spec.start_task(body),
             "networkConfiguration": pool_spec.network_configuration(body),
             "metadata": bi.name_value_pairs(body, "metadata"),
-            "applicationPackageReferences": pool_spec.application_packages(body),
+            "applicationPackageReferences": self.package_references(account, body),
         }
         wire = {k: v for k, v in wire.items() if v is not None}
         moment = iso(now())
@@ -275,7 +280,7 @@ class Pools:
             if "metadata" in body:
                 pool.body["metadata"] = bi.name_value_pairs(body, "metadata")
             if "applicationPackageReferences" in body:
-                pool.body["applicationPackageReferences"] = pool_spec.application_packages(body)
+                pool.body["applicationPackageReferences"] = self.package_references(account, body)
             if "targetNodeCommunicationMode" in body:
                 pool.body["targetNodeCommunicationMode"] = bi.choice(
                     body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
@@ -293,7 +298,7 @@ class Pools:
             pool.body["metadata"] = bi.name_value_pairs(body, "metadata")
             if "applicationPackageReferences" not in body:
                 raise bi.missing("applicationPackageReferences")
-            pool.body["applicationPackageReferences"] = pool_spec.application_packages(body)
+            pool.body["applicationPackageReferences"] = self.package_references(account, body)
             return self._save(pool)
 
     def resize(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:

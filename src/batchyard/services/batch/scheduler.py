@@ -16,19 +16,14 @@ because its node rebooted, say) is ignored, so nothing is counted twice and noth
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import posixpath
 import queue
-import shutil
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...private_files import private_dir, private_opener
 from ...runtime import confined
 from ...runtime.commands import Exit
 from ...runtime.machines import MachineError, MachineProvider
@@ -40,6 +35,8 @@ from . import task_spec
 from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
+from .package_install import PackageInstaller
+from .storage_files import NodePlace, TransferFailed, Transfers
 from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent, failure_info
 from .pools import Pools, iso, new_etag, now, parse_time
 from .tasks import Tasks
@@ -52,7 +49,7 @@ FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
 WALL_CLOCK = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
               "message": "The task ran longer than the maximum time allowed by its constraints", "details": []}
 ENDED = {"category": "usererror", "code": "TaskEnded", "message": "Task Was Ended by User Request", "details": []}
-DOWNLOAD_FAILED = {"category": "usererror", "code": "ResourceFileDownloadFailure",
+DOWNLOAD_FAILED = {"category": "usererror", "code": "BlobDownloadMiscError",
                    "message": "One of the resource files could not be downloaded", "details": []}
 
 
@@ -83,6 +80,10 @@ class Scheduler(PokedLoop):
         self.dependents: dict[str, dict[str, set[str]]] = {}  # job -> dependency -> tasks waiting on it
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
+        self.uploads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="output-files")
+        self.transfers: Transfers | None = None  # resource and output files (storage_files.py), set by bootstrap
+        self.packages: PackageInstaller | None = None  # application packages, set by bootstrap
+        self.upload_failures: dict[tuple, dict] = {}  # (job, task, attempt) -> failureInfo of its outputs
         # node -> [tasks started, tasks succeeded] since the last flush
         self._touched: dict[tuple[str, str], list[int]] = {}
         self.side = SideTasks(self)
@@ -97,6 +98,7 @@ class Scheduler(PokedLoop):
     def stop(self) -> None:
         self.stop_loop()
         self.downloads.shutdown(wait=False, cancel_futures=True)
+        self.uploads.shutdown(wait=False, cancel_futures=True)
 
     def one_pass(self) -> None:
         with self.lock:
@@ -158,11 +160,33 @@ class Scheduler(PokedLoop):
 
     # ending ------------------------------------------------------------------------------------
 
-    def on_exit(self, key: tuple, attempt: int):
+    def on_exit(self, key: tuple, attempt: int, uploads: bool = False):
+        """The runner's callback for an attempt; with `uploads`, the task's outputFiles go first."""
         def record(outcome: Exit) -> None:
+            if uploads:
+                self.uploads.submit(self._upload_then_record, key, attempt, outcome)
+                return
             self.ended.put((key, attempt, outcome))
             self.poke()
         return record
+
+    def _upload_then_record(self, key: tuple, attempt: int, outcome: Exit) -> None:
+        """outputFiles go when the task's process has ended, before the task is seen as
+        ended, as Azure's node agent uploads them (on every attempt)."""
+        try:
+            with self.lock:
+                run = self.running.get(key)
+                task = self.store.get(*key)
+                wanted = run is not None and run.attempt == attempt and run.ending not in ("requeue", "delete")
+                failed = outcome.code != 0 or (run is not None and run.ending is not None)
+                job = self.jobs.store.get(key[0])
+            if wanted and task is not None and job is not None:
+                failure = self._upload_outputs(job, task, failed)
+                if failure is not None:
+                    self.upload_failures[(*key, attempt)] = failure
+        finally:
+            self.ended.put((key, attempt, outcome))
+            self.poke()
 
     def _record_ended(self) -> None:
         finished: list[tuple[Running, int]] = []
@@ -176,6 +200,7 @@ class Scheduler(PokedLoop):
                 continue
             run = self.running.get(key)
             if run is None or run.attempt != attempt:
+                self.upload_failures.pop((*key, attempt), None)
                 continue  # an attempt the service already gave up on
             self._free(run)
             finished.append((run, outcome))
@@ -235,7 +260,13 @@ class Scheduler(PokedLoop):
             info.update({"result": "failure", "failureInfo": ENDED})
             self._complete(job, task, code, ended=True)
             return
+        upload_failure = self.upload_failures.pop((run.job_key, run.task_key, run.attempt), None)
         failed = code != 0 or run.ending == "timeout"
+        if upload_failure is not None and not failed:
+            # Azure: the task fails with the upload's error, and is not retried for it.
+            info.update({"result": "failure", "failureInfo": upload_failure})
+            self._complete(job, task, code, ended=False, upload_error=True)
+            return
         if run.ending == "timeout":
             info["failureInfo"] = WALL_CLOCK
         elif outcome.out_of_memory:
@@ -252,16 +283,16 @@ class Scheduler(PokedLoop):
         info["result"] = "failure" if failed else "success"
         self._complete(job, task, code, ended=False)
 
-    def _complete(self, job: Resource, task: Task, code: int | None, ended: bool) -> None:
+    def _complete(self, job: Resource, task: Task, code: int | None, ended: bool, pre_processing: bool = False,
+                  upload_error: bool = False) -> None:
         self._set_state(task, "completed")
         task.ready = False
         failed = task.body["executionInfo"].get("result") == "failure"
-        options = task_spec.exit_options_for(task.body.get("exitConditions"), code, False)
+        options = task_spec.exit_options_for(task.body.get("exitConditions"), code, pre_processing, upload_error)
         task.internal["satisfies"] = not ended and options["dependencyAction"] == "satisfy"
         retention = task_spec.seconds(task.body["constraints"].get("retentionTime"))
         if retention is not None:
             task.internal["expires"] = time.time() + retention
-        self._upload_outputs(task, failed)
         action = options["jobAction"]
         if action != "none" and (not failed or job.body.get("onTaskFailure") == "performexitoptionsjobaction"):
             if action == "terminate" and job.body["state"] in ("active", "disabled", "disabling", "enabling"):
@@ -463,7 +494,7 @@ class Scheduler(PokedLoop):
     def _launch(self, job: Resource, task: Task, pool: Resource, node: Node) -> None:
         run = self.running[(task.job_key, task.key)]
         admin = task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
-        if not task.body.get("resourceFiles"):
+        if not task.body.get("resourceFiles") and not task.body.get("applicationPackageReferences"):
             self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
             return
         base, rel = self._on_disk(task)
@@ -480,15 +511,16 @@ class Scheduler(PokedLoop):
                              admin: bool) -> None:
         base, rel = place
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
+        account = _account_of(task.job_key)
         try:
-            for item in task.body["resourceFiles"]:
-                mode = int(item["fileMode"], 8) if item.get("fileMode") else 0o644
-                fd = confined.open_file(base, f"{rel}/wd/{item['filePath']}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                        *owner, mode=mode)
-                with urllib.request.urlopen(item["httpUrl"], timeout=60) as response, open(fd, "wb") as out:
-                    shutil.copyfileobj(response, out)
-                    os.fchmod(out.fileno(), mode)
+            packages = self.packages.install(account, task.body.get("applicationPackageReferences", []), base)
+            self.transfers.download_all(account, task.body.get("resourceFiles", []),
+                                        NodePlace(base, f"{rel}/wd", *owner))
         except Exception as exc:  # any failure to fetch is the task's failure, never a lost task
+            failure = exc.failure_info() if isinstance(exc, TransferFailed) else {
+                **DOWNLOAD_FAILED, "details": [{"name": "Reason", "value": str(exc)[:300]}]}
+            if not isinstance(exc, TransferFailed):
+                log.warning("task %s: resource files failed: %s", task.id, exc)
             with self.lock:
                 current = self.running.get((run.job_key, run.task_key))
                 if current is None or current.attempt != run.attempt:
@@ -496,10 +528,9 @@ class Scheduler(PokedLoop):
                 stored = self.store.get(run.job_key, run.task_key)
                 self._free(run)
                 if stored is not None:
-                    stored.body["executionInfo"].update({
-                        "endTime": iso(now()), "result": "failure",
-                        "failureInfo": {**DOWNLOAD_FAILED, "details": [{"name": "Reason", "value": str(exc)[:300]}]}})
-                    self._complete(self.jobs.store.get(run.job_key), stored, None, ended=False)
+                    stored.body["executionInfo"].update({"endTime": iso(now()), "result": "failure",
+                                                         "failureInfo": failure})
+                    self._complete(self.jobs.store.get(run.job_key), stored, None, ended=False, pre_processing=True)
                     self.store.update([stored])
             self.poke()
             return
@@ -511,9 +542,10 @@ class Scheduler(PokedLoop):
                 self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(137)))
                 self.poke()
                 return
-            self._start(job, task, pool, node, run, admin)
+            self._start(job, task, pool, node, run, admin, packages)
 
-    def _start(self, job, task, pool, node, run: Running, admin: bool) -> None:
+    def _start(self, job, task, pool, node, run: Running, admin: bool, packages: dict | None = None) -> None:
+        """packages: the variables of the task's application packages, installed just before."""
         task_dir = task.internal["dir"]
         env = self.agent.environment(pool, node, {"userIdentity": task.body["userIdentity"],
                                                   "environmentSettings": []}, task_dir)
@@ -522,6 +554,7 @@ class Scheduler(PokedLoop):
                     "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
                     "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd",
                     "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin" if not admin else "PoolAdmin"})
+        env.update(packages or {})
         for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]
         try:
@@ -529,7 +562,8 @@ class Scheduler(PokedLoop):
                 f"{run.job_key}|{run.task_key}|{run.attempt}", ["/bin/sh", "-c", task.body["commandLine"]], env,
                 f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
-                self.on_exit((run.job_key, run.task_key), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
+                self.on_exit((run.job_key, run.task_key), run.attempt, uploads=bool(task.body.get("outputFiles"))),
+                mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
@@ -621,37 +655,43 @@ class Scheduler(PokedLoop):
 
     # files ------------------------------------------------------------------------------------------
 
-    def _upload_outputs(self, task: Task, failed: bool) -> None:
-        """outputFiles to this service's own storage (see task_spec.output_container). Files
-        are read through descriptors opened without following links (confined.py)."""
+    def _upload_outputs(self, job: Resource, task: Task, failed: bool) -> dict | None:
+        """The task's outputFiles whose uploadCondition holds (storage_files.py): to Azure
+        Storage, or to this service's own store (`{account endpoint}/outputs/{container}`).
+        Returns the failureInfo of the first that fails."""
         place = self._on_disk(task)
-        if place is None or not task.body.get("outputFiles"):
-            return
+        if place is None:
+            return None
         base, rel = place
-        account = task.job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]
+        account = _account_of(task.job_key)
+        task_dir = task.internal["dir"]
+        env = {"AZ_BATCH_NODE_ROOT_DIR": NODE_ROOT, "AZ_BATCH_NODE_SHARED_DIR": f"{NODE_ROOT}/shared",
+               "AZ_BATCH_TASK_DIR": task_dir, "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
+               "AZ_BATCH_JOB_ID": job.name, "AZ_BATCH_TASK_ID": task.id}
+        for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
+            env[pair["name"]] = pair["value"]
+
+        def own_store(url: str) -> Path | None:
+            if self.transfers.storage.owner_of(url) is not None:
+                return None
+            container = task_spec.own_output_container(url)
+            return self.tasks.output_directory(account, container) if container else None
+
         for spec in task.body["outputFiles"]:
             condition = spec["uploadOptions"]["uploadCondition"]
             if (condition == "tasksuccess" and failed) or (condition == "taskfailure" and not failed):
                 continue
-            container = spec["destination"]["container"]
-            target = self.tasks.output_directory(account, task_spec.output_container(container["containerUrl"], ""))
-            prefix = container.get("path", "")
-            wildcard = any(c in spec["filePattern"] for c in "*?[")
             try:
-                for source in _matching(base, rel, spec["filePattern"]):
-                    name = source.rsplit("/", 1)[-1]
-                    name = f"{prefix.rstrip('/')}/{name}".lstrip("/") if wildcard or not prefix else prefix
-                    destination = target / name
-                    private_dir(destination.parent)
-                    with open(confined.open_file(base, f"{rel}/{source}", os.O_RDONLY), "rb") as src, \
-                            open(destination, "wb", opener=private_opener) as out:
-                        shutil.copyfileobj(src, out)
-            except OSError as exc:
+                self.transfers.upload(spec, base, NODE_ROOT, f"{task_dir}/wd", env, own_store)
+            except TransferFailed as exc:
+                log.info("task %s: output files not uploaded: %s", task.id, exc.message)
+                return exc.failure_info()
+            except Exception as exc:  # never a lost task: any failure is the task's upload error
                 log.warning("task %s: output files not uploaded: %s", task.id, exc)
-                task.body["executionInfo"].setdefault("failureInfo", {
-                    "category": "usererror", "code": "FileUploadMiscError",
-                    "message": "One of the output files could not be uploaded",
-                    "details": [{"name": "Reason", "value": str(exc)[:300]}]})
+                return {"category": "usererror", "code": "FileUploadMiscError",
+                        "message": "One of the output files could not be uploaded",
+                        "details": [{"name": "Reason", "value": str(exc)[:300]}]}
+        return None
 
     def _remove_expired_directories(self) -> None:
         expired = self.store.expired(time.time())
@@ -701,27 +741,9 @@ class Scheduler(PokedLoop):
         task.body["lastModified"] = moment
 
 
-def _matching(base: Path, task_rel: str, pattern: str) -> list[str]:
-    """Files (relative to the task directory) that a filePattern names; the pattern is
-    relative to the working directory, and may reach the task directory with ../ (as
-    Azure's `../std*.txt`). Links are never followed: the walk stays inside the task."""
-    target = posixpath.normpath(posixpath.join("wd", pattern))
-    if target.startswith("../") or target == ".." or posixpath.isabs(target):
-        return []
-    found = []
-    try:
-        root = confined.check_real_dirs(base, task_rel)
-    except OSError:
-        return []
-    for dirpath, _subdirs, filenames in os.walk(root, followlinks=False):
-        here = os.path.relpath(dirpath, root)
-        for name in filenames:
-            rel = name if here == "." else f"{here}/{name}"
-            if fnmatch.fnmatchcase(rel, target) and not os.path.islink(os.path.join(dirpath, name)):
-                found.append(rel)
-        if len(found) > 10000:
-            break
-    return sorted(found)
+def _account_of(job_key: str) -> str:
+    """The Batch account's name in a job's key (its lower-cased ARM id)."""
+    return job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]
 
 
 def _quietly(action, *args) -> None:

@@ -14,6 +14,7 @@ from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, failure_info
 from .pools import iso, now
+from .storage_files import NodePlace, TransferFailed
 
 log = logging.getLogger("batchyard.batch")
 FAILURE = {"category": "usererror", "code": "FailureExitCode",
@@ -28,6 +29,7 @@ def node_key(node: Node) -> str:
 class SideTasks:
     def __init__(self, scheduler):
         self.scheduler = scheduler
+        self.download_failures: dict[tuple, dict] = {}  # (key, attempt) -> failureInfo of its resource files
 
     def node_ready(self, job: Resource, pool: Resource, node: Node) -> bool:
         """May the job's tasks run on this node now? Starts the preparation task if needed."""
@@ -75,15 +77,42 @@ class SideTasks:
         for pair in job.body.get("commonEnvironmentSettings", []) + spec.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]
         key = ("side", kind, job.id.lower(), node_key(node))
+
+        def run() -> None:
+            try:
+                self.scheduler.provider.command_runner(node.internal["machine_key"]).run(
+                    f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", ["/bin/sh", "-c", spec["commandLine"]],
+                    env, f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
+                    f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", self.scheduler.on_exit(key, retry),
+                    mkdirs=(task_dir, f"{task_dir}/wd"))
+            except (MachineError, OSError) as exc:
+                log.warning("%s task of %s could not start on %s: %s", kind, job.name, node.id, exc)
+                self.scheduler.ended.put((key, retry, Exit(1)))
+                self.scheduler.poke()
+
+        if spec.get("resourceFiles"):
+            owner = (None, None) if admin else (TASK_UID, TASK_GID)
+            self.scheduler.downloads.submit(self._download_then_run, pool, node, spec, task_dir, owner, key, retry,
+                                            run)
+        else:
+            run()
+
+    def _download_then_run(self, pool: Resource, node: Node, spec: dict, task_dir: str, owner: tuple, key: tuple,
+                           retry: int, run) -> None:
+        """Resource files come before the command, outside the scheduler's lock (they may be large)."""
         try:
-            self.scheduler.provider.command_runner(node.internal["machine_key"]).run(
-                f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", ["/bin/sh", "-c", spec["commandLine"]], env,
-                f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
-                f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", self.scheduler.on_exit(key, retry),
-                mkdirs=(task_dir, f"{task_dir}/wd"))
-        except (MachineError, OSError) as exc:
-            log.warning("%s task of %s could not start on %s: %s", kind, job.name, node.id, exc)
-            self.record(key, retry, Exit(1))
+            disk = self.scheduler.provider.temporary_disk(node.internal["machine_key"])
+            self.scheduler.transfers.download_all(pool.internal["account"], spec["resourceFiles"],
+                                                  NodePlace(disk, f"{task_dir.removeprefix('/mnt/')}/wd", *owner))
+        except (TransferFailed, MachineError, OSError) as exc:
+            self.download_failures[(key, retry)] = exc.failure_info() if isinstance(exc, TransferFailed) else {
+                "category": "usererror", "code": "ResourceFileCreateFailed", "message": str(exc)[:300],
+                "details": []}
+            self.scheduler.ended.put((key, retry, Exit(1)))
+            self.scheduler.poke()
+            return
+        with self.scheduler.lock:
+            run()
 
     def record(self, key: tuple, attempt: int, outcome: Exit) -> None:
         code = outcome.code
@@ -92,6 +121,7 @@ class SideTasks:
         if job is None:
             return
         status = job.internal.get(kind, {}).get(nkey)
+        download_failure = self.download_failures.pop((key, attempt), None)
         if status is None or status.get("retryCount") != attempt:
             return
         retries = job.body["jobPreparationTask"]["constraints"]["maxTaskRetryCount"] if kind == "prep" else 0
@@ -103,7 +133,10 @@ class SideTasks:
                 return
         status.update({"state": "completed", "endTime": iso(now()), "exitCode": code,
                        "result": "success" if code == 0 else "failure"})
-        if code != 0:
+        if download_failure is not None:
+            status.pop("exitCode")
+            status["failureInfo"] = download_failure
+        elif code != 0:
             status["failureInfo"] = failure_info(outcome, self.scheduler.vm_size(nkey.split("|", 1)[0])) \
                 if outcome.out_of_memory else FAILURE
         self.scheduler.jobs.store.put(job)

@@ -86,25 +86,53 @@ def command_task(body: dict, field: str, job_retries: int = 0, with_id: bool = T
     return out
 
 
+SOURCES = ("httpUrl", "storageContainerUrl", "autoStorageContainerName")
+CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+
+
 def resource_files(body: dict, field: str) -> list[dict]:
+    """Azure's ResourceFile: exactly one source; with httpUrl, filePath is the file (required),
+    with a container it is the directory the blobs go to (optional)."""
     files = []
     for index, item in enumerate(bi.array(body, "resourceFiles", field, max_items=100)):
         where = f"{field}[{index}]"
         if not isinstance(item, dict):
             raise bi.invalid(where, item, "An object is required.")
-        for unsupported in ("storageContainerUrl", "autoStorageContainerName"):
-            if item.get(unsupported):
-                raise bi.invalid(f"{where}.{unsupported}", item[unsupported],
-                                 "Only httpUrl resource files are supported here.")
-        url = bi.string(item, "httpUrl", f"{where}.httpUrl", required_=True, max_len=4096)
-        if not url.lower().startswith(("http://", "https://")):
-            raise bi.invalid(f"{where}.httpUrl", url, "An http or https URL is required.")
-        path = bi.string(item, "filePath", f"{where}.filePath") or url.rstrip("/").rsplit("/", 1)[-1]
-        relative_path(path, f"{where}.filePath")
+        given = [name for name in SOURCES if item.get(name)]
+        if len(given) != 1:
+            raise bi.invalid(where, ", ".join(given) or "none", "Exactly one of autoStorageContainerName, "
+                             "storageContainerUrl and httpUrl must be given.")
+        source = given[0]
+        out: dict = {}
+        if source == "autoStorageContainerName":
+            name = bi.string(item, source, f"{where}.{source}")
+            if not CONTAINER_NAME.match(name):
+                raise bi.invalid(f"{where}.{source}", name, "A container name has 3-63 lower-case letters, digits "
+                                                             "and single hyphens.")
+            out[source] = name
+        else:
+            url = bi.string(item, source, f"{where}.{source}", max_len=8192)
+            if not url.lower().startswith(("http://", "https://")):
+                raise bi.invalid(f"{where}.{source}", url, "An http or https URL is required.")
+            out[source] = url
+        prefix = bi.string(item, "blobPrefix", f"{where}.blobPrefix", max_len=1024)
+        if prefix and source == "httpUrl":
+            raise bi.invalid(f"{where}.blobPrefix", prefix, "blobPrefix applies to a container, not to httpUrl.")
+        path = bi.string(item, "filePath", f"{where}.filePath", required_=source == "httpUrl", max_len=1024)
+        if path:
+            out["filePath"] = relative_path(path, f"{where}.filePath")
+        if prefix:
+            out["blobPrefix"] = prefix
         mode = item.get("fileMode")
         if mode is not None and (not isinstance(mode, str) or not re.fullmatch(r"0?[0-7]{3}", mode)):
             raise bi.invalid(f"{where}.fileMode", mode, "An octal file mode such as '0755' is required.")
-        files.append({"httpUrl": url, "filePath": path, **({"fileMode": mode} if mode else {})})
+        if mode:
+            out["fileMode"] = mode
+        identity = bi.obj(item, "identityReference", f"{where}.identityReference")
+        if identity:
+            out["identityReference"] = {"resourceId": bi.string(identity, "resourceId",
+                                                                f"{where}.identityReference.resourceId")}
+        files.append(out)
     return files
 
 
@@ -122,19 +150,31 @@ def output_files(body: dict, field: str = "outputFiles") -> list[dict]:
         if not isinstance(item, dict):
             raise bi.invalid(where, item, "An object is required.")
         pattern = bi.string(item, "filePattern", f"{where}.filePattern", required_=True, max_len=1024)
+        no_nul(pattern, f"{where}.filePattern")
         destination = bi.obj(item, "destination", f"{where}.destination", required_=True)
         container = bi.obj(destination, "container", f"{where}.destination.container", required_=True)
-        url = bi.string(container, "containerUrl", f"{where}.destination.container.containerUrl", required_=True)
-        output_container(url, f"{where}.destination.container.containerUrl")
+        url = bi.string(container, "containerUrl", f"{where}.destination.container.containerUrl", required_=True,
+                        max_len=8192)
+        if not url.lower().startswith(("https://", "http://")):
+            raise bi.invalid(f"{where}.destination.container.containerUrl", url, "An http or https URL is required: "
+                             "a container SAS URL, or {account endpoint}/outputs/{container} for this service's "
+                             "own output store.")
+        wire: dict = {"containerUrl": url}
         if container.get("path") is not None:
-            relative_path(bi.string(container, "path", f"{where}.destination.container.path"),
-                          f"{where}.destination.container.path")
+            wire["path"] = relative_path(bi.string(container, "path", f"{where}.destination.container.path"),
+                                         f"{where}.destination.container.path")
+        identity = bi.obj(container, "identityReference", f"{where}.destination.container.identityReference")
+        if identity:
+            wire["identityReference"] = {"resourceId": bi.string(
+                identity, "resourceId", f"{where}.destination.container.identityReference.resourceId")}
+        headers = bi.name_value_pairs(container, "uploadHeaders", f"{where}.destination.container.uploadHeaders")
+        if headers:
+            wire["uploadHeaders"] = headers
         options = bi.obj(item, "uploadOptions", f"{where}.uploadOptions", required_=True)
         condition = bi.choice(options, "uploadCondition", ("tasksuccess", "taskfailure", "taskcompletion"),
                               f"{where}.uploadOptions.uploadCondition", default="taskcompletion")
-        out.append({"filePattern": pattern, "destination": {"container": {
-            "containerUrl": url, **({"path": container["path"]} if container.get("path") else {})}},
-            "uploadOptions": {"uploadCondition": condition}})
+        out.append({"filePattern": pattern, "destination": {"container": wire},
+                    "uploadOptions": {"uploadCondition": condition}})
     return out
 
 
@@ -143,13 +183,17 @@ OUTPUT_CONTAINER = re.compile(r"/outputs/([a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?)/
 
 def output_container(url: str, field: str) -> str:
     """The service's own destination for output files: `{account endpoint}/outputs/{container}`
-    (read back with the file operations under that path). Azure Storage comes later."""
-    match = OUTPUT_CONTAINER.search(url.split("?", 1)[0]) if url.lower().startswith(("https://", "http://")) else None
+    (read back with the file operations under that path)."""
+    match = own_output_container(url)
     if match is None:
-        raise bi.invalid(field, url, "Output files go to this service's own storage: use "
-                                     "{account endpoint}/outputs/{container} (3-63 lower-case letters, digits, "
-                                     "hyphens); Azure Storage containers are not supported yet.")
-    return match.group(1)
+        raise bi.invalid(field, url, "This service's own output store is {account endpoint}/outputs/{container} "
+                                     "(3-63 lower-case letters, digits, hyphens).")
+    return match
+
+
+def own_output_container(url: str) -> str | None:
+    match = OUTPUT_CONTAINER.search(url.split("?", 1)[0]) if url.lower().startswith(("https://", "http://")) else None
+    return match.group(1) if match else None
 
 
 def depends_on(body: dict, uses_dependencies: bool) -> tuple[dict | None, list[str]]:
@@ -230,13 +274,20 @@ def _exit_options(options: dict, field: str) -> dict:
     }
 
 
-def exit_options_for(conditions: dict | None, exit_code: int | None, pre_processing_error: bool) -> dict:
-    """Which exitOptions apply to how a task ended (Azure's order: exact code, range, default)."""
+def exit_options_for(conditions: dict | None, exit_code: int | None, pre_processing_error: bool,
+                     file_upload_error: bool = False) -> dict:
+    """Which exitOptions apply to how a task ended (Azure's order: exact code, range, default;
+    an exit code listed in exitCodes or exitCodeRanges wins over a file upload error)."""
     conditions = conditions or {}
-    failed = pre_processing_error or exit_code != 0
+    failed = pre_processing_error or file_upload_error or exit_code != 0
     chosen = {"jobAction": "none", "dependencyAction": None}
+    listed = exit_code is not None and (
+        any(item["code"] == exit_code for item in conditions.get("exitCodes", []))
+        or any(item["start"] <= exit_code <= item["end"] for item in conditions.get("exitCodeRanges", [])))
     if pre_processing_error:
-        chosen = conditions.get("preProcessingError", chosen)
+        chosen = conditions.get("preProcessingError", conditions.get("default", chosen))
+    elif file_upload_error and not listed:
+        chosen = conditions.get("fileUploadError", conditions.get("default", chosen))
     elif exit_code is None:  # ended before it ran (terminated, or its files never came)
         chosen = conditions.get("default", chosen) if failed else chosen
     elif any(item["code"] == exit_code for item in conditions.get("exitCodes", [])):

@@ -34,6 +34,7 @@ class Tasks:
         self.lock = jobs.lock
         self.scheduler = None  # set by the scheduler
         self.task_root = None  # (task) -> host path of its directory, set at bootstrap
+        self.applications = None  # checks applicationPackageReferences (applications.py); set at bootstrap
 
     # adding -------------------------------------------------------------------------------------
 
@@ -123,7 +124,8 @@ class Tasks:
             "executionInfo": {"retryCount": 0, "requeueCount": 0},
         }
         if item.get("applicationPackageReferences"):
-            raise bi.invalid("applicationPackageReferences", "...", "Application packages are not supported yet.")
+            account = job.id.lower().split("/batchaccounts/", 1)[1].split("/", 1)[0]
+            body["applicationPackageReferences"] = self.applications.check_references(account, item)
         body = {k: v for k, v in body.items() if v is not None}
         return Task(job.id.lower(), body, {"depends_on": dependency_ids, "attempt": 0}, ready=not dependency_ids)
 
