@@ -14,6 +14,8 @@ from .runtime.layers import LayerStore
 from .runtime.machines import MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
+from .services.batch.autoscale.autoscaler import Autoscaler
+from .services.batch.autoscale.metrics import PoolMetrics
 from .services.batch.node_agent import NodeAgent, node_root
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
@@ -59,11 +61,13 @@ class Services:
     jobs: Jobs
     tasks: Tasks
     scheduler: Scheduler
+    autoscaler: Autoscaler
     management_pools: ManagementPools
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
 
     def close(self) -> None:
+        self.autoscaler.stop()
         self.scheduler.stop()
         self.allocator.stop()
         self.provider.stop_all()
@@ -115,6 +119,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
     jobs = Jobs(store, task_store, pools)
     tasks = Tasks(jobs, task_store, data / "outputs")
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
+    autoscaler = Autoscaler(pools, PoolMetrics(jobs, task_store, pools.nodes, provider,
+                                               settings.autoscale_sample_seconds), settings)
     allocator.scheduler = scheduler
     accounts.on_delete(pools.delete_all)
 
@@ -126,13 +132,14 @@ def build(settings: Settings, namespaces: bool) -> Services:
 
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
-                        jobs=jobs, tasks=tasks, scheduler=scheduler,
+                        jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret)
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)
     allocator.start()
     scheduler.start()
+    autoscaler.start()
     storage.reclaim()
     return services
 
