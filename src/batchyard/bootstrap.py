@@ -17,6 +17,7 @@ from .services.batch.allocation import Allocator
 from .services.batch.autoscale.autoscaler import Autoscaler
 from .services.batch.autoscale.metrics import PoolMetrics
 from .services.batch.node_agent import NodeAgent, node_root
+from .services.batch.job_schedules import JobSchedules
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
 from .services.batch.pools import Pools
@@ -62,11 +63,13 @@ class Services:
     tasks: Tasks
     scheduler: Scheduler
     autoscaler: Autoscaler
+    job_schedules: JobSchedules
     management_pools: ManagementPools
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
 
     def close(self) -> None:
+        self.job_schedules.stop()
         self.autoscaler.stop()
         self.scheduler.stop()
         self.allocator.stop()
@@ -121,6 +124,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
     autoscaler = Autoscaler(pools, PoolMetrics(jobs, task_store, pools.nodes, provider,
                                                settings.autoscale_sample_seconds), settings)
+    job_schedules = JobSchedules(store, jobs, settings)
     allocator.scheduler = scheduler
     accounts.on_delete(pools.delete_all)
 
@@ -133,6 +137,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
+                        job_schedules=job_schedules,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret)
     restored = vms.restore()
     if restored:
@@ -140,6 +145,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     allocator.start()
     scheduler.start()
     autoscaler.start()
+    job_schedules.start()
     storage.reclaim()
     return services
 

@@ -47,8 +47,13 @@ class Jobs:
     # creating -------------------------------------------------------------------------------
 
     def create(self, account: Resource, body: dict) -> Resource:
+        return self.add(account, self.build(account, body))
+
+    def build(self, account: Resource, body: dict, job_id: str | None = None) -> Resource:
+        """A new job from its body, checked, not stored; `job_id` is one the service chose
+        (a job schedule's `{schedule}:job-N`)."""
         body = bi.body_object(body)
-        job_id = task_spec.entity_id(body.get("id"))
+        job_id = job_id or task_spec.entity_id(body.get("id"))
         pool_info = bi.obj(body, "poolInfo", required_=True)
         if pool_info.get("autoPoolSpecification") is not None:
             raise bi.invalid("poolInfo.autoPoolSpecification", "...", "Auto pools are not supported yet; name a "
@@ -84,18 +89,20 @@ class Jobs:
         wire.update({"eTag": new_etag(), "lastModified": moment, "creationTime": moment, "state": "active",
                      "stateTransitionTime": moment,
                      "executionInfo": {"startTime": moment, "poolId": pool_id}})
-        job = Resource(id=f"{account.id}/jobs/{job_id}", type=JOB_TYPE, subscription=account.subscription,
-                       resource_group=account.resource_group, name=job_id, body=wire,
-                       internal={"account": account.name, "pool_key": self.pools.key(account, pool_id)})
+        return Resource(id=f"{account.id}/jobs/{job_id}", type=JOB_TYPE, subscription=account.subscription,
+                        resource_group=account.resource_group, name=job_id, body=wire,
+                        internal={"account": account.name, "pool_key": self.pools.key(account, pool_id)})
+
+    def add(self, account: Resource, job: Resource) -> Resource:
         with self.lock:
             if self.store.get(job.id) is not None:
                 raise Conflict("JobExists", "The specified job already exists.")
-            self._check_active_job_quota(account)
+            self.check_active_job_quota(account)
             self.store.put(job)
         self._poke()
         return job
 
-    def _check_active_job_quota(self, account: Resource) -> None:
+    def check_active_job_quota(self, account: Resource) -> None:
         """Azure counts jobs until they complete (completed ones have no limit)."""
         active = sum(1 for job in self.list(account) if job.body["state"] != "completed")
         if active >= self.pools.accounts.quotas(account)["activeJobAndJobScheduleQuota"]:
