@@ -17,6 +17,7 @@ from .services.batch.allocation import Allocator
 from .services.batch.autoscale.autoscaler import Autoscaler
 from .services.batch.autoscale.metrics import PoolMetrics
 from .services.batch.node_agent import NodeAgent, node_root
+from .services.batch.auto_pools import AutoPools
 from .services.batch.job_schedules import JobSchedules
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
@@ -64,11 +65,13 @@ class Services:
     scheduler: Scheduler
     autoscaler: Autoscaler
     job_schedules: JobSchedules
+    auto_pools: AutoPools
     management_pools: ManagementPools
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
 
     def close(self) -> None:
+        self.auto_pools.stop()
         self.job_schedules.stop()
         self.autoscaler.stop()
         self.scheduler.stop()
@@ -125,6 +128,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
     autoscaler = Autoscaler(pools, PoolMetrics(jobs, task_store, pools.nodes, provider,
                                                settings.autoscale_sample_seconds), settings)
     job_schedules = JobSchedules(store, jobs, settings)
+    auto_pools = AutoPools(jobs, pools, store)
+    jobs.task_service = tasks
     allocator.scheduler = scheduler
     accounts.on_delete(pools.delete_all)
 
@@ -137,7 +142,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
-                        job_schedules=job_schedules,
+                        job_schedules=job_schedules, auto_pools=auto_pools,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret)
     restored = vms.restore()
     if restored:
@@ -146,6 +151,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     scheduler.start()
     autoscaler.start()
     job_schedules.start()
+    auto_pools.start()
     storage.reclaim()
     return services
 

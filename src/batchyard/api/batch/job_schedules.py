@@ -23,7 +23,7 @@ def schedule_view(ctx: BatchContext, schedule) -> dict:
 
 
 async def create_schedule(ctx: BatchContext) -> Response:
-    schedule = await ctx.call(ctx.services.job_schedules.create, ctx.account, await ctx.json())
+    schedule = await ctx.call(ctx.services.job_schedules.create, ctx.account, await ctx.json(), ctx.auth)
     return empty_response(201, schedule.body["eTag"], schedule.body["lastModified"],
                           ctx.url("jobschedules", schedule.name))
 

@@ -31,7 +31,7 @@ def task_view(ctx: BatchContext, job_id: str, task) -> dict:
 # jobs ---------------------------------------------------------------------------------------------
 
 async def create_job(ctx: BatchContext) -> Response:
-    job = await ctx.call(ctx.services.jobs.create, ctx.account, await ctx.json())
+    job = await ctx.call(ctx.services.jobs.create, ctx.account, await ctx.json(), ctx.auth)
     return empty_response(201, job.body["eTag"], job.body["lastModified"], ctx.url("jobs", job.name))
 
 

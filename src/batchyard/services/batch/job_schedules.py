@@ -18,15 +18,18 @@ makes their jobs.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from ...store.resources import Resource, ResourceStore
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, ServiceError
 from . import batch_input as bi
 from . import task_spec
 from .background import PokedLoop
 from .durations import format_duration, parse_duration
-from .pools import check_conditions, iso, new_etag, now, parse_time
+from .pools import PoolAuth, check_conditions, iso, new_etag, now, parse_time
+
+log = logging.getLogger("batchyard.batch")
 
 SCHEDULE_TYPE = "Microsoft.Batch/batchAccounts/jobSchedules"
 ENDED_STATES = ("completed", "deleting")
@@ -70,7 +73,7 @@ class JobSchedules(PokedLoop):
 
     # creating and changing --------------------------------------------------------------------
 
-    def create(self, account: Resource, body: dict) -> Resource:
+    def create(self, account: Resource, body: dict, auth: str) -> Resource:
         body = bi.body_object(body)
         schedule_id = task_spec.entity_id(body.get("id"))
         moment = iso(now())
@@ -83,7 +86,8 @@ class JobSchedules(PokedLoop):
         wire = {k: v for k, v in wire.items() if v is not None}
         schedule = Resource(id=f"{account.id}/jobschedules/{schedule_id}", type=SCHEDULE_TYPE,
                             subscription=account.subscription, resource_group=account.resource_group,
-                            name=schedule_id, body=wire, internal={"account": account.name, "jobs_made": 0})
+                            name=schedule_id, body=wire,
+                            internal={"account": account.name, "jobs_made": 0, "auth": auth})
         self._plan_first(schedule)
         with self.lock:
             if self.store.get(schedule.id) is not None:
@@ -203,7 +207,7 @@ class JobSchedules(PokedLoop):
             self.store.delete(schedule.id)
         elif state == "terminating":
             if recent is not None and recent.body["state"] not in ENDED_STATES + ("terminating",):
-                self.jobs.begin_termination(recent, "UserTerminate")
+                self.jobs.begin_termination(recent, "TerminateJobSchedule")
             elif recent is None or recent.body["state"] in ENDED_STATES:
                 self._complete(schedule)
         elif state == "active":
@@ -253,11 +257,14 @@ class JobSchedules(PokedLoop):
         account_id = schedule.id.rsplit("/jobschedules/", 1)[0]
         account = self.jobs.pools.accounts.store.get(account_id)
         job_id = f"{schedule.name}:job-{number}"
-        job = self.jobs.build(account, schedule.body["jobSpecification"], job_id=job_id)
-        job.internal["job_schedule"] = schedule.id.lower()
-        self.jobs.store.put(job)
-        self.jobs.save(job)
         schedule.internal["jobs_made"] = number
+        try:
+            job = self.jobs.build(account, schedule.body["jobSpecification"], job_id=job_id)
+            job.internal["job_schedule"] = schedule.id.lower()
+            self.jobs.add(account, job, schedule.internal.get("auth", PoolAuth.SHARED_KEY), schedule)
+        except ServiceError as exc:  # a quota reached, an auto pool refused: this run is skipped
+            log.warning("job schedule %s: job %s not made: %s", schedule.name, job_id, exc.message)
+            return
         schedule.body["executionInfo"]["recentJob"] = {"id": job_id}
 
     def _complete(self, schedule: Resource) -> None:

@@ -35,7 +35,7 @@ from ...runtime.machines import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
-from . import task_spec
+from . import job_manager, task_spec
 from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
@@ -242,6 +242,9 @@ class Scheduler(PokedLoop):
         if retention is not None:
             task.internal["expires"] = time.time() + retention
         self._upload_outputs(task, failed)
+        if job_manager.ends_job(job, task) and job.body["state"] in ("active", "disabled", "disabling", "enabling"):
+            self.jobs.begin_termination(job, "JMComplete")
+            return
         action = options["jobAction"]
         if action != "none" and (not failed or job.body.get("onTaskFailure") == "performexitoptionsjobaction"):
             if action == "terminate" and job.body["state"] in ("active", "disabled", "disabling", "enabling"):
@@ -401,7 +404,9 @@ class Scheduler(PokedLoop):
                 continue
             launched = []
             for task in self.store.runnable(job_key, budget):
-                node_id = self._choose_node(free, task.body.get("requiredSlots", 1), pack)
+                offered = {n: f for n, f in free.items() if nodes[n].body["isDedicated"]} \
+                    if task.internal.get("dedicated_only") else free
+                node_id = self._choose_node(offered, task.body.get("requiredSlots", 1), pack)
                 if node_id is None:
                     continue
                 free[node_id] -= task.body.get("requiredSlots", 1)
