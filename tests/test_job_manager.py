@@ -81,3 +81,58 @@ def test_auto_pool_goes_with_its_job(clients, batch):
     with pytest.raises(HttpResponseError) as caught:
         batch.create_job({"id": "bad-life", "poolInfo": {"autoPoolSpecification": {"pool": pool_spec}}})
     assert error_values(caught)["PropertyName"] == "poolInfo.autoPoolSpecification.poolLifetimeOption"
+
+
+MANAGER_CALLS = """printf '%s\\n' "$CA_PEM" > ca.pem
+call() { curl -s --cacert ca.pem -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer $AZ_BATCH_AUTHENTICATION_TOKEN" "$@"; }
+call -X POST -H 'Content-Type: application/json; odata=minimalmetadata' -d '{"id":"from-manager","commandLine":"echo added"}' "$AZ_BATCH_ACCOUNT_URL/jobs/$AZ_BATCH_JOB_ID/tasks?api-version=2025-06-01"
+call "$AZ_BATCH_ACCOUNT_URL/pools?api-version=2025-06-01"
+call "$AZ_BATCH_ACCOUNT_URL/jobs/other-job?api-version=2025-06-01"
+echo
+echo "$AZ_BATCH_ACCOUNT_URL"
+echo "$AZ_BATCH_AUTHENTICATION_TOKEN"
+"""
+
+
+def test_job_manager_token_reaches_its_own_job_only(clients, batch):
+    from azure.core.credentials import AccessToken
+    from azure.batch import BatchClient
+
+    ca_pem = open(clients.info["ca_bundle"]).read()
+    batch.create_job({"id": "other-job", "poolInfo": {"poolId": POOL}})
+    batch.create_job({"id": "jm-token", "poolInfo": {"poolId": POOL}, "jobManagerTask": {
+        "id": "manager", "commandLine": f"/bin/sh -c '{MANAGER_CALLS.replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}'",
+        "killJobOnCompletion": False, "authenticationTokenSettings": {"access": ["job"]},
+        "environmentSettings": [{"name": "CA_PEM", "value": ca_pem}]}})
+    wait_for(lambda: batch.get_task("jm-token", "manager").state == "completed", what="the manager task")
+    lines = b"".join(batch.download_task_file("jm-token", "manager", "stdout.txt")).decode().splitlines()
+    assert lines[0].split() == ["201", "403", "403"]  # its own job; not the pools, not another job
+    assert lines[1].startswith("https://100.64.0.1:")  # the service's gateway on the node's network
+    # azure-batch 15 dropped the property from its models; the wire still carries it
+    assert batch.get_task("jm-token", "manager")["authenticationTokenSettings"] == {"access": ["job"]}
+    added = wait_for(lambda: (t := batch.get_task("jm-token", "from-manager")).state == "completed" and t,
+                     what="the task the manager added")
+    assert added.execution_info.result == "success"
+
+    class Token:
+        def __init__(self, value):
+            self.value = value
+
+        def get_token(self, *scopes, **kwargs):
+            return AccessToken(self.value, 2**31)
+
+    token = lines[2]
+    as_task = BatchClient(clients.info["batch_endpoint"], Token(token), connection_verify=clients.info["ca_bundle"])
+    assert as_task.get_job("jm-token").id == "jm-token"
+    with pytest.raises(HttpResponseError) as caught:
+        as_task.get_job("other-job")
+    assert caught.value.status_code == 403 and caught.value.error.code == "AuthorizationFailure"
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(HttpResponseError) as caught:
+        BatchClient(clients.info["batch_endpoint"], Token(forged),
+                    connection_verify=clients.info["ca_bundle"]).get_job("jm-token")
+    assert caught.value.status_code == 401
+    batch.begin_delete_job("jm-token", polling_interval=1).result()
+    with pytest.raises(HttpResponseError) as caught:
+        as_task.get_job("jm-token")
+    assert caught.value.status_code == 401  # the token's job is gone

@@ -19,6 +19,7 @@ from .services.batch.autoscale.metrics import PoolMetrics
 from .services.batch.node_agent import NodeAgent, node_root
 from .services.batch.auto_pools import AutoPools
 from .services.batch.job_schedules import JobSchedules
+from .services.batch.task_tokens import TaskTokens
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
 from .services.batch.pools import Pools
@@ -66,6 +67,7 @@ class Services:
     autoscaler: Autoscaler
     job_schedules: JobSchedules
     auto_pools: AutoPools
+    task_tokens: TaskTokens
     management_pools: ManagementPools
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
@@ -130,6 +132,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
     job_schedules = JobSchedules(store, jobs, settings)
     auto_pools = AutoPools(jobs, pools, store)
     jobs.task_service = tasks
+    task_tokens = TaskTokens(identity, jobs)
+    scheduler.task_tokens = task_tokens
     allocator.scheduler = scheduler
     accounts.on_delete(pools.delete_all)
 
@@ -143,6 +147,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
                         job_schedules=job_schedules, auto_pools=auto_pools,
+                        task_tokens=task_tokens,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret)
     restored = vms.restore()
     if restored:

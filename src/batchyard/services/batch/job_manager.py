@@ -3,7 +3,7 @@
 Azure's defaults: `killJobOnCompletion` true (the job is terminated, terminateReason
 JMComplete, when the task completes), `runExclusive` true (the task takes every slot of
 its node, so nothing else runs there meanwhile), `allowLowPriorityNode` true (false keeps
-it to dedicated nodes), `requiredSlots` 1. `authenticationTokenSettings` is recorded.
+it to dedicated nodes), `requiredSlots` 1. With `authenticationTokenSettings` the task gets a token for its job (task_tokens.py).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def start(tasks, account: Resource, job: Resource, pool: Resource | None) -> Non
     item["requiredSlots"] = slots
     task = tasks.create(account, job.name, item)
     task.internal["job_manager"] = True
+    if "authenticationTokenSettings" in spec:
+        task.body["authenticationTokenSettings"] = spec["authenticationTokenSettings"]
     task.internal["dedicated_only"] = not spec["allowLowPriorityNode"]
     tasks.store.update([task])
 

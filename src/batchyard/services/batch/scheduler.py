@@ -88,6 +88,7 @@ class Scheduler(PokedLoop):
         self._touched: dict[tuple[str, str], list[int]] = {}
         self.side = SideTasks(self)
         self.multi = multi_instance.MultiInstance(self)
+        self.task_tokens = None  # issues AZ_BATCH_AUTHENTICATION_TOKEN; set at bootstrap
         jobs.scheduler = tasks.scheduler = self
         tasks.task_root = self.task_root
 
@@ -551,6 +552,8 @@ class Scheduler(PokedLoop):
         for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]
         env.update(task.internal.get("multi_env", {}).get(node.id, {}))
+        if task.body.get("authenticationTokenSettings") and self.task_tokens is not None:
+            env["AZ_BATCH_AUTHENTICATION_TOKEN"] = self.task_tokens.issue(pool.internal["account"], job.name)
         return env
 
     # nodes ----------------------------------------------------------------------------------------
