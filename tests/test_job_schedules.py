@@ -17,13 +17,18 @@ POOL = "scheduled"
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory):
+def scheduling(tmp_path_factory):
     env = {"BATCHYARD_MIN_RECURRENCE_INTERVAL": "1"}
     with Server(tmp_path_factory.mktemp("schedules") / "data", extra_env=env) as srv:
         clients = Clients(srv.info)
         clients.batch_key.create_pool(base_pool(clients, POOL, dedicated=1))
         pool_settled(clients.batch_key, POOL)
-        yield clients.batch_key
+        yield clients
+
+
+@pytest.fixture(scope="module")
+def batch(scheduling):
+    return scheduling.batch_key
 
 
 def spec(**extra) -> dict:
@@ -124,3 +129,18 @@ def test_operations_and_errors(batch):
     with pytest.raises(HttpResponseError) as caught:
         batch.enable_job_schedule("ops")
     assert caught.value.status_code == 409
+
+
+def test_schedule_auto_pool_is_shared_by_its_jobs_and_goes_with_it(scheduling, batch):
+    pool = {k: v for k, v in base_pool(scheduling, "unused", dedicated=0).items() if k != "id"}
+    batch.create_job_schedule({"id": "pooled", "schedule": {"recurrenceInterval": "PT1S"}, "jobSpecification": {
+        "poolInfo": {"autoPoolSpecification": {"autoPoolIdPrefix": "sched", "poolLifetimeOption": "jobschedule",
+                                               "pool": pool}}}})
+    wait_for(lambda: schedule_jobs(batch, "pooled") == ["pooled:job-1"], what="the first job")
+    pool_id = batch.get_job("pooled:job-1").execution_info.pool_id
+    assert pool_id.startswith("sched_") and batch.get_pool(pool_id).state == "active"
+    batch.begin_terminate_job("pooled:job-1", {"terminateReason": "next"}, polling_interval=1).result()
+    wait_for(lambda: "pooled:job-2" in schedule_jobs(batch, "pooled"), what="the second job")
+    assert batch.get_job("pooled:job-2").execution_info.pool_id == pool_id
+    batch.begin_terminate_job_schedule("pooled", polling_interval=1).result()
+    wait_for(lambda: pool_id not in [p.id for p in batch.list_pools()], what="the schedule's pool to go")

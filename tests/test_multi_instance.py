@@ -4,15 +4,12 @@ command line on the primary; listsubtasks shows the two subtasks."""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-
 import pytest
 from azure.core.exceptions import HttpResponseError
 
 from conftest import pool_settled, wait_for
 from test_batch_pools import base_pool, error_values
+from test_batch_tasks import web_files  # noqa: F401 (a fixture)
 
 POOL = "mpi"
 REPORT = "/bin/sh -c 'echo $AZ_BATCH_HOST_LIST $AZ_BATCH_MASTER_NODE $AZ_BATCH_IS_CURRENT_NODE_MASTER " \
@@ -26,22 +23,11 @@ def batch(clients):
     return clients.batch_key
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    root = tmp_path_factory.mktemp("common")
-    (root / "common.txt").write_text("common-file\n")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
-def test_three_instances_on_three_nodes(batch, web):
+def test_three_instances_on_three_nodes(batch, web_files):
     batch.create_job({"id": "mpi-job", "poolInfo": {"poolId": POOL}})
     batch.create_task("mpi-job", {"id": "mpi", "commandLine": REPORT, "multiInstanceSettings": {
         "numberOfInstances": 3, "coordinationCommandLine": REPORT,
-        "commonResourceFiles": [{"httpUrl": f"{web}/common.txt", "filePath": "common.txt"}]}})
+        "commonResourceFiles": [{"httpUrl": f"{web_files}/input.txt", "filePath": "common.txt"}]}})
     task = wait_for(lambda: (t := batch.get_task("mpi-job", "mpi")).state == "completed" and t, timeout=60,
                     what="the multi-instance task")
     assert task.execution_info.result == "success" and task.multi_instance_settings.number_of_instances == 3
@@ -53,7 +39,7 @@ def test_three_instances_on_three_nodes(batch, web):
     hosts, master, is_master, shared, node_id = main[0].split()
     assert sorted(hosts.split(",")) == sorted(addresses.values()) and hosts.split(",")[0] == addresses[primary]
     assert (master, is_master, shared, node_id) == (f"{addresses[primary]}:6000", "true", task_dir, primary)
-    assert main[1] == "common-file"
+    assert main[1] == "downloaded-input"
 
     subtasks = list(batch.list_subtasks("mpi-job", "mpi"))
     assert [s.id for s in subtasks] == [1, 2]
@@ -64,7 +50,7 @@ def test_three_instances_on_three_nodes(batch, web):
         out = b"".join(batch.download_node_file(POOL, sub.node_info.node_id,
                                                 "workitems/mpi-job/job-1/mpi/stdout.txt")).decode().splitlines()
         assert out[0] == f"{hosts} {master} false {task_dir} {sub.node_info.node_id}"
-        assert out[1] == "common-file"
+        assert out[1] == "downloaded-input"
 
 
 def test_failed_coordination_fails_the_task_and_more_instances_than_nodes_wait(batch):

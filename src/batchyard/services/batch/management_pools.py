@@ -16,7 +16,7 @@ from typing import Any
 
 from ...store.resources import Resource
 from ..arm_ids import ResourceId
-from ..errors import Conflict, InvalidInput, NotFound, ServiceError
+from ..errors import InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
 from . import odata, pool_spec
 from . import pool_arm_shape as shape
