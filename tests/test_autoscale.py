@@ -13,15 +13,11 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from conftest import Clients, Server, wait_for
+from test_autoscale_formula import pending_tasks_formula
 from test_batch_pools import base_pool, error_values
 
 # Azure's "Pending tasks" sample formula, starting from no node, at most 3, over 10 s of samples.
-PENDING_TASKS = """startingNumberOfVMs = 0;
-maxNumberofVMs = 3;
-pendingTaskSamplePercent = $PendingTasks.GetSamplePercent(10 * TimeInterval_Second);
-pendingTaskSamples = pendingTaskSamplePercent < 70 ? startingNumberOfVMs : avg($PendingTasks.GetSample(10 * TimeInterval_Second));
-$TargetDedicatedNodes=min(maxNumberofVMs, pendingTaskSamples);
-$NodeDeallocationOption = taskcompletion;"""
+PENDING_TASKS = pending_tasks_formula(starting=0, most=3, seconds=10)
 
 TIME_BASED = """$curTime = time();
 $workHours = $curTime.hour >= 8 && $curTime.hour < 18;

@@ -66,13 +66,18 @@ def test_results_of_a_single_assignment_and_of_an_empty_formula():
     assert run(";;").results == run("").results
 
 
-def test_pending_tasks_formula_from_azures_documentation():
-    formula = """startingNumberOfVMs = 1;
-    maxNumberofVMs = 25;
-    pendingTaskSamplePercent = $PendingTasks.GetSamplePercent(180 * TimeInterval_Second);
-    pendingTaskSamples = pendingTaskSamplePercent < 70 ? startingNumberOfVMs : avg($PendingTasks.GetSample(180 * TimeInterval_Second));
+def pending_tasks_formula(starting: int = 1, most: int = 25, seconds: int = 180) -> str:
+    """Azure's documented "Pending tasks" formula; its numbers are the user's to adjust."""
+    return f"""startingNumberOfVMs = {starting};
+    maxNumberofVMs = {most};
+    pendingTaskSamplePercent = $PendingTasks.GetSamplePercent({seconds} * TimeInterval_Second);
+    pendingTaskSamples = pendingTaskSamplePercent < 70 ? startingNumberOfVMs : avg($PendingTasks.GetSample({seconds} * TimeInterval_Second));
     $TargetDedicatedNodes=min(maxNumberofVMs, pendingTaskSamples);
     $NodeDeallocationOption = taskcompletion;"""
+
+
+def test_pending_tasks_formula_from_azures_documentation():
+    formula = pending_tasks_formula()
     few = run(formula, PendingTasks=[40, 40])
     assert few.results == ("$TargetDedicatedNodes=1;$TargetLowPriorityNodes=0;$NodeDeallocationOption=taskcompletion;"
                            "maxNumberofVMs=25;pendingTaskSamplePercent=33.333333333333336;pendingTaskSamples=1;"

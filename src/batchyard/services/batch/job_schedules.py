@@ -228,11 +228,12 @@ class JobSchedules(PokedLoop):
             if not busy:
                 self._complete(schedule)
             return
+        window = plan.get("startWindow")
+        if window and moment > due + parse_duration(window, "startWindow"):
+            self._next_due(schedule, due)  # missed its window (a job was active, or it was disabled)
+            self._save(schedule)
+            return
         if moment < due or busy:
-            window = plan.get("startWindow")
-            if busy and window and moment > due + parse_duration(window, "startWindow"):
-                self._next_due(schedule, due)  # missed its window: the next recurrence
-                self._save(schedule)
             return
         self._make_job(schedule)
         self._next_due(schedule, due)
