@@ -4,7 +4,7 @@ service-defined metric, kept in memory for a day (a restart starts the history a
 a new pool's does in Azure).
 
 Task metrics count the tasks of the pool's jobs that are not completed: `$ActiveTasks`
-(active, dependencies satisfied or not), `$RunningTasks`, `$PendingTasks` (their sum),
+(active with their dependencies met), `$RunningTasks`, `$PendingTasks` (their sum),
 `$SucceededTasks` and `$FailedTasks` (completed tasks of those jobs). Node metrics:
 `$SampleNodeCount`, `$PreemptedNodeCount`, `$UsableNodeCount` (idle or running).
 Resource metrics come from the nodes' machines (`runtime/usage.py`): `$CPUPercent` and
@@ -75,10 +75,10 @@ class PoolMetrics:
         for job in self.jobs.all_jobs():
             if job.internal.get("pool_key") != pool_key or job.body["state"] in ("completed", "deleting"):
                 continue
+            # active with their dependencies met, as Azure counts them
+            counts["$ActiveTasks"] += self.tasks_store.count_runnable(job.id.lower())
             for (state, result), (number, _) in self.tasks_store.count_by_state(job.id.lower()).items():
-                if state in ("active", "preparing"):
-                    counts["$ActiveTasks"] += number
-                elif state == "running":
+                if state == "running":
                     counts["$RunningTasks"] += number
                 elif state == "completed":
                     counts["$SucceededTasks" if result == "success" else "$FailedTasks"] += number
