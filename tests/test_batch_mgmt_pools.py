@@ -236,21 +236,36 @@ def test_identity_and_tags_are_recorded_and_can_be_changed(clients, base_referen
     assert error.error.target == "identity.userAssignedIdentities"
 
 
-def test_autoscale_is_refused_and_disable_autoscale_keeps_fixed_targets(clients, base_reference):
+def test_autoscale_settings_are_the_data_planes_autoscale(clients, base_reference):
     reference, agent = base_reference
     mgmt = clients.batch_mgmt.pool
     body = arm_pool(reference, agent)
-    body["properties"]["scaleSettings"] = {"autoScale": {"formula": "$TargetDedicatedNodes=1",
+    body["properties"]["scaleSettings"] = {"autoScale": {"formula": "$TargetDedicatedNodes = 1 +",
                                                          "evaluationInterval": "PT5M"}}
-    error = arm_error(400, "InvalidPropertyValue", mgmt.create, RG, ACCOUNT, "auto", body)
-    assert error.error.target == "properties.scaleSettings.autoScale" and "Autoscale" in error.error.message
+    error = arm_error(400, "AutoScalingFormulaSyntaxError", mgmt.create, RG, ACCOUNT, "auto", body)
+    assert "line 1, column 28" in error.error.message
     arm_error(404, "PoolNotFound", mgmt.get, RG, ACCOUNT, "auto")
-    mgmt.create(RG, ACCOUNT, "fixed", arm_pool(reference, agent, dedicated=0))
-    pool = mgmt.disable_auto_scale(RG, ACCOUNT, "fixed")
+    body["properties"]["scaleSettings"]["autoScale"]["formula"] = "$TargetDedicatedNodes=1"
+    pool = mgmt.create(RG, ACCOUNT, "auto", body)
+    assert pool.scale_settings.auto_scale.formula == "$TargetDedicatedNodes=1"
+    assert pool.scale_settings.auto_scale.evaluation_interval.total_seconds() == 300
+    assert pool.scale_settings.fixed_scale is None
+    assert pool.auto_scale_run.results.startswith("$TargetDedicatedNodes=1;") and pool.auto_scale_run.evaluation_time
+    assert clients.batch_key.get_pool("auto").enable_auto_scale
+    wait_for(lambda: mgmt.get(RG, ACCOUNT, "auto").allocation_state == "Steady", what="the formula's node")
+    fixed = mgmt.update(RG, ACCOUNT, "auto", {"properties": {"scaleSettings": {"fixedScale": {
+        "targetDedicatedNodes": 0}}}})
+    assert fixed.scale_settings.fixed_scale.target_dedicated_nodes == 0 and fixed.auto_scale_run is None
+    assert not clients.batch_key.get_pool("auto").enable_auto_scale
+    wait_for(lambda: mgmt.get(RG, ACCOUNT, "auto").allocation_state == "Steady", what="the resize to 0")
+    again = mgmt.update(RG, ACCOUNT, "auto", {"properties": {"scaleSettings": {"autoScale": {
+        "formula": "$TargetDedicatedNodes=0"}}}})
+    assert again.scale_settings.auto_scale.evaluation_interval.total_seconds() == 900  # Azure's default
+    pool = mgmt.disable_auto_scale(RG, ACCOUNT, "auto")
     assert pool.scale_settings.fixed_scale.target_dedicated_nodes == 0 and pool.scale_settings.auto_scale is None
-    error = arm_error(400, "InvalidPropertyValue", mgmt.update, RG, ACCOUNT, "fixed",
-                      {"properties": {"scaleSettings": {"autoScale": {"formula": "$TargetDedicatedNodes=1"}}}})
-    assert error.error.target == "properties.scaleSettings.autoScale"
+    error = arm_error(400, "InvalidPropertyValue", mgmt.update, RG, ACCOUNT, "auto", {"properties": {
+        "scaleSettings": {"autoScale": {"formula": "$TargetDedicatedNodes=1", "evaluationInterval": "PT1M"}}}})
+    assert error.error.target == "properties.scaleSettings.autoScale.evaluationInterval"
 
 
 def _without(body: dict, *path: str) -> dict:

@@ -340,9 +340,8 @@ def test_unknown_image_and_pool_errors(clients, image):
     with pytest.raises(HttpResponseError) as e:
         batch.begin_resize_pool("nope", {"targetDedicatedNodes": 1}).result()
     assert e.value.status_code == 404
-    with pytest.raises(HttpResponseError) as e:
-        batch.disable_pool_auto_scale("custom")
-    assert e.value.status_code == 400 and e.value.error.code == "OperationNotSupported"
+    batch.disable_pool_auto_scale("custom")  # a pool of fixed targets keeps them
+    assert not batch.get_pool("custom").enable_auto_scale
 
 
 def test_a_pool_being_deleted_cannot_change(clients):

@@ -19,7 +19,12 @@ from .services.batch.auto_storage import AutoStorage
 from .services.batch.package_install import PackageInstaller
 from .services.batch.storage_files import Transfers
 from .services.storage_accounts import StorageAccounts, configured
+from .services.batch.autoscale.autoscaler import Autoscaler
+from .services.batch.autoscale.metrics import PoolMetrics
 from .services.batch.node_agent import NodeAgent, node_root
+from .services.batch.auto_pools import AutoPools
+from .services.batch.job_schedules import JobSchedules
+from .services.batch.task_tokens import TaskTokens
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
 from .services.batch.pools import Pools
@@ -65,6 +70,10 @@ class Services:
     jobs: Jobs
     tasks: Tasks
     scheduler: Scheduler
+    autoscaler: Autoscaler
+    job_schedules: JobSchedules
+    auto_pools: AutoPools
+    task_tokens: TaskTokens
     management_pools: ManagementPools
     auto_storage: AutoStorage
     applications: Applications
@@ -74,6 +83,9 @@ class Services:
 
     def close(self) -> None:
         self.reserve.stop()
+        self.auto_pools.stop()
+        self.job_schedules.stop()
+        self.autoscaler.stop()
         self.scheduler.stop()
         self.allocator.stop()
         self.provider.stop_all()
@@ -125,6 +137,13 @@ def build(settings: Settings, namespaces: bool) -> Services:
     jobs = Jobs(store, task_store, pools)
     tasks = Tasks(jobs, task_store, data / "outputs")
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
+    autoscaler = Autoscaler(pools, PoolMetrics(jobs, task_store, pools.nodes, provider,
+                                               settings.autoscale_sample_seconds), settings)
+    job_schedules = JobSchedules(store, jobs, settings)
+    auto_pools = AutoPools(jobs, pools, store)
+    jobs.task_service = tasks
+    task_tokens = TaskTokens(identity, jobs)
+    scheduler.task_tokens = task_tokens
     allocator.scheduler = scheduler
     storage_account = configured(settings.storage_connection_string, settings.storage_blob_endpoint,
                                  settings.storage_account, settings.storage_account_key)
@@ -146,7 +165,9 @@ def build(settings: Settings, namespaces: bool) -> Services:
 
     services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
-                        jobs=jobs, tasks=tasks, scheduler=scheduler,
+                        jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
+                        job_schedules=job_schedules, auto_pools=auto_pools,
+                        task_tokens=task_tokens,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret,
                         auto_storage=auto_storage, applications=applications,
                         reserve=SpaceReserve(data / "reserve"))
@@ -156,6 +177,9 @@ def build(settings: Settings, namespaces: bool) -> Services:
         log.info("restored %d running virtual machines", restored)
     allocator.start()
     scheduler.start()
+    autoscaler.start()
+    job_schedules.start()
+    auto_pools.start()
     storage.reclaim()
     return services
 

@@ -24,6 +24,7 @@ from .errors import arm_error
 from .http_protocol import HeadSizeLimit
 from .batch import applications as batch_applications
 from .batch import files as batch_files
+from .batch import job_schedules as batch_job_schedules
 from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
 from .batch import unsupported as batch_unsupported
@@ -51,6 +52,7 @@ def build_batch_router() -> BatchRouter:
     router = BatchRouter()
     batch_pools.register(router)
     batch_jobs.register(router)
+    batch_job_schedules.register(router)
     batch_files.register(router)
     batch_applications.register(router)
     batch_unsupported.register(router)

@@ -190,6 +190,16 @@ class Identity:
             )
         return claims
 
+    def sign(self, claims: dict) -> str:
+        """A JWT of these claims under the service's token key (tokens of the service's own
+        making, such as a task's: see services/batch/task_tokens.py)."""
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def decode(self, token: str, audience: str, required: list[str]) -> dict:
+        """The claims of a token this service signed for `audience`; raises jwt.PyJWTError."""
+        return jwt.decode(token, self._public, algorithms=["RS256"], audience=audience, leeway=CLOCK_SKEW_SECONDS,
+                          options={"require": required})
+
     def public_jwks(self) -> dict:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self._public, as_dict=True)
         jwk.update({"kid": self.key_id, "use": "sig", "alg": "RS256"})

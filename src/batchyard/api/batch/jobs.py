@@ -31,7 +31,7 @@ def task_view(ctx: BatchContext, job_id: str, task) -> dict:
 # jobs ---------------------------------------------------------------------------------------------
 
 async def create_job(ctx: BatchContext) -> Response:
-    job = await ctx.call(ctx.services.jobs.create, ctx.account, await ctx.json())
+    job = await ctx.call(ctx.services.jobs.create, ctx.account, await ctx.json(), ctx.auth)
     return empty_response(201, job.body["eTag"], job.body["lastModified"], ctx.url("jobs", job.name))
 
 
@@ -132,8 +132,15 @@ async def prep_release_status(ctx: BatchContext) -> Response:
 
 
 async def list_subtasks(ctx: BatchContext) -> Response:
-    await ctx.call(ctx.services.tasks.get, ctx.account, ctx.params["jobId"], ctx.params["taskId"])
-    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#subtaskinfo", "value": []},
+    """A multi-instance task's subtasks 1..N-1 (none for any other task)."""
+    task = await ctx.call(ctx.services.tasks.get, ctx.account, ctx.params["jobId"], ctx.params["taskId"])
+    subtasks = []
+    for record in task.internal.get("subtasks", []):
+        node = record["nodeInfo"]
+        node_url = ctx.url("pools", node["poolId"], "nodes", node["nodeId"])
+        subtasks.append({**record, "nodeInfo": {**node, "nodeUrl": node_url,
+                                                "taskRootDirectoryUrl": f"{node_url}/files/{node['taskRootDirectory']}"}})
+    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#subtaskinfo", "value": subtasks},
                         media_type=ODATA_JSON)
 
 

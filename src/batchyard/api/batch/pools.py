@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from ...services.batch.odata import apply_select
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput
 from .rendering import listing, ordered_listing, single
-from .router import BatchContext, BatchRouter, empty_response, entity_response
+from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, entity_response
 
 POOL = "/pools/{poolId}"
 NODE = POOL + "/nodes/{nodeId}"
@@ -81,9 +81,23 @@ stop_resize = _changed(202)("stop_resize", with_body=False)
 remove_nodes = _changed(202)("remove_nodes")
 
 
-async def autoscale(ctx: BatchContext) -> Response:
-    await ctx.call(ctx.services.pools.autoscale, ctx.account, ctx.params["poolId"])
-    return empty_response(200)  # not reached while autoscale is refused
+async def enable_autoscale(ctx: BatchContext) -> Response:
+    pool = await ctx.call(ctx.services.autoscaler.enable, ctx.account, ctx.params["poolId"], await ctx.json(),
+                          ctx.conditions())
+    return empty_response(200, pool.body["eTag"], pool.body["lastModified"], ctx.url("pools", pool.name))
+
+
+async def disable_autoscale(ctx: BatchContext) -> Response:
+    pool = await ctx.call(ctx.services.autoscaler.disable, ctx.account, ctx.params["poolId"], ctx.conditions())
+    return empty_response(200, pool.body["eTag"], pool.body["lastModified"], ctx.url("pools", pool.name))
+
+
+async def evaluate_autoscale(ctx: BatchContext) -> Response:
+    run = await ctx.call(ctx.services.autoscaler.evaluate_formula, ctx.account, ctx.params["poolId"],
+                         await ctx.json())
+    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#Microsoft.Azure.Batch.Protocol.Entities."
+                                           "AutoScaleRun", **run}, media_type=ODATA_JSON,
+                        headers={"DataServiceId": ctx.url("pools", ctx.params["poolId"], "evaluateautoscale")})
 
 
 # nodes ----------------------------------------------------------------------------------------
@@ -169,8 +183,9 @@ def register(router: BatchRouter) -> None:
     router.add("POST", POOL + "/resize", resize_pool)
     router.add("POST", POOL + "/stopresize", stop_resize)
     router.add("POST", POOL + "/removenodes", remove_nodes)
-    for action in ("enableautoscale", "disableautoscale", "evaluateautoscale"):
-        router.add("POST", POOL + "/" + action, autoscale)
+    router.add("POST", POOL + "/enableautoscale", enable_autoscale)
+    router.add("POST", POOL + "/disableautoscale", disable_autoscale)
+    router.add("POST", POOL + "/evaluateautoscale", evaluate_autoscale)
     router.add("GET", POOL + "/nodes", list_nodes)
     router.add("GET", NODE, get_node)
     router.add("POST", NODE + "/reboot", _node_action("reboot", 202, True))

@@ -138,7 +138,8 @@ class BatchRouter:
                            + (f" in region '{host_region}'." if account else "."))
         _refuse_repeats(request)
         query = dict(request.query_params)
-        auth = self._authenticate(request, raw_path, account.name, services)
+        auth, task_job = self._task_token(request, account, services) or \
+            (self._authenticate(request, raw_path, account.name, services), None)
         version = query.get("api-version")
         if not version:
             raise InvalidInput("MissingRequiredQueryParameter", "A query parameter that's mandatory for this "
@@ -160,10 +161,28 @@ class BatchRouter:
                                details=[{"key": "Verb", "value": request.method}])
         route, match = route_match
         params = {k: unquote(v) for k, v in match.groupdict().items()}
+        if task_job is not None:
+            services.task_tokens.check_scope(task_job, params)
         if "$select" in query:
             query["$select"] = api_versions.upgrade_select(version, query["$select"])
         ctx = BatchContext(request, params, services, account, auth, endpoint, query, version)
         return await route.handler(ctx)
+
+    @staticmethod
+    def _task_token(request: Request, account, services) -> tuple[str, str] | None:
+        """A task's authentication token: its job, with no more right than a shared key has."""
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not services.task_tokens.is_task_token(credential.strip()):
+            return None
+        try:
+            job_id = services.task_tokens.verify(credential.strip(), account)
+        except Unauthenticated as exc:
+            raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request.",
+                                  details=[{"key": "AuthenticationErrorDetail", "value": exc.message}]) from None
+        if not services.accounts.allows(account.name, "TaskAuthenticationToken"):
+            raise Forbidden("AuthenticationFailed", "This account does not allow task authentication tokens "
+                            "(allowedAuthenticationModes).")
+        return PoolAuth.SHARED_KEY, job_id
 
     @staticmethod
     def _authenticate(request: Request, raw_path: str, account: str, services) -> str:

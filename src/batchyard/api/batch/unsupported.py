@@ -15,18 +15,12 @@ from starlette.responses import Response
 from ...services.errors import Unsupported
 from .router import BatchContext, BatchRouter
 
-JOB_SCHEDULE = "/jobschedules/{jobScheduleId}"
 NODE = "/pools/{poolId}/nodes/{nodeId}"
 # Certificates are addressed as `/certificates(thumbprintAlgorithm=sha1,thumbprint=...)`.
 CERTIFICATE = "/certificates{selector}"
 
 # feature -> [(method, path template)]
 FEATURES: dict[str, list[tuple[str, str]]] = {
-    "Job schedules": [
-        ("GET", "/jobschedules"), ("POST", "/jobschedules"),
-        *((m, JOB_SCHEDULE) for m in ("GET", "PUT", "PATCH", "DELETE", "HEAD")),
-        *(("POST", f"{JOB_SCHEDULE}/{action}") for action in ("disable", "enable", "terminate")),
-        ("GET", f"{JOB_SCHEDULE}/jobs")],
     "Certificates": [("GET", "/certificates"), ("POST", "/certificates"), ("GET", CERTIFICATE),
                      ("DELETE", CERTIFICATE), ("POST", CERTIFICATE + "/canceldelete")],
     "Lifetime statistics of pools and jobs": [("GET", "/lifetimepoolstats"), ("GET", "/lifetimejobstats")],

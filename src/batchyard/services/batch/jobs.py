@@ -9,8 +9,8 @@ from ...store.resources import Resource, ResourceStore
 from ...store.batch_tasks import TaskStore
 from ..errors import Conflict, NotFound
 from . import batch_input as bi
-from . import task_spec
-from .pools import check_conditions, iso, new_etag, now
+from . import auto_pools, job_manager, task_spec
+from .pools import PoolAuth, check_conditions, iso, new_etag, now
 
 JOB_TYPE = "Microsoft.Batch/batchAccounts/jobs"
 
@@ -25,6 +25,8 @@ class Jobs:
         self.pools = pools
         self.lock = pools.lock  # jobs, tasks, pools and nodes change together
         self.scheduler = None  # set by the scheduler
+        self.auto_pools = None  # set by AutoPools
+        self.task_service = None  # Tasks, which adds a job's manager task; set at bootstrap
 
     @staticmethod
     def key(account: Resource, job_id: str) -> str:
@@ -46,16 +48,17 @@ class Jobs:
 
     # creating -------------------------------------------------------------------------------
 
-    def create(self, account: Resource, body: dict) -> Resource:
+    def create(self, account: Resource, body: dict, auth: str = PoolAuth.SHARED_KEY) -> Resource:
+        return self.add(account, self.build(account, body), auth)
+
+    def build(self, account: Resource, body: dict, job_id: str | None = None) -> Resource:
+        """A new job from its body, checked, not stored; `job_id` is one the service chose
+        (a job schedule's `{schedule}:job-N`)."""
         body = bi.body_object(body)
-        job_id = task_spec.entity_id(body.get("id"))
+        job_id = job_id or task_spec.entity_id(body.get("id"))
         pool_info = bi.obj(body, "poolInfo", required_=True)
-        if pool_info.get("autoPoolSpecification") is not None:
-            raise bi.invalid("poolInfo.autoPoolSpecification", "...", "Auto pools are not supported yet; name a "
-                                                                      "pool with poolInfo.poolId.")
-        pool_id = bi.string(pool_info, "poolId", "poolInfo.poolId", required_=True)
-        if body.get("jobManagerTask") is not None:
-            raise bi.invalid("jobManagerTask", "...", "Job manager tasks are not supported yet.")
+        auto_pool = auto_pools.specification(pool_info)
+        pool_id = None if auto_pool else bi.string(pool_info, "poolId", "poolInfo.poolId", required_=True)
         constraints = task_spec.job_constraints(body)
         wire = {
             "id": job_id,
@@ -66,7 +69,8 @@ class Jobs:
             "maxParallelTasks": self._max_parallel(body),
             "constraints": constraints,
             "commonEnvironmentSettings": bi.name_value_pairs(body, "commonEnvironmentSettings"),
-            "poolInfo": {"poolId": pool_id},
+            "poolInfo": {"autoPoolSpecification": auto_pool} if auto_pool else {"poolId": pool_id},
+            "jobManagerTask": job_manager.specification(body, constraints["maxTaskRetryCount"]),
             "onAllTasksComplete": bi.choice(body, "onAllTasksComplete", ("noaction", "terminatejob"),
                                             default="noaction"),
             "onTaskFailure": bi.choice(body, "onTaskFailure", ("noaction", "performexitoptionsjobaction"),
@@ -84,18 +88,26 @@ class Jobs:
         wire.update({"eTag": new_etag(), "lastModified": moment, "creationTime": moment, "state": "active",
                      "stateTransitionTime": moment,
                      "executionInfo": {"startTime": moment, "poolId": pool_id}})
-        job = Resource(id=f"{account.id}/jobs/{job_id}", type=JOB_TYPE, subscription=account.subscription,
-                       resource_group=account.resource_group, name=job_id, body=wire,
-                       internal={"account": account.name, "pool_key": self.pools.key(account, pool_id)})
+        return Resource(id=f"{account.id}/jobs/{job_id}", type=JOB_TYPE, subscription=account.subscription,
+                        resource_group=account.resource_group, name=job_id, body=wire,
+                        internal={"account": account.name,
+                                 "pool_key": self.pools.key(account, pool_id) if pool_id else None})
+
+    def add(self, account: Resource, job: Resource, auth: str, schedule: Resource | None = None) -> Resource:
+        """Stores a built job: its auto pool first, its manager task after."""
         with self.lock:
             if self.store.get(job.id) is not None:
                 raise Conflict("JobExists", "The specified job already exists.")
-            self._check_active_job_quota(account)
+            self.check_active_job_quota(account)
+            if "autoPoolSpecification" in job.body["poolInfo"]:
+                self.auto_pools.create_for(account, job, auth, schedule)
             self.store.put(job)
+            if "jobManagerTask" in job.body:
+                job_manager.start(self.task_service, account, job, self.pools.store.get(job.internal["pool_key"]))
         self._poke()
         return job
 
-    def _check_active_job_quota(self, account: Resource) -> None:
+    def check_active_job_quota(self, account: Resource) -> None:
         """Azure counts jobs until they complete (completed ones have no limit)."""
         active = sum(1 for job in self.list(account) if job.body["state"] != "completed")
         if active >= self.pools.accounts.quotas(account)["activeJobAndJobScheduleQuota"]:
@@ -152,7 +164,7 @@ class Jobs:
             if "poolInfo" in body:
                 pool_id = bi.string(bi.obj(body, "poolInfo") or {}, "poolId", "poolInfo.poolId", required_=True)
                 # replace_job(get_job()) sends the unchanged poolInfo back: Azure refuses only a change
-                if pool_id != job.body["poolInfo"]["poolId"] and job.body["state"] != "disabled":
+                if pool_id != job.body["poolInfo"].get("poolId") and job.body["state"] != "disabled":
                     raise Conflict("JobNotDisabled", "A job's pool can only change while the job is disabled.")
                 job.body["poolInfo"] = {"poolId": pool_id}
                 job.internal["pool_key"] = self.pools.key(account, pool_id)

@@ -16,10 +16,11 @@ from typing import Any
 
 from ...store.resources import Resource
 from ..arm_ids import ResourceId
-from ..errors import Conflict, InvalidInput, NotFound, ServiceError
+from ..errors import InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
 from . import odata, pool_spec
 from . import pool_arm_shape as shape
+from .durations import format_duration, parse_duration
 from .pools import PoolAuth, Pools, PreconditionFailed
 from .vm_sizes import lookup as lookup_vm_size
 
@@ -96,13 +97,8 @@ class ManagementPools:
 
     @_in_arm_terms
     def disable_autoscale(self, account_id: ResourceId, name: str) -> Resource:
-        """Autoscale is never on here (it is refused), so there is nothing to disable: the
-        pool keeps its fixed targets, as Azure's does after disableAutoScale."""
-        pool = self.pools.get(self.accounts.get(account_id), name)
-        if pool.body["state"] == "deleting":
-            raise Conflict("PoolBeingDeleted", "The specified pool has been marked for deletion and is being "
-                                               "reclaimed.")
-        return pool
+        """The pool keeps the targets its formula set last, as Azure's does."""
+        return self.pools.autoscaler.disable(self.accounts.get(account_id), name)
 
     @_in_arm_terms
     def delete(self, account_id: ResourceId, name: str) -> bool:
@@ -137,9 +133,6 @@ class ManagementPools:
         props = shape.properties(body)
         spec = shape.data_plane_body(pool.name, props)
         self._check_fixed(pool, spec)
-        if spec.get("enableAutoScale"):
-            raise bi.invalid("enableAutoScale", True, "Autoscale is not supported yet; give fixedScale target "
-                                                      "node counts.")
         patch = {k: spec[k] for k in _PATCHABLE if k in spec}
         pool_spec.start_task(patch)
         bi.name_value_pairs(patch, "metadata")
@@ -149,12 +142,31 @@ class ManagementPools:
         tags = shape.tags(body, pool.internal.get("tags"))
         conditions = {"if-match": shape.plain_etags(if_match)} if if_match else None
         resize = {k: spec[k] for k in (*_TARGETS, "resizeTimeout", "nodeDeallocationOption") if k in spec}
-        if "scaleSettings" in props and _asks_to_resize(pool, resize):
+        if spec.get("enableAutoScale"):
+            self._autoscale(account, pool, spec, conditions)
+            conditions = None
+        elif "scaleSettings" in props and (pool.body.get("enableAutoScale") or _asks_to_resize(pool, resize)):
+            if pool.body.get("enableAutoScale"):  # fixedScale instead of autoScale: the formula stops
+                self.pools.autoscaler.disable(account, pool.name, conditions)
+                conditions = None
             self.pools.resize(account, pool.name, resize, PoolAuth.BEARER, conditions)
             conditions = None
         # also what refuses a pool being deleted, and checks If-Match when there was no resize
         self.pools.update(account, pool.name, patch, PoolAuth.BEARER, conditions)
         return self._record(self.pools.get(account, pool.name), identity, tags, display)
+
+    def _autoscale(self, account: Resource, pool: Resource, spec: dict, conditions) -> None:
+        """scaleSettings.autoScale: the formula and interval given, unless they are the pool's
+        already (a template deployed twice)."""
+        wanted = {k: spec[k] for k in ("autoScaleFormula", "autoScaleEvaluationInterval") if k in spec}
+        body = pool.body
+        interval = wanted.get("autoScaleEvaluationInterval")
+        same_interval = interval is None or format_duration(
+            parse_duration(interval, "autoScaleEvaluationInterval")) == body.get("autoScaleEvaluationInterval")
+        if body.get("enableAutoScale") and body.get("autoScaleFormula") == wanted.get("autoScaleFormula") and \
+                same_interval:
+            return
+        self.pools.autoscaler.enable(account, pool.name, wanted, conditions)
 
     def _check_fixed(self, pool: Resource, spec: dict) -> None:
         cores = lookup_vm_size(pool.body["vmSize"]).cores

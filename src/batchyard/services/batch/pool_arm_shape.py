@@ -82,8 +82,8 @@ def data_plane_body(name: str, props: dict) -> dict:
 
 
 def scale_request(settings: Any) -> dict:
-    """scaleSettings -> the data plane's flat targets; autoScale -> enableAutoScale, which the
-    data plane refuses as long as autoscale is not supported."""
+    """scaleSettings -> the data plane's flat targets, or its enableAutoScale with the
+    formula and evaluation interval."""
     if settings is None:
         return {}
     if not isinstance(settings, dict):
@@ -92,7 +92,11 @@ def scale_request(settings: Any) -> dict:
     if fixed is not None and auto is not None:
         raise bi.invalid("scaleSettings", "...", "Give either fixedScale or autoScale, not both.")
     if auto is not None:
-        return {"enableAutoScale": True}
+        if not isinstance(auto, dict):
+            raise bi.invalid("scaleSettings.autoScale", auto, "An object is required.")
+        return {"enableAutoScale": True, **{name: auto[key] for key, name in (
+            ("formula", "autoScaleFormula"), ("evaluationInterval", "autoScaleEvaluationInterval"))
+            if auto.get(key) is not None}}
     if fixed is None:
         return {}
     if not isinstance(fixed, dict):
@@ -200,8 +204,8 @@ def render(pool: Resource) -> dict:
             body["virtualMachineConfiguration"])},
         "currentDedicatedNodes": body["currentDedicatedNodes"],
         "currentLowPriorityNodes": body["currentLowPriorityNodes"],
-        "scaleSettings": {"fixedScale": {k: body[k] for k in ("targetDedicatedNodes", "targetLowPriorityNodes",
-                                                               "resizeTimeout")}},
+        "scaleSettings": _scale_settings(body),
+        "autoScaleRun": _auto_scale_run(body.get("autoScaleRun")),
         "interNodeCommunication": "Enabled" if body.get("enableInterNodeCommunication") else "Disabled",
         "networkConfiguration": _arm_network(body.get("networkConfiguration")),
         "taskSlotsPerNode": body["taskSlotsPerNode"],
@@ -294,6 +298,26 @@ def select(view: dict, text: str | None) -> dict:
     return out
 
 
+def _scale_settings(body: dict) -> dict:
+    if body.get("enableAutoScale"):
+        return {"autoScale": {"formula": body["autoScaleFormula"],
+                              "evaluationInterval": body["autoScaleEvaluationInterval"]}}
+    return {"fixedScale": {k: body[k] for k in ("targetDedicatedNodes", "targetLowPriorityNodes", "resizeTimeout")}}
+
+
+def _auto_scale_run(run: dict | None) -> dict | None:
+    """The data plane's run in ARM's shape: evaluationTime, and an error whose details are
+    errors too."""
+    if run is None:
+        return None
+    shaped = {"evaluationTime": run["timestamp"], "results": run.get("results")}
+    error = run.get("error")
+    if error:
+        shaped["error"] = {"code": error["code"], "message": error["message"],
+                           "details": [{"code": v["name"], "message": v["value"]} for v in error.get("values", [])]}
+    return shaped
+
+
 # errors ----------------------------------------------------------------------------------------
 
 # Data-plane property paths (prefixes) and what ARM calls them, most specific first.
@@ -309,6 +333,8 @@ _FIELDS = [
     ("targetLowPriorityNodes", "scaleSettings.fixedScale.targetLowPriorityNodes"),
     ("resizeTimeout", "scaleSettings.fixedScale.resizeTimeout"),
     ("nodeDeallocationOption", "scaleSettings.fixedScale.nodeDeallocationOption"),
+    ("autoScaleFormula", "scaleSettings.autoScale.formula"),
+    ("autoScaleEvaluationInterval", "scaleSettings.autoScale.evaluationInterval"),
     ("enableAutoScale", "scaleSettings.autoScale"),
     ("enableInterNodeCommunication", "interNodeCommunication"),
     ("applicationPackageReferences", "applicationPackages"),

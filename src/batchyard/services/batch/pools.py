@@ -74,6 +74,7 @@ class Pools:
         # One lock for every pool and node record: the API and the allocator both change them.
         self.lock = threading.RLock()
         self.allocator = None  # set by the allocator; poked whenever a pool has work
+        self.autoscaler = None  # set by the autoscaler (autoscale/autoscaler.py)
         self.node_root = None  # node -> host path of its AZ_BATCH_NODE_ROOT_DIR; set by bootstrap
         self.applications = None  # checks applicationPackageReferences (applications.py); set by bootstrap
 
@@ -143,10 +144,9 @@ class Pools:
         vm_size = pool_spec.vm_size(body.get("vmSize"))
         config = pool_spec.vm_configuration(body)
         image = self._image_for(account, config, auth)
-        if bi.boolean(body, "enableAutoScale", default=False):
-            raise bi.invalid("enableAutoScale", True, "Autoscale is not supported yet; give target node counts.")
+        autoscale = self.autoscaler.creation_fields(body)
         pool_spec.refuse_unhonoured(body)
-        dedicated, low_priority = pool_spec.targets(body)
+        dedicated, low_priority = (0, 0) if autoscale["enableAutoScale"] else pool_spec.targets(body)
         timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
         cores = lookup_vm_size(vm_size).cores
         wire = {
@@ -157,7 +157,7 @@ class Pools:
             "resizeTimeout": format_duration(timeout),
             "targetDedicatedNodes": dedicated,
             "targetLowPriorityNodes": low_priority,
-            "enableAutoScale": False,
+            **autoscale,
             "enableInterNodeCommunication": bi.boolean(body, "enableInterNodeCommunication", default=False),
             "taskSlotsPerNode": pool_spec.task_slots(body, cores),
             "taskSchedulingPolicy": pool_spec.scheduling_policy(body),
@@ -182,6 +182,8 @@ class Pools:
             if len(self.list(account)) >= self.accounts.quotas(account)["poolQuota"]:
                 raise Conflict("PoolQuotaReached", "The specified account has reached its pool quota.")
             self.store.put(pool)
+            if autoscale["enableAutoScale"]:
+                self.autoscaler.start_pool(pool)
         self._poke()
         return pool
 
@@ -308,6 +310,9 @@ class Pools:
         deallocation = pool_spec.deallocation_option(body)
         with self.lock:
             pool = self._changeable(account, pool_id, conditions)
+            if pool.body.get("enableAutoScale"):
+                raise Conflict("AutoScalingEnabled", "The pool scales by its autoscale formula; disable autoscale "
+                               "before resizing it.")
             self._require_steady(pool)
             reference = pool.body.get("virtualMachineConfiguration", {}).get("imageReference", {})
             custom = "virtualMachineImageId" in reference
@@ -362,11 +367,15 @@ class Pools:
             self._save(pool)
         self._poke()
 
-    def autoscale(self, account: Resource, pool_id: str) -> None:
-        """enable/disable/evaluate autoscale: refused, for a pool that exists."""
-        self.get(account, pool_id)
-        raise InvalidInput("OperationNotSupported", "Autoscale is not supported yet; resize the pool to fixed "
-                           "target node counts.")
+    def apply_targets(self, pool: Resource, dedicated: int, low_priority: int, deallocation: str) -> Resource:
+        """An autoscale run's targets: the pool resizes to them (unless a resize is being stopped)."""
+        body = pool.body
+        changed = (body["targetDedicatedNodes"], body["targetLowPriorityNodes"]) != (dedicated, low_priority)
+        if changed and body["allocationState"] != "stopping":
+            body.update({"targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority})
+            timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
+            self._begin_resize(pool, timeout, deallocation)
+        return self._save(pool)
 
     def delete_all(self, account: Resource) -> None:
         """The account is going: so are its pools, nodes first (the allocator does it)."""

@@ -21,7 +21,7 @@ import os
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...runtime import confined
@@ -31,7 +31,7 @@ from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
 from ..errors import is_disk_full
-from . import task_spec
+from . import job_manager, multi_instance, task_spec
 from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
@@ -64,6 +64,8 @@ class Running:
     slots: int
     deadline: float | None
     ending: str | None = None  # why the service is ending it: timeout, terminate, delete, requeue
+    partners: list["Running"] = field(default_factory=list)  # a multi-instance task's subtasks
+    extra_commands: list[tuple[str, str]] = field(default_factory=list)  # (machine, command id) to kill with it
 
 
 class Scheduler(PokedLoop):
@@ -87,6 +89,8 @@ class Scheduler(PokedLoop):
         # node -> [tasks started, tasks succeeded] since the last flush
         self._touched: dict[tuple[str, str], list[int]] = {}
         self.side = SideTasks(self)
+        self.multi = multi_instance.MultiInstance(self)
+        self.task_tokens = None  # issues AZ_BATCH_AUTHENTICATION_TOKEN; set at bootstrap
         jobs.scheduler = tasks.scheduler = self
         tasks.task_root = self.task_root
 
@@ -198,6 +202,9 @@ class Scheduler(PokedLoop):
             if key[0] == "side":
                 self.side.record(key, attempt, outcome)
                 continue
+            if key[0] == "multi":
+                self.multi.record(key, attempt, outcome)
+                continue
             run = self.running.get(key)
             if run is None or run.attempt != attempt:
                 self.upload_failures.pop((*key, attempt), None)
@@ -244,9 +251,12 @@ class Scheduler(PokedLoop):
             self.ended.put(((run.job_key, run.task_key), run.attempt, outcome))
 
     def _free(self, run: Running) -> None:
-        self.running.pop((run.job_key, run.task_key), None)
+        if self.running.pop((run.job_key, run.task_key), None) is None:
+            return
         self.load[run.node] = max(0, self.load.get(run.node, 0) - run.slots)
         self._node_counters(run.node, finished=True)
+        for partner in run.partners:
+            self._free(partner)
 
     def _finish(self, job: Resource, task: Task, run: Running, outcome: Exit) -> None:
         code = outcome.code
@@ -287,12 +297,16 @@ class Scheduler(PokedLoop):
                   upload_error: bool = False) -> None:
         self._set_state(task, "completed")
         task.ready = False
+        multi_instance.finish_subtasks(task)
         failed = task.body["executionInfo"].get("result") == "failure"
         options = task_spec.exit_options_for(task.body.get("exitConditions"), code, pre_processing, upload_error)
         task.internal["satisfies"] = not ended and options["dependencyAction"] == "satisfy"
         retention = task_spec.seconds(task.body["constraints"].get("retentionTime"))
         if retention is not None:
             task.internal["expires"] = time.time() + retention
+        if job_manager.ends_job(job, task) and job.body["state"] in ("active", "disabled", "disabling", "enabling"):
+            self.jobs.begin_termination(job, "JMComplete")
+            return
         action = options["jobAction"]
         if action != "none" and (not failed or job.body.get("onTaskFailure") == "performexitoptionsjobaction"):
             if action == "terminate" and job.body["state"] in ("active", "disabled", "disabling", "enabling"):
@@ -312,7 +326,8 @@ class Scheduler(PokedLoop):
         if run is not None:
             self._free(run)
         task.internal["attempt"] = task.internal.get("attempt", 0) + 1
-        for stale in ("expires", "satisfies"):  # a reactivated task is not finished any more
+        for stale in ("expires", "satisfies", "subtasks", "coordination", "multi_nodes", "multi_env"):
+            # a reactivated or requeued task is not finished any more, nor placed
             task.internal.pop(stale, None)
         self._set_state(task, "active")
         task.ready = not self.unmet.get(task.job_key, {}).get(task.key)
@@ -347,6 +362,11 @@ class Scheduler(PokedLoop):
             self.provider.command_runner(run.machine_key).kill(f"{run.job_key}|{run.task_key}|{run.attempt}")
         except MachineError:
             pass
+        for machine_key, command_id in run.extra_commands:
+            try:
+                self.provider.command_runner(machine_key).kill(command_id)
+            except MachineError:
+                pass
 
     def _enforce_wall_clock(self) -> None:
         moment = time.time()
@@ -452,12 +472,23 @@ class Scheduler(PokedLoop):
                 continue
             launched = []
             for task in self.store.runnable(job_key, budget):
-                node_id = self._choose_node(free, task.body.get("requiredSlots", 1), pack)
-                if node_id is None:
+                offered = {n: f for n, f in free.items() if nodes[n].body["isDedicated"]} \
+                    if task.internal.get("dedicated_only") else free
+                slots = task.body.get("requiredSlots", 1)
+                if "multiInstanceSettings" in task.body:
+                    chosen = multi_instance.choose_nodes(offered, task.body["multiInstanceSettings"]
+                                                         ["numberOfInstances"], slots)
+                else:
+                    single = self._choose_node(offered, slots, pack)
+                    chosen = [single] if single is not None else None
+                if chosen is None:
                     continue
-                free[node_id] -= task.body.get("requiredSlots", 1)
-                free_on_pool[node_id] -= task.body.get("requiredSlots", 1)
-                launched.append(self._assign(job, task, pool, nodes[node_id]))
+                for node_id in chosen:
+                    free[node_id] -= slots
+                    free_on_pool[node_id] -= slots
+                launched.append(self._assign(job, task, pool, nodes[chosen[0]]))
+                if len(chosen) > 1 or "multiInstanceSettings" in task.body:
+                    self.multi.reserve(job, task, pool, [nodes[n] for n in chosen], Running)
             self.store.update(launched)
             for task in launched:
                 self._launch(job, task, pool, nodes[task.internal["node"]["id"]])
@@ -494,6 +525,9 @@ class Scheduler(PokedLoop):
     def _launch(self, job: Resource, task: Task, pool: Resource, node: Node) -> None:
         run = self.running[(task.job_key, task.key)]
         admin = task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+        if "multiInstanceSettings" in task.body:
+            self.multi.launch(job, task, pool, admin)
+            return
         if not task.body.get("resourceFiles") and not task.body.get("applicationPackageReferences"):
             self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
             return
@@ -547,16 +581,7 @@ class Scheduler(PokedLoop):
     def _start(self, job, task, pool, node, run: Running, admin: bool, packages: dict | None = None) -> None:
         """packages: the variables of the task's application packages, installed just before."""
         task_dir = task.internal["dir"]
-        env = self.agent.environment(pool, node, {"userIdentity": task.body["userIdentity"],
-                                                  "environmentSettings": []}, task_dir)
-        env.update({"AZ_BATCH_TASK_ID": task.id, "AZ_BATCH_JOB_ID": job.name,
-                    "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd", "AZ_BATCH_TASK_DIR": task_dir,
-                    "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
-                    "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd",
-                    "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin" if not admin else "PoolAdmin"})
-        env.update(packages or {})
-        for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
-            env[pair["name"]] = pair["value"]
+        env = self.task_environment(job, task, pool, node, admin, packages)
         try:
             self.provider.command_runner(run.machine_key).run(
                 f"{run.job_key}|{run.task_key}|{run.attempt}", ["/bin/sh", "-c", task.body["commandLine"]], env,
@@ -567,6 +592,24 @@ class Scheduler(PokedLoop):
         except (MachineError, OSError) as exc:
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
+
+    def task_environment(self, job, task, pool, node, admin: bool, packages: dict | None = None) -> dict[str, str]:
+        """packages: the variables of the task's application packages, installed just before."""
+        task_dir = task.internal["dir"]
+        env = self.agent.environment(pool, node, {"userIdentity": task.body["userIdentity"],
+                                                  "environmentSettings": []}, task_dir)
+        env.update({"AZ_BATCH_TASK_ID": task.id, "AZ_BATCH_JOB_ID": job.name,
+                    "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd", "AZ_BATCH_TASK_DIR": task_dir,
+                    "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
+                    "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd",
+                    "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin" if not admin else "PoolAdmin"})
+        env.update(packages or {})
+        for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
+            env[pair["name"]] = pair["value"]
+        env.update(task.internal.get("multi_env", {}).get(node.id, {}))
+        if task.body.get("authenticationTokenSettings") and self.task_tokens is not None:
+            env["AZ_BATCH_AUTHENTICATION_TOKEN"] = self.task_tokens.issue(pool.internal["account"], job.name)
+        return env
 
     # nodes ----------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
 from ..errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, ServiceError
 from . import batch_input as bi
-from . import task_spec
+from . import multi_instance, task_spec
 from .jobs import Jobs
 from .pools import check_conditions, iso, new_etag, now
 
@@ -104,8 +104,6 @@ class Tasks:
     def _new_task(self, job: Resource, item) -> Task:
         if not isinstance(item, dict):
             raise bi.bad_body("Each task must be a JSON object.")
-        if item.get("multiInstanceSettings") is not None:
-            raise bi.invalid("multiInstanceSettings", "...", "Multi-instance tasks are not supported yet.")
         spec = task_spec.command_task(item, "task", job.body["constraints"]["maxTaskRetryCount"])
         depends_on, dependency_ids = task_spec.depends_on(item, job.body.get("usesTaskDependencies", False))
         if spec["id"].lower() in {d.lower() for d in dependency_ids}:
@@ -119,6 +117,7 @@ class Tasks:
             "exitConditions": task_spec.exit_conditions(item),
             "dependsOn": depends_on,
             "affinityInfo": _affinity(item),
+            "multiInstanceSettings": multi_instance.settings(item),
             "eTag": new_etag(), "creationTime": moment, "lastModified": moment,
             "state": "active", "stateTransitionTime": moment,
             "executionInfo": {"retryCount": 0, "requeueCount": 0},
