@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import linux, seccomp
+from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
 from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
 from .gateway import Relay, host_listener
@@ -219,7 +219,8 @@ class NamespaceMachineProvider(MachineProvider):
 
     mode = "namespaces"
 
-    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False):
+    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False,
+                 outbound_nat: str = "off", tag: str = "0"):
         super().__init__()
         self.root = root
         self.layers = layers
@@ -241,10 +242,13 @@ class NamespaceMachineProvider(MachineProvider):
         self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
         self.networks: Networks | None = None
         self.networks_missing: str | None = "switched off"
+        self.outbound_missing: str | None = outbound.why_not(outbound_nat)  # why machines have no NAT, if so
         if networks:
+            nat = outbound.OutboundNat(tag) if self.outbound_missing is None else None
             try:
-                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir), None
+                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir, nat), None
                 self.service_address = SERVICE_ADDRESS
+                self.outbound_missing = self.outbound_missing or self.networks.outbound_missing
             except (OSError, ImportError) as exc:
                 self.networks_missing = str(exc)
 
@@ -482,6 +486,8 @@ class NamespaceMachineProvider(MachineProvider):
                 self.stop(ns_file.name)
         if self.cgroups is not None:
             self.cgroups.close()
+        if self.networks is not None:
+            self.networks.close()
 
 
 class UnavailableMachineProvider(MachineProvider):

@@ -7,7 +7,8 @@ Each network there is a link (one end of a veth pair, so it always has a carrier
 low-priority nodes); each machine's `eth0` is a macvlan of it in bridge mode, with an
 address of the network and a default route to the gateway (.1, a macvlan of the same link
 in the hub). Machines of one network reach each other through their link; the hub
-forwards nothing, so no packet crosses to another network, to the host or beyond.
+forwards no packet to another network or to the host; with outbound NAT (outbound.py) it
+forwards what goes beyond the host, through its uplink.
 macvlan rather than a bridge with a veth per machine: adding a port to a bridge costs in
 proportion to the ports it has (1,000 nodes took 5 times longer each than the first 100),
 a macvlan the same for every machine. The hub also holds
@@ -29,6 +30,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import threading
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from . import linux
+from .outbound import OutboundNat
 
 SERVICE_ADDRESS = "100.64.0.1"  # shared address space, never a node's
 NODE_RANGE = ipaddress.ip_network("10.0.0.0/8")
@@ -120,7 +123,7 @@ def _set_sysctl(name: str, value: str) -> None:
 
 
 class Networks:
-    def __init__(self, ns_dir: Path, machines_dir: Path):
+    def __init__(self, ns_dir: Path, machines_dir: Path, outbound: OutboundNat | None = None):
         self.ns_dir = ns_dir
         self.machines_dir = machines_dir
         self.hub = ns_dir / "hub.net"
@@ -137,6 +140,19 @@ class Networks:
             ipr.link("set", index=lo, state="up")
             ipr.addr("add", index=lo, address=SERVICE_ADDRESS, prefixlen=32)
             self._check_macvlan(ipr)
+        self.outbound: OutboundNat | None = None
+        self.outbound_missing = "switched off"
+        if outbound is not None:
+            try:
+                outbound.start(self.hub, inside)
+                self.outbound, self.outbound_missing = outbound, None
+            except (OSError, subprocess.CalledProcessError) as exc:
+                outbound.stop()
+                self.outbound_missing = getattr(exc, "stderr", None) or str(exc)
+
+    def close(self) -> None:
+        if self.outbound is not None:
+            self.outbound.stop()
 
     @staticmethod
     def _check_macvlan(ipr: IPRoute) -> None:
@@ -241,6 +257,8 @@ class Networks:
         if not ipr.get_addr(index=gateway_index, family=socket.AF_INET):
             ipr.addr("add", index=gateway_index, address=self._address(subnet, 1), prefixlen=PREFIX)
         ipr.link("set", index=gateway_index, state="up")
+        if self.outbound is not None:  # the hub's rules let it forward only to the uplink
+            _set_sysctl(f"ipv4/conf/{gateway}/forwarding", "1")
         return index
 
     def attach(self, key: str, network: str) -> Path:
