@@ -32,9 +32,10 @@ from pathlib import Path
 from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
 from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
-from .gateway import Relay, host_listener
+from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .networks import SERVICE_ADDRESS, Networks
+from .security_rules import SecurityRule, admits
 
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -56,10 +57,13 @@ class DiskSpec:
 
 @dataclass(frozen=True)
 class InboundPort:
-    """Inbound NAT: connections to host_address:frontend reach the machine's port backend."""
+    """Inbound NAT: connections (or datagrams) to host_address:frontend reach the machine's
+    port backend, when the rules admit their source."""
     host_address: str
     frontend: int
     backend: int
+    protocol: str = "tcp"  # or "udp"
+    rules: tuple[SecurityRule, ...] = ()
 
 
 @dataclass
@@ -69,7 +73,7 @@ class MachineSpec:
     data_disks: dict[int, DiskSpec] = field(default_factory=dict)
     limits: Limits | None = None  # the VM size's; None: the host's
     network: str | None = None  # the private network it joins (a pool's, a resource group's)
-    inbound_ports: tuple[InboundPort, ...] = ()  # TCP ports of the host that lead to the machine
+    inbound_ports: tuple[InboundPort, ...] = ()  # ports of the host that lead to the machine
 
 
 @dataclass
@@ -229,7 +233,7 @@ class NamespaceMachineProvider(MachineProvider):
         self._limited: set[str] = set()  # those whose cgroup exists (made with their first command)
         self._networked: set[str] = set()  # machines running in a network namespace of their own
         self._gateway: Relay | None = None
-        self._inbound: dict[str, list[Relay]] = {}  # machine -> its inbound NAT relays
+        self._inbound: dict[str, list[Relay | DatagramRelay]] = {}  # machine -> its inbound NAT relays
         self.disks_dir = root / "disks"
         self.machines_dir = root / "machines"
         self.ns_dir = root / "ns"
@@ -382,14 +386,18 @@ class NamespaceMachineProvider(MachineProvider):
             return
         relays = []
         for port in machine.inbound_ports:
+            udp = port.protocol == "udp"
+            kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
             try:
-                listener = host_listener(port.host_address, port.frontend)
+                listener = host_listener(port.host_address, port.frontend, kind)
             except OSError as exc:
-                log.warning("machine %s: host port %s:%s unavailable: %s", machine.key, port.host_address,
-                            port.frontend, exc)
+                log.warning("machine %s: host port %s:%s/%s unavailable: %s", machine.key, port.host_address,
+                            port.frontend, port.protocol, exc)
                 continue
-            relays.append(Relay(listener, lambda backend=port.backend: self.networks.connect(address, backend),
-                                f"{port.frontend}->{machine.key}:{port.backend}"))
+            relay = DatagramRelay if udp else Relay
+            relays.append(relay(listener, lambda backend=port.backend: self.networks.connect(address, backend, kind=kind),
+                                f"{port.frontend}/{port.protocol}->{machine.key}:{port.backend}",
+                                lambda peer, rules=port.rules: admits(rules, peer)))
         with self._lock:
             self._inbound[machine.key] = relays
 

@@ -302,10 +302,10 @@ class Networks:
             linux.umount(str(ns_file), linux.MNT_DETACH)
         ns_file.unlink(missing_ok=True)
 
-    def connect(self, address: str, port: int, timeout: float = 10) -> socket.socket:
-        """A TCP connection from the hub to a machine's address."""
+    def connect(self, address: str, port: int, timeout: float = 10, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """A TCP connection (or a connected UDP socket) from the hub to a machine's address."""
         with inside(self.hub):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET, kind)
         try:
             sock.settimeout(timeout)
             sock.connect((address, port))
