@@ -11,8 +11,9 @@ one table of this service's own (`inet batchyard_<tag>`), made at start and dele
 stop, never touching another table:
 - input: nothing that comes up the uplink reaches the host itself (its loopback, its
   addresses, the service's port: the gateway stays the only way to the service);
-- forward: from the uplink to anywhere but another service's uplink; into the uplink only
-  replies;
+- forward: from the uplink to anywhere but another service's uplink and the host's
+  link-local neighbours (a cloud host's instance metadata service hands out the host's
+  credentials at 169.254.169.254); into the uplink only replies;
 - postrouting: masquerade what comes from the hub.
 
 IPv4 forwards a packet only when the interface it came in on has `forwarding` on: the
@@ -44,6 +45,8 @@ from pyroute2 import IPRoute
 UPLINK = "uplink"  # its name in the hub
 HOST_PREFIX = "byup"  # host-side names: byup + 8 hex digits of the data directory's tag
 TRANSFER_RANGE = ipaddress.ip_network("100.65.0.0/16")  # shared address space, beside SERVICE_ADDRESS
+# the host's own link: a cloud's instance metadata and credentials (169.254.169.254) live there
+LINK_LOCAL = "169.254.0.0/16"
 FORWARDING_FILE = Path("/run/batchyard/forwarding.json")
 
 
@@ -195,6 +198,7 @@ class OutboundNat:
             "    chain forward {\n"
             "        type filter hook forward priority filter - 10; policy accept;\n"
             f'        iifname "{link}" oifname "{HOST_PREFIX}*" drop\n'
+            f'        iifname "{link}" ip daddr {LINK_LOCAL} drop\n'
             f'        oifname "{link}" ct state != {{ established, related }} drop\n'
             + keep_off +
             "    }\n"
@@ -222,10 +226,7 @@ class OutboundNat:
 
     def stop(self) -> None:
         """Deletes the host's table and the uplink; gives back the forwarding it needed."""
-        nft(f"delete table inet {self.table}\n", check=False)
-        with IPRoute() as ipr:
-            if ipr.link_lookup(ifname=self.host_link):
-                ipr.link("del", ifname=self.host_link)
+        self.remove_stale()
         with _forwarding_registry() as users:
             for name in users:
                 if os.getpid() in users[name]:
