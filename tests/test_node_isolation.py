@@ -382,3 +382,36 @@ def test_malformed_subnet_ids_are_refused(clients, subnet):
     assert excinfo.value.status_code == 400
     assert error_values(excinfo)["PropertyName"] == "networkConfiguration.subnetId"
     assert excinfo.value.error.code == "InvalidPropertyValue"
+
+
+def test_vm_on_a_subnet_shares_its_virtual_network_with_pools(clients):
+    compute, location, batch = clients.compute, clients.location, clients.batch_key
+    vnet = f"/subscriptions/{clients.subscription}/resourceGroups/netrg/providers/Microsoft.Network/virtualNetworks/mixed"
+    batch.create_pool(base_pool(clients, "vnet-nodes", dedicated=1,
+                                networkConfiguration={"subnetId": f"{vnet}/subnets/batch"}))
+    _, nodes = pool_settled(batch, "vnet-nodes")
+    clients.resource.resource_groups.create_or_update("netvm", {"location": location})
+    body = vm_body(location, base_image_reference(compute, location))
+    body["properties"]["networkProfile"] = {"networkApiVersion": "2020-11-01", "networkInterfaceConfigurations": [
+        {"name": "nic", "properties": {"primary": True, "ipConfigurations": [
+            {"name": "ip", "properties": {"subnet": {"id": f"{vnet}/subnets/vms"}}}]}}]}
+    compute.virtual_machines.begin_create_or_update("netvm", "on-vnet", body).result()
+    compute.virtual_machines.begin_create_or_update("netvm", "off-vnet", vm_body(
+        location, base_image_reference(compute, location))).result()
+    for vm, reached in (("on-vnet", "refused"), ("off-vnet", "unreachable")):
+        out = run_script(compute, "netvm", vm, "cat > /tmp/probe.py <<'EOF'", *PROBE.splitlines(), "EOF",
+                         f"python3 /tmp/probe.py {nodes[0].ip_address}:9")
+        assert out.split()[1] == reached, (vm, out)
+
+
+def test_vm_subnet_ids_are_checked(clients):
+    compute, location = clients.compute, clients.location
+    clients.resource.resource_groups.create_or_update("netvm", {"location": location})
+    body = vm_body(location, base_image_reference(compute, location))
+    body["properties"]["networkProfile"] = {"networkInterfaceConfigurations": [
+        {"name": "nic", "properties": {"ipConfigurations": [{"name": "ip", "properties": {"subnet": {"id": "default"}}}]}}]}
+    with pytest.raises(HttpResponseError) as excinfo:
+        compute.virtual_machines.begin_create_or_update("netvm", "bad-subnet", body).result()
+    assert excinfo.value.status_code == 400
+    assert excinfo.value.error.target == \
+        "properties.networkProfile.networkInterfaceConfigurations[0].properties.ipConfigurations[0].properties.subnet.id"

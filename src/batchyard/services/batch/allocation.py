@@ -247,7 +247,7 @@ class Allocator(PokedLoop):
                     "inbound_rules": _inbound_rules(pool)}
         vnet = virtual_network(pool.body.get("networkConfiguration"))
         if vnet:
-            internal["network"] = f"vnet:{vnet}"
+            internal["network"] = vnet
         return Node(pool.id.lower(), node_id, body, internal)
 
     def _shrink(self, pool: Resource, dedicated: bool, count: int) -> None:

@@ -8,6 +8,7 @@ import ipaddress
 import re
 from datetime import timedelta
 
+from ..arm_ids import virtual_network_of
 from . import batch_input as bi
 from .durations import format_duration, parse_duration
 from .vm_sizes import lookup as lookup_vm_size
@@ -207,7 +208,7 @@ SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Mi
 
 def subnet_id(value) -> str:
     """An ARM subnet id, as Azure requires it. There is no Microsoft.Network provider here:
-    the virtual network is taken by its id alone (see virtual_network())."""
+    the virtual network is taken by its id alone."""
     if not isinstance(value, str) or not SUBNET_ID.match(value):
         raise bi.invalid("networkConfiguration.subnetId", value, "The subnetId must be the ARM resource id of a "
                          "subnet: /subscriptions/{subscription}/resourceGroups/{group}/providers/"
@@ -216,10 +217,10 @@ def subnet_id(value) -> str:
 
 
 def virtual_network(network: dict | None) -> str | None:
-    """The virtual network a pool's nodes join (its subnet's, named in lower case as ARM
-    ids compare), or None for a network of the pool's own."""
+    """The network of the virtual network a pool's nodes join, or None for a network of
+    the pool's own."""
     subnet = (network or {}).get("subnetId")
-    return subnet.lower().rsplit("/subnets/", 1)[0] if subnet else None
+    return virtual_network_of(subnet) if subnet else None
 
 
 def _nat_pool(pool, field: str, earlier: list[dict]) -> dict:
