@@ -170,12 +170,12 @@ class OutboundNat:
                        if ipr.get_addr(index=link["index"], family=socket.AF_INET)]
         outside = [n for n in outside if n != "lo" and not n.startswith(HOST_PREFIX)]
         with _forwarding_registry() as users:
-            for name in outside:
-                if name in users or _sysctl(f"ipv4/conf/{name}/forwarding") == "0":
-                    _sysctl(f"ipv4/conf/{name}/forwarding", "1")
-                    users.setdefault(name, []).append(os.getpid())
-            switched = sorted(users)
-        nft(self._host_rules(switched))
+            mine = [n for n in outside if n in users or _sysctl(f"ipv4/conf/{n}/forwarding") == "0"]
+            for name in mine:
+                users.setdefault(name, []).append(os.getpid())
+            nft(self._host_rules(sorted(users)))  # before any interface forwards more than it did
+            for name in mine:
+                _sysctl(f"ipv4/conf/{name}/forwarding", "1")
         with inside(hub_file), IPRoute() as ipr:
             index = ipr.link_lookup(ifname=UPLINK)[0]
             _sysctl(f"ipv6/conf/{UPLINK}/disable_ipv6", "1")
