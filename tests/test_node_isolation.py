@@ -352,7 +352,7 @@ def test_bad_security_rules_are_refused(clients, rule, prop):
         f"networkConfiguration.endpointConfiguration.inboundNATPools[0].networkSecurityGroupRules[0].{prop}"
 
 
-VNET = f"/subscriptions/{{}}/resourceGroups/netrg/providers/Microsoft.Network/virtualNetworks/shared"
+VNET = "/subscriptions/{}/resourceGroups/netrg/providers/Microsoft.Network/virtualNetworks/shared"
 
 
 def test_pools_on_subnets_of_one_virtual_network_reach_each_other(clients):
@@ -386,7 +386,7 @@ def test_malformed_subnet_ids_are_refused(clients, subnet):
 
 def test_vm_on_a_subnet_shares_its_virtual_network_with_pools(clients):
     compute, location, batch = clients.compute, clients.location, clients.batch_key
-    vnet = f"/subscriptions/{clients.subscription}/resourceGroups/netrg/providers/Microsoft.Network/virtualNetworks/mixed"
+    vnet = VNET.format(clients.subscription).replace("/shared", "/mixed")
     batch.create_pool(base_pool(clients, "vnet-nodes", dedicated=1,
                                 networkConfiguration={"subnetId": f"{vnet}/subnets/batch"}))
     _, nodes = pool_settled(batch, "vnet-nodes")
@@ -409,9 +409,10 @@ def test_vm_subnet_ids_are_checked(clients):
     clients.resource.resource_groups.create_or_update("netvm", {"location": location})
     body = vm_body(location, base_image_reference(compute, location))
     body["properties"]["networkProfile"] = {"networkInterfaceConfigurations": [
-        {"name": "nic", "properties": {"ipConfigurations": [{"name": "ip", "properties": {"subnet": {"id": "default"}}}]}}]}
+        {"name": "nic", "properties": {"ipConfigurations": [
+            {"name": "ip", "properties": {"subnet": {"id": "default"}}}]}}]}
     with pytest.raises(HttpResponseError) as excinfo:
         compute.virtual_machines.begin_create_or_update("netvm", "bad-subnet", body).result()
     assert excinfo.value.status_code == 400
-    assert excinfo.value.error.target == \
-        "properties.networkProfile.networkInterfaceConfigurations[0].properties.ipConfigurations[0].properties.subnet.id"
+    assert excinfo.value.error.target == "properties.networkProfile.networkInterfaceConfigurations[0]" \
+                                         ".properties.ipConfigurations[0].properties.subnet.id"

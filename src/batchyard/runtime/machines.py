@@ -394,9 +394,10 @@ class NamespaceMachineProvider(MachineProvider):
                 log.warning("machine %s: host port %s:%s/%s unavailable: %s", machine.key, port.host_address,
                             port.frontend, port.protocol, exc)
                 continue
+            def connect(backend=port.backend, kind=kind) -> socket.socket:
+                return self.networks.connect(address, backend, kind=kind)
             relay = DatagramRelay if udp else Relay
-            relays.append(relay(listener, lambda backend=port.backend: self.networks.connect(address, backend, kind=kind),
-                                f"{port.frontend}/{port.protocol}->{machine.key}:{port.backend}",
+            relays.append(relay(listener, connect, f"{port.frontend}/{port.protocol}->{machine.key}:{port.backend}",
                                 lambda peer, rules=port.rules: admits(rules, peer)))
         with self._lock:
             self._inbound[machine.key] = relays

@@ -43,7 +43,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from . import linux
-from .outbound import OutboundNat
+from .outbound import OutboundNat, sysctl
 
 SERVICE_ADDRESS = "100.64.0.1"  # shared address space, never a node's
 NODE_RANGE = ipaddress.ip_network("10.0.0.0/8")
@@ -117,11 +117,6 @@ def _send(batch: bytes) -> None:
         raise OSError(first_error, os.strerror(first_error))
 
 
-def _set_sysctl(name: str, value: str) -> None:
-    with open(f"/proc/sys/net/{name}", "w") as f:  # of the calling thread's namespace
-        f.write(value)
-
-
 class Networks:
     def __init__(self, ns_dir: Path, machines_dir: Path, outbound: OutboundNat | None = None):
         self.ns_dir = ns_dir
@@ -134,8 +129,8 @@ class Networks:
         self._load()
         new_namespace(self.hub)
         with inside(self.hub), IPRoute() as ipr:
-            _set_sysctl("ipv4/conf/all/forwarding", "0")  # a new namespace may inherit the host's
-            _set_sysctl("ipv4/ip_forward", "0")
+            sysctl("ipv4/conf/all/forwarding", "0")  # a new namespace may inherit the host's
+            sysctl("ipv4/ip_forward", "0")
             lo = ipr.link_lookup(ifname="lo")[0]
             ipr.link("set", index=lo, state="up")
             ipr.addr("add", index=lo, address=SERVICE_ADDRESS, prefixlen=32)
@@ -258,7 +253,7 @@ class Networks:
             ipr.addr("add", index=gateway_index, address=self._address(subnet, 1), prefixlen=PREFIX)
         ipr.link("set", index=gateway_index, state="up")
         if self.outbound is not None:  # the hub's rules let it forward only to the uplink
-            _set_sysctl(f"ipv4/conf/{gateway}/forwarding", "1")
+            sysctl(f"ipv4/conf/{gateway}/forwarding", "1")
         return index
 
     def attach(self, key: str, network: str) -> Path:

@@ -50,8 +50,8 @@ LINK_LOCAL = "169.254.0.0/16"
 FORWARDING_FILE = Path("/run/batchyard/forwarding.json")
 
 
-def _sysctl(name: str, value: str | None = None) -> str:
-    """Reads (or writes) a sysctl of the calling thread's network namespace."""
+def sysctl(name: str, value: str | None = None) -> str:
+    """Reads (or writes) a network sysctl of the calling thread's network namespace."""
     path = f"/proc/sys/net/{name}"
     if value is None:
         with open(path) as f:
@@ -98,7 +98,7 @@ def _forwarding_registry():
         yield users
         for name in [n for n, pids in users.items() if not pids]:
             with contextlib.suppress(OSError):
-                _sysctl(f"ipv4/conf/{name}/forwarding", "0")
+                sysctl(f"ipv4/conf/{name}/forwarding", "0")
             del users[name]
         f.seek(0)
         f.truncate()
@@ -162,27 +162,27 @@ class OutboundNat:
             finally:
                 os.close(hub_fd)
             index = ipr.link_lookup(ifname=self.host_link)[0]
-            _sysctl(f"ipv6/conf/{self.host_link}/disable_ipv6", "1")
+            sysctl(f"ipv6/conf/{self.host_link}/disable_ipv6", "1")
             ipr.addr("add", index=index, address=self.host_address, prefixlen=30)
             ipr.link("set", index=index, state="up")
-            _sysctl(f"ipv4/conf/{self.host_link}/forwarding", "1")
+            sysctl(f"ipv4/conf/{self.host_link}/forwarding", "1")
             outside = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
                        if ipr.get_addr(index=link["index"], family=socket.AF_INET)]
         outside = [n for n in outside if n != "lo" and not n.startswith(HOST_PREFIX)]
         with _forwarding_registry() as users:
-            mine = [n for n in outside if n in users or _sysctl(f"ipv4/conf/{n}/forwarding") == "0"]
+            mine = [n for n in outside if n in users or sysctl(f"ipv4/conf/{n}/forwarding") == "0"]
             for name in mine:
                 users.setdefault(name, []).append(os.getpid())
             nft(self._host_rules(sorted(users)))  # before any interface forwards more than it did
             for name in mine:
-                _sysctl(f"ipv4/conf/{name}/forwarding", "1")
+                sysctl(f"ipv4/conf/{name}/forwarding", "1")
         with inside(hub_file), IPRoute() as ipr:
             index = ipr.link_lookup(ifname=UPLINK)[0]
-            _sysctl(f"ipv6/conf/{UPLINK}/disable_ipv6", "1")
+            sysctl(f"ipv6/conf/{UPLINK}/disable_ipv6", "1")
             ipr.addr("add", index=index, address=self.hub_address, prefixlen=30)
             ipr.link("set", index=index, state="up")
             ipr.route("add", dst="0.0.0.0/0", gateway=self.host_address)
-            _sysctl(f"ipv4/conf/{UPLINK}/forwarding", "1")
+            sysctl(f"ipv4/conf/{UPLINK}/forwarding", "1")
             nft(self._hub_rules())
 
     def _host_rules(self, switched: list[str]) -> str:
