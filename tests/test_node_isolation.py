@@ -11,7 +11,8 @@ import pytest
 
 from conftest import (Clients, Server, base_image_reference, free_port, pool_settled, run_script, vm_body,
                       wait_for)
-from test_batch_pools import base_pool
+from azure.core.exceptions import HttpResponseError
+from test_batch_pools import base_pool, error_values
 
 POOL = "isolated"  # Standard_A1_v2: 1 vCPU, 2 GiB
 ADMIN = {"autoUser": {"scope": "task", "elevationLevel": "admin"}}
@@ -257,3 +258,161 @@ def test_inbound_nat_reaches_the_node_port(clients):
     assert wait_for(greeting, what="the node's port through inbound NAT") == f"hello from {nodes[0].ip_address}"
     task = wait_for(lambda: (t := batch.get_task("served", "listen")).state == "completed" and t, what="the task")
     assert task.execution_info.exit_code == 0
+
+
+def test_inbound_nat_forwards_udp_datagrams(clients):
+    batch = clients.batch_key
+    start = free_range()
+    batch.create_pool(base_pool(clients, "datagrams", dedicated=1, networkConfiguration={"endpointConfiguration": {
+        "inboundNATPools": [{"name": "echo", "protocol": "udp", "backendPort": 9000, "frontendPortRangeStart": start,
+                             "frontendPortRangeEnd": start + 99}]}}))
+    _, nodes = pool_settled(batch, "datagrams")
+    endpoint = nodes[0].endpoint_configuration.inbound_endpoints[0]
+    assert endpoint.protocol == "udp"
+    batch.create_job({"id": "datagrams", "poolInfo": {"poolId": "datagrams"}})
+    batch.create_task("datagrams", {"id": "echo", "commandLine": "python3 -c \"import socket\n"
+                                    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9000))\n"
+                                    "data, peer = s.recvfrom(100); s.sendto(b'echo ' + data, peer)\""})
+
+    def echo():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(1)
+            sock.sendto(b"ping", (endpoint.public_ip_address, endpoint.frontend_port))
+            try:
+                return sock.recvfrom(100)  # nothing until the task listens: the datagram is lost
+            except OSError:
+                return None
+    data, source = wait_for(echo, what="an answer through UDP inbound NAT")
+    assert data == b"echo ping" and source == (endpoint.public_ip_address, endpoint.frontend_port)
+    task = wait_for(lambda: (t := batch.get_task("datagrams", "echo")).state == "completed" and t, what="the task")
+    assert task.execution_info.exit_code == 0
+
+
+def test_inbound_nat_applies_security_rules(clients):
+    """The test connects from 127.0.0.1: one NAT pool allows it, one denies it before a
+    rule that would allow everyone (priority order), one allows only others (no rule
+    matches: denied)."""
+    batch = clients.batch_key
+    start = free_range(300)
+    nat = [
+        {"name": "allowed", "backendPort": 8080, "networkSecurityGroupRules": [
+            {"priority": 150, "access": "allow", "sourceAddressPrefix": "127.0.0.0/8", "sourcePortRanges": ["*"]}]},
+        {"name": "denied", "backendPort": 8081, "networkSecurityGroupRules": [
+            {"priority": 300, "access": "allow", "sourceAddressPrefix": "*"},
+            {"priority": 200, "access": "deny", "sourceAddressPrefix": "127.0.0.1", "sourcePortRanges": ["0-65535"]}]},
+        {"name": "others", "backendPort": 8082, "networkSecurityGroupRules": [
+            {"priority": 150, "access": "allow", "sourceAddressPrefix": "192.0.2.0/24"}]},
+    ]
+    for i, pool in enumerate(nat):
+        pool.update(protocol="tcp", frontendPortRangeStart=start + 100 * i, frontendPortRangeEnd=start + 100 * i + 99)
+    batch.create_pool(base_pool(clients, "guarded", dedicated=1, networkConfiguration={"endpointConfiguration": {
+        "inboundNATPools": nat}}))
+    _, nodes = pool_settled(batch, "guarded")
+    rules = batch.get_pool("guarded").network_configuration.endpoint_configuration.inbound_nat_pools[1]
+    assert [(r.priority, r.access) for r in rules.network_security_group_rules] == [(300, "allow"), (200, "deny")]
+    frontends = {e.name.split(".")[0]: e.frontend_port for e in nodes[0].endpoint_configuration.inbound_endpoints}
+    batch.create_job({"id": "guarded", "poolInfo": {"poolId": "guarded"}})
+    batch.create_task("guarded", {"id": "listen", "commandLine": "python3 -c \"import socket\n"
+                                  "ls = [socket.create_server(('0.0.0.0', p)) for p in (8080, 8081, 8082)]\n"
+                                  "c, _ = ls[0].accept(); c.sendall(b'hello'); c.close()\n"
+                                  "for s in ls[1:]:\n"
+                                  "    s.settimeout(5)\n"
+                                  "    try:\n"
+                                  "        s.accept(); print('reached')\n"
+                                  "    except OSError:\n"
+                                  "        print('untouched')\""})
+
+    def answer(name: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", frontends[name]), timeout=10) as conn:
+            return conn.recv(100)  # empty when the relay closes at once
+    assert wait_for(lambda: answer("allowed"), what="the allowed NAT pool") == b"hello"
+    # the task listens on every port by now: the others are refused by their rules alone
+    assert answer("denied") == b"" and answer("others") == b""
+    task = wait_for(lambda: (t := batch.get_task("guarded", "listen")).state == "completed" and t, what="the task")
+    out = b"".join(batch.download_task_file("guarded", "listen", "stdout.txt")).decode()
+    assert out.split() == ["untouched", "untouched"]
+
+
+@pytest.mark.parametrize("rule, prop", [
+    ({"priority": 100, "access": "allow", "sourceAddressPrefix": "*"}, "priority"),
+    ({"priority": 150, "access": "maybe", "sourceAddressPrefix": "*"}, "access"),
+    ({"priority": 150, "access": "allow", "sourceAddressPrefix": "Internet"}, "sourceAddressPrefix"),
+    ({"priority": 150, "access": "allow", "sourceAddressPrefix": "*", "sourcePortRanges": ["1-10", "5"]},
+     "sourcePortRanges[1]"),
+])
+def test_bad_security_rules_are_refused(clients, rule, prop):
+    start = free_range()
+    body = base_pool(clients, "badrules", dedicated=0, networkConfiguration={"endpointConfiguration": {
+        "inboundNATPools": [{"name": "web", "protocol": "tcp", "backendPort": 80, "frontendPortRangeStart": start,
+                             "frontendPortRangeEnd": start + 99, "networkSecurityGroupRules": [rule]}]}})
+    with pytest.raises(HttpResponseError) as excinfo:
+        clients.batch_key.create_pool(body)
+    assert excinfo.value.status_code == 400
+    assert error_values(excinfo)["PropertyName"] == \
+        f"networkConfiguration.endpointConfiguration.inboundNATPools[0].networkSecurityGroupRules[0].{prop}"
+
+
+VNET = "/subscriptions/{}/resourceGroups/netrg/providers/Microsoft.Network/virtualNetworks/shared"
+
+
+def test_pools_on_subnets_of_one_virtual_network_reach_each_other(clients):
+    batch = clients.batch_key
+    vnet = VNET.format(clients.subscription)
+    addresses = {}
+    for pool, subnet in (("subnet-a", f"{vnet}/subnets/a"), ("subnet-b", f"{vnet}/subnets/b"), ("no-subnet", None)):
+        extra = {"networkConfiguration": {"subnetId": subnet}} if subnet else {}
+        batch.create_pool(base_pool(clients, pool, dedicated=1, **extra))
+        _, nodes = pool_settled(batch, pool)
+        addresses[pool] = nodes[0].ip_address
+    assert batch.get_pool("subnet-b").network_configuration.subnet_id == f"{vnet}/subnets/b"
+    batch.create_job({"id": "subnets", "poolInfo": {"poolId": "subnet-a"}})
+    seen = probe(batch, "subnets", "reach", f"{addresses['subnet-b']}:9", f"{addresses['no-subnet']}:9")
+    assert seen == {f"{addresses['subnet-b']}:9": "refused", f"{addresses['no-subnet']}:9": "unreachable"}
+
+
+@pytest.mark.parametrize("subnet", [
+    "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v",  # no subnet
+    "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualNetworks/v/subnets/s",
+    "default",
+])
+def test_malformed_subnet_ids_are_refused(clients, subnet):
+    with pytest.raises(HttpResponseError) as excinfo:
+        clients.batch_key.create_pool(base_pool(clients, "badsubnet", dedicated=0,
+                                                networkConfiguration={"subnetId": subnet}))
+    assert excinfo.value.status_code == 400
+    assert error_values(excinfo)["PropertyName"] == "networkConfiguration.subnetId"
+    assert excinfo.value.error.code == "InvalidPropertyValue"
+
+
+def test_vm_on_a_subnet_shares_its_virtual_network_with_pools(clients):
+    compute, location, batch = clients.compute, clients.location, clients.batch_key
+    vnet = VNET.format(clients.subscription).replace("/shared", "/mixed")
+    batch.create_pool(base_pool(clients, "vnet-nodes", dedicated=1,
+                                networkConfiguration={"subnetId": f"{vnet}/subnets/batch"}))
+    _, nodes = pool_settled(batch, "vnet-nodes")
+    clients.resource.resource_groups.create_or_update("netvm", {"location": location})
+    body = vm_body(location, base_image_reference(compute, location))
+    body["properties"]["networkProfile"] = {"networkApiVersion": "2020-11-01", "networkInterfaceConfigurations": [
+        {"name": "nic", "properties": {"primary": True, "ipConfigurations": [
+            {"name": "ip", "properties": {"subnet": {"id": f"{vnet}/subnets/vms"}}}]}}]}
+    compute.virtual_machines.begin_create_or_update("netvm", "on-vnet", body).result()
+    compute.virtual_machines.begin_create_or_update("netvm", "off-vnet", vm_body(
+        location, base_image_reference(compute, location))).result()
+    for vm, reached in (("on-vnet", "refused"), ("off-vnet", "unreachable")):
+        out = run_script(compute, "netvm", vm, "cat > /tmp/probe.py <<'EOF'", *PROBE.splitlines(), "EOF",
+                         f"python3 /tmp/probe.py {nodes[0].ip_address}:9")
+        assert out.split()[1] == reached, (vm, out)
+
+
+def test_vm_subnet_ids_are_checked(clients):
+    compute, location = clients.compute, clients.location
+    clients.resource.resource_groups.create_or_update("netvm", {"location": location})
+    body = vm_body(location, base_image_reference(compute, location))
+    body["properties"]["networkProfile"] = {"networkInterfaceConfigurations": [
+        {"name": "nic", "properties": {"ipConfigurations": [
+            {"name": "ip", "properties": {"subnet": {"id": "default"}}}]}}]}
+    with pytest.raises(HttpResponseError) as excinfo:
+        compute.virtual_machines.begin_create_or_update("netvm", "bad-subnet", body).result()
+    assert excinfo.value.status_code == 400
+    assert excinfo.value.error.target == "properties.networkProfile.networkInterfaceConfigurations[0]" \
+                                         ".properties.ipConfigurations[0].properties.subnet.id"

@@ -116,7 +116,8 @@ def build(settings: Settings, namespaces: bool) -> Services:
     if settings.isolation == "off":
         namespaces = False
     provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
-                                     cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off")
+                                     cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off",
+                                     outbound_nat=settings.outbound_nat)
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
     catalog = Catalog(db, aliases)

@@ -41,15 +41,19 @@ def main() -> None:
 @AZURE_ADDRESS
 @click.option("--dev-credentials", is_flag=True,
               help="Use the published development client secret and account key instead of random ones.")
+@click.option("--outbound-nat", type=click.Choice(["auto", "on", "off"]),
+              default=lambda: os.environ.get("BATCHYARD_OUTBOUND_NAT", "auto"),
+              show_default="auto, or $BATCHYARD_OUTBOUND_NAT",
+              help="Machines reach beyond the host through NAT: when the host has a default route, always, never.")
 def serve(host: str, port: int, data_dir: Path, no_tls: bool, batch_host_suffix: str, account_endpoints: str,
-          azure_hostnames: bool, azure_hostnames_address: str, dev_credentials: bool) -> None:
+          azure_hostnames: bool, azure_hostnames_address: str, dev_credentials: bool, outbound_nat: str) -> None:
     """Start the service on one port."""
     from .server import serve as run
 
     settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, tls=not no_tls,
                         batch_host_suffix=batch_host_suffix.lower(), account_endpoints=account_endpoints,
                         azure_hostnames=azure_hostnames, azure_hostnames_address=azure_hostnames_address,
-                        dev_credentials=dev_credentials)
+                        dev_credentials=dev_credentials, outbound_nat=outbound_nat)
     try:
         settings.check()
     except ValueError as exc:

@@ -36,6 +36,9 @@ class Settings:
     # host allows them; "off" for the comparison in bench/ (machines then share the host's).
     node_cgroups: str = field(default_factory=lambda: os.environ.get("BATCHYARD_NODE_CGROUPS", "on"))
     node_networks: str = field(default_factory=lambda: os.environ.get("BATCHYARD_NODE_NETWORKS", "on"))
+    # Outbound NAT through the host for machines on private networks: "auto" when the host
+    # has a default route, "on" whenever nft is there, "off" never.
+    outbound_nat: str = field(default_factory=lambda: os.environ.get("BATCHYARD_OUTBOUND_NAT", "auto"))
     # The fallback runs machines through fakechroot; with none, machines are unavailable.
     fakechroot: str | None = field(default_factory=lambda: os.environ.get("BATCHYARD_FAKECHROOT") or shutil.which("fakechroot"))
     run_command_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_RUN_COMMAND_TIMEOUT", 5400))
@@ -134,6 +137,8 @@ class Settings:
         if not azure_names.is_host_suffix(self.batch_host_suffix):
             raise ValueError(f"batch host suffix '{self.batch_host_suffix}': give a DNS name of at least two "
                              "labels (a certificate for *.{suffix} is refused by clients otherwise)")
+        if self.outbound_nat not in ("auto", "on", "off"):
+            raise ValueError(f"outbound NAT '{self.outbound_nat}': give 'auto', 'on' or 'off'")
         if self.account_endpoints not in ("path", "host"):
             raise ValueError(f"account endpoints '{self.account_endpoints}': give 'path' or 'host'")
         from .services.storage_accounts import configured

@@ -49,12 +49,18 @@ def overlay_works(scratch: Path) -> str | None:
     return None
 
 
+def tag(runtime_root: Path) -> str:
+    """Names this service's things on the host (cgroups, the NAT uplink and its table) after
+    its data directory, so a restart finds its own and two services never share one."""
+    return f"{zlib.crc32(str(runtime_root.resolve()).encode()):08x}"
+
+
 def machine_cgroups(runtime_root: Path, wanted: bool) -> tuple[cgroup_backends.Cgroups | None, str]:
     """The cgroups of this service's machines, named after its data directory so a restart
     finds its own, and a sentence on what they enforce."""
     if not wanted:
         return None, "NO limits from the VM size (switched off)"
-    name = f"batchyard-{zlib.crc32(str(runtime_root.resolve()).encode()):08x}"
+    name = f"batchyard-{tag(runtime_root)}"
     backend, how = cgroup_backends.detect(name)
     if backend is None:
         return None, f"NO limits from the VM size ({how})"
@@ -62,7 +68,8 @@ def machine_cgroups(runtime_root: Path, wanted: bool) -> tuple[cgroup_backends.C
 
 
 def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
-                    fakechroot: str | None, cgroups: bool = True, networks: bool = True) -> tuple[MachineProvider, str]:
+                    fakechroot: str | None, cgroups: bool = True, networks: bool = True,
+                    outbound_nat: str = "auto") -> tuple[MachineProvider, str]:
     """Returns the provider and a sentence for the start banner: isolated machines where
     the kernel allows them, else the documented fallback (plain directories and copies,
     run through fakechroot), else none."""
@@ -73,10 +80,11 @@ def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
         reason = overlay_works(layers.tmp)
     if reason is None:
         limits, limits_note = machine_cgroups(runtime_root, cgroups)
-        provider = NamespaceMachineProvider(runtime_root, layers, limits, networks)
+        provider = NamespaceMachineProvider(runtime_root, layers, limits, networks, outbound_nat, tag(runtime_root))
         filtered = f"NO seccomp filter: {provider.seccomp_missing}" if provider.seccomp_missing else "seccomp"
         networked = f"NO private networks: {provider.networks_missing}" if provider.networks_missing else \
-            f"private networks, service at {provider.service_address}"
+            f"private networks, service at {provider.service_address}, " + \
+            (f"NO outbound NAT: {provider.outbound_missing}" if provider.outbound_missing else "outbound NAT")
         return provider, f"machines: isolated (mount+PID namespaces, overlayfs; {limits_note}; {filtered}; {networked})"
     if fakechroot and os.access(fakechroot, os.X_OK):
         return DirectoryMachineProvider(runtime_root, layers, fakechroot), \

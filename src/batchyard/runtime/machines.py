@@ -29,12 +29,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import linux, seccomp
+from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
 from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
-from .gateway import Relay, host_listener
+from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .networks import SERVICE_ADDRESS, Networks
+from .security_rules import SecurityRule, admits
 
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -56,10 +57,13 @@ class DiskSpec:
 
 @dataclass(frozen=True)
 class InboundPort:
-    """Inbound NAT: connections to host_address:frontend reach the machine's port backend."""
+    """Inbound NAT: connections (or datagrams) to host_address:frontend reach the machine's
+    port backend, when the rules admit their source."""
     host_address: str
     frontend: int
     backend: int
+    protocol: str = "tcp"  # or "udp"
+    rules: tuple[SecurityRule, ...] = ()
 
 
 @dataclass
@@ -69,7 +73,7 @@ class MachineSpec:
     data_disks: dict[int, DiskSpec] = field(default_factory=dict)
     limits: Limits | None = None  # the VM size's; None: the host's
     network: str | None = None  # the private network it joins (a pool's, a resource group's)
-    inbound_ports: tuple[InboundPort, ...] = ()  # TCP ports of the host that lead to the machine
+    inbound_ports: tuple[InboundPort, ...] = ()  # ports of the host that lead to the machine
 
 
 @dataclass
@@ -219,7 +223,8 @@ class NamespaceMachineProvider(MachineProvider):
 
     mode = "namespaces"
 
-    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False):
+    def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False,
+                 outbound_nat: str = "off", tag: str = "0"):
         super().__init__()
         self.root = root
         self.layers = layers
@@ -228,7 +233,7 @@ class NamespaceMachineProvider(MachineProvider):
         self._limited: set[str] = set()  # those whose cgroup exists (made with their first command)
         self._networked: set[str] = set()  # machines running in a network namespace of their own
         self._gateway: Relay | None = None
-        self._inbound: dict[str, list[Relay]] = {}  # machine -> its inbound NAT relays
+        self._inbound: dict[str, list[Relay | DatagramRelay]] = {}  # machine -> its inbound NAT relays
         self.disks_dir = root / "disks"
         self.machines_dir = root / "machines"
         self.ns_dir = root / "ns"
@@ -241,10 +246,13 @@ class NamespaceMachineProvider(MachineProvider):
         self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
         self.networks: Networks | None = None
         self.networks_missing: str | None = "switched off"
+        self.outbound_missing: str | None = outbound.why_not(outbound_nat)  # why machines have no NAT, if so
         if networks:
+            nat = outbound.OutboundNat(tag) if self.outbound_missing is None else None
             try:
-                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir), None
+                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir, nat), None
                 self.service_address = SERVICE_ADDRESS
+                self.outbound_missing = self.outbound_missing or self.networks.outbound_missing
             except (OSError, ImportError) as exc:
                 self.networks_missing = str(exc)
 
@@ -378,14 +386,19 @@ class NamespaceMachineProvider(MachineProvider):
             return
         relays = []
         for port in machine.inbound_ports:
+            udp = port.protocol == "udp"
+            kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
             try:
-                listener = host_listener(port.host_address, port.frontend)
+                listener = host_listener(port.host_address, port.frontend, kind)
             except OSError as exc:
-                log.warning("machine %s: host port %s:%s unavailable: %s", machine.key, port.host_address,
-                            port.frontend, exc)
+                log.warning("machine %s: host port %s:%s/%s unavailable: %s", machine.key, port.host_address,
+                            port.frontend, port.protocol, exc)
                 continue
-            relays.append(Relay(listener, lambda backend=port.backend: self.networks.connect(address, backend),
-                                f"{port.frontend}->{machine.key}:{port.backend}"))
+            def connect(backend=port.backend, kind=kind) -> socket.socket:
+                return self.networks.connect(address, backend, kind=kind)
+            relay = DatagramRelay if udp else Relay
+            relays.append(relay(listener, connect, f"{port.frontend}/{port.protocol}->{machine.key}:{port.backend}",
+                                lambda peer, rules=port.rules: admits(rules, peer)))
         with self._lock:
             self._inbound[machine.key] = relays
 
@@ -482,6 +495,8 @@ class NamespaceMachineProvider(MachineProvider):
                 self.stop(ns_file.name)
         if self.cgroups is not None:
             self.cgroups.close()
+        if self.networks is not None:
+            self.networks.close()
 
 
 class UnavailableMachineProvider(MachineProvider):

@@ -7,7 +7,8 @@ Each network there is a link (one end of a veth pair, so it always has a carrier
 low-priority nodes); each machine's `eth0` is a macvlan of it in bridge mode, with an
 address of the network and a default route to the gateway (.1, a macvlan of the same link
 in the hub). Machines of one network reach each other through their link; the hub
-forwards nothing, so no packet crosses to another network, to the host or beyond.
+forwards no packet to another network or to the host; with outbound NAT (outbound.py) it
+forwards what goes beyond the host, through its uplink.
 macvlan rather than a bridge with a veth per machine: adding a port to a bridge costs in
 proportion to the ports it has (1,000 nodes took 5 times longer each than the first 100),
 a macvlan the same for every machine. The hub also holds
@@ -29,6 +30,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import threading
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from . import linux
+from .outbound import OutboundNat, sysctl
 
 SERVICE_ADDRESS = "100.64.0.1"  # shared address space, never a node's
 NODE_RANGE = ipaddress.ip_network("10.0.0.0/8")
@@ -114,13 +117,8 @@ def _send(batch: bytes) -> None:
         raise OSError(first_error, os.strerror(first_error))
 
 
-def _set_sysctl(name: str, value: str) -> None:
-    with open(f"/proc/sys/net/{name}", "w") as f:  # of the calling thread's namespace
-        f.write(value)
-
-
 class Networks:
-    def __init__(self, ns_dir: Path, machines_dir: Path):
+    def __init__(self, ns_dir: Path, machines_dir: Path, outbound: OutboundNat | None = None):
         self.ns_dir = ns_dir
         self.machines_dir = machines_dir
         self.hub = ns_dir / "hub.net"
@@ -131,12 +129,25 @@ class Networks:
         self._load()
         new_namespace(self.hub)
         with inside(self.hub), IPRoute() as ipr:
-            _set_sysctl("ipv4/conf/all/forwarding", "0")  # a new namespace may inherit the host's
-            _set_sysctl("ipv4/ip_forward", "0")
+            sysctl("ipv4/conf/all/forwarding", "0")  # a new namespace may inherit the host's
+            sysctl("ipv4/ip_forward", "0")
             lo = ipr.link_lookup(ifname="lo")[0]
             ipr.link("set", index=lo, state="up")
             ipr.addr("add", index=lo, address=SERVICE_ADDRESS, prefixlen=32)
             self._check_macvlan(ipr)
+        self.outbound: OutboundNat | None = None
+        self.outbound_missing = "switched off"
+        if outbound is not None:
+            try:
+                outbound.start(self.hub, inside)
+                self.outbound, self.outbound_missing = outbound, None
+            except (OSError, subprocess.CalledProcessError) as exc:
+                outbound.stop()
+                self.outbound_missing = getattr(exc, "stderr", None) or str(exc)
+
+    def close(self) -> None:
+        if self.outbound is not None:
+            self.outbound.stop()
 
     @staticmethod
     def _check_macvlan(ipr: IPRoute) -> None:
@@ -241,6 +252,8 @@ class Networks:
         if not ipr.get_addr(index=gateway_index, family=socket.AF_INET):
             ipr.addr("add", index=gateway_index, address=self._address(subnet, 1), prefixlen=PREFIX)
         ipr.link("set", index=gateway_index, state="up")
+        if self.outbound is not None:  # the hub's rules let it forward only to the uplink
+            sysctl(f"ipv4/conf/{gateway}/forwarding", "1")
         return index
 
     def attach(self, key: str, network: str) -> Path:
@@ -284,10 +297,10 @@ class Networks:
             linux.umount(str(ns_file), linux.MNT_DETACH)
         ns_file.unlink(missing_ok=True)
 
-    def connect(self, address: str, port: int, timeout: float = 10) -> socket.socket:
-        """A TCP connection from the hub to a machine's address."""
+    def connect(self, address: str, port: int, timeout: float = 10, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """A TCP connection (or a connected UDP socket) from the hub to a machine's address."""
         with inside(self.hub):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET, kind)
         try:
             sock.settimeout(timeout)
             sock.connect((address, port))

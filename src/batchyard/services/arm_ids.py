@@ -115,3 +115,12 @@ def check_compute_name(name: str, kind: str) -> None:
             "digits, '.', '_' or '-', start with a letter or digit and end with a letter, digit or '_'.",
             target="name",
         )
+
+
+SUBNET_TYPE = "Microsoft.Network/virtualNetworks/subnets"
+
+
+def virtual_network_of(subnet_id: str) -> str:
+    """The machines' network of a subnet: one per virtual network (its id in lower case, as
+    ARM ids compare), shared by the Batch pools and VMs on any of its subnets."""
+    return "vnet:" + subnet_id.lower().rsplit("/subnets/", 1)[0]

@@ -26,7 +26,7 @@ from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource
 from .background import PokedLoop
 from .node_agent import NodeAgent
-from .pool_spec import nat_node_limit
+from .pool_spec import nat_node_limit, virtual_network
 from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now, stamp_allocation, stamp_node_state
 from .vm_sizes import lookup as lookup_vm_size
 
@@ -243,8 +243,12 @@ class Allocator(PokedLoop):
         disks = {"os": {"key": f"{digest[:32]}os", "layers": pool.internal["os_layers"]},
                  "data": {lun: {"key": f"{digest[:32]}d{lun}", "layers": layers}
                           for lun, layers in pool.internal["data_layers"].items()}}
-        return Node(pool.id.lower(), node_id, body,
-                    {"slot": slot, "machine_key": f"{digest[:32]}vm", "disks": disks})
+        internal = {"slot": slot, "machine_key": f"{digest[:32]}vm", "disks": disks,
+                    "inbound_rules": _inbound_rules(pool)}
+        vnet = virtual_network(pool.body.get("networkConfiguration"))
+        if vnet:
+            internal["network"] = vnet
+        return Node(pool.id.lower(), node_id, body, internal)
 
     def _shrink(self, pool: Resource, dedicated: bool, count: int) -> None:
         """Nodes that are not ready go first, then idle ones, newest first, as Azure prefers."""
@@ -377,12 +381,20 @@ def _free_slot(taken: set[int]) -> int:
     return slot
 
 
-def _endpoints(pool: Resource, slot: int) -> list[dict]:
-    pools = ((pool.body.get("networkConfiguration") or {}).get("endpointConfiguration") or {}).get(
+def _nat_pools(pool: Resource) -> list[dict]:
+    return ((pool.body.get("networkConfiguration") or {}).get("endpointConfiguration") or {}).get(
         "inboundNATPools") or []
+
+
+def _endpoints(pool: Resource, slot: int) -> list[dict]:
     return [{"name": f"{p['name']}.{slot}", "protocol": p["protocol"], "publicIPAddress": "127.0.0.1",
              "publicFQDN": "localhost", "frontendPort": p["frontendPortRangeStart"] + slot,
-             "backendPort": p["backendPort"]} for p in pools]
+             "backendPort": p["backendPort"]} for p in _nat_pools(pool)]
+
+
+def _inbound_rules(pool: Resource) -> dict[str, list[dict]]:
+    """Each inbound NAT pool's network security group rules, by its name."""
+    return {p["name"]: p.get("networkSecurityGroupRules") or [] for p in _nat_pools(pool)}
 
 
 class _Counts:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ...runtime.commands import Exit
 from ...runtime.machines import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
+from ...runtime.security_rules import SecurityRule
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .pools import Pools, iso, now
@@ -50,6 +51,18 @@ def failure_info(outcome: Exit, vm_size: str) -> dict:
     return {**STARTUP_FAILURE, "details": []}
 
 
+def inbound_ports(node: Node) -> tuple[InboundPort, ...]:
+    """The node's inbound NAT endpoints, each under its NAT pool's security rules (an
+    endpoint is named {NAT pool}.{slot})."""
+    rules = node.internal.get("inbound_rules", {})
+    return tuple(
+        InboundPort(e["publicIPAddress"], e["frontendPort"], e["backendPort"], e["protocol"],
+                    tuple(SecurityRule(r["priority"], r["access"] == "allow", r["sourceAddressPrefix"],
+                                       tuple(r.get("sourcePortRanges") or ["*"]))
+                          for r in rules.get(e["name"].rsplit(".", 1)[0], [])))
+        for e in node.body.get("endpointConfiguration", {}).get("inboundEndpoints", []))
+
+
 class NodeAgent:
     def __init__(self, provider: MachineProvider, pools: Pools, account_url):
         self.provider = provider
@@ -65,11 +78,9 @@ class NodeAgent:
         disks = node.internal["disks"]
         return MachineSpec(node.internal["machine_key"], DiskSpec(disks["os"]["key"], disks["os"]["layers"]),
                            {int(lun): DiskSpec(d["key"], d["layers"]) for lun, d in disks["data"].items()},
-                           limits=vm_sizes.limits(node.body["vmSize"]), network=f"pool:{node.pool_key}",
-                           inbound_ports=tuple(
-                               InboundPort(e["publicIPAddress"], e["frontendPort"], e["backendPort"])
-                               for e in node.body.get("endpointConfiguration", {}).get("inboundEndpoints", [])
-                               if e["protocol"] == "tcp"))
+                           limits=vm_sizes.limits(node.body["vmSize"]),
+                           network=node.internal.get("network") or f"pool:{node.pool_key}",
+                           inbound_ports=inbound_ports(node))
 
     def _build_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)

@@ -4,9 +4,11 @@ shape Batch returns. Rules that need other resources (the image, the account) li
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 
+from ..arm_ids import virtual_network_of
 from . import batch_input as bi
 from .durations import format_duration, parse_duration
 from .vm_sizes import lookup as lookup_vm_size
@@ -180,12 +182,35 @@ def network_configuration(body: dict) -> dict | None:
         return None
     endpoint = bi.obj(network, "endpointConfiguration", "networkConfiguration.endpointConfiguration")
     out = {k: v for k, v in network.items() if k != "endpointConfiguration"}
+    if network.get("subnetId") is not None:
+        out["subnetId"] = subnet_id(network["subnetId"])
     if endpoint is not None:
         field = "networkConfiguration.endpointConfiguration.inboundNATPools"
         pools = bi.array(endpoint, "inboundNATPools", field, max_items=5)
         out["endpointConfiguration"] = {"inboundNATPools": [_nat_pool(p, f"{field}[{i}]", pools[:i])
                                                             for i, p in enumerate(pools)]}
     return out
+
+
+SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"
+                       r"virtualNetworks/[^/]+/subnets/[^/]+$", re.IGNORECASE)
+
+
+def subnet_id(value) -> str:
+    """An ARM subnet id, as Azure requires it. There is no Microsoft.Network provider here:
+    the virtual network is taken by its id alone."""
+    if not isinstance(value, str) or not SUBNET_ID.match(value):
+        raise bi.invalid("networkConfiguration.subnetId", value, "The subnetId must be the ARM resource id of a "
+                         "subnet: /subscriptions/{subscription}/resourceGroups/{group}/providers/"
+                         "Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet}.")
+    return value
+
+
+def virtual_network(network: dict | None) -> str | None:
+    """The network of the virtual network a pool's nodes join, or None for a network of
+    the pool's own."""
+    subnet = (network or {}).get("subnetId")
+    return virtual_network_of(subnet) if subnet else None
 
 
 def _nat_pool(pool, field: str, earlier: list[dict]) -> dict:
@@ -213,9 +238,51 @@ def _nat_pool(pool, field: str, earlier: list[dict]) -> dict:
             raise bi.invalid(f"{field}.name", name, "Inbound NAT pool names must be unique.")
         if start <= other["frontendPortRangeEnd"] and other["frontendPortRangeStart"] <= end:
             raise bi.invalid(f"{field}.frontendPortRangeStart", start, "Frontend port ranges may not overlap.")
-    rules = bi.array(pool, "networkSecurityGroupRules", f"{field}.networkSecurityGroupRules", max_items=25)
+    rules_field = f"{field}.networkSecurityGroupRules"
+    rules = bi.array(pool, "networkSecurityGroupRules", rules_field, max_items=25)
+    rules = [_security_rule(rule, f"{rules_field}[{i}]", rules[:i]) for i, rule in enumerate(rules)]
     return {"name": name, "protocol": protocol, "backendPort": backend, "frontendPortRangeStart": start,
             "frontendPortRangeEnd": end, "networkSecurityGroupRules": rules}
+
+
+def _security_rule(rule, field: str, earlier: list[dict]) -> dict:
+    """A network security group rule as Azure's Batch API documents it."""
+    if not isinstance(rule, dict):
+        raise bi.invalid(field, rule, "An object is required.")
+    priority = bi.integer(rule, "priority", f"{field}.priority", minimum=150, maximum=4096)
+    if priority is None:
+        raise bi.missing(f"{field}.priority")
+    if any(other["priority"] == priority for other in earlier):
+        raise bi.invalid(f"{field}.priority", priority, "Priorities within a pool must be unique.")
+    access = bi.choice(rule, "access", ("allow", "deny"), f"{field}.access")
+    if access is None:
+        raise bi.missing(f"{field}.access")
+    prefix = bi.string(rule, "sourceAddressPrefix", f"{field}.sourceAddressPrefix", required_=True)
+    if prefix != "*":
+        try:
+            ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise bi.invalid(f"{field}.sourceAddressPrefix", prefix, "Give a single IP address, an IP subnet "
+                             "(CIDR) or *; service tags are not supported here.") from None
+    ports = bi.array(rule, "sourcePortRanges", f"{field}.sourcePortRanges") or ["*"]
+    spans = []
+    for i, ports_ in enumerate(ports):
+        span = _port_range(ports_)
+        if span is None or any(s[0] <= span[1] and span[0] <= s[1] for s in spans):
+            raise bi.invalid(f"{field}.sourcePortRanges[{i}]", ports_, "Give *, a port (22) or a range (100-200) "
+                             "of ports 0 to 65535, not overlapping another entry.")
+        spans.append(span)
+    return {"priority": priority, "access": access, "sourceAddressPrefix": prefix, "sourcePortRanges": ports}
+
+
+def _port_range(value) -> tuple[int, int] | None:
+    if value == "*":
+        return 0, 65535
+    match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    low, high = int(match[1]), int(match[2] or match[1])
+    return (low, high) if low <= high <= 65535 else None
 
 
 def nat_node_limit(network: dict | None) -> int | None:

@@ -10,7 +10,7 @@ import uuid
 
 from ...runtime.machines import MachineError, MachineProvider, MachineSpec
 from ...store.resources import Resource, ResourceStore
-from ..arm_ids import ResourceId, check_compute_name, parse, parse_typed
+from ..arm_ids import SUBNET_TYPE, ResourceId, check_compute_name, parse, parse_typed, virtual_network_of
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
                              optional_object, require_object)
 from ..errors import Conflict, InvalidInput, NotFound, Unsupported
@@ -123,7 +123,7 @@ class VirtualMachines:
                     "hardwareProfile": hardware,
                     "storageProfile": {"osDisk": os_disk, "dataDisks": data_disks, "diskControllerType": "SCSI"},
                     "osProfile": _public_os_profile(props.get("osProfile"), rid.name),
-                    "networkProfile": optional_object(props.get("networkProfile"), "properties.networkProfile"),
+                    "networkProfile": _network_profile(props.get("networkProfile")),
                     "provisioningState": "Succeeded",
                     "timeCreated": now_iso(),
                 }
@@ -328,7 +328,7 @@ class VirtualMachines:
                 for d in storage.get("dataDisks", [])}
         return MachineSpec(vm.internal["machine_key"], os_disk, data,
                            limits=vm_sizes.limits(vm.properties["hardwareProfile"]["vmSize"]),
-                           network="group:" + vm.id.lower().split("/providers/", 1)[0])
+                           network=_network(vm))
 
     def _start(self, vm: Resource) -> None:
         try:
@@ -498,8 +498,9 @@ class VirtualMachines:
                 raise InvalidInput("InvalidParameter", "settings.script must be base64-encoded text.",
                                    target="properties.settings.script")
         if merged.get("fileUris"):
-            raise Unsupported("OperationNotAllowed", "fileUris cannot be downloaded here (no outbound network); "
-                              "use commandToExecute or script.", target="properties.settings.fileUris")
+            raise Unsupported("OperationNotAllowed", "fileUris are not downloaded here; use commandToExecute or "
+                              "script (which may fetch them itself through outbound NAT).",
+                              target="properties.settings.fileUris")
         command = merged.get("commandToExecute")
         if not isinstance(command, str) or not command.strip():
             raise InvalidInput("InvalidParameter", "CustomScript needs settings.commandToExecute or settings.script.",
@@ -566,3 +567,41 @@ def _public_os_profile(profile, vm_name: str) -> dict:
 def _platform_image_id(subscription: str, location: str, base) -> str:
     return (f"/Subscriptions/{subscription}/Providers/Microsoft.Compute/Locations/{location}/Publishers/"
             f"{base.publisher}/ArtifactTypes/VMImage/Offers/{base.offer}/Skus/{base.sku}/Versions/{base.version}")
+
+
+def _subnets(profile: dict) -> list[tuple[str, str]]:
+    """(subnet id, its field) of each IP configuration of the NIC configurations a VM
+    declares inline (networkInterfaceConfigurations); NICs given by id
+    (networkInterfaces) are recorded only, there being no Microsoft.Network here."""
+    found = []
+    base = "properties.networkProfile.networkInterfaceConfigurations"
+    for i, nic in enumerate(_member(profile, "networkInterfaceConfigurations") or []):
+        for j, ip in enumerate(_member(nic, "properties", "ipConfigurations") or []):
+            subnet = _member(ip, "properties", "subnet", "id")
+            if subnet is not None:
+                found.append((subnet, f"{base}[{i}].properties.ipConfigurations[{j}].properties.subnet.id"))
+    return found
+
+
+def _member(value, *path: str):
+    """value[path[0]][path[1]]...; None where an object on the way is missing."""
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def _network_profile(value) -> dict:
+    profile = optional_object(value, "properties.networkProfile")
+    for subnet, field in _subnets(profile):
+        parse_typed(subnet, SUBNET_TYPE, field)
+    return profile
+
+
+def _network(vm: Resource) -> str:
+    """The network a VM's machine joins: the virtual network of its first NIC
+    configuration's subnet (shared with Batch pools on that virtual network), else its
+    resource group's."""
+    subnets = _subnets(vm.properties.get("networkProfile") or {})
+    if subnets:
+        return virtual_network_of(subnets[0][0])
+    return "group:" + vm.id.lower().split("/providers/", 1)[0]
