@@ -28,6 +28,7 @@ from .services.compute.image_aliases import HOST, ImageAliases
 from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
 from .services.compute.images import IMAGE_TYPE, Images
 from .services.compute.vms import VirtualMachines
+from .services.authorization import Authorization
 from .services.identity import Identity
 from .services.resource_groups import ResourceGroups
 from .services.secrets import SecretBox
@@ -44,6 +45,7 @@ class Services:
     db: Database
     store: ResourceStore
     identity: Identity
+    authorization: Authorization
     groups: ResourceGroups
     layers: LayerStore
     provider: MachineProvider
@@ -87,6 +89,9 @@ def build(settings: Settings, namespaces: bool) -> Services:
     client_secret = identity.ensure_default_principal(settings.dev_credentials)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
+    authorization = Authorization(db, identity, groups)
+    authorization.ensure_development_roles()
+    identity.on_delete(authorization.delete_for_principal)
     if not groups.exists(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP):
         groups.create_or_update(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP, {"location": defaults.LOCATION})
 
@@ -110,6 +115,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     pools = Pools(store, NodeStore(db), catalog, settings, accounts)
     agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
     pools.node_root = lambda node: node_root(provider, node)
+    pools.authorization = authorization
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)
     jobs = Jobs(store, task_store, pools)
@@ -120,11 +126,13 @@ def build(settings: Settings, namespaces: bool) -> Services:
 
     # Deleting a resource group deletes what is in it, dependents first.
     groups.on_delete(accounts.delete_in_group)  # pools may use the group's images
+    groups.on_delete(lambda subscription, group: authorization.delete_below(
+        f"/subscriptions/{subscription}/resourceGroups/{group}"))
     groups.on_delete(vms.delete_in_group)
     for type_, delete in ((IMAGE_TYPE, images.delete), (SNAPSHOT_TYPE, disks.delete_snapshot), (DISK_TYPE, disks.delete)):
         groups.on_delete(_delete_all_of(store, type_, delete))
 
-    services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
+    services = Services(settings, db, store, identity, authorization, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret)

@@ -4,6 +4,9 @@ used: this server's own, or https://login.microsoftonline.com with --azure-hostn
 
 from __future__ import annotations
 
+import re
+import uuid
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -18,8 +21,19 @@ MAX_FORM_BYTES = 64 * 1024
 
 
 def _oauth_error(code: str, description: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": code, "error_description": description, "error_codes": [],
-                         "timestamp": "", "trace_id": "", "correlation_id": ""}, status_code=status)
+    """Entra ID's error body, as MSAL reads it: `error` and `error_description` (which
+    azure-identity shows), the AADSTS number again in `error_codes`, and the trace ids."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    moment = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    number = re.match(r"AADSTS(\d+)", description)
+    return JSONResponse({"error": code,
+                         "error_description": f"{description} Trace ID: {trace} Correlation ID: {correlation} "
+                                              f"Timestamp: {moment}",
+                         "error_codes": [int(number[1])] if number else [], "timestamp": moment,
+                         "trace_id": trace, "correlation_id": correlation,
+                         "error_uri": "https://login.microsoftonline.com/error"
+                                      + (f"?code={number[1]}" if number else "")},
+                        status_code=status)
 
 
 def _tenant_base(request: Request) -> str:

@@ -1,6 +1,7 @@
 """Dispatch for everything under /subscriptions: match the path case-insensitively (ARM
 does, and the SDKs differ in casing), check the bearer token, the subscription, the
-resource group and the api-version, then call the handler with a small request context."""
+caller's permission (RBAC), the resource group and the api-version, then call the handler
+with a small request context."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from starlette.responses import JSONResponse, Response
 
 from ... import defaults
 from ...services.arm_ids import ResourceId
+from ...services.authorization import Caller
 from ...services.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError, Unauthenticated
 from ..bodies import read_body
+from ..permissions import arm_permission
 from ..errors import arm_error
 from . import versions
 
@@ -115,6 +118,9 @@ class ArmRouter:
         if "subscription" in params:
             await run_in_threadpool(services.groups.check_subscription, params["subscription"])
             self._check_tenant(claims, params["subscription"], services)
+        needed = arm_permission(request.method, path)
+        if needed:  # before the resource group is looked up: no access, nothing learnt
+            await run_in_threadpool(services.authorization.require, Caller.bearer(claims), *needed)
         versions.check(request.query_params.get("api-version"), route.namespace)
         if "resourceGroup" in params and route.namespace != "Microsoft.Resources":
             await run_in_threadpool(services.groups.get, params["subscription"], params["resourceGroup"])

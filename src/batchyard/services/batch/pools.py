@@ -18,6 +18,7 @@ from pathlib import Path
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse_typed
+from ..authorization import Caller
 from ..compute.images import IMAGE_TYPE
 from ..errors import ConditionFailed, Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
@@ -58,6 +59,22 @@ def stamp_allocation(pool: Resource, state: str) -> None:
     pool.body["allocationStateTransitionTime"] = iso(now())
 
 
+def image_denied(image_id: str) -> tuple[str, str, list[dict]]:
+    """Azure's refusal of a pool whose image the caller's identity may not read (its wording,
+    'privelege' included: clients match on it)."""
+    reason = (f"The user identity used for this operation does not have the required privelege "
+              f"Microsoft.Compute/images/read on the specified resource {image_id}")
+    return "InsufficientPermissions", reason + ".", [{"key": "Reason", "value": reason}]
+
+
+def _grower(auth) -> dict:
+    """The bearer principal on whose permissions the pool grows (the shared key is the
+    account itself: its pools grow from marketplace images and aliases only)."""
+    if auth.mode != PoolAuth.BEARER:
+        return {}
+    return {"grower": {"object_id": auth.object_id, "client_id": auth.client_id}}
+
+
 class PoolAuth:
     """How the request that touches a pool was authenticated."""
     SHARED_KEY = "SharedKey"
@@ -75,6 +92,7 @@ class Pools:
         self.lock = threading.RLock()
         self.allocator = None  # set by the allocator; poked whenever a pool has work
         self.node_root = None  # node -> host path of its AZ_BATCH_NODE_ROOT_DIR; set by bootstrap
+        self.authorization = None  # who may read which image (services/authorization.py); set by bootstrap
 
     # reading --------------------------------------------------------------------------------
 
@@ -123,7 +141,7 @@ class Pools:
 
     # creating -------------------------------------------------------------------------------
 
-    def create(self, account: Resource, body: dict, auth: str) -> Resource:
+    def create(self, account: Resource, body: dict, auth) -> Resource:
         body = bi.body_object(body)
         pool_id = pool_spec.pool_id(body.get("id"))
         vm_size = pool_spec.vm_size(body.get("vmSize"))
@@ -161,7 +179,7 @@ class Pools:
         pool = Resource(id=f"{account.id}/pools/{pool_id}", type=POOL_TYPE, subscription=account.subscription,
                         resource_group=account.resource_group, name=pool_id, body=wire,
                         internal={"account": account.name, **image, "node_generation": 0,
-                                  "resize": self._resize_record(timeout, "requeue")})
+                                  "resize": self._resize_record(timeout, "requeue"), **_grower(auth)})
         with self.lock:
             if self.store.get(pool.id) is not None:
                 raise Conflict("PoolExists", "The specified pool already exists.")
@@ -171,14 +189,18 @@ class Pools:
         self._poke()
         return pool
 
-    def _image_for(self, account: Resource, config: dict, auth: str) -> dict:
+    def _image_for(self, account: Resource, config: dict, auth) -> dict:
         """The layers a node of this pool is made of, after Azure's rules for the image."""
         reference = config["imageReference"]
         agent = config["nodeAgentSKUId"]
         if "virtualMachineImageId" in reference:
-            if auth == PoolAuth.SHARED_KEY:
+            if auth.mode == PoolAuth.SHARED_KEY:
                 raise self._shared_key_refused()
             self._check_agent_for_linux(agent)
+            # before the image is looked up: a caller who may not read it learns nothing of it
+            if not self.authorization.may_read_image(auth, reference["virtualMachineImageId"]):
+                code, message, details = image_denied(reference["virtualMachineImageId"])
+                raise Forbidden(code, message, details=details)
             return self._custom_image_layers(self._custom_image(account, reference["virtualMachineImageId"]))
         try:
             base = self.catalog.resolve(reference, "virtualMachineConfiguration.imageReference")
@@ -254,7 +276,7 @@ class Pools:
 
     # changing -------------------------------------------------------------------------------
 
-    def update(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:
+    def update(self, account: Resource, pool_id: str, body: dict, auth, conditions=None) -> Resource:
         """PATCH: the properties given replace the pool's; the others stay."""
         body = bi.body_object(body)
         with self.lock:
@@ -272,7 +294,7 @@ class Pools:
                     body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
             return self._save(pool)
 
-    def replace_properties(self, account: Resource, pool_id: str, body: dict, auth: str) -> Resource:
+    def replace_properties(self, account: Resource, pool_id: str, body: dict, auth) -> Resource:
         """updateproperties: what is not given is removed."""
         body = bi.body_object(body)
         with self.lock:
@@ -287,7 +309,7 @@ class Pools:
             pool.body["applicationPackageReferences"] = pool_spec.application_packages(body)
             return self._save(pool)
 
-    def resize(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:
+    def resize(self, account: Resource, pool_id: str, body: dict, auth, conditions=None) -> Resource:
         body = bi.body_object(body)
         dedicated, low_priority = pool_spec.targets(body)
         timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
@@ -297,12 +319,24 @@ class Pools:
             self._require_steady(pool)
             reference = pool.body.get("virtualMachineConfiguration", {}).get("imageReference", {})
             custom = "virtualMachineImageId" in reference
-            if custom and auth == PoolAuth.SHARED_KEY:  # not an alias of a managed image (see _image_for)
+            if custom and auth.mode == PoolAuth.SHARED_KEY:  # not an alias of a managed image (see _image_for)
                 raise self._shared_key_refused()
+            pool.internal.update(_grower(auth))
             pool.body.update({"targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority,
                               "resizeTimeout": format_duration(timeout)})
             self._begin_resize(pool, timeout, deallocation)
             return self._save(pool)
+
+    def growth_denied(self, pool: Resource) -> tuple[str, str, list[dict]] | None:
+        """Why the pool may not grow from its custom image now: the principal who asked for
+        the growth (created or last resized it) may no longer read the image. A resize
+        error (code, message, values) for the allocator, or None."""
+        grower = pool.internal.get("grower")
+        if not pool.internal.get("image_id") or not grower or self.authorization.may_read_image(
+                Caller(PoolAuth.BEARER, grower["object_id"], grower.get("client_id")), pool.internal["image_id"]):
+            return None
+        code, message, details = image_denied(pool.internal["image_id"])
+        return code, message, [{"name": d["key"], "value": d["value"]} for d in details]
 
     def stop_resize(self, account: Resource, pool_id: str, conditions=None) -> Resource:
         with self.lock:
