@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import defaults
+from . import azure_names, defaults
 from .config import Settings
 from .private_files import private_dir
 from .runtime import hostfs
@@ -87,6 +87,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     box = SecretBox(data / "keys" / "secrets.key")
     identity = Identity(db, data / "keys", box)
     client_secret = identity.ensure_default_principal(settings.dev_credentials)
+    identity.issuer_bases = lambda: issuer_bases(settings)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
     authorization = Authorization(db, identity, groups)
@@ -143,6 +144,11 @@ def build(settings: Settings, namespaces: bool) -> Services:
     scheduler.start()
     storage.reclaim()
     return services
+
+
+def issuer_bases(settings: Settings) -> tuple[str, ...]:
+    """Where tokens are issued (read when checked: the port may be chosen at start)."""
+    return (settings.base_url,) + ((f"https://{azure_names.LOGIN_HOST}",) if settings.azure_hostnames else ())
 
 
 def _delete_all_of(store: ResourceStore, type_: str, delete):

@@ -26,6 +26,8 @@ def arm_permission(method: str, path: str) -> tuple[str, str] | None:
     parts = [p for p in path.split("/") if p]
     if len(parts) < 2 or parts[0].lower() != "subscriptions":
         return None
+    # ARM's own words in their usual casing (the SDKs send 'resourcegroups'); names as sent
+    parts = [_CANONICAL.get(p.lower(), p) if k % 2 == 0 and k < 4 else p for k, p in enumerate(parts)]
     verb = _VERBS.get(method.upper(), "write")
     lowered = [p.lower() for p in parts]
     subscription = f"/subscriptions/{parts[1]}"

@@ -40,6 +40,15 @@ def _tenant_base(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}/{request.path_params['tenant']}"
 
 
+def _issuer(request: Request, tenant: str) -> str:
+    """The issuer tokens name: Azure's login host when the client used it, else this
+    server's own address (whatever alias of it the client used), so that a token checks
+    against a fixed list (services/identity.py)."""
+    bases = request.app.state.services.identity.issuer_bases()
+    base = next((b for b in bases[1:] if urlsplit(b).hostname == request.url.hostname), bases[0])
+    return f"{base}/{tenant}/v2.0"
+
+
 async def instance_discovery(request: Request) -> JSONResponse:
     """MSAL asks this of login.microsoftonline.com for the authority's aliases (api-version
     1.1) and, for an authority it does not know, for its tenant discovery endpoint (1.0).
@@ -64,7 +73,7 @@ async def openid_configuration(request: Request) -> JSONResponse:
         return _oauth_error("invalid_tenant", f"AADSTS90002: Tenant '{tenant}' not found.")
     base = _tenant_base(request)
     return JSONResponse({
-        "issuer": f"{base}/v2.0",
+        "issuer": _issuer(request, tenant),
         "token_endpoint": f"{base}/oauth2/v2.0/token",
         "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
         "jwks_uri": f"{base}/discovery/v2.0/keys",
@@ -101,7 +110,7 @@ async def token(request: Request) -> JSONResponse:
                                             form["client_secret"])
     except ServiceError as exc:
         return _oauth_error(exc.code, exc.message, 401 if exc.code == "invalid_client" else 400)
-    access_token, lifetime = services.identity.issue_token(principal, form["scope"], f"{_tenant_base(request)}/v2.0")
+    access_token, lifetime = services.identity.issue_token(principal, form["scope"], _issuer(request, principal.tenant_id))
     return JSONResponse({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
                          "access_token": access_token},
                         headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

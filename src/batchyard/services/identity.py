@@ -55,6 +55,9 @@ class Identity:
         self.db = db
         self.box = box  # seals the development secret, which connection.json shows at every start
         self._on_delete: list = []  # called with the object id of a deleted principal
+        # the addresses tokens are issued at (this server's, and Azure's with --azure-hostnames):
+        # a token names one of them, followed by /{tenant}/v2.0, as its issuer; set by bootstrap
+        self.issuer_bases = lambda: ()
         self._key = self._load_or_create_key(key_dir / "token-signing.pem")
         self._public = self._key.public_key()
         self.key_id = hashlib.sha256(
@@ -252,7 +255,7 @@ class Identity:
         try:
             claims = jwt.decode(
                 token, self._public, algorithms=["RS256"], leeway=CLOCK_SKEW_SECONDS,
-                options={"verify_aud": False, "require": ["exp", "iat", "aud", "tid", "oid"]},
+                options={"verify_aud": False, "require": ["exp", "iat", "nbf", "aud", "iss", "tid", "oid"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated(
@@ -264,6 +267,10 @@ class Identity:
                 "InvalidAuthenticationToken",
                 "The access token is invalid: its signature could not be verified.",
             )
+        issuer = claims.get("iss")
+        if issuer not in {f"{base}/{claims['tid']}/v2.0" for base in self.issuer_bases()}:
+            raise Unauthenticated("InvalidAuthenticationToken",
+                                  f"The access token is from an issuer this server does not trust: '{issuer}'.")
         # RFC 7519 lets `aud` be one string or a list of them; anything else names no audience.
         audience = claims.get("aud")
         named = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
