@@ -197,11 +197,7 @@ class Pools:
             if auth.mode == PoolAuth.SHARED_KEY:
                 raise self._shared_key_refused()
             self._check_agent_for_linux(agent)
-            # before the image is looked up: a caller who may not read it learns nothing of it
-            if not self.authorization.may_read_image(auth, reference["virtualMachineImageId"]):
-                code, message, details = image_denied(reference["virtualMachineImageId"])
-                raise Forbidden(code, message, details=details)
-            return self._custom_image_layers(self._custom_image(account, reference["virtualMachineImageId"]))
+            return self._custom_image_layers(self._custom_image(account, reference["virtualMachineImageId"], auth))
         try:
             base = self.catalog.resolve(reference, "virtualMachineConfiguration.imageReference")
         except ServiceError as exc:
@@ -229,7 +225,9 @@ class Pools:
             "this request was signed with a shared key. Use a bearer token for https://batch.core.windows.net/.",
             details=[{"key": "AuthenticationMode", "value": "SharedKey"}])
 
-    def _custom_image(self, account: Resource, image_id: str) -> Resource:
+    def _custom_image(self, account: Resource, image_id: str, caller=None) -> Resource:
+        """The image a pool names, after Azure's rules; `caller` must be allowed to read it
+        (an alias's image was chosen by the administrator: no caller)."""
         field = "virtualMachineConfiguration.imageReference.virtualMachineImageId"
         try:
             rid = parse_typed(image_id, IMAGE_TYPE, field)
@@ -240,6 +238,10 @@ class Pools:
             raise bi.invalid(field, image_id, f"The image is in subscription '{rid.subscription}', but the Batch "
                                               f"account '{account.name}' is in subscription '{account.subscription}'; "
                                               "the image must be in the account's subscription.")
+        # before the image is looked up: a caller who may not read it learns nothing of it
+        if caller is not None and not self.authorization.may_read_image(caller, image_id):
+            code, message, details = image_denied(image_id)
+            raise Forbidden(code, message, details=details)
         image = self.store.get(str(rid))
         if image is None:
             raise bi.invalid(field, image_id, "The specified image does not exist.")
