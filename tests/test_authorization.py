@@ -332,6 +332,19 @@ def test_reader_on_a_resource_group_reads_but_does_not_write(server, admin, auth
     refused(reader.resource.resource_groups.get, "readable")
 
 
+def test_batch_roles_separate_reading_from_writing_on_the_data_plane(server, authz):
+    made = principal_cli(server, "create", "--name", "batch-reader")
+    assign(authz, account_id(), BUILT_IN["Azure Batch Account Reader"], made["objectId"])
+    reader = clients_as(server.info, made)
+    assert isinstance(list(reader.batch.list_pools()), list)  # pools: an action (batchAccounts/*/read)
+    assert isinstance(list(reader.batch.list_jobs()), list)  # jobs: a data action (batchAccounts/*/read)
+    error = refused(reader.batch.create_job, {"id": "not-mine", "poolInfo": {"poolId": "p"}})
+    assert "data action 'Microsoft.Batch/batchAccounts/jobs/write'" in batch_values(error)["Reason"]
+    error = refused(reader.batch.create_pool, custom_pool("not-mine", "/subscriptions/x/resourceGroups/y/providers/"
+                                                                      "Microsoft.Compute/images/z"))
+    assert "action 'Microsoft.Batch/batchAccounts/pools/write'" in batch_values(error)["Reason"]
+
+
 def test_the_image_must_be_readable_to_make_and_grow_a_pool(server, admin, authz, image):
     made = principal_cli(server, "create", "--name", "pooler")
     assign(authz, account_id(), CONTRIBUTOR, made["objectId"])

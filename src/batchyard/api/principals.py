@@ -37,7 +37,7 @@ def _handler(action):
     async def endpoint(request: Request) -> Response:
         services = request.app.state.services
         try:
-            claims = ArmRouter._authenticate(request, services)
+            claims = ArmRouter.authenticate(request, services)
             caller = Caller.bearer(claims)
             await run_in_threadpool(services.authorization.require_principal_admin, caller,
                                     claims.get("tid", ""), _VERBS[request.method])

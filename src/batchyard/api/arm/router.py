@@ -102,7 +102,7 @@ class ArmRouter:
 
     async def _dispatch(self, request: Request) -> Response:
         services = request.app.state.services
-        claims = self._authenticate(request, services)
+        claims = self.authenticate(request, services)
         path = request.url.path
         method = "GET" if request.method == "HEAD" and not self._has_head(path) else request.method
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
@@ -133,7 +133,7 @@ class ArmRouter:
         return any(r.method == "HEAD" and r.pattern.match(path) for r in self.routes)
 
     @staticmethod
-    def _authenticate(request: Request, services) -> dict:
+    def authenticate(request: Request, services) -> dict:
         header = request.headers.get("authorization")
         if not header:
             raise Unauthenticated("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
