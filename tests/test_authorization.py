@@ -332,6 +332,37 @@ def test_reader_on_a_resource_group_reads_but_does_not_write(server, admin, auth
     refused(reader.resource.resource_groups.get, "readable")
 
 
+def test_long_running_operations_are_polled_by_whoever_started_them(tmp_path_factory):
+    # no waiting for work to finish within the request: every long-running operation is polled
+    with Server(tmp_path_factory.mktemp("lro") / "data", extra_env={"BATCHYARD_SYNC_WAIT": "0"}) as server:
+        admin = Clients(server.info)
+        authz = auth_client(admin)
+        admin.resource.resource_groups.create_or_update("lro", {"location": admin.location})
+        made = principal_cli(server, "create", "--name", "lro-writer")
+        assign(authz, group_scope("lro"), CONTRIBUTOR, made["objectId"])
+        writer = clients_as(server.info, made)
+        body = {"location": admin.location,
+                "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1}}
+        # a role on the group only, and the operation is polled at the subscription: it is the writer's
+        assert writer.compute.disks.begin_create_or_update("lro", "d1", body).result().name == "d1"
+
+        info, ca = server.info, server.info["ca_bundle"]
+        started = requests.put(f"{info['arm_endpoint']}{group_scope('lro')}/providers/Microsoft.Compute/disks/d2"
+                               "?api-version=2024-03-02", json=body, verify=ca, timeout=30, headers={
+                                   "Authorization": "Bearer " + writer.credential.get_token(ARM_SCOPE).token})
+        assert started.status_code == 202
+        status_url = started.headers["Azure-AsyncOperation"]
+        other = principal_cli(server, "create", "--name", "lro-other")
+        assign(authz, group_scope("lro"), READER, other["objectId"])
+        as_other = clients_as(server.info, other).credential.get_token(ARM_SCOPE).token
+        answer = requests.get(status_url, verify=ca, timeout=30, headers={"Authorization": f"Bearer {as_other}"})
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "AuthorizationFailed"
+        as_writer = {"Authorization": "Bearer " + writer.credential.get_token(ARM_SCOPE).token}
+        wait_for(lambda: requests.get(status_url, verify=ca, timeout=30, headers=as_writer).json()["status"]
+                 == "Succeeded", what="the writer's operation")
+        assert admin.compute.disks.get("lro", "d2").name == "d2"
+
+
 def test_batch_roles_separate_reading_from_writing_on_the_data_plane(server, authz):
     made = principal_cli(server, "create", "--name", "batch-reader")
     assign(authz, account_id(), BUILT_IN["Azure Batch Account Reader"], made["objectId"])

@@ -120,6 +120,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX role_assignments_principal ON role_assignments (principal_id);
     """,
+    # 7: who started a long-running operation: they may poll it (services/operations.py).
+    """
+    ALTER TABLE operations ADD COLUMN owner TEXT;
+    """,
 ]
 
 

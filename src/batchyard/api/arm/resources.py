@@ -124,5 +124,5 @@ def register(router: ArmRouter) -> None:
     router.add("GET", RG + "/resources", list_group_resources, NS)
     for kind in ("Microsoft.Compute", "Microsoft.Resources"):
         base = SUB + f"/providers/{kind}/locations/{{location}}"
-        router.add("GET", base + "/operations/{operation}", lro.operation_status, kind)
-        router.add("GET", base + "/operationResults/{operation}", lro.operation_result, kind)
+        router.add("GET", base + "/operations/{operation}", lro.operation_status, kind, own_check=True)
+        router.add("GET", base + "/operationResults/{operation}", lro.operation_result, kind, own_check=True)

@@ -76,6 +76,8 @@ class ArmRoute:
     namespace: str
     # a read-only view of its parent (a VM's instanceView), not a resource type of its own
     view: bool = False
+    # the handler decides who may call it (operation status: whoever started the operation)
+    own_check: bool = False
 
 
 class ArmRouter:
@@ -83,12 +85,12 @@ class ArmRouter:
         self.routes: list[ArmRoute] = []
 
     def add(self, method: str, template: str, handler: Handler, namespace: str = "Microsoft.Compute",
-            view: bool = False) -> None:
+            view: bool = False, own_check: bool = False) -> None:
         """Template segments in braces are parameters, e.g.
         /subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/disks/{disks}"""
         regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>[^/]+)", template.rstrip("/"))
         self.routes.append(ArmRoute(method, template.rstrip("/"), re.compile(f"^{regex}/?$", re.IGNORECASE), handler,
-                                  namespace, view))
+                                  namespace, view, own_check))
 
     async def dispatch(self, request: Request) -> Response:
         try:
@@ -119,7 +121,8 @@ class ArmRouter:
             await run_in_threadpool(services.groups.check_subscription, params["subscription"])
             self._check_tenant(claims, params["subscription"], services)
         needed = arm_permission(request.method, path)
-        if needed:  # before the resource group is looked up: no access, nothing learnt
+        # before the resource group is looked up: without access, nothing is learnt of it
+        if needed and not route.own_check:
             await run_in_threadpool(services.authorization.require, Caller.bearer(claims), *needed)
         versions.check(request.query_params.get("api-version"), route.namespace)
         if "resourceGroup" in params and route.namespace != "Microsoft.Resources":
