@@ -151,6 +151,7 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
         # before principals had several secrets and roles: one SHA-256 column, no assignments
         db.execute("DROP TABLE principal_secrets")
         db.execute("DROP TABLE role_assignments")
+        db.execute("ALTER TABLE operations DROP COLUMN owner")
         db.execute("ALTER TABLE principals ADD COLUMN secret_sha256 TEXT NOT NULL DEFAULT ''")
         db.execute("UPDATE principals SET secret_sha256 = ?", (hashlib.sha256(defaults.CLIENT_SECRET.encode()).hexdigest(),))
         db.execute("DELETE FROM settings WHERE name IN ('development_client_secret', 'development_principal_roles')")
