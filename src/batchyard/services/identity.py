@@ -162,14 +162,13 @@ class Identity:
         return Principal(client_id, tenant_id, object_id, display_name)
 
     def _add_secret(self, client_id: str, secret: str, end: datetime | None, display_name: str) -> dict:
-        key_id = str(uuid.uuid4())
-        start = _iso(datetime.now(UTC))
-        self.db.execute(
-            "INSERT INTO principal_secrets (key_id, client_id, secret_hash, hint, display_name, start_time, end_time) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key_id, client_id, hash_secret(secret), secret[:3], display_name, start, _iso(end) if end else None))
-        return {"keyId": key_id, "hint": secret[:3], "displayName": display_name or None, "startDateTime": start,
-                "endDateTime": _iso(end) if end else None}
+        row = {"key_id": str(uuid.uuid4()), "client_id": client_id, "secret_hash": hash_secret(secret),
+               "hint": secret[:3], "display_name": display_name, "start_time": _iso(datetime.now(UTC)),
+               "end_time": _iso(end) if end else None}
+        self.db.execute("INSERT INTO principal_secrets (key_id, client_id, secret_hash, hint, display_name, "
+                        "start_time, end_time) VALUES (:key_id, :client_id, :secret_hash, :hint, :display_name, "
+                        ":start_time, :end_time)", row)
+        return _credential(row)
 
     @staticmethod
     def _end_of(end: datetime | None) -> datetime:
