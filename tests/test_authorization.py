@@ -22,6 +22,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.resource.subscriptions import SubscriptionClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -94,6 +95,12 @@ def assign(authz: AuthorizationManagementClient, scope: str, role: str, principa
         "role_definition_id": f"/subscriptions/{defaults.SUBSCRIPTION_ID}/providers/Microsoft.Authorization/"
                               f"roleDefinitions/{role}",
         "principal_id": principal_id, "principal_type": "ServicePrincipal"})
+
+
+def subscriptions_of(info: dict, made: dict):
+    """The subscriptions a principal sees (azure-mgmt-resource-subscriptions, as `az login` lists them)."""
+    return SubscriptionClient(credential(info, made["clientId"], made["clientSecret"]), base_url=info["arm_endpoint"],
+                              connection_verify=info["ca_bundle"]).subscriptions.list()
 
 
 def sub_scope() -> str:
@@ -291,6 +298,7 @@ def test_a_principal_without_a_role_can_do_nothing(server, admin):
             f"perform action 'Microsoft.Resources/subscriptions/resourceGroups/read' over scope "
             f"'{group_scope(RG)}' or the scope is invalid.") in error.message
     refused(nobody.compute.images.list_by_resource_group, RG)
+    assert list(subscriptions_of(server.info, made)) == []  # ARM lists only where it has a role
     refused(nobody.resource.resource_groups.get, "no-such-group")  # 403 before 404: nothing learnt
     error = refused(nobody.compute.disks.begin_create_or_update, RG, "sneaky", {
         "location": admin.location, "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1}})
@@ -318,6 +326,7 @@ def test_reader_on_a_resource_group_reads_but_does_not_write(server, admin, auth
     assign(authz, group_scope("readable"), READER, made["objectId"])
     reader = clients_as(server.info, made)
     assert reader.resource.resource_groups.get("readable").name == "readable"
+    assert [s.subscription_id for s in subscriptions_of(server.info, made)] == [defaults.SUBSCRIPTION_ID]
     assert reader.compute.disks.get("readable", "d1").name == "d1"
     assert [d.name for d in reader.compute.disks.list_by_resource_group("readable")] == ["d1"]
     error = refused(reader.compute.disks.begin_create_or_update, "readable", "d2", {

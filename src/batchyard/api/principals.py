@@ -87,7 +87,7 @@ async def _get(request: Request, services) -> Response:
     client_id = request.path_params["client"]
     found = [p for p in await run_in_threadpool(services.identity.principals) if p["clientId"] == client_id.lower()]
     if not found:
-        services.identity.principal(client_id)  # raises NotFound
+        await run_in_threadpool(services.identity.principal, client_id)  # raises NotFound
     return JSONResponse(found[0])
 
 

@@ -83,6 +83,12 @@ class Authorization:
                 return True
         return False
 
+    def has_role_within(self, object_id: str | None, scope: str) -> bool:
+        """Whether any of the principal's assignments applies at or below `scope` (ARM lists a
+        subscription to whoever has a role anywhere in it)."""
+        rows = self.db.query("SELECT scope FROM role_assignments WHERE principal_id = ?", ((object_id or "").lower(),))
+        return any(covers(r["scope"], scope) or covers(scope, r["scope"]) for r in rows)
+
     def require(self, caller: Caller, action: str, scope: str) -> None:
         """ARM's 403 for a management action the caller may not perform."""
         if caller.mode == "SharedKey" or self.allowed(caller.object_id, action, scope):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
+from ...services.authorization import Caller
 from ...services import locations
 from ...services.resource_groups import GROUP_TYPE
 from . import lro
@@ -31,9 +32,11 @@ async def get_subscription(ctx: ArmContext) -> Response:
 
 
 async def list_subscriptions(ctx: ArmContext) -> Response:
-    """The subscriptions of the caller's tenant (what `az login` lists)."""
+    """The subscriptions of the caller's tenant in which it has a role (what `az login` lists)."""
     subs = await ctx.call(ctx.services.groups.subscriptions, ctx.claims.get("tid", ""))
-    return _listing([_subscription_body(s) for s in subs])
+    oid = Caller.bearer(ctx.claims).object_id
+    return _listing([_subscription_body(s) for s in subs
+                     if ctx.services.authorization.has_role_within(oid, f"/subscriptions/{s['subscriptionId']}")])
 
 
 async def list_tenants(ctx: ArmContext) -> Response:
