@@ -174,6 +174,36 @@ def test_principals_are_created_listed_and_deleted_with_the_command_line(server,
     assert made["clientSecret"].encode() not in (server.data_dir / "batchyard.db").read_bytes()
 
 
+def test_the_principals_route_refuses_bad_requests_and_non_administrators(server, admin, authz):
+    base, ca = f"{server.info['arm_endpoint']}/batchyard/principals", server.info["ca_bundle"]
+
+    def call(method: str, path: str = "", token: str | None = None, **kwargs) -> requests.Response:
+        token = token or admin.credential.get_token(ARM_SCOPE).token
+        return requests.request(method, base + path, verify=ca, timeout=30,
+                                headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+    made = call("POST", json={"displayName": "route-made"})
+    assert made.status_code == 201 and made.headers["Cache-Control"] == "no-store"
+    client_id = made.json()["clientId"]
+    shown = call("GET", f"/{client_id}").json()
+    assert shown["displayName"] == "route-made" and "clientSecret" not in shown
+    assert call("GET", f"/{uuid.uuid4()}").status_code == 404
+    assert call("POST", json={"displayName": ""}).status_code == 400
+    assert call("POST", data=b"{not json").status_code == 400
+    assert call("POST", json={"displayName": "x", "endDateTime": "someday"}).status_code == 400
+    refusal = call("DELETE", f"/{defaults.CLIENT_ID}")
+    assert refusal.status_code == 400 and "development principal" in refusal.json()["error"]["message"]
+    assert call("DELETE", f"/{client_id}/secrets/{uuid.uuid4()}").status_code == 404
+
+    # Contributor may do everything but grant access, and so may not make principals either
+    contributor = principal_cli(server, "create", "--name", "contributor")
+    assign(authz, sub_scope(), CONTRIBUTOR, contributor["objectId"])
+    token = credential(server.info, contributor["clientId"], contributor["clientSecret"]).get_token(ARM_SCOPE).token
+    assert call("POST", token=token, json={"displayName": "nope"}).status_code == 403
+    assert call("DELETE", f"/{client_id}", token=token).status_code == 403
+    assert call("DELETE", f"/{client_id}").status_code == 204
+
+
 def test_secrets_expire_and_the_token_endpoint_answers_as_entra_id(server):
     made = principal_cli(server, "create", "--name", "secrets")
     ends = datetime.now(UTC) + timedelta(seconds=2)
