@@ -67,7 +67,7 @@ def image_denied(image_id: str) -> tuple[str, str, list[dict]]:
     return "InsufficientPermissions", reason + ".", [{"key": "Reason", "value": reason}]
 
 
-def _grower(auth) -> dict:
+def _grower(auth: Caller) -> dict:
     """The bearer principal on whose permissions the pool grows (the shared key is the
     account itself: its pools grow from marketplace images and aliases only)."""
     if auth.mode != PoolAuth.BEARER:
@@ -141,7 +141,7 @@ class Pools:
 
     # creating -------------------------------------------------------------------------------
 
-    def create(self, account: Resource, body: dict, auth) -> Resource:
+    def create(self, account: Resource, body: dict, auth: Caller) -> Resource:
         body = bi.body_object(body)
         pool_id = pool_spec.pool_id(body.get("id"))
         vm_size = pool_spec.vm_size(body.get("vmSize"))
@@ -189,7 +189,7 @@ class Pools:
         self._poke()
         return pool
 
-    def _image_for(self, account: Resource, config: dict, auth) -> dict:
+    def _image_for(self, account: Resource, config: dict, auth: Caller) -> dict:
         """The layers a node of this pool is made of, after Azure's rules for the image."""
         reference = config["imageReference"]
         agent = config["nodeAgentSKUId"]
@@ -225,7 +225,7 @@ class Pools:
             "this request was signed with a shared key. Use a bearer token for https://batch.core.windows.net/.",
             details=[{"key": "AuthenticationMode", "value": "SharedKey"}])
 
-    def _custom_image(self, account: Resource, image_id: str, caller=None) -> Resource:
+    def _custom_image(self, account: Resource, image_id: str, caller: Caller | None = None) -> Resource:
         """The image a pool names, after Azure's rules; `caller` must be allowed to read it
         (an alias's image was chosen by the administrator: no caller)."""
         field = "virtualMachineConfiguration.imageReference.virtualMachineImageId"
@@ -278,7 +278,7 @@ class Pools:
 
     # changing -------------------------------------------------------------------------------
 
-    def update(self, account: Resource, pool_id: str, body: dict, auth, conditions=None) -> Resource:
+    def update(self, account: Resource, pool_id: str, body: dict, auth: Caller, conditions=None) -> Resource:
         """PATCH: the properties given replace the pool's; the others stay."""
         body = bi.body_object(body)
         with self.lock:
@@ -296,7 +296,7 @@ class Pools:
                     body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
             return self._save(pool)
 
-    def replace_properties(self, account: Resource, pool_id: str, body: dict, auth) -> Resource:
+    def replace_properties(self, account: Resource, pool_id: str, body: dict, auth: Caller) -> Resource:
         """updateproperties: what is not given is removed."""
         body = bi.body_object(body)
         with self.lock:
@@ -311,7 +311,7 @@ class Pools:
             pool.body["applicationPackageReferences"] = pool_spec.application_packages(body)
             return self._save(pool)
 
-    def resize(self, account: Resource, pool_id: str, body: dict, auth, conditions=None) -> Resource:
+    def resize(self, account: Resource, pool_id: str, body: dict, auth: Caller, conditions=None) -> Resource:
         body = bi.body_object(body)
         dedicated, low_priority = pool_spec.targets(body)
         timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
