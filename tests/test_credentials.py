@@ -148,9 +148,13 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
             internal.pop("sealed_keys")
             internal["keys"] = keys
             db.execute("UPDATE resources SET internal = ? WHERE key = ?", (json.dumps(internal), key))
-        db.execute("ALTER TABLE principals RENAME COLUMN secret_hash TO secret_sha256")
+        # before principals had several secrets and roles: one SHA-256 column, no assignments
+        db.execute("DROP TABLE principal_secrets")
+        db.execute("DROP TABLE role_assignments")
+        db.execute("ALTER TABLE operations DROP COLUMN owner")
+        db.execute("ALTER TABLE principals ADD COLUMN secret_sha256 TEXT NOT NULL DEFAULT ''")
         db.execute("UPDATE principals SET secret_sha256 = ?", (hashlib.sha256(defaults.CLIENT_SECRET.encode()).hexdigest(),))
-        db.execute("DELETE FROM settings WHERE name = 'development_client_secret'")
+        db.execute("DELETE FROM settings WHERE name IN ('development_client_secret', 'development_principal_roles')")
         # as if the migration to salted hashes had not run yet
         before_hashes = next(i for i, script in enumerate(MIGRATIONS) if "secret_hash" in script)
         db.execute(f"PRAGMA user_version = {before_hashes}")

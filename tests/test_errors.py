@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import jwt
+from batchyard import defaults
 import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -173,8 +174,10 @@ def test_token_audience_may_be_a_list(arm, server, audience, status):
     from cryptography.hazmat.primitives import serialization
     key = serialization.load_pem_private_key((server.data_dir / "keys" / "token-signing.pem").read_bytes(), None)
     now = int(time.time())
-    token = jwt.encode({"aud": audience, "iss": "x", "iat": now, "nbf": now, "exp": now + 600,
-                        "tid": server.info["tenant_id"], "oid": "o", "sub": "o"}, key, algorithm="RS256")
+    issuer = f"{server.info['authority']}/{server.info['tenant_id']}/v2.0"
+    token = jwt.encode({"aud": audience, "iss": issuer, "iat": now, "nbf": now, "exp": now + 600,
+                        "tid": server.info["tenant_id"], "oid": defaults.PRINCIPAL_OBJECT_ID,
+                        "sub": defaults.PRINCIPAL_OBJECT_ID}, key, algorithm="RS256")
     got, body = arm("GET", "/disks", token_override=token)
     assert got == status
     if status == 401:

@@ -328,7 +328,7 @@ def test_inbound_nat_applies_security_rules(clients):
     assert wait_for(lambda: answer("allowed"), what="the allowed NAT pool") == b"hello"
     # the task listens on every port by now: the others are refused by their rules alone
     assert answer("denied") == b"" and answer("others") == b""
-    task = wait_for(lambda: (t := batch.get_task("guarded", "listen")).state == "completed" and t, what="the task")
+    wait_for(lambda: (t := batch.get_task("guarded", "listen")).state == "completed" and t, what="the task")
     out = b"".join(batch.download_task_file("guarded", "listen", "stdout.txt")).decode()
     assert out.split() == ["untouched", "untouched"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import defaults
+from . import azure_names, defaults
 from .config import Settings
 from .private_files import private_dir
 from .runtime import hostfs
@@ -38,6 +38,7 @@ from .services.compute.image_aliases import HOST, ImageAliases
 from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
 from .services.compute.images import IMAGE_TYPE, Images
 from .services.compute.vms import VirtualMachines
+from .services.authorization import Authorization
 from .services.identity import Identity
 from .services.resource_groups import ResourceGroups
 from .services.secrets import SecretBox
@@ -55,6 +56,7 @@ class Services:
     db: Database
     store: ResourceStore
     identity: Identity
+    authorization: Authorization
     groups: ResourceGroups
     layers: LayerStore
     provider: MachineProvider
@@ -107,8 +109,12 @@ def build(settings: Settings, namespaces: bool) -> Services:
     box = SecretBox(data / "keys" / "secrets.key")
     identity = Identity(db, data / "keys", box)
     client_secret = identity.ensure_default_principal(settings.dev_credentials)
+    identity.issuer_bases = lambda: issuer_bases(settings)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
+    authorization = Authorization(db, identity, groups)
+    authorization.ensure_development_roles()
+    identity.on_delete(authorization.delete_for_principal)
     if not groups.exists(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP):
         groups.create_or_update(defaults.SUBSCRIPTION_ID, defaults.RESOURCE_GROUP, {"location": defaults.LOCATION})
 
@@ -133,6 +139,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     pools = Pools(store, NodeStore(db), catalog, settings, accounts)
     agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
     pools.node_root = lambda node: node_root(provider, node)
+    pools.authorization = authorization
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)
     jobs = Jobs(store, task_store, pools)
@@ -160,11 +167,13 @@ def build(settings: Settings, namespaces: bool) -> Services:
 
     # Deleting a resource group deletes what is in it, dependents first.
     groups.on_delete(accounts.delete_in_group)  # pools may use the group's images
+    groups.on_delete(lambda subscription, group: authorization.delete_below(
+        f"/subscriptions/{subscription}/resourceGroups/{group}"))
     groups.on_delete(vms.delete_in_group)
     for type_, delete in ((IMAGE_TYPE, images.delete), (SNAPSHOT_TYPE, disks.delete_snapshot), (DISK_TYPE, disks.delete)):
         groups.on_delete(_delete_all_of(store, type_, delete))
 
-    services = Services(settings, db, store, identity, groups, layers, provider, note, catalog, storage, disks,
+    services = Services(settings, db, store, identity, authorization, groups, layers, provider, note, catalog, storage, disks,
                         images, vms, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
                         job_schedules=job_schedules, auto_pools=auto_pools,
@@ -183,6 +192,11 @@ def build(settings: Settings, namespaces: bool) -> Services:
     auto_pools.start()
     storage.reclaim()
     return services
+
+
+def issuer_bases(settings: Settings) -> tuple[str, ...]:
+    """Where tokens are issued (read when checked: the port may be chosen at start)."""
+    return (settings.base_url,) + ((f"https://{azure_names.LOGIN_HOST}",) if settings.azure_hostnames else ())
 
 
 def _delete_all_of(store: ResourceStore, type_: str, delete):

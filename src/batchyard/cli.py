@@ -100,8 +100,6 @@ def quota() -> None:
 def quota_set(account: str, data_dir: Path, dedicated_cores, low_priority_cores, pools, active_jobs, families,
               enforce_families) -> None:
     """Set an account's quotas on the running server of DATA_DIR (it reads connection.json)."""
-    from .operator_client import OperatorClient
-
     body = {name: value for name, value in (
         ("dedicatedCoreQuota", dedicated_cores), ("lowPriorityCoreQuota", low_priority_cores),
         ("poolQuota", pools), ("activeJobAndJobScheduleQuota", active_jobs),
@@ -116,10 +114,75 @@ def quota_set(account: str, data_dir: Path, dedicated_cores, low_priority_cores,
         body["dedicatedCoreQuotaPerVMFamily"] = per_family
     if not body:
         raise click.UsageError("Give at least one quota to set.")
-    client = OperatorClient(data_dir.resolve() / "connection.json")
-    properties = client.set_quotas(account, body)["properties"]
+    properties = _operator(data_dir).set_quotas(account, body)["properties"]
     shown = {k: v for k, v in properties.items() if "Quota" in k and k != "dedicatedCoreQuotaPerVMFamily"}
     click.echo(json.dumps(shown, indent=2))
+
+
+@main.group()
+def principal() -> None:
+    """Service principals: who may sign in (`batchyard serve` must be running)."""
+
+
+END_DATE = click.option("--end-date", default=None, metavar="ISO8601",
+                        help="When the secret stops working, e.g. 2027-01-31T00:00:00Z [default: in two years].")
+
+
+def _operator(data_dir: Path):
+    from .operator_client import OperatorClient
+
+    return OperatorClient(data_dir.resolve() / "connection.json")
+
+
+@principal.command("create")
+@click.option("--name", required=True, help="The principal's display name.")
+@DATA_DIR
+@END_DATE
+def principal_create(name: str, data_dir: Path, end_date: str | None) -> None:
+    """Create a principal with a client secret; prints clientId, clientSecret (shown this
+    once), objectId and tenantId as JSON. It has no role until one is assigned."""
+    made = _operator(data_dir).create_principal(name, end_date)
+    click.echo(json.dumps({k: made[k] for k in ("clientId", "clientSecret", "objectId", "tenantId")}
+                          | {"secretEndDateTime": made["passwordCredentials"][0]["endDateTime"]}, indent=2))
+
+
+@principal.command("list")
+@DATA_DIR
+def principal_list(data_dir: Path) -> None:
+    """Every principal with its secrets' ids, hints and end dates (never the secrets)."""
+    click.echo(json.dumps(_operator(data_dir).list_principals(), indent=2))
+
+
+@principal.command("delete")
+@click.option("--client-id", required=True)
+@DATA_DIR
+def principal_delete(client_id: str, data_dir: Path) -> None:
+    """Delete a principal, its secrets and its role assignments."""
+    _operator(data_dir).delete_principal(client_id)
+
+
+@principal.group("secret")
+def principal_secret() -> None:
+    """A principal's client secrets."""
+
+
+@principal_secret.command("add")
+@click.option("--client-id", required=True)
+@click.option("--name", default="", help="A display name for the secret.")
+@DATA_DIR
+@END_DATE
+def secret_add(client_id: str, name: str, data_dir: Path, end_date: str | None) -> None:
+    """Add a client secret; prints it (shown this once) with its keyId and end date."""
+    click.echo(json.dumps(_operator(data_dir).add_secret(client_id, end_date, name), indent=2))
+
+
+@principal_secret.command("delete")
+@click.option("--client-id", required=True)
+@click.option("--key-id", required=True)
+@DATA_DIR
+def secret_delete(client_id: str, key_id: str, data_dir: Path) -> None:
+    """Remove one client secret: it stops working at once."""
+    _operator(data_dir).remove_secret(client_id, key_id)
 
 
 if __name__ == "__main__":

@@ -60,3 +60,28 @@ class OperatorClient:
 
     def set_quotas(self, account: str, quotas: dict) -> dict:
         return self._arm("POST", f"{self.account_id(account)}/{QUOTAS_ACTION}", quotas)
+
+    # service principals (api/principals.py) ------------------------------------------------
+
+    def _principals(self, method: str, path: str = "", body: dict | None = None) -> dict:
+        url = f"{self.info['arm_endpoint']}/batchyard/principals{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        return self._request(method, url, data, {"Authorization": f"Bearer {self._token}",
+                                                 "Content-Type": "application/json"})
+
+    def create_principal(self, name: str, end: str | None) -> dict:
+        return self._principals("POST", "", {"displayName": name, "endDateTime": end})
+
+    def list_principals(self) -> list[dict]:
+        return self._principals("GET")["value"]
+
+    def delete_principal(self, client_id: str) -> None:
+        self._principals("DELETE", "/" + urllib.parse.quote(client_id, safe=""))
+
+    def add_secret(self, client_id: str, end: str | None, name: str) -> dict:
+        return self._principals("POST", f"/{urllib.parse.quote(client_id, safe='')}/secrets",
+                                {"endDateTime": end, "displayName": name})
+
+    def remove_secret(self, client_id: str, key_id: str) -> None:
+        self._principals("DELETE", f"/{urllib.parse.quote(client_id, safe='')}/secrets/"
+                                   f"{urllib.parse.quote(key_id, safe='')}")

@@ -13,10 +13,11 @@ from starlette.routing import Host, Route
 
 from .. import azure_names
 from ..services.errors import InvalidInput, NotFound, ServiceError
-from . import metadata, tokens, uploads
+from . import metadata, principals, tokens, uploads
 from .arm import batch as arm_batch
 from .arm import batch_applications as arm_batch_applications
 from .arm import batch_pools as arm_batch_pools
+from .arm import authorization as arm_authorization
 from .arm import batch_locations, compute, providers, resources
 from .arm.router import ArmRouter, collapse_slashes
 from .batch.router import error_response as batch_error_response
@@ -39,13 +40,14 @@ def build_arm_router() -> ArmRouter:
     arm_batch_pools.register(router)
     arm_batch_applications.register(router)
     batch_locations.register(router)
+    arm_authorization.register(router)
     providers.register(router)  # describes the routes above, read when asked
     return router
 
 
 async def health(request: Request) -> JSONResponse:
-    services = request.app.state.services
-    return JSONResponse({"status": "ok", "machines": services.provider.mode})
+    """A liveness probe, open to anyone: it says only that the server answers."""
+    return JSONResponse({"status": "ok"})
 
 
 def build_batch_router() -> BatchRouter:
@@ -95,6 +97,7 @@ def create_app(services) -> CollapseArmSlashes:
         Route("/providers", arm_endpoint, methods=arm_methods),
         Route("/providers/{rest:path}", arm_endpoint, methods=arm_methods),
         Route("/batch/{rest:path}", batch_endpoint, methods=arm_methods),
+        *principals.routes,
         *tokens.routes,
     ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services

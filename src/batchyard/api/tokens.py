@@ -4,6 +4,9 @@ used: this server's own, or https://login.microsoftonline.com with --azure-hostn
 
 from __future__ import annotations
 
+import re
+import uuid
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -18,12 +21,32 @@ MAX_FORM_BYTES = 64 * 1024
 
 
 def _oauth_error(code: str, description: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": code, "error_description": description, "error_codes": [],
-                         "timestamp": "", "trace_id": "", "correlation_id": ""}, status_code=status)
+    """Entra ID's error body, as MSAL reads it: `error` and `error_description` (which
+    azure-identity shows), the AADSTS number again in `error_codes`, and the trace ids."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    moment = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    number = re.match(r"AADSTS(\d+)", description)
+    return JSONResponse({"error": code,
+                         "error_description": f"{description} Trace ID: {trace} Correlation ID: {correlation} "
+                                              f"Timestamp: {moment}",
+                         "error_codes": [int(number[1])] if number else [], "timestamp": moment,
+                         "trace_id": trace, "correlation_id": correlation,
+                         "error_uri": "https://login.microsoftonline.com/error"
+                                      + (f"?code={number[1]}" if number else "")},
+                        status_code=status)
 
 
 def _tenant_base(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}/{request.path_params['tenant']}"
+
+
+def _issuer(request: Request, tenant: str) -> str:
+    """The issuer tokens name: Azure's login host when the client used it, else this
+    server's own address (whatever alias of it the client used), so that a token checks
+    against a fixed list (services/identity.py)."""
+    bases = request.app.state.services.identity.issuer_bases()
+    base = next((b for b in bases[1:] if urlsplit(b).hostname == request.url.hostname), bases[0])
+    return f"{base}/{tenant}/v2.0"
 
 
 async def instance_discovery(request: Request) -> JSONResponse:
@@ -50,7 +73,7 @@ async def openid_configuration(request: Request) -> JSONResponse:
         return _oauth_error("invalid_tenant", f"AADSTS90002: Tenant '{tenant}' not found.")
     base = _tenant_base(request)
     return JSONResponse({
-        "issuer": f"{base}/v2.0",
+        "issuer": _issuer(request, tenant),
         "token_endpoint": f"{base}/oauth2/v2.0/token",
         "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
         "jwks_uri": f"{base}/discovery/v2.0/keys",
@@ -87,7 +110,7 @@ async def token(request: Request) -> JSONResponse:
                                             form["client_secret"])
     except ServiceError as exc:
         return _oauth_error(exc.code, exc.message, 401 if exc.code == "invalid_client" else 400)
-    access_token, lifetime = services.identity.issue_token(principal, form["scope"], f"{_tenant_base(request)}/v2.0")
+    access_token, lifetime = services.identity.issue_token(principal, form["scope"], _issuer(request, principal.tenant_id))
     return JSONResponse({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
                          "access_token": access_token},
                         headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

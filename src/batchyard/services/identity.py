@@ -7,6 +7,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -16,13 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .. import defaults
 from ..private_files import private_dir, write_private
 from ..store.db import Database
-from .errors import InvalidInput, Unauthenticated
+from .errors import InvalidInput, NotFound, Unauthenticated
 from .secrets import SecretBox, hash_secret, is_current_hash, new_client_secret, verify_secret
 
 TOKEN_LIFETIME_SECONDS = 3600
 # Azure's habit: a token is honoured for a few minutes past its expiry to absorb clock skew.
 # We honour none, so that an expired token is refused at once.
 CLOCK_SKEW_SECONDS = 0
+DEFAULT_SECRET_LIFETIME = timedelta(days=730)
 
 
 @dataclass
@@ -52,6 +54,10 @@ class Identity:
     def __init__(self, db: Database, key_dir: Path, box: SecretBox):
         self.db = db
         self.box = box  # seals the development secret, which connection.json shows at every start
+        self._on_delete: list = []  # called with the object id of a deleted principal
+        # the addresses tokens are issued at (this server's, and Azure's with --azure-hostnames):
+        # a token names one of them, followed by /{tenant}/v2.0, as its issuer; set by bootstrap
+        self.issuer_bases = lambda: ()
         self._key = self._load_or_create_key(key_dir / "token-signing.pem")
         self._public = self._key.public_key()
         self.key_id = hashlib.sha256(
@@ -84,54 +90,136 @@ class Identity:
         else:  # new, published before, or kept only as a hash by an older version
             wanted = new_client_secret()
         if not exists:
-            self.add_principal(defaults.CLIENT_ID, wanted, defaults.TENANT_ID,
-                               defaults.PRINCIPAL_OBJECT_ID, defaults.PRINCIPAL_NAME)
+            self._insert_principal(defaults.CLIENT_ID, defaults.TENANT_ID, defaults.PRINCIPAL_OBJECT_ID,
+                                   defaults.PRINCIPAL_NAME)
+            self._add_secret(defaults.CLIENT_ID, wanted, None, "development")
         elif wanted != current:
-            self._set_secret(defaults.CLIENT_ID, wanted)
+            with self.db.transaction():
+                self.db.execute("DELETE FROM principal_secrets WHERE client_id = ?", (defaults.CLIENT_ID,))
+                self._add_secret(defaults.CLIENT_ID, wanted, None, "development")
         if wanted != current:
             self.db.set_setting(_DEV_SECRET_SETTING, self.box.seal(wanted))
         return wanted
 
-    def add_principal(self, client_id: str, secret: str, tenant_id: str, object_id: str | None = None,
-                      display_name: str = "") -> Principal:
-        object_id = object_id or str(uuid.uuid4())
-        self.db.execute(
-            "INSERT INTO principals (client_id, tenant_id, object_id, display_name, secret_hash) VALUES (?, ?, ?, ?, ?)",
-            (client_id, tenant_id, object_id, display_name or client_id, hash_secret(secret)),
-        )
-        return Principal(client_id, tenant_id, object_id, display_name or client_id)
+    def create_principal(self, display_name: str, end: datetime | None = None) -> tuple[Principal, dict, str]:
+        """A new service principal in the development tenant with one client secret:
+        (principal, the secret's credential entry, the secret itself, shown this once)."""
+        display_name = _display_name(display_name)
+        principal = self._insert_principal(str(uuid.uuid4()), defaults.TENANT_ID, str(uuid.uuid4()), display_name)
+        secret = new_client_secret()
+        credential = self._add_secret(principal.client_id, secret, self._end_of(end), "default")
+        return principal, credential, secret
 
-    def _set_secret(self, client_id: str, secret: str) -> None:
-        self.db.execute("UPDATE principals SET secret_hash = ? WHERE client_id = ?", (hash_secret(secret), client_id))
+    def add_secret(self, client_id: str, end: datetime | None = None, display_name: str = "") -> tuple[dict, str]:
+        """Another client secret for a principal (Graph's addPassword): (entry, secret)."""
+        self.principal(client_id)
+        secret = new_client_secret()
+        return self._add_secret(client_id, secret, self._end_of(end), display_name[:256]), secret
+
+    def remove_secret(self, client_id: str, key_id: str) -> None:
+        self.principal(client_id)
+        if not self.db.execute("DELETE FROM principal_secrets WHERE client_id = ? AND key_id = ?",
+                               (client_id, key_id.lower())):
+            raise NotFound("NotFound", f"The principal '{client_id}' has no secret with key id '{key_id}'.")
+
+    def principal(self, client_id: str) -> Principal:
+        rows = self.db.query("SELECT * FROM principals WHERE client_id = ?", (str(client_id).lower(),))
+        if not rows:
+            raise NotFound("NotFound", f"There is no principal with client id '{client_id}'.")
+        return _principal(rows[0])
+
+    def by_object_id(self, object_id: str) -> Principal | None:
+        rows = self.db.query("SELECT * FROM principals WHERE object_id = ?", (str(object_id).lower(),))
+        return _principal(rows[0]) if rows else None
+
+    def principals(self) -> list[dict]:
+        """Every principal with its secrets' metadata (never a secret or its hash)."""
+        out = []
+        for row in self.db.query("SELECT * FROM principals ORDER BY display_name, client_id"):
+            p = _principal(row)
+            secrets = self.db.query("SELECT * FROM principal_secrets WHERE client_id = ? ORDER BY start_time",
+                                    (p.client_id,))
+            out.append({**principal_wire(p), "passwordCredentials": [_credential(s) for s in secrets]})
+        return out
+
+    def delete_principal(self, client_id: str) -> Principal:
+        principal = self.principal(client_id)
+        if principal.client_id == defaults.CLIENT_ID:
+            raise InvalidInput("InvalidRequest", "The development principal cannot be deleted: connection.json "
+                                                 "and `batchyard` commands sign in with it.")
+        with self.db.transaction():
+            self.db.execute("DELETE FROM principals WHERE client_id = ?", (principal.client_id,))
+            for callback in self._on_delete:
+                callback(principal.object_id)
+        return principal
+
+    def on_delete(self, callback) -> None:
+        self._on_delete.append(callback)
+
+    def _insert_principal(self, client_id: str, tenant_id: str, object_id: str, display_name: str) -> Principal:
+        self.db.execute("INSERT INTO principals (client_id, tenant_id, object_id, display_name) VALUES (?, ?, ?, ?)",
+                        (client_id, tenant_id, object_id, display_name))
+        return Principal(client_id, tenant_id, object_id, display_name)
+
+    def _add_secret(self, client_id: str, secret: str, end: datetime | None, display_name: str) -> dict:
+        row = {"key_id": str(uuid.uuid4()), "client_id": client_id, "secret_hash": hash_secret(secret),
+               "hint": secret[:3], "display_name": display_name, "start_time": _iso(datetime.now(UTC)),
+               "end_time": _iso(end) if end else None}
+        self.db.execute("INSERT INTO principal_secrets (key_id, client_id, secret_hash, hint, display_name, "
+                        "start_time, end_time) VALUES (:key_id, :client_id, :secret_hash, :hint, :display_name, "
+                        ":start_time, :end_time)", row)
+        return _credential(row)
+
+    @staticmethod
+    def _end_of(end: datetime | None) -> datetime:
+        """Entra's default lifetime for a client secret made without an end date: two years."""
+        if end is None:
+            return datetime.now(UTC) + DEFAULT_SECRET_LIFETIME
+        return end if end.tzinfo else end.replace(tzinfo=UTC)
 
     def tenants(self) -> set[str]:
         return {r["tenant_id"] for r in self.db.query("SELECT DISTINCT tenant_id FROM principals")}
 
     def authenticate_client(self, tenant_id: str, client_id: str, secret: str) -> Principal:
-        rows = self.db.query("SELECT * FROM principals WHERE client_id = ?", (client_id,))
+        """Entra's order: the tenant, then the application, then its secrets."""
+        if tenant_id.lower() not in {t.lower() for t in self.tenants()}:
+            raise InvalidInput("invalid_request", f"AADSTS90002: Tenant '{tenant_id}' not found. Check to make sure "
+                                                  "you have the correct tenant ID and are signing into the correct "
+                                                  "cloud.")
+        rows = self.db.query("SELECT * FROM principals WHERE client_id = ? AND tenant_id = ? COLLATE NOCASE",
+                             (client_id.lower(), tenant_id))
+        stored = self.db.query("SELECT * FROM principal_secrets WHERE client_id = ?",
+                               (rows[0]["client_id"],)) if rows else []
         # Check even when the client is unknown, so timing says nothing about which ids exist.
-        stored = rows[0]["secret_hash"] if rows else _UNKNOWN_CLIENT_HASH
-        secret_ok = verify_secret(secret or "", stored)
+        matched = [s for s in stored if verify_secret(secret or "", s["secret_hash"])]
+        if not stored:
+            verify_secret(secret or "", _UNKNOWN_CLIENT_HASH)
         if not rows:
             raise InvalidInput(
                 "unauthorized_client",
-                f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant_id}'.",
+                f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory "
+                f"'{tenant_id}'. This can happen if the application has not been installed by the administrator of "
+                "the tenant or consented to by any user in the tenant. You may have sent your authentication request "
+                "to the wrong tenant.",
             )
-        if not secret_ok:
+        if not matched:
             raise Unauthenticated(
                 "invalid_client",
                 f"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is "
                 f"the client secret value, not the client secret ID, for a secret added to app '{client_id}'.",
             )
-        if not is_current_hash(stored):
-            self._set_secret(client_id, secret)
-        row = rows[0]
-        if row["tenant_id"].lower() != tenant_id.lower():
-            raise InvalidInput(
-                "invalid_request",
-                f"AADSTS90002: Tenant '{tenant_id}' not found. Check to make sure you have the correct tenant ID.",
+        credential = matched[0]
+        if credential["end_time"] and datetime.fromisoformat(credential["end_time"]) <= datetime.now(UTC):
+            raise Unauthenticated(
+                "invalid_client",
+                f"AADSTS7000222: The provided client secret keys for app '{client_id}' are expired. Visit the Azure "
+                "portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using "
+                "certificate credentials for added security: https://aka.ms/certCreds.",
             )
-        return Principal(row["client_id"], row["tenant_id"], row["object_id"], row["display_name"])
+        if not is_current_hash(credential["secret_hash"]):
+            self.db.execute("UPDATE principal_secrets SET secret_hash = ? WHERE key_id = ?",
+                            (hash_secret(secret), credential["key_id"]))
+        return _principal(rows[0])
 
     # tokens ---------------------------------------------------------------------------
 
@@ -166,7 +254,7 @@ class Identity:
         try:
             claims = jwt.decode(
                 token, self._public, algorithms=["RS256"], leeway=CLOCK_SKEW_SECONDS,
-                options={"verify_aud": False, "require": ["exp", "iat", "aud", "tid", "oid"]},
+                options={"verify_aud": False, "require": ["exp", "iat", "nbf", "aud", "iss", "tid", "oid"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated(
@@ -178,6 +266,10 @@ class Identity:
                 "InvalidAuthenticationToken",
                 "The access token is invalid: its signature could not be verified.",
             )
+        issuer = claims.get("iss")
+        if issuer not in {f"{base}/{claims['tid']}/v2.0" for base in self.issuer_bases()}:
+            raise Unauthenticated("InvalidAuthenticationToken",
+                                  f"The access token is from an issuer this server does not trust: '{issuer}'.")
         # RFC 7519 lets `aud` be one string or a list of them; anything else names no audience.
         audience = claims.get("aud")
         named = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
@@ -204,3 +296,28 @@ class Identity:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self._public, as_dict=True)
         jwk.update({"kid": self.key_id, "use": "sig", "alg": "RS256"})
         return {"keys": [jwk]}
+
+
+def principal_wire(principal: Principal) -> dict:
+    """A principal as `batchyard principal` and its HTTP route show it (Graph's names)."""
+    return {"clientId": principal.client_id, "objectId": principal.object_id, "tenantId": principal.tenant_id,
+            "displayName": principal.display_name}
+
+
+def _principal(row) -> Principal:
+    return Principal(row["client_id"], row["tenant_id"], row["object_id"], row["display_name"])
+
+
+def _credential(row) -> dict:
+    return {"keyId": row["key_id"], "hint": row["hint"] or None, "displayName": row["display_name"] or None,
+            "startDateTime": row["start_time"], "endDateTime": row["end_time"]}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _display_name(name) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > 120:
+        raise InvalidInput("InvalidRequest", "A principal needs a display name of 1 to 120 characters.")
+    return name.strip()

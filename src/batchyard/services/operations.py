@@ -20,6 +20,7 @@ class Operation:
     error: dict | None
     start_time: str
     end_time: str | None
+    owner: str | None = None  # the object id of the principal who started it
 
 
 class Operations:
@@ -31,10 +32,10 @@ class Operations:
                                                 "message": "The service restarted while this operation ran. "
                                                            "Check the resource and retry."})))
 
-    def start(self) -> Operation:
-        op = Operation(str(uuid.uuid4()), "InProgress", None, None, now_iso(), None)
-        self.db.execute("INSERT INTO operations (id, status, start_time) VALUES (?, ?, ?)",
-                        (op.id, op.status, op.start_time))
+    def start(self, owner: str | None = None) -> Operation:
+        op = Operation(str(uuid.uuid4()), "InProgress", None, None, now_iso(), None, owner)
+        self.db.execute("INSERT INTO operations (id, status, start_time, owner) VALUES (?, ?, ?, ?)",
+                        (op.id, op.status, op.start_time, owner))
         return op
 
     def finish(self, op_id: str, result: Any = None, error: dict | None = None) -> None:
@@ -48,4 +49,5 @@ class Operations:
             raise NotFound("NotFound", f"The operation '{op_id}' was not found.")
         row = rows[0]
         return Operation(row["id"], row["status"], json.loads(row["result"]) if row["result"] else None,
-                         json.loads(row["error"]) if row["error"] else None, row["start_time"], row["end_time"])
+                         json.loads(row["error"]) if row["error"] else None, row["start_time"], row["end_time"],
+                         row["owner"])

@@ -90,6 +90,40 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE principals RENAME COLUMN secret_sha256 TO secret_hash;
     """,
+    # 6: several client secrets per principal, each with its own expiry (Entra's
+    # passwordCredentials); role assignments (services/authorization.py).
+    """
+    CREATE TABLE principal_secrets (
+        key_id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES principals (client_id) ON DELETE CASCADE,
+        secret_hash TEXT NOT NULL,
+        hint TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        start_time TEXT NOT NULL,
+        end_time TEXT
+    );
+    CREATE INDEX principal_secrets_client ON principal_secrets (client_id);
+    INSERT INTO principal_secrets (key_id, client_id, secret_hash, hint, display_name, start_time, end_time)
+        SELECT lower(hex(randomblob(16))), client_id, secret_hash, '', '', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), NULL
+        FROM principals;
+    ALTER TABLE principals DROP COLUMN secret_hash;
+    CREATE TABLE role_assignments (
+        name TEXT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        scope_key TEXT NOT NULL,
+        role_definition TEXT NOT NULL,
+        principal_id TEXT NOT NULL,
+        principal_type TEXT NOT NULL,
+        description TEXT,
+        created_on TEXT NOT NULL,
+        created_by TEXT
+    );
+    CREATE INDEX role_assignments_principal ON role_assignments (principal_id);
+    """,
+    # 7: who started a long-running operation: they may poll it (services/operations.py).
+    """
+    ALTER TABLE operations ADD COLUMN owner TEXT;
+    """,
 ]
 
 

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from starlette.responses import JSONResponse, Response
 
+from ...services.authorization import Caller
 from ...services.arm_ids import ResourceId
 from ...services.batch import pool_arm_shape as shape
 from ...services.errors import NotFound
@@ -39,14 +40,14 @@ def _pool_response(pool) -> Response:
 async def put_pool(ctx: ArmContext) -> Response:
     body, headers = await ctx.json(), ctx.request.headers
     pool = await ctx.call(ctx.services.management_pools.create_or_update, _account(ctx), ctx.params["pools"],
-                          body, headers.get("if-match"), headers.get("if-none-match"))
+                          body, headers.get("if-match"), headers.get("if-none-match"), Caller.bearer(ctx.claims))
     return _pool_response(pool)
 
 
 async def patch_pool(ctx: ArmContext) -> Response:
     body = await ctx.json()
     pool = await ctx.call(ctx.services.management_pools.update, _account(ctx), ctx.params["pools"], body,
-                          ctx.request.headers.get("if-match"))
+                          ctx.request.headers.get("if-match"), Caller.bearer(ctx.claims))
     return _pool_response(pool)
 
 

@@ -15,8 +15,10 @@ from typing import Any, Callable
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from ...services.authorization import Caller
 from ...services.errors import ServiceError
 from ..errors import arm_error, arm_error_body, status_of
+from ..permissions import arm_permission
 from .router import ArmContext
 
 # A rendered outcome: (status code, JSON body or None)
@@ -40,7 +42,7 @@ async def run(ctx: ArmContext, work: Callable[[], Outcome]) -> Response:
         except ServiceError as exc:
             return arm_error(exc)
     operations = ctx.services.operations
-    op = await run_in_threadpool(operations.start)
+    op = await run_in_threadpool(operations.start, Caller.bearer(ctx.claims).object_id)
 
     def record(finished: asyncio.Future) -> None:
         try:
@@ -68,7 +70,7 @@ async def failed(ctx: ArmContext, status: int, body: dict, error: dict) -> Respo
     script failed): Azure answers the PUT, then reports the failure through the operation,
     which the SDK turns into an error while the resource stays readable."""
     operations = ctx.services.operations
-    op = await run_in_threadpool(operations.start)
+    op = await run_in_threadpool(operations.start, Caller.bearer(ctx.claims).object_id)
     await run_in_threadpool(operations.finish, op.id, {"status": status, "body": body}, error)
     sub = ctx.params["subscription"]
     url = f"{ctx.base_url}/subscriptions/{sub}/providers/Microsoft.Compute/locations/local/operations/{op.id}"
@@ -76,8 +78,19 @@ async def failed(ctx: ArmContext, status: int, body: dict, error: dict) -> Respo
         "Azure-AsyncOperation": f"{url}?api-version={ctx.request.query_params.get('api-version')}"})
 
 
-async def operation_status(ctx: ArmContext) -> Response:
+async def _operation(ctx: ArmContext):
+    """The operation, for the principal who started it; anyone else needs the permission to
+    read operations at the subscription (as the router would check for any other path).
+    Polling must work for a caller whose role is on a resource group only."""
     op = await ctx.call(ctx.services.operations.get, ctx.params["operation"])
+    caller = Caller.bearer(ctx.claims)
+    if op.owner is None or op.owner != caller.object_id:
+        await ctx.call(ctx.services.authorization.require, caller, *arm_permission("GET", ctx.request.url.path))
+    return op
+
+
+async def operation_status(ctx: ArmContext) -> Response:
+    op = await _operation(ctx)
     body = {"name": op.id, "status": op.status, "startTime": op.start_time}
     if op.end_time:
         body["endTime"] = op.end_time
@@ -88,7 +101,7 @@ async def operation_status(ctx: ArmContext) -> Response:
 
 
 async def operation_result(ctx: ArmContext) -> Response:
-    op = await ctx.call(ctx.services.operations.get, ctx.params["operation"])
+    op = await _operation(ctx)
     if op.status == "InProgress":
         return Response(status_code=202, headers={"Retry-After": "1"})
     if op.result is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
+from ...services.authorization import Caller
 from ...services import locations
 from ...services.resource_groups import GROUP_TYPE
 from . import lro
@@ -31,9 +32,11 @@ async def get_subscription(ctx: ArmContext) -> Response:
 
 
 async def list_subscriptions(ctx: ArmContext) -> Response:
-    """The subscriptions of the caller's tenant (what `az login` lists)."""
+    """The subscriptions of the caller's tenant in which it has a role (what `az login` lists)."""
     subs = await ctx.call(ctx.services.groups.subscriptions, ctx.claims.get("tid", ""))
-    return _listing([_subscription_body(s) for s in subs])
+    oid = Caller.bearer(ctx.claims).object_id
+    return _listing([_subscription_body(s) for s in subs
+                     if ctx.services.authorization.has_role_within(oid, f"/subscriptions/{s['subscriptionId']}")])
 
 
 async def list_tenants(ctx: ArmContext) -> Response:
@@ -124,5 +127,5 @@ def register(router: ArmRouter) -> None:
     router.add("GET", RG + "/resources", list_group_resources, NS)
     for kind in ("Microsoft.Compute", "Microsoft.Resources"):
         base = SUB + f"/providers/{kind}/locations/{{location}}"
-        router.add("GET", base + "/operations/{operation}", lro.operation_status, kind)
-        router.add("GET", base + "/operationResults/{operation}", lro.operation_result, kind)
+        router.add("GET", base + "/operations/{operation}", lro.operation_status, kind, own_check=True)
+        router.add("GET", base + "/operationResults/{operation}", lro.operation_result, kind, own_check=True)

@@ -1,6 +1,7 @@
 """Dispatch for everything under /subscriptions: match the path case-insensitively (ARM
 does, and the SDKs differ in casing), check the bearer token, the subscription, the
-resource group and the api-version, then call the handler with a small request context."""
+caller's permission (RBAC), the resource group and the api-version, then call the handler
+with a small request context."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from starlette.responses import Response
 
 from ... import defaults
 from ...services.arm_ids import ResourceId
+from ...services.authorization import Caller
 from ...services.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError, Unauthenticated
 from ..bodies import read_body
 from ..errors import arm_error, unexpected
+from ..permissions import arm_permission
 from . import versions
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # ARM's request size limit
@@ -74,6 +77,8 @@ class ArmRoute:
     namespace: str
     # a read-only view of its parent (a VM's instanceView), not a resource type of its own
     view: bool = False
+    # the handler decides who may call it (operation status: whoever started the operation)
+    own_check: bool = False
 
 
 class ArmRouter:
@@ -81,12 +86,12 @@ class ArmRouter:
         self.routes: list[ArmRoute] = []
 
     def add(self, method: str, template: str, handler: Handler, namespace: str = "Microsoft.Compute",
-            view: bool = False) -> None:
+            view: bool = False, own_check: bool = False) -> None:
         """Template segments in braces are parameters, e.g.
         /subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/Microsoft.Compute/disks/{disks}"""
         regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>[^/]+)", template.rstrip("/"))
         self.routes.append(ArmRoute(method, template.rstrip("/"), re.compile(f"^{regex}/?$", re.IGNORECASE), handler,
-                                  namespace, view))
+                                  namespace, view, own_check))
 
     async def dispatch(self, request: Request) -> Response:
         try:
@@ -99,7 +104,7 @@ class ArmRouter:
 
     async def _dispatch(self, request: Request) -> Response:
         services = request.app.state.services
-        claims = self._authenticate(request, services)
+        claims = self.authenticate(request, services)
         path = request.url.path
         method = "GET" if request.method == "HEAD" and not self._has_head(path) else request.method
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
@@ -115,6 +120,10 @@ class ArmRouter:
         if "subscription" in params:
             await run_in_threadpool(services.groups.check_subscription, params["subscription"])
             self._check_tenant(claims, params["subscription"], services)
+        needed = arm_permission(request.method, path)
+        # before the resource group is looked up: without access, nothing is learnt of it
+        if needed and not route.own_check:
+            await run_in_threadpool(services.authorization.require, Caller.bearer(claims), *needed)
         versions.check(request.query_params.get("api-version"), route.namespace)
         if "resourceGroup" in params and route.namespace != "Microsoft.Resources":
             await run_in_threadpool(services.groups.get, params["subscription"], params["resourceGroup"])
@@ -127,7 +136,7 @@ class ArmRouter:
         return any(r.method == "HEAD" and r.pattern.match(path) for r in self.routes)
 
     @staticmethod
-    def _authenticate(request: Request, services) -> dict:
+    def authenticate(request: Request, services) -> dict:
         header = request.headers.get("authorization")
         if not header:
             raise Unauthenticated("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")

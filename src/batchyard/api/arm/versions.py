@@ -21,6 +21,9 @@ ADVERTISED = {
                         "2022-06-01", "2022-01-01", "2021-06-01", "2021-01-01", "2020-09-01", "2020-05-01",
                         "2020-03-01", "2019-08-01", "2019-04-01", "2018-12-01", "2017-09-01", "2017-05-01",
                         "2017-01-01", "2015-12-01"],
+    # roleAssignments and roleDefinitions (azure-mgmt-authorization 4 asks 2022-04-01)
+    "Microsoft.Authorization": ["2022-05-01-preview", "2022-04-01", "2020-10-01-preview", "2020-04-01-preview",
+                                "2018-09-01-preview", "2018-07-01", "2018-01-01-preview", "2015-07-01"],
 }
 _FORMAT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview|-beta|-privatepreview)?$")
 

@@ -23,8 +23,10 @@ from ... import azure_names, defaults
 from ...services.batch import api_versions
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth
 from ...services.errors import (Forbidden, InvalidInput, NotFound, PayloadTooLarge, ServiceError, Unauthenticated)
+from ...services.authorization import Caller
 from ..bodies import read_body
 from ..errors import status_of, unexpected
+from ..permissions import batch_permission
 from . import sharedkey
 
 
@@ -40,7 +42,7 @@ class BatchContext:
     params: dict[str, str]
     services: Any
     account: Any  # the account's Resource
-    auth: str  # PoolAuth.SHARED_KEY or PoolAuth.BEARER
+    auth: Caller  # mode PoolAuth.SHARED_KEY, or PoolAuth.BEARER with the principal
     endpoint: str  # the account's Batch endpoint as the client reached it
     query: dict[str, str] = field(default_factory=dict)
     version: str = api_versions.VERSIONS[-1]  # the request's api-version
@@ -163,13 +165,15 @@ class BatchRouter:
         params = {k: unquote(v) for k, v in match.groupdict().items()}
         if task_job is not None:
             services.task_tokens.check_scope(task_job, params)
+        if auth.mode == PoolAuth.BEARER:
+            await run_in_threadpool(_authorize, services, auth, request.method, rest, account)
         if "$select" in query:
             query["$select"] = api_versions.upgrade_select(version, query["$select"])
         ctx = BatchContext(request, params, services, account, auth, endpoint, query, version)
         return await route.handler(ctx)
 
     @staticmethod
-    def _task_token(request: Request, account, services) -> tuple[str, str] | None:
+    def _task_token(request: Request, account, services) -> tuple[Caller, str] | None:
         """A task's authentication token: its job, with no more right than a shared key has."""
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not services.task_tokens.is_task_token(credential.strip()):
@@ -182,10 +186,10 @@ class BatchRouter:
         if not services.accounts.allows(account.name, "TaskAuthenticationToken"):
             raise Forbidden("AuthenticationFailed", "This account does not allow task authentication tokens "
                             "(allowedAuthenticationModes).")
-        return PoolAuth.SHARED_KEY, job_id
+        return Caller(PoolAuth.SHARED_KEY), job_id
 
     @staticmethod
-    def _authenticate(request: Request, raw_path: str, account: str, services) -> str:
+    def _authenticate(request: Request, raw_path: str, account: str, services) -> Caller:
         header = request.headers.get("authorization")
         if not header:
             raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request. Make sure "
@@ -195,14 +199,14 @@ class BatchRouter:
         scheme, _, credential = header.partition(" ")
         if scheme.lower() == "bearer":
             try:
-                services.identity.verify_token(credential.strip(), (defaults.BATCH_AUDIENCE,))
+                claims = services.identity.verify_token(credential.strip(), (defaults.BATCH_AUDIENCE,))
             except Unauthenticated as exc:
                 raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request.",
                                       details=[{"key": "AuthenticationErrorDetail", "value": exc.message}]) from None
             if not services.accounts.allows(account, "AAD"):
                 raise Forbidden("AuthenticationFailed", "This account does not allow Microsoft Entra ID "
                                 "authentication (allowedAuthenticationModes).")
-            return PoolAuth.BEARER
+            return Caller.bearer(claims)
         signer, signature = sharedkey.parse_authorization(header)
         if signer.lower() != account.lower():
             raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request. The account "
@@ -216,7 +220,19 @@ class BatchRouter:
         query = request.scope.get("query_string", b"").decode("latin-1")
         sharedkey.verify(request.method, raw_path, query, headers, services.accounts.keys(account), signer,
                          signature, datetime.now(UTC))
-        return PoolAuth.SHARED_KEY
+        return Caller(PoolAuth.SHARED_KEY)
+
+
+def _authorize(services, caller: Caller, method: str, rest: str, account) -> None:
+    """A bearer caller needs a role on the account for the operation (the shared key is the
+    account itself and may do anything in it, as in Azure)."""
+    operation, data = batch_permission(method, rest)
+    if not services.authorization.allowed(caller.object_id, operation, account.id, data):
+        kind = "data action" if data else "action"
+        raise Forbidden("AuthorizationFailure", "This request is not authorized to perform this operation.",
+                        details=[{"key": "Reason", "value": f"The client '{caller.client_id}' with object id "
+                                  f"'{caller.object_id}' does not have permission for the {kind} '{operation}' "
+                                  f"over scope '{account.id}'."}])
 
 
 def _account_and_path(request: Request, raw_path: str, host_account: str | None) -> tuple[str, str, str]:

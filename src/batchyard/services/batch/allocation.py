@@ -2,7 +2,8 @@
 way Azure's allocator does, with its rules:
 
 - a pool whose custom image is gone cannot grow: the resize ends `steady` with
-  AllocationFailed (nodes it already has keep working);
+  AllocationFailed (nodes it already has keep working); nor can one whose image the
+  principal who asked for the growth may no longer read (InsufficientPermissions);
 - custom-image pools share node limits (dedicated and low-priority, settings) across every
   pool that uses the same image or an image made from the same snapshot;
 - a pool with inbound NAT pools holds at most as many nodes as its smallest frontend port
@@ -148,6 +149,11 @@ class Allocator(PokedLoop):
         if pool.internal.get("image_id") and self.pools.store.get(pool.internal["image_id"]) is None:
             self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE,
                             [{"name": "Reason", "value": f"The image {pool.internal['image_id']} does not exist"}])
+            self._settle_targets(pool, mine)
+            return 0
+        denied = self.pools.growth_denied(pool)
+        if denied:
+            self._add_error(pool, *denied)
             self._settle_targets(pool, mine)
             return 0
         allowed = wanted

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 
 from ...store.resources import Resource
+from ..authorization import Caller
 from ..errors import InvalidInput
 from . import batch_input as bi
 from .background import PokedLoop
@@ -59,7 +60,7 @@ class AutoPools(PokedLoop):
     def stop(self) -> None:
         self.stop_loop()
 
-    def create_for(self, account: Resource, job: Resource, auth: str, schedule: Resource | None = None) -> None:
+    def create_for(self, account: Resource, job: Resource, auth: Caller, schedule: Resource | None = None) -> None:
         """Before the job is stored: its pool, made now or, for a schedule's pool, once."""
         spec = job.body["poolInfo"]["autoPoolSpecification"]
         if spec["poolLifetimeOption"] == "jobschedule" and schedule is not None:
@@ -73,7 +74,7 @@ class AutoPools(PokedLoop):
             pool = self._make(account, spec, auth, owner=job.id.lower())
         self._attach(job, pool)
 
-    def _make(self, account: Resource, spec: dict, auth: str, owner: str) -> Resource:
+    def _make(self, account: Resource, spec: dict, auth: Caller, owner: str) -> Resource:
         prefix = spec.get("autoPoolIdPrefix")
         pool_id = f"{prefix}_{uuid.uuid4()}" if prefix else str(uuid.uuid4())
         try:

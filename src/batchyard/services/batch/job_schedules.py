@@ -27,7 +27,8 @@ from . import batch_input as bi
 from . import task_spec
 from .background import PokedLoop
 from .durations import format_duration, parse_duration
-from .pools import PoolAuth, check_conditions, iso, new_etag, now, parse_time
+from ..authorization import Caller
+from .pools import check_conditions, iso, new_etag, now, parse_time
 
 log = logging.getLogger("batchyard.batch")
 
@@ -73,7 +74,7 @@ class JobSchedules(PokedLoop):
 
     # creating and changing --------------------------------------------------------------------
 
-    def create(self, account: Resource, body: dict, auth: str) -> Resource:
+    def create(self, account: Resource, body: dict, auth: Caller) -> Resource:
         body = bi.body_object(body)
         schedule_id = task_spec.entity_id(body.get("id"))
         moment = iso(now())
@@ -87,7 +88,7 @@ class JobSchedules(PokedLoop):
         schedule = Resource(id=f"{account.id}/jobschedules/{schedule_id}", type=SCHEDULE_TYPE,
                             subscription=account.subscription, resource_group=account.resource_group,
                             name=schedule_id, body=wire,
-                            internal={"account": account.name, "jobs_made": 0, "auth": auth})
+                            internal={"account": account.name, "jobs_made": 0, "auth": auth.record()})
         self._plan_first(schedule)
         with self.lock:
             if self.store.get(schedule.id) is not None:
@@ -262,7 +263,7 @@ class JobSchedules(PokedLoop):
         try:
             job = self.jobs.build(account, schedule.body["jobSpecification"], job_id=job_id)
             job.internal["job_schedule"] = schedule.id.lower()
-            self.jobs.add(account, job, schedule.internal.get("auth", PoolAuth.SHARED_KEY), schedule)
+            self.jobs.add(account, job, Caller.from_record(schedule.internal.get("auth")), schedule)
         except ServiceError as exc:  # a quota reached, an auto pool refused: this run is skipped
             log.warning("job schedule %s: job %s not made: %s", schedule.name, job_id, exc.message)
             return

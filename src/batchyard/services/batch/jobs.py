@@ -10,7 +10,8 @@ from ...store.batch_tasks import TaskStore
 from ..errors import Conflict, NotFound
 from . import batch_input as bi
 from . import auto_pools, job_manager, task_spec
-from .pools import PoolAuth, check_conditions, iso, new_etag, now
+from ..authorization import Caller
+from .pools import check_conditions, iso, new_etag, now
 
 JOB_TYPE = "Microsoft.Batch/batchAccounts/jobs"
 
@@ -48,8 +49,8 @@ class Jobs:
 
     # creating -------------------------------------------------------------------------------
 
-    def create(self, account: Resource, body: dict, auth: str = PoolAuth.SHARED_KEY) -> Resource:
-        return self.add(account, self.build(account, body), auth)
+    def create(self, account: Resource, body: dict, auth: Caller | None = None) -> Resource:
+        return self.add(account, self.build(account, body), auth or Caller.shared_key())
 
     def build(self, account: Resource, body: dict, job_id: str | None = None) -> Resource:
         """A new job from its body, checked, not stored; `job_id` is one the service chose

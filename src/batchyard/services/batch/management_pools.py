@@ -20,8 +20,9 @@ from ..errors import InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
 from . import odata, pool_spec
 from . import pool_arm_shape as shape
+from ..authorization import Caller
 from .durations import format_duration, parse_duration
-from .pools import PoolAuth, Pools, PreconditionFailed
+from .pools import Pools, PreconditionFailed
 from .vm_sizes import lookup as lookup_vm_size
 
 # How each property fixed at creation reads once checked, as the data plane stores it.
@@ -70,7 +71,7 @@ class ManagementPools:
 
     @_in_arm_terms
     def create_or_update(self, account_id: ResourceId, name: str, body: Any, if_match: str | None,
-                         if_none_match: str | None) -> Resource:
+                         if_none_match: str | None, caller: Caller) -> Resource:
         account = self.accounts.get(account_id)
         with self.pools.lock:
             try:
@@ -80,16 +81,16 @@ class ManagementPools:
             if current is None:
                 if if_match:  # If-Match names a pool that must already be there
                     raise PreconditionFailed()
-                return self._create(account, name, body)
+                return self._create(account, name, body, caller)
             if if_none_match and if_none_match.strip() == "*":
                 raise PreconditionFailed()
-            return self._change(account, current, body, if_match)
+            return self._change(account, current, body, if_match, caller)
 
     @_in_arm_terms
-    def update(self, account_id: ResourceId, name: str, body: Any, if_match: str | None) -> Resource:
+    def update(self, account_id: ResourceId, name: str, body: Any, if_match: str | None, caller: Caller) -> Resource:
         account = self.accounts.get(account_id)
         with self.pools.lock:
-            return self._change(account, self.pools.get(account, name), body, if_match)
+            return self._change(account, self.pools.get(account, name), body, if_match, caller)
 
     @_in_arm_terms
     def stop_resize(self, account_id: ResourceId, name: str) -> Resource:
@@ -118,15 +119,15 @@ class ManagementPools:
 
     # ---------------------------------------------------------------------------------------
 
-    def _create(self, account: Resource, name: str, body: Any) -> Resource:
+    def _create(self, account: Resource, name: str, body: Any, caller: Caller) -> Resource:
         body = bi.body_object(body)
         spec = shape.data_plane_body(name, shape.properties(body))
         identity = shape.identity(body.get("identity"), None)
         tags = shape.tags(body, None)
-        pool = self.pools.create(account, spec, PoolAuth.BEARER)
+        pool = self.pools.create(account, spec, caller)
         return self._record(pool, identity, tags, pool.body.get("displayName"))
 
-    def _change(self, account: Resource, pool: Resource, body: Any, if_match: str | None) -> Resource:
+    def _change(self, account: Resource, pool: Resource, body: Any, if_match: str | None, caller: Caller) -> Resource:
         """Everything is checked before anything changes; then the resize (which refuses a
         pool that is already resizing), then the rest."""
         body = bi.body_object(body)
@@ -149,10 +150,10 @@ class ManagementPools:
             if pool.body.get("enableAutoScale"):  # fixedScale instead of autoScale: the formula stops
                 self.pools.autoscaler.disable(account, pool.name, conditions)
                 conditions = None
-            self.pools.resize(account, pool.name, resize, PoolAuth.BEARER, conditions)
+            self.pools.resize(account, pool.name, resize, caller, conditions)
             conditions = None
         # also what refuses a pool being deleted, and checks If-Match when there was no resize
-        self.pools.update(account, pool.name, patch, PoolAuth.BEARER, conditions)
+        self.pools.update(account, pool.name, patch, caller, conditions)
         return self._record(self.pools.get(account, pool.name), identity, tags, display)
 
     def _autoscale(self, account: Resource, pool: Resource, spec: dict, conditions) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse_typed
+from ..authorization import Caller
 from ..compute.images import IMAGE_TYPE
 from ..errors import ConditionFailed, Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
@@ -58,6 +59,22 @@ def stamp_allocation(pool: Resource, state: str) -> None:
     pool.body["allocationStateTransitionTime"] = iso(now())
 
 
+def image_denied(image_id: str) -> tuple[str, str, list[dict]]:
+    """Azure's refusal of a pool whose image the caller's identity may not read (its wording,
+    'privelege' included: clients match on it)."""
+    reason = (f"The user identity used for this operation does not have the required privelege "
+              f"Microsoft.Compute/images/read on the specified resource {image_id}")
+    return "InsufficientPermissions", reason + ".", [{"key": "Reason", "value": reason}]
+
+
+def _grower(auth: Caller) -> dict:
+    """The bearer principal on whose permissions the pool grows (the shared key is the
+    account itself: its pools grow from marketplace images and aliases only)."""
+    if auth.mode != PoolAuth.BEARER:
+        return {}
+    return {"grower": auth.record()}
+
+
 class PoolAuth:
     """How the request that touches a pool was authenticated."""
     SHARED_KEY = "SharedKey"
@@ -77,6 +94,7 @@ class Pools:
         self.autoscaler = None  # set by the autoscaler (autoscale/autoscaler.py)
         self.node_root = None  # node -> host path of its AZ_BATCH_NODE_ROOT_DIR; set by bootstrap
         self.applications = None  # checks applicationPackageReferences (applications.py); set by bootstrap
+        self.authorization = None  # who may read which image (services/authorization.py); set by bootstrap
 
     # reading --------------------------------------------------------------------------------
 
@@ -138,7 +156,7 @@ class Pools:
 
     # creating -------------------------------------------------------------------------------
 
-    def create(self, account: Resource, body: dict, auth: str) -> Resource:
+    def create(self, account: Resource, body: dict, auth: Caller) -> Resource:
         body = bi.body_object(body)
         pool_id = pool_spec.pool_id(body.get("id"))
         vm_size = pool_spec.vm_size(body.get("vmSize"))
@@ -175,7 +193,7 @@ class Pools:
         pool = Resource(id=f"{account.id}/pools/{pool_id}", type=POOL_TYPE, subscription=account.subscription,
                         resource_group=account.resource_group, name=pool_id, body=wire,
                         internal={"account": account.name, **image, "node_generation": 0,
-                                  "resize": self._resize_record(timeout, "requeue")})
+                                  "resize": self._resize_record(timeout, "requeue"), **_grower(auth)})
         with self.lock:
             if self.store.get(pool.id) is not None:
                 raise Conflict("PoolExists", "The specified pool already exists.")
@@ -187,15 +205,15 @@ class Pools:
         self._poke()
         return pool
 
-    def _image_for(self, account: Resource, config: dict, auth: str) -> dict:
+    def _image_for(self, account: Resource, config: dict, auth: Caller) -> dict:
         """The layers a node of this pool is made of, after Azure's rules for the image."""
         reference = config["imageReference"]
         agent = config["nodeAgentSKUId"]
         if "virtualMachineImageId" in reference:
-            if auth == PoolAuth.SHARED_KEY:
+            if auth.mode == PoolAuth.SHARED_KEY:
                 raise self._shared_key_refused()
             self._check_agent_for_linux(agent)
-            return self._custom_image_layers(self._custom_image(account, reference["virtualMachineImageId"]))
+            return self._custom_image_layers(self._custom_image(account, reference["virtualMachineImageId"], auth))
         try:
             base = self.catalog.resolve(reference, "virtualMachineConfiguration.imageReference")
         except ServiceError as exc:
@@ -223,7 +241,9 @@ class Pools:
             "this request was signed with a shared key. Use a bearer token for https://batch.core.windows.net/.",
             details=[{"key": "AuthenticationMode", "value": "SharedKey"}])
 
-    def _custom_image(self, account: Resource, image_id: str) -> Resource:
+    def _custom_image(self, account: Resource, image_id: str, caller: Caller | None = None) -> Resource:
+        """The image a pool names, after Azure's rules; `caller` must be allowed to read it
+        (an alias's image was chosen by the administrator: no caller)."""
         field = "virtualMachineConfiguration.imageReference.virtualMachineImageId"
         try:
             rid = parse_typed(image_id, IMAGE_TYPE, field)
@@ -234,6 +254,10 @@ class Pools:
             raise bi.invalid(field, image_id, f"The image is in subscription '{rid.subscription}', but the Batch "
                                               f"account '{account.name}' is in subscription '{account.subscription}'; "
                                               "the image must be in the account's subscription.")
+        # before the image is looked up: a caller who may not read it learns nothing of it
+        if caller is not None and not self.authorization.may_read_image(caller, image_id):
+            code, message, details = image_denied(image_id)
+            raise Forbidden(code, message, details=details)
         image = self.store.get(str(rid))
         if image is None:
             raise bi.invalid(field, image_id, "The specified image does not exist.")
@@ -270,7 +294,7 @@ class Pools:
 
     # changing -------------------------------------------------------------------------------
 
-    def update(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:
+    def update(self, account: Resource, pool_id: str, body: dict, auth: Caller, conditions=None) -> Resource:
         """PATCH: the properties given replace the pool's; the others stay."""
         body = bi.body_object(body)
         with self.lock:
@@ -288,7 +312,7 @@ class Pools:
                     body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
             return self._save(pool)
 
-    def replace_properties(self, account: Resource, pool_id: str, body: dict, auth: str) -> Resource:
+    def replace_properties(self, account: Resource, pool_id: str, body: dict, auth: Caller) -> Resource:
         """updateproperties: what is not given is removed."""
         body = bi.body_object(body)
         with self.lock:
@@ -303,7 +327,7 @@ class Pools:
             pool.body["applicationPackageReferences"] = self.package_references(account, body)
             return self._save(pool)
 
-    def resize(self, account: Resource, pool_id: str, body: dict, auth: str, conditions=None) -> Resource:
+    def resize(self, account: Resource, pool_id: str, body: dict, auth: Caller, conditions=None) -> Resource:
         body = bi.body_object(body)
         dedicated, low_priority = pool_spec.targets(body)
         timeout = pool_spec.resize_timeout(body, self.settings.min_resize_timeout)
@@ -316,12 +340,24 @@ class Pools:
             self._require_steady(pool)
             reference = pool.body.get("virtualMachineConfiguration", {}).get("imageReference", {})
             custom = "virtualMachineImageId" in reference
-            if custom and auth == PoolAuth.SHARED_KEY:  # not an alias of a managed image (see _image_for)
+            if custom and auth.mode == PoolAuth.SHARED_KEY:  # not an alias of a managed image (see _image_for)
                 raise self._shared_key_refused()
+            pool.internal.update(_grower(auth))
             pool.body.update({"targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority,
                               "resizeTimeout": format_duration(timeout)})
             self._begin_resize(pool, timeout, deallocation)
             return self._save(pool)
+
+    def growth_denied(self, pool: Resource) -> tuple[str, str, list[dict]] | None:
+        """Why the pool may not grow from its custom image now: the principal who asked for
+        the growth (created or last resized it) may no longer read the image. A resize
+        error (code, message, values) for the allocator, or None."""
+        grower = pool.internal.get("grower")
+        if not pool.internal.get("image_id") or not grower or self.authorization.may_read_image(
+                Caller.from_record({"mode": PoolAuth.BEARER, **grower}), pool.internal["image_id"]):
+            return None
+        code, message, details = image_denied(pool.internal["image_id"])
+        return code, message, [{"name": d["key"], "value": d["value"]} for d in details]
 
     def stop_resize(self, account: Resource, pool_id: str, conditions=None) -> Resource:
         with self.lock:
