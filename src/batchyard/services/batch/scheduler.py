@@ -86,6 +86,7 @@ class Scheduler(PokedLoop):
         self._touched: dict[tuple[str, str], list[int]] = {}
         self.side = SideTasks(self)
         jobs.scheduler = tasks.scheduler = self
+        agent.exit_sink = self.on_exit  # start tasks end through this loop too
         tasks.task_root = self.task_root
 
     def start(self) -> None:
@@ -172,6 +173,9 @@ class Scheduler(PokedLoop):
                 break
             if key[0] == "side":
                 self.side.record(key, attempt, outcome)
+                continue
+            if key[0] == "start":
+                self.agent.start_task_ended(key, attempt, outcome)
                 continue
             run = self.running.get(key)
             if run is None or run.attempt != attempt:
