@@ -14,7 +14,7 @@ from .runtime.layers import LayerStore
 from .runtime.machines import MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
-from .services.batch.node_agent import NodeAgent, node_root
+from .services.batch.node_agent import NodeAgent, node_place
 from .services.batch.jobs import Jobs
 from .services.batch.management_pools import ManagementPools
 from .services.batch.pools import Pools
@@ -109,7 +109,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     accounts.ensure_default(settings.dev_credentials)
     pools = Pools(store, NodeStore(db), catalog, settings, accounts)
     agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
-    pools.node_root = lambda node: node_root(provider, node)
+    pools.node_place = lambda node: node_place(provider, node)
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)
     jobs = Jobs(store, task_store, pools)

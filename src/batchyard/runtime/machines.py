@@ -34,6 +34,7 @@ from .cgroups import Cgroups, Limits
 from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
 from .gateway import Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
+from .machine_files import LocalFiles, MachineFiles
 from .networks import SERVICE_ADDRESS, Networks
 
 DEFAULT_ENV = {
@@ -152,8 +153,12 @@ class MachineProvider(ABC):
 
     @abstractmethod
     def temporary_disk(self, key: str) -> Path:
-        """The host directory that a running machine sees as `/mnt`: the service lays out
-        working directories there and reads task output from it, as a node agent would."""
+        """The host directory that a machine on this host sees as `/mnt` (the runtime's own
+        business: services reach it only through `files`)."""
+
+    def files(self, key: str) -> MachineFiles:
+        """The machine's file service, over its temporary disk (see machine_files.py)."""
+        return LocalFiles(self.temporary_disk(key))
 
     def stop_all(self) -> None:
         """Stop every machine (the service is shutting down); nothing to do by default."""

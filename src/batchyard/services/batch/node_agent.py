@@ -11,20 +11,20 @@ Directories follow Azure's Linux layout under the temporary disk:
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from pathlib import Path
 
 from ...runtime.commands import Exit
 from ...runtime.machines import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
+from .files import Place
 from .pools import Pools, iso, now
 from . import vm_sizes
 
 log = logging.getLogger("batchyard.batch")
 
 NODE_ROOT = "/mnt/batch/tasks"
+NODE_ROOT_ON_DISK = NODE_ROOT.removeprefix("/mnt/")  # as the file service names it
 BATCH_DIRS = ("shared", "startup/wd", "workitems", "applications", "fsmounts")
 # Tasks that do not ask for admin run as this unprivileged user, as Azure's auto-user does.
 TASK_UID = TASK_GID = 10001
@@ -75,10 +75,9 @@ class NodeAgent:
         for disk in (spec.os_disk, *spec.data_disks.values()):
             self.provider.create_disk(disk)
         self.provider.start(spec)
-        root = self.provider.temporary_disk(spec.key) / NODE_ROOT.removeprefix("/mnt/")
+        machine_files = self.provider.files(spec.key)
         for sub in BATCH_DIRS:
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        (root / "shared").chmod(0o1777)
+            machine_files.make_dirs(f"{NODE_ROOT_ON_DISK}/{sub}", mode=0o1777 if sub == "shared" else None)
 
     def _address(self, node: Node) -> dict:
         """ipAddress as the runtime gave it: the node's address on its pool's network."""
@@ -242,7 +241,6 @@ class NodeAgent:
         return env
 
 
-def node_root(provider: MachineProvider, node: Node) -> Path:
-    """Host path of the node's AZ_BATCH_NODE_ROOT_DIR: the temporary disk resolved (the
-    service owns it), what lies below as the machine named it, so a link there is seen."""
-    return Path(os.path.realpath(provider.temporary_disk(node.internal["machine_key"]))) / "batch/tasks"
+def node_place(provider: MachineProvider, node: Node) -> Place:
+    """The node's AZ_BATCH_NODE_ROOT_DIR, through its machine's file service."""
+    return Place(provider.files(node.internal["machine_key"]), NODE_ROOT_ON_DISK)

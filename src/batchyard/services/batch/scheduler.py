@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import posixpath
 import queue
-import shutil
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from ...private_files import private_dir, private_opener
-from ...runtime import confined
 from ...runtime.commands import Exit
 from ...runtime.machines import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
@@ -39,7 +35,8 @@ from . import task_spec
 from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
-from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent, failure_info
+from . import files
+from .node_agent import NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, NodeAgent, failure_info
 from .pools import Pools, iso, new_etag, now, parse_time
 from .tasks import Tasks
 
@@ -87,7 +84,7 @@ class Scheduler(PokedLoop):
         self.side = SideTasks(self)
         jobs.scheduler = tasks.scheduler = self
         agent.exit_sink = self.on_exit  # start tasks end through this loop too
-        tasks.task_root = self.task_root
+        tasks.task_place = self.task_place
 
     def start(self) -> None:
         with self.lock:
@@ -450,28 +447,25 @@ class Scheduler(PokedLoop):
         if not task.body.get("resourceFiles"):
             self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
             return
-        base, rel = self._on_disk(task)
+        place = self.task_place(task)
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
         try:
-            confined.make_dirs(base, f"{rel}/wd", *owner)
-        except OSError as exc:
+            if place is None:
+                raise MachineError("the node's machine is gone")
+            place.files.make_dirs(f"{place.root}/wd", *owner)
+        except (OSError, MachineError) as exc:
             log.warning("task %s: no task directory: %s", task.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
             return
-        self.downloads.submit(self._download_then_start, job, task, pool, node, run, (base, rel), admin)
+        self.downloads.submit(self._download_then_start, job, task, pool, node, run, place, admin)
 
-    def _download_then_start(self, job, task, pool, node, run: Running, place: tuple[Path, str],
-                             admin: bool) -> None:
-        base, rel = place
+    def _download_then_start(self, job, task, pool, node, run: Running, place: files.Place, admin: bool) -> None:
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
         try:
             for item in task.body["resourceFiles"]:
                 mode = int(item["fileMode"], 8) if item.get("fileMode") else 0o644
-                fd = confined.open_file(base, f"{rel}/wd/{item['filePath']}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                        *owner, mode=mode)
-                with urllib.request.urlopen(item["httpUrl"], timeout=60) as response, open(fd, "wb") as out:
-                    shutil.copyfileobj(response, out)
-                    os.fchmod(out.fileno(), mode)
+                with urllib.request.urlopen(item["httpUrl"], timeout=60) as response:
+                    place.files.write(f"{place.root}/wd/{item['filePath']}", _chunks(response), *owner, mode=mode)
         except Exception as exc:  # any failure to fetch is the task's failure, never a lost task
             with self.lock:
                 current = self.running.get((run.job_key, run.task_key))
@@ -583,23 +577,13 @@ class Scheduler(PokedLoop):
             self._flush_nodes()
         self.poke()
 
-    def task_root(self, task: Task) -> Path | None:
+    def task_place(self, task: Task) -> files.Place | None:
+        """The task's directory, through its node's file service (None: no such machine)."""
         node = task.internal.get("node")
         if not node or "dir" not in task.internal:
             return None
         try:
-            base = self.provider.temporary_disk(node["machine_key"])
-        except MachineError:
-            return None
-        return Path(os.path.realpath(base)) / task.internal["dir"].removeprefix("/mnt/")
-
-    def _on_disk(self, task: Task) -> tuple[Path, str] | None:
-        """(the machine's temporary disk, the task directory below it), for confined work."""
-        node = task.internal.get("node")
-        if not node or "dir" not in task.internal:
-            return None
-        try:
-            return self.provider.temporary_disk(node["machine_key"]), task.internal["dir"].removeprefix("/mnt/")
+            return files.Place(self.provider.files(node["machine_key"]), task.internal["dir"].removeprefix("/mnt/"))
         except MachineError:
             return None
 
@@ -607,11 +591,10 @@ class Scheduler(PokedLoop):
 
     def _upload_outputs(self, task: Task, failed: bool) -> None:
         """outputFiles to this service's own storage (see task_spec.output_container). Files
-        are read through descriptors opened without following links (confined.py)."""
-        place = self._on_disk(task)
+        are read through the node's file service, which follows no link."""
+        place = self.task_place(task)
         if place is None or not task.body.get("outputFiles"):
             return
-        base, rel = place
         account = task.job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]
         for spec in task.body["outputFiles"]:
             condition = spec["uploadOptions"]["uploadCondition"]
@@ -622,15 +605,15 @@ class Scheduler(PokedLoop):
             prefix = container.get("path", "")
             wildcard = any(c in spec["filePattern"] for c in "*?[")
             try:
-                for source in _matching(base, rel, spec["filePattern"]):
+                for source in _matching(place, spec["filePattern"]):
                     name = source.rsplit("/", 1)[-1]
                     name = f"{prefix.rstrip('/')}/{name}".lstrip("/") if wildcard or not prefix else prefix
                     destination = target / name
                     private_dir(destination.parent)
-                    with open(confined.open_file(base, f"{rel}/{source}", os.O_RDONLY), "rb") as src, \
-                            open(destination, "wb", opener=private_opener) as out:
-                        shutil.copyfileobj(src, out)
-            except OSError as exc:
+                    with open(destination, "wb", opener=private_opener) as out:
+                        for chunk in place.files.read(f"{place.root}/{source}"):
+                            out.write(chunk)
+            except (OSError, MachineError) as exc:
                 log.warning("task %s: output files not uploaded: %s", task.id, exc)
                 task.body["executionInfo"].setdefault("failureInfo", {
                     "category": "usererror", "code": "FileUploadMiscError",
@@ -645,17 +628,17 @@ class Scheduler(PokedLoop):
         self.store.update(expired)
 
     def _remove_task_directory(self, task: Task) -> None:
-        place = self._on_disk(task)
+        place = self.task_place(task)
         if place is not None:
-            _quietly(confined.remove_tree, *place)
+            _quietly(place.files.remove_tree, place.root)
 
     def _remove_job_directories(self, job: Resource) -> None:
         for node in self.nodes.list(job.internal["pool_key"]):
             try:
-                base = self.provider.temporary_disk(node.internal["machine_key"])
+                machine_files = self.provider.files(node.internal["machine_key"])
             except MachineError:
                 continue
-            _quietly(confined.remove_tree, base, f"batch/tasks/workitems/{job.name}")
+            _quietly(machine_files.remove_tree, f"{NODE_ROOT_ON_DISK}/workitems/{job.name}")
 
     # restart ----------------------------------------------------------------------------------------
 
@@ -685,32 +668,28 @@ class Scheduler(PokedLoop):
         task.body["lastModified"] = moment
 
 
-def _matching(base: Path, task_rel: str, pattern: str) -> list[str]:
+def _matching(place: files.Place, pattern: str) -> list[str]:
     """Files (relative to the task directory) that a filePattern names; the pattern is
     relative to the working directory, and may reach the task directory with ../ (as
     Azure's `../std*.txt`). Links are never followed: the walk stays inside the task."""
     target = posixpath.normpath(posixpath.join("wd", pattern))
     if target.startswith("../") or target == ".." or posixpath.isabs(target):
         return []
-    found = []
     try:
-        root = confined.check_real_dirs(base, task_rel)
-    except OSError:
+        found = place.files.walk_files(place.root)
+    except (OSError, MachineError):
         return []
-    for dirpath, _subdirs, filenames in os.walk(root, followlinks=False):
-        here = os.path.relpath(dirpath, root)
-        for name in filenames:
-            rel = name if here == "." else f"{here}/{name}"
-            if fnmatch.fnmatchcase(rel, target) and not os.path.islink(os.path.join(dirpath, name)):
-                found.append(rel)
-        if len(found) > 10000:
-            break
-    return sorted(found)
+    return [rel for rel in found if fnmatch.fnmatchcase(rel, target)]
+
+
+def _chunks(stream, size: int = 1 << 16):
+    while chunk := stream.read(size):
+        yield chunk
 
 
 def _quietly(action, *args) -> None:
     try:
         action(*args)
-    except OSError as exc:
+    except (OSError, MachineError) as exc:
         log.warning("could not remove a task directory: %s", exc)
 
