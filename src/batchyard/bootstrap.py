@@ -11,7 +11,7 @@ from .private_files import private_dir
 from .runtime import hostfs
 from .runtime.host import choose_provider
 from .runtime.layers import LayerStore
-from .runtime.machines import MachineProvider
+from .runtime.provider import MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
 from .services.batch.node_agent import NodeAgent, node_place

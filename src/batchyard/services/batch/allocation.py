@@ -7,8 +7,9 @@ way Azure's allocator does, with its rules:
   pool that uses the same image or an image made from the same snapshot;
 - a pool with inbound NAT pools holds at most as many nodes as its smallest frontend port
   range has ports (each node needs its own port);
-- hosts have a capacity in cores and memory, counted against each node's vmSize; a resize
-  that cannot fit waits, and after `resizeTimeout` ends `steady` with AllocationTimedout.
+- hosts report a capacity in cores and memory (services/capacity.py), counted against each
+  node's vmSize; a resize that cannot fit waits, and after `resizeTimeout` ends `steady`
+  with AllocationTimedout.
 
 The loop itself only decides and records; making, changing and removing machines runs on
 a small pool of worker threads, so the API and the loop never wait for a machine.
@@ -23,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ...store.batch_nodes import Node, NodeStore
+from ..capacity import Room, host_room
 from ...store.resources import Resource
 from .background import PokedLoop
 from .node_agent import NodeAgent
@@ -69,7 +71,7 @@ class Allocator(PokedLoop):
                 if node.pool_key in by_key:
                     self._dispatch_node_work(by_key[node.pool_key], node)
             counts = self.nodes.counts()
-            usage = _HostUsage(self.settings, pools, counts)
+            usage = _HostUsage(host_room(self.settings, self.agent.provider), pools, counts)
             for pool in pools:
                 self._reconcile(pool, counts, pools, usage)
 
@@ -402,11 +404,11 @@ class _Counts:
 
 
 class _HostUsage:
-    """Cores and memory that nodes hold on this host, against its configured capacity."""
+    """Cores and memory that nodes hold on the hosts, against the room the hosts report."""
 
-    def __init__(self, settings, pools: list[Resource], counts: dict[str, dict]):
-        self.cores_capacity = settings.host_cores
-        self.memory_capacity = settings.host_memory_mib
+    def __init__(self, room: Room, pools: list[Resource], counts: dict[str, dict]):
+        self.cores_capacity = room.cores
+        self.memory_capacity = room.memory_mib
         self.cores = self.memory = 0
         for pool in pools:
             size = lookup_vm_size(pool.body["vmSize"])

@@ -14,7 +14,7 @@ import logging
 import threading
 
 from ...runtime.commands import Exit
-from ...runtime.machines import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
+from ...runtime.provider import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .files import Place
@@ -72,7 +72,9 @@ class NodeAgent:
 
     def _build_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
-        for disk in (spec.os_disk, *spec.data_disks.values()):
+        disks = (spec.os_disk, *spec.data_disks.values())
+        self.provider.ensure_layers([layer for disk in disks for layer in disk.layers])
+        for disk in disks:
             self.provider.create_disk(disk)
         self.provider.start(spec)
         machine_files = self.provider.files(spec.key)

@@ -14,7 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from ...runtime.machines import MachineError
+from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse_typed

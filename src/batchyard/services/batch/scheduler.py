@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ...private_files import private_dir, private_opener
 from ...runtime.commands import Exit
-from ...runtime.machines import MachineError, MachineProvider
+from ...runtime.provider import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource

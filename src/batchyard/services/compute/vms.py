@@ -8,7 +8,7 @@ import logging
 import binascii
 import uuid
 
-from ...runtime.machines import MachineError, MachineProvider, MachineSpec
+from ...runtime.provider import MachineError, MachineProvider, MachineSpec
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, check_compute_name, parse, parse_typed
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
