@@ -77,7 +77,9 @@ def _machines_base_url(settings: Settings, provider: MachineProvider) -> str:
     return f"{settings.scheme}://{provider.service_address}:{settings.port}"
 
 
-def build(settings: Settings, namespaces: bool) -> Services:
+def build(settings: Settings, namespaces: bool, provider: MachineProvider | None = None) -> Services:
+    """Every service over the data directory; machines from `provider` when given (the
+    in-memory fake, in rule tests), else from the host (see runtime/host.py)."""
     data = settings.data_dir
     private_dir(data)
     db = Database(data / "batchyard.db")
@@ -93,8 +95,12 @@ def build(settings: Settings, namespaces: bool) -> Services:
     layers = LayerStore(data / "runtime" / "layers")
     if settings.isolation == "off":
         namespaces = False
-    provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
-                                     cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off")
+    if provider is not None:
+        note = f"machines: {provider.mode}"
+    else:
+        provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
+                                         cgroups=settings.node_cgroups != "off",
+                                         networks=settings.node_networks != "off")
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
     catalog = Catalog(db, aliases)
