@@ -19,8 +19,9 @@ in memory (tests).
 - Capacity: `capacity()` reports each host's cores, memory and free disk; allocation
   sizes nodes against it (settings may cap it).
 - Layers travel by content id: `ensure_layers(ids)` makes sure a machine's host holds the
-  layers a disk needs, pulling the missing ones (verified by their hash, layers.py) from
-  where they are; a host caches what it pulled.
+  layers a disk needs, pulling the missing ones from where they are (LayerStore.export on
+  the host that has one, LayerStore.receive on the one that lacks it, which stores it only
+  if its content hashes to its id); a host caches what it pulled.
 
 Implementations: the local namespace provider and the fakechroot fallback (machines.py,
 directories.py), and an in-memory fake for rule tests (fake_provider.py).
