@@ -95,7 +95,13 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     layers = LayerStore(data / "runtime" / "layers")
     if settings.isolation == "off":
         namespaces = False
-    if provider is not None:
+    if provider is None and settings.ray_address:
+        from .runtime.ray_provider import RayProvider  # Ray is imported only for a cluster
+
+        provider = RayProvider(settings.ray_address, settings.ray_host_dir, data / "runtime", layers)
+        note = f"machines: on the Ray cluster at {settings.ray_address}, {len(provider.hosts)} hosts (NOT enforced " \
+               "on cluster hosts: VM size limits, private networks)"
+    elif provider is not None:
         note = f"machines: {provider.mode}"
     else:
         provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,

@@ -68,6 +68,12 @@ class Settings:
     # Also answer as Azure's public-cloud host names on port 443 of this address.
     azure_hostnames: bool = False
     azure_hostnames_address: str = field(default_factory=lambda: Settings.default_azure_hostnames_address())
+    # A Ray cluster to run machines on (ADDRESS or "auto"); None: this host. Each Ray node
+    # keeps its layer cache and machines under ray_host_dir/{node id} on its own host.
+    ray_address: str | None = None
+    ray_host_dir: Path = Path("/var/lib/batchyard-host")
+    # Seconds a node whose host was lost stays unusable before it is made again elsewhere.
+    lost_node_grace: float = field(default_factory=lambda: _env_float("BATCHYARD_LOST_NODE_GRACE", 3.0))
     # Threads that make, change and remove node machines.
     node_workers: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_NODE_WORKERS", 4)))
 

@@ -16,6 +16,7 @@ in memory (tests).
 - Files: `files(key)` is the machine's file service (machine_files.py) for everything the
   services do in its tree (list, stat, read a byte range, write a stream as a given owner,
   make directories, remove a tree), links never followed out of it.
+- Hosts can be lost: `on_machines_lost` listeners hear which machines went with one.
 - Capacity: `capacity()` reports each host's cores, memory and free disk; allocation
   sizes nodes against it (settings may cap it).
 - Layers travel by content id: `ensure_layers(ids)` makes sure a machine's host holds the
@@ -36,6 +37,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from .cgroups import Limits
@@ -143,6 +145,10 @@ class MachineProvider(ABC):
     def stop_all(self) -> None:
         """Stop every machine (the service is shutting down); nothing to do by default."""
         return None
+
+    def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:
+        """`listener(keys)` is called when machines are gone with their host (a cluster node
+        that left); never on one host, where the machines go only with the service."""
 
     def address(self, key: str) -> str | None:
         """The machine's address on its private network (None: it shares the host's)."""

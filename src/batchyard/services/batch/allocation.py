@@ -49,6 +49,7 @@ class Allocator(PokedLoop):
         self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
         self.scheduler = None  # consulted before a node with tasks goes away
         pools.allocator = self
+        agent.provider.on_machines_lost(self.machines_lost)
 
     def start(self) -> None:
         self._restore()
@@ -94,7 +95,7 @@ class Allocator(PokedLoop):
             self._submit(node, self._provision, pool, node)
         elif pending == "reboot":
             self._submit(node, self._run_pending, pool, node, self.agent.reboot)
-        elif pending == "reimage":
+        elif pending == "reimage" and node.internal.get("replace_after", 0) <= time.time():
             self._submit(node, self._run_pending, pool, node, self.agent.reimage)
         elif pending == "preempt":
             self._submit(node, self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n))
@@ -350,6 +351,31 @@ class Allocator(PokedLoop):
                 current.internal.setdefault("retired", []).append([node.body["allocationTime"], iso(now())])
                 self.pools.store.put(current)
                 self._refresh_counts(current, self._counts_of(current))
+
+    # lost hosts --------------------------------------------------------------------------------------
+
+    def machines_lost(self, keys: list[str]) -> None:
+        """Their host left the cluster: the nodes turn unusable, their tasks go back to the
+        queue (counted as requeued), and after a grace period each node is made again on a
+        host that is still there."""
+        keys = set(keys)
+        with self.pools.lock:
+            lost = [n for n in self.nodes.all() if n.internal.get("machine_key") in keys and n.state != "leavingpool"]
+        for node in lost:
+            if self.scheduler is not None:
+                self.scheduler.node_interrupted(node)
+            with self.pools.lock:
+                current = self.nodes.get(node.pool_key, node.id)
+                if current is None or current.state == "leavingpool":
+                    continue
+                stamp_node_state(current, "unusable")
+                current.body["errors"] = [{"code": "NodeHostLost", "errorDetails": [],
+                                           "message": "The host that ran the node left the cluster; the node is "
+                                                      "made again on another host."}]
+                current.internal["pending"] = "reimage"
+                current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
+                self.nodes.put(current)
+        self.poke()
 
     # restart -----------------------------------------------------------------------------------------
 

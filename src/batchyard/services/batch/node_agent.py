@@ -106,7 +106,7 @@ class NodeAgent:
                 "errorDetails": []}])
             return
         moment = iso(now())
-        node = self.pools.set_node_state(node, "starting", lastBootTime=moment, **self._address(node))
+        node = self.pools.set_node_state(node, "starting", lastBootTime=moment, errors=[], **self._address(node))
         self._start(pool, node)
 
     def _start(self, pool: Resource, node: Node) -> None:

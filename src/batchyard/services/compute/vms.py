@@ -51,6 +51,7 @@ class VirtualMachines:
                  catalog: Catalog, storage: Storage, run_command_timeout: float = 5400):
         self.store = store
         self.provider = provider
+        provider.on_machines_lost(self.machines_lost)
         self.disks = disks
         self.images = images
         self.catalog = catalog
@@ -383,6 +384,13 @@ class VirtualMachines:
             raise Conflict("OperationNotAllowed", f"Operation '{operation}' is not allowed on VM '{vm.name}': the "
                            "operation requires the VM to be running (or set to run).")
         return vm
+
+    def machines_lost(self, keys: list[str]) -> None:
+        """Their host left the cluster: the VMs are stopped (their disks went with it)."""
+        keys = set(keys)
+        for vm in self.store.list(type=VM_TYPE):
+            if vm.internal.get("machine_key") in keys and vm.internal.get("power_state") == "running":
+                self._set_power(vm, "stopped")
 
     def restore(self) -> int:
         """After a server restart: disks left attached to a VM whose creation never completed
