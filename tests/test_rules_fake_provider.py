@@ -174,3 +174,21 @@ def test_node_files_through_the_file_service(world):
     listed = {name for name, _ in place.files.list(place.root, recursive=True)}
     assert {"shared", "startup", "startup/stdout.txt", "workitems"} <= listed
     assert b"".join(place.files.read(f"{place.root}/startup/stdout.txt")) == b"booted\n"
+
+
+def test_a_lost_machine_requeues_its_task_and_the_node_is_made_again(world):
+    w = world(Script("long*", 0, 0.5), lost_node_grace=0.3)
+    w.pool("p", dedicated=2)
+    w.settled("p")
+    w.job("j", "p")
+    w.task("j", "t", "long work")
+    until(lambda: w.services.tasks.get(w.account, "j", "t").state == "running")
+    node_id = w.services.tasks.get(w.account, "j", "t").body["nodeInfo"]["nodeId"]
+    node = w.services.pools.get_node(w.account, "p", node_id)
+    w.provider.lose([node.internal["machine_key"]])
+    lost = w.services.pools.get_node(w.account, "p", node_id)
+    assert lost.state == "unusable" and lost.body["errors"][0]["code"] == "NodeHostLost"
+    task = w.finished("j", "t")
+    assert task.body["executionInfo"]["requeueCount"] == 1 and task.body["executionInfo"]["result"] == "success"
+    _, nodes = w.settled("p")
+    assert len(nodes) == 2 and node_id in {n.id for n in nodes} and not any(n.body["errors"] for n in nodes)

@@ -218,6 +218,7 @@ class FakeProvider(MachineProvider):
         self.runners: dict[str, _FakeRunner] = {}
         self.commands: list[Ran] = []
         self.failing_starts: set[str] = set()  # patterns of machine keys whose start fails
+        self.lost_listeners: list[Callable[[list[str]], None]] = []
         self._lock = threading.RLock()
 
     def rule_for(self, command_line: str) -> Script:
@@ -274,4 +275,21 @@ class FakeProvider(MachineProvider):
 
     def capacity(self) -> list[HostCapacity]:
         return list(self.hosts)
+
+    def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:
+        self.lost_listeners.append(listener)
+
+    def lose(self, keys: list[str]) -> None:
+        """As a cluster host that leaves: the machines are gone, their commands never report."""
+        with self._lock:
+            for key in keys:
+                self.running.discard(key)
+                self.machines.pop(key, None)
+                self.disks_of.pop(key, None)
+                runner = self.runners.pop(key, None)
+                if runner is not None:
+                    for timer, _callback, _ran in runner._live.values():
+                        timer.cancel()
+        for listener in self.lost_listeners:
+            listener(list(keys))
 
