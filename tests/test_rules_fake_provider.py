@@ -14,18 +14,12 @@ from batchyard.config import Settings
 from batchyard.runtime.fake_provider import FakeProvider, Script
 from batchyard.runtime.provider import HostCapacity
 from batchyard.services.batch.pools import PoolAuth
+from conftest import wait_for
 
 
 def until(condition, timeout: float = 20.0):
-    """Poll until condition() is truthy (the allocator and scheduler are background loops)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.005)
+    """The allocator and scheduler are background loops: poll them often."""
+    return wait_for(condition, timeout, interval=0.005)
 
 
 class World:
