@@ -8,7 +8,7 @@ Prints, in one run:
 - trivial-task throughput (`true`, each a real process) on 4 Ray nodes and locally
   (target: at least 500 tasks/s both).
 
-Usage: bench/cluster_bench.py [--start-nodes 100] [--nodes 1000] [--tasks 5000]
+Usage: bench/cluster_bench.py [--start-nodes 100] [--nodes 1000] [--tasks 5000] [--start-only]
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--start-nodes", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--start-only", action="store_true", help="only the start-task figure")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as tmp:
         with Server(Path(tmp) / "local") as server:
@@ -82,6 +83,8 @@ def main() -> None:
                                    startTask={"commandLine": "/bin/sh -c 'sleep 10'", "waitForSuccess": True})
             print(f"{args.start_nodes} nodes with a 10 s start task: idle in {started:.1f} s   target <= 12 s")
             batch.begin_delete_pool("boot", polling_interval=0.5).result()
+            if args.start_only:
+                return
             local_idle, local_rate = measure(server, args.nodes, args.tasks)
 
         from ray.cluster_utils import Cluster
