@@ -6,8 +6,10 @@ directory: its own layer cache (a layer it did not pull is not there) and machin
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import uuid
 from pathlib import Path
 
 import pytest
@@ -103,9 +105,14 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     batch.create_task_collection("long", {"value": [
         {"id": f"l{i}", "commandLine": "/bin/sh -c 'sleep 4; echo done'"} for i in range(12)]})
     wait_for(lambda: sum(t.state == "running" for t in batch.list_tasks("long")) == 12, what="12 running tasks")
-    victim = next(n for n in cluster.list_all_nodes() if not n.head)
-    raylet = victim.all_processes["raylet"][0].process
-    os.kill(raylet.pid, signal.SIGKILL)
+    placement = json.loads((ray_server.data_dir / "runtime" / "placement.json").read_text())
+    vms = {vm.name: uuid.UUID(vm.vm_id).hex for vm in ray_clients.compute.virtual_machines.list(RG)}
+    # a host that is not the head (it holds the cluster's state), one with a VM if there is one
+    victim = max((n for n in cluster.list_all_nodes() if not n.head),
+                 key=lambda n: sum(placement.get(key) == n.node_id for key in vms.values()))
+    lost_vms = [name for name, key in vms.items() if placement.get(key) == victim.node_id]
+    assert lost_vms  # two VMs placed on the emptiest hosts: one is on a host that is not the head
+    os.kill(victim.all_processes["raylet"][0].process.pid, signal.SIGKILL)
 
     lost = wait_for(lambda: [n for n in batch.list_nodes("spread") if n.state == "unusable"], timeout=60,
                     what="nodes of the lost host to turn unusable")
@@ -122,3 +129,14 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     assert len(nodes) == 12 and all(not n.errors for n in nodes)
     for node in lost:
         assert batch.get_node("spread", node.id).state == "idle"  # made again on a host that is there
+    for name in lost_vms:  # a VM goes with its host
+        view = ray_clients.compute.virtual_machines.instance_view(RG, name)
+        assert "PowerState/stopped" in {s.code for s in view.statuses}
+
+    # a host that joins (or comes back: Ray gives it a new node id) starts with no machine
+    before = {h.name for h in host_dirs(ray_server)}
+    cluster.add_node(node_ip_address="127.0.0.2", num_cpus=2)
+    joined = wait_for(lambda: {h.name for h in host_dirs(ray_server)} - before, what="a new host's agent")
+    assert not machines_on(ray_server.hosts_dir / joined.pop())
+    _, nodes = pool_settled(batch, "spread")
+    assert len(nodes) == 12
