@@ -140,3 +140,16 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     assert not machines_on(ray_server.hosts_dir / joined.pop())
     _, nodes = pool_settled(batch, "spread")
     assert len(nodes) == 12
+
+
+def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server):
+    info = ray_server.restart()
+    batch = Clients(info).batch
+    _, nodes = pool_settled(batch, "spread")
+    assert len(nodes) == 12
+    node = nodes[0]
+    assert "tool-v1 on-node" in b"".join(batch.download_node_file("spread", node.id, "startup/stdout.txt")).decode()
+    batch.create_job({"id": "after", "poolInfo": {"poolId": "spread"}})
+    batch.create_task("after", {"id": "t", "commandLine": f"/bin/sh -c '{IMAGE_CHECK}'"})
+    task = wait_for(lambda: (t := batch.get_task("after", "t")).state == "completed" and t, what="a task after restart")
+    assert task.execution_info.exit_code == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .config import Settings
+from .runtime.provider import MachineError
 
 DATA_DIR = click.option("--data-dir", default="./batchyard-data", show_default=True,
                         type=click.Path(file_okay=False, path_type=Path), help="Where state, disks and certificates live.")
@@ -60,7 +61,10 @@ def serve(host: str, port: int, data_dir: Path, no_tls: bool, batch_host_suffix:
         settings.check()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    run(settings)
+    try:
+        run(settings)
+    except MachineError as exc:  # no machines where they were asked for (--ray-address)
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

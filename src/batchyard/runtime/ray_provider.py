@@ -28,6 +28,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -54,15 +55,22 @@ class RayProvider(MachineProvider):
     capabilities = frozenset({SNAPSHOTS})
 
     def __init__(self, address: str, host_root: Path, state_dir: Path, service_layers: LayerStore):
-        import ray
-
+        try:
+            import ray
+        except ImportError:
+            raise MachineError("--ray-address needs Ray: pip install 'batchyard[ray]'") from None
         self.ray = ray
         ip = address.rsplit(":", 1)[0] if address != "auto" else None
         loopback = ip is not None and _is_loopback(ip)
         # Ray rewrites 127.0.0.1 to the host's outward address: a cluster bound to another
         # loopback address is joined from that address, or the driver finds no raylet.
-        ray.init(address=address, _node_ip_address=ip if loopback else None, logging_level=logging.WARNING,
-                 log_to_driver=False, namespace="batchyard")
+        if ip is not None:
+            _reachable(address)  # Ray itself would retry an unreachable address for ever
+        try:
+            ray.init(address=address, _node_ip_address=ip if loopback else None, logging_level=logging.WARNING,
+                     log_to_driver=False, namespace="batchyard")
+        except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError...
+            raise MachineError(f"cannot join the Ray cluster at {address}: {exc}") from None
         self.host_root = host_root
         self.state_file = state_dir / "placement.json"
         self.service_layers = service_layers
@@ -429,6 +437,14 @@ class _RemoteHandle(io.RawIOBase):
 
 def cores_of(machine: MachineSpec) -> int:
     return machine.limits.cores if machine.limits is not None else 1
+
+
+def _reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise MachineError(f"cannot join the Ray cluster at {address}: {exc}") from None
 
 
 def _is_loopback(host: str) -> bool:
