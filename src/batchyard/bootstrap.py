@@ -98,7 +98,8 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     if provider is None and settings.ray_address:
         from .runtime.ray_provider import RayProvider  # Ray is imported only for a cluster
 
-        provider = RayProvider(settings.ray_address, settings.ray_host_dir, data / "runtime", layers)
+        provider = RayProvider(settings.ray_address, settings.ray_host_dir, data / "runtime", layers,
+                               pack=settings.ray_placement == "pack", overcommit=settings.host_overcommit)
         note = f"machines: on the Ray cluster at {settings.ray_address}, {len(provider.hosts)} hosts (NOT enforced " \
                "on cluster hosts: VM size limits, private networks)"
     elif provider is not None:

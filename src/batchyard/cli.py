@@ -46,16 +46,18 @@ def main() -> None:
               help="Run machines on the nodes of this Ray cluster (needs the [ray] extra).")
 @click.option("--ray-host-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Where each Ray node keeps its layers and machines [default: /var/lib/batchyard-host].")
+@click.option("--ray-placement", type=click.Choice(["spread", "pack"]), default="spread", show_default=True,
+              help="Machines on the Ray node with the most room, or on the fullest that fits.")
 def serve(host: str, port: int, data_dir: Path, no_tls: bool, batch_host_suffix: str, account_endpoints: str,
           azure_hostnames: bool, azure_hostnames_address: str, dev_credentials: bool, ray_address: str | None,
-          ray_host_dir: Path | None) -> None:
+          ray_host_dir: Path | None, ray_placement: str) -> None:
     """Start the service on one port."""
     from .server import serve as run
 
     settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, tls=not no_tls,
                         batch_host_suffix=batch_host_suffix.lower(), account_endpoints=account_endpoints,
                         azure_hostnames=azure_hostnames, azure_hostnames_address=azure_hostnames_address,
-                        dev_credentials=dev_credentials, ray_address=ray_address,
+                        dev_credentials=dev_credentials, ray_address=ray_address, ray_placement=ray_placement,
                         ray_host_dir=ray_host_dir.resolve() if ray_host_dir else Path("/var/lib/batchyard-host"))
     try:
         settings.check()

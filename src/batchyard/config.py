@@ -72,6 +72,7 @@ class Settings:
     # keeps its layer cache and machines under ray_host_dir/{node id} on its own host.
     ray_address: str | None = None
     ray_host_dir: Path = Path("/var/lib/batchyard-host")
+    ray_placement: str = "spread"  # or "pack": how machines are placed on the cluster's nodes
     # Seconds a node whose host was lost stays unusable before it is made again elsewhere.
     lost_node_grace: float = field(default_factory=lambda: _env_float("BATCHYARD_LOST_NODE_GRACE", 3.0))
     # Threads that make, change and remove node machines.

@@ -5,9 +5,10 @@ nodes. Each Ray node gets one host agent (ray_agent.py), an actor pinned to that
 node-affinity strategy, which owns the node's host daemon: its own layer cache, machines
 and command runner. This provider:
 
-- places a machine on the node with the most room (cores, then memory, from what Ray
-  reports of each node, less the machines placed there), or where its disks already are;
-  a pool spreads over every node that has room;
+- places a machine where its disks already are, else by each node's room (its cores and
+  memory as Ray reports them, overcommitted as the settings say, less the machines placed
+  there): spread (the most room: a pool spreads over every node) or pack (the fullest node
+  that still fits: whole nodes stay free), `--ray-placement`;
 - before a machine starts on a node, pulls the layers the node lacks by content id from a
   node that has them, or from the service's own layer store; the receiving node stores a
   layer only if it hashes to its id (layers.py) and keeps it;
@@ -54,7 +55,8 @@ class RayProvider(MachineProvider):
     mode = "ray"
     capabilities = frozenset({SNAPSHOTS})
 
-    def __init__(self, address: str, host_root: Path, state_dir: Path, service_layers: LayerStore):
+    def __init__(self, address: str, host_root: Path, state_dir: Path, service_layers: LayerStore,
+                 pack: bool = False, overcommit: int = 1):
         try:
             import ray
         except ImportError:
@@ -72,13 +74,14 @@ class RayProvider(MachineProvider):
         except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError...
             raise MachineError(f"cannot join the Ray cluster at {address}: {exc}") from None
         self.host_root = host_root
+        self.pack, self.overcommit = pack, overcommit
         self.state_file = state_dir / "placement.json"
         self.service_layers = service_layers
         self.lock = threading.RLock()
         self.hosts: dict[str, _Host] = {}
         self.placement: dict[str, str] = {}  # machine or disk key -> node id
         self.disk_specs: dict[str, DiskSpec] = {}
-        self.sizes: dict[str, int] = {}  # running machine -> cores it holds
+        self.sizes: dict[str, tuple[int, int]] = {}  # running machine -> cores and MiB it holds
         self.callbacks: dict[tuple[str, str], Callable[[Exit], None]] = {}
         self.lost_listeners: list[Callable[[list[str]], None]] = []
         self._load()
@@ -200,7 +203,7 @@ class RayProvider(MachineProvider):
         os.replace(tmp, self.state_file)
 
     def _choose(self, machine: MachineSpec) -> _Host:
-        """Where its disks are, else the host with the most cores left, then memory."""
+        """Where its disks are, else by the hosts' room (see choose_host)."""
         with self.lock:
             for key in (machine.key, machine.os_disk.key):
                 node = self.placement.get(key)
@@ -208,12 +211,15 @@ class RayProvider(MachineProvider):
                     return self.hosts[node]
             if not self.hosts:
                 raise MachineError("the Ray cluster has no live node")
-            used: dict[str, int] = {}
-            for key, cores in self.sizes.items():
-                used[self.placement[key]] = used.get(self.placement[key], 0) + cores
-            return max(self.hosts.values(),
-                       key=lambda h: (h.resources.get("CPU", 0) - used.get(h.node_id, 0),
-                                      h.resources.get("memory", 0), h.node_id))
+            rooms = {node_id: [int(h.resources.get("CPU", 0)) * self.overcommit,
+                               int(h.resources.get("memory", 0)) // MIB * self.overcommit]
+                     for node_id, h in self.hosts.items()}
+            for key, (cores, memory) in self.sizes.items():
+                if self.placement.get(key) in rooms:
+                    rooms[self.placement[key]][0] -= cores
+                    rooms[self.placement[key]][1] -= memory
+            size = size_of(machine)
+            return self.hosts[choose_host({n: (c, m) for n, (c, m) in rooms.items()}, size, self.pack)]
 
     def _ensure_on(self, host: _Host, layers: list[str]) -> None:
         """Pull what the host lacks, by content id, once per host."""
@@ -281,7 +287,7 @@ class RayProvider(MachineProvider):
             self.placement[machine.key] = host.node_id
             for disk in disks:
                 self.placement[disk.key] = host.node_id
-            self.sizes[machine.key] = cores_of(machine)
+            self.sizes[machine.key] = size_of(machine)
             self._save()
         try:
             self._ensure_on(host, [layer for disk in disks for layer in disk.layers])
@@ -435,8 +441,20 @@ class _RemoteHandle(io.RawIOBase):
         return data
 
 
-def cores_of(machine: MachineSpec) -> int:
-    return machine.limits.cores if machine.limits is not None else 1
+def size_of(machine: MachineSpec) -> tuple[int, int]:
+    """(cores, MiB) the machine holds of its host: its VM size's."""
+    return (machine.limits.cores, machine.limits.memory_mib) if machine.limits is not None else (1, 0)
+
+
+def choose_host(rooms: dict[str, tuple[int, int]], size: tuple[int, int], pack: bool) -> str:
+    """The host for a machine of `size` (cores, MiB), given each host's room left. Spread:
+    the host with the most cores left (then memory); pack: the fullest host that still fits
+    it, so whole hosts stay free. With no host that fits, the one with the most room."""
+    most = max(rooms, key=lambda n: (rooms[n], n))
+    if not pack:
+        return most
+    fitting = [n for n, (cores, memory) in rooms.items() if cores >= size[0] and memory >= size[1]]
+    return min(fitting, key=lambda n: (rooms[n], n)) if fitting else most
 
 
 def _reachable(address: str) -> None:
