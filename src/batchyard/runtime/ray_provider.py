@@ -49,6 +49,7 @@ class _Host:
         self.node_id, self.actor, self.resources = node_id, actor, resources
         self.pull_lock = threading.Lock()
         self.lost = False
+        self.free_disk = 0  # bytes free where the host keeps its machines, as it last said
 
 
 class RayProvider(MachineProvider):
@@ -100,6 +101,11 @@ class RayProvider(MachineProvider):
         for node_id, host in list(self.hosts.items()):
             if node_id not in alive and not host.lost:
                 self._lose(host)
+            elif not host.lost:
+                try:
+                    host.free_disk = self._call(host, "daemon", "free_disk")
+                except (MachineError, OSError):
+                    pass  # a host that does not answer is found out by its collector
         for node_id, node in alive.items():
             if node_id in self.hosts:
                 continue
@@ -351,7 +357,7 @@ class RayProvider(MachineProvider):
         with self.lock:
             hosts = list(self.hosts.values())
         return [HostCapacity(h.node_id, int(h.resources.get("CPU", 0)), int(h.resources.get("memory", 0)) // MIB,
-                             0) for h in hosts]
+                             h.free_disk) for h in hosts]
 
     def machines_on(self, node_id: str) -> list[str]:
         with self.lock:
