@@ -1,7 +1,8 @@
 """The task scheduler: runs each job's tasks on the nodes of its pool, as Azure Batch does.
 
 One loop, woken when tasks are added, tasks end, nodes change or jobs change, makes a pass:
-1. records the tasks that ended (exit code, retries, exit conditions, dependents);
+1. records the tasks that ended (exit code, retries, exit conditions, dependents), and the
+   start tasks and preparation/release tasks that ended (node_agent.py, side_tasks.py);
 2. ends tasks past their maxWallClockTime;
 3. moves jobs through disabling / enabling / terminating / deleting / completed;
 4. hands runnable tasks to free task slots (taskSlotsPerNode, requiredSlots, spread or
