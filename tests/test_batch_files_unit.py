@@ -8,13 +8,19 @@ import stat
 
 import pytest
 
+from batchyard.runtime.machine_files import LocalFiles
 from batchyard.services.batch import files
 from batchyard.services.errors import Conflict, Forbidden, InvalidInput, NotFound, RangeNotSatisfiable
 
 
+def at(path):
+    """The directory `path` through the file service of the directory that holds it."""
+    return files.Place(LocalFiles(path.parent), path.name)
+
+
 def read_range(root, rel, start=None, end=None):
     """What a download answers: open_file, byte_span and iter_bytes, as the API composes them."""
-    handle, info = files.open_file(root, rel)
+    handle, info = files.open_file(at(root), rel)
     try:
         first, stop = files.byte_span(None if start is None and end is None else (start, end), info["size"])
         return b"".join(files.iter_bytes(handle, first, stop)), info
@@ -42,7 +48,7 @@ def names(entries):
 
 
 def test_listing_top_level_and_recursive(tree):
-    top = files.list_files(tree)
+    top = files.list_files(at(tree))
     assert names(top) == ["stderr.txt", "stdout.txt", "wd"]
     wd = next(e for e in top if e["name"] == "wd")
     assert wd == {"name": "wd", "isDirectory": True}  # Azure lists directories without properties
@@ -53,7 +59,7 @@ def test_listing_top_level_and_recursive(tree):
     assert props["fileMode"] == oct(os.stat(tree / "stdout.txt").st_mode) and props["fileMode"].startswith("0o100")
     assert props["lastModified"].endswith("Z") and props["creationTime"] <= props["lastModified"]
 
-    everything = files.list_files(tree, recursive=True)
+    everything = files.list_files(at(tree), recursive=True)
     assert names(everything) == ["stderr.txt", "stdout.txt", "wd", "wd/empty", "wd/out dir",
                                  "wd/out dir/result.txt"]
     assert [e["isDirectory"] for e in everything] == [False, False, True, True, True, False]
@@ -67,7 +73,7 @@ def test_listing_skips_links_that_leave_and_undecodable_names(tree):
     os.symlink("nowhere", tree / "wd" / "dangling")
     with open(os.path.join(os.fsencode(tree / "wd"), b"bad\xffname"), "w"):
         pass
-    listed = {e["name"]: e for e in files.list_files(tree, recursive=True)}
+    listed = {e["name"]: e for e in files.list_files(at(tree), recursive=True)}
     assert "wd/leak" not in listed and "wd/leakdir" not in listed and "wd/dangling" not in listed
     assert not any(n.startswith("wd/leakdir/") for n in listed)
     assert not any("bad" in n for n in listed)
@@ -77,16 +83,16 @@ def test_listing_skips_links_that_leave_and_undecodable_names(tree):
 
 
 def test_properties_of_files_and_directories(tree):
-    info = files.file_properties(tree, "wd/out dir/result.txt")
+    info = files.file_properties(at(tree), "wd/out dir/result.txt")
     assert info["name"] == "wd/out dir/result.txt" and info["isDirectory"] is False
     assert info["size"] == 10 and info["eTag"].startswith("0x")
     assert info["properties"]["fileMode"].startswith("0o100")
-    folder = files.file_properties(tree, "wd/")
+    folder = files.file_properties(at(tree), "wd/")
     assert folder["isDirectory"] is True and folder["size"] == 0 and folder["properties"]["fileMode"].startswith("0o40")
-    assert files.file_properties(tree, "wd/./out dir/../out dir/result.txt")["name"] == "wd/out dir/result.txt"
-    before = files.file_properties(tree, "stdout.txt")["eTag"]
+    assert files.file_properties(at(tree), "wd/./out dir/../out dir/result.txt")["name"] == "wd/out dir/result.txt"
+    before = files.file_properties(at(tree), "stdout.txt")["eTag"]
     (tree / "stdout.txt").write_text("changed, and longer\n")
-    assert files.file_properties(tree, "stdout.txt")["eTag"] != before
+    assert files.file_properties(at(tree), "stdout.txt")["eTag"] != before
 
 
 def test_read_whole_and_ranges(tree):
@@ -119,11 +125,11 @@ def test_big_files_are_read_in_chunks(tree):
         f.truncate(64 << 20)  # sparse: 64 MiB that take no room
         f.seek(50 << 20)
         f.write(b"marker")
-    handle, info = files.open_file(tree, "wd/big.bin")
+    handle, info = files.open_file(at(tree), "wd/big.bin")
     assert info["size"] == 64 << 20
     chunks = files.iter_bytes(handle, 50 << 20, (50 << 20) + 6)
     assert b"".join(chunks) == b"marker" and handle.closed
-    handle, _ = files.open_file(tree, "wd/big.bin")
+    handle, _ = files.open_file(at(tree), "wd/big.bin")
     sizes = [len(c) for c in files.iter_bytes(handle, 0, 1 << 20)]
     assert max(sizes) <= files.CHUNK and sum(sizes) == 1 << 20
 
@@ -131,8 +137,8 @@ def test_big_files_are_read_in_chunks(tree):
 @pytest.mark.parametrize("path", ["../secret.txt", "/etc/passwd", "a/../../secret.txt", "wd/../../secret.txt",
                                   "..", "wd/\x00x", "stdout.txt\x00", "/"])
 def test_paths_that_leave_are_refused_before_touching_files(tree, path):
-    for operation in (lambda: files.file_properties(tree, path), lambda: read_range(tree, path),
-                      lambda: files.delete(tree, path, recursive=True)):
+    for operation in (lambda: files.file_properties(at(tree), path), lambda: read_range(tree, path),
+                      lambda: files.delete(at(tree), path, recursive=True)):
         with pytest.raises(InvalidInput) as exc:
             operation()
         assert exc.value.code == "InvalidUri"
@@ -145,16 +151,16 @@ def test_symlinks_that_leave_are_not_followed(tree):
     os.symlink("/etc", tree / "etc")
     for path in ("wd/leak", "wd/leakdir/o.txt", "etc/passwd", "wd/leakdir"):
         with pytest.raises(Forbidden) as exc:
-            files.file_properties(tree, path)
+            files.file_properties(at(tree), path)
         assert exc.value.code == "AuthorizationFailure"
         with pytest.raises(Forbidden):
             read_range(tree, path)
     with pytest.raises(Forbidden):  # deleting through a link to outside
-        files.delete(tree, "wd/leakdir/o.txt")
+        files.delete(at(tree), "wd/leakdir/o.txt")
     assert (tree.parent / "outside" / "o.txt").exists()
     # deleting the link itself removes the link, never its target
-    files.delete(tree, "wd/leak")
-    files.delete(tree, "wd/leakdir", recursive=True)
+    files.delete(at(tree), "wd/leak")
+    files.delete(at(tree), "wd/leakdir", recursive=True)
     assert not os.path.lexists(tree / "wd" / "leak") and not os.path.lexists(tree / "wd" / "leakdir")
     assert (tree.parent / "secret.txt").read_text() == "top secret\n"
     assert (tree.parent / "outside" / "o.txt").read_text() == "outside\n"
@@ -165,7 +171,7 @@ def test_symlinks_inside_are_followed_for_reads(tree):
     os.symlink("out dir", tree / "wd" / "inner-dir")
     assert read_range(tree, "wd/inner-link")[0] == b"hello world\n"
     assert read_range(tree, "wd/inner-dir/result.txt", 0, 2)[0] == b"012"
-    assert files.file_properties(tree, "wd/inner-link")["name"] == "wd/inner-link"
+    assert files.file_properties(at(tree), "wd/inner-link")["name"] == "wd/inner-link"
 
 
 def test_missing_directories_and_special_files(tree):
@@ -174,9 +180,9 @@ def test_missing_directories_and_special_files(tree):
             read_range(tree, path)
         assert exc.value.code == "FileNotFound" and exc.value.message == "The specified file does not exist."
         with pytest.raises(NotFound):
-            files.file_properties(tree, path)
+            files.file_properties(at(tree), path)
         with pytest.raises(NotFound):
-            files.delete(tree, path)
+            files.delete(at(tree), path)
     with pytest.raises(InvalidInput) as exc:
         read_range(tree, "wd")
     assert exc.value.code == "FileIsDirectory"
@@ -186,26 +192,26 @@ def test_missing_directories_and_special_files(tree):
     assert exc.value.code == "UnsupportedFileType"
     assert stat.S_ISFIFO(os.stat(tree / "wd" / "pipe").st_mode)
     with pytest.raises(NotFound):
-        files.list_files(tree / "missing")
+        files.list_files(at(tree / "missing"))
 
 
 def test_delete_files_and_directories(tree):
-    files.delete(tree, "stderr.txt")
+    files.delete(at(tree), "stderr.txt")
     assert not (tree / "stderr.txt").exists()
-    files.delete(tree, "wd/empty")  # an empty directory goes without recursive
+    files.delete(at(tree), "wd/empty")  # an empty directory goes without recursive
     assert not (tree / "wd" / "empty").exists()
     with pytest.raises(Conflict) as exc:
-        files.delete(tree, "wd")
+        files.delete(at(tree), "wd")
     assert exc.value.code == "DirectoryNotEmpty"
     assert (tree / "wd" / "out dir" / "result.txt").exists()
-    files.delete(tree, "wd", recursive=True)
-    assert names(files.list_files(tree, recursive=True)) == ["stdout.txt"]
+    files.delete(at(tree), "wd", recursive=True)
+    assert names(files.list_files(at(tree), recursive=True)) == ["stdout.txt"]
     for path in ("", ".", "wd/.."):
         with pytest.raises(Forbidden):  # never the directory itself
-            files.delete(tree, path, recursive=True)
+            files.delete(at(tree), path, recursive=True)
     (tree / "shared").mkdir()
     (tree / "shared" / "s.txt").write_text("s")
     with pytest.raises(Forbidden):
-        files.delete(tree, "shared", recursive=True, protected={"shared"})
-    files.delete(tree, "shared/s.txt", protected={"shared"})
+        files.delete(at(tree), "shared", recursive=True, protected={"shared"})
+    files.delete(at(tree), "shared/s.txt", protected={"shared"})
     assert (tree / "shared").is_dir() and (tree / "stdout.txt").exists()

@@ -4,6 +4,7 @@ image's program and data, and pools resize, lose their image, and change as Azur
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -354,3 +355,20 @@ def test_a_pool_being_deleted_cannot_change(clients):
         batch.begin_resize_pool("doomed", {"targetDedicatedNodes": 1})
     assert e.value.error.code == "PoolBeingDeleted"
     wait_for(lambda: "doomed" not in {p.id for p in batch.list_pools()}, what="the pool to go")
+
+
+def test_start_tasks_run_on_every_node_at_once(clients):
+    """Azure runs every node's start task at once: each node waits in waitingforstarttask
+    while its own runs, and no node waits for another's (formerly four at a time)."""
+    batch = clients.batch_key
+    began = time.monotonic()
+    batch.create_pool(base_pool(clients, "together", dedicated=8, startTask={
+        "commandLine": "/bin/sh -c 'sleep 3'", "waitForSuccess": True}))
+    _, nodes = pool_settled(batch, "together")
+    elapsed = time.monotonic() - began
+    infos = [n.start_task_info for n in nodes]
+    assert len(nodes) == 8 and all(i.exit_code == 0 and i.result == "success" for i in infos)
+    # every start task had begun before the first one ended: they overlapped, all eight
+    assert max(i.start_time for i in infos) < min(i.end_time for i in infos)
+    assert elapsed < 12, f"8 nodes with a 3 s start task took {elapsed:.1f} s to become idle"
+    batch.begin_delete_pool("together", polling_interval=0.1).result()

@@ -11,7 +11,7 @@ from .private_files import private_dir
 from .runtime import hostfs
 from .runtime.host import choose_provider
 from .runtime.layers import LayerStore
-from .runtime.machines import MachineProvider
+from .runtime.provider import MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
 from .services.batch.applications import Applications
@@ -21,7 +21,7 @@ from .services.batch.storage_files import Transfers
 from .services.storage_accounts import StorageAccounts, configured
 from .services.batch.autoscale.autoscaler import Autoscaler
 from .services.batch.autoscale.metrics import PoolMetrics
-from .services.batch.node_agent import NodeAgent, node_root
+from .services.batch.node_agent import NodeAgent, node_place
 from .services.batch.auto_pools import AutoPools
 from .services.batch.job_schedules import JobSchedules
 from .services.batch.task_tokens import TaskTokens
@@ -101,7 +101,9 @@ def _machines_base_url(settings: Settings, provider: MachineProvider) -> str:
     return f"{settings.scheme}://{provider.service_address}:{settings.port}"
 
 
-def build(settings: Settings, namespaces: bool) -> Services:
+def build(settings: Settings, namespaces: bool, provider: MachineProvider | None = None) -> Services:
+    """Every service over the data directory; machines from `provider` when given (the
+    in-memory fake, in rule tests), else from the host (see runtime/host.py)."""
     data = settings.data_dir
     private_dir(data)
     db = Database(data / "batchyard.db")
@@ -121,9 +123,20 @@ def build(settings: Settings, namespaces: bool) -> Services:
     layers = LayerStore(data / "runtime" / "layers")
     if settings.isolation == "off":
         namespaces = False
-    provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
-                                     cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off",
-                                     outbound_nat=settings.outbound_nat)
+    if provider is None and settings.ray_address:
+        from .runtime.ray_provider import RayProvider  # Ray is imported only for a cluster
+
+        provider = RayProvider(settings.ray_address, settings.ray_host_dir, data / "runtime", layers,
+                               pack=settings.ray_placement == "pack", overcommit=settings.host_overcommit)
+        note = f"machines: on the Ray cluster at {settings.ray_address}, {len(provider.hosts)} hosts (NOT enforced " \
+               "on cluster hosts: VM size limits, private networks)"
+    elif provider is not None:
+        note = f"machines: {provider.mode}"
+    else:
+        provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
+                                         cgroups=settings.node_cgroups != "off",
+                                         networks=settings.node_networks != "off",
+                                         outbound_nat=settings.outbound_nat)
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
     catalog = Catalog(db, aliases)
@@ -138,7 +151,7 @@ def build(settings: Settings, namespaces: bool) -> Services:
     accounts.ensure_default(settings.dev_credentials)
     pools = Pools(store, NodeStore(db), catalog, settings, accounts)
     agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
-    pools.node_root = lambda node: node_root(provider, node)
+    pools.node_place = lambda node: node_place(provider, node)
     pools.authorization = authorization
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .config import Settings
+from .runtime.provider import MachineError
 
 DATA_DIR = click.option("--data-dir", default="./batchyard-data", show_default=True,
                         type=click.Path(file_okay=False, path_type=Path), help="Where state, disks and certificates live.")
@@ -45,20 +46,32 @@ def main() -> None:
               default=lambda: os.environ.get("BATCHYARD_OUTBOUND_NAT", "auto"),
               show_default="auto, or $BATCHYARD_OUTBOUND_NAT",
               help="Machines reach beyond the host through NAT: when the host has a default route, always, never.")
+@click.option("--ray-address", default=None, metavar="ADDRESS|auto",
+              help="Run machines on the nodes of this Ray cluster (needs the [ray] extra).")
+@click.option("--ray-host-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Where each Ray node keeps its layers and machines [default: /var/lib/batchyard-host].")
+@click.option("--ray-placement", type=click.Choice(["spread", "pack"]), default="spread", show_default=True,
+              help="Machines on the Ray node with the most room, or on the fullest that fits.")
 def serve(host: str, port: int, data_dir: Path, no_tls: bool, batch_host_suffix: str, account_endpoints: str,
-          azure_hostnames: bool, azure_hostnames_address: str, dev_credentials: bool, outbound_nat: str) -> None:
+          azure_hostnames: bool, azure_hostnames_address: str, dev_credentials: bool, outbound_nat: str,
+          ray_address: str | None, ray_host_dir: Path | None, ray_placement: str) -> None:
     """Start the service on one port."""
     from .server import serve as run
 
     settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, tls=not no_tls,
                         batch_host_suffix=batch_host_suffix.lower(), account_endpoints=account_endpoints,
                         azure_hostnames=azure_hostnames, azure_hostnames_address=azure_hostnames_address,
-                        dev_credentials=dev_credentials, outbound_nat=outbound_nat)
+                        dev_credentials=dev_credentials, outbound_nat=outbound_nat, ray_address=ray_address,
+                        ray_placement=ray_placement,
+                        ray_host_dir=ray_host_dir.resolve() if ray_host_dir else Path("/var/lib/batchyard-host"))
     try:
         settings.check()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    run(settings)
+    try:
+        run(settings)
+    except MachineError as exc:  # no machines where they were asked for (--ray-address)
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

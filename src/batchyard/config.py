@@ -16,8 +16,9 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
-def _host_memory_mib() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 @dataclass
@@ -63,13 +64,14 @@ class Settings:
     # Job schedules: Azure's least recurrence interval (1 minute); tests may lower it.
     min_recurrence_interval: timedelta = field(
         default_factory=lambda: timedelta(seconds=_env_float("BATCHYARD_MIN_RECURRENCE_INTERVAL", 60)))
-    # The host's capacity for nodes. An idle node costs almost nothing here, so the default
-    # overcommits this machine 4096 times: enough for the documented limits of
-    # 2,500 dedicated + 1,000 low-priority nodes of common sizes.
-    host_cores: int = field(default_factory=lambda: int(os.environ.get(
-        "BATCHYARD_HOST_CORES", (os.cpu_count() or 1) * 4096)))
-    host_memory_mib: int = field(default_factory=lambda: int(os.environ.get(
-        "BATCHYARD_HOST_MEMORY_MIB", _host_memory_mib() * 4096)))
+    # The hosts' capacity for nodes: what each host reports (cores, memory), times this
+    # factor. An idle node costs almost nothing here, so the default overcommits a host
+    # 4096 times: enough for the documented limits of 2,500 dedicated + 1,000 low-priority
+    # nodes of common sizes on one machine.
+    host_overcommit: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_HOST_OVERCOMMIT", 4096)))
+    # Caps on the total (None: what the hosts report, overcommitted).
+    host_cores: int | None = field(default_factory=lambda: _env_int("BATCHYARD_HOST_CORES"))
+    host_memory_mib: int | None = field(default_factory=lambda: _env_int("BATCHYARD_HOST_MEMORY_MIB"))
     # Host-style account endpoints: https://{account}.{suffix}:{port}/ (the TLS certificate
     # covers *.{suffix}); "host" makes them what accountEndpoint names, "path" keeps
     # https://{host}:{port}/batch/{account}, the form the SDKs already use.
@@ -88,6 +90,13 @@ class Settings:
     storage_account: str | None = field(default_factory=lambda: os.environ.get("BATCHYARD_STORAGE_ACCOUNT") or None)
     storage_account_key: str | None = field(
         default_factory=lambda: os.environ.get("BATCHYARD_STORAGE_ACCOUNT_KEY") or None, repr=False)
+    # A Ray cluster to run machines on (ADDRESS or "auto"); None: this host. Each Ray node
+    # keeps its layer cache and machines under ray_host_dir/{node id} on its own host.
+    ray_address: str | None = None
+    ray_host_dir: Path = Path("/var/lib/batchyard-host")
+    ray_placement: str = "spread"  # or "pack": how machines are placed on the cluster's nodes
+    # Seconds a node whose host was lost stays unusable before it is made again elsewhere.
+    lost_node_grace: float = field(default_factory=lambda: _env_float("BATCHYARD_LOST_NODE_GRACE", 3.0))
     # Threads that make, change and remove node machines.
     node_workers: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_NODE_WORKERS", 4)))
 

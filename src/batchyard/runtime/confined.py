@@ -75,9 +75,12 @@ def open_file(base: Path, rel: str | Path, flags: int, uid: int | None = None, g
     return fd
 
 
-def make_dirs(base: Path, rel: str | Path, uid: int | None = None, gid: int | None = None) -> None:
-    with directory(base, rel, create=True, uid=uid, gid=gid):
-        pass
+def make_dirs(base: Path, rel: str | Path, uid: int | None = None, gid: int | None = None,
+              mode: int | None = None) -> None:
+    """base/rel made as needed; with `mode`, the last directory gets it (the umask aside)."""
+    with directory(base, rel, create=True, uid=uid, gid=gid) as fd:
+        if mode is not None:
+            os.fchmod(fd, mode)
 
 
 def remove_tree(base: Path, rel: str | Path) -> None:

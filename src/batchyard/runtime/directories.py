@@ -28,7 +28,8 @@ import subprocess
 from pathlib import Path
 
 from .layers import HOST_LAYER, LayerStore
-from .machines import DEFAULT_ENV, DiskSpec, MachineError, MachineProvider, MachineSpec, remove_tree_atomically
+from .machines import HostProvider, remove_tree_atomically
+from .provider import DEFAULT_ENV, DiskSpec, MachineError, MachineSpec
 
 _OPAQUE = "trusted.overlay.opaque"
 # Top-level host directories a machine on the host base image uses in place.
@@ -39,7 +40,7 @@ _SHARED_KERNEL_DIRS = ("/dev", "/proc", "/sys")
 _NOT_SNAPSHOTTED = ("mnt", "datadisks")
 
 
-class DirectoryMachineProvider(MachineProvider):
+class DirectoryMachineProvider(HostProvider):
     mode = "directories"
 
     def __init__(self, root: Path, layers: LayerStore, fakechroot: str):
@@ -48,6 +49,7 @@ class DirectoryMachineProvider(MachineProvider):
         self.fakechroot = fakechroot
         self.disks_dir = root / "dirdisks"
         self.machines_dir = root / "dirmachines"
+        self.capacity_disk = root
         for d in (self.disks_dir, self.machines_dir):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -94,7 +96,19 @@ class DirectoryMachineProvider(MachineProvider):
     def is_running(self, key: str) -> bool:
         return self._machine_file(key).exists()
 
+    def ensure_layers(self, layers: list[str]) -> None:
+        missing = [layer for layer in layers if not self.layers.exists(layer)]
+        if missing:
+            raise MachineError(f"layers missing on this host: {', '.join(missing)}")
+
     def start(self, machine: MachineSpec) -> None:
+        try:
+            self._start(machine)
+        except BaseException:
+            self.stop(machine.key)  # a failed start leaves no machine record behind
+            raise
+
+    def _start(self, machine: MachineSpec) -> None:
         base = self.machines_dir / machine.key
         base.mkdir(parents=True, exist_ok=True)
         for disk in (machine.os_disk, *machine.data_disks.values()):

@@ -84,6 +84,52 @@ class LayerStore:
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)
 
+    # moving layers between hosts ----------------------------------------------------------
+
+    def export(self, layer_id: str, out: BinaryIO) -> None:
+        """The layer as a tar stream (owners, modes, overlay whiteouts and the xattrs a layer
+        keeps), for a host that lacks it (see receive)."""
+        if layer_id == HOST_LAYER or not self.exists(layer_id):
+            raise KeyError(layer_id)
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            root = self.path(layer_id)
+            tar.addfile(_with_marks(tar.gettarinfo(str(root), "."), str(root)))
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames.sort()
+                for name in sorted(dirnames) + sorted(filenames):
+                    path = os.path.join(dirpath, name)
+                    info = _with_marks(tar.gettarinfo(path, os.path.relpath(path, root)), path)
+                    if info.isreg():
+                        with open(path, "rb") as handle:
+                            tar.addfile(info, handle)
+                    else:
+                        tar.addfile(info)
+
+    def receive(self, layer_id: str, stream: BinaryIO) -> str:
+        """A layer sent by another host (export), stored under its id only if its content
+        hashes to that id: a layer that does not match is dropped, never published."""
+        if self.exists(layer_id):
+            return layer_id
+        unpacked = Path(tempfile.mkdtemp(dir=self.tmp))
+        staging = Path(tempfile.mkdtemp(dir=self.tmp))
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    _check_layer_member(member, str(unpacked))
+                    tar.extract(member, unpacked, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+                    marks = _marks_of(member)
+                    if marks:
+                        _set_xattrs(os.path.join(unpacked, member.name), marks)
+            manifest = self._copy_tree(unpacked, staging, set())
+            _copy_dir_meta(str(unpacked), str(staging))
+            got = hashlib.sha256("\n".join(manifest).encode()).hexdigest()
+            if got != layer_id:
+                raise LayerMismatch(f"layer {layer_id} arrived with content {got}")
+            return self._publish(staging, manifest)
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
+
     def _publish(self, staging: Path, manifest: list[str]) -> str:
         layer_id = hashlib.sha256("\n".join(manifest).encode()).hexdigest()
         final = self.layers / layer_id
@@ -185,6 +231,34 @@ class LayerStore:
                 if os.lstat(path).st_nlink == 1:
                     os.unlink(path)
         return removed
+
+
+class LayerMismatch(ValueError):
+    """A layer's content did not hash to the id it was sent as."""
+
+
+_MARK = "BATCHYARD.xattr."  # pax header carrying a kept xattr, its value in hex
+
+
+def _with_marks(info: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    info.uname = info.gname = ""  # numeric owners only: names differ between hosts
+    for name, value in _xattrs(path).items():
+        info.pax_headers[_MARK + name] = value.hex()
+    return info
+
+
+def _marks_of(member: tarfile.TarInfo) -> dict[str, bytes]:
+    return {key[len(_MARK):]: bytes.fromhex(value) for key, value in member.pax_headers.items()
+            if key.startswith(_MARK) and key[len(_MARK):] in _KEPT_XATTRS}
+
+
+def _check_layer_member(member: tarfile.TarInfo, dest: str) -> None:
+    """tarfile's 'tar' filter checks (nothing lands outside the destination, even through a
+    link already extracted), without its changes to modes: a layer must arrive as it left.
+    Devices other than overlay whiteouts (0:0 character devices) are refused."""
+    tarfile.tar_filter(member, dest)
+    if member.isblk() or (member.ischr() and (member.devmajor, member.devminor) != (0, 0)):
+        raise tarfile.FilterError(f"{member.name}: a device in a layer")
 
 
 def _xattrs(path: str) -> dict[str, bytes]:

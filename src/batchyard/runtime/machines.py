@@ -1,11 +1,10 @@
 """Machines and their disks on this host.
 
-`MachineProvider` is the interface the services use (a NodeProvider in Ray's sense); the
-local implementation here isolates each machine with Linux mount and PID namespaces over
+The machine contract (`MachineProvider`, provider.py) is what the services use; the local
+implementation here isolates each machine with Linux mount and PID namespaces over
 overlay filesystems, holds it to its VM size with a cgroup (cgroups.py), filters its
 system calls (seccomp.py) and gives it a network namespace on its own private network
-(networks.py, reaching the service only through gateway.py). A later, distributed
-implementation offers the same calls.
+(networks.py, reaching the service only through gateway.py).
 
 Disks: a disk is a stack of read-only layers (bottom first) plus a writable layer of its
 own. Creating a disk copies nothing; snapshotting freezes the writable layer into a new
@@ -22,76 +21,31 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from abc import abstractmethod
 from pathlib import Path
 
 from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
-from .commands import AgentRunner, CommandRunner, SpawningRunner, killed_by_memory_limit
+from .commands import AgentRunner, CommandRunner, SpawningRunner
 from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
+from .machine_files import LocalFiles, MachineFiles
 from .networks import SERVICE_ADDRESS, Networks
-from .security_rules import SecurityRule, admits
+from .provider import (DEFAULT_ENV, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
+                       DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec,
+                       local_capacity)
+from .security_rules import admits
 
-DEFAULT_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/root",
-    "LANG": "C.UTF-8",
-    "USER": "root",
-    "LOGNAME": "root",
-    "SHELL": "/bin/sh",
-}
 _HERE = Path(__file__).resolve().parent
 log = logging.getLogger("batchyard.runtime")
 
 
-@dataclass
-class DiskSpec:
-    key: str
-    layers: list[str]  # bottom first
+class HostProvider(MachineProvider):
+    """Machines on this host: commands are processes here, the temporary disk a directory here."""
 
-
-@dataclass(frozen=True)
-class InboundPort:
-    """Inbound NAT: connections (or datagrams) to host_address:frontend reach the machine's
-    port backend, when the rules admit their source."""
-    host_address: str
-    frontend: int
-    backend: int
-    protocol: str = "tcp"  # or "udp"
-    rules: tuple[SecurityRule, ...] = ()
-
-
-@dataclass
-class MachineSpec:
-    key: str
-    os_disk: DiskSpec
-    data_disks: dict[int, DiskSpec] = field(default_factory=dict)
-    limits: Limits | None = None  # the VM size's; None: the host's
-    network: str | None = None  # the private network it joins (a pool's, a resource group's)
-    inbound_ports: tuple[InboundPort, ...] = ()  # ports of the host that lead to the machine
-
-
-@dataclass
-class CommandResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-    timed_out: bool = False
-    duration: float = 0.0
-    out_of_memory: bool = False  # killed by the machine's memory limit
-
-
-class MachineError(Exception):
-    """The runtime could not do what was asked; the message says why."""
-
-
-class MachineProvider(ABC):
-    mode: str
+    capabilities = frozenset({SNAPSHOTS})
 
     def __init__(self) -> None:
         self._procs: dict[str, set[subprocess.Popen]] = {}
@@ -129,77 +83,26 @@ class MachineProvider(ABC):
             proc.wait()
 
     @abstractmethod
-    def create_disk(self, disk: DiskSpec) -> None: ...
-
-    @abstractmethod
-    def delete_disk(self, key: str) -> None: ...
-
-    @abstractmethod
-    def snapshot_disk(self, disk: DiskSpec) -> list[str]:
-        """Layers (bottom first) that hold the disk's content at this instant."""
-
-    @abstractmethod
-    def start(self, machine: MachineSpec) -> None: ...
-
-    @abstractmethod
-    def stop(self, key: str) -> None: ...
-
-    @abstractmethod
-    def is_running(self, key: str) -> bool: ...
-
-    @abstractmethod
     def spawn(self, key: str, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/",
               uid: int | None = None, gid: int | None = None, stdout=None, stderr=None) -> subprocess.Popen: ...
 
     @abstractmethod
-    def delete_machine(self, key: str) -> None: ...
-
-    @abstractmethod
     def temporary_disk(self, key: str) -> Path:
-        """The host directory that a running machine sees as `/mnt`: the service lays out
-        working directories there and reads task output from it, as a node agent would."""
+        """The host directory that a machine on this host sees as `/mnt` (the runtime's own
+        business: services reach it only through `files`)."""
 
-    def stop_all(self) -> None:
-        """Stop every machine (the service is shutting down); nothing to do by default."""
-        return None
+    def files(self, key: str) -> MachineFiles:
+        """The machine's file service, over its temporary disk (see machine_files.py)."""
+        return LocalFiles(self.temporary_disk(key))
 
     def oom_kills(self, key: str) -> int:
         """How many processes the machine's memory limit has killed (0 without limits)."""
         return 0
 
-    # Where machines reach the service (None: as the host does, at the service's own address).
-    service_address: str | None = None
+    def capacity(self) -> list[HostCapacity]:
+        return [local_capacity("local", self.capacity_disk)]
 
-    def address(self, key: str) -> str | None:
-        """The machine's address on its private network (None: it shares the host's)."""
-        return None
-
-    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
-        """Let machines reach the service's port `target` at service_address:port."""
-        return None
-
-    def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
-        """Run a shell script as root inside the machine and collect its output."""
-        return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env)
-
-    def run_argv(self, key: str, argv: list[str], timeout: float | None = None,
-                 env: dict[str, str] | None = None) -> CommandResult:
-        start = time.monotonic()
-        kills = self.oom_kills(key)
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = self.spawn(key, argv, env=env, stdout=out, stderr=err)
-            timed_out = False
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                kill_group(proc)
-                proc.wait()
-            out.seek(0)
-            err.seek(0)
-            code = proc.returncode
-            return CommandResult(code, out.read(), err.read(), timed_out, time.monotonic() - start,
-                                 killed_by_memory_limit(code, kills, self.oom_kills(key)))
+    capacity_disk = Path("/")  # where machines' disks live, for the free-disk figure
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -217,7 +120,7 @@ def remove_tree_atomically(path: Path, scratch: Path) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-class NamespaceMachineProvider(MachineProvider):
+class NamespaceMachineProvider(HostProvider):
     """Each machine: a persistent mount namespace bound to a file (no process stays alive
     for an idle machine), whose root is the OS disk overlay."""
 
@@ -255,6 +158,10 @@ class NamespaceMachineProvider(MachineProvider):
                 self.outbound_missing = self.outbound_missing or self.networks.outbound_missing
             except (OSError, ImportError) as exc:
                 self.networks_missing = str(exc)
+        self.capacity_disk = root
+        self.capabilities = frozenset({ISOLATION, OVERLAY, SNAPSHOTS} | ({LIMITS} if cgroups else set())
+                                      | ({SECCOMP} if not self.seccomp_missing else set())
+                                      | ({NETWORKS} if self.networks is not None else set()))
 
     def _make_ns_dir_private(self) -> None:
         """Namespace files can only be bound on a private mount (as `ip netns` does)."""
@@ -308,9 +215,21 @@ class NamespaceMachineProvider(MachineProvider):
     def is_running(self, key: str) -> bool:
         return os.path.ismount(self._ns_file(key))
 
+    def ensure_layers(self, layers: list[str]) -> None:
+        missing = [layer for layer in layers if not self.layers.exists(layer)]
+        if missing:
+            raise MachineError(f"layers missing on this host: {', '.join(missing)}")
+
     def start(self, machine: MachineSpec) -> None:
         if self.is_running(machine.key):
             return
+        try:
+            self._start(machine)
+        except BaseException:
+            self.stop(machine.key)  # no half-made namespace, network or cgroup stays behind
+            raise
+
+    def _start(self, machine: MachineSpec) -> None:
         base = self.machines_dir / machine.key
         (base / "root").mkdir(parents=True, exist_ok=True)
         (base / "resource").mkdir(parents=True, exist_ok=True)
@@ -499,7 +418,7 @@ class NamespaceMachineProvider(MachineProvider):
             self.networks.close()
 
 
-class UnavailableMachineProvider(MachineProvider):
+class UnavailableMachineProvider(HostProvider):
     """For hosts where machines cannot run: disks and snapshots still work as layers; any
     attempt to start a machine says why it cannot."""
 

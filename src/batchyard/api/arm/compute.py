@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from ...services import locations
 from ...services.arm_ids import ResourceId
+from ...services.capacity import host_room
 from ...services.compute import sizes
 from ...services.compute.catalog import BaseImage
 from ...services.errors import InvalidInput
@@ -263,7 +264,8 @@ def _sku_locations(odata_filter: str | None) -> list[str]:
 
 async def list_usages(ctx: ArmContext) -> Response:
     vms = await ctx.call(ctx.services.vms.list, ctx.params["subscription"], None)
-    return _listing(sizes.usages(vms, ctx.params["location"], ctx.services.settings.host_cores))
+    room = host_room(ctx.services.settings, ctx.services.provider)
+    return _listing(sizes.usages(vms, ctx.params["location"], room.cores))
 
 
 def register(router: ArmRouter) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from starlette.responses import Response, StreamingResponse
 
@@ -35,7 +34,7 @@ NODE_PROTECTED = frozenset({*BATCH_DIRS, "startup"})
 @dataclass(frozen=True)
 class _Scope:
     """Where one family of file operations is rooted and how its files' URLs read."""
-    root: Callable[[BatchContext], Path]  # runs in a worker thread
+    root: Callable[[BatchContext], files.Place]  # runs in a worker thread
     prefix: Callable[[BatchContext], tuple[str, ...]]  # URL segments before "files"
     protected: frozenset[str] = frozenset()
 
@@ -43,30 +42,27 @@ class _Scope:
         return ctx.url(*self.prefix(ctx), "files", name)
 
 
-def _task_root(ctx: BatchContext) -> Path:
+def _task_place(ctx: BatchContext) -> files.Place:
     tasks = getattr(ctx.services, "tasks", None)
     if tasks is None:  # no job exists before the task service does
         raise NotFound("JobNotFound", "The specified job does not exist.")
     return tasks.task_directory(ctx.account, ctx.params["jobId"], ctx.params["taskId"])
 
 
-def _node_root(ctx: BatchContext) -> Path:
+def _node_place(ctx: BatchContext) -> files.Place:
     return ctx.services.pools.node_directory(ctx.account, ctx.params["poolId"], ctx.params["nodeId"])
 
 
-def _output_root(ctx: BatchContext) -> Path:
-    root = ctx.services.tasks.output_directory(ctx.account, ctx.params["container"])
-    if not root.is_dir():
-        raise NotFound("ContainerNotFound", "The specified output container does not exist.")
-    return root
+def _output_place(ctx: BatchContext) -> files.Place:
+    return ctx.services.tasks.output_place(ctx.account, ctx.params["container"])
 
 
-TASK = _Scope(_task_root, lambda ctx: ("jobs", ctx.params["jobId"], "tasks", ctx.params["taskId"]))
-NODE = _Scope(_node_root, lambda ctx: ("pools", ctx.params["poolId"], "nodes", ctx.params["nodeId"]),
+TASK = _Scope(_task_place, lambda ctx: ("jobs", ctx.params["jobId"], "tasks", ctx.params["taskId"]))
+NODE = _Scope(_node_place, lambda ctx: ("pools", ctx.params["poolId"], "nodes", ctx.params["nodeId"]),
               NODE_PROTECTED)
 
 
-OUTPUT = _Scope(_output_root, lambda ctx: ("outputs", ctx.params["container"]))
+OUTPUT = _Scope(_output_place, lambda ctx: ("outputs", ctx.params["container"]))
 
 
 def _recursive(ctx: BatchContext) -> bool:

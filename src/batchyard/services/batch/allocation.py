@@ -8,8 +8,9 @@ way Azure's allocator does, with its rules:
   pool that uses the same image or an image made from the same snapshot;
 - a pool with inbound NAT pools holds at most as many nodes as its smallest frontend port
   range has ports (each node needs its own port);
-- hosts have a capacity in cores and memory, counted against each node's vmSize; a resize
-  that cannot fit waits, and after `resizeTimeout` ends `steady` with AllocationTimedout.
+- hosts report a capacity in cores and memory (services/capacity.py), counted against each
+  node's vmSize; a resize that cannot fit waits, and after `resizeTimeout` ends `steady`
+  with AllocationTimedout.
 
 The loop itself only decides and records; making, changing and removing machines runs on
 a small pool of worker threads, so the API and the loop never wait for a machine.
@@ -24,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ...store.batch_nodes import Node, NodeStore
+from ..capacity import Room, host_room
 from ...store.resources import Resource
 from .background import PokedLoop
 from .node_agent import NodeAgent
@@ -48,6 +50,7 @@ class Allocator(PokedLoop):
         self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
         self.scheduler = None  # consulted before a node with tasks goes away
         pools.allocator = self
+        agent.provider.on_machines_lost(self.machines_lost)
 
     def start(self) -> None:
         self._restore()
@@ -70,7 +73,7 @@ class Allocator(PokedLoop):
                 if node.pool_key in by_key:
                     self._dispatch_node_work(by_key[node.pool_key], node)
             counts = self.nodes.counts()
-            usage = _HostUsage(self.settings, pools, counts)
+            usage = _HostUsage(host_room(self.settings, self.agent.provider), pools, counts)
             for pool in pools:
                 self._reconcile(pool, counts, pools, usage)
 
@@ -93,7 +96,7 @@ class Allocator(PokedLoop):
             self._submit(node, self._provision, pool, node)
         elif pending == "reboot":
             self._submit(node, self._run_pending, pool, node, self.agent.reboot)
-        elif pending == "reimage":
+        elif pending == "reimage" and node.internal.get("replace_after", 0) <= time.time():
             self._submit(node, self._run_pending, pool, node, self.agent.reimage)
         elif pending == "preempt":
             self._submit(node, self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n))
@@ -359,6 +362,31 @@ class Allocator(PokedLoop):
                 self.pools.store.put(current)
                 self._refresh_counts(current, self._counts_of(current))
 
+    # lost hosts --------------------------------------------------------------------------------------
+
+    def machines_lost(self, keys: list[str]) -> None:
+        """Their host left the cluster: the nodes turn unusable, their tasks go back to the
+        queue (counted as requeued), and after a grace period each node is made again on a
+        host that is still there."""
+        keys = set(keys)
+        with self.pools.lock:
+            lost = [n for n in self.nodes.all() if n.internal.get("machine_key") in keys and n.state != "leavingpool"]
+        for node in lost:
+            if self.scheduler is not None:
+                self.scheduler.node_interrupted(node)
+            with self.pools.lock:
+                current = self.nodes.get(node.pool_key, node.id)
+                if current is None or current.state == "leavingpool":
+                    continue
+                stamp_node_state(current, "unusable")
+                current.body["errors"] = [{"code": "NodeHostLost", "errorDetails": [],
+                                           "message": "The host that ran the node left the cluster; the node is "
+                                                      "made again on another host."}]
+                current.internal["pending"] = "reimage"
+                current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
+                self.nodes.put(current)
+        self.poke()
+
     # restart -----------------------------------------------------------------------------------------
 
     def _restore(self) -> None:
@@ -420,11 +448,11 @@ class _Counts:
 
 
 class _HostUsage:
-    """Cores and memory that nodes hold on this host, against its configured capacity."""
+    """Cores and memory that nodes hold on the hosts, against the room the hosts report."""
 
-    def __init__(self, settings, pools: list[Resource], counts: dict[str, dict]):
-        self.cores_capacity = settings.host_cores
-        self.memory_capacity = settings.host_memory_mib
+    def __init__(self, room: Room, pools: list[Resource], counts: dict[str, dict]):
+        self.cores_capacity = room.cores
+        self.memory_capacity = room.memory_mib
         self.cores = self.memory = 0
         for pool in pools:
             size = lookup_vm_size(pool.body["vmSize"])

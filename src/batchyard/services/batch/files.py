@@ -1,7 +1,7 @@
 """Files in a task's directory or under a node's AZ_BATCH_NODE_ROOT_DIR, as Azure Batch's
-file operations see them: listing, properties, ranged reads and deletion. Pure: every
-function works on a host directory (`root`) and a path relative to it; nothing here knows
-about HTTP.
+file operations see them: listing, properties, ranged reads and deletion. Every function
+works on a `Place`: a machine's file service (runtime/machine_files.py, wherever the
+machine runs) and a directory in it; nothing here knows about HTTP or host paths.
 
 Names are relative to the root and use '/' (e.g. "wd/out/result.txt"). A listing shows
 directories too (isDirectory true, no properties, as Azure lists them) and, when recursive,
@@ -10,11 +10,11 @@ everything beneath them.
 Containment. The caller's path never leaves the root:
 - a NUL byte, an absolute path, or '..' that climbs above the root is refused before the
   file system is touched: 400 InvalidUri (the URI names no resource of this directory);
-- the path is then resolved with realpath; if a symbolic link takes it outside the root the
-  request is refused: 403 AuthorizationFailure (the link is the user's, the target is not);
-- the resolved path is opened one component at a time from a descriptor of the root with
-  O_NOFOLLOW, so a link swapped in after the check (a task racing the service) is not
-  followed either: that ends as 404 FileNotFound.
+- the file service resolves it; if a symbolic link takes it outside the root the request is
+  refused: 403 AuthorizationFailure (the link is the user's, the target is not);
+- the resolved path is opened one component at a time from a descriptor of the root
+  without following links, so a link swapped in after the check (a task racing the
+  service) is not followed either: that ends as 404 FileNotFound.
 Symbolic links that stay inside the root are followed for reads and listed with their
 target's properties; recursive listings do not descend through them (no loops), listings
 leave out links that lead outside, and deletion removes a link itself, never its target.
@@ -27,21 +27,23 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import os
 import re
-import shutil
-import stat
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
+from ...runtime.machine_files import FileStat, LeavesTree, MachineFiles, NotRegular, Protected
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound, RangeNotSatisfiable, ServiceError
 
 CONTENT_TYPE = "application/octet-stream"
 CHUNK = 1 << 16
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
+
+
+@dataclass(frozen=True)
+class Place:
+    """A directory of a machine (or of the service's own storage), as its file service names it."""
+    files: MachineFiles
+    root: str
 
 
 # errors ---------------------------------------------------------------------------------------
@@ -71,6 +73,12 @@ def _not_regular() -> InvalidInput:
 
 def _os_error(exc: OSError) -> ServiceError:
     """The errors a path walk meets, as Batch answers them; others stay internal errors."""
+    if isinstance(exc, LeavesTree):
+        return _through_link()
+    if isinstance(exc, NotRegular):
+        return _not_regular()
+    if isinstance(exc, Protected):
+        return _protected()
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG):
         return _not_found()
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -106,184 +114,74 @@ def split_path(rel: str) -> list[str]:
     return parts
 
 
-def _contained(path: str, root_real: str) -> bool:
-    return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
-
-
-def _real_root(root: Path) -> str:
-    """The root as given, which callers hand over already resolved: a link anywhere in it
-    (a task that replaced its own directory with one) is refused, not followed."""
-    root_real = os.path.realpath(root)
-    if root_real != os.path.abspath(root):
-        raise _through_link()
-    return root_real
-
-
-def _locate(root: Path, parts: list[str], follow_last: bool = True) -> tuple[str, list[str]]:
-    """(real root, components of the real target below it). Symbolic links are resolved;
-    one that leads outside is refused. With follow_last=False the last component itself is
-    not resolved (deletion acts on a link, not on what it points to)."""
-    root_real = _real_root(root)
-    if not parts:
-        return root_real, []
-    if follow_last:
-        target = os.path.realpath(os.path.join(root_real, *parts))
-    else:
-        target = os.path.join(os.path.realpath(os.path.join(root_real, *parts[:-1])), parts[-1])
-    if not _contained(target, root_real):
-        raise _through_link()
-    inner = os.path.relpath(target, root_real)
-    return root_real, [] if inner == "." else inner.split(os.sep)
-
-
-@contextmanager
-def _parent_dir(root_real: str, inner: list[str]) -> Iterator[int]:
-    """A descriptor of the directory holding inner[-1] (of the root itself when inner is
-    empty), reached without following any link."""
-    try:
-        fd = os.open(root_real, _NOFOLLOW_DIR)
-    except OSError as exc:
-        raise _os_error(exc) from None
-    try:
-        for part in inner[:-1]:
-            try:
-                child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
-            except OSError as exc:
-                raise _os_error(exc) from None
-            os.close(fd)
-            fd = child
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _stat_at(fd: int, inner: list[str]) -> os.stat_result:
-    try:
-        return os.stat(inner[-1], dir_fd=fd, follow_symlinks=False) if inner else os.fstat(fd)
-    except OSError as exc:
-        raise _os_error(exc) from None
-
-
 # properties -----------------------------------------------------------------------------------
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _etag(st: os.stat_result) -> str:
-    digest = hashlib.blake2b(f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode(), digest_size=8)
+def _etag(st: FileStat) -> str:
+    digest = hashlib.blake2b(f"{st.dev}:{st.ino}:{st.size}:{st.mtime_ns}".encode(), digest_size=8)
     return "0x" + digest.hexdigest().upper()
 
 
-def properties(st: os.stat_result) -> dict:
+def properties(st: FileStat) -> dict:
     """FileProperties of the wire format. Linux keeps no creation time that stat shows, so
     the earlier of the change and modification times stands in for it."""
-    return {"creationTime": _iso(min(st.st_ctime, st.st_mtime)), "lastModified": _iso(st.st_mtime),
-            "contentLength": str(st.st_size if stat.S_ISREG(st.st_mode) else 0),
-            "contentType": CONTENT_TYPE, "fileMode": oct(st.st_mode)}
+    return {"creationTime": _iso(min(st.ctime, st.mtime)), "lastModified": _iso(st.mtime),
+            "contentLength": str(st.size if st.is_file else 0),
+            "contentType": CONTENT_TYPE, "fileMode": oct(st.mode)}
 
 
-def _describe(name: str, st: os.stat_result) -> dict:
+def _describe(name: str, st: FileStat) -> dict:
     """A listing entry (BatchNodeFile without its url): directories carry no properties."""
-    if stat.S_ISDIR(st.st_mode):
+    if st.is_dir:
         return {"name": name, "isDirectory": True}
     return {"name": name, "isDirectory": False, "properties": properties(st)}
 
 
-def _info(name: str, st: os.stat_result) -> dict:
+def _info(name: str, st: FileStat) -> dict:
     """What a download or HEAD answers with: the entry, its properties (directories too),
     its ETag and its size in bytes."""
-    return {"name": name, "isDirectory": stat.S_ISDIR(st.st_mode), "properties": properties(st),
-            "eTag": _etag(st), "size": st.st_size if stat.S_ISREG(st.st_mode) else 0}
+    return {"name": name, "isDirectory": st.is_dir, "properties": properties(st),
+            "eTag": _etag(st), "size": st.size if st.is_file else 0}
 
 
 # operations -----------------------------------------------------------------------------------
 
-def list_files(root: Path, recursive: bool = False) -> list[dict]:
-    """Entries under root, sorted by name: the top level, or with recursive=True everything
-    (directories included). Names that are not UTF-8 cannot be addressed, and are left out."""
-    root_real = _real_root(root)
-    out: list[dict] = []
+def list_files(place: Place, recursive: bool = False) -> list[dict]:
+    """Entries under the place, sorted by name: the top level, or with recursive=True
+    everything (directories included). Names that are not UTF-8 cannot be addressed, and
+    are left out."""
     try:
-        top = os.open(root_real, _NOFOLLOW_DIR)
+        entries = place.files.list(place.root, recursive)
     except OSError as exc:
         raise _os_error(exc) from None
-    pending = [(top, "")]
-    try:
-        while pending:
-            fd, prefix = pending.pop()
-            try:
-                with os.scandir(fd) as entries:
-                    found = list(entries)
-            except OSError:
-                found = []  # gone or unreadable meanwhile: list what can be listed
-            for entry in found:
-                name = prefix + entry.name
-                try:
-                    name.encode("utf-8")
-                    st = entry.stat(follow_symlinks=False)
-                except (UnicodeEncodeError, OSError):
-                    continue
-                if stat.S_ISLNK(st.st_mode):
-                    target = os.path.realpath(os.path.join(root_real, name))
-                    if not _contained(target, root_real):
-                        continue
-                    try:
-                        st = os.stat(target)
-                    except OSError:
-                        continue  # dangling
-                    out.append(_describe(name, st))
-                    continue  # not descended: links could loop
-                out.append(_describe(name, st))
-                if recursive and stat.S_ISDIR(st.st_mode):
-                    try:
-                        pending.append((os.open(entry.name, _NOFOLLOW_DIR, dir_fd=fd), name + "/"))
-                    except OSError:
-                        pass
-            os.close(fd)
-    finally:
-        for fd, _ in pending:
-            os.close(fd)
-    out.sort(key=lambda e: e["name"])
-    return out
+    return sorted((_describe(name, st) for name, st in entries), key=lambda e: e["name"])
 
 
-def file_properties(root: Path, rel: str) -> dict:
+def file_properties(place: Place, rel: str) -> dict:
     """{name, isDirectory, properties, eTag, size} of a file or directory; name is the
     path as asked for, normalised ('.' and inner '..' folded)."""
     parts = split_path(rel)
-    root_real, inner = _locate(root, parts)
-    with _parent_dir(root_real, inner) as fd:
-        st = _stat_at(fd, inner)
-    if stat.S_ISLNK(st.st_mode):  # a link swapped in after it was resolved
-        raise _not_found()
+    try:
+        st = place.files.stat(place.root, parts)
+    except OSError as exc:
+        raise _os_error(exc) from None
     return _info("/".join(parts), st)
 
 
-def open_file(root: Path, rel: str) -> tuple[io.RawIOBase, dict]:
-    """An open, unbuffered binary file and its info (from the open descriptor, so the two
-    agree). Directories and special files (FIFOs, sockets, devices) are refused."""
+def open_file(place: Place, rel: str) -> tuple[io.RawIOBase, dict]:
+    """An open, unbuffered binary file and its info (from the open file, so the two agree).
+    Directories and special files (FIFOs, sockets, devices) are refused."""
     parts = split_path(rel)
-    root_real, inner = _locate(root, parts)
-    if not inner:
+    if not parts:
         raise _is_directory()
-    with _parent_dir(root_real, inner) as fd:
-        try:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-            handle = os.open(inner[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-        except OSError as exc:
-            raise _os_error(exc) from None
     try:
-        st = os.fstat(handle)
-        if stat.S_ISDIR(st.st_mode):
-            raise _is_directory()
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular()
-        os.set_blocking(handle, True)
-    except BaseException:
-        os.close(handle)
-        raise
-    return open(handle, "rb", buffering=0), _info("/".join(parts), st)
+        st, handle = place.files.open(place.root, parts)
+    except OSError as exc:
+        raise _os_error(exc) from None
+    return handle, _info("/".join(parts), st)
 
 
 def parse_range(header: str | None) -> tuple[int | None, int | None] | None:
@@ -339,28 +237,15 @@ def iter_bytes(handle: io.RawIOBase, start: int, stop: int, chunk: int = CHUNK) 
         handle.close()
 
 
-def delete(root: Path, rel: str, recursive: bool = False, protected: Collection[str] = ()) -> None:
+def delete(place: Place, rel: str, recursive: bool = False, protected: Collection[str] = ()) -> None:
     """Delete a file, a link (not its target), or a directory: an empty one, or with
     recursive=True everything in it. The root itself and the `protected` paths (relative
     names) are refused (403); a non-empty directory without recursive is 409."""
     parts = split_path(rel)
-    if not parts or "/".join(parts) in protected:
-        raise _protected()
-    root_real, inner = _locate(root, parts, follow_last=False)
-    if not inner or "/".join(inner) in protected:
-        raise _protected()
-    with _parent_dir(root_real, inner) as fd:
-        st = _stat_at(fd, inner)
-        name = inner[-1]
-        try:
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=fd)
-            elif recursive:
-                shutil.rmtree(name, dir_fd=fd)  # descriptor-based: links inside are removed, not followed
-            else:
-                os.rmdir(name, dir_fd=fd)
-        except OSError as exc:
-            raise _os_error(exc) from None
+    try:
+        place.files.delete(place.root, parts, recursive, protected)
+    except OSError as exc:
+        raise _os_error(exc) from None
 
 
 def _protected() -> Forbidden:

@@ -11,16 +11,14 @@ Directories follow Azure's Linux layout under the temporary disk:
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
-from pathlib import Path
 
 from ...runtime.commands import Exit
-from ...runtime.machines import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
+from ...runtime.provider import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
 from ...runtime.security_rules import SecurityRule
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
+from .files import Place
 from .pools import Pools, iso, now
 from .storage_files import NodePlace, TransferFailed
 from . import vm_sizes
@@ -28,6 +26,7 @@ from . import vm_sizes
 log = logging.getLogger("batchyard.batch")
 
 NODE_ROOT = "/mnt/batch/tasks"
+NODE_ROOT_ON_DISK = NODE_ROOT.removeprefix("/mnt/")  # as the file service names it
 BATCH_DIRS = ("shared", "startup/wd", "workitems", "applications", "fsmounts")
 # Tasks that do not ask for admin run as this unprivileged user, as Azure's auto-user does.
 TASK_UID = TASK_GID = 10001
@@ -70,6 +69,9 @@ class NodeAgent:
         self.account_url = account_url  # account name -> the account's Batch endpoint
         self.transfers = None  # resource files (storage_files.py), set by bootstrap
         self.packages = None  # application packages (package_install.py), set by bootstrap
+        # (key, attempt) -> the callback a start task's exit goes to; the scheduler puts its
+        # own here, so start tasks end on the same path as tasks
+        self.exit_sink = self._direct_exit
 
     # the machine ----------------------------------------------------------------------------
 
@@ -84,13 +86,14 @@ class NodeAgent:
 
     def _build_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
-        for disk in (spec.os_disk, *spec.data_disks.values()):
+        disks = (spec.os_disk, *spec.data_disks.values())
+        self.provider.ensure_layers([layer for disk in disks for layer in disk.layers])
+        for disk in disks:
             self.provider.create_disk(disk)
         self.provider.start(spec)
-        root = self.provider.temporary_disk(spec.key) / NODE_ROOT.removeprefix("/mnt/")
+        machine_files = self.provider.files(spec.key)
         for sub in BATCH_DIRS:
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        (root / "shared").chmod(0o1777)
+            machine_files.make_dirs(f"{NODE_ROOT_ON_DISK}/{sub}", mode=0o1777 if sub == "shared" else None)
 
     def _address(self, node: Node) -> dict:
         """ipAddress as the runtime gave it: the node's address on its pool's network."""
@@ -99,6 +102,7 @@ class NodeAgent:
 
     def _destroy_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
+        self._forget_start_task(node)
         self.provider.delete_machine(spec.key)
         for disk in (spec.os_disk, *spec.data_disks.values()):
             self.provider.delete_disk(disk.key)
@@ -116,23 +120,22 @@ class NodeAgent:
                 "errorDetails": []}])
             return
         moment = iso(now())
-        node = self.pools.set_node_state(node, "starting", lastBootTime=moment, **self._address(node))
+        node = self.pools.set_node_state(node, "starting", lastBootTime=moment, errors=[], **self._address(node))
         self._start(pool, node)
 
     def _start(self, pool: Resource, node: Node) -> None:
+        """The start task runs as Azure's does, on every node at once: the node waits in
+        waitingforstarttask (or is idle already, without waitForSuccess) and its exit, reported
+        through `exit_sink` like a task's, moves it on. No thread waits for it."""
         if not self._install_pool_packages(pool, node):
             return
         task = pool.body.get("startTask")
         if not task:
             self.pools.set_node_state(node, "idle")
             return
-        if task.get("waitForSuccess", True):
-            node = self.pools.set_node_state(node, "waitingforstarttask")
-            ok = self.run_start_task(pool, node, task)
-            self.pools.set_node_state(node, "idle" if ok else "starttaskfailed")
-        else:
-            node = self.pools.set_node_state(node, "idle")
-            self.run_start_task(pool, node, task)
+        waits = task.get("waitForSuccess", True)
+        node = self.pools.set_node_state(node, "waitingforstarttask" if waits else "idle")
+        self._launch_start_task(pool, node, task, retry=0)
 
     def _install_pool_packages(self, pool: Resource, node: Node) -> bool:
         """The pool's application packages, before the start task, as Azure installs them; a
@@ -154,6 +157,7 @@ class NodeAgent:
 
     def reboot(self, pool: Resource, node: Node) -> None:
         spec = self.machine_spec(node)
+        self._forget_start_task(node)
         self.provider.stop(spec.key)
         try:
             self.provider.start(spec)
@@ -170,6 +174,7 @@ class NodeAgent:
         self.provision(pool, node)
 
     def preempt(self, node: Node) -> None:
+        self._forget_start_task(node)
         self.provider.stop(node.internal["machine_key"])
 
     def remove(self, node: Node) -> None:
@@ -180,37 +185,6 @@ class NodeAgent:
         self.provider.start(self.machine_spec(node))
 
     # the start task ---------------------------------------------------------------------------
-
-    def run_start_task(self, pool: Resource, node: Node, task: dict) -> bool:
-        retries_allowed = task.get("maxTaskRetryCount", 0)
-        retry = 0
-        while True:
-            started = iso(now())
-            info = {"state": "running", "startTime": started, "retryCount": retry}
-            if retry:
-                info["lastRetryTime"] = started
-            node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
-            download_failure = self._download_start_files(pool, node, task)
-            if download_failure is not None:
-                exit_code = None
-                info.update({"state": "completed", "endTime": iso(now()), "result": "failure",
-                             "failureInfo": download_failure})
-            else:
-                outcome = self._run_once(pool, node, task)
-                exit_code = outcome.code
-                info.update({"state": "completed", "endTime": iso(now()), "exitCode": exit_code,
-                             "result": "success" if exit_code == 0 else "failure"})
-                if exit_code != 0:
-                    info["failureInfo"] = failure_info(outcome, node.body["vmSize"])
-            node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
-            if exit_code == 0:
-                return True
-            if retries_allowed != -1 and retry >= retries_allowed:
-                return False
-            if node.state == "leavingpool":
-                return False
-            retry += 1
-            time.sleep(min(1.0, 0.1 * retry))
 
     def _download_start_files(self, pool: Resource, node: Node, task: dict) -> dict | None:
         """The start task's resource files into its working directory: None, or the failureInfo."""
@@ -228,29 +202,81 @@ class NodeAgent:
                     "details": []}
         return None
 
-    def _run_once(self, pool: Resource, node: Node, task: dict) -> Exit:
-        """Through the machine's command runner: its directories and output files are made
-        inside the machine, never by the service following what a command left there."""
+    def _launch_start_task(self, pool: Resource, node: Node, task: dict, retry: int) -> None:
+        """One attempt, keyed by a number kept with the node: an exit reported for an attempt
+        the node no longer runs (it rebooted, was reimaged or left) changes nothing."""
+        started = iso(now())
+        info = {"state": "running", "startTime": started, "retryCount": retry}
+        if retry:
+            info["lastRetryTime"] = started
+        with self.pools.lock:
+            current = self.pools.nodes.get(node.pool_key, node.id)
+            if current is None or current.state == "leavingpool":
+                return
+            attempt = current.internal.get("start_attempt", 0) + 1
+            current.internal["start_attempt"] = attempt
+            current.body["startTaskInfo"] = info
+            self.pools.nodes.put(current)
         admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
-        env = self.environment(pool, node, task, f"{NODE_ROOT}/startup")
-        ended = threading.Event()
-        outcome: list[Exit] = []
-
-        def on_exit(result: Exit) -> None:
-            outcome.append(result)
-            ended.set()
-
+        download_failure = self._download_start_files(pool, current, task)
+        if download_failure is not None:
+            self.start_task_ended(("start", current.pool_key, current.id), attempt, Exit(1), download_failure)
+            return
+        env = self.environment(pool, current, task, f"{NODE_ROOT}/startup")
+        on_exit = self.exit_sink(("start", current.pool_key, current.id), attempt)
         try:
-            self.provider.command_runner(node.internal["machine_key"]).run(
-                f"start|{node.id}|{time.time_ns()}", ["/bin/sh", "-c", task["commandLine"]], env,
+            self.provider.command_runner(current.internal["machine_key"]).run(
+                f"start|{current.id}|{attempt}", ["/bin/sh", "-c", task["commandLine"]], env,
                 f"{NODE_ROOT}/startup/wd", None if admin else TASK_UID, None if admin else TASK_GID,
                 f"{NODE_ROOT}/startup/stdout.txt", f"{NODE_ROOT}/startup/stderr.txt", on_exit,
                 mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"))
         except (MachineError, OSError) as exc:
-            log.warning("start task on %s could not run: %s", node.id, exc)
-            return Exit(1)
-        ended.wait()  # the runner always reports: a stopped machine ends its commands with 137
-        return outcome[0]
+            log.warning("start task on %s could not run: %s", current.id, exc)
+            on_exit(Exit(1))
+
+    def _forget_start_task(self, node: Node) -> None:
+        """The machine is going away under its start task: whatever that attempt reports is stale."""
+        with self.pools.lock:
+            current = self.pools.nodes.get(node.pool_key, node.id)
+            if current is not None and "start_attempt" in current.internal:
+                current.internal["start_attempt"] += 1
+                self.pools.nodes.put(current)
+
+    def _direct_exit(self, key: tuple, attempt: int):
+        return lambda outcome: self.start_task_ended(key, attempt, outcome)
+
+    def start_task_ended(self, key: tuple, attempt: int, outcome: Exit, failure: dict | None = None) -> None:
+        """A start task attempt ended: record it, retry it (maxTaskRetryCount), or move the
+        node on (idle, or starttaskfailed when the pool waits for success). failure: why the
+        attempt ended before its command ran (its resource files), as failureInfo."""
+        _, pool_key, node_id = key
+        with self.pools.lock:
+            node = self.pools.nodes.get(pool_key, node_id)
+            pool = self.pools.store.get(pool_key)
+            if node is None or pool is None or node.internal.get("start_attempt") != attempt:
+                return
+            task = pool.body.get("startTask") or node.body.get("startTask")
+            info = dict(node.body.get("startTaskInfo") or {})
+            if failure is not None:
+                info.update({"state": "completed", "endTime": iso(now()), "result": "failure",
+                             "failureInfo": failure})
+            else:
+                info.update({"state": "completed", "endTime": iso(now()), "exitCode": outcome.code,
+                             "result": "success" if outcome.code == 0 else "failure"})
+                if outcome.code != 0:
+                    info["failureInfo"] = failure_info(outcome, node.body["vmSize"])
+            node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
+            if node.state == "leavingpool" or task is None:
+                return
+            retry, allowed = info.get("retryCount", 0), task.get("maxTaskRetryCount", 0)
+            if outcome.code != 0 and (allowed == -1 or retry < allowed):
+                timer = threading.Timer(min(1.0, 0.1 * (retry + 1)), self._launch_start_task,
+                                        (pool, node, task, retry + 1))
+                timer.daemon = True
+                timer.start()
+                return
+            if node.state == "waitingforstarttask":
+                self.pools.set_node_state(node, "idle" if outcome.code == 0 else "starttaskfailed")
 
     def environment(self, pool: Resource, node: Node, task: dict, task_dir: str) -> dict[str, str]:
         account = pool.internal["account"]
@@ -278,7 +304,6 @@ class NodeAgent:
         return env
 
 
-def node_root(provider: MachineProvider, node: Node) -> Path:
-    """Host path of the node's AZ_BATCH_NODE_ROOT_DIR: the temporary disk resolved (the
-    service owns it), what lies below as the machine named it, so a link there is seen."""
-    return Path(os.path.realpath(provider.temporary_disk(node.internal["machine_key"]))) / "batch/tasks"
+def node_place(provider: MachineProvider, node: Node) -> Place:
+    """The node's AZ_BATCH_NODE_ROOT_DIR, through its machine's file service."""
+    return Place(provider.files(node.internal["machine_key"]), NODE_ROOT_ON_DISK)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse_typed
@@ -24,6 +24,7 @@ from ..errors import ConditionFailed, Conflict, Forbidden, InvalidInput, NotFoun
 from . import batch_input as bi
 from . import pool_spec
 from .durations import format_duration
+from .files import Place
 from .vm_sizes import lookup as lookup_vm_size
 
 POOL_TYPE = "Microsoft.Batch/batchAccounts/pools"
@@ -92,7 +93,7 @@ class Pools:
         self.lock = threading.RLock()
         self.allocator = None  # set by the allocator; poked whenever a pool has work
         self.autoscaler = None  # set by the autoscaler (autoscale/autoscaler.py)
-        self.node_root = None  # node -> host path of its AZ_BATCH_NODE_ROOT_DIR; set by bootstrap
+        self.node_place = None  # node -> its AZ_BATCH_NODE_ROOT_DIR (files.Place); set by bootstrap
         self.applications = None  # checks applicationPackageReferences (applications.py); set by bootstrap
         self.authorization = None  # who may read which image (services/authorization.py); set by bootstrap
 
@@ -135,20 +136,22 @@ class Pools:
             raise NotFound("NodeNotFound", "The specified node does not exist.")
         return node
 
-    def node_directory(self, account: Resource, pool_id: str, node_id: str) -> Path:
-        """Host path of the node's AZ_BATCH_NODE_ROOT_DIR, for its file operations; 409
-        NodeNotReady while the node has no machine (creating, unusable, leaving, ...)."""
+    def node_directory(self, account: Resource, pool_id: str, node_id: str) -> Place:
+        """The node's AZ_BATCH_NODE_ROOT_DIR, for its file operations; 409 NodeNotReady while
+        the node has no machine (creating, unusable, leaving, ...)."""
         node = self.get_node(account, pool_id, node_id)
-        root = None
-        if node.state in FILE_STATES and self.node_root is not None and node.internal.get("machine_key"):
+        place = None
+        if node.state in FILE_STATES and self.node_place is not None and node.internal.get("machine_key"):
             try:
-                root = self.node_root(node)
-            except (OSError, ValueError, KeyError):
-                root = None
-        if root is None or not root.is_dir():
+                place = self.node_place(node)
+                if not place.files.stat(place.root, []).is_dir:
+                    place = None
+            except (OSError, MachineError, ValueError, KeyError):
+                place = None
+        if place is None:
             raise Conflict("NodeNotReady", f"The node is {node.state}; its files can be reached once its machine "
                            "has started.")
-        return root
+        return place
 
     def package_references(self, account: Resource, body: dict) -> list:
         """applicationPackageReferences, each naming a package that exists (applications.py)."""

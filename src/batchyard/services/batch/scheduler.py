@@ -1,7 +1,8 @@
 """The task scheduler: runs each job's tasks on the nodes of its pool, as Azure Batch does.
 
 One loop, woken when tasks are added, tasks end, nodes change or jobs change, makes a pass:
-1. records the tasks that ended (exit code, retries, exit conditions, dependents);
+1. records the tasks that ended (exit code, retries, exit conditions, dependents), and the
+   start tasks and preparation/release tasks that ended (node_agent.py, side_tasks.py);
 2. ends tasks past their maxWallClockTime;
 3. moves jobs through disabling / enabling / terminating / deleting / completed;
 4. hands runnable tasks to free task slots (taskSlotsPerNode, requiredSlots, spread or
@@ -17,16 +18,14 @@ because its node rebooted, say) is ignored, so nothing is counted twice and noth
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...runtime import confined
 from ...runtime.commands import Exit
-from ...runtime.machines import MachineError, MachineProvider
+from ...runtime.provider import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
@@ -37,7 +36,8 @@ from .jobs import Jobs
 from .side_tasks import SideTasks
 from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
-from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, NodeAgent, failure_info
+from . import files
+from .node_agent import NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, NodeAgent, failure_info
 from .pools import Pools, iso, new_etag, now, parse_time
 from .tasks import Tasks
 
@@ -92,7 +92,8 @@ class Scheduler(PokedLoop):
         self.multi = multi_instance.MultiInstance(self)
         self.task_tokens = None  # issues AZ_BATCH_AUTHENTICATION_TOKEN; set at bootstrap
         jobs.scheduler = tasks.scheduler = self
-        tasks.task_root = self.task_root
+        agent.exit_sink = self.on_exit  # start tasks end through this loop too
+        tasks.task_place = self.task_place
 
     def start(self) -> None:
         with self.lock:
@@ -204,6 +205,9 @@ class Scheduler(PokedLoop):
                 continue
             if key[0] == "multi":
                 self.multi.record(key, attempt, outcome)
+                continue
+            if key[0] == "start":
+                self.agent.start_task_ended(key, attempt, outcome)
                 continue
             run = self.running.get(key)
             if run is None or run.attempt != attempt:
@@ -531,22 +535,26 @@ class Scheduler(PokedLoop):
         if not task.body.get("resourceFiles") and not task.body.get("applicationPackageReferences"):
             self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
             return
-        base, rel = self._on_disk(task)
+        place = self.task_place(task)
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
         try:
-            confined.make_dirs(base, f"{rel}/wd", *owner)
-        except OSError as exc:
+            if place is None:
+                raise MachineError("the node's machine is gone")
+            place.files.make_dirs(f"{place.root}/wd", *owner)
+        except (OSError, MachineError) as exc:
             log.warning("task %s: no task directory: %s", task.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
             return
-        self.downloads.submit(self._download_then_start, job, task, pool, node, run, (base, rel), admin)
+        self.downloads.submit(self._download_then_start, job, task, pool, node, run, place, admin)
 
-    def _download_then_start(self, job, task, pool, node, run: Running, place: tuple[Path, str],
-                             admin: bool) -> None:
-        base, rel = place
+    def _download_then_start(self, job, task, pool, node, run: Running, place: files.Place, admin: bool) -> None:
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
         account = _account_of(task.job_key)
         try:
+            on_disk = self._on_disk(task)
+            if on_disk is None:
+                raise MachineError("the node's machine is gone")
+            base, rel = on_disk
             packages = self.packages.install(account, task.body.get("applicationPackageReferences", []), base)
             self.transfers.download_all(account, task.body.get("resourceFiles", []),
                                         NodePlace(base, f"{rel}/wd", *owner))
@@ -589,7 +597,13 @@ class Scheduler(PokedLoop):
                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
                 self.on_exit((run.job_key, run.task_key), run.attempt, uploads=bool(task.body.get("outputFiles"))),
                 mkdirs=(task_dir, f"{task_dir}/wd"))
-        except (MachineError, OSError) as exc:
+        except MachineError as exc:
+            # the node's machine is gone (its host was lost, say) before the node is marked so:
+            # not the task's failure; it goes back to the queue for another node, as on Azure
+            log.warning("task %s could not start on %s, requeued: %s", task.id, node.id, exc)
+            run.ending = "requeue"
+            self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
+        except OSError as exc:
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
 
@@ -676,24 +690,26 @@ class Scheduler(PokedLoop):
             self._flush_nodes()
         self.poke()
 
-    def task_root(self, task: Task) -> Path | None:
+    def task_place(self, task: Task) -> files.Place | None:
+        """The task's directory, through its node's file service (None: no such machine)."""
         node = task.internal.get("node")
         if not node or "dir" not in task.internal:
             return None
         try:
-            base = self.provider.temporary_disk(node["machine_key"])
+            return files.Place(self.provider.files(node["machine_key"]), task.internal["dir"].removeprefix("/mnt/"))
         except MachineError:
             return None
-        return Path(os.path.realpath(base)) / task.internal["dir"].removeprefix("/mnt/")
 
     def _on_disk(self, task: Task) -> tuple[Path, str] | None:
-        """(the machine's temporary disk, the task directory below it), for confined work."""
+        """(the machine's temporary disk on this host, the task directory below it), for the
+        transfers of storage_files.py, which work on a host path (confined.py): machines of
+        this host only."""
         node = task.internal.get("node")
         if not node or "dir" not in task.internal:
             return None
         try:
             return self.provider.temporary_disk(node["machine_key"]), task.internal["dir"].removeprefix("/mnt/")
-        except MachineError:
+        except (MachineError, AttributeError):
             return None
 
     # files ------------------------------------------------------------------------------------------
@@ -744,17 +760,17 @@ class Scheduler(PokedLoop):
         self.store.update(expired)
 
     def _remove_task_directory(self, task: Task) -> None:
-        place = self._on_disk(task)
+        place = self.task_place(task)
         if place is not None:
-            _quietly(confined.remove_tree, *place)
+            _quietly(place.files.remove_tree, place.root)
 
     def _remove_job_directories(self, job: Resource) -> None:
         for node in self.nodes.list(job.internal["pool_key"]):
             try:
-                base = self.provider.temporary_disk(node.internal["machine_key"])
+                machine_files = self.provider.files(node.internal["machine_key"])
             except MachineError:
                 continue
-            _quietly(confined.remove_tree, base, f"batch/tasks/workitems/{job.name}")
+            _quietly(machine_files.remove_tree, f"{NODE_ROOT_ON_DISK}/workitems/{job.name}")
 
     # restart ----------------------------------------------------------------------------------------
 
@@ -792,6 +808,6 @@ def _account_of(job_key: str) -> str:
 def _quietly(action, *args) -> None:
     try:
         action(*args)
-    except OSError as exc:
+    except (OSError, MachineError) as exc:
         log.warning("could not remove a task directory: %s", exc)
 

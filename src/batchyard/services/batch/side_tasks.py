@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from ...runtime.commands import Exit
-from ...runtime.machines import MachineError
+from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, failure_info

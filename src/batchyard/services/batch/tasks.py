@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...runtime.machine_files import LocalFiles
 from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
 from ..errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, ServiceError
 from . import batch_input as bi
 from . import multi_instance, task_spec
+from .files import Place
 from .jobs import Jobs
 from .pools import check_conditions, iso, new_etag, now
 
@@ -33,7 +35,7 @@ class Tasks:
         self.outputs_root = outputs_root
         self.lock = jobs.lock
         self.scheduler = None  # set by the scheduler
-        self.task_root = None  # (task) -> host path of its directory, set at bootstrap
+        self.task_place = None  # (task) -> its directory (files.Place) or None; set by the scheduler
         self.applications = None  # checks applicationPackageReferences (applications.py); set at bootstrap
 
     # adding -------------------------------------------------------------------------------------
@@ -149,15 +151,22 @@ class Tasks:
                 return
             after = tasks[-1].key
 
-    def task_directory(self, account: Resource, job_id: str, task_id: str) -> Path:
+    def task_directory(self, account: Resource, job_id: str, task_id: str) -> Place:
         task = self.get(account, job_id, task_id)
         if "node" not in task.internal:
             raise Conflict("OperationInvalidForCurrentState",
                            "The task has not been scheduled to a node yet, so it has no files.")
-        path = self.task_root(task)
-        if path is None:
+        place = self.task_place(task)
+        if place is None:
             raise Conflict("NodeNotReady", "The node that ran the task no longer holds its files.")
-        return path
+        return place
+
+    def output_place(self, account: Resource, container: str) -> Place:
+        """An output container's files (this service's own storage), as the file API reads them."""
+        root = self.output_directory(account, container)
+        if not root.is_dir():
+            raise NotFound("ContainerNotFound", "The specified output container does not exist.")
+        return Place(LocalFiles(root), "")
 
     def output_directory(self, account: str | Resource, container: str) -> Path:
         """Where output files uploaded to `{endpoint}/outputs/{container}` are kept."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...private_files import private_dir, private_opener
 from ...runtime.layers import LayerStore
-from ...runtime.machines import DiskSpec, MachineProvider
+from ...runtime.provider import DiskSpec, MachineProvider
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, check_compute_name, parse
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,

@@ -8,7 +8,7 @@ import logging
 import binascii
 import uuid
 
-from ...runtime.machines import MachineError, MachineProvider, MachineSpec
+from ...runtime.provider import MachineError, MachineProvider, MachineSpec
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import SUBNET_TYPE, ResourceId, check_compute_name, parse, parse_typed, virtual_network_of
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
@@ -51,6 +51,7 @@ class VirtualMachines:
                  catalog: Catalog, storage: Storage, run_command_timeout: float = 5400):
         self.store = store
         self.provider = provider
+        provider.on_machines_lost(self.machines_lost)
         self.disks = disks
         self.images = images
         self.catalog = catalog
@@ -383,6 +384,13 @@ class VirtualMachines:
             raise Conflict("OperationNotAllowed", f"Operation '{operation}' is not allowed on VM '{vm.name}': the "
                            "operation requires the VM to be running (or set to run).")
         return vm
+
+    def machines_lost(self, keys: list[str]) -> None:
+        """Their host left the cluster: the VMs are stopped (their disks went with it)."""
+        keys = set(keys)
+        for vm in self.store.list(type=VM_TYPE):
+            if vm.internal.get("machine_key") in keys and vm.internal.get("power_state") == "running":
+                self._set_power(vm, "stopped")
 
     def restore(self) -> int:
         """After a server restart: disks left attached to a VM whose creation never completed

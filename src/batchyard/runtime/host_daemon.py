@@ -1,0 +1,156 @@
+"""One host's machines, for a host agent of a cluster (ray_agent.py): a process of its own,
+started single-threaded so that it can take a private mount namespace (which a Ray worker,
+already running threads, cannot), holding this host's layer cache and a local provider
+(machines.py or the directory fallback) that it serves over a socket to its agent.
+
+Messages are pickled tuples on a `multiprocessing.connection.Connection` between the agent
+and its own child on the same host:
+  request  (request id, target, method, args)  target: "provider", "layers", or
+           ("files", machine key) / ("runner", machine key)
+  answer   ("ok", request id, value) | ("err", request id, exception)
+  event    ("exit", machine key, command id, code, out of memory)
+Runner calls are answered inline, in order (a kill never overtakes its run); everything
+else runs on a small thread pool. When the agent goes (the socket closes), every machine
+stops and the process ends: a host's machines never outlive its agent.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+log = logging.getLogger("batchyard.host")
+
+
+class Daemon:
+    def __init__(self, conn: Connection, root: Path):
+        from .host import choose_provider, enter_private_mount_namespace
+        from .layers import LayerStore
+
+        namespaces = enter_private_mount_namespace()  # before any thread
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.layers = LayerStore(root / "layers")
+        fakechroot = os.environ.get("BATCHYARD_FAKECHROOT") or _which("fakechroot")
+        # Cgroups and network namespaces are named per host, not per agent: several agents
+        # on one machine (a test cluster) would share them, so a cluster host runs without.
+        self.provider, self.note = choose_provider(root, self.layers, namespaces, fakechroot,
+                                                   cgroups=False, networks=False)
+        self.conn = conn
+        self.send_lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")
+
+    def send(self, message: tuple) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+    def serve(self) -> None:
+        self.send(("ok", 0, {"mode": self.provider.mode, "note": self.note,
+                             "capabilities": sorted(self.provider.capabilities)}))
+        try:
+            while True:
+                try:
+                    request = self.conn.recv()
+                except (EOFError, OSError):
+                    break
+                target = request[1]
+                if isinstance(target, tuple) and target[0] == "runner":
+                    self.handle(request)
+                else:
+                    self.pool.submit(self.handle, request)
+        finally:
+            self.provider.stop_all()
+
+    def handle(self, request: tuple) -> None:
+        request_id, target, method, args = request
+        try:
+            value = getattr(self, f"do_{method}")(*args) if target == "daemon" else \
+                getattr(self._target(target), method)(*self._arguments(target, method, args))
+            answer = ("ok", request_id, value)
+        except Exception as exc:  # the agent raises it where it was asked
+            answer = ("err", request_id, exc)
+        try:
+            self.send(answer)
+        except Exception as exc:  # an answer that cannot be pickled is an error too
+            self.send(("err", request_id, RuntimeError(f"{method}: {exc}")))
+
+    def _target(self, target):
+        if target == "provider":
+            return self.provider
+        if target == "layers":
+            return self.layers
+        kind, key = target
+        return self.provider.files(key) if kind == "files" else self.provider.command_runner(key)
+
+    def _arguments(self, target, method: str, args: tuple) -> tuple:
+        if isinstance(target, tuple) and target[0] == "runner" and method == "run":
+            key = target[1]
+            command_id = args[0]
+
+            def on_exit(outcome) -> None:
+                self.send(("exit", key, command_id, outcome.code, outcome.out_of_memory))
+            return (*args[:8], on_exit, tuple(args[8]))  # mkdirs follows the callback
+        return args
+
+    # what only the daemon does -------------------------------------------------------------
+
+    def do_missing(self, layers: list[str]) -> list[str]:
+        return [layer for layer in layers if not self.layers.exists(layer)]
+
+    def do_export(self, layer: str) -> bytes:
+        out = io.BytesIO()
+        self.layers.export(layer, out)
+        return out.getvalue()
+
+    def do_receive(self, layer: str, data: bytes) -> str:
+        """A layer pulled by content id; the pull is logged (pulls.log), to show each is pulled once."""
+        received = self.layers.receive(layer, io.BytesIO(data))
+        with open(self.root / "pulls.log", "a") as log_file:
+            log_file.write(f"{layer}\n")
+        return received
+
+    def do_read_range(self, key: str, root: str, parts: list[str], start: int, size: int) -> bytes:
+        _status, handle = self.provider.files(key).open(root, parts)
+        with handle:
+            handle.seek(start)
+            return handle.read(size)
+
+    def do_read(self, key: str, rel: str) -> bytes:
+        return b"".join(self.provider.files(key).read(rel))
+
+    def do_write(self, key: str, rel: str, data: bytes, uid, gid, mode: int) -> None:
+        self.provider.files(key).write(rel, [data], uid, gid, mode)
+
+    def do_open_status(self, key: str, root: str, parts: list[str]):
+        status, handle = self.provider.files(key).open(root, parts)
+        handle.close()
+        return status
+
+    def do_machines(self) -> list[str]:
+        return sorted(p.name for p in getattr(self.provider, "machines_dir", Path("/nonexistent")).glob("*"))
+
+    def do_free_disk(self) -> int:
+        return self.provider.capacity()[0].free_disk_bytes
+
+
+def _which(name: str) -> str | None:
+    for folder in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
+        path = os.path.join(folder, name)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def main() -> None:
+    fd, root = int(sys.argv[1]), Path(sys.argv[2])
+    Daemon(Connection(fd), root).serve()
+
+
+if __name__ == "__main__":
+    main()

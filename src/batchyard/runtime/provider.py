@@ -1,0 +1,218 @@
+"""The machine contract: what the services may ask of the machines, wherever they run (as
+Nova's ComputeDriver or Ray's NodeProvider are for theirs). Services address machines and
+disks only by key, and reach them only through a `MachineProvider`: never through a host
+path or a process handle, so a machine can live on this host, on another, or nowhere but
+in memory (tests).
+
+- Disks and machines are addressed by key. `create_disk`, `start`, `stop`,
+  `delete_machine` and `delete_disk` are idempotent (starting a running machine, stopping a
+  stopped one, deleting what is gone do nothing); a `start` that fails leaves nothing
+  behind (no half-made namespace, network or cgroup) and raises `MachineError`.
+- `capabilities` says what a provider enforces (isolation, limits, networks, ...), so the
+  start banner and the services never guess.
+- Commands run only through `command_runner(key)` (commands.py): asynchronous, keyed by
+  the caller's attempt id, the exit reported to a callback, a stopped machine ending its
+  commands with 137. `run_argv` (a VM's runCommand) is built on it.
+- Files: `files(key)` is the machine's file service (machine_files.py) for everything the
+  services do in its tree (list, stat, read a byte range, write a stream as a given owner,
+  make directories, remove a tree), links never followed out of it.
+- Hosts can be lost: `on_machines_lost` listeners hear which machines went with one.
+- Capacity: `capacity()` reports each host's cores, memory and free disk; allocation
+  sizes nodes against it (settings may cap it).
+- Layers travel by content id: `ensure_layers(ids)` makes sure a machine's host holds the
+  layers a disk needs, pulling the missing ones from where they are (LayerStore.export on
+  the host that has one, LayerStore.receive on the one that lacks it, which stores it only
+  if its content hashes to its id); a host caches what it pulled.
+
+Implementations: the local namespace provider and the fakechroot fallback (machines.py,
+directories.py), and an in-memory fake for rule tests (fake_provider.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
+
+from .cgroups import Limits
+from .commands import CommandRunner, Exit
+from .machine_files import MachineFiles
+from .security_rules import SecurityRule
+
+# What a provider may enforce; `capabilities` names those it does.
+ISOLATION, OVERLAY, LIMITS, NETWORKS, SECCOMP, SNAPSHOTS = (
+    "isolation", "overlay", "limits", "networks", "seccomp", "snapshots")
+DEFAULT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "USER": "root",
+    "LOGNAME": "root",
+    "SHELL": "/bin/sh",
+}
+# Where a run_argv command keeps its output, on the machine's temporary disk (removed after).
+_RUN_DIR = ".batchyard-run"
+
+
+@dataclass
+class DiskSpec:
+    key: str
+    layers: list[str]  # bottom first
+
+
+@dataclass(frozen=True)
+class InboundPort:
+    """Inbound NAT: connections (or datagrams) to host_address:frontend reach the machine's
+    port backend, when the rules admit their source."""
+    host_address: str
+    frontend: int
+    backend: int
+    protocol: str = "tcp"  # or "udp"
+    rules: tuple[SecurityRule, ...] = ()
+
+
+@dataclass
+class MachineSpec:
+    key: str
+    os_disk: DiskSpec
+    data_disks: dict[int, DiskSpec] = field(default_factory=dict)
+    limits: Limits | None = None  # the VM size's; None: the host's
+    network: str | None = None  # the private network it joins (a pool's, a resource group's)
+    inbound_ports: tuple[InboundPort, ...] = ()  # ports of the host that lead to the machine
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    duration: float = 0.0
+    out_of_memory: bool = False  # killed by the machine's memory limit
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What one host offers machines, as it measured it."""
+    host: str
+    cores: int
+    memory_mib: int
+    free_disk_bytes: int
+
+
+class MachineError(Exception):
+    """The runtime could not do what was asked; the message says why."""
+
+
+class MachineProvider(ABC):
+    mode: str
+    capabilities: frozenset[str] = frozenset()
+    # Where machines reach the service (None: as the host does, at the service's own address).
+    service_address: str | None = None
+
+    # disks ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_disk(self, disk: DiskSpec) -> None: ...
+
+    @abstractmethod
+    def delete_disk(self, key: str) -> None: ...
+
+    @abstractmethod
+    def snapshot_disk(self, disk: DiskSpec) -> list[str]:
+        """Layers (bottom first) that hold the disk's content at this instant."""
+
+    def ensure_layers(self, layers: list[str]) -> None:
+        """The layers are on the host that will use them (pulled by content id if not);
+        raises MachineError when one exists nowhere."""
+
+    # machines ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def start(self, machine: MachineSpec) -> None: ...
+
+    @abstractmethod
+    def stop(self, key: str) -> None: ...
+
+    @abstractmethod
+    def is_running(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete_machine(self, key: str) -> None: ...
+
+    def stop_all(self) -> None:
+        """Stop every machine (the service is shutting down); nothing to do by default."""
+        return None
+
+    def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:
+        """`listener(keys)` is called when machines are gone with their host (a cluster node
+        that left); never on one host, where the machines go only with the service."""
+
+    def address(self, key: str) -> str | None:
+        """The machine's address on its private network (None: it shares the host's)."""
+        return None
+
+    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
+        """Let machines reach the service's port `target` at service_address:port."""
+        return None
+
+    # commands and files -----------------------------------------------------------------------
+
+    @abstractmethod
+    def command_runner(self, key: str) -> CommandRunner:
+        """Starts commands in a running machine without waiting for them (see commands.py)."""
+
+    @abstractmethod
+    def files(self, key: str) -> MachineFiles:
+        """The machine's file service (see machine_files.py)."""
+
+    def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
+        """Run a shell script as root inside the machine and collect its output."""
+        return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env)
+
+    def run_argv(self, key: str, argv: list[str], timeout: float | None = None,
+                 env: dict[str, str] | None = None) -> CommandResult:
+        """A command as root, waited for (killed after `timeout`), its output collected:
+        through the command runner, its output kept on the machine's temporary disk until read."""
+        started = time.monotonic()
+        run_id = uuid.uuid4().hex
+        place = f"{_RUN_DIR}/{run_id}"
+        runner, machine_files = self.command_runner(key), self.files(key)
+        machine_files.make_dirs(_RUN_DIR, mode=0o700)
+        ended = threading.Event()
+        outcome: list[Exit] = []
+
+        def on_exit(result: Exit) -> None:
+            outcome.append(result)
+            ended.set()
+
+        runner.run(f"run|{run_id}", argv, {**DEFAULT_ENV, **(env or {})}, "/", None, None, f"/mnt/{place}/stdout",
+                   f"/mnt/{place}/stderr", on_exit, mkdirs=(f"/mnt/{place}",))
+        timed_out = not ended.wait(timeout)
+        if timed_out:
+            runner.kill(f"run|{run_id}")
+            ended.wait()  # the runner always reports
+        try:
+            out, err = (b"".join(machine_files.read(f"{place}/{name}")) for name in ("stdout", "stderr"))
+        finally:
+            machine_files.remove_tree(place)
+        return CommandResult(outcome[0].code, out, err, timed_out, time.monotonic() - started,
+                             outcome[0].out_of_memory)
+
+    # the host ---------------------------------------------------------------------------------
+
+    def capacity(self) -> list[HostCapacity]:
+        """Each host's cores, memory and free disk (one host here: this one)."""
+        return [local_capacity("local", Path("/"))]
+
+
+def local_capacity(name: str, disk: Path) -> HostCapacity:
+    """This host, as its kernel reports it."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    return HostCapacity(name, os.cpu_count() or 1, memory, shutil.disk_usage(disk).free)

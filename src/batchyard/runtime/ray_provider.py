@@ -1,0 +1,478 @@
+"""The machine contract (provider.py) on a Ray cluster: `batchyard serve --ray-address`.
+
+The service (API, SQLite, scheduler) stays where it runs; machines run on the cluster's
+nodes. Each Ray node gets one host agent (ray_agent.py), an actor pinned to that node by a
+node-affinity strategy, which owns the node's host daemon: its own layer cache, machines
+and command runner. This provider:
+
+- places a machine where its disks already are, else by each node's room (its cores and
+  memory as Ray reports them, overcommitted as the settings say, less the machines placed
+  there): spread (the most room: a pool spreads over every node) or pack (the fullest node
+  that still fits: whole nodes stay free), `--ray-placement`;
+- before a machine starts on a node, pulls the layers the node lacks by content id from a
+  node that has them, or from the service's own layer store; the receiving node stores a
+  layer only if it hashes to its id (layers.py) and keeps it;
+- starts commands without waiting (exits come back through one collector per agent) and
+  reaches files through the agent (machine_files.py semantics, enforced on the host);
+- watches the cluster: when a node leaves or its agent dies, the machines placed there are
+  lost, reported once to `on_machines_lost` listeners; a node that comes (back) gets a new
+  agent, which starts with no machine, so nothing is duplicated.
+
+Placement is kept in `placement.json` under the service's runtime directory, so a restarted
+service finds its machines' hosts again.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .commands import CommandRunner, Exit
+from .layers import HOST_LAYER, LayerStore
+from .machine_files import FileStat, MachineFiles
+from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec
+
+log = logging.getLogger("batchyard.runtime")
+WATCH_SECONDS = 0.5
+MIB = 1 << 20
+
+
+class _Host:
+    def __init__(self, node_id: str, actor, resources: dict):
+        self.node_id, self.actor, self.resources = node_id, actor, resources
+        self.pull_lock = threading.Lock()
+        self.lost = False
+        self.free_disk = 0  # bytes free where the host keeps its machines, as it last said
+
+
+class RayProvider(MachineProvider):
+    mode = "ray"
+    capabilities = frozenset({SNAPSHOTS})
+
+    def __init__(self, address: str, host_root: Path, state_dir: Path, service_layers: LayerStore,
+                 pack: bool = False, overcommit: int = 1):
+        try:
+            import ray
+        except ImportError:
+            raise MachineError("--ray-address needs Ray: pip install 'batchyard[ray]'") from None
+        self.ray = ray
+        ip = address.rsplit(":", 1)[0] if address != "auto" else None
+        loopback = ip is not None and _is_loopback(ip)
+        # Ray rewrites 127.0.0.1 to the host's outward address: a cluster bound to another
+        # loopback address is joined from that address, or the driver finds no raylet.
+        if ip is not None:
+            _reachable(address)  # Ray itself would retry an unreachable address for ever
+        try:
+            ray.init(address=address, _node_ip_address=ip if loopback else None, logging_level=logging.WARNING,
+                     log_to_driver=False, namespace="batchyard")
+        except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError...
+            raise MachineError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        self.host_root = host_root
+        self.pack, self.overcommit = pack, overcommit
+        self.state_file = state_dir / "placement.json"
+        self.service_layers = service_layers
+        self.lock = threading.RLock()
+        self.hosts: dict[str, _Host] = {}
+        self.placement: dict[str, str] = {}  # machine or disk key -> node id
+        self.disk_specs: dict[str, DiskSpec] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # running machine -> cores and MiB it holds
+        self.callbacks: dict[tuple[str, str], Callable[[Exit], None]] = {}
+        self.lost_listeners: list[Callable[[list[str]], None]] = []
+        self._load()
+        self._closing = threading.Event()
+        self._refresh()
+        threading.Thread(target=self._watch, daemon=True, name="ray-watch").start()
+
+    # the cluster ---------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Agents for nodes that have none; hosts whose node left are lost."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from .ray_agent import HostAgent
+
+        alive = {n["NodeID"]: n for n in self.ray.nodes() if n["Alive"]}
+        for node_id, host in list(self.hosts.items()):
+            if node_id not in alive and not host.lost:
+                self._lose(host)
+            elif not host.lost:
+                try:
+                    host.free_disk = self._call(host, "daemon", "free_disk")
+                except (MachineError, OSError):
+                    pass  # a host that does not answer is found out by its collector
+        for node_id, node in alive.items():
+            if node_id in self.hosts:
+                continue
+            actor = HostAgent.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                max_restarts=0).remote(str(self.host_root / node_id[:16]))
+            try:
+                self.ray.get(actor.describe.remote(), timeout=120)
+            except Exception as exc:
+                log.warning("no agent on Ray node %s: %s", node_id, exc)
+                continue
+            host = _Host(node_id, actor, node.get("Resources", {}))
+            with self.lock:
+                self.hosts[node_id] = host
+            threading.Thread(target=self._collect, args=(host,), daemon=True, name="ray-exits").start()
+            log.info("Ray node %s joined with %s", node_id, host.resources)
+
+    def _watch(self) -> None:
+        while not self._closing.wait(WATCH_SECONDS):
+            try:
+                self._refresh()
+            except Exception:
+                log.exception("watching the Ray cluster failed")
+
+    def _collect(self, host: _Host) -> None:
+        """Exits of the commands on one host, to their callbacks; the agent's end is the host's loss."""
+        while not host.lost and not self._closing.is_set():
+            try:
+                events = self.ray.get(host.actor.next_exits.remote(1.0))
+            except Exception:
+                events = [("gone",)]
+            for event in events:
+                if event[0] == "gone":
+                    self._lose(host)
+                    return
+                key, command_id, code, oom = event
+                with self.lock:
+                    callback = self.callbacks.pop((key, command_id), None)
+                if callback is not None:
+                    try:
+                        callback(Exit(code, oom))
+                    except Exception:
+                        log.exception("exit callback failed")
+
+    def _lose(self, host: _Host) -> None:
+        with self.lock:
+            if host.lost or self._closing.is_set():
+                return  # (at shutdown, agents go with the service: no host is lost)
+            host.lost = True
+            self.hosts.pop(host.node_id, None)
+            lost = [key for key, node in self.placement.items() if node == host.node_id and key in self.sizes]
+            for key in [k for k, node in self.placement.items() if node == host.node_id]:
+                del self.placement[key]
+                self.sizes.pop(key, None)
+            for pair in [p for p in self.callbacks if p[0] in lost]:
+                del self.callbacks[pair]  # their attempts are requeued by the listeners
+            self._save()
+        log.warning("Ray node %s is gone with %d machines", host.node_id, len(lost))
+        for listener in self.lost_listeners:
+            try:
+                listener(lost)
+            except Exception:
+                log.exception("a machines-lost listener failed")
+        try:
+            self.ray.kill(host.actor)
+        except Exception:
+            pass
+
+    def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:
+        self.lost_listeners.append(listener)
+
+    def host_of(self, key: str) -> str | None:
+        return self.placement.get(key)
+
+    def _host(self, key: str) -> _Host:
+        with self.lock:
+            node = self.placement.get(key)
+            host = self.hosts.get(node) if node else None
+        if host is None:
+            raise MachineError(f"machine {key} is on no live host")
+        return host
+
+    def _call(self, host: _Host, target, method: str, *args):
+        try:
+            kind, value = self.ray.get(host.actor.call.remote(target, method, args))
+        except self.ray.exceptions.RayError as exc:
+            raise MachineError(f"host {host.node_id} does not answer: {exc}") from None
+        if kind == "err":
+            raise value
+        return value
+
+    # placement -------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self.state_file.exists():
+            self.placement = json.loads(self.state_file.read_text())
+
+    def _save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.placement))
+        os.replace(tmp, self.state_file)
+
+    def _choose(self, machine: MachineSpec) -> _Host:
+        """Where its disks are, else by the hosts' room (see choose_host)."""
+        with self.lock:
+            for key in (machine.key, machine.os_disk.key):
+                node = self.placement.get(key)
+                if node in self.hosts:
+                    return self.hosts[node]
+            if not self.hosts:
+                raise MachineError("the Ray cluster has no live node")
+            rooms = {node_id: [int(h.resources.get("CPU", 0)) * self.overcommit,
+                               int(h.resources.get("memory", 0)) // MIB * self.overcommit]
+                     for node_id, h in self.hosts.items()}
+            for key, (cores, memory) in self.sizes.items():
+                if self.placement.get(key) in rooms:
+                    rooms[self.placement[key]][0] -= cores
+                    rooms[self.placement[key]][1] -= memory
+            size = size_of(machine)
+            return self.hosts[choose_host({n: (c, m) for n, (c, m) in rooms.items()}, size, self.pack)]
+
+    def _ensure_on(self, host: _Host, layers: list[str]) -> None:
+        """Pull what the host lacks, by content id, once per host."""
+        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER]
+        with host.pull_lock:
+            for layer in self._call(host, "daemon", "missing", wanted):
+                data = self._layer_bytes(layer, exclude=host.node_id)
+                try:
+                    self.ray.get(host.actor.pull.remote(layer, data))
+                except self.ray.exceptions.RayError as exc:
+                    raise MachineError(f"layer {layer} could not reach host {host.node_id}: {exc}") from None
+
+    def _layer_bytes(self, layer: str, exclude: str) -> bytes:
+        for other in list(self.hosts.values()):
+            if other.node_id == exclude:
+                continue
+            try:
+                if not self._call(other, "daemon", "missing", [layer]):
+                    return self._call(other, "daemon", "export", layer)
+            except (MachineError, OSError, KeyError):
+                continue
+        if self.service_layers.exists(layer):
+            out = io.BytesIO()
+            self.service_layers.export(layer, out)
+            return out.getvalue()
+        raise MachineError(f"layer {layer} is on no host")
+
+    # disks ---------------------------------------------------------------------------------------------
+
+    def create_disk(self, disk: DiskSpec) -> None:
+        """Recorded here; made on a host with the first machine that uses it there."""
+        with self.lock:
+            self.disk_specs[disk.key] = disk
+            node = self.placement.get(disk.key)
+            host = self.hosts.get(node) if node else None
+        if host is not None:
+            self._call(host, "provider", "create_disk", disk)
+
+    def delete_disk(self, key: str) -> None:
+        with self.lock:
+            self.disk_specs.pop(key, None)
+            node = self.placement.pop(key, None)
+            host = self.hosts.get(node) if node else None
+            self._save()
+        if host is not None:
+            self._call(host, "provider", "delete_disk", key)
+
+    def snapshot_disk(self, disk: DiskSpec) -> list[str]:
+        with self.lock:
+            node = self.placement.get(disk.key)
+            host = self.hosts.get(node) if node else None
+        if host is None:
+            return list(disk.layers)  # never used on a host: nothing was written to it
+        return self._call(host, "provider", "snapshot_disk", disk)
+
+    def ensure_layers(self, layers: list[str]) -> None:
+        """Checked on the host a machine starts on (start); here only that they exist somewhere."""
+
+    # machines ---------------------------------------------------------------------------------------
+
+    def start(self, machine: MachineSpec) -> None:
+        host = self._choose(machine)
+        disks = [machine.os_disk, *machine.data_disks.values()]
+        with self.lock:
+            self.placement[machine.key] = host.node_id
+            for disk in disks:
+                self.placement[disk.key] = host.node_id
+            self.sizes[machine.key] = size_of(machine)
+            self._save()
+        try:
+            self._ensure_on(host, [layer for disk in disks for layer in disk.layers])
+            for disk in disks:
+                self._call(host, "provider", "create_disk", disk)
+            self._call(host, "provider", "start", machine)
+        except Exception as exc:
+            with self.lock:
+                self.sizes.pop(machine.key, None)
+            try:
+                self._call(host, "provider", "stop", machine.key)
+            except Exception:
+                pass
+            raise exc if isinstance(exc, MachineError) else MachineError(str(exc))
+
+    def stop(self, key: str) -> None:
+        with self.lock:
+            node = self.placement.get(key)
+            host = self.hosts.get(node) if node else None
+            self.sizes.pop(key, None)
+            for pair in [p for p in self.callbacks if p[0] == key]:
+                callback = self.callbacks.pop(pair)
+                threading.Thread(target=callback, args=(Exit(137),), daemon=True).start()
+        if host is not None:
+            self._call(host, "provider", "stop", key)
+
+    def is_running(self, key: str) -> bool:
+        with self.lock:
+            node = self.placement.get(key)
+            host = self.hosts.get(node) if node else None
+        return host is not None and bool(self._call(host, "provider", "is_running", key))
+
+    def delete_machine(self, key: str) -> None:
+        with self.lock:
+            node = self.placement.pop(key, None)
+            host = self.hosts.get(node) if node else None
+            self.sizes.pop(key, None)
+            self._save()
+        if host is not None:
+            self._call(host, "provider", "delete_machine", key)
+
+    def stop_all(self) -> None:
+        self._closing.set()
+        for host in list(self.hosts.values()):
+            try:
+                self._call(host, "provider", "stop_all")
+            except Exception:
+                pass
+
+    # commands and files -------------------------------------------------------------------------------
+
+    def command_runner(self, key: str) -> CommandRunner:
+        return _RemoteRunner(self, key)
+
+    def files(self, key: str) -> MachineFiles:
+        return _RemoteFiles(self, key)
+
+    # the hosts --------------------------------------------------------------------------------------------
+
+    def capacity(self) -> list[HostCapacity]:
+        with self.lock:
+            hosts = list(self.hosts.values())
+        return [HostCapacity(h.node_id, int(h.resources.get("CPU", 0)), int(h.resources.get("memory", 0)) // MIB,
+                             h.free_disk) for h in hosts]
+
+    def machines_on(self, node_id: str) -> list[str]:
+        with self.lock:
+            return [k for k, n in self.placement.items() if n == node_id and k in self.sizes]
+
+
+class _RemoteRunner(CommandRunner):
+    def __init__(self, provider: RayProvider, key: str):
+        self.provider, self.key = provider, key
+
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+        host = self.provider._host(self.key)
+        with self.provider.lock:
+            self.provider.callbacks[(self.key, command_id)] = on_exit
+        host.actor.run.remote(self.key, command_id, (argv, env, cwd, uid, gid, stdout, stderr, tuple(mkdirs)))
+
+    def kill(self, command_id: str) -> None:
+        try:
+            self.provider._host(self.key).actor.kill.remote(self.key, command_id)
+        except MachineError:
+            pass
+
+    def close(self) -> None:
+        pass
+
+
+class _RemoteFiles(MachineFiles):
+    """A machine's file service on its host, reached through the host's agent."""
+
+    def __init__(self, provider: RayProvider, key: str):
+        self.provider, self.key = provider, key
+
+    def _files(self, method: str, *args):
+        return self.provider._call(self.provider._host(self.key), ("files", self.key), method, *args)
+
+    def _daemon(self, method: str, *args):
+        return self.provider._call(self.provider._host(self.key), "daemon", method, self.key, *args)
+
+    def make_dirs(self, rel, uid=None, gid=None, mode=None):
+        self._files("make_dirs", rel, uid, gid, mode)
+
+    def write(self, rel, chunks, uid=None, gid=None, mode=0o644):
+        self._daemon("write", rel, b"".join(chunks), uid, gid, mode)
+
+    def read(self, rel):
+        yield self._daemon("read", rel)
+
+    def walk_files(self, rel, limit=10000):
+        return self._files("walk_files", rel, limit)
+
+    def remove_tree(self, rel):
+        self._files("remove_tree", rel)
+
+    def list(self, root, recursive=False):
+        return self._files("list", root, recursive)
+
+    def stat(self, root, parts):
+        return self._files("stat", root, parts)
+
+    def open(self, root, parts):
+        status: FileStat = self._daemon("open_status", root, list(parts))
+        return status, _RemoteHandle(lambda start, size: self._daemon("read_range", root, list(parts), start, size))
+
+    def delete(self, root, parts, recursive=False, protected=()):
+        self._files("delete", root, parts, recursive, tuple(protected))
+
+
+class _RemoteHandle(io.RawIOBase):
+    """A file on a host, read a range at a time."""
+
+    def __init__(self, read_range: Callable[[int, int], bytes]):
+        self._read_range, self._offset = read_range, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._offset = offset if whence == 0 else self._offset + offset
+        return self._offset
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._read_range(self._offset, size if size >= 0 else 1 << 30)
+        self._offset += len(data)
+        return data
+
+
+def size_of(machine: MachineSpec) -> tuple[int, int]:
+    """(cores, MiB) the machine holds of its host: its VM size's."""
+    return (machine.limits.cores, machine.limits.memory_mib) if machine.limits is not None else (1, 0)
+
+
+def choose_host(rooms: dict[str, tuple[int, int]], size: tuple[int, int], pack: bool) -> str:
+    """The host for a machine of `size` (cores, MiB), given each host's room left. Spread:
+    the host with the most cores left (then memory); pack: the fullest host that still fits
+    it, so whole hosts stay free. With no host that fits, the one with the most room."""
+    most = max(rooms, key=lambda n: (rooms[n], n))
+    if not pack:
+        return most
+    fitting = [n for n, (cores, memory) in rooms.items() if cores >= size[0] and memory >= size[1]]
+    return min(fitting, key=lambda n: (rooms[n], n)) if fitting else most
+
+
+def _reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise MachineError(f"cannot join the Ray cluster at {address}: {exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -1,0 +1,159 @@
+"""Machines on a real Ray cluster (`batchyard serve --ray-address`), driven with the real SDKs:
+three Ray nodes on this machine (ray.cluster_utils.Cluster, Ray's own multi-node mode),
+each bound to 127.0.0.2 (Ray rewrites 127.0.0.1 to the host's outward address, so the
+service must join from the cluster's loopback address too) and each with its own host
+directory: its own layer cache (a layer it did not pull is not there) and machines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import Clients, Server, build_flow, pool_settled, wait_for
+
+RG = "rayflow"
+HOSTS = 3
+IMAGE_CHECK = "/opt/tool/run on-node && grep -q reference-data /datadisks/lun0/input.txt"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    # fast failure detection: a node whose raylet dies is declared dead in about a second
+    config = {"health_check_period_ms": 300, "health_check_failure_threshold": 3,
+              "health_check_initial_delay_ms": 0, "health_check_timeout_ms": 300}
+    made = Cluster(initialize_head=True, head_node_args={
+        "node_ip_address": "127.0.0.2", "num_cpus": 2, "include_dashboard": False, "_system_config": config})
+    try:
+        for _ in range(HOSTS - 1):
+            made.add_node(node_ip_address="127.0.0.2", num_cpus=2)
+        made.wait_for_nodes()
+        yield made
+    finally:
+        made.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ray")
+    with Server(base / "data", extra_env={"BATCHYARD_LOST_NODE_GRACE": "2"},
+                args=["--ray-address", cluster.address, "--ray-host-dir", str(base / "hosts")]) as srv:
+        srv.hosts_dir = base / "hosts"
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def ray_clients(ray_server) -> Clients:
+    return Clients(ray_server.info)
+
+
+def host_dirs(server) -> list[Path]:
+    return sorted(p for p in server.hosts_dir.iterdir() if p.is_dir())
+
+
+def machines_on(host: Path) -> set[str]:
+    return {p.name for p in (host / "machines").iterdir()} if (host / "machines").exists() else set()
+
+
+def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
+    c, batch = ray_clients, ray_clients.batch
+    flow = build_flow(c, RG)  # the VMs run on the cluster: one builder, snapshots, an image, a worker
+    batch.create_pool({
+        "id": "spread", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 12,
+        "virtualMachineConfiguration": {"imageReference": {"virtualMachineImageId": flow["image"].id},
+                                        "nodeAgentSKUId": "batch.node.debian 12"},
+        "startTask": {"commandLine": f"/bin/sh -c '{IMAGE_CHECK}'", "waitForSuccess": True}})
+    _, nodes = pool_settled(batch, "spread")
+    assert len(nodes) == 12 and all(n.start_task_info.exit_code == 0 for n in nodes)
+    hosts = host_dirs(ray_server)
+    assert len(hosts) == HOSTS
+    assert all(machines_on(h) for h in hosts), "every Ray node runs some of the pool's machines"
+    image_layers = None
+    for host in hosts:
+        pulls = (host / "pulls.log").read_text().split() if (host / "pulls.log").exists() else []
+        assert len(pulls) == len(set(pulls)), f"{host.name} pulled a layer twice: {pulls}"
+        stored = {p.name for p in (host / "layers" / "layers").iterdir()}
+        assert set(pulls) <= stored
+        image_layers = stored if image_layers is None else image_layers & stored
+    assert image_layers, "the image's layers are on every host"
+
+    # tasks read the image's files on every node, hence on every host
+    batch.create_job({"id": "readers", "poolInfo": {"poolId": "spread"}})
+    batch.create_task_collection("readers", {"value": [
+        {"id": f"r{i}", "commandLine": f"/bin/sh -c '{IMAGE_CHECK} && cat /opt/tool/run | wc -c'"}
+        for i in range(12)]})
+    done = wait_for(lambda: (tasks := list(batch.list_tasks("readers"))) and
+                    all(t.state == "completed" for t in tasks) and tasks, what="readers")
+    assert all(t.execution_info.exit_code == 0 for t in done)
+    assert len({t.node_info.node_id for t in done}) == 12
+    sample = done[0]
+    out = b"".join(batch.download_task_file("readers", sample.id, "stdout.txt")).decode()
+    assert out.startswith("tool-v1 on-node\n")
+    node_file = b"".join(batch.download_node_file("spread", sample.node_info.node_id, "startup/stdout.txt")).decode()
+    assert "tool-v1 on-node" in node_file
+
+
+def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_server, ray_clients):
+    batch = ray_clients.batch
+    batch.create_job({"id": "long", "poolInfo": {"poolId": "spread"}})
+    batch.create_task_collection("long", {"value": [
+        {"id": f"l{i}", "commandLine": "/bin/sh -c 'sleep 4; echo done'"} for i in range(12)]})
+    wait_for(lambda: sum(t.state == "running" for t in batch.list_tasks("long")) == 12, what="12 running tasks")
+    placement = json.loads((ray_server.data_dir / "runtime" / "placement.json").read_text())
+    vms = {vm.name: uuid.UUID(vm.vm_id).hex for vm in ray_clients.compute.virtual_machines.list(RG)}
+    # a host that is not the head (it holds the cluster's state), one with a VM if there is one
+    victim = max((n for n in cluster.list_all_nodes() if not n.head),
+                 key=lambda n: sum(placement.get(key) == n.node_id for key in vms.values()))
+    lost_vms = [name for name, key in vms.items() if placement.get(key) == victim.node_id]
+    # the pool's machines on that host: each runs one task (one slot a node)
+    nodes_on_victim = sum(1 for key, host in placement.items() if host == victim.node_id and key not in vms.values())
+    assert lost_vms  # two VMs placed on the emptiest hosts: one is on a host that is not the head
+    os.kill(victim.all_processes["raylet"][0].process.pid, signal.SIGKILL)
+
+    lost = wait_for(lambda: [n for n in batch.list_nodes("spread") if n.state == "unusable"], timeout=60,
+                    what="nodes of the lost host to turn unusable")
+    assert all(n.errors and n.errors[0].code == "NodeHostLost" for n in lost)
+    tasks = wait_for(lambda: (ts := list(batch.list_tasks("long"))) and all(t.state == "completed" for t in ts)
+                     and ts, timeout=90, what="every task to end")
+    assert all(t.execution_info.exit_code == 0 for t in tasks)
+    requeued = [t for t in tasks if (t.execution_info.requeue_count or 0) > 0]
+    # only the tasks of the lost host went back to the queue (one slot a node); a task
+    # requeued onto a node whose machine was on that host too goes back again, counted once
+    assert requeued and len(requeued) <= nodes_on_victim
+    for task in tasks:  # each ended exactly once, and its output is where it last ran
+        out = b"".join(batch.download_task_file("long", task.id, "stdout.txt")).decode()
+        assert out == "done\n"
+    _, nodes = pool_settled(batch, "spread")
+    assert len(nodes) == 12 and all(not n.errors for n in nodes)
+    for node in lost:
+        assert batch.get_node("spread", node.id).state == "idle"  # made again on a host that is there
+    for name in lost_vms:  # a VM goes with its host
+        view = ray_clients.compute.virtual_machines.instance_view(RG, name)
+        assert "PowerState/stopped" in {s.code for s in view.statuses}
+
+    # a host that joins (or comes back: Ray gives it a new node id) starts with no machine
+    before = {h.name for h in host_dirs(ray_server)}
+    cluster.add_node(node_ip_address="127.0.0.2", num_cpus=2)
+    joined = wait_for(lambda: {h.name for h in host_dirs(ray_server)} - before, what="a new host's agent")
+    assert not machines_on(ray_server.hosts_dir / joined.pop())
+    _, nodes = pool_settled(batch, "spread")
+    assert len(nodes) == 12
+
+
+def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server):
+    info = ray_server.restart()
+    batch = Clients(info).batch
+    _, nodes = pool_settled(batch, "spread")
+    assert len(nodes) == 12
+    node = nodes[0]
+    assert "tool-v1 on-node" in b"".join(batch.download_node_file("spread", node.id, "startup/stdout.txt")).decode()
+    batch.create_job({"id": "after", "poolInfo": {"poolId": "spread"}})
+    batch.create_task("after", {"id": "t", "commandLine": f"/bin/sh -c '{IMAGE_CHECK}'"})
+    task = wait_for(lambda: (t := batch.get_task("after", "t")).state == "completed" and t, what="a task after restart")
+    assert task.execution_info.exit_code == 0

@@ -1,0 +1,188 @@
+"""Allocation and scheduling rules on the in-memory machine provider (runtime/fake_provider.py):
+the real services (pools, allocator, scheduler, SQLite store) with machines that are records
+and commands that end with scripted exit codes. No root, no process, no HTTP: each rule in
+milliseconds, beside the end-to-end tests that check the same services through the SDKs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from batchyard.bootstrap import build
+from batchyard.config import Settings
+from batchyard.runtime.fake_provider import FakeProvider, Script
+from batchyard.runtime.provider import HostCapacity
+from batchyard.services.authorization import Caller
+from conftest import wait_for
+
+
+def until(condition, timeout: float = 20.0):
+    """The allocator and scheduler are background loops: poll them often."""
+    return wait_for(condition, timeout, interval=0.005)
+
+
+class World:
+    def __init__(self, tmp_path, provider: FakeProvider, **settings):
+        self.provider = provider
+        self.services = build(Settings(data_dir=tmp_path, **settings), False, provider)
+        self.account = self.services.accounts.by_name("devbatch")
+        self.image = self.services.pools.supported_images()[0]
+
+    def pool(self, pool_id: str, dedicated: int = 1, **extra):
+        body = {"id": pool_id, "vmSize": "standard_a1_v2", "targetDedicatedNodes": dedicated,
+                "virtualMachineConfiguration": {"imageReference": self.image["imageReference"],
+                                                "nodeAgentSKUId": self.image["nodeAgentSKUId"]}, **extra}
+        return self.services.pools.create(self.account, body, Caller.shared_key())
+
+    def nodes(self, pool_id: str):
+        return list(self.services.pools.nodes_in_id_order(self.account, pool_id, None))
+
+    def settled(self, pool_id: str, states=("idle",)):
+        def check():
+            pool = self.services.pools.get(self.account, pool_id)
+            nodes = self.nodes(pool_id)
+            return (pool, nodes) if pool.body["allocationState"] == "steady" and \
+                all(n.state in states for n in nodes) else None
+        return until(check)
+
+    def job(self, job_id: str, pool_id: str, **extra):
+        return self.services.jobs.create(self.account, {"id": job_id, "poolInfo": {"poolId": pool_id}, **extra})
+
+    def task(self, job_id: str, task_id: str, command: str, **extra):
+        return self.services.tasks.create(self.account, job_id, {"id": task_id, "commandLine": command, **extra})
+
+    def finished(self, job_id: str, task_id: str):
+        return until(lambda: (t := self.services.tasks.get(self.account, job_id, task_id)).state == "completed" and t)
+
+
+@pytest.fixture
+def world(tmp_path):
+    worlds = []
+
+    def make(*scripts: Script, hosts=None, **settings):
+        provider = FakeProvider(list(scripts), *([hosts] if hosts else []))
+        worlds.append(World(tmp_path / f"w{len(worlds)}", provider, **settings))
+        return worlds[-1]
+    yield make
+    for w in worlds:
+        w.services.close()
+
+
+def test_start_tasks_of_every_node_overlap(world):
+    w = world(Script("*boot*", 0, 1.0))
+    w.pool("p", dedicated=30, startTask={"commandLine": "boot", "waitForSuccess": True})
+    until(lambda: sum(n.state == "waitingforstarttask" for n in w.nodes("p")) == 30)  # all waiting at once
+    _, nodes = w.settled("p")
+    boots = [r for r in w.provider.commands if r.command_line == "boot"]
+    assert len(boots) == 30 and all(n.body["startTaskInfo"]["result"] == "success" for n in nodes)
+    assert max(r.started for r in boots) < min(r.ended for r in boots)
+
+
+def test_start_task_failure_retries_then_starttaskfailed(world):
+    w = world(Script("*boot*", 3))
+    w.pool("p", dedicated=2, startTask={"commandLine": "boot", "waitForSuccess": True, "maxTaskRetryCount": 2})
+    _, nodes = w.settled("p", states=("starttaskfailed",))
+    for node in nodes:
+        info = node.body["startTaskInfo"]
+        assert (info["exitCode"], info["retryCount"], info["result"]) == (3, 2, "failure")
+        assert info["failureInfo"]["code"] == "FailureExitCode"
+    assert sum(r.command_line == "boot" for r in w.provider.commands) == 6  # 1 + 2 retries per node
+
+
+def test_start_task_without_wait_leaves_node_idle_at_once(world):
+    w = world(Script("*boot*", 1, 0.3))
+    w.pool("p", startTask={"commandLine": "boot", "waitForSuccess": False})
+    _, nodes = w.settled("p")
+    until(lambda: w.nodes("p")[0].body["startTaskInfo"]["state"] == "completed")
+    assert w.nodes("p")[0].state == "idle"  # a failed start task it did not wait for changes nothing
+
+
+def test_reported_host_capacity_bounds_the_pool(world):
+    w = world(hosts=[HostCapacity("a", 2, 1 << 20, 1 << 40), HostCapacity("b", 1, 1 << 20, 1 << 40)],
+              host_overcommit=1)
+    w.pool("p", dedicated=5, resizeTimeout="PT5M")
+    until(lambda: len(w.nodes("p")) == 3)  # 3 cores reported, one per standard_a1_v2 node
+    time.sleep(0.2)
+    assert len(w.nodes("p")) == 3
+    assert w.services.pools.get(w.account, "p").body["allocationState"] == "resizing"
+
+
+def test_failed_machine_start_makes_the_node_unusable(world):
+    w = world()
+    w.provider.failing_starts.add("*")
+    w.pool("p", dedicated=2)
+    _, nodes = w.settled("p", states=("unusable",))
+    assert all(n.body["errors"][0]["code"] == "NodeStartFailed" for n in nodes)
+    assert not w.provider.running
+
+
+def test_task_retries_and_exit_code(world):
+    w = world(Script("fail*", 2), Script("ok*", 0))
+    w.pool("p", dedicated=1)
+    w.settled("p")
+    w.job("j", "p")
+    w.task("j", "bad", "fail now", constraints={"maxTaskRetryCount": 3})
+    w.task("j", "good", "ok now")
+    bad, good = w.finished("j", "bad"), w.finished("j", "good")
+    assert bad.body["executionInfo"]["retryCount"] == 3 and bad.body["executionInfo"]["exitCode"] == 2
+    assert bad.body["executionInfo"]["result"] == "failure"
+    assert good.body["executionInfo"]["result"] == "success"
+    assert sum(r.command_line == "fail now" for r in w.provider.commands) == 4
+
+
+def test_spread_and_pack(world):
+    w = world(Script("*", 0, 0.5))
+    w.pool("spread", dedicated=2, taskSlotsPerNode=2)
+    w.pool("pack", dedicated=2, taskSlotsPerNode=2, taskSchedulingPolicy={"nodeFillType": "pack"})
+    w.settled("spread"), w.settled("pack")
+    for pool_id in ("spread", "pack"):
+        w.job(pool_id, pool_id)
+        for i in range(2):
+            w.task(pool_id, f"t{i}", "work")
+    spread = {w.finished("spread", f"t{i}").body["nodeInfo"]["nodeId"] for i in range(2)}
+    pack = {w.finished("pack", f"t{i}").body["nodeInfo"]["nodeId"] for i in range(2)}
+    assert len(spread) == 2 and len(pack) == 1
+
+
+def test_reboot_requeues_a_running_task_once(world):
+    w = world(Script("long*", 0, 1.0))
+    w.pool("p", dedicated=1)
+    _, [node] = w.settled("p")
+    w.job("j", "p")
+    w.task("j", "t", "long work")
+    until(lambda: w.services.tasks.get(w.account, "j", "t").state == "running")
+    w.services.pools.node_action(w.account, "p", node.id, "reboot", {"nodeRebootOption": "requeue"})
+    task = w.finished("j", "t")
+    info = task.body["executionInfo"]
+    assert info["requeueCount"] == 1 and info["result"] == "success"
+    runs = [r for r in w.provider.commands if r.command_line == "long work"]
+    assert [r.code for r in runs] == [137, 0]  # the first attempt was killed with its machine
+
+
+def test_node_files_through_the_file_service(world):
+    w = world(Script("*boot*", 0, 0.0, stdout=b"booted\n"))
+    w.pool("p", startTask={"commandLine": "boot"})
+    _, [node] = w.settled("p")
+    place = w.services.pools.node_directory(w.account, "p", node.id)
+    listed = {name for name, _ in place.files.list(place.root, recursive=True)}
+    assert {"shared", "startup", "startup/stdout.txt", "workitems"} <= listed
+    assert b"".join(place.files.read(f"{place.root}/startup/stdout.txt")) == b"booted\n"
+
+
+def test_a_lost_machine_requeues_its_task_and_the_node_is_made_again(world):
+    w = world(Script("long*", 0, 0.5), lost_node_grace=0.3)
+    w.pool("p", dedicated=2)
+    w.settled("p")
+    w.job("j", "p")
+    w.task("j", "t", "long work")
+    until(lambda: w.services.tasks.get(w.account, "j", "t").state == "running")
+    node_id = w.services.tasks.get(w.account, "j", "t").body["nodeInfo"]["nodeId"]
+    node = w.services.pools.get_node(w.account, "p", node_id)
+    w.provider.lose([node.internal["machine_key"]])
+    lost = w.services.pools.get_node(w.account, "p", node_id)
+    assert lost.state == "unusable" and lost.body["errors"][0]["code"] == "NodeHostLost"
+    task = w.finished("j", "t")
+    assert task.body["executionInfo"]["requeueCount"] == 1 and task.body["executionInfo"]["result"] == "success"
+    _, nodes = w.settled("p")
+    assert len(nodes) == 2 and node_id in {n.id for n in nodes} and not any(n.body["errors"] for n in nodes)
