@@ -100,6 +100,14 @@ class MemoryFiles(MachineFiles):
             content = self.data[parts][0]
         yield content
 
+    def open_file(self, rel):
+        parts = tuple(parts_of(rel))
+        with self._lock:
+            status = self._status(parts)
+            if status.is_dir:
+                raise IsADirectoryError(errno.EISDIR, rel)
+            return status, io.BytesIO(self.data[parts][0])
+
     def walk_files(self, rel, limit=10000):
         prefix = tuple(parts_of(rel))
         with self._lock:

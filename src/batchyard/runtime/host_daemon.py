@@ -127,6 +127,25 @@ class Daemon:
     def do_write(self, key: str, rel: str, data: bytes, uid, gid, mode: int) -> None:
         self.provider.files(key).write(rel, [data], uid, gid, mode)
 
+    def do_append(self, key: str, rel: str, data: bytes) -> None:
+        self.provider.files(key).append(rel, [data])
+
+    def do_chmod(self, key: str, rel: str, mode: int) -> None:
+        status, handle = self.provider.files(key).open_file(rel)
+        with handle:
+            os.fchmod(handle.fileno(), mode)
+
+    def do_file_status(self, key: str, rel: str):
+        status, handle = self.provider.files(key).open_file(rel)
+        handle.close()
+        return status
+
+    def do_file_range(self, key: str, rel: str, start: int, size: int) -> bytes:
+        _status, handle = self.provider.files(key).open_file(rel)
+        with handle:
+            handle.seek(start)
+            return handle.read(size)
+
     def do_open_status(self, key: str, root: str, parts: list[str]):
         status, handle = self.provider.files(key).open(root, parts)
         handle.close()

@@ -6,7 +6,7 @@ runs; `LocalFiles` is the one for a directory on this host.
 Paths are relative to the temporary disk and use '/' ("batch/tasks/startup/stdout.txt");
 '..' and NUL bytes are refused (see confined.parts_of). Two kinds of operation:
 
-- confined ones (make_dirs, write, read, walk_files, remove_tree), for the service's own
+- confined ones (make_dirs, write, read, open_file, walk_files, remove_tree), for the service's own
   work in the tree: no symbolic link is ever followed, and a link where a directory or
   file should be is an error (confined.py);
 - browsing ones (list, stat, open, delete), for Azure's file API, which reads a task's files
@@ -89,6 +89,11 @@ class MachineFiles(ABC):
         """A regular file's bytes, in chunks."""
 
     @abstractmethod
+    def open_file(self, rel: str) -> tuple[FileStat, io.RawIOBase]:
+        """A regular file opened for reading (read, seek, close) with its status, for streaming
+        it out (an output file's upload) a block at a time."""
+
+    @abstractmethod
     def walk_files(self, rel: str, limit: int = 10000) -> list[str]:
         """Regular files below rel (relative to it), never through a link; at most about `limit`."""
 
@@ -141,6 +146,23 @@ class LocalFiles(MachineFiles):
         with open(confined.open_file(self.base, rel, os.O_RDONLY), "rb") as handle:
             while chunk := handle.read(CHUNK):
                 yield chunk
+
+    def append(self, rel: str, chunks: Iterable[bytes]) -> None:
+        """More bytes at the end of an existing regular file (a remote write, a part at a time)."""
+        with open(confined.open_file(self.base, rel, os.O_WRONLY | os.O_APPEND), "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+
+    def open_file(self, rel):
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; confined.open_file refuses it.
+        fd = confined.open_file(self.base, rel, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            os.set_blocking(fd, True)
+            status = FileStat.of(os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return status, open(fd, "rb", buffering=0)
 
     def walk_files(self, rel, limit=10000):
         root = confined.check_real_dirs(self.base, rel)

@@ -42,6 +42,7 @@ from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachinePr
 log = logging.getLogger("batchyard.runtime")
 WATCH_SECONDS = 0.5
 MIB = 1 << 20
+WRITE_PART = 4 * MIB  # a remote write sends the file in parts of this size
 
 
 class _Host:
@@ -400,10 +401,25 @@ class _RemoteFiles(MachineFiles):
         self._files("make_dirs", rel, uid, gid, mode)
 
     def write(self, rel, chunks, uid=None, gid=None, mode=0o644):
-        self._daemon("write", rel, b"".join(chunks), uid, gid, mode)
+        # Made (empty) first, so a file that cannot be made fails before the source is read;
+        # then sent a part at a time (never the whole file in memory), the mode given last.
+        self._daemon("write", rel, b"", uid, gid, 0o600)
+        part = bytearray()
+        for chunk in chunks:
+            part += chunk
+            if len(part) >= WRITE_PART:
+                self._daemon("append", rel, bytes(part))
+                part.clear()
+        if part:
+            self._daemon("append", rel, bytes(part))
+        self._daemon("chmod", rel, mode)
 
     def read(self, rel):
         yield self._daemon("read", rel)
+
+    def open_file(self, rel):
+        status: FileStat = self._daemon("file_status", rel)
+        return status, _RemoteHandle(lambda start, size: self._daemon("file_range", rel, start, size))
 
     def walk_files(self, rel, limit=10000):
         return self._files("walk_files", rel, limit)

@@ -15,7 +15,6 @@ with wildcards names files under its literal leading directories; each is upload
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from dataclasses import dataclass
@@ -95,20 +94,10 @@ def select(pattern: str, working_dir: str, node_root: str, env: dict[str, str]) 
     return Selection("/".join(segments[:first]), compile_pattern("/".join(segments[first:])))
 
 
-def walk(root: str, regex: re.Pattern) -> list[str]:
-    """Regular files below a host directory whose relative names match; links are neither
-    followed nor matched (the walk stays where it started)."""
-    found = []
-    for dirpath, subdirs, filenames in os.walk(root, followlinks=False):
-        here = os.path.relpath(dirpath, root)
-        subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(dirpath, d))]
-        for name in filenames:
-            rel = name if here == "." else f"{here}/{name}"
-            if regex.fullmatch(rel) and not os.path.islink(os.path.join(dirpath, name)):
-                found.append(rel)
-        if len(found) >= MAX_MATCHES:
-            break
-    return sorted(found)
+def matching(names: list[str], regex: re.Pattern) -> list[str]:
+    """The names (of regular files below the base, as the node's file service walks them:
+    links neither followed nor listed) that the pattern matches; at most MAX_MATCHES."""
+    return sorted(n for n in names if regex.fullmatch(n))[:MAX_MATCHES]
 
 
 def blob_name(selection: Selection, relative: str | None, path: str | None) -> str:

@@ -19,17 +19,14 @@ calls in here; the nodes' slots are held by `Running` partners of the primary's 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import urllib.request
 
-from ...runtime import confined
 from ...runtime.commands import Exit
 from ...runtime.machines import MachineError
 from . import batch_input as bi
 from . import task_spec
 from .node_agent import TASK_GID, TASK_UID
 from .pools import iso, now
+from .storage_files import url_blocks
 
 log = logging.getLogger("batchyard.batch")
 MASTER_PORT = 6000  # the port Azure names in AZ_BATCH_MASTER_NODE
@@ -149,17 +146,13 @@ class MultiInstance:
         files = task.body[FIELD]["commonResourceFiles"]
         if not files:
             return
-        base = self.scheduler.provider.temporary_disk(node.internal["machine_key"])
+        machine_files = self.scheduler.provider.files(node.internal["machine_key"])
         rel = task.internal["dir"].removeprefix("/mnt/")
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
-        confined.make_dirs(base, rel, *owner)
+        machine_files.make_dirs(rel, *owner)
         for item in files:
             mode = int(item["fileMode"], 8) if item.get("fileMode") else 0o644
-            fd = confined.open_file(base, f"{rel}/{item['filePath']}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                    *owner, mode=mode)
-            with urllib.request.urlopen(item["httpUrl"], timeout=60) as response, open(fd, "wb") as out:
-                shutil.copyfileobj(response, out)
-                os.fchmod(out.fileno(), mode)
+            machine_files.write(f"{rel}/{item['filePath']}", url_blocks(item["httpUrl"]), *owner, mode)
 
     def _coordinate(self, job, task, pool, node, index: int, run, command: str, admin: bool) -> None:
         s = self.scheduler

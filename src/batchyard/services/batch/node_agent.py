@@ -144,8 +144,7 @@ class NodeAgent:
         if not references or self.packages is None:
             return True
         try:
-            self.packages.install(pool.internal["account"], references,
-                                  self.provider.temporary_disk(node.internal["machine_key"]))
+            self.packages.install(pool.internal["account"], references, self.provider.files(node.internal["machine_key"]))
             return True
         except (TransferFailed, MachineError) as exc:
             details = exc.failure_info()["details"] if isinstance(exc, TransferFailed) else []
@@ -192,9 +191,9 @@ class NodeAgent:
             return None
         admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
         try:
-            disk = self.provider.temporary_disk(node.internal["machine_key"])
+            machine_files = self.provider.files(node.internal["machine_key"])
             self.transfers.download_all(pool.internal["account"], task["resourceFiles"], NodePlace(
-                disk, "batch/tasks/startup/wd", None if admin else TASK_UID, None if admin else TASK_GID))
+                machine_files, "batch/tasks/startup/wd", None if admin else TASK_UID, None if admin else TASK_GID))
         except TransferFailed as exc:
             return exc.failure_info()
         except (MachineError, OSError) as exc:

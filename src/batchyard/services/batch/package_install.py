@@ -8,13 +8,13 @@ names are lower-cased and `.`, `-` and `#` become `_` (Azure's example: applicat
 
 Pool packages are installed when a node joins (before its start task) and are seen by every
 task on it; task packages before the task runs. A package stays installed until its zip
-changes (its blob's ETag, kept in a marker file). Unpacking uses runtime/confined.py: entries
-that climb out (`..`, absolute names) and symbolic links in the zip are refused.
+changes (its blob's ETag, kept in a marker file). Unpacking goes through the node's file
+service (runtime/machine_files.py, which follows no link): entries that climb out (`..`,
+absolute names) are refused and symbolic links in the zip are not unpacked.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import tempfile
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
-from ...runtime import confined
+from ...runtime.machine_files import MachineFiles
 from ..errors import Conflict, NotFound
 from .applications import Applications, Package
 from .auto_storage import AutoStorage
@@ -74,26 +74,25 @@ class PackageInstaller:
                 continue
         return env
 
-    def install(self, account: str, references: list[dict], disk: Path) -> dict[str, str]:
+    def install(self, account: str, references: list[dict], node: MachineFiles) -> dict[str, str]:
         """Installs what is missing; the variables of them all. Raises TransferFailed."""
         env: dict[str, str] = {}
         for reference in references:
             package = self._resolve(account, reference)
             rel = f"{APPS_REL}/{directory_name(package)}"
-            if self._installed_etag(disk, rel) != package.etag:
-                self._unpack(account, package, disk, rel)
+            if self._installed_etag(node, rel) != package.etag:
+                self._unpack(account, package, node, rel)
             env.update(variables(package))
         return env
 
     @staticmethod
-    def _installed_etag(disk: Path, rel: str) -> str | None:
+    def _installed_etag(node: MachineFiles, rel: str) -> str | None:
         try:
-            with open(confined.open_file(disk, f"{rel}/{MARKER}", os.O_RDONLY), "r") as marker:
-                return marker.read().strip()
+            return b"".join(node.read(f"{rel}/{MARKER}")).decode("utf-8", "replace").strip()
         except OSError:
             return None
 
-    def _unpack(self, account: str, package: Package, disk: Path, rel: str) -> None:
+    def _unpack(self, account: str, package: Package, node: MachineFiles, rel: str) -> None:
         failure = {"ApplicationId": package.application, "Version": package.version}
         try:
             storage = self.auto_storage.of(account)
@@ -106,20 +105,18 @@ class PackageInstaller:
             try:
                 blob.download_blob(max_concurrency=1).readinto(scratch)
                 scratch.seek(0)
-                confined.remove_tree(disk, rel)
-                confined.make_dirs(disk, rel)
+                node.remove_tree(rel)
+                node.make_dirs(rel)
                 with zipfile.ZipFile(scratch) as archive:
                     for info in archive.infolist():
-                        _extract(archive, info, disk, rel)
-                fd = confined.open_file(disk, f"{rel}/{MARKER}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-                with open(fd, "w") as marker:
-                    marker.write(package.etag)
+                        _extract(archive, info, node, rel)
+                node.write(f"{rel}/{MARKER}", [package.etag.encode()])
             except (AzureError, OSError, zipfile.BadZipFile, ValueError) as exc:
                 raise TransferFailed("ApplicationPackageError", "A required application package could not be "
                                      "deployed.", {**failure, "Reason": str(exc).splitlines()[0][:300]}) from None
 
 
-def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, disk: Path, rel: str) -> None:
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, node: MachineFiles, rel: str) -> None:
     name = info.filename.replace("\\", "/")
     unix_mode = info.external_attr >> 16
     if stat.S_ISLNK(unix_mode):
@@ -127,13 +124,10 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, disk: Path, rel: s
     if name.startswith("/"):
         raise ValueError(f"the zip entry '{name}' is an absolute path")
     if info.is_dir():
-        confined.make_dirs(disk, f"{rel}/{name}")
+        node.make_dirs(f"{rel}/{name}")
         return
     # Every task user reads the package (it is installed by root); zips made on Windows carry
     # no Unix mode, and the programs in them must still run.
     mode = (unix_mode & 0o777 | 0o444) if unix_mode & 0o777 else 0o755
-    fd = confined.open_file(disk, f"{rel}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=mode)
-    with open(fd, "wb") as out, archive.open(info) as source:
-        while chunk := source.read(1024 * 1024):
-            out.write(chunk)
-        os.fchmod(out.fileno(), mode)
+    with archive.open(info) as source:
+        node.write(f"{rel}/{name}", iter(lambda: source.read(1024 * 1024), b""), mode=mode)

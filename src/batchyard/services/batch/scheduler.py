@@ -551,13 +551,10 @@ class Scheduler(PokedLoop):
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
         account = _account_of(task.job_key)
         try:
-            on_disk = self._on_disk(task)
-            if on_disk is None:
-                raise MachineError("the node's machine is gone")
-            base, rel = on_disk
-            packages = self.packages.install(account, task.body.get("applicationPackageReferences", []), base)
+            packages = self.packages.install(account, task.body.get("applicationPackageReferences", []),
+                                             place.files)
             self.transfers.download_all(account, task.body.get("resourceFiles", []),
-                                        NodePlace(base, f"{rel}/wd", *owner))
+                                        NodePlace(place.files, f"{place.root}/wd", *owner))
         except Exception as exc:  # any failure to fetch is the task's failure, never a lost task
             failure = exc.failure_info() if isinstance(exc, TransferFailed) else {
                 **DOWNLOAD_FAILED, "details": [{"name": "Reason", "value": str(exc)[:300]}]}
@@ -700,28 +697,15 @@ class Scheduler(PokedLoop):
         except MachineError:
             return None
 
-    def _on_disk(self, task: Task) -> tuple[Path, str] | None:
-        """(the machine's temporary disk on this host, the task directory below it), for the
-        transfers of storage_files.py, which work on a host path (confined.py): machines of
-        this host only."""
-        node = task.internal.get("node")
-        if not node or "dir" not in task.internal:
-            return None
-        try:
-            return self.provider.temporary_disk(node["machine_key"]), task.internal["dir"].removeprefix("/mnt/")
-        except (MachineError, AttributeError):
-            return None
-
     # files ------------------------------------------------------------------------------------------
 
     def _upload_outputs(self, job: Resource, task: Task, failed: bool) -> dict | None:
         """The task's outputFiles whose uploadCondition holds (storage_files.py): to Azure
         Storage, or to this service's own store (`{account endpoint}/outputs/{container}`).
         Returns the failureInfo of the first that fails."""
-        place = self._on_disk(task)
+        place = self.task_place(task)
         if place is None:
             return None
-        base, rel = place
         account = _account_of(task.job_key)
         task_dir = task.internal["dir"]
         env = {"AZ_BATCH_NODE_ROOT_DIR": NODE_ROOT, "AZ_BATCH_NODE_SHARED_DIR": f"{NODE_ROOT}/shared",
@@ -741,7 +725,7 @@ class Scheduler(PokedLoop):
             if (condition == "tasksuccess" and failed) or (condition == "taskfailure" and not failed):
                 continue
             try:
-                self.transfers.upload(spec, base, NODE_ROOT, f"{task_dir}/wd", env, own_store)
+                self.transfers.upload(spec, place.files, NODE_ROOT, f"{task_dir}/wd", env, own_store)
             except TransferFailed as exc:
                 log.info("task %s: output files not uploaded: %s", task.id, exc.message)
                 return exc.failure_info()

@@ -101,9 +101,9 @@ class SideTasks:
                            retry: int, run) -> None:
         """Resource files come before the command, outside the scheduler's lock (they may be large)."""
         try:
-            disk = self.scheduler.provider.temporary_disk(node.internal["machine_key"])
+            machine_files = self.scheduler.provider.files(node.internal["machine_key"])
             self.scheduler.transfers.download_all(pool.internal["account"], spec["resourceFiles"],
-                                                  NodePlace(disk, f"{task_dir.removeprefix('/mnt/')}/wd", *owner))
+                                                  NodePlace(machine_files, f"{task_dir.removeprefix('/mnt/')}/wd", *owner))
         except (TransferFailed, MachineError, OSError) as exc:
             self.download_failures[(key, retry)] = exc.failure_info() if isinstance(exc, TransferFailed) else {
                 "category": "usererror", "code": "ResourceFileCreateFailed", "message": str(exc)[:300],

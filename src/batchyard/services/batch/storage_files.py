@@ -1,7 +1,7 @@
 """Resource files downloaded into a node and output files uploaded from it, as Azure Batch's
 node agent moves them. Nodes live in private networks that reach only the service, so the
-service's host process does the transfers, writing and reading the node's tree with the
-no-follow helpers of runtime/confined.py (a task cannot steer them with links).
+service's host process does the transfers, writing and reading the node's tree through its
+file service (runtime/machine_files.py: no link is followed, so a task cannot steer them).
 
 Sources of resource files (exactly one per entry, as Azure requires):
 - `httpUrl`: one file, saved as `filePath` (required);
@@ -25,21 +25,20 @@ blob's URL (never its SAS) and the HTTP status in the details.
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, ExponentialRetry
 
 from ...private_files import private_dir, private_opener
-from ...runtime import confined
+from ...runtime.machine_files import MachineFiles
 from ..storage_accounts import TRANSFER_OPTIONS, StorageAccount, StorageAccounts
 from . import file_patterns
 
@@ -47,6 +46,7 @@ log = logging.getLogger("batchyard.batch")
 
 DEFAULT_FILE_MODE = 0o770  # Azure's default for resource files on Linux nodes
 HTTP_RETRIES = 4
+BLOCK = 1024 * 1024
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 CLIENT_OPTIONS = {**TRANSFER_OPTIONS, "connection_timeout": 20, "read_timeout": 120,
                   "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=HTTP_RETRIES)}
@@ -76,16 +76,48 @@ def without_sas(url: str) -> str:
 
 @dataclass(frozen=True)
 class NodePlace:
-    """Where files go on a node: its temporary disk on the host (trusted) and a directory
-    below it (e.g. batch/tasks/workitems/job/job-1/task/wd), with the owner new files get."""
-    disk: Path
+    """Where files go on a node: its file service (runtime/machine_files.py, which never
+    follows a link the task made) and a directory below its temporary disk (e.g.
+    batch/tasks/workitems/job/job-1/task/wd), with the owner new files get."""
+    files: MachineFiles
     directory: str
     uid: int | None = None
     gid: int | None = None
 
-    def open_new(self, rel: str, mode: int) -> int:
-        return confined.open_file(self.disk, f"{self.directory}/{rel}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                  self.uid, self.gid, mode=mode)
+    def fill(self, rel: str, mode: int, source: Iterable[bytes]) -> None:
+        """The file rel made and written from `source` a block at a time. The source's own
+        errors come out as _SourceFailed; OSError is the node's: FileNotCreated before the
+        first block was asked for, the OSError itself after."""
+        started = False
+
+        def blocks() -> Iterator[bytes]:
+            nonlocal started
+            started = True
+            try:
+                yield from source
+            except Exception as exc:
+                raise _SourceFailed(exc) from exc
+
+        try:
+            self.files.write(f"{self.directory}/{rel}", blocks(), self.uid, self.gid, mode)
+        except OSError as exc:
+            if not started:
+                raise FileNotCreated(exc) from exc
+            raise
+
+
+class _SourceFailed(Exception):
+    """The download (not the node) failed while a file was being written."""
+
+    def __init__(self, cause: Exception):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class FileNotCreated(Exception):
+    def __init__(self, cause: OSError):
+        super().__init__(str(cause))
+        self.reason = cause.strerror or str(cause)
 
 
 class Transfers:
@@ -145,62 +177,55 @@ class Transfers:
         yield from (n for n in names if not n.endswith("/"))  # directory markers are not files
 
     def _download_blob(self, blob: BlobClient, target: str, mode: int, place: NodePlace) -> None:
-        fd = self._open_target(place, target, mode, without_sas(blob.url))
-        with open(fd, "wb") as out:
-            try:
-                blob.download_blob(max_concurrency=1).readinto(out)
-            except HttpResponseError as exc:
-                raise TransferFailed(*_download_code(exc.status_code),
-                                     _http_details(without_sas(blob.url), exc, target)) from None
-            except (ServiceRequestError, ServiceResponseError, AzureError) as exc:
+        shown = without_sas(blob.url)
+        try:
+            place.fill(target, mode, _blob_blocks(blob))
+        except _SourceFailed as failed:
+            exc = failed.cause
+            if isinstance(exc, HttpResponseError):
+                raise TransferFailed(*_download_code(exc.status_code), _http_details(shown, exc, target)) from None
+            if isinstance(exc, AzureError):
                 raise TransferFailed("BlobDownloadTimedOut" if "timed out" in str(exc).lower()
                                      else "BlobDownloadMiscError", "A resource file could not be downloaded.",
-                                     {"BlobUrl": without_sas(blob.url), "FilePath": target,
-                                      "Reason": _reason(exc)}) from None
-            except OSError as exc:
-                raise TransferFailed("ResourceFileWriteFailed", "A resource file could not be written on the node.",
-                                     {"BlobUrl": without_sas(blob.url), "FilePath": target,
-                                      "Reason": exc.strerror or str(exc)}) from None
-            os.fchmod(out.fileno(), mode)
+                                     {"BlobUrl": shown, "FilePath": target, "Reason": _reason(exc)}) from None
+            raise exc from None
+        except FileNotCreated as exc:
+            raise _not_created(shown, target, exc) from None
+        except OSError as exc:
+            raise _not_written(shown, target, exc) from None
 
     def _download_url(self, url: str, target: str, mode: int, place: NodePlace) -> None:
         """Any http(s) URL, streamed; transient failures are retried from the start."""
         shown = without_sas(url)
         for attempt in range(HTTP_RETRIES + 1):
-            fd = self._open_target(place, target, mode, shown)
             try:
-                with open(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                    shutil.copyfileobj(response, out, 1024 * 1024)
-                    os.fchmod(out.fileno(), mode)
+                place.fill(target, mode, url_blocks(url))
                 return
-            except urllib.error.HTTPError as exc:
-                if exc.code not in TRANSIENT_STATUS or attempt == HTTP_RETRIES:
-                    raise TransferFailed(*_download_code(exc.code), {"BlobUrl": shown, "FilePath": target,
-                                                                     "HttpStatusCode": str(exc.code),
-                                                                     "Reason": str(exc.reason)}) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt == HTTP_RETRIES:
-                    code = "BlobDownloadTimedOut" if "timed out" in str(exc).lower() else "BlobDownloadMiscError"
-                    raise TransferFailed(code, "A resource file could not be downloaded.",
-                                         {"BlobUrl": shown, "FilePath": target, "Reason": _reason(exc)}) from None
+            except _SourceFailed as failed:
+                exc = failed.cause
+                if isinstance(exc, urllib.error.HTTPError):
+                    if exc.code not in TRANSIENT_STATUS or attempt == HTTP_RETRIES:
+                        raise TransferFailed(*_download_code(exc.code), {"BlobUrl": shown, "FilePath": target,
+                                                                         "HttpStatusCode": str(exc.code),
+                                                                         "Reason": str(exc.reason)}) from None
+                elif isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError)):
+                    if attempt == HTTP_RETRIES:
+                        code = "BlobDownloadTimedOut" if "timed out" in str(exc).lower() else "BlobDownloadMiscError"
+                        raise TransferFailed(code, "A resource file could not be downloaded.",
+                                             {"BlobUrl": shown, "FilePath": target, "Reason": _reason(exc)}) from None
+                elif isinstance(exc, OSError):
+                    raise _not_written(shown, target, exc) from None
+                else:
+                    raise exc from None
+            except FileNotCreated as exc:
+                raise _not_created(shown, target, exc) from None
             except OSError as exc:
-                raise TransferFailed("ResourceFileWriteFailed", "A resource file could not be written on the node.",
-                                     {"BlobUrl": shown, "FilePath": target,
-                                      "Reason": exc.strerror or str(exc)}) from None
+                raise _not_written(shown, target, exc) from None
             time.sleep(min(8.0, 0.5 * 2 ** attempt))
-
-    @staticmethod
-    def _open_target(place: NodePlace, target: str, mode: int, shown: str) -> int:
-        try:
-            return place.open_new(target, mode)
-        except OSError as exc:
-            raise TransferFailed("ResourceFileCreateFailed", "The node could not create a local file for a "
-                                 "resource file.", {"BlobUrl": shown, "FilePath": target,
-                                                    "Reason": exc.strerror or str(exc)}) from None
 
     # output files -----------------------------------------------------------------------------
 
-    def upload(self, spec: dict, disk: Path, node_root: str, working_dir: str, env: dict[str, str],
+    def upload(self, spec: dict, node: MachineFiles, node_root: str, working_dir: str, env: dict[str, str],
                own_store: Callable[[str], Path | None]) -> None:
         """One outputFiles entry. `own_store(containerUrl)` gives the directory of this
         service's own output container the URL names, or None for Azure Storage."""
@@ -213,26 +238,27 @@ class Transfers:
             files = [(base_rel, None)]
         else:
             try:
-                root = confined.check_real_dirs(disk, base_rel)
+                found = node.walk_files(base_rel, file_patterns.MAX_MATCHES)
             except OSError:
                 return  # no such directory: nothing matches
-            files = [(f"{base_rel}/{rel}", rel) for rel in file_patterns.walk(str(root), selection.regex)]
+            files = [(f"{base_rel}/{rel}", rel) for rel in file_patterns.matching(found, selection.regex)]
         local = own_store(container["containerUrl"])
         client = None if local is not None else self._destination(container["containerUrl"])
         for source, relative in files:
             name = file_patterns.blob_name(selection, relative, container.get("path"))
             try:
-                fd = confined.open_file(disk, source, os.O_RDONLY)
+                status, handle = node.open_file(source)
             except FileNotFoundError:
                 continue  # a single file that the task did not make: nothing to upload
             except OSError as exc:
                 raise TransferFailed("FileUploadMiscError", "An output file could not be read on the node.",
                                      {"FilePath": "/mnt/" + source, "Reason": exc.strerror or str(exc)}) from None
-            with open(fd, "rb") as handle:
+            with handle:
                 if local is not None:
                     _copy_to_own_store(handle, local, name)
                 else:
-                    self._upload_blob(client, handle, name, container.get("uploadHeaders", []), "/mnt/" + source)
+                    self._upload_blob(client, handle, status.size, name, container.get("uploadHeaders", []),
+                                      "/mnt/" + source)
 
     def _destination(self, url: str) -> ContainerClient:
         try:
@@ -242,11 +268,12 @@ class Transfers:
                                  {"ContainerUrl": without_sas(url), "Reason": _reason(exc)}) from None
 
     @staticmethod
-    def _upload_blob(container: ContainerClient, handle, name: str, headers: list[dict], source: str) -> None:
+    def _upload_blob(container: ContainerClient, handle, size: int, name: str, headers: list[dict],
+                     source: str) -> None:
         settings, metadata, extra = upload_headers(headers)
         blob = container.get_blob_client(name)
         try:
-            blob.upload_blob(handle, length=os.fstat(handle.fileno()).st_size, overwrite=True, max_concurrency=1,
+            blob.upload_blob(handle, length=size, overwrite=True, max_concurrency=1,
                              content_settings=settings, metadata=metadata or None,
                              **({"headers": extra} if extra else {}))
         except HttpResponseError as exc:
@@ -289,6 +316,28 @@ def _copy_to_own_store(handle, directory: Path, name: str) -> None:
     private_dir(destination.parent)
     with open(destination, "wb", opener=private_opener) as out:
         shutil.copyfileobj(handle, out, 1024 * 1024)
+
+
+def _blob_blocks(blob: BlobClient) -> Iterator[bytes]:
+    """A blob's content, a block at a time (the request made when the first is asked for)."""
+    yield from blob.download_blob(max_concurrency=1).chunks()
+
+
+def url_blocks(url: str) -> Iterator[bytes]:
+    """An http(s) URL's body, a block at a time."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        while block := response.read(BLOCK):
+            yield block
+
+
+def _not_created(shown: str, target: str, exc: FileNotCreated) -> TransferFailed:
+    return TransferFailed("ResourceFileCreateFailed", "The node could not create a local file for a resource file.",
+                          {"BlobUrl": shown, "FilePath": target, "Reason": exc.reason})
+
+
+def _not_written(shown: str, target: str, exc: OSError) -> TransferFailed:
+    return TransferFailed("ResourceFileWriteFailed", "A resource file could not be written on the node.",
+                          {"BlobUrl": shown, "FilePath": target, "Reason": exc.strerror or str(exc)})
 
 
 def _download_code(status: int | None) -> tuple[str, str]:
