@@ -5,7 +5,10 @@ milliseconds, beside the end-to-end tests that check the same services through t
 
 from __future__ import annotations
 
+import stat
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,6 +17,7 @@ from batchyard.config import Settings
 from batchyard.runtime.fake_provider import FakeProvider, Script
 from batchyard.runtime.provider import HostCapacity
 from batchyard.services.authorization import Caller
+from batchyard.services.batch.node_agent import TASK_GID, TASK_UID
 from conftest import wait_for
 
 
@@ -186,3 +190,46 @@ def test_a_lost_machine_requeues_its_task_and_the_node_is_made_again(world):
     assert task.body["executionInfo"]["requeueCount"] == 1 and task.body["executionInfo"]["result"] == "success"
     _, nodes = w.settled("p")
     assert len(nodes) == 2 and node_id in {n.id for n in nodes} and not any(n.body["errors"] for n in nodes)
+
+
+@pytest.fixture
+def served():
+    """A tiny HTTP server on loopback serving one body (2.5 MiB: more than one block)."""
+    body = bytes(range(256)) * (10 * 1024)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/data.bin", body
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_resource_file_lands_in_the_working_directory_without_a_host_path(world, served):
+    url, body = served
+    w = world(Script("*", 0))
+    assert not hasattr(w.provider, "temporary_disk")  # machines here have no directory on the host
+    w.pool("p")
+    w.settled("p")
+    w.job("j", "p")
+    w.task("j", "t", "use in/data.bin", resourceFiles=[{"httpUrl": url, "filePath": "in/data.bin",
+                                                         "fileMode": "0640"}])
+    task = w.finished("j", "t")
+    assert task.body["executionInfo"]["result"] == "success"
+    place = w.services.scheduler.task_place(task)
+    assert b"".join(place.files.read(f"{place.root}/wd/in/data.bin")) == body
+    status = place.files.stat(place.root, ["wd", "in", "data.bin"])
+    assert stat.S_IMODE(status.mode) == 0o640 and status.size == len(body)
+    disk = w.provider.files(task.internal["node"]["machine_key"])
+    assert disk.owners[(*place.root.split("/"), "wd", "in", "data.bin")] == (TASK_UID, TASK_GID)
