@@ -6,9 +6,12 @@ directory: its own layer cache (a layer it did not pull is not there) and machin
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -51,6 +54,30 @@ def ray_server(cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_clients(ray_server) -> Clients:
     return Clients(ray_server.info)
+
+
+@contextlib.contextmanager
+def _serving(body: bytes):
+    """One body over HTTP on loopback, for a resource file."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/data.bin"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
 
 
 def host_dirs(server) -> list[Path]:
@@ -97,6 +124,23 @@ def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
     assert out.startswith("tool-v1 on-node\n")
     node_file = b"".join(batch.download_node_file("spread", sample.node_info.node_id, "startup/stdout.txt")).decode()
     assert "tool-v1 on-node" in node_file
+
+    # resource and output files cross to the machine's host through its file service, in parts
+    body = b"0123456789abcdef" * (384 * 1024)  # 6 MiB: more than one part of a remote write
+    with _serving(body) as url:
+        outputs = f"{c.info['batch_endpoint']}/outputs/rayout"
+        batch.create_task("readers", {
+            "id": "io", "commandLine": "/bin/sh -c 'cp in/data.bin copy.bin'",
+            "resourceFiles": [{"httpUrl": url, "filePath": "in/data.bin", "fileMode": "0640"}],
+            "outputFiles": [{"filePattern": "copy.bin", "destination": {"container": {"containerUrl": outputs}},
+                             "uploadOptions": {"uploadCondition": "tasksuccess"}}]})
+        io = wait_for(lambda: (t := batch.get_task("readers", "io")).state == "completed" and t, what="io")
+    assert io.execution_info.result == "success"
+    assert b"".join(batch.download_task_file("readers", "io", "wd/in/data.bin")) == body
+    from azure.core.rest import HttpRequest
+    uploaded = batch.send_request(HttpRequest("GET", "/outputs/rayout/files/copy.bin",
+                                              params={"api-version": "2025-06-01"}), stream=True)
+    assert uploaded.read() == body
 
 
 def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_server, ray_clients):
