@@ -144,7 +144,8 @@ class NodeAgent:
         if not references or self.packages is None:
             return True
         try:
-            self.packages.install(pool.internal["account"], references, self.provider.files(node.internal["machine_key"]))
+            self.packages.install(pool.internal["account"], references,
+                                  self.provider.files(node.internal["machine_key"]))
             return True
         except (TransferFailed, MachineError) as exc:
             details = exc.failure_info()["details"] if isinstance(exc, TransferFailed) else []

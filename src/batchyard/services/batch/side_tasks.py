@@ -101,9 +101,9 @@ class SideTasks:
                            retry: int, run) -> None:
         """Resource files come before the command, outside the scheduler's lock (they may be large)."""
         try:
-            machine_files = self.scheduler.provider.files(node.internal["machine_key"])
-            self.scheduler.transfers.download_all(pool.internal["account"], spec["resourceFiles"],
-                                                  NodePlace(machine_files, f"{task_dir.removeprefix('/mnt/')}/wd", *owner))
+            place = NodePlace(self.scheduler.provider.files(node.internal["machine_key"]),
+                              f"{task_dir.removeprefix('/mnt/')}/wd", *owner)
+            self.scheduler.transfers.download_all(pool.internal["account"], spec["resourceFiles"], place)
         except (TransferFailed, MachineError, OSError) as exc:
             self.download_failures[(key, retry)] = exc.failure_info() if isinstance(exc, TransferFailed) else {
                 "category": "usererror", "code": "ResourceFileCreateFailed", "message": str(exc)[:300],

@@ -86,7 +86,7 @@ class NodePlace:
 
     def fill(self, rel: str, mode: int, source: Iterable[bytes]) -> None:
         """The file rel made and written from `source` a block at a time. The source's own
-        errors come out as _SourceFailed; OSError is the node's: FileNotCreated before the
+        errors come out as _SourceFailed; OSError is the node's: _NotCreated before the
         first block was asked for, the OSError itself after."""
         started = False
 
@@ -102,7 +102,7 @@ class NodePlace:
             self.files.write(f"{self.directory}/{rel}", blocks(), self.uid, self.gid, mode)
         except OSError as exc:
             if not started:
-                raise FileNotCreated(exc) from exc
+                raise _NotCreated(exc) from exc
             raise
 
 
@@ -114,7 +114,9 @@ class _SourceFailed(Exception):
         self.cause = cause
 
 
-class FileNotCreated(Exception):
+class _NotCreated(Exception):
+    """The node could not make the file (Azure's ResourceFileCreateFailed)."""
+
     def __init__(self, cause: OSError):
         super().__init__(str(cause))
         self.reason = cause.strerror or str(cause)
@@ -189,7 +191,7 @@ class Transfers:
                                      else "BlobDownloadMiscError", "A resource file could not be downloaded.",
                                      {"BlobUrl": shown, "FilePath": target, "Reason": _reason(exc)}) from None
             raise exc from None
-        except FileNotCreated as exc:
+        except _NotCreated as exc:
             raise _not_created(shown, target, exc) from None
         except OSError as exc:
             raise _not_written(shown, target, exc) from None
@@ -217,7 +219,7 @@ class Transfers:
                     raise _not_written(shown, target, exc) from None
                 else:
                     raise exc from None
-            except FileNotCreated as exc:
+            except _NotCreated as exc:
                 raise _not_created(shown, target, exc) from None
             except OSError as exc:
                 raise _not_written(shown, target, exc) from None
@@ -330,7 +332,7 @@ def url_blocks(url: str) -> Iterator[bytes]:
             yield block
 
 
-def _not_created(shown: str, target: str, exc: FileNotCreated) -> TransferFailed:
+def _not_created(shown: str, target: str, exc: _NotCreated) -> TransferFailed:
     return TransferFailed("ResourceFileCreateFailed", "The node could not create a local file for a resource file.",
                           {"BlobUrl": shown, "FilePath": target, "Reason": exc.reason})
 
