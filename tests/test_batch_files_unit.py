@@ -215,3 +215,22 @@ def test_delete_files_and_directories(tree):
         files.delete(at(tree), "shared", recursive=True, protected={"shared"})
     files.delete(at(tree), "shared/s.txt", protected={"shared"})
     assert (tree / "shared").is_dir() and (tree / "stdout.txt").exists()
+
+
+def test_transfers_operations_never_follow_links(tree):
+    """What resource-file downloads and output uploads use (write, open_file, walk_files):
+    a link the task made, to a file or a directory, is neither read, written through nor walked."""
+    disk = LocalFiles(tree.parent)
+    os.symlink(tree.parent / "secret.txt", tree / "wd" / "leak")
+    os.symlink(tree.parent / "outside", tree / "wd" / "leakdir")
+    for rel in ("task/wd/leak", "task/wd/leakdir/o.txt"):
+        with pytest.raises(OSError):
+            disk.open_file(rel)
+        with pytest.raises(OSError):
+            disk.write(rel, [b"overwritten"])
+    assert (tree.parent / "secret.txt").read_text() == "top secret\n"
+    assert (tree.parent / "outside" / "o.txt").read_text() == "outside\n"
+    assert disk.walk_files("task/wd") == ["out dir/result.txt"]
+    status, handle = disk.open_file("task/wd/out dir/result.txt")
+    with handle:
+        assert (status.size, handle.read()) == (10, b"0123456789")
