@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from batchyard.runtime.machine_files import LocalFiles
 from batchyard.services.batch import file_patterns as fp
 
 ROOT = "/mnt/batch/tasks"
@@ -25,7 +26,7 @@ def tree(tmp_path):
 def matched(tree, pattern: str) -> list[str]:
     selection = fp.select(pattern, WD, ROOT, {})
     assert selection is not None and selection.base == WD
-    return fp.walk(str(tree), selection.regex)
+    return fp.walk(LocalFiles(tree), "", selection.regex)
 
 
 @pytest.mark.parametrize("pattern, expected", [
@@ -44,7 +45,7 @@ def test_wildcards_match_as_azure_documents(tree, pattern, expected):
     if pattern.startswith("d/"):
         selection = fp.select(pattern, WD, ROOT, {})
         assert selection.base == f"{WD}/d"
-        assert fp.walk(str(tree / "d"), selection.regex) == [e.removeprefix("d/") for e in expected]
+        assert fp.walk(LocalFiles(tree), "d", selection.regex) == [e.removeprefix("d/") for e in expected]
     else:
         assert matched(tree, pattern) == expected
 

@@ -19,6 +19,8 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from ...runtime.machine_files import MachineFiles
+
 WILDCARDS = re.compile(r"[*?\[]")
 ENV_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 MAX_MATCHES = 100_000
@@ -94,10 +96,10 @@ def select(pattern: str, working_dir: str, node_root: str, env: dict[str, str]) 
     return Selection("/".join(segments[:first]), compile_pattern("/".join(segments[first:])))
 
 
-def matching(names: list[str], regex: re.Pattern) -> list[str]:
-    """The names (of regular files below the base, as the node's file service walks them:
-    links neither followed nor listed) that the pattern matches; at most MAX_MATCHES."""
-    return sorted(n for n in names if regex.fullmatch(n))[:MAX_MATCHES]
+def walk(node: MachineFiles, rel: str, regex: re.Pattern) -> list[str]:
+    """Regular files below a directory of a node (its file service's rel) whose relative
+    names match; links are neither followed nor matched (the walk stays where it started)."""
+    return sorted(n for n in node.walk_files(rel, MAX_MATCHES) if regex.fullmatch(n))[:MAX_MATCHES]
 
 
 def blob_name(selection: Selection, relative: str | None, path: str | None) -> str:

@@ -240,10 +240,10 @@ class Transfers:
             files = [(base_rel, None)]
         else:
             try:
-                found = node.walk_files(base_rel, file_patterns.MAX_MATCHES)
+                found = file_patterns.walk(node, base_rel, selection.regex)
             except OSError:
                 return  # no such directory: nothing matches
-            files = [(f"{base_rel}/{rel}", rel) for rel in file_patterns.matching(found, selection.regex)]
+            files = [(f"{base_rel}/{rel}", rel) for rel in found]
         local = own_store(container["containerUrl"])
         client = None if local is not None else self._destination(container["containerUrl"])
         for source, relative in files:
