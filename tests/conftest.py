@@ -119,6 +119,11 @@ class Clients:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     with Server(tmp_path_factory.mktemp("server") / "data") as srv:
+        # Every module shares this server and leaves its pools and jobs there: the account's
+        # default quotas (100 pools, 300 active jobs, 900 cores) would depend on test order.
+        # tests/test_quotas.py checks the quotas on a server of its own.
+        srv.set_quotas(srv.info["batch_account"], "--pools", "10000", "--active-jobs", "100000",
+                       "--dedicated-cores", "10000000", "--low-priority-cores", "10000000")
         yield srv
 
 
