@@ -55,17 +55,24 @@ def test_job_manager_without_kill_leaves_the_job_active(batch):
 
 def test_auto_pool_goes_with_its_job(clients, batch):
     pool_spec = {k: v for k, v in base_pool(clients, "unused", dedicated=1).items() if k != "id"}
+    # the manager's output outlives the auto pool (and its node) in the service's own store
+    outputs = f"{clients.info['batch_endpoint']}/outputs/managers"
     batch.create_job({"id": "brings-pool", "poolInfo": {"autoPoolSpecification": {
         "autoPoolIdPrefix": "mine", "poolLifetimeOption": "job", "pool": pool_spec}},
-        "jobManagerTask": {"id": "manager", "commandLine": "/bin/sh -c 'echo $AZ_BATCH_POOL_ID'"}})
+        "jobManagerTask": {"id": "manager", "commandLine": "/bin/sh -c 'echo $AZ_BATCH_POOL_ID'",
+                           "outputFiles": [{"filePattern": "../stdout.txt", "destination": {"container": {
+                               "containerUrl": outputs, "path": "brings-pool.txt"}},
+                               "uploadOptions": {"uploadCondition": "taskcompletion"}}]}})
     job = batch.get_job("brings-pool")
     pool_id = job.execution_info.pool_id
     assert pool_id.startswith("mine_") and len(pool_id) == len("mine_") + 36
     assert job.pool_info.auto_pool_specification.pool_lifetime_option == "job"
     assert batch.get_pool(pool_id).vm_size == pool_spec["vmSize"]
     completed(batch, "brings-pool")
-    output = b"".join(batch.download_task_file("brings-pool", "manager", "stdout.txt")).decode()
-    assert output == f"{pool_id}\n"
+    from azure.core.rest import HttpRequest
+    output = batch.send_request(HttpRequest("GET", "/outputs/managers/files/brings-pool.txt",
+                                            params={"api-version": "2025-06-01"}), stream=True).read()
+    assert output == f"{pool_id}\n".encode()
     wait_for(lambda: pool_id not in [p.id for p in batch.list_pools()], timeout=60, what="the auto pool to go")
 
     batch.create_job({"id": "keeps-pool", "poolInfo": {"autoPoolSpecification": {
