@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -219,3 +222,28 @@ def tool(name: str, executable: str) -> Path:
     if not path.exists() or not (tools_dir() / name / ".complete").exists():
         pytest.fail(f"{path} is missing: run tests/clients/install.sh")
     return path
+
+
+@contextlib.contextmanager
+def serving(body: bytes):
+    """One body over HTTP on loopback (a resource file's httpUrl); yields its URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/data.bin"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+

@@ -6,18 +6,15 @@ directory: its own layer cache (a layer it did not pull is not there) and machin
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import os
 import signal
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import Clients, Server, build_flow, pool_settled, wait_for
+from conftest import Clients, Server, build_flow, pool_settled, serving, wait_for
 
 RG = "rayflow"
 HOSTS = 3
@@ -54,30 +51,6 @@ def ray_server(cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_clients(ray_server) -> Clients:
     return Clients(ray_server.info)
-
-
-@contextlib.contextmanager
-def _serving(body: bytes):
-    """One body over HTTP on loopback, for a resource file."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/data.bin"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def host_dirs(server) -> list[Path]:
@@ -127,7 +100,7 @@ def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
 
     # resource and output files cross to the machine's host through its file service, in parts
     body = b"0123456789abcdef" * (384 * 1024)  # 6 MiB: more than one part of a remote write
-    with _serving(body) as url:
+    with serving(body) as url:
         outputs = f"{c.info['batch_endpoint']}/outputs/rayout"
         batch.create_task("readers", {
             "id": "io", "commandLine": "/bin/sh -c 'cp in/data.bin copy.bin'",

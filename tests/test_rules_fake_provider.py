@@ -6,9 +6,7 @@ milliseconds, beside the end-to-end tests that check the same services through t
 from __future__ import annotations
 
 import stat
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,7 +16,7 @@ from batchyard.runtime.fake_provider import FakeProvider, Script
 from batchyard.runtime.provider import HostCapacity
 from batchyard.services.authorization import Caller
 from batchyard.services.batch.node_agent import TASK_GID, TASK_UID
-from conftest import wait_for
+from conftest import serving, wait_for
 
 
 def until(condition, timeout: float = 20.0):
@@ -194,26 +192,10 @@ def test_a_lost_machine_requeues_its_task_and_the_node_is_made_again(world):
 
 @pytest.fixture
 def served():
-    """A tiny HTTP server on loopback serving one body (2.5 MiB: more than one block)."""
+    """A resource file's body (2.5 MiB: more than one block) and its URL on loopback."""
     body = bytes(range(256)) * (10 * 1024)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/data.bin", body
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(body) as url:
+        yield url, body
 
 
 def test_resource_file_lands_in_the_working_directory_without_a_host_path(world, served):
