@@ -28,10 +28,10 @@ def _everyone(peer: tuple) -> bool:
     return True
 
 
-class Relay:
-    """Accepts on `listener`; for each connection, `connect()` opens the other end. Every
-    relay's listener waits in one shared acceptor thread (a pool of thousands of nodes has
-    thousands of frontend ports); each connection gets a thread per direction."""
+class _Listening:
+    """A listener that waits in the one shared acceptor thread (a pool of thousands of nodes
+    has thousands of frontend ports) and calls `accept` when a client arrives; `connect()`
+    opens the machine's end, `admits` says which clients may pass."""
 
     def __init__(self, listener: socket.socket, connect: Callable[[], socket.socket], name: str,
                  admits: Admits = _everyone):
@@ -41,6 +41,13 @@ class Relay:
         self.admits = admits
         listener.setblocking(False)
         _ACCEPTOR.add(listener, self.accept)
+
+    def accept(self) -> None:
+        raise NotImplementedError
+
+
+class Relay(_Listening):
+    """TCP: for each connection, `connect()` opens the other end; a thread per direction."""
 
     def accept(self) -> None:
         try:
@@ -72,21 +79,16 @@ class Relay:
         self.listener.close()
 
 
-class DatagramRelay:
+class DatagramRelay(_Listening):
     """UDP: each client (address, port) gets a socket of its own toward the machine, made
     by `connect()`, so the machine's replies go back to that client from the frontend
     port; a flow idle for UDP_IDLE seconds is forgotten. All in the acceptor thread."""
 
     def __init__(self, listener: socket.socket, connect: Callable[[], socket.socket], name: str,
                  admits: Admits = _everyone):
-        self.listener = listener
-        self.connect = connect
-        self.name = name
-        self.admits = admits
         self._flows: dict[tuple, tuple[socket.socket, float]] = {}
         self._lock = threading.Lock()  # close() comes from another thread
-        listener.setblocking(False)
-        _ACCEPTOR.add(listener, self.accept)
+        super().__init__(listener, connect, name, admits)  # last: the acceptor may call accept at once
 
     def accept(self) -> None:
         with self._lock:
