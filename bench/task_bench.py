@@ -2,23 +2,37 @@
 the same machine as the peer. Prints its figures.
 
 - end to end: 10,000 trivial tasks (`true`, each a real process on a node) submitted with
-  `create_tasks` (collections of 100) to a 4-node pool, until all are completed, as tasks
-  per second (target: at least 500)
+  `create_tasks` (collections of 100) to a 4-node pool of 16 slots a node, until all are
+  completed, as tasks per second (target: at least 500)
+- the same under load: 16 clients (threads, each its own SDK client) listing the job's first
+  page of 100 tasks again and again for the whole run; the ratio to idle (target: at least
+  0.8) and the requests per second they were served
+- the same with 4 slots a node instead of 16 (16 concurrent tasks): the ratio (target: at
+  least 0.8, so a slot freed by an exit is refilled at once, not at a later pass)
+- Ray's throughput for the same 10,000 subprocess tasks (`ray`, installed with the test
+  extra, on this machine with its default CPUs), and the ratios idle and under load
+  (target: Batchyard at least 1.5x Ray)
 - dependency latency: a chain of tasks each depending on the one before; the time from a
   task's end to the start of the next, median and worst (target: under 50 ms)
 - the same 10,000-job workload through Slurm (Debian's slurm-wlm, single host, set up by
   ../shared/peers/slurm-bench.sh), and the ratio (target: faster than Slurm)
 
-Usage: bench/task_bench.py [--tasks 10000] [--chain 50] [--no-slurm] [--slurm-array-only]
-(Slurm's side takes about 7 minutes for 10,000 jobs, half with --slurm-array-only.)
+Usage: bench/task_bench.py [--tasks 10000] [--chain 50] [--listers 16] [--no-ray] [--no-slurm]
+[--slurm-array-only]
+(Slurm's side takes about 7 minutes for 10,000 jobs, half with --slurm-array-only.) The
+machine's load average is printed with the figures: wall-clock rates on a shared machine
+are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,31 +43,89 @@ from conftest import Clients, Server, pool_settled  # noqa: E402
 NODES = 4
 VM_SIZE = "standard_d4s_v3"  # 4 cores: up to 16 task slots a node
 SLOTS = 16
+FEW_SLOTS = 4
 
 
-def make_pool(batch) -> None:
+def make_pool(batch, pool_id: str, slots: int) -> None:
     image = next(iter(batch.list_supported_images()))
     ref = image.image_reference
-    batch.create_pool({"id": "bench", "vmSize": VM_SIZE, "targetDedicatedNodes": NODES, "taskSlotsPerNode": SLOTS,
+    batch.create_pool({"id": pool_id, "vmSize": VM_SIZE, "targetDedicatedNodes": NODES, "taskSlotsPerNode": slots,
                        "virtualMachineConfiguration": {"imageReference": {"publisher": ref.publisher,
                                                                           "offer": ref.offer, "sku": ref.sku},
                                                        "nodeAgentSKUId": image.node_agent_sku_id}})
-    pool_settled(batch, "bench")
+    pool_settled(batch, pool_id)
 
 
-def throughput(batch, count: int) -> float:
-    batch.create_job({"id": "throughput", "poolInfo": {"poolId": "bench"}})
+def throughput(batch, job_id: str, pool_id: str, count: int) -> float:
+    batch.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
+    return run_tasks(batch, job_id, count)
+
+
+def run_tasks(batch, job_id: str, count: int) -> float:
+    """Tasks per second, from the first collection sent to the last task completed."""
     tasks = [{"id": f"t{i}", "commandLine": "true"} for i in range(count)]
     start = time.perf_counter()
-    batch.create_tasks("throughput", tasks, max_concurrency=4)
+    batch.create_tasks(job_id, tasks, max_concurrency=4)
     submitted = time.perf_counter() - start
-    while batch.get_job_task_counts("throughput").task_counts.completed < count:
+    while batch.get_job_task_counts(job_id).task_counts.completed < count:
         time.sleep(0.2)
     elapsed = time.perf_counter() - start
-    counts = batch.get_job_task_counts("throughput").task_counts
+    counts = batch.get_job_task_counts(job_id).task_counts
     assert counts.succeeded == count, counts
-    print(f"submitted {count} tasks in {submitted:.2f} s ({count / submitted:.0f}/s)")
-    return elapsed
+    print(f"  {job_id}: submitted {count} tasks in {submitted:.2f} s ({count / submitted:.0f}/s), "
+          f"all completed in {elapsed:.2f} s   (load average {os.getloadavg()[0]:.1f})")
+    return count / elapsed
+
+
+def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers: int) -> tuple[float, float]:
+    """Throughput while `listers` clients list the job's first page of 100 tasks without
+    pause; returns (tasks/s, list requests/s served)."""
+    batch.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
+    stop = threading.Event()
+    served = [0] * listers
+
+    def lister(i: int) -> None:
+        client = Clients(info).batch_key  # its own connection pool, as a separate client has
+        while not stop.is_set():
+            list(next(iter(client.list_tasks(job_id, max_results=100).by_page())))
+            served[i] += 1
+
+    threads = [threading.Thread(target=lister, args=(i,), daemon=True) for i in range(listers)]
+    for thread in threads:
+        thread.start()
+    start = time.perf_counter()
+    try:
+        rate = run_tasks(batch, job_id, count)
+    finally:
+        stop.set()
+        elapsed = time.perf_counter() - start
+        for thread in threads:
+            thread.join()
+    return rate, sum(served) / elapsed
+
+
+def ray_throughput(count: int) -> float:
+    """The same trivial tasks as Ray tasks that each run `true` as a subprocess, on a local
+    Ray started with its defaults (one worker per CPU); from the first submit to the last
+    result, workers warmed up first as the pool's nodes are."""
+    import ray
+
+    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        @ray.remote
+        def trivial() -> int:
+            return subprocess.run(["true"]).returncode
+
+        ray.get([trivial.remote() for _ in range(100)])
+        start = time.perf_counter()
+        codes = ray.get([trivial.remote() for _ in range(count)])
+        elapsed = time.perf_counter() - start
+        assert codes == [0] * count
+        print(f"  ray {ray.__version__} ({int(ray.cluster_resources().get('CPU', 0))} CPUs): {count} tasks in "
+              f"{elapsed:.2f} s   (load average {os.getloadavg()[0]:.1f})")
+        return count / elapsed
+    finally:
+        ray.shutdown()
 
 
 def dependency_latency(batch, length: int) -> list[float]:
@@ -72,18 +144,30 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--chain", type=int, default=50)
+    parser.add_argument("--listers", type=int, default=16)
+    parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--no-slurm", action="store_true")
     parser.add_argument("--slurm-array-only", action="store_true", help="skip Slurm's loop of sbatch (halves its time)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as tmp, Server(Path(tmp) / "data") as server:
         batch = Clients(server.info).batch_key
-        make_pool(batch)
-        elapsed = throughput(batch, args.tasks)
-        rate = args.tasks / elapsed
-        print(f"Batchyard: {args.tasks} tasks end to end in {elapsed:.2f} s = {rate:.0f} tasks/s   target >= 500")
+        make_pool(batch, "bench", SLOTS)
+        make_pool(batch, "bench4", FEW_SLOTS)
+        rate = throughput(batch, "idle", "bench", args.tasks)
+        loaded, requests = under_load(server.info, batch, "loaded", "bench", args.tasks, args.listers)
+        few = throughput(batch, "few-slots", "bench4", args.tasks)
         gaps = dependency_latency(batch, args.chain)
-        print(f"dependency latency over a chain of {args.chain}: median {statistics.median(gaps) * 1000:.1f} ms, "
-              f"worst {max(gaps) * 1000:.1f} ms   target < 50 ms")
+    print(f"Batchyard: {args.tasks} tasks end to end, {NODES} nodes of {SLOTS} slots: {rate:.0f} tasks/s   "
+          f"target >= 500")
+    print(f"  under {args.listers} clients listing tasks ({requests:.0f} pages of 100 served a second): "
+          f"{loaded:.0f} tasks/s = {loaded / rate:.2f} of idle   target >= 0.8")
+    print(f"  {FEW_SLOTS} slots a node instead of {SLOTS}: {few:.0f} tasks/s = {few / rate:.2f}   target >= 0.8")
+    print(f"dependency latency over a chain of {args.chain}: median {statistics.median(gaps) * 1000:.1f} ms, "
+          f"worst {max(gaps) * 1000:.1f} ms   target < 50 ms")
+    if not args.no_ray:
+        ray_rate = ray_throughput(args.tasks)
+        print(f"Ray: {args.tasks} subprocess tasks: {ray_rate:.0f} tasks/s; Batchyard / Ray: idle "
+              f"{rate / ray_rate:.2f}x, under load {loaded / ray_rate:.2f}x   target >= 1.5x")
     if args.no_slurm:
         return
     from slurm_peer import run_slurm
