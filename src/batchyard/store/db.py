@@ -1,7 +1,11 @@
 """One SQLite database per data directory, with forward-only schema migrations.
 
-A single connection guarded by a lock: SQLite serialises writers anyway, and this keeps
-every statement (and every transaction) atomic with respect to the server's threads.
+One connection per thread, in WAL mode: a read never waits for a write (it reads the last
+committed state), and a write never waits for a read. Writers take turns through one lock
+(SQLite has one writer at a time anyway): a transaction is atomic with respect to the
+server's threads, and a write made inside it is seen by the reads of its own thread only.
+So the scheduler's writes (and their fsyncs) never hold up the API's lists, and the API's
+lists never hold up the scheduler.
 """
 
 from __future__ import annotations
@@ -132,45 +136,70 @@ class Database:
         self.path = path
         # SQLite gives the -wal and -shm files the database file's mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a write the API has acknowledged survives a power cut or a kernel crash, not
-        # only a killed process (NORMAL in WAL mode may lose the last commits then). It costs
-        # an fsync per transaction; the scheduler writes once per pass, so it is not felt.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        # Deleted and overwritten rows are zeroed, so a replaced secret leaves no copy behind.
-        self._conn.execute("PRAGMA secure_delete=ON")
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        self._conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
         self._migrate()
 
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on its first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._connections_lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the database is closed")
+            # the connections of threads that have ended (idle workers leave the pool)
+            for thread in [t for t in self._connections if not t.is_alive()]:
+                self._connections.pop(thread).close()
+            # check_same_thread off only so that these closes and close() may close it
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._connections[threading.current_thread()] = conn
+        conn.row_factory = sqlite3.Row
+        # FULL: a write the API has acknowledged survives a power cut or a kernel crash, not
+        # only a killed process (NORMAL in WAL mode may lose the last commits then). It costs
+        # an fsync per transaction; the scheduler batches its writes per pass, so it is not felt.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted and overwritten rows are zeroed, so a replaced secret leaves no copy behind.
+        conn.execute("PRAGMA secure_delete=ON")
+        return conn
+
     def _migrate(self) -> None:
-        with self.transaction():
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in filter(str.strip, script.split(";")):
-                    self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version = {number}")
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Everything inside commits together or not at all."""
-        with self._lock:
-            if self._conn.in_transaction:  # nested: join the outer transaction
-                yield self._conn
+        conn = self._conn
+        with self._write_lock:
+            if conn.in_transaction:  # nested: join the outer transaction
+                yield conn
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        """The last committed state, or this thread's own transaction's."""
+        return self._conn.execute(sql, params).fetchall()
 
     def execute(self, sql: str, params: tuple | dict = ()) -> int:
         with self.transaction() as conn:
@@ -190,10 +219,13 @@ class Database:
     def compact(self) -> None:
         """Rewrites the file and empties the write-ahead log: nothing of old rows stays in
         free pages (used once plaintext secrets have been sealed)."""
-        with self._lock:
+        with self._write_lock:
             self._conn.execute("VACUUM")
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._write_lock, self._connections_lock:
+            self._closed = True
+            for conn in self._connections.values():
+                conn.close()
+            self._connections.clear()
