@@ -96,7 +96,7 @@ def test_start_task_without_wait_leaves_node_idle_at_once(world):
     w = world(Script("*boot*", 1, 0.3))
     w.pool("p", startTask={"commandLine": "boot", "waitForSuccess": False})
     _, nodes = w.settled("p")
-    until(lambda: w.nodes("p")[0].body["startTaskInfo"]["state"] == "completed")
+    until(lambda: w.nodes("p")[0].body.get("startTaskInfo", {}).get("state") == "completed")  # launched just after idle
     assert w.nodes("p")[0].state == "idle"  # a failed start task it did not wait for changes nothing
 
 
@@ -131,6 +131,31 @@ def test_task_retries_and_exit_code(world):
     assert bad.body["executionInfo"]["result"] == "failure"
     assert good.body["executionInfo"]["result"] == "success"
     assert sum(r.command_line == "fail now" for r in w.provider.commands) == 4
+
+
+def test_an_exit_fills_its_slot_without_a_pass(world):
+    """A slot freed by a task's exit is filled by that exit, not by the scheduler's next pass:
+    with the loop stopped, ending the running task starts the next one before the end is
+    even reported back, and the next one's own exit is recorded the same way."""
+    w = world(Script("hold*", 0, 3600))
+    w.pool("p", dedicated=1, taskSlotsPerNode=1)
+    w.settled("p")
+    w.job("j", "p")
+    w.task("j", "first", "hold first")
+    w.task("j", "second", "quick second")
+    until(lambda: w.services.tasks.get(w.account, "j", "first").state == "running")
+    scheduler = w.services.scheduler
+    scheduler.stop_loop()  # no pass from here on
+    assert w.services.tasks.get(w.account, "j", "second").state == "active"  # one slot, taken
+    [held] = [r for r in w.provider.commands if r.command_line == "hold first"]
+    w.provider.end(held, 0)  # the exit's callback runs on this thread
+    [quick] = [r for r in w.provider.commands if r.command_line == "quick second"]
+    assert quick.started >= held.ended
+    assert w.services.tasks.get(w.account, "j", "first").body["executionInfo"]["result"] == "success"
+    second = w.finished("j", "second")  # its exit came on the fake's timer thread
+    assert second.body["executionInfo"]["result"] == "success"
+    node = until(lambda: (n := w.nodes("p")[0]).state == "idle" and n)  # written just after the task
+    assert node.body["totalTasksRun"] == 2 and node.body["runningTasksCount"] == 0
 
 
 def test_spread_and_pack(world):

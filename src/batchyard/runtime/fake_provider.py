@@ -229,6 +229,11 @@ class FakeProvider(MachineProvider):
         self.lost_listeners: list[Callable[[list[str]], None]] = []
         self._lock = threading.RLock()
 
+    def end(self, ran: Ran, code: int = 0) -> None:
+        """Ends a running command now, as if it exited with `code`, on the caller's thread (for
+        tests that put events in an order)."""
+        self.command_runner(ran.machine)._end(ran.command_id, code)
+
     def rule_for(self, command_line: str) -> Script:
         return next((s for s in self.scripts if fnmatch.fnmatchcase(command_line, s.pattern)), Script("*"))
 

@@ -1,6 +1,8 @@
 """The task scheduler: runs each job's tasks on the nodes of its pool, as Azure Batch does.
 
-One loop, woken when tasks are added, tasks end, nodes change or jobs change, makes a pass:
+A task's exit is recorded, and the slot it frees filled, at once on the thread that saw the
+exit (see `_refill`): trivial tasks wait on the machine, not on the next pass. One loop,
+woken when tasks are added, tasks end, nodes change or jobs change, makes a pass:
 1. records the tasks that ended (exit code, retries, exit conditions, dependents), and the
    start tasks and preparation/release tasks that ended (node_agent.py, side_tasks.py);
 2. ends tasks past their maxWallClockTime;
@@ -81,6 +83,8 @@ class Scheduler(PokedLoop):
         self.unmet: dict[str, dict[str, set[str]]] = {}  # job -> task -> dependencies not yet satisfied
         self.dependents: dict[str, dict[str, set[str]]] = {}  # job -> dependency -> tasks waiting on it
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
+        self._freed: set[tuple[str, str]] = set()  # nodes with slots freed since the last dispatch
+        self.closing = False  # the service is stopping: exits start nothing more
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
         self.uploads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="output-files")
         self.transfers: Transfers | None = None  # resource and output files (storage_files.py), set by bootstrap
@@ -101,6 +105,7 @@ class Scheduler(PokedLoop):
         self.start_loop()
 
     def stop(self) -> None:
+        self.closing = True
         self.stop_loop()
         self.downloads.shutdown(wait=False, cancel_futures=True)
         self.uploads.shutdown(wait=False, cancel_futures=True)
@@ -115,6 +120,7 @@ class Scheduler(PokedLoop):
         jobs = self.jobs.all_jobs()
         for job in jobs:
             self._advance_job(job)  # changes the job objects in place, so _dispatch sees it
+        self._freed.clear()  # this pass offers every free slot
         self._dispatch(jobs)
         self._remove_expired_directories()
         self._flush_nodes()
@@ -172,7 +178,7 @@ class Scheduler(PokedLoop):
                 self.uploads.submit(self._upload_then_record, key, attempt, outcome)
                 return
             self.ended.put((key, attempt, outcome))
-            self.poke()
+            self._refill()
         return record
 
     def _upload_then_record(self, key: tuple, attempt: int, outcome: Exit) -> None:
@@ -191,7 +197,33 @@ class Scheduler(PokedLoop):
                     self.upload_failures[(*key, attempt)] = failure
         finally:
             self.ended.put((key, attempt, outcome))
-            self.poke()
+            self._refill()
+
+    def _refill(self) -> None:
+        """Record the exits waiting on the queue and fill the slots they free, now, on the
+        thread that saw the exit, without waiting for the loop's next pass. Whoever holds
+        the lock takes every exit queued so far: exits that come while it works wait for it
+        and cost one write together, not one each. An exit reported from inside the
+        scheduler's own work (a kill, on a provider that reports it at once) is left to the
+        pass or refill under way; once the service is stopping, nothing more is started."""
+        if not self.closing and not self.lock._is_owned():
+            with self.lock:
+                if not self.closing:
+                    try:
+                        self._record_and_refill()
+                    except Exception:  # the loop's pass takes what is left on the queue
+                        log.exception("refilling freed task slots failed")
+        self.poke()  # the rest of a pass: job completion, start tasks, what a full disk left
+
+    def _record_and_refill(self) -> None:
+        if self.ended.empty():
+            return  # a thread that held the lock before took them
+        self._record_ended()
+        freed, self._freed = self._freed, set()
+        pools = {pool_key for pool_key, _ in freed}
+        if pools:
+            self._dispatch([j for j in self.jobs.all_jobs() if j.internal["pool_key"] in pools], freed)
+        self._flush_nodes()
 
     def _record_ended(self) -> None:
         finished: list[tuple[Running, int]] = []
@@ -258,6 +290,7 @@ class Scheduler(PokedLoop):
         if self.running.pop((run.job_key, run.task_key), None) is None:
             return
         self.load[run.node] = max(0, self.load.get(run.node, 0) - run.slots)
+        self._freed.add(run.node)
         self._node_counters(run.node, finished=True)
         for partner in run.partners:
             self._free(partner)
@@ -440,7 +473,8 @@ class Scheduler(PokedLoop):
 
     # dispatching ---------------------------------------------------------------------------------
 
-    def _dispatch(self, jobs: list[Resource]) -> None:
+    def _dispatch(self, jobs: list[Resource], only: set[tuple[str, str]] | None = None) -> None:
+        """only: offer only these nodes' free slots, (pool key, node id) (the nodes exits freed)."""
         by_pool: dict[str, list[Resource]] = {}
         for job in jobs:
             if job.body["state"] == "active":
@@ -450,13 +484,15 @@ class Scheduler(PokedLoop):
             if pool is None or pool.body["state"] != "active":
                 continue
             pool_jobs.sort(key=lambda j: (-j.body.get("priority", 0), j.body["creationTime"]))
-            self._dispatch_pool(pool, pool_jobs)
+            self._dispatch_pool(pool, pool_jobs, only)
 
-    def _dispatch_pool(self, pool: Resource, jobs: list[Resource]) -> None:
+    def _dispatch_pool(self, pool: Resource, jobs: list[Resource], only: set[tuple[str, str]] | None = None) -> None:
         pool_key = pool.id.lower()
         per_node = pool.body["taskSlotsPerNode"]
         pack = pool.body.get("taskSchedulingPolicy", {}).get("nodeFillType") == "pack"
-        nodes = {n.id: n for n in self.nodes.list(pool_key)
+        offered = self.nodes.list(pool_key) if only is None else \
+            [n for n in (self.nodes.get(*key) for key in only if key[0] == pool_key) if n is not None]
+        nodes = {n.id: n for n in offered
                  if n.state in ("idle", "running") and n.body.get("schedulingState", "enabled") == "enabled"}
         free_on_pool = {node_id: per_node - self.load.get((pool_key, node_id), 0) for node_id in nodes}
         if sum(max(0, f) for f in free_on_pool.values()) <= 0:
