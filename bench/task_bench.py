@@ -4,9 +4,9 @@ the same machine as the peer. Prints its figures.
 - end to end: 10,000 trivial tasks (`true`, each a real process on a node) submitted with
   `create_tasks` (collections of 100) to a 4-node pool of 16 slots a node, until all are
   completed, as tasks per second (target: at least 500)
-- the same under load: 16 clients (threads, each its own SDK client) listing the job's first
-  page of 100 tasks again and again for the whole run; the ratio to idle (target: at least
-  0.8) and the requests per second they were served
+- the same under load: 16 clients (each its own process and SDK client) listing the job's
+  first page of 100 tasks again and again for the whole run; the ratio to idle (target: at
+  least 0.8) and the requests per second they were served
 - the same with 4 slots a node instead of 16 (16 concurrent tasks): the ratio (target: at
   least 0.8, so a slot freed by an exit is refilled at once, not at a later pass)
 - Ray's throughput for the same 10,000 subprocess tasks (`ray`, installed with the test
@@ -27,12 +27,12 @@ are noisy.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -77,31 +77,45 @@ def run_tasks(batch, job_id: str, count: int) -> float:
     return count / elapsed
 
 
+def _lister(info: dict, job_id: str, ready, stop, served) -> None:
+    """One listing client in its own process: the job's first page of 100 tasks, again and
+    again, until told to stop."""
+    client = Clients(info).batch_key
+    first = True
+    while not stop.is_set():
+        list(next(iter(client.list_tasks(job_id, max_results=100).by_page())))
+        with served.get_lock():
+            served.value += 1
+        if first:
+            ready.release()
+            first = False
+
+
 def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers: int) -> tuple[float, float]:
-    """Throughput while `listers` clients list the job's first page of 100 tasks without
-    pause; returns (tasks/s, list requests/s served)."""
+    """Throughput while `listers` clients, each its own process (as separate clients are:
+    they do not share an interpreter with each other or with this one), list the job's
+    first page of 100 tasks without pause; returns (tasks/s, list requests/s served). The
+    clock starts once every client has been answered once (their start-up is not counted)."""
     batch.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
-    stop = threading.Event()
-    served = [0] * listers
-
-    def lister(i: int) -> None:
-        client = Clients(info).batch_key  # its own connection pool, as a separate client has
-        while not stop.is_set():
-            list(next(iter(client.list_tasks(job_id, max_results=100).by_page())))
-            served[i] += 1
-
-    threads = [threading.Thread(target=lister, args=(i,), daemon=True) for i in range(listers)]
-    for thread in threads:
-        thread.start()
-    start = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop, served = spawn.Semaphore(0), spawn.Event(), spawn.Value("q", 0)
+    clients = [spawn.Process(target=_lister, args=(info, job_id, ready, stop, served), daemon=True)
+               for _ in range(listers)]
+    for client in clients:
+        client.start()
     try:
+        for _ in clients:
+            ready.acquire()
+        before, start = served.value, time.perf_counter()
         rate = run_tasks(batch, job_id, count)
+        requests = (served.value - before) / (time.perf_counter() - start)
     finally:
         stop.set()
-        elapsed = time.perf_counter() - start
-        for thread in threads:
-            thread.join()
-    return rate, sum(served) / elapsed
+        for client in clients:
+            client.join(timeout=30)
+            if client.is_alive():
+                client.kill()
+    return rate, requests
 
 
 def ray_throughput(count: int) -> float:

@@ -108,6 +108,8 @@ class Settings:
     header_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_HEADER_TIMEOUT", 30))
     keep_alive_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_KEEP_ALIVE_TIMEOUT", 120))
     max_header_bytes: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_HEADER_BYTES", 64 * 1024)))
+    # Pages of tasks and nodes rendered at once; more wait their turn (api/batch/router.py).
+    list_concurrency: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_CONCURRENCY", 2)))
 
     @staticmethod
     def default_batch_host_suffix() -> str:

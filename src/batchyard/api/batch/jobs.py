@@ -103,7 +103,7 @@ async def list_tasks(ctx: BatchContext) -> Response:
     tasks = ctx.services.tasks.in_id_order(ctx.account, job_id, ctx.query.get("$skiptoken"), state)
     views = (task_view(ctx, job_id, t) for t in tasks)
     # the page is read lazily from the store: in a worker thread, like every store call
-    return await ctx.call(ordered_listing, ctx, "tasks", views)
+    return await ctx.call_listing(ordered_listing, ctx, "tasks", views)
 
 
 async def get_task(ctx: BatchContext) -> Response:

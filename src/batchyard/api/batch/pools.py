@@ -107,7 +107,7 @@ async def list_nodes(ctx: BatchContext) -> Response:
     nodes = ctx.services.pools.nodes_in_id_order(ctx.account, pool_id, ctx.query.get("$skiptoken"))
     views = (node_view(ctx, pool_id, n) for n in nodes)
     # the page is read lazily from the store: in a worker thread, like every store call
-    return await ctx.call(ordered_listing, ctx, "nodes", views)
+    return await ctx.call_listing(ordered_listing, ctx, "nodes", views)
 
 
 async def get_node(ctx: BatchContext) -> Response:

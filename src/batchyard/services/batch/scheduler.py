@@ -85,6 +85,7 @@ class Scheduler(PokedLoop):
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
         self._freed: set[tuple[str, str]] = set()  # nodes with slots freed since the last dispatch
         self.closing = False  # the service is stopping: exits start nothing more
+        self._deferred: list | None = None  # a refill's tasks to start once they are stored
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
         self.uploads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="output-files")
         self.transfers: Transfers | None = None  # resource and output files (storage_files.py), set by bootstrap
@@ -205,33 +206,56 @@ class Scheduler(PokedLoop):
         the lock takes every exit queued so far: exits that come while it works wait for it
         and cost one write together, not one each. An exit reported from inside the
         scheduler's own work (a kill, on a provider that reports it at once) is left to the
-        pass or refill under way; once the service is stopping, nothing more is started."""
+        pass or refill under way; once the service is stopping, nothing more is started.
+        The loop's pass is called for only when an exit needs more than this (a job to move
+        on, a start task, an exit the full disk kept back)."""
+        needs_pass = True
         if not self.closing and not self.lock._is_owned():
             with self.lock:
                 if not self.closing:
                     try:
-                        self._record_and_refill()
+                        needs_pass = self._record_and_refill()
                     except Exception:  # the loop's pass takes what is left on the queue
                         log.exception("refilling freed task slots failed")
-        self.poke()  # the rest of a pass: job completion, start tasks, what a full disk left
+        if needs_pass:
+            self.poke()
 
-    def _record_and_refill(self) -> None:
+    def _record_and_refill(self) -> bool:
+        """True when the loop's pass is needed as well."""
         if self.ended.empty():
-            return  # a thread that held the lock before took them
-        self._record_ended()
+            return False  # a thread that held the lock before took them
+        needs_pass = self._record_ended()
         freed, self._freed = self._freed, set()
         pools = {pool_key for pool_key, _ in freed}
-        if pools:
-            self._dispatch([j for j in self.jobs.all_jobs() if j.internal["pool_key"] in pools], freed)
-        self._flush_nodes()
+        self._deferred = []
+        try:
+            with self.store.db.transaction():  # the tasks started and the nodes' counts: one write
+                if pools:
+                    self._dispatch([j for j in self.jobs.all_jobs() if j.internal["pool_key"] in pools], freed)
+                self._flush_nodes()
+        except Exception:
+            for job, task, pool, node in self._deferred:  # not stored as started: not started
+                self._free(self.running[(task.job_key, task.key)])
+            raise
+        finally:
+            deferred, self._deferred = self._deferred, None
+        for launch in deferred:
+            self._launch(*launch)
+        return needs_pass or not self.ended.empty()
 
-    def _record_ended(self) -> None:
+    def _record_ended(self) -> bool:
+        """True when a recorded exit needs the rest of a pass: a side, multi-instance or start
+        task's, or a task whose job is no longer simply active (a job to terminate, disable
+        or complete), or one the full disk kept back."""
+        needs_pass = False
         finished: list[tuple[Running, int]] = []
         while True:
             try:
                 key, attempt, outcome = self.ended.get_nowait()
             except queue.Empty:
                 break
+            if key[0] in ("side", "multi", "start"):
+                needs_pass = True
             if key[0] == "side":
                 self.side.record(key, attempt, outcome)
                 continue
@@ -260,12 +284,16 @@ class Scheduler(PokedLoop):
                     continue
                 self._finish(job, task, run, outcome)
                 changed.append(task)
+            if job is None or job.body["state"] != "active" or \
+                    job.body.get("onAllTasksComplete", "noaction") != "noaction":
+                needs_pass = True
             try:
                 self.store.update(changed)
             except Exception as exc:
                 if not is_disk_full(exc):
                     raise
                 self._keep_for_next_pass(runs)
+                needs_pass = True
                 continue
             for run, _ in runs:
                 task = tasks.get(run.task_key)
@@ -275,6 +303,7 @@ class Scheduler(PokedLoop):
             for task in changed:
                 if task.state == "completed" and task.internal.get("satisfies"):
                     self._release_dependents(job_key, task.key)
+        return needs_pass
 
     def _keep_for_next_pass(self, runs: list[tuple[Running, Exit]]) -> None:
         """The disk is full and these exits could not be stored: they go back on the queue,
@@ -531,7 +560,10 @@ class Scheduler(PokedLoop):
                     self.multi.reserve(job, task, pool, [nodes[n] for n in chosen], Running)
             self.store.update(launched)
             for task in launched:
-                self._launch(job, task, pool, nodes[task.internal["node"]["id"]])
+                if self._deferred is not None:
+                    self._deferred.append((job, task, pool, nodes[task.internal["node"]["id"]]))
+                else:
+                    self._launch(job, task, pool, nodes[task.internal["node"]["id"]])
 
     @staticmethod
     def _choose_node(free: dict[str, int], slots: int, pack: bool) -> str | None:
