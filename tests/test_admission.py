@@ -7,11 +7,12 @@ import select
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from conftest import Server
+from conftest import Clients, Server
 
 
 HUGE = (10**9, 2**31, 2**63, 10**30)
@@ -200,3 +201,21 @@ def test_oversized_integers_are_refused_on_arm_too(clients):
     assert refused_arm(compute.disks.begin_grant_access, "admission", "upload",
                        {"access": "Write", "durationInSeconds": 2**31}) == "durationInSeconds"
     assert {d.name for d in compute.disks.list_by_resource_group("admission")} == {"upload"}
+
+
+def test_pages_of_lists_wait_their_turn_and_all_come(tmp_path_factory):
+    """Pages of tasks and nodes are rendered at most BATCHYARD_LIST_CONCURRENCY at once (so a
+    crowd of listing clients cannot take the whole interpreter from the scheduler); with
+    one at a time, 16 clients listing together each get every page, whole and in order."""
+    with Server(tmp_path_factory.mktemp("lists") / "data", extra_env={"BATCHYARD_LIST_CONCURRENCY": "1"}) as srv:
+        batch = Clients(srv.info).batch_key
+        batch.create_job({"id": "listed", "poolInfo": {"poolId": "nowhere"}})
+        ids = [f"t{i:03d}" for i in range(250)]
+        batch.create_tasks("listed", [{"id": i, "commandLine": "true"} for i in ids])
+        def listing(_) -> list[str]:
+            client = Clients(srv.info).batch_key  # each its own connections, as separate clients
+            return [t.id for t in client.list_tasks("listed", max_results=100)]
+
+        with ThreadPoolExecutor(16) as pool:
+            listings = list(pool.map(listing, range(16)))
+        assert listings == [ids] * 16

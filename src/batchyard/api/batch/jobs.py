@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from ...services.errors import ServiceError
 from ...services.batch.odata import required_value
-from .rendering import listing, ordered_listing, single
+from .rendering import listing, ordered_listing, page_rows, single
 from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, error_values
 
 JOB = "/jobs/{jobId}"
@@ -100,7 +100,8 @@ def _add_result(ctx: BatchContext, item, outcome) -> dict:
 async def list_tasks(ctx: BatchContext) -> Response:
     job_id = ctx.params["jobId"]
     state = required_value(ctx.query.get("$filter"), "state")
-    tasks = ctx.services.tasks.in_id_order(ctx.account, job_id, ctx.query.get("$skiptoken"), state)
+    tasks = ctx.services.tasks.in_id_order(ctx.account, job_id, ctx.query.get("$skiptoken"), state,
+                                           chunk=page_rows(ctx))
     views = (task_view(ctx, job_id, t) for t in tasks)
     # the page is read lazily from the store: in a worker thread, like every store call
     return await ctx.call_listing(ordered_listing, ctx, "tasks", views)

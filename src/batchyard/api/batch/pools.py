@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from ...services.batch.odata import apply_select
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput
-from .rendering import listing, ordered_listing, single
+from .rendering import listing, ordered_listing, page_rows, single
 from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, entity_response
 
 POOL = "/pools/{poolId}"
@@ -104,7 +104,7 @@ async def evaluate_autoscale(ctx: BatchContext) -> Response:
 
 async def list_nodes(ctx: BatchContext) -> Response:
     pool_id = ctx.params["poolId"]
-    nodes = ctx.services.pools.nodes_in_id_order(ctx.account, pool_id, ctx.query.get("$skiptoken"))
+    nodes = ctx.services.pools.nodes_in_id_order(ctx.account, pool_id, ctx.query.get("$skiptoken"), page_rows(ctx))
     views = (node_view(ctx, pool_id, n) for n in nodes)
     # the page is read lazily from the store: in a worker thread, like every store call
     return await ctx.call_listing(ordered_listing, ctx, "nodes", views)

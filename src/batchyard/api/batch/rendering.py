@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from starlette.responses import JSONResponse, Response
 
-from ...services.batch.odata import apply_select, ordered_page, page
+from ...services.batch.odata import apply_select, ordered_page, page, parse_max_results
 from ...services.batch.pools import check_conditions
 from .router import ODATA_JSON, BatchContext, entity_response
 
@@ -25,6 +25,12 @@ def ordered_listing(ctx: BatchContext, collection: str, ordered: Iterable[dict],
     read lazily: only as far as the page goes."""
     key = key or _sort_key
     return _rendered(ctx, collection, *ordered_page(ordered, ctx.query, key))
+
+
+def page_rows(ctx: BatchContext) -> int:
+    """Rows to read from the store at a time for a page: the page and one more (which says
+    whether a next page exists). A page of 100 tasks decodes 101, not a chunk of 500."""
+    return parse_max_results(ctx.query.get("maxresults")) + 1
 
 
 def _rendered(ctx: BatchContext, collection: str, found: list[dict], next_token: str | None) -> Response:

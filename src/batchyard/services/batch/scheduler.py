@@ -86,6 +86,8 @@ class Scheduler(PokedLoop):
         self._freed: set[tuple[str, str]] = set()  # nodes with slots freed since the last dispatch
         self.closing = False  # the service is stopping: exits start nothing more
         self._deferred: list | None = None  # a refill's tasks to start once they are stored
+        self._refilling = False  # a refill holds the lock (and looks at the queue again after)
+        self._kept_back = False  # the last refill put exits back on the queue (the disk is full)
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
         self.uploads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="output-files")
         self.transfers: Transfers | None = None  # resource and output files (storage_files.py), set by bootstrap
@@ -202,26 +204,43 @@ class Scheduler(PokedLoop):
 
     def _refill(self) -> None:
         """Record the exits waiting on the queue and fill the slots they free, now, on the
-        thread that saw the exit, without waiting for the loop's next pass. Whoever holds
-        the lock takes every exit queued so far: exits that come while it works wait for it
-        and cost one write together, not one each. An exit reported from inside the
-        scheduler's own work (a kill, on a provider that reports it at once) is left to the
-        pass or refill under way; once the service is stopping, nothing more is started.
-        The loop's pass is called for only when an exit needs more than this (a job to move
-        on, a start task, an exit the full disk kept back)."""
-        needs_pass = True
-        if not self.closing and not self.lock._is_owned():
-            with self.lock:
-                if not self.closing:
-                    try:
-                        needs_pass = self._record_and_refill()
-                    except Exception:  # the loop's pass takes what is left on the queue
-                        log.exception("refilling freed task slots failed")
-        if needs_pass:
+        thread that saw the exit, without waiting for the loop's next pass.
+
+        A thread that finds another refill under way leaves its exit on the queue and goes
+        back to reading exits at once: the refill looks at the queue again once it has let
+        the lock go, and takes every exit queued by then, so a burst of exits costs one
+        write, not one each, and a node's exits are never read one per refill. A thread that
+        finds the lock held by anything else (a pass, an API call) waits for it. An exit
+        reported from inside the scheduler's own work (a kill, on a provider that reports it
+        at once) is left to the pass or refill under way; once the service is stopping,
+        nothing more is started. The loop's pass is called for only when an exit needs more
+        than this (a job to move on, a start task, an exit the full disk kept back)."""
+        needs_pass = False
+        while not self.ended.empty() and not self.closing and not self.lock._is_owned():
+            if not self.lock.acquire(blocking=False):
+                if self._refilling:
+                    break  # that refill takes this exit when it looks at the queue again
+                self.lock.acquire()
+            try:
+                self._refilling = True
+                if self.closing:
+                    break
+                needs_pass |= self._record_and_refill()
+            except Exception:  # the loop's pass takes what is left on the queue
+                log.exception("refilling freed task slots failed")
+                needs_pass = True
+                break
+            finally:
+                self._refilling = False
+                self.lock.release()
+            if self._kept_back:
+                break  # the disk is full: the exits wait for the loop's passes
+        if needs_pass or self.lock._is_owned():
             self.poke()
 
     def _record_and_refill(self) -> bool:
         """True when the loop's pass is needed as well."""
+        self._kept_back = False
         if self.ended.empty():
             return False  # a thread that held the lock before took them
         needs_pass = self._record_ended()
@@ -241,7 +260,7 @@ class Scheduler(PokedLoop):
             deferred, self._deferred = self._deferred, None
         for launch in deferred:
             self._launch(*launch)
-        return needs_pass or not self.ended.empty()
+        return needs_pass
 
     def _record_ended(self) -> bool:
         """True when a recorded exit needs the rest of a pass: a side, multi-instance or start
@@ -310,6 +329,7 @@ class Scheduler(PokedLoop):
         their slots still held, so a later pass records them once there is room. An exit
         taken off the queue is never lost."""
         log.warning("the disk is full: %d task exits wait until they can be stored", len(runs))
+        self._kept_back = True
         for run, outcome in runs:
             self.running[(run.job_key, run.task_key)] = run
             self.load[run.node] = self.load.get(run.node, 0) + run.slots
