@@ -372,19 +372,20 @@ class Allocator(PokedLoop):
         with self.pools.lock:
             lost = [n for n in self.nodes.all() if n.internal.get("machine_key") in keys and n.state != "leavingpool"]
         for node in lost:
-            if self.scheduler is not None:
-                self.scheduler.node_interrupted(node)
+            # unusable before its tasks are requeued, under one hold of the lock: a task
+            # requeued while its node still looked idle went straight back to the lost node
             with self.pools.lock:
                 current = self.nodes.get(node.pool_key, node.id)
-                if current is None or current.state == "leavingpool":
-                    continue
-                stamp_node_state(current, "unusable")
-                current.body["errors"] = [{"code": "NodeHostLost", "errorDetails": [],
-                                           "message": "The host that ran the node left the cluster; the node is "
-                                                      "made again on another host."}]
-                current.internal["pending"] = "reimage"
-                current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
-                self.nodes.put(current)
+                if current is not None and current.state != "leavingpool":
+                    stamp_node_state(current, "unusable")
+                    current.body["errors"] = [{"code": "NodeHostLost", "errorDetails": [],
+                                               "message": "The host that ran the node left the cluster; the node "
+                                                          "is made again on another host."}]
+                    current.internal["pending"] = "reimage"
+                    current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
+                    self.nodes.put(current)
+                if self.scheduler is not None:
+                    self.scheduler.node_interrupted(node)
         self.poke()
 
     # restart -----------------------------------------------------------------------------------------
