@@ -155,7 +155,8 @@ class Scheduler(PokedLoop):
     def _satisfies(task: Task | None) -> bool:
         return task is not None and task.state == "completed" and task.internal.get("satisfies", False)
 
-    def _release_dependents(self, job_key: str, dep_key: str) -> None:
+    def _release_dependents(self, job_key: str, dep_key: str) -> bool:
+        """True when tasks became ready."""
         waiting = self.dependents.get(job_key, {}).pop(dep_key, set())
         became_ready = []
         for task_key in waiting:
@@ -171,6 +172,7 @@ class Scheduler(PokedLoop):
             for task in tasks.values():
                 task.ready = True
             self.store.update(list(tasks.values()))
+        return bool(became_ready)
 
     # ending ------------------------------------------------------------------------------------
 
@@ -264,8 +266,8 @@ class Scheduler(PokedLoop):
 
     def _record_ended(self) -> bool:
         """True when a recorded exit needs the rest of a pass: a side, multi-instance or start
-        task's, or a task whose job is no longer simply active (a job to terminate, disable
-        or complete), or one the full disk kept back."""
+        task's, a task whose job is no longer simply active (a job to terminate, disable or
+        complete) or whose dependents became ready, or one the full disk kept back."""
         needs_pass = False
         finished: list[tuple[Running, int]] = []
         while True:
@@ -320,8 +322,9 @@ class Scheduler(PokedLoop):
                         task.body["executionInfo"].get("result") == "success":
                     self._node_counters(run.node, finished=True, succeeded=True)
             for task in changed:
-                if task.state == "completed" and task.internal.get("satisfies"):
-                    self._release_dependents(job_key, task.key)
+                if task.state == "completed" and task.internal.get("satisfies") and \
+                        self._release_dependents(job_key, task.key):
+                    needs_pass = True  # they may go to any node, not only the ones this exit freed
         return needs_pass
 
     def _keep_for_next_pass(self, runs: list[tuple[Running, Exit]]) -> None:
