@@ -551,7 +551,7 @@ class Scheduler(PokedLoop):
             return
         for job in jobs:
             job_key = job.id.lower()
-            if self.store.count_runnable(job_key) == 0:
+            if not self.store.any_runnable(job_key):
                 continue
             # nodes where this job's preparation task has not succeeded yet are not offered
             free = {node_id: f for node_id, f in free_on_pool.items()
