@@ -14,6 +14,11 @@ way Azure's allocator does, with its rules:
 
 The loop itself only decides and records; making, changing and removing machines runs on
 a small pool of worker threads, so the API and the loop never wait for a machine.
+
+A pass costs what changed, not what the pools hold (Azure's pools reach thousands of nodes):
+it reads node counts the store keeps, and only the nodes whose work no worker has been
+handed yet (each node records the work it was handed, `internal["dispatched"]`, until the
+service restarts); work a node must wait for is retried from memory.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ class Allocator(PokedLoop):
         self.settings = settings
         self.storage = storage
         self._busy: set[tuple[str, str]] = set()  # nodes a worker is busy with
+        self._deferred: dict[tuple[str, str], tuple] = {}  # node -> the job it gets once its worker is done
         self._busy_lock = threading.Lock()
+        self._waiting: dict[tuple[str, str], tuple[Resource, Node]] = {}  # leaving nodes whose tasks must end first
         self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
         self.scheduler = None  # consulted before a node with tasks goes away
         pools.allocator = self
@@ -69,9 +76,13 @@ class Allocator(PokedLoop):
         with self.pools.lock:
             pools = self.pools.all_pools()
             by_key = {p.id.lower(): p for p in pools}
-            for node in self.nodes.needing_work():
-                if node.pool_key in by_key:
-                    self._dispatch_node_work(by_key[node.pool_key], node)
+            due = [(node, work, job) for node, work in self.nodes.needing_work()
+                   if node.pool_key in by_key and (job := self._job_for(by_key[node.pool_key], node))]
+            if due:  # recorded before any worker may take the node
+                self.nodes.dispatched([(node, work) for node, work, _ in due])
+            for node, _, job in due:
+                self._submit(node, *job)
+            self._retry_waiting()
             counts = self.nodes.counts()
             usage = _HostUsage(host_room(self.settings, self.agent.provider), pools, counts)
             for pool in pools:
@@ -88,22 +99,31 @@ class Allocator(PokedLoop):
         elif state == "resizing":
             self._resize(pool, mine, counts, pools, usage)
 
-    def _dispatch_node_work(self, pool: Resource, node: Node) -> None:
+    def _job_for(self, pool: Resource, node: Node) -> tuple | None:
+        """The worker job (function and arguments) for the node's work; None when not due yet."""
         pending = node.internal.get("pending")
         if node.state == "leavingpool":
+            return self._remove_node, pool, node
+        if pending == "reboot":
+            return self._run_pending, pool, node, self.agent.reboot
+        if pending == "reimage" and node.internal.get("replace_after", 0) <= time.time():
+            return self._run_pending, pool, node, self.agent.reimage
+        if pending == "preempt":
+            return self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n)
+        if node.state == "creating" and not pending:
+            return self._provision, pool, node
+        return None
+
+    def _retry_waiting(self) -> None:
+        with self._busy_lock:
+            waiting, self._waiting = self._waiting, {}
+        for pool, node in waiting.values():
             self._submit(node, self._remove_node, pool, node)
-        elif node.state == "creating" and not node.internal.get("started"):
-            self._submit(node, self._provision, pool, node)
-        elif pending == "reboot":
-            self._submit(node, self._run_pending, pool, node, self.agent.reboot)
-        elif pending == "reimage" and node.internal.get("replace_after", 0) <= time.time():
-            self._submit(node, self._run_pending, pool, node, self.agent.reimage)
-        elif pending == "preempt":
-            self._submit(node, self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n))
 
     def _delete(self, pool: Resource, mine: "_Counts") -> None:
         if mine.total() == 0:
             self.pools.store.delete(pool.id)
+            self.nodes.delete_pool(pool.id.lower())
             self.storage.reclaim()
             return
         if mine.leaving() < mine.total():
@@ -113,6 +133,7 @@ class Allocator(PokedLoop):
     def _leave(self, pool: Resource, nodes: list[Node]) -> None:
         for node in nodes:
             stamp_node_state(node, "leavingpool")
+            node.internal["dispatched"] = "remove"
         self.nodes.put(*nodes)
         for node in nodes:
             self._submit(node, self._remove_node, pool, node)
@@ -220,12 +241,11 @@ class Allocator(PokedLoop):
                    if other.internal.get("image_id") and lineage & set(other.internal.get("lineage", [])))
 
     def _grow(self, pool: Resource, dedicated: bool, count: int, usage: "_HostUsage") -> None:
-        taken_slots = self.nodes.slots(pool.id.lower())
         created = []
-        for _ in range(count):
-            slot = _free_slot(taken_slots)
-            taken_slots.add(slot)
-            created.append(self._new_node(pool, dedicated, slot))
+        for slot in self.nodes.free_slots(pool.id.lower(), count, self._counts_of(pool).total()):
+            node = self._new_node(pool, dedicated, slot)
+            node.internal["dispatched"] = "provision"  # handed to a worker below
+            created.append(node)
             usage.add(pool.body["vmSize"])
         self.nodes.put(*created)
         self.pools.store.put(pool)  # node_generation moved on
@@ -305,9 +325,12 @@ class Allocator(PokedLoop):
     # worker jobs -----------------------------------------------------------------------------------
 
     def _submit(self, node: Node, job, *args) -> None:
+        """One job at a time per node: a job for a node a worker is busy with runs after it
+        (the latest such job: each reads the node's state again when it starts)."""
         token = (node.pool_key, node.id)
         with self._busy_lock:
             if token in self._busy:
+                self._deferred[token] = (node, job, args)
                 return
             self._busy.add(token)
 
@@ -319,6 +342,9 @@ class Allocator(PokedLoop):
             finally:
                 with self._busy_lock:
                     self._busy.discard(token)
+                    deferred = self._deferred.pop(token, None)
+                if deferred is not None:
+                    self._submit(deferred[0], deferred[1], *deferred[2])
                 self.poke()
 
         self._workers.submit(run)
@@ -328,8 +354,6 @@ class Allocator(PokedLoop):
             current = self.nodes.get(node.pool_key, node.id)
             if current is None or current.state != "creating":
                 return
-            current.internal["started"] = True
-            self.nodes.put(current)
         self.agent.provision(pool, current)
         if self.scheduler is not None:
             self.scheduler.poke()  # a new idle node: tasks may be waiting for it
@@ -339,6 +363,7 @@ class Allocator(PokedLoop):
             current = self.nodes.get(node.pool_key, node.id)
             if current is None or not current.internal.pop("pending", None):
                 return
+            current.internal.pop("dispatched", None)  # the same action may be asked for again
             self.nodes.put(current)
         if self.scheduler is not None:
             self.scheduler.node_interrupted(current)
@@ -352,14 +377,14 @@ class Allocator(PokedLoop):
             option = "requeue" if current is None or current.body["state"] == "deleting" else \
                 current.internal.get("resize", {}).get("deallocation", "requeue")
             if not self.scheduler.node_leaving(node, option):
-                return  # its tasks finish first; a later pass tries again
+                with self._busy_lock:  # its tasks finish first; a later pass tries again
+                    self._waiting[(node.pool_key, node.id)] = (pool, node)
+                return
         self.agent.remove(node)
         with self.pools.lock:
-            self.nodes.delete(node.pool_key, node.id)
+            self.nodes.retire(node, iso(now()))  # its lifetime still counts in the pool's usage metrics
             current = self.pools.store.get(pool.id)
-            if current is not None:  # its lifetime still counts in the pool's usage metrics
-                current.internal.setdefault("retired", []).append([node.body["allocationTime"], iso(now())])
-                self.pools.store.put(current)
+            if current is not None:
                 self._refresh_counts(current, self._counts_of(current))
 
     # lost hosts --------------------------------------------------------------------------------------
@@ -372,9 +397,7 @@ class Allocator(PokedLoop):
         with self.pools.lock:
             lost = [n for n in self.nodes.all() if n.internal.get("machine_key") in keys and n.state != "leavingpool"]
         for node in lost:
-            if self.scheduler is not None:
-                self.scheduler.node_interrupted(node)
-            with self.pools.lock:
+            with self.pools.lock:  # unusable before its tasks are requeued, so none comes back to it
                 current = self.nodes.get(node.pool_key, node.id)
                 if current is None or current.state == "leavingpool":
                     continue
@@ -385,6 +408,8 @@ class Allocator(PokedLoop):
                 current.internal["pending"] = "reimage"
                 current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
                 self.nodes.put(current)
+                if self.scheduler is not None:
+                    self.scheduler.node_interrupted(current)
         self.poke()
 
     # restart -----------------------------------------------------------------------------------------
@@ -392,27 +417,23 @@ class Allocator(PokedLoop):
     def _restore(self) -> None:
         """Machines of nodes come back; work a node was in the middle of starts again."""
         for node in self.nodes.all():
+            # work handed to a worker of the process that ended is to be handed again
+            changed = node.internal.pop("dispatched", None) is not None
             if node.state in ("creating", "starting", "waitingforstarttask"):
                 node.body["state"] = "creating"
-                node.internal.pop("started", None)
-                self.nodes.put(node)
+                changed = True
             elif node.state in ("idle", "running", "starttaskfailed", "rebooting", "reimaging"):
                 try:
                     self.agent.restore(node)
                 except Exception as exc:
                     log.warning("node %s could not be restored: %s", node.id, exc)
                     node.body["state"] = "unusable"
-                    self.nodes.put(node)
+                    changed = True
                 if node.state in ("rebooting", "reimaging"):
                     node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
-                    self.nodes.put(node)
-
-
-def _free_slot(taken: set[int]) -> int:
-    slot = 0
-    while slot in taken:
-        slot += 1
-    return slot
+                    changed = True
+            if changed:
+                self.nodes.put(node)
 
 
 def _nat_pools(pool: Resource) -> list[dict]:

@@ -381,12 +381,12 @@ class Pools:
         with self.lock:
             pool = self._changeable(account, pool_id, conditions)
             self._require_steady(pool)
-            nodes = {n.id: n for n in self.nodes.list(pool.id.lower())}
             chosen = []
             for index, node_id in enumerate(node_ids):
-                if not isinstance(node_id, str) or node_id not in nodes:
+                node = self.nodes.get(pool.id.lower(), node_id) if isinstance(node_id, str) else None
+                if node is None:
                     raise bi.invalid(f"nodeList[{index}]", node_id, "The node is not in the pool.")
-                chosen.append(nodes[node_id])
+                chosen.append(node)
             for node in chosen:
                 target = "targetDedicatedNodes" if node.body["isDedicated"] else "targetLowPriorityNodes"
                 pool.body[target] = max(0, pool.body[target] - 1)
@@ -529,7 +529,7 @@ class Pools:
 
     def usage_metrics(self, account: Resource, start: datetime | None, end: datetime | None) -> list[dict]:
         """Core hours of each pool's nodes within the window (default: the last 24 hours):
-        nodes it holds now, and nodes it held (`internal["retired"]`, their lifetimes)."""
+        nodes it holds now, and nodes it held (their lifetimes, kept by the node store)."""
         moment = now()
         end = end or moment
         start = start or end - timedelta(days=1)
@@ -539,7 +539,7 @@ class Pools:
         rows = []
         for pool in self.list(account):
             lifetimes = [(parse_time(n.body["allocationTime"]), moment) for n in self.nodes.list(pool.id.lower())]
-            lifetimes += [(parse_time(a), parse_time(b)) for a, b in pool.internal.get("retired", [])]
+            lifetimes += [(parse_time(a), parse_time(b)) for a, b in self.nodes.lifetimes(pool.id.lower())]
             seconds = sum(max(0.0, (min(end, gone) - max(start, born)).total_seconds()) for born, gone in lifetimes)
             cores = lookup_vm_size(pool.body["vmSize"]).cores
             rows.append({"poolId": pool.name, "startTime": iso(start), "endTime": iso(end),
