@@ -32,6 +32,7 @@ from .commands import AgentRunner, CommandRunner, SpawningRunner
 from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import LocalFiles, MachineFiles
+from .namespace_builder import NamespaceBuilder
 from .networks import SERVICE_ADDRESS, Networks
 from .provider import (DEFAULT_ENV, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
                        DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec,
@@ -145,6 +146,11 @@ class NamespaceMachineProvider(HostProvider):
             d.mkdir(parents=True, exist_ok=True)
         self._make_ns_dir_private()
         self.host_root = self._mount_host_root()
+        self.builder: NamespaceBuilder | None = None  # else each machine's namespace is built by mounter.py
+        try:
+            self.builder = NamespaceBuilder()  # after the host root: machines' layers lie under it
+        except OSError as exc:
+            log.warning("machines' namespaces are built by a process each: %s", exc)
         self.seccomp_filter = root / "seccomp.bpf"
         self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
         self.networks: Networks | None = None
@@ -245,6 +251,12 @@ class NamespaceMachineProvider(HostProvider):
         }
         ns_file = self._ns_file(machine.key)
         ns_file.touch()
+        if self.builder is not None:
+            try:
+                self.builder.build(spec, ns_file)
+            except OSError as exc:
+                raise MachineError(f"machine {machine.key} could not start: {exc}")
+            return
         mounter = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_HERE / "mounter.py"), json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -416,6 +428,8 @@ class NamespaceMachineProvider(HostProvider):
             self.cgroups.close()
         if self.networks is not None:
             self.networks.close()
+        if self.builder is not None:
+            self.builder.close()
 
 
 class UnavailableMachineProvider(HostProvider):
