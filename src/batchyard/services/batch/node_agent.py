@@ -19,7 +19,7 @@ from ...runtime.security_rules import SecurityRule
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .files import Place
-from .pools import Pools, iso, now
+from .pools import Pools, iso, now, stamp_node_state
 from .storage_files import NodePlace, TransferFailed
 from . import vm_sizes
 
@@ -134,8 +134,7 @@ class NodeAgent:
             self.pools.set_node_state(node, "idle")
             return
         waits = task.get("waitForSuccess", True)
-        node = self.pools.set_node_state(node, "waitingforstarttask" if waits else "idle")
-        self._launch_start_task(pool, node, task, retry=0)
+        self._launch_start_task(pool, node, task, retry=0, state="waitingforstarttask" if waits else "idle")
 
     def _install_pool_packages(self, pool: Resource, node: Node) -> bool:
         """The pool's application packages, before the start task, as Azure installs them; a
@@ -202,9 +201,10 @@ class NodeAgent:
                     "details": []}
         return None
 
-    def _launch_start_task(self, pool: Resource, node: Node, task: dict, retry: int) -> None:
+    def _launch_start_task(self, pool: Resource, node: Node, task: dict, retry: int, state: str | None = None) -> None:
         """One attempt, keyed by a number kept with the node: an exit reported for an attempt
-        the node no longer runs (it rebooted, was reimaged or left) changes nothing."""
+        the node no longer runs (it rebooted, was reimaged or left) changes nothing. `state`:
+        the node's state from now on, recorded in the same write."""
         started = iso(now())
         info = {"state": "running", "startTime": started, "retryCount": retry}
         if retry:
@@ -213,6 +213,8 @@ class NodeAgent:
             current = self.pools.nodes.get(node.pool_key, node.id)
             if current is None or current.state == "leavingpool":
                 return
+            if state is not None:
+                stamp_node_state(current, state)
             attempt = current.internal.get("start_attempt", 0) + 1
             current.internal["start_attempt"] = attempt
             current.body["startTaskInfo"] = info
@@ -265,18 +267,17 @@ class NodeAgent:
                              "result": "success" if outcome.code == 0 else "failure"})
                 if outcome.code != 0:
                     info["failureInfo"] = failure_info(outcome, node.body["vmSize"])
-            node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
-            if node.state == "leavingpool" or task is None:
-                return
-            retry, allowed = info.get("retryCount", 0), task.get("maxTaskRetryCount", 0)
-            if outcome.code != 0 and (allowed == -1 or retry < allowed):
+            retry, allowed = info.get("retryCount", 0), (task or {}).get("maxTaskRetryCount", 0)
+            retrying = task is not None and outcome.code != 0 and (allowed == -1 or retry < allowed)
+            state = node.state  # the outcome and the node's next state in one write
+            if task is not None and not retrying and state == "waitingforstarttask":
+                state = "idle" if outcome.code == 0 else "starttaskfailed"
+            node = self.pools.set_node_state(node, state, startTaskInfo=info)
+            if retrying and node.state != "leavingpool":
                 timer = threading.Timer(min(1.0, 0.1 * (retry + 1)), self._launch_start_task,
                                         (pool, node, task, retry + 1))
                 timer.daemon = True
                 timer.start()
-                return
-            if node.state == "waitingforstarttask":
-                self.pools.set_node_state(node, "idle" if outcome.code == 0 else "starttaskfailed")
 
     def environment(self, pool: Resource, node: Node, task: dict, task_dir: str) -> dict[str, str]:
         account = pool.internal["account"]
