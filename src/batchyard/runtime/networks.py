@@ -125,6 +125,7 @@ class Networks:
         self._lock = threading.Lock()
         self._subnets: dict[str, int] = {}  # network -> index of its /20
         self._used: dict[str, set[int]] = {}  # network -> host numbers in use
+        self._lowest_free: dict[str, int] = {}  # network -> no host number below this one is free
         self._links: dict[str, int] = {}  # network -> index of its link in the hub, once made
         self._load()
         new_namespace(self.hub)
@@ -196,10 +197,14 @@ class Networks:
         with self._lock:
             subnet = self._subnet_of(network)
             used = self._used.setdefault(network, set())
-            host = next((h for h in range(2, _HOSTS + 1) if h not in used), None)  # .1 is the gateway
+            # from the lowest that may be free: a machine's address costs the same in a
+            # network of 2,500 as in one of 10
+            start = self._lowest_free.get(network, 2)  # .1 is the gateway
+            host = next((h for h in range(start, _HOSTS + 1) if h not in used), None)
             if host is None:
                 raise OSError(f"network {network} has no address left")
             used.add(host)
+            self._lowest_free[network] = host + 1
         record = {"network": network, "subnet": subnet, "host": host}
         record_file.write_text(json.dumps(record))
         return record
@@ -211,6 +216,8 @@ class Networks:
             record = json.loads(record_file.read_text())
             with self._lock:
                 self._used.get(record["network"], set()).discard(record["host"])
+                network = record["network"]
+                self._lowest_free[network] = min(self._lowest_free.get(network, 2), record["host"])
             record_file.unlink()
 
     @staticmethod
