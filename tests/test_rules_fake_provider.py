@@ -287,3 +287,21 @@ def test_allocation_costs_the_same_per_node_in_a_pool_of_10_and_of_200(tmp_path)
     small, large = allocation_costs(tmp_path, 10), allocation_costs(tmp_path, 200)
     for name in small:
         assert large[name] <= small[name] * 1.1 + 5, (name, small[name], large[name])
+
+
+def test_a_pool_deleted_while_its_nodes_wait_for_workers_leaves_no_machine(tmp_path):
+    """Removal handed over while a worker still holds the node's creation runs after it."""
+    provider = GatedProvider()
+    w = World(tmp_path / "w", provider)
+    try:
+        w.pool("p", dedicated=20)
+        until(lambda: len(w.nodes("p")) == 20)
+        w.services.pools.delete(w.account, "p")
+        until(lambda: all(n.state == "leavingpool" for n in w.nodes("p")))
+        provider.gate.set()
+        until(lambda: not w.services.pools.list(w.account))
+        assert not provider.running and not provider.machines and not provider.disks
+        assert w.services.pools.node_counts(w.account) == []
+    finally:
+        provider.gate.set()
+        w.services.close()
