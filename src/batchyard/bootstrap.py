@@ -42,6 +42,7 @@ from .services.authorization import Authorization
 from .services.identity import Identity
 from .services.resource_groups import ResourceGroups
 from .services.secrets import SecretBox
+from .services.reconciliation import remove_unrecorded
 from .services.storage import Storage
 from .store.db import Database
 from .store.reserve import SpaceReserve
@@ -195,10 +196,11 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                         auto_storage=auto_storage, applications=applications,
                         reserve=SpaceReserve(data / "reserve"))
     services.reserve.start()
+    held = remove_unrecorded(provider, pools.nodes, store, data / "uploads")  # what a crash left
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)
-    allocator.start()
+    allocator.start(held)
     scheduler.start()
     autoscaler.start()
     job_schedules.start()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .commands import KILLED, CommandRunner, Exit
 from .machine_files import FileStat, MachineFiles, Protected
-from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec
+from .provider import SNAPSHOTS, DiskSpec, HostCapacity, Inventory, MachineError, MachineProvider, MachineSpec
 from .confined import parts_of
 
 
@@ -262,6 +262,10 @@ class FakeProvider(MachineProvider):
 
     def is_running(self, key: str) -> bool:
         return key in self.running
+
+    def inventory(self) -> Inventory:
+        with self._lock:
+            return Inventory(frozenset(self.disks_of), frozenset(self.disks))
 
     def delete_machine(self, key: str) -> None:
         self.stop(key)

@@ -34,7 +34,7 @@ from .layers import HOST_LAYER, LayerStore
 from .machine_files import LocalFiles, MachineFiles
 from .networks import SERVICE_ADDRESS, Networks
 from .provider import (DEFAULT_ENV, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
-                       DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec,
+                       DiskSpec, HostCapacity, Inventory, MachineError, MachineProvider, MachineSpec,
                        local_capacity)
 from .security_rules import admits
 
@@ -105,6 +105,12 @@ class HostProvider(MachineProvider):
     capacity_disk = Path("/")  # where machines' disks live, for the free-disk figure
 
 
+def directory_names(*parents: Path) -> frozenset[str]:
+    """The subdirectories of `parents`, by name (a staging or doomed tree starts with a dot)."""
+    return frozenset(p.name for parent in parents if parent.is_dir() for p in parent.iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -132,6 +138,8 @@ class NamespaceMachineProvider(HostProvider):
         self.root = root
         self.layers = layers
         self.cgroups = cgroups
+        if cgroups is not None:
+            cgroups.remove_all()  # no machine runs yet: any there is from a run that crashed
         self._limits: dict[str, Limits] = {}  # running machines that have limits
         self._limited: set[str] = set()  # those whose cgroup exists (made with their first command)
         self._networked: set[str] = set()  # machines running in a network namespace of their own
@@ -143,6 +151,7 @@ class NamespaceMachineProvider(HostProvider):
         self.empty_layer = root / "empty"
         for d in (self.disks_dir, self.machines_dir, self.ns_dir, self.empty_layer):
             d.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_namespace_files()
         self._make_ns_dir_private()
         self.host_root = self._mount_host_root()
         self.seccomp_filter = root / "seccomp.bpf"
@@ -163,6 +172,13 @@ class NamespaceMachineProvider(HostProvider):
                                       | ({SECCOMP} if not self.seccomp_missing else set())
                                       | ({NETWORKS} if self.networks is not None else set()))
 
+    def _remove_stale_namespace_files(self) -> None:
+        """A crash leaves the files namespaces were bound to (the bindings went with the
+        service's mount namespace); none is in use before the service starts a machine."""
+        for ns_file in self.ns_dir.iterdir():
+            if not os.path.ismount(ns_file):
+                ns_file.unlink(missing_ok=True)
+
     def _make_ns_dir_private(self) -> None:
         """Namespace files can only be bound on a private mount (as `ip netns` does)."""
         linux.mount(str(self.ns_dir), str(self.ns_dir), None, linux.MS_BIND)
@@ -178,6 +194,9 @@ class NamespaceMachineProvider(HostProvider):
         linux.mount("tmpfs", str(empty), "tmpfs", linux.MS_RDONLY, "size=4k,mode=755")
         linux.mount("overlay", str(host_root), "overlay", linux.MS_RDONLY, f"lowerdir=/:{empty}")
         return host_root
+
+    def inventory(self) -> Inventory:
+        return Inventory(directory_names(self.machines_dir), directory_names(self.disks_dir))
 
     def _layer_path(self, layer: str) -> str:
         return str(self.host_root if layer == HOST_LAYER else self.layers.path(layer))

@@ -17,6 +17,8 @@ in memory (tests).
   services do in its tree (list, stat, read a byte range, write a stream as a given owner,
   make directories, remove a tree), links never followed out of it.
 - Hosts can be lost: `on_machines_lost` listeners hear which machines went with one.
+- `inventory()` names the machines and disks the provider holds, so that after a crash the
+  service (which alone knows which ones its records name) can remove the rest.
 - Capacity: `capacity()` reports each host's cores, memory and free disk; allocation
   sizes nodes against it (settings may cap it).
 - Layers travel by content id: `ensure_layers(ids)` makes sure a machine's host holds the
@@ -106,6 +108,13 @@ class HostCapacity:
     free_disk_bytes: int
 
 
+@dataclass(frozen=True)
+class Inventory:
+    """The machines and disks a provider holds, by key."""
+    machines: frozenset[str]
+    disks: frozenset[str]
+
+
 class MachineError(Exception):
     """The runtime could not do what was asked; the message says why."""
 
@@ -148,6 +157,11 @@ class MachineProvider(ABC):
 
     def stop_all(self) -> None:
         """Stop every machine (the service is shutting down); nothing to do by default."""
+        return None
+
+    def inventory(self) -> Inventory | None:
+        """Every machine and disk this provider holds, running or not (None: it cannot tell,
+        and nothing is reconciled)."""
         return None
 
     def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:

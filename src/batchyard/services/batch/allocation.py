@@ -24,6 +24,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ...runtime.provider import Inventory
 from ...store.batch_nodes import Node, NodeStore
 from ..capacity import Room, host_room
 from ...store.resources import Resource
@@ -52,8 +53,9 @@ class Allocator(PokedLoop):
         pools.allocator = self
         agent.provider.on_machines_lost(self.machines_lost)
 
-    def start(self) -> None:
-        self._restore()
+    def start(self, held: Inventory | None = None) -> None:
+        """held: the machines the provider holds after reconciliation (None: unknown)."""
+        self._restore(held)
         self.start_loop()
 
     def stop(self) -> None:
@@ -378,31 +380,41 @@ class Allocator(PokedLoop):
                 current = self.nodes.get(node.pool_key, node.id)
                 if current is None or current.state == "leavingpool":
                     continue
-                stamp_node_state(current, "unusable")
-                current.body["errors"] = [{"code": "NodeHostLost", "errorDetails": [],
-                                           "message": "The host that ran the node left the cluster; the node is "
-                                                      "made again on another host."}]
-                current.internal["pending"] = "reimage"
-                current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
-                self.nodes.put(current)
+                self._replace_later(current, "NodeHostLost", "The host that ran the node left the cluster; the node "
+                                                             "is made again on another host.")
         self.poke()
+
+    def _replace_later(self, node: Node, code: str, message: str) -> None:
+        """The node's machine is gone: unusable, and made again after the grace period, as
+        Azure replaces a node whose VM was lost."""
+        stamp_node_state(node, "unusable")
+        node.body["errors"] = [{"code": code, "errorDetails": [], "message": message}]
+        node.internal["pending"] = "reimage"
+        node.internal["replace_after"] = time.time() + self.settings.lost_node_grace
+        self.nodes.put(node)
 
     # restart -----------------------------------------------------------------------------------------
 
-    def _restore(self) -> None:
-        """Machines of nodes come back; work a node was in the middle of starts again."""
+    def _restore(self, held: Inventory | None) -> None:
+        """Machines of nodes come back; work a node was in the middle of starts again. held:
+        the machines the provider still has (reconciliation.py; None: unknown)."""
         for node in self.nodes.all():
             if node.state in ("creating", "starting", "waitingforstarttask"):
                 node.body["state"] = "creating"
                 node.internal.pop("started", None)
                 self.nodes.put(node)
             elif node.state in ("idle", "running", "starttaskfailed", "rebooting", "reimaging"):
+                if held is not None and node.internal["machine_key"] not in held.machines:
+                    log.warning("node %s: its machine is gone; the node is made again", node.id)
+                    self._replace_later(node, "NodeMachineLost", "The node's machine was lost while the service "
+                                                                 "was down; the node is made again.")
+                    continue
                 try:
                     self.agent.restore(node)
                 except Exception as exc:
                     log.warning("node %s could not be restored: %s", node.id, exc)
-                    node.body["state"] = "unusable"
-                    self.nodes.put(node)
+                    self._replace_later(node, "NodeStartFailed", f"The node's machine could not start again: {exc}")
+                    continue
                 if node.state in ("rebooting", "reimaging"):
                     node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
                     self.nodes.put(node)

@@ -394,7 +394,8 @@ class VirtualMachines:
 
     def restore(self) -> int:
         """After a server restart: disks left attached to a VM whose creation never completed
-        are released; every VM that was running runs again, disks as they were."""
+        are released; every VM that was running runs again, disks as they were. One that
+        cannot (its disks are gone) shows as stopped, with its provisioning failed."""
         self.disks.release_orphans({vm.id.lower() for vm in self.store.list(type=VM_TYPE)})
         count = 0
         for vm in self.store.list(type=VM_TYPE):
@@ -404,6 +405,8 @@ class VirtualMachines:
                     count += 1
                 except Conflict as exc:
                     log.warning("%s", exc.message)
+                    vm.properties["provisioningState"] = "Failed"
+                    self._set_power(vm, "stopped")
         return count
 
     # commands ---------------------------------------------------------------------------
