@@ -65,19 +65,27 @@ def test_sigkill_five_times_loses_nothing_and_leaves_nothing(tmp_path):
             time.sleep(delay)
             server.proc.kill()  # SIGKILL: nothing is flushed, closed or cleaned up
             server.proc.wait()
+            t0 = time.monotonic()
             server.start()
+            print("CHAOS restart", time.monotonic() - t0, flush=True)
         submitter.join(timeout=300)
         assert not submitter.is_alive() and submitter.error is None, submitter.error
 
+        t0 = time.monotonic()
         wait_for(lambda: batch.get_job_task_counts("chaos").task_counts.completed == TASKS, timeout=300,
                  interval=0.5, what="every task to complete")
+        print("CHAOS tasks", time.monotonic() - t0, flush=True)
         _assert_ran_once(batch)
+        t0 = time.monotonic()
         _assert_node_counts(batch, data)
+        print("CHAOS nodes", time.monotonic() - t0, flush=True)
+        t0 = time.monotonic()
 
         batch.begin_delete_job("chaos", polling_interval=0.2).result()
         for pool in ("work", "big"):
             batch.begin_delete_pool(pool, polling_interval=0.2).result()
         wait_for(lambda: not list(batch.list_pools()), timeout=120, what="the pools to go")
+        print("CHAOS delete", time.monotonic() - t0, flush=True)
         _assert_back_to_empty(data, empty)
     finally:
         server.stop()
@@ -134,11 +142,11 @@ def _assert_ran_once(batch) -> None:
         runs.update(content.split())
     requeued = {t.id: t.execution_info.requeue_count for t in tasks}
     assert set(runs) == set(requeued), "every task ran to its end, and nothing else ran"
-    # A task ran again only after the service requeued it (its first run cut short).
-    again = {t: n for t, n in runs.items() if n > 1 + requeued[t]}
-    assert not again, f"tasks that ran more often than they were requeued: {again}"
-    print(f"chaos: {sum(1 for n in requeued.values() if n)} tasks requeued, "
-          f"{sum(1 for n in runs.values() if n > 1)} ran twice to their end")
+    # A task whose command ended while the server was down is recorded as it ended (its
+    # machine kept the exit), not run again: Azure reruns only a task cut short (requeued).
+    twice = {t: n for t, n in runs.items() if n != 1}
+    assert not twice, f"tasks that ran to their end more than once: {twice}"
+    print(f"chaos: {sum(1 for n in requeued.values() if n)} tasks requeued (cut short or never started)")
 
 
 def _assert_node_counts(batch, data: Path) -> None:

@@ -209,9 +209,12 @@ class SpawningRunner(CommandRunner):
 
 
 def _end(agent: subprocess.Popen) -> None:
+    """A close asked for (not the service vanishing): the agent ends its commands at once
+    and empties its exit journal (launcher.py)."""
     try:
+        agent.stdin.write(json.dumps({"close": True}) + "\n")
         agent.stdin.close()
-    except OSError:
+    except (OSError, ValueError):
         pass
     try:
         agent.wait(timeout=5)

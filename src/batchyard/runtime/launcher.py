@@ -4,9 +4,20 @@ Python: the interpreter is loaded before the process enters the machine.
 
 With `"agent": true` in the spec, PID 1 of the new PID namespace does not exec a command:
 it reads requests (JSON lines on stdin: {"id", "argv", "env", "cwd", "uid", "gid",
-"stdout", "stderr"} or {"kill": id}), forks and execs each command, and reports
-{"id", "exit"} on stdout when one ends. Starting a command then costs a fork, not a new
-interpreter; when stdin closes the agent exits and the kernel ends whatever is left.
+"stdout", "stderr"}, {"kill": id} or {"close": true}), forks and execs each command, and
+reports {"id", "exit"} on stdout when one ends. Starting a command then costs a fork, not a
+new interpreter. On {"close"} the agent exits and the kernel ends whatever is left.
+
+Exits are also written to the machine's exit journal (`"exits"` in the spec: two host
+files, opened before entering the machine, so no command can reach them) before they are
+reported: the service may die between a command's end and recording it, and reads the
+journal when it starts again. When stdin closes without {"close"} the service is gone: the
+agent lets running commands finish (for up to EXIT_GRACE seconds, as a node's agent keeps
+its tasks running while the Batch service is unreachable), journals their exits and
+exits. The journal alternates between its two files: when the one in use passes
+JOURNAL_SWITCH_BYTES and the other was last written JOURNAL_KEEP_SECONDS ago (its exits
+long recorded), the other is emptied and takes over; {"close"} empties both (every exit
+reported was recorded: the service closes an agent only after it idled).
 
 It joins the machine's persistent mount namespace (which lands it in the machine's root
 filesystem), then makes a private copy of it with a new PID namespace, so the command gets
@@ -101,6 +112,36 @@ def mask_proc():
 
 
 MEMINFO_REFRESH = 1.0
+EXIT_GRACE = 2.0
+JOURNAL_SWITCH_BYTES = 256 << 10
+JOURNAL_KEEP_SECONDS = 60.0
+
+
+class Journal:
+    """The machine's exit journal (see the module's docstring)."""
+
+    def __init__(self, fds):
+        self.fds = fds
+        self.current = max(range(len(fds)), key=lambda i: os.fstat(fds[i]).st_size)
+        # what a file already holds may not be recorded yet: it counts as written now
+        self.written = [time.monotonic() if os.fstat(fd).st_size else 0.0 for fd in fds]
+
+    def write(self, line):
+        fd = self.fds[self.current]
+        other = 1 - self.current
+        if os.fstat(fd).st_size > JOURNAL_SWITCH_BYTES and time.monotonic() - self.written[other] >= \
+                JOURNAL_KEEP_SECONDS:
+            os.ftruncate(self.fds[other], 0)
+            self.current, fd = other, self.fds[other]
+        os.write(fd, line)
+        self.written[self.current] = time.monotonic()
+
+    def clear(self):
+        for fd in self.fds:
+            os.ftruncate(fd, 0)
+
+
+JOURNAL = None  # the agent's, when the service gave it one
 MEMINFO_STAGED = b"/dev/.meminfo"  # where the mounter put the machine's meminfo file
 
 
@@ -207,12 +248,31 @@ def serve_requests(meminfo):
         if 0 in ready:
             data = os.read(0, 1 << 16)
             if not data:
+                finish_running(running, wake_read)
                 return
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                if line.strip():
-                    handle(json.loads(line), running, devnull)
+                if not line.strip():
+                    continue
+                request = json.loads(line)
+                if request.get("close"):
+                    if JOURNAL is not None:
+                        JOURNAL.clear()
+                    return
+                handle(request, running, devnull)
+
+
+def finish_running(running, wake_read):
+    """The service is gone: running commands may finish (EXIT_GRACE) and their exits go
+    to the journal, for the service to find when it starts again."""
+    deadline = time.monotonic() + EXIT_GRACE
+    reap(running)
+    while running and time.monotonic() < deadline:
+        ready, _, _ = select.select([wake_read], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            os.read(wake_read, 4096)
+        reap(running)
 
 
 def handle(request, running, devnull):
@@ -315,7 +375,13 @@ def spawn(request, devnull):
 
 
 def report(request_id, code):
-    os.write(1, (json.dumps({"id": request_id, "exit": code}) + "\n").encode())
+    line = (json.dumps({"id": request_id, "exit": code}) + "\n").encode()
+    if JOURNAL is not None:
+        JOURNAL.write(line)
+    try:
+        os.write(1, line)
+    except OSError:
+        pass  # the service is gone: the journal has it
 
 
 def reap(running):
@@ -332,7 +398,11 @@ def reap(running):
 
 
 def main():
+    global JOURNAL
     spec = json.loads(sys.argv[1])
+    if spec.get("exits"):  # host files: opened before entering the machine, never inherited by commands
+        JOURNAL = Journal([os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                           for path in spec["exits"]])
     for procs in spec.get("cgroup") or ():  # the machine's limits hold this process and all it starts
         with open(procs, "w") as f:
             f.write(str(os.getpid()))

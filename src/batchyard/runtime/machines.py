@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
-from .commands import AgentRunner, CommandRunner, SpawningRunner
+from .commands import AgentRunner, CommandRunner, Exit, SpawningRunner
 from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import LocalFiles, MachineFiles
@@ -415,7 +415,8 @@ class NamespaceMachineProvider(HostProvider):
         def start_agent() -> subprocess.Popen:
             if not self.is_running(key):
                 raise MachineError(f"machine {key} is not running")
-            spec = {**self._enter_spec(key), "agent": True}
+            spec = {**self._enter_spec(key), "agent": True,
+                    "exits": [str(path) for path in self._exit_journal(key)]}
             agent = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
@@ -424,6 +425,31 @@ class NamespaceMachineProvider(HostProvider):
             self._track(key, agent)
             return agent
         return AgentRunner(start_agent, oom_kills=lambda: self.oom_kills(key))
+
+    def _exit_journal(self, key: str) -> tuple[Path, Path]:
+        """The agent's record of the exits it reported (launcher.py): beside the machine's
+        root, out of its commands' reach."""
+        return self.machines_dir / key / "exits.0", self.machines_dir / key / "exits.1"
+
+    def recorded_exits(self, key: str) -> dict[str, Exit]:
+        exits = {}
+        for path in self._exit_journal(key):
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:
+                continue
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                    exits[str(event["id"])] = Exit(int(event["exit"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash of the host
+        return exits
+
+    def forget_recorded_exits(self, key: str) -> None:
+        for path in self._exit_journal(key):
+            if path.exists():
+                os.truncate(path, 0)
 
     def stop_all(self) -> None:
         if self._gateway is not None:

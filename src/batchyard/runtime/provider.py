@@ -12,7 +12,9 @@ in memory (tests).
   start banner and the services never guess.
 - Commands run only through `command_runner(key)` (commands.py): asynchronous, keyed by
   the caller's attempt id, the exit reported to a callback, a stopped machine ending its
-  commands with 137. `run_argv` (a VM's runCommand) is built on it.
+  commands with 137. `run_argv` (a VM's runCommand) is built on it. A provider may keep
+  the exits it reported (`recorded_exits`), so that a service that died before recording
+  one finds it when it starts again; `forget_recorded_exits` once it has.
 - Files: `files(key)` is the machine's file service (machine_files.py) for everything the
   services do in its tree (list, stat, read a byte range, write a stream as a given owner,
   make directories, remove a tree), links never followed out of it.
@@ -185,6 +187,14 @@ class MachineProvider(ABC):
     @abstractmethod
     def files(self, key: str) -> MachineFiles:
         """The machine's file service (see machine_files.py)."""
+
+    def recorded_exits(self, key: str) -> dict[str, Exit]:
+        """Exits of the machine's commands, by command id, as kept since the service last
+        forgot them (empty: this provider keeps none)."""
+        return {}
+
+    def forget_recorded_exits(self, key: str) -> None:
+        """The service recorded what `recorded_exits` gave."""
 
     def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""

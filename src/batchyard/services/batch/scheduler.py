@@ -769,8 +769,39 @@ class Scheduler(PokedLoop):
                 if not unmet:
                     task.ready = True
                     self.store.update([task])
-        for task in self.store.in_states(("running", "preparing")):
-            self.requeue(task)
+        self._recover_exits(self.store.in_states(("running", "preparing")))
+
+    def _recover_exits(self, tasks: list[Task]) -> None:
+        """Tasks that were running when the service died: one whose command's exit the
+        machine recorded (the service died before recording it) ends as that exit says, as
+        Azure's node agent reports a task that ended while the service was away; the others
+        were cut short and go back to the queue, counted as requeued."""
+        exits: dict[str, dict[str, Exit]] = {}
+        uploading = set()
+        for task in tasks:
+            node = task.internal.get("node")
+            if task.state != "running" or not node or "multiInstanceSettings" in task.body:
+                self.requeue(task)
+                continue
+            machine = node["machine_key"]
+            if machine not in exits:
+                exits[machine] = self.provider.recorded_exits(machine)
+            attempt = task.internal.get("attempt", 0)
+            outcome = exits[machine].get(f"{task.job_key}|{task.key}|{attempt}")
+            if outcome is None:
+                self.requeue(task)
+                continue
+            run = Running(task.job_key, task.key, attempt, (node["pool_key"], node["id"]), machine,
+                          task.body.get("requiredSlots", 1), None)
+            self.running[(run.job_key, run.task_key)] = run
+            self.load[run.node] = self.load.get(run.node, 0) + run.slots
+            if task.body.get("outputFiles"):
+                uploading.add(machine)
+            self.on_exit((task.job_key, task.key), attempt, uploads=bool(task.body.get("outputFiles")))(outcome)
+        self._record_ended()
+        self._flush_nodes()
+        for machine in set(exits) - uploading:
+            self.provider.forget_recorded_exits(machine)
 
     @staticmethod
     def _set_state(task: Task, state: str) -> None:
