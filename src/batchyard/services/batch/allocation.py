@@ -396,8 +396,11 @@ class Allocator(PokedLoop):
     # restart -----------------------------------------------------------------------------------------
 
     def _restore(self, held: Inventory | None) -> None:
-        """Machines of nodes come back; work a node was in the middle of starts again. held:
-        the machines the provider still has (reconciliation.py; None: unknown)."""
+        """Machines of nodes come back (on the node workers, side by side: a start costs a
+        mount namespace each, and hundreds of nodes must not hold the service's start);
+        work a node was in the middle of starts again. held: the machines the provider
+        still has (reconciliation.py; None: unknown)."""
+        restoring = []
         for node in self.nodes.all():
             if node.state in ("creating", "starting", "waitingforstarttask"):
                 node.body["state"] = "creating"
@@ -408,16 +411,22 @@ class Allocator(PokedLoop):
                     log.warning("node %s: its machine is gone; the node is made again", node.id)
                     self._replace_later(node, "NodeMachineLost", "The node's machine was lost while the service "
                                                                  "was down; the node is made again.")
-                    continue
-                try:
-                    self.agent.restore(node)
-                except Exception as exc:
-                    log.warning("node %s could not be restored: %s", node.id, exc)
-                    self._replace_later(node, "NodeStartFailed", f"The node's machine could not start again: {exc}")
-                    continue
-                if node.state in ("rebooting", "reimaging"):
-                    node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
-                    self.nodes.put(node)
+                else:
+                    restoring.append(node)
+        for node, failure in zip(restoring, self._workers.map(self._restore_machine, restoring)):
+            if failure is not None:
+                log.warning("node %s could not be restored: %s", node.id, failure)
+                self._replace_later(node, "NodeStartFailed", f"The node's machine could not start again: {failure}")
+            elif node.state in ("rebooting", "reimaging"):
+                node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
+                self.nodes.put(node)
+
+    def _restore_machine(self, node: Node) -> Exception | None:
+        try:
+            self.agent.restore(node)
+            return None
+        except Exception as exc:
+            return exc
 
 
 def _free_slot(taken: set[int]) -> int:
