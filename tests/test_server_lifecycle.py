@@ -69,9 +69,11 @@ def test_start_reconciles_machines_with_records(tmp_path):
         batch.create_pool(base_pool(Clients(server.info), "kept", dedicated=2))
         pool_settled(batch, "kept")
         batch.create_job({"id": "across", "poolInfo": {"poolId": "kept"}})
-        batch.create_task("across", {"id": "slow", "commandLine":
-                                     "/bin/sh -c 'sleep 0.3; echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/ran'"})
-        wait_for(lambda: batch.get_task("across", "slow").state == "running", what="the task to run")
+        batch.create_task("across", {"id": "slow", "commandLine": "/bin/sh -c 'touch $AZ_BATCH_NODE_SHARED_DIR/began; "
+                                     "sleep 0.2; echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/ran'"})
+        node = wait_for(lambda: batch.get_task("across", "slow").node_info, what="the task to be placed").node_id
+        wait_for(lambda: "shared/began" in {f.name for f in batch.list_node_files("kept", node, recursive=True)},
+                 what="the task's command to begin")
         server.proc.kill()  # the task is still running: it ends while no server is there
         server.proc.wait()
 

@@ -100,6 +100,8 @@ class Allocator(PokedLoop):
             self._submit(node, self._run_pending, pool, node, self.agent.reboot)
         elif pending == "reimage" and node.internal.get("replace_after", 0) <= time.time():
             self._submit(node, self._run_pending, pool, node, self.agent.reimage)
+        elif pending == "restore":
+            self._submit(node, self._restore_machine, pool, node)
         elif pending == "preempt":
             self._submit(node, self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n))
 
@@ -396,37 +398,55 @@ class Allocator(PokedLoop):
     # restart -----------------------------------------------------------------------------------------
 
     def _restore(self, held: Inventory | None) -> None:
-        """Machines of nodes come back (on the node workers, side by side: a start costs a
-        mount namespace each, and hundreds of nodes must not hold the service's start);
-        work a node was in the middle of starts again. held: the machines the provider
-        still has (reconciliation.py; None: unknown)."""
-        restoring = []
+        """After a restart: work a node was in the middle of starts again, and the machines
+        of nodes come back. A node whose machine comes back is `starting` until it is up
+        (no task is given to it before), on the node workers while the service already
+        answers: a start costs a mount namespace each, and hundreds of nodes must not hold
+        the service's start. held: the machines the provider still has
+        (reconciliation.py; None: unknown)."""
         for node in self.nodes.all():
+            if node.internal.get("pending") == "restore":
+                continue  # a restart while it was coming back: it still is
             if node.state in ("creating", "starting", "waitingforstarttask"):
                 node.body["state"] = "creating"
                 node.internal.pop("started", None)
-                self.nodes.put(node)
             elif node.state in ("idle", "running", "starttaskfailed", "rebooting", "reimaging"):
                 if held is not None and node.internal["machine_key"] not in held.machines:
                     log.warning("node %s: its machine is gone; the node is made again", node.id)
                     self._replace_later(node, "NodeMachineLost", "The node's machine was lost while the service "
                                                                  "was down; the node is made again.")
-                else:
-                    restoring.append(node)
-        for node, failure in zip(restoring, self._workers.map(self._restore_machine, restoring)):
-            if failure is not None:
-                log.warning("node %s could not be restored: %s", node.id, failure)
-                self._replace_later(node, "NodeStartFailed", f"The node's machine could not start again: {failure}")
-            elif node.state in ("rebooting", "reimaging"):
-                node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
-                self.nodes.put(node)
+                    continue
+                if node.state in ("rebooting", "reimaging"):
+                    node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
+                    continue
+                node.internal["pending"] = "restore"
+                node.internal["restored_state"] = "starttaskfailed" if node.state == "starttaskfailed" else "idle"
+                stamp_node_state(node, "starting")
+            else:
+                continue
+            self.nodes.put(node)
 
-    def _restore_machine(self, node: Node) -> Exception | None:
+    def _restore_machine(self, pool: Resource, node: Node) -> None:
         try:
             self.agent.restore(node)
-            return None
         except Exception as exc:
-            return exc
+            log.warning("node %s could not be restored: %s", node.id, exc)
+            with self.pools.lock:
+                current = self.nodes.get(node.pool_key, node.id)
+                if current is not None and current.state == "starting" and \
+                        current.internal.get("pending") == "restore":
+                    self._replace_later(current, "NodeStartFailed",
+                                        f"The node's machine could not start again: {exc}")
+            return
+        with self.pools.lock:
+            current = self.nodes.get(node.pool_key, node.id)
+            if current is None or current.state != "starting" or current.internal.get("pending") != "restore":
+                return  # it left the pool, or was rebooted or reimaged, meanwhile
+            current.internal.pop("pending")
+            stamp_node_state(current, current.internal.pop("restored_state", "idle"))
+            self.nodes.put(current)
+        if self.scheduler is not None:
+            self.scheduler.poke()
 
 
 def _free_slot(taken: set[int]) -> int:
