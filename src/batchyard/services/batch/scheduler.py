@@ -102,6 +102,8 @@ class Scheduler(PokedLoop):
 
     def stop(self) -> None:
         self.stop_loop()
+        with self.lock:
+            self._record_ended()  # exits already reported are recorded, not rerun after the restart
         self.downloads.shutdown(wait=False, cancel_futures=True)
         self.uploads.shutdown(wait=False, cancel_futures=True)
 
