@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from conftest import Clients, Server, pool_settled, wait_for
+from conftest import Clients, Server, base_image_reference, pool_settled, vm_body, wait_for
 from test_batch_pools import base_pool
 
 
@@ -36,8 +36,14 @@ def test_start_reclaims_what_a_crash_left(tmp_path):
         disk = clients.compute.disks.begin_create_or_update("crash", "left", {
             "location": clients.location, "properties": {"creationData": {"createOption": "Empty"},
                                                          "diskSizeGB": 4}}).result()
+        vm = clients.compute.virtual_machines.begin_create_or_update(
+            "crash", "broken", vm_body(clients.location, base_image_reference(clients.compute, clients.location))).result()
         server.proc.kill()  # SIGKILL: no cleanup of any kind
         server.proc.wait()
+        with sqlite3.connect(tmp_path / "data" / "batchyard.db") as db:
+            (os_disk_key,) = db.execute("SELECT json_extract(internal, '$.disk_key') FROM resources WHERE key = ?",
+                                        (vm.storage_profile.os_disk.managed_disk.id.lower(),)).fetchone()
+        shutil.rmtree(tmp_path / "data" / "runtime" / "disks" / os_disk_key)  # the host lost the VM's OS disk
         ghost = f"/subscriptions/{clients.subscription}/resourceGroups/crash/providers/Microsoft.Compute/" \
                 "virtualMachines/never-recorded"
         with sqlite3.connect(tmp_path / "data" / "batchyard.db") as db:
@@ -52,6 +58,10 @@ def test_start_reclaims_what_a_crash_left(tmp_path):
 
         clients = Clients(server.start())
         assert not staging.exists()
+        # its machine cannot start again: stopped, its provisioning failed, as Azure shows it
+        broken = clients.compute.virtual_machines.get("crash", "broken", expand="instanceView")
+        statuses = {s.code for s in broken.instance_view.statuses}
+        assert "PowerState/stopped" in statuses and broken.provisioning_state == "Failed", statuses
         released = clients.compute.disks.get("crash", "left")
         assert released.managed_by is None and released.disk_state == "Unattached"
         clients.compute.disks.begin_delete("crash", "left").result()
