@@ -802,7 +802,9 @@ class Scheduler(PokedLoop):
             self.on_exit((task.job_key, task.key), attempt, uploads=bool(task.body.get("outputFiles")))(outcome)
         self._record_ended()
         self._flush_nodes()
-        for machine in set(exits) - uploading:
+        # Every journal is emptied, not only those read: an exit left in one could be taken
+        # for a later task's with the same job, task and attempt after the next crash.
+        for machine in {n.internal["machine_key"] for n in self.nodes.all()} - uploading:
             self.provider.forget_recorded_exits(machine)
 
     @staticmethod
