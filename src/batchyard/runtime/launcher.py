@@ -377,7 +377,10 @@ def spawn(request, devnull):
 def report(request_id, code):
     line = (json.dumps({"id": request_id, "exit": code}) + "\n").encode()
     if JOURNAL is not None:
-        JOURNAL.write(line)
+        try:
+            JOURNAL.write(line)
+        except OSError:
+            pass  # a full disk: the exit is still reported, only a crash now would lose it
     try:
         os.write(1, line)
     except OSError:

@@ -376,14 +376,13 @@ class Allocator(PokedLoop):
         with self.pools.lock:
             lost = [n for n in self.nodes.all() if n.internal.get("machine_key") in keys and n.state != "leavingpool"]
         for node in lost:
+            with self.pools.lock:  # unusable first, so its requeued tasks cannot be given back to it
+                current = self.nodes.get(node.pool_key, node.id)
+                if current is not None and current.state != "leavingpool":
+                    self._replace_later(current, "NodeHostLost", "The host that ran the node left the cluster; the "
+                                                                 "node is made again on another host.")
             if self.scheduler is not None:
                 self.scheduler.node_interrupted(node)
-            with self.pools.lock:
-                current = self.nodes.get(node.pool_key, node.id)
-                if current is None or current.state == "leavingpool":
-                    continue
-                self._replace_later(current, "NodeHostLost", "The host that ran the node left the cluster; the node "
-                                                             "is made again on another host.")
         self.poke()
 
     def _replace_later(self, node: Node, code: str, message: str) -> None:
