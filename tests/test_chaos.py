@@ -22,6 +22,7 @@ from pathlib import Path
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
+from batchyard.runtime.host import tag
 from conftest import Clients, Server, wait_for
 from test_batch_pools import base_pool
 
@@ -78,6 +79,7 @@ def test_sigkill_five_times_loses_nothing_and_leaves_nothing(tmp_path):
         phases["tasks after the last start"] = round(time.monotonic() - started, 1)
         _assert_ran_once(batch)
         _assert_node_counts(batch, data)
+        assert set(_machine_cgroups(server)) <= set(os.listdir(data / "runtime" / "machines"))
         started = time.monotonic()
 
         batch.begin_delete_job("chaos", polling_interval=0.2).result()
@@ -86,6 +88,7 @@ def test_sigkill_five_times_loses_nothing_and_leaves_nothing(tmp_path):
         wait_for(lambda: not list(batch.list_pools()), timeout=120, what="the pools to go")
         phases["deleting everything"] = round(time.monotonic() - started, 1)
         _assert_back_to_empty(data, empty)
+        assert _machine_cgroups(server) == [], "cgroups of machines that are gone"
         print(f"chaos: seconds {phases}")
     finally:
         server.stop()
@@ -181,6 +184,21 @@ def _assert_back_to_empty(data: Path, empty: dict[str, int]) -> None:
     assert not changed, f"files whose size changed: {changed}"
     gone = set(empty) - set(now)
     assert not gone, f"files the service had at its first start are gone: {sorted(gone)}"
+
+
+def _machine_cgroups(server: Server) -> list[str] | None:
+    """The cgroups the server holds for its machines (in its memory hierarchy: v1's memory
+    controller, or the unified one), named after its data directory (runtime/host.py);
+    None when the server has no such hierarchy."""
+    name = f"batchyard-{tag(server.data_dir / 'runtime')}"
+    for line in Path(f"/proc/{server.proc.pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in ("memory", ""):
+            own = Path(path.removesuffix("/batchyard-service"))  # v2 moves the service into a leaf of its own
+            base = Path("/sys/fs/cgroup") / ("memory" if controllers else "unified") / own.relative_to("/") / name
+            if base.is_dir():
+                return sorted(p.name for p in base.iterdir() if p.is_dir())
+    return None
 
 
 def _entries(path: Path) -> list[str]:
