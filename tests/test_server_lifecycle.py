@@ -36,8 +36,9 @@ def test_start_reclaims_what_a_crash_left(tmp_path):
         disk = clients.compute.disks.begin_create_or_update("crash", "left", {
             "location": clients.location, "properties": {"creationData": {"createOption": "Empty"},
                                                          "diskSizeGB": 4}}).result()
+        image = base_image_reference(clients.compute, clients.location)
         vm = clients.compute.virtual_machines.begin_create_or_update(
-            "crash", "broken", vm_body(clients.location, base_image_reference(clients.compute, clients.location))).result()
+            "crash", "broken", vm_body(clients.location, image)).result()
         server.proc.kill()  # SIGKILL: no cleanup of any kind
         server.proc.wait()
         with sqlite3.connect(tmp_path / "data" / "batchyard.db") as db:
@@ -106,7 +107,8 @@ def test_start_reconciles_machines_with_records(tmp_path):
         assert set(os.listdir(runtime / "machines")) <= set(keys.values())  # the unrecorded one is gone
         assert "1" * 32 + "os" not in os.listdir(runtime / "disks")
         assert not (runtime / "ns" / ("2" * 32 + "vm")).exists()
-        replaced = wait_for(lambda: _node_if_idle(batch, "kept", lost), timeout=60, what="the lost node to be made again")
+        replaced = wait_for(lambda: _node_if_idle(batch, "kept", lost), timeout=60,
+                            what="the lost node to be made again")
         assert replaced.errors in (None, [])
         assert {n.id for n in batch.list_nodes("kept")} == set(keys)
         assert set(os.listdir(runtime / "machines")) == set(keys.values())
