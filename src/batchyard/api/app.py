@@ -18,7 +18,7 @@ from .arm import batch as arm_batch
 from .arm import batch_applications as arm_batch_applications
 from .arm import batch_pools as arm_batch_pools
 from .arm import authorization as arm_authorization
-from .arm import batch_locations, compute, providers, resources
+from .arm import batch_locations, compute, galleries, providers, resources
 from .arm.router import ArmRouter, collapse_slashes
 from .batch.router import error_response as batch_error_response
 from .errors import arm_error
@@ -36,6 +36,7 @@ def build_arm_router() -> ArmRouter:
     router = ArmRouter()
     resources.register(router)
     compute.register(router)
+    galleries.register(router)
     arm_batch.register(router)
     arm_batch_pools.register(router)
     arm_batch_applications.register(router)

@@ -132,6 +132,12 @@ class MachineProvider(ABC):
         """The layers are on the host that will use them (pulled by content id if not);
         raises MachineError when one exists nowhere."""
 
+    def replicate(self, layers: list[str], count: int) -> list[str]:
+        """Place the layers on `count` hosts ahead of any machine (a gallery version's
+        replicas) and name those hosts. One host has them already: nothing to do, and
+        nothing is pretended."""
+        return []
+
     # machines ---------------------------------------------------------------------------------
 
     @abstractmethod

@@ -285,6 +285,34 @@ class RayProvider(MachineProvider):
     def ensure_layers(self, layers: list[str]) -> None:
         """Checked on the host a machine starts on (start); here only that they exist somewhere."""
 
+    def replicate(self, layers: list[str], count: int) -> list[str]:
+        """A gallery version's replicas: its layers pulled now onto `count` hosts (those that
+        lack the fewest, then those with the most free disk), in parallel, so machines
+        started there later pull nothing."""
+        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER]
+        with self.lock:
+            hosts = list(self.hosts.values())
+        if not hosts:
+            raise MachineError("the Ray cluster has no live node")
+        lacking = {h.node_id: len(self._call(h, "daemon", "missing", wanted)) for h in hosts}
+        chosen = sorted(hosts, key=lambda h: (lacking[h.node_id], -h.free_disk, h.node_id))[:count]
+        errors: list[Exception] = []
+
+        def place(host: _Host) -> None:
+            try:
+                self._ensure_on(host, wanted)
+            except Exception as exc:  # reported below, for the replica's state
+                errors.append(exc)
+
+        threads = [threading.Thread(target=place, args=(h,), daemon=True) for h in chosen]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0] if isinstance(errors[0], MachineError) else MachineError(str(errors[0]))
+        return [h.node_id for h in chosen]
+
     # machines ---------------------------------------------------------------------------------------
 
     def start(self, machine: MachineSpec) -> None:
