@@ -159,7 +159,7 @@ def test_pools_from_a_version_and_from_the_definition_run_the_image(clients, mad
 def test_shared_key_is_refused_for_gallery_pools(clients, made):
     error = refused(clients.batch_key.create_pool, custom_pool("gallery-key", made["from_image"].id))
     assert error.error.code == "InsufficientPermissions"
-    assert error.error.message.value.startswith("The specified type of authentication SharedKey is not allowed when "
+    assert error.error.message.startswith("The specified type of authentication SharedKey is not allowed when "
                                                 "external resources of type Compute are linked.")
 
 
