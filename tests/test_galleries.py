@@ -102,6 +102,12 @@ def test_gallery_resources_read_back_as_azure_shapes_them(clients, made):
     error = error_of(c.gallery_image_versions.begin_create_or_update, RG, GALLERY, DEFINITION, "3.0.0",
                      version_body(clients.location, image_source, regions=("eastus",)), status=400)
     assert "must contain the location of image version 'westus'" in error.message
+    again = c.gallery_image_versions.begin_create_or_update(RG, GALLERY, DEFINITION, "1.0.0", version_body(
+        clients.location, image_source, regions=("westus", "eastus"))).result()  # the same PUT again
+    assert again.properties.storage_profile.source.id == made["flow"]["image"].id
+    error = error_of(c.gallery_image_versions.begin_create_or_update, RG, GALLERY, DEFINITION, "1.1.0",
+                     version_body(clients.location, image_source), status=409)
+    assert "storageProfile.osDiskImage.source.id' is not allowed" in error.message
     error = error_of(c.gallery_image_versions.begin_create_or_update, RG, GALLERY, "nothing", "1.0.0",
                      version_body(clients.location, image_source), status=404)
     assert error.error.code == "ParentResourceNotFound"

@@ -79,6 +79,16 @@ def _boolean(value, field: str) -> bool:
     return value
 
 
+def _list(value, field: str | None = None) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        if field is None:
+            return []
+        raise InvalidInput("InvalidParameter", f"'{field}' must be a list.", target=field)
+    return value
+
+
 def _parent_missing(rid: ResourceId) -> NotFound:
     parent = "/".join(name for _, name in rid.segments[:-1])
     return NotFound("ParentResourceNotFound", f"Can not perform requested operation on nested resource. Parent "
@@ -277,15 +287,12 @@ class Galleries:
         return self._replicate(version)
 
     @staticmethod
-    def _sources(profile: dict) -> list:
+    def _sources(profile: dict) -> set[str]:
+        """The ids a storage profile takes its content from (the image, or each disk's)."""
         profile = profile if isinstance(profile, dict) else {}
-
-        def source_id(entry) -> str | None:
-            ref = (entry or {}).get("source") if isinstance(entry, dict) else None
-            return str(ref.get("id") or "").lower() or None if isinstance(ref, dict) else None
-
-        return [source_id(profile), source_id(profile.get("osDiskImage")),
-                sorted((d.get("lun"), source_id(d)) for d in profile.get("dataDiskImages") or [] if isinstance(d, dict))]
+        entries = [profile, profile.get("osDiskImage"), *_list(profile.get("dataDiskImages"))]
+        refs = [entry.get("source") for entry in entries if isinstance(entry, dict)]
+        return {str(ref.get("id")).lower() for ref in refs if isinstance(ref, dict) and ref.get("id")}
 
     def _publishing(self, given: dict, location: str, before: dict | None) -> dict:
         field = "properties.publishingProfile"
@@ -378,7 +385,7 @@ class Galleries:
         os_layers = self.images.disks.content_of(os_source)
         lineage = list(self.images.disks.lineage(os_source))
         data_layers, data_shown = {}, []
-        for i, entry in enumerate(profile.get("dataDiskImages") or []):
+        for i, entry in enumerate(_list(profile.get("dataDiskImages"), f"{field}.dataDiskImages")):
             where = f"{field}.dataDiskImages[{i}]"
             entry = require_object(entry, where)
             lun = int_field(entry.get("lun"), f"{where}.lun", 0, 63)
