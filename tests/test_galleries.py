@@ -226,3 +226,22 @@ def test_a_gallery_pool_needs_begin_get_access_not_reader(server, clients, made)
     pooler.batch.create_pool(custom_pool("by-contributor", version_id, dedicated=0))
     for pool_id in ("by-reader-managed", "by-contributor"):
         clients.batch.begin_delete_pool(pool_id, polling_interval=0.1).result()
+
+
+def test_only_generalized_gallery_images_make_pools(clients, made):
+    c, batch = clients.compute, clients.batch
+    c.gallery_images.begin_create_or_update(RG, GALLERY, "special", {"location": clients.location, "properties": {
+        "osType": "Linux", "osState": "Specialized",
+        "identifier": {"publisher": "contoso", "offer": "tool", "sku": "special"}}}).result()
+    special = c.gallery_image_versions.begin_create_or_update(RG, GALLERY, "special", "1.0.0", version_body(
+        clients.location, {"osDiskImage": {"source": {"id": made["flow"]["snapshots"][0].id}}})).result()
+    error = refused(batch.create_pool, custom_pool("special", special.id, dedicated=0), status=400)
+    assert "Batch pools need a generalized image" in batch_values(error)["Reason"]
+    # a managed image whose osState differs from the definition's cannot be its version
+    error = error_of(c.gallery_image_versions.begin_create_or_update, RG, GALLERY, "special", "2.0.0", version_body(
+        clients.location, {"source": {"id": made["flow"]["image"].id}}), status=409)
+    assert "since the OS State in the parent gallery image (Specialized) is not Generalized" in error.message
+    error = refused(batch.create_pool, custom_pool("a-gallery", made["gallery"].id, dedicated=0), status=400)
+    assert "gallery image definition or version" in batch_values(error)["Reason"]
+    c.gallery_image_versions.begin_delete(RG, GALLERY, "special", "1.0.0").result()
+    c.gallery_images.begin_delete(RG, GALLERY, "special").result()
