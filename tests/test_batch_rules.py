@@ -49,7 +49,8 @@ def test_custom_image_limits_are_shared_across_pools_on_one_snapshot(rules):
     c, loc = clients.compute, clients.location
     c.galleries.begin_create_or_update(RG, "rules", {"location": loc}).result()
     c.gallery_images.begin_create_or_update(RG, "rules", "tool", {"location": loc, "properties": {
-        "osType": "Linux", "osState": "Generalized", "identifier": {"publisher": "p", "offer": "o", "sku": "s"}}}).result()
+        "osType": "Linux", "osState": "Generalized",
+        "identifier": {"publisher": "p", "offer": "o", "sku": "s"}}}).result()
     version = c.gallery_image_versions.begin_create_or_update(RG, "rules", "tool", "1.0.0", {"location": loc,
         "properties": {"storageProfile": {"source": {"id": image.id}}}}).result()
     batch.create_pool(custom_pool("third", version.id, dedicated=1))

@@ -137,7 +137,8 @@ def test_a_gallery_version_is_replicated_to_hosts_before_any_pool(ray_server, ra
     common_before = set.intersection(*(stored_layers(h) for h in hosts))
     c.galleries.begin_create_or_update(RG, "raygallery", {"location": ray_clients.location}).result()
     c.gallery_images.begin_create_or_update(RG, "raygallery", "tool", {"location": ray_clients.location, "properties": {
-        "osType": "Linux", "osState": "Generalized", "identifier": {"publisher": "p", "offer": "o", "sku": "s"}}}).result()
+        "osType": "Linux", "osState": "Generalized",
+        "identifier": {"publisher": "p", "offer": "o", "sku": "s"}}}).result()
     version = c.gallery_image_versions.begin_create_or_update(RG, "raygallery", "tool", "1.0.0", {
         "location": ray_clients.location, "properties": {
             "storageProfile": {"osDiskImage": {"source": {"id": snap.id}}},

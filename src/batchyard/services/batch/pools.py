@@ -262,10 +262,9 @@ class Pools:
             rid = parse(image_id, field)
             gallery = kind_of(image_id, field) != "image"
         except ServiceError as exc:
-            raise bi.invalid(field, image_id, "The value is not the resource id of a managed image "
-                                              "(/subscriptions/…/providers/Microsoft.Compute/images/…) or of a gallery "
-                                              "image definition or version (…/galleries/…/images/…[/versions/…]).") \
-                from exc
+            raise bi.invalid(field, image_id, "The value is not the resource id of a managed image (/subscriptions/…"
+                                              "/providers/Microsoft.Compute/images/…) or of a gallery image definition "
+                                              "or version (…/galleries/…/images/…[/versions/…]).") from exc
         if rid.subscription.lower() != account.subscription.lower():
             raise bi.invalid(field, image_id, f"The image is in subscription '{rid.subscription}', but the Batch "
                                               f"account '{account.name}' is in subscription '{account.subscription}'; "

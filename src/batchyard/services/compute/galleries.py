@@ -256,9 +256,9 @@ class Galleries:
             storage_profile, internal = self._content(rid, location, definition,
                                                       require_object(props.get("storageProfile"),
                                                                      "properties.storageProfile"))
+            safety = {"allowDeletionOfReplicatedLocations": True, "reportedForPolicyViolation": False}
             properties = {"publishingProfile": publishing, "storageProfile": storage_profile,
-                          "provisioningState": "Creating", "safetyProfile": {"allowDeletionOfReplicatedLocations":
-                                                                              True, "reportedForPolicyViolation": False}}
+                          "provisioningState": "Creating", "safetyProfile": safety}
             version = new_resource(rid, location, properties, check_tags(body.get("tags")), internal=internal)
             self.store.put(version)
         return self._replicate(version), True
