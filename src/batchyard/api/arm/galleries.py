@@ -78,7 +78,7 @@ async def list_versions(ctx: ArmContext) -> Response:
 def register(router: ArmRouter) -> None:
     add = router.add
     add("PUT", GALLERY, _put("gallery", lambda g: g.create_or_update_gallery))
-    add("PATCH", GALLERY, _put("gallery", lambda g: g.create_or_update_gallery))
+    add("PATCH", GALLERY, _put("gallery", lambda g: g.update_gallery))
     add("GET", GALLERY, get_gallery)
     add("DELETE", GALLERY, _delete("gallery", lambda g: g.delete_gallery))
     add("GET", RG + "/galleries", list_galleries)

@@ -157,6 +157,11 @@ class Galleries:
             properties["description"] = str(props["description"])
         return self.store.put(new_resource(rid, location, properties, check_tags(body.get("tags")))), True
 
+    def update_gallery(self, rid: ResourceId, body: dict) -> tuple[Resource, bool]:
+        """PATCH: the gallery must exist (a PUT may create it)."""
+        get_or_404(self.store, rid)
+        return self.create_or_update_gallery(rid, body)
+
     def delete_gallery(self, rid: ResourceId) -> bool:
         gallery = self.store.get(str(rid))
         if gallery is None:
