@@ -64,6 +64,10 @@ def test_gallery_resources_read_back_as_azure_shapes_them(clients, made):
     assert gallery.properties.identifier.unique_name == f"{clients.subscription}-YARD"
     assert gallery.properties.provisioning_state == "Succeeded"
     assert [g.name for g in c.galleries.list_by_resource_group(RG)] == [GALLERY]
+    updated = c.galleries.begin_update(RG, GALLERY, {"properties": {"description": "tools, v2"}}).result()
+    assert updated.properties.description == "tools, v2"
+    assert error_of(c.galleries.begin_update, RG, "nothing", {"properties": {}}, status=404).error.code == \
+        "ResourceNotFound"
     definition = c.gallery_images.get(RG, GALLERY, DEFINITION)
     assert (definition.properties.os_state, definition.properties.identifier.sku) == ("Generalized", "v1")
     versions = list(c.gallery_image_versions.list_by_gallery_image(RG, GALLERY, DEFINITION))
