@@ -52,7 +52,9 @@ def killed_by_memory_limit(code: int, kills_before: int, kills_after: int) -> bo
 
 class CommandRunner:
     def run(self, command_id: str, argv: list[str], env: dict[str, str], cwd: str, uid: int | None,
-            gid: int | None, stdout: str, stderr: str, on_exit: ExitCallback, mkdirs: tuple[str, ...] = ()) -> None:
+            gid: int | None, stdout: str, stderr: str, on_exit: ExitCallback, mkdirs: tuple[str, ...] = (),
+            container=None) -> None:
+        """container: a provider.ContainerRun, for a command in a container."""
         raise NotImplementedError
 
     def kill(self, command_id: str) -> None:
@@ -74,7 +76,9 @@ class AgentRunner(CommandRunner):
         self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback, int]] = {}
         self._idle_timer: threading.Timer | None = None
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is not None:
+            raise OSError("the machine's agent runs no containers")
         request = {"id": command_id, "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
                    "stdout": stdout, "stderr": stderr, "mkdirs": list(mkdirs)}
         kills = self._oom_kills()
@@ -166,7 +170,7 @@ class SpawningRunner(CommandRunner):
             raise OSError(f"{path} is not on the temporary disk")
         return path.removeprefix("/mnt/")
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
         # Made from the host, so never through a link a command left there (confined.py).
         base = self._temporary_disk()
         for path in mkdirs:
@@ -178,7 +182,8 @@ class SpawningRunner(CommandRunner):
         try:
             err = confined.open_file(base, self._on_mnt(stderr), flags, uid, gid)
             try:
-                proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err)
+                extra = {"container": container} if container is not None else {}
+                proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err, **extra)
             finally:
                 os.close(err)
         finally:
@@ -206,6 +211,29 @@ class SpawningRunner(CommandRunner):
             ids = list(self._procs)
         for command_id in ids:
             self.kill(command_id)
+
+
+class SplitRunner(CommandRunner):
+    """Plain commands through the machine's agent; each container command through a
+    launcher of its own, since a container needs mounts of its own that a command the
+    agent starts cannot make."""
+
+    def __init__(self, agent: CommandRunner, containers: CommandRunner):
+        self._agent, self._containers = agent, containers
+
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is None:
+            self._agent.run(command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs)
+        else:
+            self._containers.run(command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs, container)
+
+    def kill(self, command_id: str) -> None:
+        self._agent.kill(command_id)  # each ignores an id it did not start
+        self._containers.kill(command_id)
+
+    def close(self) -> None:
+        self._agent.close()
+        self._containers.close()
 
 
 def _end(agent: subprocess.Popen) -> None:

@@ -65,7 +65,9 @@ def load_seccomp(bpf):
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
 
 
-def child(spec, meminfo, seccomp):
+def child(spec, meminfo, seccomp, rootfs=None):
+    if rootfs is not None:
+        enter_container(spec["container"], rootfs)
     check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
     mask_proc()
     if meminfo is not None:
@@ -153,13 +155,131 @@ class MemInfo:
         libc.umount2(MEMINFO_STAGED, MNT_DETACH)  # this command's copy of the mounts only
 
 
+# The new mount API (Linux 5.2; overlay's "lowerdir+" 6.8): a container's overlay is made
+# from host paths before the launcher enters the machine, as a detached mount, and attached
+# inside the machine's namespace after: the machine never sees a host path.
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 428, 429, 430, 431, 432
+FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 1, 6
+FSOPEN_CLOEXEC, FSMOUNT_CLOEXEC = 1, 1
+MOVE_MOUNT_F_EMPTY_PATH = 4
+AT_FDCWD = -100
+SYS_PIVOT_ROOT = 155
+
+
+def make_rootfs(container):
+    """The container's root filesystem as a detached overlay mount: its image's layers
+    under a writable layer of its own."""
+    fs = libc.syscall(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC)
+    if fs < 0:
+        check(fs, "fsopen overlay")
+    try:
+        options = [(b"lowerdir+", path.encode()) for path in container["lower"]]
+        options += [(b"upperdir", container["upper"].encode()), (b"workdir", container["work"].encode())]
+        for key, value in options:
+            check(libc.syscall(SYS_FSCONFIG, fs, FSCONFIG_SET_STRING, key, value, 0), "overlay " + key.decode())
+        check(libc.syscall(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "overlay create")
+        mnt = libc.syscall(SYS_FSMOUNT, fs, FSMOUNT_CLOEXEC, 0)
+        if mnt < 0:
+            check(mnt, "fsmount")
+        return mnt
+    finally:
+        os.close(fs)
+
+
+def enter_container(container, rootfs):
+    """Root becomes the container's filesystem, in this command's private mounts only: the
+    overlay is attached at the machine's /proc (empty until the command's own /proc is
+    mounted, and never used otherwise), the Batch directories Azure maps are bound in at
+    their own paths, with /dev, and pivot_root leaves the machine's root behind (chroot
+    would not: CAP_SYS_CHROOT is kept, and a chroot can be climbed out of)."""
+    new = b"/proc"
+    check(libc.syscall(SYS_MOVE_MOUNT, rootfs, b"", AT_FDCWD, new, MOVE_MOUNT_F_EMPTY_PATH), "attach the container")
+    os.close(rootfs)
+    for path, read_only in container["binds"]:
+        bind(path.encode(), new + path.encode(), read_only)
+    bind(b"/dev", new + b"/dev", False)
+    os.makedirs(new + b"/proc", exist_ok=True)
+    if container.get("read_only"):
+        check(libc.mount(None, new, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None), "read-only root")
+    os.chdir(new)
+    check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    check(libc.umount2(b".", MNT_DETACH), "leave the machine's root")
+    os.chdir("/")
+
+
+def bind(source, target, read_only):
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        return  # Azure maps only the directories the node has
+    check(libc.mount(source, target, None, MS_BIND | MS_REC, None), "bind " + source.decode())
+    if read_only:
+        check(libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None),
+              "read-only " + source.decode())
+
+
+def container_user(text):
+    """`--user` or the image's USER: name or id, with an optional group, looked up in the
+    container's own /etc/passwd and /etc/group as Docker does."""
+    name, _, group = text.partition(":")
+    uid = gid = None
+    for line in read_lines("/etc/passwd"):
+        fields = line.split(":")
+        if len(fields) > 3 and (fields[0] == name or fields[2] == name):
+            uid, gid = int(fields[2]), int(fields[3])
+            break
+    if uid is None:
+        if not name.isdigit():
+            raise OSError(errno.EINVAL, "unable to find user %s: no matching entries in passwd file" % name)
+        uid, gid = int(name), 0
+    if group:
+        gid = None
+        for line in read_lines("/etc/group"):
+            fields = line.split(":")
+            if len(fields) > 2 and (fields[0] == group or fields[2] == group):
+                gid = int(fields[2])
+        if gid is None:
+            if not group.isdigit():
+                raise OSError(errno.EINVAL, "unable to find group %s: no matching entries in group file" % group)
+            gid = int(group)
+    return uid, gid
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def resolve(program, env):
+    """A program named without a slash is looked up in the container's PATH, as Docker does."""
+    if "/" in program:
+        return program
+    for folder in (env.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        candidate = os.path.join(folder or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return program
+
+
 def become(spec):
     """Turn this process into the command: its user, output files, directory, program."""
     gid, uid = spec.get("gid"), spec.get("uid")
+    container = spec.get("container")
+    if container and container.get("user"):
+        try:
+            uid, gid = container_user(container["user"])
+        except OSError as exc:
+            sys.stderr.write("batchyard: %s\n" % exc.strerror)
+            os._exit(126)
     for path in spec.get("mkdirs") or ():  # the command's directories, made by root, owned by its user
         os.makedirs(path, exist_ok=True)
         if uid is not None:
             os.chown(path, uid, gid if gid is not None else -1)
+    if container and spec.get("cwd"):
+        os.makedirs(spec["cwd"], exist_ok=True)  # docker create makes a missing working directory
     if gid is not None:
         os.setgroups([])
         os.setgid(gid)
@@ -176,6 +296,8 @@ def become(spec):
     except OSError:
         os.chdir("/")
     argv = spec["argv"]
+    if container:
+        argv = [resolve(argv[0], spec.get("env") or {})] + argv[1:]
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores it; the command must not
     try:
         os.execve(argv[0], argv, spec.get("env") or {})
@@ -342,6 +464,7 @@ def main():
         with open(spec["seccomp"], "rb") as f:
             seccomp = f.read()
     net = os.open(spec["network"], os.O_RDONLY) if spec.get("network") else None  # a host path: open it first
+    rootfs = make_rootfs(spec["container"]) if spec.get("container") else None  # host paths too
     ns = os.open(spec["namespace"], os.O_RDONLY)
     check(libc.setns(ns, CLONE_NEWNS), "setns")
     os.close(ns)
@@ -353,7 +476,7 @@ def main():
     if pid == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
-            child(spec, meminfo, seccomp)
+            child(spec, meminfo, seccomp, rootfs)
         except BaseException as exc:  # report, never fall back into the parent's code
             sys.stderr.write("batchyard: %s\n" % exc)
             os._exit(126)

@@ -13,6 +13,7 @@ immutable layer, so a snapshot costs what the disk changed since its base.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,13 +29,15 @@ from pathlib import Path
 
 from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
-from .commands import AgentRunner, CommandRunner, SpawningRunner
+from .commands import AgentRunner, CommandRunner, SpawningRunner, SplitRunner
+from .container_images import ContainerImage, ImageStore
+from .oci_registry import Login, RegistryError
 from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import LocalFiles, MachineFiles
 from .networks import SERVICE_ADDRESS, Networks
 from .provider import (DEFAULT_ENV, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
-                       DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec,
+                       ContainerRun, DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec,
                        local_capacity)
 from .security_rules import admits
 
@@ -84,7 +87,9 @@ class HostProvider(MachineProvider):
 
     @abstractmethod
     def spawn(self, key: str, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/",
-              uid: int | None = None, gid: int | None = None, stdout=None, stderr=None) -> subprocess.Popen: ...
+              uid: int | None = None, gid: int | None = None, stdout=None, stderr=None,
+              container=None) -> subprocess.Popen:
+        """container: (ContainerRun, its scratch directory on this host), for a container command."""
 
     @abstractmethod
     def temporary_disk(self, key: str) -> Path:
@@ -145,6 +150,7 @@ class NamespaceMachineProvider(HostProvider):
             d.mkdir(parents=True, exist_ok=True)
         self._make_ns_dir_private()
         self.host_root = self._mount_host_root()
+        self.images = ImageStore(layers)
         self.seccomp_filter = root / "seccomp.bpf"
         self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
         self.networks: Networks | None = None
@@ -380,11 +386,36 @@ class NamespaceMachineProvider(HostProvider):
         self._ns_file(key).unlink(missing_ok=True)
         remove_tree_atomically(self.machines_dir / key, self.layers.tmp)
 
-    def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None):
+    # containers -------------------------------------------------------------------------
+
+    def pull_image(self, key: str, reference: str, login: Login | None) -> ContainerImage:
+        try:
+            return self.images.pull(reference, login)
+        except (RegistryError, ValueError, OSError) as exc:
+            raise MachineError(str(exc)) from None
+
+    def _container_spec(self, key: str, run: ContainerRun, scratch: Path) -> dict:
+        for layer in run.image.layers:
+            if not self.layers.exists(layer):
+                raise MachineError(f"image {run.image.reference} is no longer on this host; pull it again")
+        upper, work = scratch / "upper", scratch / "work"
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(exist_ok=True)
+        lower = [str(self.layers.path(layer)) for layer in reversed(run.image.layers)] or [str(self.empty_layer)]
+        return {"lower": lower, "upper": str(upper), "work": str(work), "binds": [list(b) for b in run.binds],
+                "read_only": run.read_only, "user": run.user}
+
+    def container_scratch(self, key: str, command_id: str) -> Path:
+        """A container's writable layer, on this host beside its machine (gone with it)."""
+        return self.machines_dir / key / "containers" / hashlib.sha256(command_id.encode()).hexdigest()[:32]
+
+    def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None, container=None):
         if not self.is_running(key):
             raise MachineError(f"machine {key} is not running")
         spec = {**self._enter_spec(key), "argv": argv, "env": {**DEFAULT_ENV, **(env or {})},
                 "cwd": cwd, "uid": uid, "gid": gid}
+        if container is not None:
+            spec["container"] = self._container_spec(key, *container)
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
@@ -404,7 +435,8 @@ class NamespaceMachineProvider(HostProvider):
             )
             self._track(key, agent)
             return agent
-        return AgentRunner(start_agent, oom_kills=lambda: self.oom_kills(key))
+        return SplitRunner(AgentRunner(start_agent, oom_kills=lambda: self.oom_kills(key)),
+                           ContainerRunner(self, key))
 
     def stop_all(self) -> None:
         if self._gateway is not None:
@@ -416,6 +448,27 @@ class NamespaceMachineProvider(HostProvider):
             self.cgroups.close()
         if self.networks is not None:
             self.networks.close()
+
+
+class ContainerRunner(SpawningRunner):
+    """One launcher per container command; its writable layer is removed when it ends
+    (`--rm` is what Batch does anyway: a task's container never outlives it)."""
+
+    def __init__(self, provider: NamespaceMachineProvider, key: str):
+        super().__init__(lambda argv, **kw: provider.spawn(key, argv, **kw), lambda: provider.temporary_disk(key))
+        self._provider, self._key = provider, key
+
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        scratch = self._provider.container_scratch(self._key, command_id)
+
+        def ended(outcome) -> None:
+            remove_tree_atomically(scratch, self._provider.layers.tmp)
+            on_exit(outcome)
+        try:
+            super().run(command_id, argv, env, cwd, uid, gid, stdout, stderr, ended, mkdirs, (container, scratch))
+        except BaseException:
+            remove_tree_atomically(scratch, self._provider.layers.tmp)
+            raise
 
 
 class UnavailableMachineProvider(HostProvider):

@@ -1,0 +1,146 @@
+"""Real OCI registries and images for the container tests, all offline: Debian's
+`docker-registry` (the Docker distribution registry) on a free loopback port, anonymous or
+with htpasswd authentication, and images built here from busybox-static's binary, written
+as OCI image layouts and pushed with skopeo (Debian's `docker-registry`, `skopeo`,
+`busybox-static` and `apache2-utils`, installed by .ci/run)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import zstandard
+
+from conftest import free_port
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "cat", "echo", "ls", "id", "pwd", "env", "sleep", "test", "touch", "mkdir", "whoami", "false",
+           "true", "printf")
+
+
+def need(program: str) -> str:
+    found = shutil.which(program)
+    assert found, f"{program} is missing: install Debian's docker-registry, skopeo, busybox-static and " \
+                  f"apache2-utils (see .ci/run)"
+    return found
+
+
+class Registry:
+    """`docker-registry serve` on 127.0.0.1, stopped by `stop()`."""
+
+    def __init__(self, root: Path, users: dict[str, str] | None = None):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.users = users or {}
+        config = {"version": 0.1, "log": {"level": "warn"},
+                  "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
+                  "http": {"addr": self.address}}
+        if users:
+            lines = [subprocess.run([need("htpasswd"), "-Bbn", name, secret], check=True, capture_output=True,
+                                    text=True).stdout.strip() for name, secret in users.items()]
+            (root / "htpasswd").write_text("\n".join(lines) + "\n")
+            config["auth"] = {"htpasswd": {"realm": "batchyard-tests", "path": str(root / "htpasswd")}}
+        (root / "config.yml").write_text(json.dumps(config))  # JSON is YAML
+        self.proc = subprocess.Popen([need("docker-registry"), "serve", str(root / "config.yml")],
+                                     stdout=open(root / "registry.log", "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # 401: up, and asking for credentials
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+                time.sleep(0.05)
+
+    def push(self, layout: Path, name: str, user: str | None = None) -> str:
+        """The image layout pushed as NAME (repository:tag); returns its full reference."""
+        creds = ["--dest-creds", f"{user}:{self.users[user]}"] if user else []
+        subprocess.run([need("skopeo"), "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
+                        *creds, f"oci:{layout}:latest", f"docker://{self.address}/{name}"],
+                       check=True, capture_output=True, timeout=120)
+        return f"{self.address}/{name}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def busybox_files(extra: dict[str, bytes] | None = None) -> dict[str, bytes | tuple]:
+    """A small root filesystem: busybox and its applets, /etc/passwd and /etc/group."""
+    files: dict[str, bytes | tuple] = {"bin/busybox": ("file", BUSYBOX.read_bytes(), 0o755)}
+    for applet in APPLETS:
+        files[f"bin/{applet}"] = ("link", "busybox")
+    files["etc/passwd"] = b"root:x:0:0:root:/root:/bin/sh\nworker:x:1234:2345:worker:/home/worker:/bin/sh\n"
+    files["etc/group"] = b"root:x:0:\nworkers:x:2345:\n"
+    files["tmp/"] = ("dir", 0o1777)
+    files.update(extra or {})
+    return files
+
+
+def layer_tar(files: dict[str, bytes | tuple]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in sorted(files.items()):
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.mtime = 1_700_000_000
+            kind = content[0] if isinstance(content, tuple) else "file"
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, content[1]
+                tar.addfile(info)
+            elif kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, content[1]
+                tar.addfile(info)
+            else:
+                data, mode = (content[1], content[2]) if isinstance(content, tuple) else (content, 0o644)
+                info.size, info.mode = len(data), mode
+                tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def write_layout(path: Path, layers: list[tuple[dict, str]], config: dict | None = None) -> Path:
+    """An OCI image layout at `path` (tag latest) of layers given as (files, compression),
+    compression "gzip", "zstd" or "none"; config: the image config's `config` part."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def blob(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    descriptors, diff_ids = [], []
+    for files, compression in layers:
+        raw = layer_tar(files)
+        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+        packed, suffix = {"gzip": (gzip.compress(raw, mtime=0), "+gzip"),
+                          "zstd": (zstandard.ZstdCompressor().compress(raw), "+zstd"),
+                          "none": (raw, "")}[compression]
+        descriptors.append({"mediaType": f"application/vnd.oci.image.layer.v1.tar{suffix}",
+                            "digest": blob(packed), "size": len(packed)})
+    config_data = json.dumps({"architecture": "amd64", "os": "linux", "config": config or {},
+                              "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": blob(config_data), "size": len(config_data)},
+                           "layers": descriptors}).encode()
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(manifest),
+         "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "latest"},
+         "platform": {"architecture": "amd64", "os": "linux"}}]}))
+    return path
