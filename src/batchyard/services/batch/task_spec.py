@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from . import batch_input as bi
+from . import batch_input as bi, container_spec
 from .durations import TIMESPAN_MAX_TEXT, format_duration, parse_duration
 from .pool_spec import user_identity
 
@@ -71,8 +71,6 @@ def task_constraints(body: dict, job_retries: int) -> dict:
 
 def command_task(body: dict, field: str, job_retries: int = 0, with_id: bool = True) -> dict:
     """The parts every kind of task shares: command line, environment, files, identity."""
-    if body.get("containerSettings") is not None:
-        raise bi.invalid(f"{field}.containerSettings", "...", "Container tasks are not supported yet.")
     out = {
         "commandLine": no_nul(bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192),
                               f"{field}.commandLine"),
@@ -81,6 +79,9 @@ def command_task(body: dict, field: str, job_retries: int = 0, with_id: bool = T
         "userIdentity": user_identity(body, f"{field}.userIdentity"),
         "constraints": task_constraints(body, job_retries),
     }
+    container = container_spec.container_settings(body, field)
+    if container is not None:
+        out["containerSettings"] = container
     if with_id:
         out = {"id": entity_id(body.get("id"), f"{field}.id" if field != "task" else "id"), **out}
     return out
