@@ -48,18 +48,19 @@ class ContainerImage:
     cmd: tuple[str, ...] = ()
     working_dir: str = ""
     user: str = ""
+    anonymous: bool = True  # pulled without credentials: anyone on this host may use it
 
 
 class ImageStore:
-    def __init__(self, layers: LayerStore, ca_bundle: str | None = None):
+    def __init__(self, layers: LayerStore):
         self.layers = layers
-        self.ca_bundle = ca_bundle
         self.records = layers.root / "images"
         self.blob_layers = layers.root / "oci-layers"  # registry layer digest -> layer store id
         for d in (self.records, self.blob_layers):
             d.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._pulling: dict[str, threading.Lock] = {}
+        self._granted: set[tuple[str, str]] = set()  # (image, login digest) the registry let pull
 
     def _record(self, name: str) -> Path:
         return self.records / hashlib.sha256(name.encode()).hexdigest()
@@ -73,23 +74,30 @@ class ImageStore:
         image = ContainerImage(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
         return image if all(self.layers.exists(layer) for layer in image.layers) else None
 
-    def pull(self, reference: str, login: Login | None) -> ContainerImage:
+    def pull(self, reference: str, login: Login | None, ca_bundle: str | None = None) -> ContainerImage:
         """The image, pulled now unless this host has it; raises RegistryError (or
-        ValueError for a reference that is not one) and leaves nothing half-made."""
+        ValueError for a reference that is not one) and leaves nothing half-made. HTTPS
+        trusts `ca_bundle` (None: the system's CAs)."""
         ref = parse_reference(reference)
         with self._lock:
             gate = self._pulling.setdefault(str(ref), threading.Lock())
         with gate:  # two nodes prefetching one image on one host pull it once
             image = self.local(str(ref))
-            if image is not None:
+            grant = (str(ref), _login_key(login))
+            if image is not None and (image.anonymous or grant in self._granted):
                 return image
-            client = RegistryClient(ref, login, self.ca_bundle)
+            # An image that needed credentials is had again only by who the registry lets in:
+            # the manifest is asked for with this caller's login (the layers stay as they are).
+            client = RegistryClient(ref, login, ca_bundle)
             try:
                 digest, manifest, config = client.manifest()
-                layers = [layer for layer in (self._layer(client, entry) for entry in manifest["layers"]) if layer]
+                if image is None or image.digest != digest:
+                    layers = [layer for layer in (self._layer(client, entry) for entry in manifest["layers"])
+                              if layer]
+                    image = _image(str(ref), digest, layers, config, anonymous=login is None)
             finally:
                 client.close()
-            image = _image(str(ref), digest, layers, config)
+            self._granted.add(grant)
             data = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(image).items()})
             for name in (str(ref), digest):
                 _write_atomically(self._record(name), data, self.layers.tmp)
@@ -114,7 +122,12 @@ class ImageStore:
         return layer
 
 
-def _image(reference: str, digest: str, layers: list[str], config: dict) -> ContainerImage:
+def _login_key(login: Login | None) -> str:
+    """A login as a digest: the password itself is never kept."""
+    return "" if login is None else hashlib.sha256(f"{login.username}\0{login.password}".encode()).hexdigest()
+
+
+def _image(reference: str, digest: str, layers: list[str], config: dict, anonymous: bool) -> ContainerImage:
     settings = config.get("config") or {}
     if (config.get("os") or "linux") != "linux":
         raise RegistryError(f"{reference} is not a Linux image")
@@ -122,7 +135,7 @@ def _image(reference: str, digest: str, layers: list[str], config: dict) -> Cont
         return tuple(str(item) for item in value) if isinstance(value, list) else ()
     return ContainerImage(reference, digest, tuple(layers), strings(settings.get("Env")),
                           strings(settings.get("Entrypoint")), strings(settings.get("Cmd")),
-                          str(settings.get("WorkingDir") or ""), str(settings.get("User") or ""))
+                          str(settings.get("WorkingDir") or ""), str(settings.get("User") or ""), anonymous)
 
 
 def _decompressed(chunks: Iterator[bytes], media: str) -> Iterator[bytes]:

@@ -390,7 +390,7 @@ class NamespaceMachineProvider(HostProvider):
 
     def pull_image(self, key: str, reference: str, login: Login | None) -> ContainerImage:
         try:
-            return self.images.pull(reference, login)
+            return self.images.pull(reference, login, self.registry_ca_bundle)
         except (RegistryError, ValueError, OSError) as exc:
             raise MachineError(str(exc)) from None
 
