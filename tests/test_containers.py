@@ -145,7 +145,7 @@ def test_exit_codes_retries_and_timeouts_as_for_other_tasks(clients, pool, regis
     fails = finished(batch, "ctr-exits", "fails")
     assert (fails.execution_info.exit_code, fails.execution_info.retry_count) == (3, 1)
     assert fails.execution_info.failure_info.code == "FailureExitCode"
-    assert read(batch, "ctr-exits", "fails", "stderr.txt") == "try\n"
+    assert read(batch, "ctr-exits", "fails", "stderr.txt") == "try\ntry\n"  # both attempts, as for any task
     slow = finished(batch, "ctr-exits", "slow")
     assert slow.execution_info.failure_info.code == "MaxWallClockTimeExpiry"
 

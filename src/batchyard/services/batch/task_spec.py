@@ -71,15 +71,17 @@ def task_constraints(body: dict, job_retries: int) -> dict:
 
 def command_task(body: dict, field: str, job_retries: int = 0, with_id: bool = True) -> dict:
     """The parts every kind of task shares: command line, environment, files, identity."""
+    container = container_spec.container_settings(body, field)
+    # A container task may leave its command line empty: the image's own command runs.
+    command = "" if container is not None and body.get("commandLine") == "" else \
+        bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192)
     out = {
-        "commandLine": no_nul(bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192),
-                              f"{field}.commandLine"),
+        "commandLine": no_nul(command, f"{field}.commandLine"),
         "environmentSettings": bi.name_value_pairs(body, "environmentSettings", f"{field}.environmentSettings"),
         "resourceFiles": resource_files(body, f"{field}.resourceFiles"),
         "userIdentity": user_identity(body, f"{field}.userIdentity"),
         "constraints": task_constraints(body, job_retries),
     }
-    container = container_spec.container_settings(body, field)
     if container is not None:
         out["containerSettings"] = container
     if with_id:
