@@ -74,10 +74,24 @@ class Registry:
                        check=True, capture_output=True, timeout=120)
         return f"{self.address}/{name}"
 
+    def corrupt(self, digest: str) -> None:
+        """The registry's stored copy of a blob altered (same size): a pull must refuse it."""
+        hex_ = digest.removeprefix("sha256:")
+        data = self.root / "data/docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
+        size = data.stat().st_size
+        data.write_bytes(bytes(size))
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def layer_digests(layout: Path) -> list[str]:
+    index = json.loads((layout / "index.json").read_text())
+    manifest = index["manifests"][0]["digest"].removeprefix("sha256:")
+    return [layer["digest"] for layer in
+            json.loads((layout / "blobs" / "sha256" / manifest).read_text())["layers"]]
 
 
 def busybox_files(extra: dict[str, bytes] | None = None) -> dict[str, bytes | tuple]:

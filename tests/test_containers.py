@@ -8,7 +8,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from conftest import pool_settled, wait_for
-from oci_registry import Registry, busybox_files, write_layout
+from oci_registry import Registry, busybox_files, layer_digests, write_layout
 from test_batch_pools import base_pool, error_values
 
 USERS = {"alice": "wonder-land-7"}
@@ -27,10 +27,13 @@ def registries(tmp_path_factory):
             (busybox_files({"etc/which": b"beta-base\n", "etc/gone": b"x\n", "data/old": b"old\n"}), "gzip"),
             ({"etc/which": b"beta\n", "etc/.wh.gone": b"", "data/.wh..wh..opq": b"", "data/new": b"new\n"}, "zstd")],
             {"Env": ["PATH=/bin"], "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo beta-default"]})
-        images = {"alpha": public.push(alpha, "tools/alpha:1"),
+        tampered = write_layout(root / "tampered", [(busybox_files({"etc/which": b"tampered\n"}), "gzip")])
+        images = {"alpha": public.push(alpha, "tools/alpha:1"), "tampered": public.push(tampered, "tools/bad:1"),
+                  "tampered-layer": layer_digests(tampered)[0],
                   "beta": private.push(beta, "private/beta:2", "alice"),
                   "gamma": private.push(alpha, "private/gamma:1", "alice"),
                   "private": private.address}
+        public.corrupt(images["tampered-layer"])
         yield images
     finally:
         public.stop()
@@ -150,7 +153,7 @@ def test_exit_codes_retries_and_timeouts_as_for_other_tasks(clients, pool, regis
     assert slow.execution_info.failure_info.code == "MaxWallClockTimeExpiry"
 
 
-def test_private_registry_needs_its_credentials_and_missing_images_fail(clients, pool, registries):
+def test_private_registry_needs_its_credentials_and_missing_images_fail(clients, server, pool, registries):
     batch = clients.batch
     batch.create_job({"id": "ctr-private", "poolInfo": {"poolId": pool}})
     good = {"registryServer": registries["private"], "username": "alice", "password": USERS["alice"]}
@@ -159,18 +162,24 @@ def test_private_registry_needs_its_credentials_and_missing_images_fail(clients,
         "task-login": {"imageName": registries["gamma"], "registry": good},
         "wrong-login": {"imageName": registries["gamma"], "registry": {**good, "password": "not-it"}},
         "missing": {"imageName": registries["alpha"].replace("alpha:1", "nothing:1")},
+        "tampered": {"imageName": registries["tampered"]},  # a layer that does not hash to its digest
     }
     for task_id, settings in cases.items():
         batch.create_task("ctr-private", {"id": task_id, "commandLine": "cat /etc/which", "containerSettings": settings})
     for task_id in ("pool-login", "task-login"):
         assert finished(batch, "ctr-private", task_id).execution_info.exit_code == 0
         assert read(batch, "ctr-private", task_id) == "alpha\n"
-    for task_id, reason in (("wrong-login", "credentials"), ("missing", "not found")):
+    for task_id, reason in (("wrong-login", "credentials"), ("missing", "not found"),
+                            ("tampered", "arrived with digest")):
         task = finished(batch, "ctr-private", task_id)
         failure = task.execution_info.failure_info
         assert task.execution_info.result == "failure" and task.execution_info.exit_code is None
         assert (failure.category.lower(), failure.code) == ("usererror", "ContainerInvalidImage")
         assert reason in failure.details[0].value and "not-it" not in failure.details[0].value
+    # nothing half-made: no layer recorded for the bad blob, no scratch left in the layer store
+    layers = server.data_dir / "runtime" / "layers"
+    assert not (layers / "oci-layers" / registries["tampered-layer"].replace(":", "-")).exists()
+    assert list((layers / "tmp").iterdir()) == []
 
 
 def test_pool_without_credentials_and_pool_whose_prefetch_fails(clients, registries):

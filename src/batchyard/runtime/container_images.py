@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import zstandard
+
 from .layers import LayerStore
 from .oci_registry import Login, RegistryClient, RegistryError, parse_reference
 
@@ -113,8 +115,16 @@ class ImageStore:
         if media not in _GZIP + _ZSTD + _TAR:
             raise RegistryError(f"layer {digest} has an unsupported media type {media or '(none)'}")
         staging = Path(tempfile.mkdtemp(dir=self.layers.tmp))
+        blob = client.blob(digest)
         try:
-            _unpack(_decompressed(client.blob(digest), media), staging)
+            try:
+                _unpack(_decompressed(blob, media), staging)
+            except (tarfile.TarError, zlib.error, zstandard.ZstdError, EOFError, ValueError, OSError) as exc:
+                for _ in blob:  # a blob that is not what its digest says is reported as that
+                    pass
+                raise RegistryError(f"layer {digest} could not be unpacked: {exc}") from None
+            for _ in blob:  # the tar may end before the blob does: its digest is checked at the end
+                pass
             layer = self.layers.freeze(staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -147,7 +157,6 @@ def _decompressed(chunks: Iterator[bytes], media: str) -> Iterator[bytes]:
             yield inflater.decompress(chunk)
         yield inflater.flush()
     else:
-        import zstandard
         reader = zstandard.ZstdDecompressor().decompressobj()
         for chunk in chunks:
             yield reader.decompress(chunk)
