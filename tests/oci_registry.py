@@ -141,7 +141,7 @@ def write_layout(path: Path, layers: list[tuple[dict, str]], config: dict | None
     for files, compression in layers:
         raw = layer_tar(files)
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-        packed, suffix = {"gzip": (gzip.compress(raw, mtime=0), "+gzip"),
+        packed, suffix = {"gzip": (gzip.compress(raw, compresslevel=1, mtime=0), "+gzip"),
                           "zstd": (zstandard.ZstdCompressor().compress(raw), "+zstd"),
                           "none": (raw, "")}[compression]
         descriptors.append({"mediaType": f"application/vnd.oci.image.layer.v1.tar{suffix}",
