@@ -70,17 +70,19 @@ class AgentRunner(CommandRunner):
         self._start_agent = start_agent
         self._oom_kills = oom_kills
         self._idle_seconds = idle_seconds
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._agent: subprocess.Popen | None = None
         # by command: its agent, its callback, and the machine's OOM kills when it started
         self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback, int]] = {}
         self._idle_timer: threading.Timer | None = None
 
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
-        if container is not None:
-            raise OSError("the machine's agent runs no containers")
+        """container: for an agent that runs containers (launcher.py), the request's part
+        that says which (the provider makes it)."""
         request = {"id": command_id, "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
                    "stdout": stdout, "stderr": stderr, "mkdirs": list(mkdirs)}
+        if container is not None:
+            request["container"] = container
         kills = self._oom_kills()
         with self._lock:
             agent = self._ensure_agent()
@@ -89,11 +91,15 @@ class AgentRunner(CommandRunner):
                 self._idle_timer.cancel()
                 self._idle_timer = None
             try:
+                self._before_request()
                 agent.stdin.write(json.dumps(request) + "\n")
                 agent.stdin.flush()
-            except (BrokenPipeError, ValueError):
+            except (OSError, ValueError):
                 self._callbacks.pop(command_id, None)
                 raise OSError("the machine's agent is gone")
+
+    def _before_request(self) -> None:
+        """What goes to the agent before a request's line (nothing here)."""
 
     def kill(self, command_id: str) -> None:
         with self._lock:
@@ -171,6 +177,8 @@ class SpawningRunner(CommandRunner):
         return path.removeprefix("/mnt/")
 
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is not None:
+            raise OSError("containers need isolated machines (mount namespaces), which this host has not")
         # Made from the host, so never through a link a command left there (confined.py).
         base = self._temporary_disk()
         for path in mkdirs:
@@ -182,8 +190,7 @@ class SpawningRunner(CommandRunner):
         try:
             err = confined.open_file(base, self._on_mnt(stderr), flags, uid, gid)
             try:
-                extra = {"container": container} if container is not None else {}
-                proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err, **extra)
+                proc = self._spawn(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdout=out, stderr=err)
             finally:
                 os.close(err)
         finally:
@@ -214,9 +221,9 @@ class SpawningRunner(CommandRunner):
 
 
 class SplitRunner(CommandRunner):
-    """Plain commands through the machine's agent; each container command through a
-    launcher of its own, since a container needs mounts of its own that a command the
-    agent starts cannot make."""
+    """Plain commands through the machine's agent; container commands through its
+    container agent, which may make their mounts (the machine's agent runs under the
+    seccomp filter that forbids mounting)."""
 
     def __init__(self, agent: CommandRunner, containers: CommandRunner):
         self._agent, self._containers = agent, containers

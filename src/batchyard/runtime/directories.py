@@ -155,11 +155,9 @@ class DirectoryMachineProvider(HostProvider):
                    cwd, *argv]
         return command, {**env, "FAKECHROOT_EXCLUDE_PATH": ":".join(passed_through)}
 
-    def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None, container=None):
+    def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None):
         if not self.is_running(key):
             raise MachineError(f"machine {key} is not running")
-        if container is not None:
-            raise MachineError("containers need isolated machines (mount namespaces), which this host has not")
         # Commands run as the service's own user here: another user may not be able to
         # reach the data directory the machine's files live in (uid and gid are ignored).
         command, command_env = self._command(key, list(argv), cwd, {**DEFAULT_ENV, **(env or {})})

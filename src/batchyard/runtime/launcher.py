@@ -22,6 +22,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 
@@ -65,14 +66,9 @@ def load_seccomp(bpf):
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
 
 
-def child(spec, meminfo, seccomp, rootfs=None):
-    if rootfs is not None:
-        enter_container(spec["container"], rootfs)
-    check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
-    mask_proc()
-    if meminfo is not None:
-        meminfo.refresh()
-        meminfo.mount()
+def child(spec, meminfo, seccomp, channel=None):
+    """channel: for a container agent, the socket its root filesystems come through."""
+    mount_proc(meminfo)
     for cap in range(LAST_CAP + 1):
         if cap not in KEPT_CAPS:
             libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # caps unknown to this kernel fail harmlessly
@@ -81,12 +77,23 @@ def child(spec, meminfo, seccomp, rootfs=None):
         hard = hard if current == resource.RLIM_INFINITY else min(hard, current)  # never above the host's
         resource.setrlimit(limit, (min(soft, hard), hard))
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid program raises a command's rights
+    if channel is not None:  # its commands load the filter once in their containers
+        serve_requests(meminfo, lambda request: start_container(request, channel, meminfo, seccomp))
+        os._exit(0)
     if seccomp is not None:
         load_seccomp(seccomp)
     if spec.get("agent"):
         serve_requests(meminfo)
         os._exit(0)
     become(spec)
+
+
+def mount_proc(meminfo):
+    check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
+    mask_proc()
+    if meminfo is not None:
+        meminfo.refresh()
+        meminfo.mount()
 
 
 def mask_proc():
@@ -155,43 +162,71 @@ class MemInfo:
         libc.umount2(MEMINFO_STAGED, MNT_DETACH)  # this command's copy of the mounts only
 
 
-# The new mount API (Linux 5.2; overlay's "lowerdir+" 6.8): a container's overlay is made
-# from host paths before the launcher enters the machine, as a detached mount, and attached
-# inside the machine's namespace after: the machine never sees a host path.
-SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 428, 429, 430, 431, 432
-FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 1, 6
-FSOPEN_CLOEXEC, FSMOUNT_CLOEXEC = 1, 1
-MOVE_MOUNT_F_EMPTY_PATH = 4
-AT_FDCWD = -100
+# A container's root filesystem arrives as the file descriptor of a detached overlay mount,
+# made by the service from the host's layer store (runtime/linux.py), over the container
+# agent's socket; attached here, inside the machine.
+SYS_MOVE_MOUNT, MOVE_MOUNT_F_EMPTY_PATH, AT_FDCWD = 429, 4, -100
 SYS_PIVOT_ROOT = 155
 
 
-def make_rootfs(container):
-    """The container's root filesystem as a detached overlay mount: its image's layers
-    under a writable layer of its own."""
-    fs = libc.syscall(SYS_FSOPEN, b"overlay", FSOPEN_CLOEXEC)
-    if fs < 0:
-        check(fs, "fsopen overlay")
+def receive_rootfs(channel):
+    """The next root filesystem the service sent (it sends one before each request)."""
+    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    if len(fds) != 1:
+        raise OSError(errno.EPROTO, "no root filesystem came with the request")
+    return fds[0]
+
+
+def start_container(request, channel, meminfo, seccomp):
+    """Forked by the container agent for each request: a mount namespace of its own whose
+    root becomes the container's filesystem, and a PID namespace whose PID 1 is the command
+    (this process waits for it and exits as it does)."""
+    rootfs = receive_rootfs(channel)
+    pid = os.fork()
+    if pid:
+        os.close(rootfs)
+        return pid
     try:
-        options = [(b"lowerdir+", path.encode()) for path in container["lower"]]
-        options += [(b"upperdir", container["upper"].encode()), (b"workdir", container["work"].encode())]
-        for key, value in options:
-            check(libc.syscall(SYS_FSCONFIG, fs, FSCONFIG_SET_STRING, key, value, 0), "overlay " + key.decode())
-        check(libc.syscall(SYS_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0), "overlay create")
-        mnt = libc.syscall(SYS_FSMOUNT, fs, FSMOUNT_CLOEXEC, 0)
-        if mnt < 0:
-            check(mnt, "fsmount")
-        return mnt
-    finally:
-        os.close(fs)
+        os.setsid()  # its own process group: a kill reaches the command too
+        signal.set_wakeup_fd(-1)  # the agent's wake-up pipe and handler are the agent's
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        container = request["container"]
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
+        uid, gid = request.get("uid"), request.get("gid")
+        for path in request.get("mkdirs") or ():
+            fd = open_dir(path, create=True)
+            if uid is not None:
+                os.fchown(fd, uid, gid if gid is not None else -1)
+            os.close(fd)
+        outputs = [open_output(request[name], uid, gid) for name in ("stdout", "stderr")]
+        channel.close()
+        enter_container(container, rootfs)
+        command = os.fork()
+        if command == 0:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            os.dup2(outputs[0], 1)
+            os.dup2(outputs[1], 2)
+            devnull = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(devnull, 0)
+            mount_proc(meminfo)
+            if seccomp is not None:
+                load_seccomp(seccomp)
+            become({**request, "uid": None, "gid": None, "mkdirs": None, "stdout": None, "stderr": None})
+        _, status = os.waitpid(command, 0)
+        os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+    except BaseException as exc:  # never fall back into the agent's loop
+        try:
+            os.write(2, ("batchyard: the container could not start: %s\n" % exc).encode())
+        finally:
+            os._exit(126)
 
 
 def enter_container(container, rootfs):
     """Root becomes the container's filesystem, in this command's private mounts only: the
-    overlay is attached at the machine's /proc (empty until the command's own /proc is
-    mounted, and never used otherwise), the Batch directories Azure maps are bound in at
-    their own paths, with /dev, and pivot_root leaves the machine's root behind (chroot
-    would not: CAP_SYS_CHROOT is kept, and a chroot can be climbed out of)."""
+    overlay is attached over the agent's /proc (never used by the container, which mounts
+    its own), the Batch directories Azure maps are bound in at their own paths, with /dev,
+    and pivot_root leaves the machine's root behind (chroot would not: CAP_SYS_CHROOT is
+    kept, and a chroot can be climbed out of)."""
     new = b"/proc"
     check(libc.syscall(SYS_MOVE_MOUNT, rootfs, b"", AT_FDCWD, new, MOVE_MOUNT_F_EMPTY_PATH), "attach the container")
     os.close(rootfs)
@@ -306,7 +341,7 @@ def become(spec):
         os._exit(127)
 
 
-def serve_requests(meminfo):
+def serve_requests(meminfo, start=None):
     """The agent: PID 1 of the machine's command namespace. One loop, no work in signal
     handlers: SIGCHLD only wakes the loop (through a pipe), which then reaps. While
     commands run, /proc/meminfo is refreshed every second."""
@@ -334,10 +369,10 @@ def serve_requests(meminfo):
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 if line.strip():
-                    handle(json.loads(line), running, devnull)
+                    handle(json.loads(line), running, devnull, start)
 
 
-def handle(request, running, devnull):
+def handle(request, running, devnull, start=None):
     if "kill" in request:
         for pid, request_id in list(running.items()):
             if request_id == request["kill"]:
@@ -347,7 +382,7 @@ def handle(request, running, devnull):
                     pass
         return
     try:
-        running[spawn(request, devnull)] = request["id"]
+        running[start(request) if start else spawn(request, devnull)] = request["id"]
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:  # never let one request end the agent
         sys.stderr.write("batchyard: cannot start the command: %s\n" % exc)
         report(request.get("id"), 127 if isinstance(exc, FileNotFoundError) else 126)
@@ -464,7 +499,7 @@ def main():
         with open(spec["seccomp"], "rb") as f:
             seccomp = f.read()
     net = os.open(spec["network"], os.O_RDONLY) if spec.get("network") else None  # a host path: open it first
-    rootfs = make_rootfs(spec["container"]) if spec.get("container") else None  # host paths too
+    channel = socket.socket(fileno=spec["containers"]) if spec.get("containers") is not None else None
     ns = os.open(spec["namespace"], os.O_RDONLY)
     check(libc.setns(ns, CLONE_NEWNS), "setns")
     os.close(ns)
@@ -476,7 +511,7 @@ def main():
     if pid == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
-            child(spec, meminfo, seccomp, rootfs)
+            child(spec, meminfo, seccomp, channel)
         except BaseException as exc:  # report, never fall back into the parent's code
             sys.stderr.write("batchyard: %s\n" % exc)
             os._exit(126)
