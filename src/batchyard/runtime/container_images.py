@@ -63,6 +63,17 @@ class ImageStore:
         self._lock = threading.Lock()
         self._pulling: dict[str, threading.Lock] = {}
         self._granted: set[tuple[str, str]] = set()  # (image, login digest) the registry let pull
+        layers.keepers.append(self.stored_layers)
+
+    def stored_layers(self) -> set[str]:
+        """Every layer an image on this host uses (each is recorded as soon as it is stored)."""
+        found = set()
+        for record in self.blob_layers.iterdir():
+            try:
+                found.add(record.read_text().strip())
+            except OSError:
+                pass
+        return found - {""}
 
     def _record(self, name: str) -> Path:
         return self.records / hashlib.sha256(name.encode()).hexdigest()
