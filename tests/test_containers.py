@@ -131,6 +131,11 @@ def test_container_run_options_are_honoured(clients, pool, registries):
     assert read(batch, "ctr-options", "readonly").splitlines() == ["read-only", "wd-writable"]
     assert read(batch, "ctr-options", "image-dir") == "/srv\n"
     assert read(batch, "ctr-options", "task-only").splitlines() == ["workitems", "task-only"]
+    batch.create_job({"id": "ctr-manager", "poolInfo": {"poolId": pool}, "jobManagerTask": {
+        "id": "manager", "commandLine": "sh -c 'cat /etc/which; echo $AZ_BATCH_TASK_ID'",
+        "containerSettings": {"imageName": alpha}}})
+    assert finished(batch, "ctr-manager", "manager").execution_info.exit_code == 0
+    assert read(batch, "ctr-manager", "manager") == "alpha\nmanager\n"
     with pytest.raises(HttpResponseError) as refused:
         batch.create_task("ctr-options", {"id": "privileged", "commandLine": "true", "containerSettings": {
             "imageName": alpha, "containerRunOptions": "--privileged"}})
