@@ -130,7 +130,7 @@ class ImageStore:
         try:
             try:
                 _unpack(_decompressed(blob, media), staging)
-            except (tarfile.TarError, zlib.error, zstandard.ZstdError, EOFError, ValueError, OSError) as exc:
+            except (tarfile.TarError, zlib.error, zstandard.ZstdError, EOFError, KeyError, ValueError, OSError) as exc:
                 for _ in blob:  # a blob that is not what its digest says is reported as that
                     pass
                 raise RegistryError(f"layer {digest} could not be unpacked: {exc}") from None
