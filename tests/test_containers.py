@@ -170,7 +170,8 @@ def test_private_registry_needs_its_credentials_and_missing_images_fail(clients,
         "tampered": {"imageName": registries["tampered"]},  # a layer that does not hash to its digest
     }
     for task_id, settings in cases.items():
-        batch.create_task("ctr-private", {"id": task_id, "commandLine": "cat /etc/which", "containerSettings": settings})
+        batch.create_task("ctr-private", {"id": task_id, "commandLine": "cat /etc/which",
+                                          "containerSettings": settings})
     for task_id in ("pool-login", "task-login"):
         assert finished(batch, "ctr-private", task_id).execution_info.exit_code == 0
         assert read(batch, "ctr-private", task_id) == "alpha\n"
