@@ -6,19 +6,30 @@ as OCI image layouts and pushed with skopeo (Debian's `docker-registry`, `skopeo
 
 from __future__ import annotations
 
+import base64
+import datetime
 import gzip
 import hashlib
+import hmac
+import http.server
 import io
 import json
 import shutil
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import jwt
 import zstandard
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from conftest import free_port
 
@@ -34,15 +45,78 @@ def need(program: str) -> str:
     return found
 
 
-class Registry:
-    """`docker-registry serve` on 127.0.0.1, stopped by `stop()`."""
+class TokenService:
+    """A registry token service (Docker's token authentication) on loopback: HTTP basic
+    credentials in, an RS256 JWT granting the scopes asked for out, its certificate in the
+    x5c header; the registry trusts that certificate. Stopped by `stop()`."""
 
-    def __init__(self, root: Path, users: dict[str, str] | None = None):
+    def __init__(self, root: Path, users: dict[str, str], service: str = "batchyard-tests"):
+        self.users, self.service, self.issuer = users, service, "batchyard-test-issuer"
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry token issuer")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(self.key, hashes.SHA256()))
+        self.certificate = root / "token-issuer.pem"
+        self.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        self.issued = 0
+        service_ = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                service_.answer(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def answer(self, request) -> None:
+        sent = request.headers.get("Authorization", "")
+        user, _, secret = base64.b64decode(sent[6:]).decode().partition(":") if sent.startswith("Basic ") else ("", "", "")
+        if user not in self.users or not hmac.compare_digest(self.users[user], secret):
+            request.send_response(401)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(request.path).query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        token = jwt.encode({"iss": self.issuer, "sub": user, "aud": self.service, "iat": now, "nbf": now - 5,
+                            "exp": now + 300, "jti": str(now) + user, "access": access},
+                           self.key, algorithm="RS256", headers={"x5c": [self.x5c]})
+        self.issued += 1
+        body = json.dumps({"token": token, "expires_in": 300}).encode()
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Registry:
+    """`docker-registry serve` on 127.0.0.1, stopped by `stop()`: anonymous, with htpasswd
+    (basic) authentication for `users`, or with bearer tokens from `tokens`."""
+
+    def __init__(self, root: Path, users: dict[str, str] | None = None, tokens: TokenService | None = None):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.users = users or {}
+        self.users = users or (tokens.users if tokens else {})
         config = {"version": 0.1, "log": {"level": "warn"},
                   "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
                   "http": {"addr": self.address}}
@@ -51,6 +125,9 @@ class Registry:
                                     text=True).stdout.strip() for name, secret in users.items()]
             (root / "htpasswd").write_text("\n".join(lines) + "\n")
             config["auth"] = {"htpasswd": {"realm": "batchyard-tests", "path": str(root / "htpasswd")}}
+        if tokens:
+            config["auth"] = {"token": {"realm": tokens.realm, "service": tokens.service, "issuer": tokens.issuer,
+                                        "rootcertbundle": str(tokens.certificate)}}
         (root / "config.yml").write_text(json.dumps(config))  # JSON is YAML
         self.proc = subprocess.Popen([need("docker-registry"), "serve", str(root / "config.yml")],
                                      stdout=open(root / "registry.log", "ab"), stderr=subprocess.STDOUT)

@@ -1,6 +1,7 @@
 """Container pools and container tasks through the real azure-batch client, with images
-pulled from real registries (Debian's docker-registry on loopback, one anonymous and one
-with htpasswd authentication) that the tests fill with images they build themselves."""
+pulled from real registries (Debian's docker-registry on loopback: anonymous, with
+htpasswd (basic) authentication, and with bearer tokens from a token service the test
+runs) that the tests fill with images they build themselves."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from conftest import pool_settled, wait_for
-from oci_registry import Registry, busybox_files, layer_digests, write_layout
+from oci_registry import Registry, TokenService, busybox_files, layer_digests, write_layout
 from test_batch_pools import base_pool, error_values
 
 USERS = {"alice": "wonder-land-7"}
@@ -17,7 +18,9 @@ USERS = {"alice": "wonder-land-7"}
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory):
     root = tmp_path_factory.mktemp("registries")
-    public, private = Registry(root / "public"), Registry(root / "private", USERS)
+    tokens = TokenService(root, USERS)
+    public, private, tokened = Registry(root / "public"), Registry(root / "private", USERS), \
+        Registry(root / "tokened", tokens=tokens)
     try:
         alpha = write_layout(root / "alpha", [(busybox_files({"etc/which": b"alpha\n"}), "gzip")],
                              {"Env": ["PATH=/bin", "FOO=alpha"], "WorkingDir": "/srv"})
@@ -32,12 +35,13 @@ def registries(tmp_path_factory):
                   "tampered-layer": layer_digests(tampered)[0],
                   "beta": private.push(beta, "private/beta:2", "alice"),
                   "gamma": private.push(alpha, "private/gamma:1", "alice"),
+                  "delta": tokened.push(alpha, "team/delta:4", "alice"), "tokened": tokened.address,
                   "private": private.address}
         public.corrupt(images["tampered-layer"])
         yield images
     finally:
-        public.stop()
-        private.stop()
+        for running in (public, private, tokened, tokens):
+            running.stop()
 
 
 def container_pool(clients, pool_id: str, images: list[str], dedicated: int = 1, registries=(), **extra) -> dict:
@@ -166,16 +170,18 @@ def test_private_registry_needs_its_credentials_and_missing_images_fail(clients,
         "pool-login": {"imageName": registries["gamma"]},  # the pool's login for that registry
         "task-login": {"imageName": registries["gamma"], "registry": good},
         "wrong-login": {"imageName": registries["gamma"], "registry": {**good, "password": "not-it"}},
+        "bearer": {"imageName": registries["delta"], "registry": {**good, "registryServer": registries["tokened"]}},
+        "no-token": {"imageName": registries["delta"]},
         "missing": {"imageName": registries["alpha"].replace("alpha:1", "nothing:1")},
         "tampered": {"imageName": registries["tampered"]},  # a layer that does not hash to its digest
     }
     for task_id, settings in cases.items():
         batch.create_task("ctr-private", {"id": task_id, "commandLine": "cat /etc/which",
                                           "containerSettings": settings})
-    for task_id in ("pool-login", "task-login"):
+    for task_id in ("pool-login", "task-login", "bearer"):
         assert finished(batch, "ctr-private", task_id).execution_info.exit_code == 0
         assert read(batch, "ctr-private", task_id) == "alpha\n"
-    for task_id, reason in (("wrong-login", "credentials"), ("missing", "not found"),
+    for task_id, reason in (("wrong-login", "credentials"), ("missing", "not found"), ("no-token", "refused"),
                             ("tampered", "arrived with digest")):
         task = finished(batch, "ctr-private", task_id)
         failure = task.execution_info.failure_info
