@@ -79,7 +79,8 @@ class TokenService:
 
     def answer(self, request) -> None:
         sent = request.headers.get("Authorization", "")
-        user, _, secret = base64.b64decode(sent[6:]).decode().partition(":") if sent.startswith("Basic ") else ("", "", "")
+        basic = base64.b64decode(sent[6:]).decode() if sent.startswith("Basic ") else ":"
+        user, _, secret = basic.partition(":")
         if user not in self.users or not hmac.compare_digest(self.users[user], secret):
             request.send_response(401)
             request.send_header("Content-Length", "0")
