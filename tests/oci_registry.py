@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import http.server
 import io
+import ipaddress
 import json
 import shutil
+import ssl
 import subprocess
 import tarfile
 import threading
@@ -108,11 +110,40 @@ class TokenService:
         self.httpd.server_close()
 
 
+def tls_files(root: Path) -> tuple[Path, Path, Path]:
+    """A CA (its PEM is a bundle to trust) and a certificate it signed for 127.0.0.1, with
+    its key: (ca, certificate, key)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(subject: str, key, issuer: x509.Name, signer, ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                                           subject)]))
+                   .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry test CA")])
+    ca = issue("registry test CA", ca_key, ca_name, ca_key, True)
+    cert = issue("127.0.0.1", key, ca_name, ca_key, False)
+    paths = root / "ca.pem", root / "registry.pem", root / "registry.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
 class Registry:
     """`docker-registry serve` on 127.0.0.1, stopped by `stop()`: anonymous, with htpasswd
     (basic) authentication for `users`, or with bearer tokens from `tokens`."""
 
-    def __init__(self, root: Path, users: dict[str, str] | None = None, tokens: TokenService | None = None):
+    def __init__(self, root: Path, users: dict[str, str] | None = None, tokens: TokenService | None = None,
+                 tls: tuple[Path, Path] | None = None):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -121,6 +152,8 @@ class Registry:
         config = {"version": 0.1, "log": {"level": "warn"},
                   "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
                   "http": {"addr": self.address}}
+        if tls:
+            config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
         if users:
             lines = [subprocess.run([need("htpasswd"), "-Bbn", name, secret], check=True, capture_output=True,
                                     text=True).stdout.strip() for name, secret in users.items()]
@@ -135,7 +168,8 @@ class Registry:
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2)
+                urllib.request.urlopen(f"{'https' if tls else 'http'}://{self.address}/v2/", timeout=2,
+                                       context=ssl._create_unverified_context())  # only: is it up?
                 break
             except urllib.error.HTTPError:
                 break  # 401: up, and asking for credentials

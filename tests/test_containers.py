@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from conftest import pool_settled, wait_for
-from oci_registry import Registry, TokenService, busybox_files, layer_digests, write_layout
+from conftest import Clients, Server, pool_settled, wait_for
+from oci_registry import Registry, TokenService, busybox_files, layer_digests, tls_files, write_layout
 from test_batch_pools import base_pool, error_values
 
 USERS = {"alice": "wonder-land-7"}
@@ -19,8 +19,10 @@ USERS = {"alice": "wonder-land-7"}
 def registries(tmp_path_factory):
     root = tmp_path_factory.mktemp("registries")
     tokens = TokenService(root, USERS)
+    ca, certificate, key = tls_files(root)
     public, private, tokened = Registry(root / "public"), Registry(root / "private", USERS), \
         Registry(root / "tokened", tokens=tokens)
+    secure = Registry(root / "secure", tls=(certificate, key))
     try:
         alpha = write_layout(root / "alpha", [(busybox_files({"etc/which": b"alpha\n"}), "gzip")],
                              {"Env": ["PATH=/bin", "FOO=alpha"], "WorkingDir": "/srv"})
@@ -36,11 +38,12 @@ def registries(tmp_path_factory):
                   "beta": private.push(beta, "private/beta:2", "alice"),
                   "gamma": private.push(alpha, "private/gamma:1", "alice"),
                   "delta": tokened.push(alpha, "team/delta:4", "alice"), "tokened": tokened.address,
+                  "epsilon": secure.push(alpha, "tls/epsilon:5"), "ca": str(ca),
                   "private": private.address}
         public.corrupt(images["tampered-layer"])
         yield images
     finally:
-        for running in (public, private, tokened, tokens):
+        for running in (public, private, tokened, secure, tokens):
             running.stop()
 
 
@@ -248,3 +251,20 @@ def test_two_hundred_container_tasks_on_four_nodes(clients, pool, registries):
         assert read(batch, "ctr-many", f"t{i}") == \
             f"task-{i} {'alpha' if i % 2 else 'beta'} {task.node_info.node_id}\n"
     assert len({t.node_info.node_id for t in tasks.values()}) == 4
+
+
+def test_https_registries_are_trusted_through_the_ca_bundle_setting(clients, registries, tmp_path):
+    """The TLS registry's CA is unknown to the session's server (its nodes are unusable with
+    the reason) and given to another server by BATCHYARD_REGISTRY_CA_BUNDLE."""
+    clients.batch.create_pool(container_pool(clients, "ctr-untrusted", [registries["epsilon"]]))
+    node = pool_settled(clients.batch, "ctr-untrusted", states=("unusable",))[1][0]
+    assert node.errors[0].code == "ContainerInvalidImage" and "TLS" in node.errors[0].error_details[0].value
+    with Server(tmp_path / "data", extra_env={"BATCHYARD_REGISTRY_CA_BUNDLE": registries["ca"]}) as server:
+        trusting = Clients(server.info)
+        trusting.batch.create_pool(container_pool(trusting, "ctr-tls", [registries["epsilon"]]))
+        pool_settled(trusting.batch, "ctr-tls")
+        trusting.batch.create_job({"id": "tls", "poolInfo": {"poolId": "ctr-tls"}})
+        trusting.batch.create_task("tls", {"id": "t", "commandLine": "cat /etc/which",
+                                          "containerSettings": {"imageName": registries["epsilon"]}})
+        assert finished(trusting.batch, "tls", "t").execution_info.exit_code == 0
+        assert read(trusting.batch, "tls", "t") == "alpha\n"

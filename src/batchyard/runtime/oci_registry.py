@@ -2,8 +2,9 @@
 image references, anonymous, basic and bearer-token authentication, manifests and image
 indexes (the linux/amd64 entry is chosen), and blobs streamed with their digest checked.
 
-HTTPS trusts the service's CA bundle setting (or the system's); plain HTTP is used only
-for registries on loopback addresses, which Docker also treats as insecure by default.
+HTTPS trusts the service's CA bundle setting (or the system's); a registry on a loopback
+address that does not speak TLS is spoken to in plain HTTP, as Docker treats loopback
+registries (insecure by default); nowhere else.
 
 oras (PyPI) was weighed: it pushes and pulls artifacts but picks no platform from an index
 and leaves layers to the caller, so the small part needed here is written on `requests`.
@@ -113,8 +114,8 @@ class RegistryClient:
         self.session.verify = ca_bundle or True
         self.session.trust_env = False  # loopback registries must not go through a proxy
         self.timeout = timeout
-        scheme = "http" if is_loopback(reference.registry) else "https"
-        self.base = f"{scheme}://{reference.registry}/v2/{reference.repository}"
+        self.base = f"https://{reference.registry}/v2/{reference.repository}"
+        self._plain_allowed = is_loopback(reference.registry)
         self._token: str | None = None
 
     def close(self) -> None:
@@ -148,6 +149,20 @@ class RegistryClient:
         return response
 
     def _send(self, url: str, headers: dict, stream: bool) -> requests.Response:
+        if self.base.startswith("http://") and url.startswith("https://"):
+            url = "http://" + url.removeprefix("https://")  # made before the switch to plain HTTP
+        try:
+            return self._send_once(url, headers, stream)
+        except requests.exceptions.SSLError as exc:
+            # a loopback registry without TLS answers the handshake in plain HTTP; one whose
+            # certificate is not trusted is refused like any other
+            if not self._plain_allowed or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise
+        self._plain_allowed = False
+        self.base = "http://" + self.base.removeprefix("https://")
+        return self._send(url, headers, stream)
+
+    def _send_once(self, url: str, headers: dict, stream: bool) -> requests.Response:
         if self._token:
             headers = {**headers, "Authorization": f"Bearer {self._token}"}
             auth = None
