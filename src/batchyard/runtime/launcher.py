@@ -13,6 +13,12 @@ filesystem), then makes a private copy of it with a new PID namespace, so the co
 its own /proc showing only its own processes; when the command ends, the kernel ends
 everything it left behind. Commands keep only a container runtime's default capabilities,
 run under its seccomp filter (see seccomp.py) with no_new_privs, and get a VM's rlimits.
+
+With `"containers": FD` in an agent's spec, it is a machine's container agent: it keeps
+its capabilities and loads no filter itself, and for each request receives a root
+filesystem on socket FD and forks a process that attaches it in a mount namespace of its
+own and starts the command in a PID namespace of its own, under the filter (see
+start_container).
 """
 
 import ctypes
@@ -186,6 +192,7 @@ def start_container(request, channel, meminfo, seccomp):
     if pid:
         os.close(rootfs)
         return pid
+    errors = 2  # the service's log, until the command's stderr.txt is open
     try:
         os.setsid()  # its own process group: a kill reaches the command too
         signal.set_wakeup_fd(-1)  # the agent's wake-up pipe and handler are the agent's
@@ -199,6 +206,7 @@ def start_container(request, channel, meminfo, seccomp):
                 os.fchown(fd, uid, gid if gid is not None else -1)
             os.close(fd)
         outputs = [open_output(request[name], uid, gid) for name in ("stdout", "stderr")]
+        errors = outputs[1]
         channel.close()
         enter_container(container, rootfs)
         command = os.fork()
@@ -216,7 +224,7 @@ def start_container(request, channel, meminfo, seccomp):
         os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
     except BaseException as exc:  # never fall back into the agent's loop
         try:
-            os.write(2, ("batchyard: the container could not start: %s\n" % exc).encode())
+            os.write(errors, ("batchyard: the container could not start: %s\n" % exc).encode())
         finally:
             os._exit(126)
 
