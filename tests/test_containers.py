@@ -157,6 +157,17 @@ def test_exit_codes_retries_and_timeouts_as_for_other_tasks(clients, pool, regis
                                     "containerSettings": image, "constraints": {"maxTaskRetryCount": 1}})
     batch.create_task("ctr-exits", {"id": "slow", "commandLine": "sleep 60", "containerSettings": image,
                                     "constraints": {"maxWallClockTime": "PT2S"}})
+    # a release task in a container: /etc/which is the image's, not the node's
+    batch.create_job({"id": "ctr-release", "poolInfo": {"poolId": pool},
+                      "jobPreparationTask": {"commandLine": "test -f /etc/which", "containerSettings": image},
+                      "jobReleaseTask": {"commandLine": "test -f /etc/which", "containerSettings": image}})
+    batch.create_task("ctr-release", {"id": "t", "commandLine": "true", "containerSettings": image})
+    node = finished(batch, "ctr-release", "t").node_info.node_id
+    batch.begin_terminate_job("ctr-release", {"terminateReason": "done"}, polling_interval=0.1).result()
+    status = next(s for s in batch.list_job_preparation_and_release_task_status("ctr-release") if s.node_id == node)
+    assert status.job_preparation_task_execution_info.exit_code == 0
+    assert (status.job_release_task_execution_info.state, status.job_release_task_execution_info.exit_code) == \
+        ("completed", 0)
     fails = finished(batch, "ctr-exits", "fails")
     assert (fails.execution_info.exit_code, fails.execution_info.retry_count) == (3, 1)
     assert fails.execution_info.failure_info.code == "FailureExitCode"
