@@ -68,6 +68,20 @@ def pool(clients, registries):
     return "ctr"
 
 
+def test_registry_passwords_are_never_shown(clients, pool, registries):
+    shown = clients.batch.get_pool(pool).virtual_machine_configuration.container_configuration
+    assert [r.registry_server for r in shown.container_registries] == [registries["private"]]
+    assert shown.container_registries[0].username == "alice" and shown.container_registries[0].password is None
+    assert shown.container_image_names == [registries["alpha"], registries["beta"]]
+    clients.batch.create_job({"id": "ctr-secret", "poolInfo": {"poolId": pool}})
+    login = {"registryServer": registries["private"], "username": "alice", "password": USERS["alice"]}
+    clients.batch.create_task("ctr-secret", {"id": "t", "commandLine": "true", "containerSettings": {
+        "imageName": registries["gamma"], "registry": login}})
+    task = finished(clients.batch, "ctr-secret", "t")
+    assert task.execution_info.exit_code == 0  # the password kept and used
+    assert task.container_settings.registry.username == "alice" and task.container_settings.registry.password is None
+
+
 def read(batch, job: str, task: str, name: str = "stdout.txt") -> str:
     return b"".join(batch.download_task_file(job, task, name)).decode()
 

@@ -158,3 +158,26 @@ def run_options(text: str, field_: str) -> RunOptions:
             out.read_only = value.lower() != "false"
         index += 1  # --rm: a task's container never outlives it anyway
     return out
+
+
+def withheld(body: dict) -> dict:
+    """A body as shown to callers: registry passwords (of a pool's containerRegistries, or a
+    task's containerSettings.registry, wherever they are nested) are kept, never shown, as
+    Azure shows no secret it was given. Bodies that hold none are returned as they are."""
+    return _withheld(body) if _has_login(body) else body
+
+
+def _has_login(value) -> bool:
+    if isinstance(value, dict):
+        return "password" in value and "registryServer" in value or any(_has_login(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_login(v) for v in value)
+    return False
+
+
+def _withheld(value):
+    if isinstance(value, dict):
+        return {k: _withheld(v) for k, v in value.items() if not (k == "password" and "registryServer" in value)}
+    if isinstance(value, list):
+        return [_withheld(v) for v in value]
+    return value
