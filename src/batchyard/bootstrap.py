@@ -140,6 +140,7 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                                          cgroups=settings.node_cgroups != "off",
                                          networks=settings.node_networks != "off",
                                          outbound_nat=settings.outbound_nat)
+    provider.registry_ca_bundle = settings.registry_ca_bundle
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
     catalog = Catalog(db, aliases)

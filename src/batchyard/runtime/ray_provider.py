@@ -397,7 +397,9 @@ class _RemoteRunner(CommandRunner):
     def __init__(self, provider: RayProvider, key: str):
         self.provider, self.key = provider, key
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is not None:
+            raise OSError("containers do not run on Ray cluster hosts yet")
         host = self.provider._host(self.key)
         with self.provider.lock:
             self.provider.callbacks[(self.key, command_id)] = on_exit
