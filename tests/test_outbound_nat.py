@@ -1,6 +1,7 @@
 """Outbound NAT, through the real azure-batch client: a task on a node fetches a page from
 an "outside" host and that host sees the service host's address, not the node's; with NAT
-off the same fetch fails; either way a node reaches nothing of the host itself.
+off the same fetch fails; either way a node reaches nothing of the host itself, nor, with
+other services beside its own, their uplinks or their machines.
 
 The outside host is a network namespace of this test's own, joined to the host's namespace
 by a veth (198.18.0.0/24, RFC 2544's benchmark range, routed nowhere): every packet stays
@@ -8,15 +9,19 @@ on this machine and the host's own routes are left alone."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import ipaddress
+import secrets
 import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from pyroute2 import IPRoute, NetNS, netns
 
-from conftest import Clients, Server, pool_settled
+from conftest import Clients, Server, pool_settled, wait_for
 from test_batch_pools import base_pool
 from test_node_isolation import probe, run
 
@@ -137,6 +142,103 @@ def test_node_reaches_outside_through_nat_and_nothing_of_the_host(outside, host_
     assert table not in _host_table_names()
     with IPRoute() as ipr:
         assert not ipr.link_lookup(ifname=f"byup{_tag(server)}")
+
+
+# on a node of the other service: hands a token to whoever connects, until the test ends the task
+LISTEN = textwrap.dedent("""
+    import socket, sys, time
+    server = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+    server.settimeout(1)
+    print("listening", flush=True)
+    deadline = time.monotonic() + 300  # only if the test could not end it
+    while time.monotonic() < deadline:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            continue
+        conn.sendall(sys.argv[2].encode())
+        conn.close()
+""")
+# what a connection to address:port hands over, or why there was none
+READ = textwrap.dedent("""
+    import socket, sys
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
+            print("read", s.recv(64).decode() or "nothing")
+    except OSError as e:
+        print("failed", e)
+""")
+TOKEN_PORT = 7777
+
+
+def _script(name: str, text: str, *args) -> str:
+    return f"cat > {name} <<'EOF'\n{text}EOF\npython3 {name} " + " ".join(str(a) for a in args)
+
+
+def test_a_node_reaches_nothing_of_another_service(host_listener, tmp_path_factory):
+    """Services side by side on one host, as the suite's session and module servers are:
+    a node of one reaches neither end of another's uplink (the host's and its hub's), nor
+    the addresses a stopped service gave back (no longer the host's: the host would route
+    them out of its default route, where something may answer), nor the other's nodes."""
+    nat = {"BATCHYARD_OUTBOUND_NAT": "on"}
+    servers = [Server(tmp_path_factory.mktemp(f"side-{name}") / "data", extra_env=nat) for name in "abc"]
+    one, other, gone = servers
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # starting at once, they choose /30s at once
+            list(pool.map(Server.start, servers))
+        uplinks = [_uplink(s) for s in servers]
+        assert len({ipaddress.ip_network(f"{host}/30", strict=False) for host, _ in uplinks}) == 3
+        gone.stop()
+        assert not {*uplinks[2]} & {*_host_addresses()}
+        one_batch, other_batch = _pool(one, "one"), _pool(other, "other", taskSlotsPerNode=2)
+        other_node = pool_settled(other_batch, "other")[1][0].ip_address
+        pool_settled(one_batch, "one")
+        token = secrets.token_hex(8)
+        other_batch.create_task("other", {"id": "listen", "commandLine": _script("listen.py", LISTEN, TOKEN_PORT,
+                                                                                   token)})
+        wait_for(lambda: "listening" in _stdout(other_batch, "other", "listen"), what="the other node to listen")
+        # its own neighbour gets the token: the node listens at that address
+        assert _read(other_batch, "other", "own", other_node) == f"read {token}"
+        targets = [f"{a}:{p}" for a in (*uplinks[1], *uplinks[2]) for p in (host_listener, other.port)]
+        seen = probe(one_batch, "one", "host", *targets)
+        assert seen == {t: "unreachable" for t in targets}
+        assert token not in _read(one_batch, "one", "neighbour", other_node)
+        other_batch.terminate_task("other", "listen")
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _pool(server: Server, name: str, **extra):
+    """A one-node pool with a job on it, not waited for; the batch client."""
+    clients = Clients(server.info)
+    batch = clients.batch_key
+    batch.create_pool(base_pool(clients, name, dedicated=1, **extra))
+    batch.create_job({"id": name, "poolInfo": {"poolId": name}})
+    return batch
+
+
+def _stdout(batch, job: str, task_id: str) -> str:
+    """What a task has written to stdout so far ("" before it starts)."""
+    try:
+        return b"".join(batch.download_task_file(job, task_id, "stdout.txt")).decode()
+    except ResourceNotFoundError:
+        return ""
+
+
+def _read(batch, job: str, task_id: str, address: str) -> str:
+    task, out, err = run(batch, job, task_id, _script("read.py", READ, address, TOKEN_PORT))
+    assert task.execution_info.exit_code == 0, err
+    return out.strip()
+
+
+def _uplink(server: Server) -> tuple[str, str]:
+    """The addresses of the service's uplink: the host's end and its hub's."""
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=f"byup{_tag(server)}")
+        assert index, "the service has no uplink"
+        host = ipr.get_addr(index=index[0], family=socket.AF_INET)[0].get_attr("IFA_ADDRESS")
+    return host, str(ipaddress.ip_address(host) + 1)
 
 
 def test_without_nat_the_outside_is_unreachable(outside, tmp_path_factory):
