@@ -4,13 +4,16 @@ off the same fetch fails; either way a node reaches nothing of the host itself, 
 other services beside its own, their uplinks or their machines.
 
 The outside host is a network namespace of this test's own, joined to the host's namespace
-by a veth (198.18.0.0/24, RFC 2544's benchmark range, routed nowhere): every packet stays
-on this machine and the host's own routes are left alone."""
+by a veth (a /24 of 198.18.0.0/15, RFC 2544's benchmark range, routed nowhere): every
+packet stays on this machine and the host's own routes are left alone. Its names and its
+/24 are this test run's own (from its pid), so runs side by side on one host (as the
+project's helpers run them) do not take each other's away."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import os
 import secrets
 import socket
 import subprocess
@@ -25,9 +28,11 @@ from conftest import Clients, Server, pool_settled, wait_for
 from test_batch_pools import base_pool
 from test_node_isolation import probe, run
 
-OUTSIDE_NS = "batchyard-test-outside"
-HOST_SIDE, OUTSIDE_SIDE = "bytest-host", "bytest-out"
-HOST_ADDRESS, OUTSIDE_ADDRESS = "198.18.0.1", "198.18.0.2"
+OUTSIDE_PREFIX = "batchyard-test-outside-"
+OUTSIDE_NS = f"{OUTSIDE_PREFIX}{os.getpid()}"
+HOST_SIDE, OUTSIDE_SIDE = f"byth{os.getpid():x}", "bytest-out"  # within 15 characters
+_OUTSIDE_NET = ipaddress.ip_network("198.18.0.0/15")[(os.getpid() % 512) * 256]
+HOST_ADDRESS, OUTSIDE_ADDRESS = str(_OUTSIDE_NET + 1), str(_OUTSIDE_NET + 2)
 OUTSIDE_PORT = 8080
 
 # an HTTP server in the outside namespace that answers with the address it saw the request from
@@ -53,11 +58,22 @@ FETCH = ("python3 -c \"import urllib.request\n"
 
 
 def _remove_outside() -> None:
+    """This run's outside, and those of runs that were killed (their pid is gone)."""
+    for name in netns.listnetns():
+        pid = name.removeprefix(OUTSIDE_PREFIX)
+        if name.startswith(OUTSIDE_PREFIX) and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            netns.remove(name)  # its end of the veth goes with it, and the host's end with that
     with IPRoute() as ipr:
         if ipr.link_lookup(ifname=HOST_SIDE):
             ipr.link("del", ifname=HOST_SIDE)
-    if OUTSIDE_NS in netns.listnetns():
-        netns.remove(OUTSIDE_NS)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +136,16 @@ def test_node_reaches_outside_through_nat_and_nothing_of_the_host(outside, host_
         batch = _node(server)
         assert _fetch(batch, "fetch") == HOST_ADDRESS  # the outside saw the host, not the node's 10.x address
         port = server.port
-        own = [a for a in _host_addresses() if not a.startswith("127.")]  # the uplink's end and 198.18.0.1 too
-        assert HOST_ADDRESS in own and len(own) >= 3
+        own = [a for a in _host_addresses() if not a.startswith("127.")]  # the uplink's end and HOST_ADDRESS too
+        assert HOST_ADDRESS in own and _uplink(server)[0] in own and len(own) >= 3
         targets = [f"{a}:{p}" for a in own for p in (host_listener, port)]
         seen = probe(batch, "outbound", "host", *targets, f"127.0.0.1:{host_listener}", f"100.64.0.1:{port}",
                      f"{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}")
+        # an address another service or test run gave back meanwhile is no longer the host's
+        # (the host routes it outside); the other tests cover those of services
+        held = set(_host_addresses())
+        targets = [t for t in targets if t.rsplit(":", 1)[0] in held]
+        seen = {t: v for t, v in seen.items() if t in targets or t.rsplit(":", 1)[0] not in own}
         assert seen == {**{t: "unreachable" for t in targets},
                         f"127.0.0.1:{host_listener}": "refused",  # the node's own loopback
                         f"100.64.0.1:{port}": "open",  # the gateway, as AZ_BATCH_ACCOUNT_URL says
