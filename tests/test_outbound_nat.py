@@ -116,11 +116,8 @@ def host_listener():
 
 def _node(server: Server):
     """A one-node pool with a job on it; the batch client."""
-    clients = Clients(server.info)
-    batch = clients.batch_key
-    batch.create_pool(base_pool(clients, "outbound", dedicated=1))
+    batch = _pool(server, "outbound")
     pool_settled(batch, "outbound")
-    batch.create_job({"id": "outbound", "poolInfo": {"poolId": "outbound"}})
     return batch
 
 
