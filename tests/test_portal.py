@@ -108,12 +108,12 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.go_back()
 
     page.get_by_label("Target dedicated nodes").fill("3")
-    page.get_by_role("button", name="Resize").click()
+    page.get_by_role("button", name="Resize", exact=True).click()
     _node_states(page, "idle=4")
 
     clients.compute.images.begin_delete(RG, "portal-image").result()
     page.get_by_label("Target dedicated nodes").fill("4")
-    page.get_by_role("button", name="Resize").click()
+    page.get_by_role("button", name="Resize", exact=True).click()
     banner = page.locator("#resize-errors")
     banner.get_by_text("AllocationFailed").wait_for(timeout=60_000)
     assert "There was an error encountered while performing the last resize on the pool." in banner.inner_text()
@@ -126,7 +126,7 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.goto(info["portal_url"] + "accounts")
     assert "/portal/signin" in page.url
     page.context.close()
-    clients.batch.delete_pool("guide-pool")
+    clients.batch.begin_delete_pool("guide-pool")  # not waited for: nothing after it needs it gone
 
 
 def _filled(path: str) -> str:
@@ -227,4 +227,4 @@ def test_a_500_node_pool_page_and_a_2500_tile_heatmap(server, clients, browser):
             page.locator("#heatmap").hover(position={"x": 3, "y": 3})
             assert page.locator("#heatmap-tip").inner_text().startswith("n0: idle")
         page.context.close()
-    clients.batch.delete_pool("portal-big")
+    clients.batch.begin_delete_pool("portal-big")
