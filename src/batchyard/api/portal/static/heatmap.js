@@ -139,19 +139,19 @@ class History {
     const ctx = c.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     const max = Math.max(1, ...this.samples.map((s) => Object.values(s).reduce((a, b) => a + b, 0)));
-    const dx = width / Math.max(1, HISTORY - 1);
+    const dx = width / HISTORY;
     const order = Object.keys(STATES);
-    // stacked areas, one per state, oldest sample on the left
-    const base = new Array(this.samples.length).fill(0);
-    for (const state of order) {
-      if (!this.samples.some((s) => s[state])) continue;
-      ctx.beginPath();
-      this.samples.forEach((s, i) => ctx.lineTo(i * dx, height - ((base[i] + (s[state] || 0)) / max) * (height - 4)));
-      for (let i = this.samples.length - 1; i >= 0; i--) ctx.lineTo(i * dx, height - (base[i] / max) * (height - 4));
-      ctx.closePath();
-      ctx.fillStyle = STATES[state]; ctx.fill();
-      this.samples.forEach((s, i) => { base[i] += s[state] || 0; });
-    }
+    // one stacked column per sample, oldest on the left
+    this.samples.forEach((sample, i) => {
+      let y = height;
+      for (const state of order) {
+        const h = ((sample[state] || 0) / max) * (height - 4);
+        if (!h) continue;
+        y -= h;
+        ctx.fillStyle = STATES[state];
+        ctx.fillRect(i * dx, y, Math.ceil(dx), h);
+      }
+    });
     ctx.fillStyle = "#333"; ctx.font = "12px system-ui"; ctx.fillText(String(max) + " nodes", 4, 14);
   }
 }
@@ -176,7 +176,7 @@ function legend() {
   for (const [state, colour] of Object.entries(STATES)) {
     const s = document.createElement("span"); s.style.setProperty("--c", colour); s.textContent = state; box.append(s);
   }
-  const s = document.createElement("span"); s.textContent = "striped: low-priority"; box.append(s);
+  const s = document.createElement("span"); s.className = "striped"; s.textContent = "low-priority (striped)"; box.append(s);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
