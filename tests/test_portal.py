@@ -5,9 +5,7 @@ banner once the image is gone. Then what the portal refuses, and a 500-node pool
 
 from __future__ import annotations
 
-import json
 import re
-from urllib.parse import quote
 
 import pytest
 import requests
@@ -110,6 +108,27 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.get_by_label("Target dedicated nodes").fill("3")
     page.get_by_role("button", name="Resize", exact=True).click()
     _node_states(page, "idle=4")
+
+    # a job on the pool: its task counts, its task's stdout and stderr
+    clients.batch.create_job({"id": "portal-job", "poolInfo": {"poolId": "guide-pool"}})
+    clients.batch.create_task("portal-job", {"id": "hello", "commandLine": "/bin/sh -c 'echo to-out; echo to-err >&2'"})
+    wait_for(lambda: clients.batch.get_task("portal-job", "hello").state == "completed", what="the task")
+    pool_url = page.url
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    page.get_by_role("link", name="portal-job").click()
+    assert page.locator("#task-counts .succeeded dd").inner_text() == "1"
+    page.get_by_role("link", name="hello").click()
+    assert page.locator("#task-state").inner_text() == "completed"
+    assert page.locator("#stdout").inner_text().strip() == "to-out"
+    assert page.locator("#stderr").inner_text().strip() == "to-err"
+    # what uses what: the pool uses the image, the image was made from the snapshot
+    page.get_by_role("link", name="Images").click()
+    assert "devbatch/guide-pool" in page.get_by_role("row", name=re.compile("portal-image")).inner_text()
+    page.get_by_role("link", name="Snapshots").click()
+    assert "portal-image" in page.get_by_role("row", name=re.compile("portal-os")).inner_text()
+    page.get_by_role("link", name="Virtual machines").click()
+    assert page.get_by_role("row", name=re.compile("portal-builder")).is_visible()
+    page.goto(pool_url)
 
     clients.compute.images.begin_delete(RG, "portal-image").result()
     page.get_by_label("Target dedicated nodes").fill("4")
