@@ -131,19 +131,15 @@ async def pool(ctx: PortalContext) -> Response:
     return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image_of(got.body), body=got.body)
 
 
-def node_tiles(nodes) -> list[list]:
-    """[id, state, running task slots, dedicated (1/0)]: compact, for 2,500 nodes a poll."""
-    return [[n.id, n.state, n.body.get("runningTaskSlotsCount", n.body.get("runningTasksCount", 0)),
-             1 if n.body.get("isDedicated", True) else 0] for n in nodes]
-
-
 @page
 async def pool_live(ctx: PortalContext) -> Response:
     def load():
         found = _account(ctx, "GET", "pools", ctx.params["pool"], "nodes")
         got = ctx.services.pools.get(found, ctx.params["pool"])
         return {"pool": pool_summary(got),
-                "nodes": node_tiles(ctx.services.pools.nodes_in_id_order(found, got.name, None))}
+                # [id, state, busy task slots, dedicated 1/0]: compact, for 2,500 nodes a poll
+                "nodes": [[i, state, busy, int(dedicated)]
+                          for i, state, busy, dedicated in ctx.services.pools.node_states(found, got.name)]}
     return json_response(await ctx.call(load))
 
 
