@@ -85,6 +85,7 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.get_by_role("button", name="OK").click()
 
     page.wait_for_url("**/pools/guide-pool")
+    pool_url = page.url
     assert page.locator("#os").inner_text() == "Custom VM Image"
     properties = page.locator("#properties").inner_text()
     assert "portal-image" in properties and image.id in properties
@@ -103,7 +104,9 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     assert page.locator("#node-state").inner_text() == "idle"
     assert page.locator("#start-task-state").inner_text() == "completed"
     assert "hello" in page.locator("pre.output").first.inner_text()
-    page.go_back()
+    page.get_by_role("link", name="startup/stdout.txt").click()
+    assert page.locator("#file-text").inner_text().strip() == "hello"
+    page.goto(pool_url)
 
     page.get_by_label("Target dedicated nodes").fill("3")
     page.get_by_role("button", name="Resize", exact=True).click()
@@ -113,7 +116,6 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     clients.batch.create_job({"id": "portal-job", "poolInfo": {"poolId": "guide-pool"}})
     clients.batch.create_task("portal-job", {"id": "hello", "commandLine": "/bin/sh -c 'echo to-out; echo to-err >&2'"})
     wait_for(lambda: clients.batch.get_task("portal-job", "hello").state == "completed", what="the task")
-    pool_url = page.url
     page.get_by_role("link", name="Jobs", exact=True).click()
     page.get_by_role("link", name="portal-job").click()
     assert page.locator("#task-counts .succeeded dd").inner_text() == "1"
@@ -130,13 +132,23 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     assert page.get_by_role("row", name=re.compile("portal-builder")).is_visible()
     page.goto(pool_url)
 
+    # Resize, then Stop resize at once: the pool stops where it got to, steady, its nodes idle
+    page.get_by_label("Target dedicated nodes").fill("5")
+    page.get_by_role("button", name="Resize", exact=True).click()
+    page.get_by_role("button", name="Stop resize").click()
+    page.wait_for_function("() => document.getElementById('allocation-state').textContent === 'steady'")
+    pool = clients.batch.get_pool("guide-pool")
+    assert pool.allocation_state == "steady" and 3 <= pool.current_dedicated_nodes <= 5
+    nodes = pool.current_dedicated_nodes + 1
+    _node_states(page, f"idle={nodes}")
+
     clients.compute.images.begin_delete(RG, "portal-image").result()
-    page.get_by_label("Target dedicated nodes").fill("4")
+    page.get_by_label("Target dedicated nodes").fill(str(nodes + 1))
     page.get_by_role("button", name="Resize", exact=True).click()
     banner = page.locator("#resize-errors")
     banner.get_by_text("AllocationFailed").wait_for(timeout=60_000)
     assert "There was an error encountered while performing the last resize on the pool." in banner.inner_text()
-    _node_states(page, "idle=4")  # it keeps the nodes it has
+    _node_states(page, f"idle={nodes}")  # it keeps the nodes it has
     page.screenshot(path=str(output_dir() / "guide-pool.png"), full_page=True)
 
     # the image is gone from the Images page, and signing out ends the session

@@ -6,6 +6,15 @@ function showImageTypeFields(form) {
   const chosen = form.querySelector('input[name="image_type"]:checked');
   const kind = chosen ? chosen.value : "marketplace";
   form.querySelectorAll("[data-when]").forEach((el) => { el.hidden = el.dataset.when !== kind; });
+  // a custom image's Publisher/Offer/Sku: only the node agent SKUs of the image's OS
+  const image = form.querySelector("#custom_image");
+  const os = kind === "custom" && image.selectedOptions[0] ? image.selectedOptions[0].dataset.os : "";
+  const skus = form.querySelector("#image_sku");
+  for (const option of skus.options) option.disabled = Boolean(os) && option.dataset.os !== os;
+  if (skus.selectedOptions[0] && skus.selectedOptions[0].disabled) {
+    const first = Array.from(skus.options).find((o) => !o.disabled);
+    if (first) skus.value = first.value;
+  }
 }
 
 // A live region is refreshed from the same page, fetched again: the server renders it.
