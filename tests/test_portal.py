@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from batchyard.api.portal import PAGES
-from conftest import base_image_reference, run_script, vm_body, wait_for
+from conftest import base_image_reference, image_of_vm, run_script, vm_body, wait_for
 from portal_browser import chromium, csrf_of, output_dir, signed_in_session
 
 RG = "portal-rg"
@@ -23,13 +23,9 @@ def image(clients):
     clients.resource.resource_groups.create_or_update(RG, {"location": clients.location})
     builder = c.virtual_machines.begin_create_or_update(RG, "portal-builder", vm_body(
         clients.location, base_image_reference(c, clients.location))).result()
-    run_script(c, RG, "portal-builder", "mkdir -p /opt/app && echo 'echo hello' > /opt/app/run && chmod +x /opt/app/run")
-    snap = c.snapshots.begin_create_or_update(RG, "portal-os", {"location": clients.location, "properties": {
-        "creationData": {"createOption": "Copy",
-                         "sourceResourceId": builder.storage_profile.os_disk.managed_disk.id}}}).result()
-    return c.images.begin_create_or_update(RG, "portal-image", {"location": clients.location, "properties": {
-        "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
-                                      "snapshot": {"id": snap.id}}}}}).result()
+    run_script(c, RG, "portal-builder",
+               "mkdir -p /opt/app && echo 'echo hello' > /opt/app/run && chmod +x /opt/app/run")
+    return image_of_vm(c, clients.location, RG, builder, "portal-image")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +123,7 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.get_by_role("link", name="Images").click()
     assert "devbatch/guide-pool" in page.get_by_role("row", name=re.compile("portal-image")).inner_text()
     page.get_by_role("link", name="Snapshots").click()
-    assert "portal-image" in page.get_by_role("row", name=re.compile("portal-os")).inner_text()
+    assert "portal-image" in page.get_by_role("row", name=re.compile("portal-image-os")).inner_text()
     page.get_by_role("link", name="Virtual machines").click()
     assert page.get_by_role("row", name=re.compile("portal-builder")).is_visible()
     page.goto(pool_url)

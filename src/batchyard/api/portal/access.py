@@ -38,3 +38,8 @@ def may(services, caller: Caller, method: str, path: str) -> bool:
     """Whether ARM would let the caller make the request: to leave out what it may not see."""
     needed = arm_permission(method, path)
     return needed is None or services.authorization.allowed(caller.object_id, *needed)
+
+
+def page_account(ctx, method: str, *segments: str):
+    """batch_account for the account a portal page names, for its signed-in principal."""
+    return batch_account(ctx.services, ctx.caller, ctx.params["account"], method, *segments)

@@ -8,9 +8,8 @@ from itertools import islice
 
 from starlette.responses import Response
 
-from ...services.batch import files
-from ...services.errors import ServiceError
-from .pools import _account, read_tail
+from . import access
+from .viewers import file_page, files_and_output
 from .web import PortalContext, page
 
 TASKS_SHOWN = 1000
@@ -19,7 +18,7 @@ TASKS_SHOWN = 1000
 @page
 async def jobs(ctx: PortalContext) -> Response:
     def load():
-        found = _account(ctx, "GET", "jobs")
+        found = access.page_account(ctx, "GET", "jobs")
         listed = ctx.services.jobs.list(found)
         return found, [(j.body, ctx.services.jobs.task_counts(found, j.name)) for j in listed]
     found, listed = await ctx.call(load)
@@ -31,7 +30,7 @@ async def job(ctx: PortalContext) -> Response:
     job_id = ctx.params["job"]
 
     def load():
-        found = _account(ctx, "GET", "jobs", job_id)
+        found = access.page_account(ctx, "GET", "jobs", job_id)
         got = ctx.services.jobs.get(found, job_id)
         counts = ctx.services.jobs.task_counts(found, job_id)
         tasks = [t.body for t in islice(ctx.services.tasks.in_id_order(found, job_id, None), TASKS_SHOWN)]
@@ -45,15 +44,9 @@ async def task(ctx: PortalContext) -> Response:
     job_id, task_id = ctx.params["job"], ctx.params["task"]
 
     def load():
-        found = _account(ctx, "GET", "jobs", job_id, "tasks", task_id, "files")
+        found = access.page_account(ctx, "GET", "jobs", job_id, "tasks", task_id, "files")
         got = ctx.services.tasks.get(found, job_id, task_id)
-        output, listed = {}, []
-        try:
-            place = ctx.services.tasks.task_directory(found, job_id, task_id)
-            listed = [f for f in files.list_files(place, recursive=True) if not f["isDirectory"]]
-            output = {name: read_tail(place, name) for name in ("stdout.txt", "stderr.txt")}
-        except ServiceError:
-            pass  # a task not yet given to a node has no files
+        listed, output = files_and_output(lambda: ctx.services.tasks.task_directory(found, job_id, task_id))
         return found, got.body, output, listed
     found, body, output, listed = await ctx.call(load)
     return ctx.render("task.html", account=found, job_id=job_id, task=body, output=output, files=listed)
@@ -61,13 +54,6 @@ async def task(ctx: PortalContext) -> Response:
 
 @page
 async def task_file(ctx: PortalContext) -> Response:
-    job_id, task_id, rel = ctx.params["job"], ctx.params["task"], ctx.params["path"]
-
-    def load():
-        found = _account(ctx, "GET", "jobs", job_id, "tasks", task_id, "files", rel)
-        place = ctx.services.tasks.task_directory(found, job_id, task_id)
-        files.file_properties(place, rel)
-        return found, read_tail(place, rel)
-    found, text = await ctx.call(load)
-    return ctx.render("file.html", account=found, title=f"{job_id} / {task_id} / {rel}", text=text,
-                      back=f"/accounts/{found.name}/jobs/{job_id}/tasks/{task_id}")
+    job_id, task_id = ctx.params["job"], ctx.params["task"]
+    return await file_page(ctx, ("jobs", job_id, "tasks", task_id),
+                           lambda account: ctx.services.tasks.task_directory(account, job_id, task_id))

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from ...services.batch import files
 from ...services.batch.vm_sizes import all_sizes
 from ...services.errors import ServiceError
 from . import access
 from .pool_form import IMAGE_TYPES, field_errors, pool_body
+from .viewers import file_page, files_and_output
 from .web import PortalContext, json_response, page, redirect
-
-# how much of a file a viewer shows: its end, where a running task writes
-VIEW_BYTES = 256 * 1024
-
-
-def _account(ctx: PortalContext, method: str, *segments: str):
-    return access.batch_account(ctx.services, ctx.caller, ctx.params["account"], method, *segments)
 
 
 def image_of(pool_body_: dict) -> dict:
@@ -64,7 +57,7 @@ async def account(ctx: PortalContext) -> Response:
     def load():
         found = ctx.services.accounts.by_name(ctx.params["account"])
         if found is None:
-            return _account(ctx, "GET", "pools")  # raises AccountNotFound
+            return access.page_account(ctx, "GET", "pools")  # raises AccountNotFound
         access.arm(ctx.services, ctx.caller, "GET", found.id)
         return found, ctx.services.accounts.quotas(found)
     found, quotas = await ctx.call(load)
@@ -75,7 +68,7 @@ async def account(ctx: PortalContext) -> Response:
 @page
 async def pools(ctx: PortalContext) -> Response:
     def load():
-        found = _account(ctx, "GET", "pools")
+        found = access.page_account(ctx, "GET", "pools")
         return found, [pool_summary(p) for p in ctx.services.pools.list(found)]
     found, listed = await ctx.call(load)
     return ctx.render("pools.html", account=found, pools=listed)
@@ -97,7 +90,7 @@ def _form_choices(ctx: PortalContext, account) -> dict:
 @page
 async def add_form(ctx: PortalContext) -> Response:
     def load():
-        found = _account(ctx, "POST", "pools")
+        found = access.page_account(ctx, "POST", "pools")
         return found, _form_choices(ctx, found)
     found, choices = await ctx.call(load)
     values = {"image_type": "marketplace", "vm_size": "standard_d2s_v3", "target_dedicated": "1",
@@ -108,7 +101,7 @@ async def add_form(ctx: PortalContext) -> Response:
 @page
 async def add(ctx: PortalContext) -> Response:
     def create():
-        found = _account(ctx, "POST", "pools")
+        found = access.page_account(ctx, "POST", "pools")
         choices = _form_choices(ctx, found)
         try:
             pool = ctx.services.pools.create(found, pool_body(ctx.form, choices["skus"]), ctx.caller)
@@ -125,7 +118,7 @@ async def add(ctx: PortalContext) -> Response:
 @page
 async def pool(ctx: PortalContext) -> Response:
     def load():
-        found = _account(ctx, "GET", "pools", ctx.params["pool"])
+        found = access.page_account(ctx, "GET", "pools", ctx.params["pool"])
         return found, ctx.services.pools.get(found, ctx.params["pool"])
     found, got = await ctx.call(load)
     return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image_of(got.body), body=got.body)
@@ -134,7 +127,7 @@ async def pool(ctx: PortalContext) -> Response:
 @page
 async def pool_live(ctx: PortalContext) -> Response:
     def load():
-        found = _account(ctx, "GET", "pools", ctx.params["pool"], "nodes")
+        found = access.page_account(ctx, "GET", "pools", ctx.params["pool"], "nodes")
         got = ctx.services.pools.get(found, ctx.params["pool"])
         return {"pool": pool_summary(got),
                 # [id, state, busy task slots, dedicated 1/0]: compact, for 2,500 nodes a poll
@@ -153,7 +146,7 @@ async def resize(ctx: PortalContext) -> Response:
         body["resizeTimeout"] = f"PT{minutes}M" if minutes.isdigit() else minutes
 
     def act():
-        found = _account(ctx, "POST", "pools", ctx.params["pool"], "resize")
+        found = access.page_account(ctx, "POST", "pools", ctx.params["pool"], "resize")
         ctx.services.pools.resize(found, ctx.params["pool"], body, ctx.caller)
         return found
     found = await ctx.call(act)
@@ -163,7 +156,7 @@ async def resize(ctx: PortalContext) -> Response:
 @page
 async def stop_resize(ctx: PortalContext) -> Response:
     def act():
-        found = _account(ctx, "POST", "pools", ctx.params["pool"], "stopresize")
+        found = access.page_account(ctx, "POST", "pools", ctx.params["pool"], "stopresize")
         ctx.services.pools.stop_resize(found, ctx.params["pool"])
         return found
     found = await ctx.call(act)
@@ -172,30 +165,15 @@ async def stop_resize(ctx: PortalContext) -> Response:
 
 # nodes -------------------------------------------------------------------------------------------
 
-def read_tail(place, rel: str) -> str | None:
-    """The end of a text file (None when it is not there)."""
-    try:
-        handle, info = files.open_file(place, rel)
-    except ServiceError:
-        return None
-    start = max(0, info["size"] - VIEW_BYTES)
-    return b"".join(files.iter_bytes(handle, start, info["size"])).decode("utf-8", errors="replace")
-
-
 @page
 async def node(ctx: PortalContext) -> Response:
     pool_id, node_id = ctx.params["pool"], ctx.params["node"]
 
     def load():
-        found = _account(ctx, "GET", "pools", pool_id, "nodes", node_id)
+        found = access.page_account(ctx, "GET", "pools", pool_id, "nodes", node_id)
         got = ctx.services.pools.get_node(found, pool_id, node_id)
-        listed, output = [], {}
-        try:
-            place = ctx.services.pools.node_directory(found, pool_id, node_id)
-            listed = [f for f in files.list_files(place, recursive=True) if not f["isDirectory"]]
-            output = {name: read_tail(place, f"startup/{name}") for name in ("stdout.txt", "stderr.txt")}
-        except ServiceError:
-            pass  # a node still being made has no files yet
+        listed, output = files_and_output(lambda: ctx.services.pools.node_directory(found, pool_id, node_id),
+                                          "startup/")
         return found, got, listed, output
     found, got, listed, output = await ctx.call(load)
     return ctx.render("node.html", account=found, pool_id=pool_id, node=got.body, files=listed, output=output)
@@ -203,13 +181,6 @@ async def node(ctx: PortalContext) -> Response:
 
 @page
 async def node_file(ctx: PortalContext) -> Response:
-    pool_id, node_id, rel = ctx.params["pool"], ctx.params["node"], ctx.params["path"]
-
-    def load():
-        found = _account(ctx, "GET", "pools", pool_id, "nodes", node_id, "files", rel)
-        place = ctx.services.pools.node_directory(found, pool_id, node_id)
-        files.file_properties(place, rel)  # NotFound for a file that is not there
-        return found, read_tail(place, rel)
-    found, text = await ctx.call(load)
-    return ctx.render("file.html", account=found, title=f"{pool_id} / {node_id} / {rel}", text=text,
-                      back=f"/accounts/{found.name}/pools/{pool_id}/nodes/{node_id}")
+    pool_id, node_id = ctx.params["pool"], ctx.params["node"]
+    return await file_page(ctx, ("pools", pool_id, "nodes", node_id),
+                           lambda account: ctx.services.pools.node_directory(account, pool_id, node_id))
