@@ -6,6 +6,7 @@ banner once the image is gone. Then what the portal refuses, and a 500-node pool
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 import requests
@@ -200,6 +201,20 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients):
         for data in ({}, {"csrf_token": "forged-" + "a" * 40}):
             answer = signed.post(base + _filled(path), data=data, timeout=30, allow_redirects=False)
             assert answer.status_code == 403, (path, data, answer.status_code)
+    # with the token, the form works: a Marketplace pool, with the service's own reading of its fields
+    token = csrf_of(signed.get(base + "/portal/accounts/devbatch/pools-add", timeout=30).text)
+    made = signed.post(base + "/portal/accounts/devbatch/pools-add", timeout=30, allow_redirects=False,
+                       data={"csrf_token": token, "pool_id": "portal-market", "image_type": "marketplace",
+                             "image_sku": "0", "vm_size": "standard_a1_v2", "target_dedicated": "0",
+                             "resize_timeout": "20", "task_slots": "2"})
+    assert made.status_code == 303 and made.headers["location"].endswith("/pools/portal-market")
+    pool = clients.batch.get_pool("portal-market")
+    assert (pool.task_slots_per_node, pool.resize_timeout) == (2, timedelta(minutes=20))
+    assert pool.virtual_machine_configuration.image_reference.publisher
+    bad = signed.post(base + "/portal/accounts/devbatch/pools-add", timeout=30, allow_redirects=False,
+                      data={"csrf_token": token, "pool_id": "portal-bad", "image_type": "marketplace",
+                            "image_sku": "0", "vm_size": "standard_a1_v2", "target_dedicated": "many"})
+    assert bad.status_code == 400 and 'id="target_dedicated-error"' in bad.text
     # a token from another session is no better
     other = signed_in_session(info["portal_url"], ca, info["client_id"], info["client_secret"])
     theirs = csrf_of(other.get(base + "/portal/accounts", timeout=30).text)
