@@ -116,6 +116,10 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.get_by_role("link", name="Jobs", exact=True).click()
     page.get_by_role("link", name="portal-job").click()
     assert page.locator("#task-counts .succeeded dd").inner_text() == "1"
+    # the page follows the job without being reloaded
+    clients.batch.create_task("portal-job", {"id": "later", "commandLine": "true"})
+    page.get_by_role("link", name="later").wait_for(timeout=30_000)
+    page.locator("#task-counts .succeeded dd").get_by_text("2").wait_for(timeout=30_000)
     page.get_by_role("link", name="hello").click()
     assert page.locator("#task-state").inner_text() == "completed"
     assert page.locator("#stdout").inner_text().strip() == "to-out"
@@ -215,6 +219,13 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients):
                       data={"csrf_token": token, "pool_id": "portal-bad", "image_type": "marketplace",
                             "image_sku": "0", "vm_size": "standard_a1_v2", "target_dedicated": "many"})
     assert bad.status_code == 400 and 'id="target_dedicated-error"' in bad.text
+    # a Shared Image (a gallery image version) goes to the service by its id, as the SDKs send it
+    gallery = (f"/subscriptions/{info['subscription_id']}/resourceGroups/{RG}/providers/Microsoft.Compute/"
+               "galleries/nowhere/images/none/versions/1.0.0")
+    shared = signed.post(base + "/portal/accounts/devbatch/pools-add", timeout=30, allow_redirects=False,
+                         data={"csrf_token": token, "pool_id": "portal-shared", "image_type": "gallery",
+                               "gallery_image": gallery, "image_sku": "0", "vm_size": "standard_a1_v2"})
+    assert shared.status_code == 400 and 'id="image-error"' in shared.text, shared.text[:2000]
     # a token from another session is no better
     other = signed_in_session(info["portal_url"], ca, info["client_id"], info["client_secret"])
     theirs = csrf_of(other.get(base + "/portal/accounts", timeout=30).text)

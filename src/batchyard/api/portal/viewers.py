@@ -14,6 +14,7 @@ from . import access
 from .web import PortalContext
 
 VIEW_BYTES = 256 * 1024
+FILES_SHOWN = 1000
 
 
 def read_tail(place, rel: str) -> str | None:
@@ -27,11 +28,11 @@ def read_tail(place, rel: str) -> str | None:
 
 
 def files_and_output(place_of, directory: str = "") -> tuple[list[dict], dict]:
-    """(the files, {stdout.txt / stderr.txt: text}) below a place; none while there is no
-    place yet (a node being made, a task not yet on a node)."""
+    """(the first FILES_SHOWN files, {stdout.txt / stderr.txt: text}) below a place; none
+    while there is no place yet (a node being made, a task not yet on a node)."""
     try:
         place = place_of()
-        listed = [f for f in files.list_files(place, recursive=True) if not f["isDirectory"]]
+        listed = [f for f in files.list_files(place, recursive=True) if not f["isDirectory"]][:FILES_SHOWN]
         return listed, {name: read_tail(place, directory + name) for name in ("stdout.txt", "stderr.txt")}
     except ServiceError:
         return [], {}
