@@ -79,6 +79,7 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.get_by_label("Low-priority nodes").fill("1")
     page.get_by_text("Optional settings").click()
     page.get_by_label("Start task command line").fill("/bin/sh -c /opt/app/run")
+    page.screenshot(path=str(output_dir() / "add-pool.png"), full_page=True)
     page.get_by_role("button", name="OK").click()
 
     page.wait_for_url("**/pools/guide-pool")

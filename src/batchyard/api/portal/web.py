@@ -88,9 +88,7 @@ async def read_form(request: Request) -> dict[str, str]:
 def refused(request: Request, reason: str) -> Response:
     """403 for a POST without a signed-in session or with a CSRF token that is missing or not
     the session's."""
-    response = HTMLResponse(f"<!doctype html><title>Refused</title><p>{reason}</p>", status_code=403,
-                            headers=_NO_STORE)
-    return response
+    return HTMLResponse(f"<!doctype html><title>Refused</title><p>{reason}</p>", status_code=403, headers=_NO_STORE)
 
 
 def to_sign_in(request: Request) -> Response:
