@@ -13,6 +13,7 @@ Usage: bench/portal_bench.py [--nodes 2500] [--no-server]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -67,41 +68,55 @@ def sign_in(page, info: dict) -> None:
     page.wait_for_url("**/portal/accounts")
 
 
+def draw_times(browser) -> list[float]:
+    """The heatmap alone, on a page of its own with the pool page's elements."""
+    heatmap_js = (Path(__file__).resolve().parent.parent / "src/batchyard/api/portal/static/heatmap.js").read_text()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_content('<div id="pool-page"><div id="legend"></div><canvas id="heatmap" style="width:100%">'
+                     '</canvas><div id="heatmap-tip"></div><p id="node-summary"></p>'
+                     '<canvas id="history"></canvas></div>')
+    page.add_script_tag(content=heatmap_js.replace("  poll();\n", ""))
+    page.evaluate("document.dispatchEvent(new Event('DOMContentLoaded'))")
+    return page.evaluate(SYNTHETIC, 2500)
+
+
+def poll_times(browser, server: Server, nodes: int) -> list[float]:
+    """Whole live updates of the pool page of a real pool of `nodes` nodes."""
+    server.set_quotas(server.info["batch_account"], "--dedicated-cores", "1000000")
+    clients = Clients(server.info)
+    image = next(iter(clients.batch_key.list_supported_images()))
+    started = time.monotonic()
+    clients.batch.create_pool({"id": "bench", "vmSize": "standard_a1_v2", "targetDedicatedNodes": nodes,
+                               "virtualMachineConfiguration": {"imageReference": image.image_reference.as_dict(),
+                                                               "nodeAgentSKUId": image.node_agent_sku_id}})
+    while len(list(clients.batch.list_nodes("bench"))) < nodes:
+        time.sleep(1)
+    print(f"{nodes} nodes listed after {time.monotonic() - started:.0f} s")
+    page = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800}).new_page()
+    sign_in(page, server.info)
+    page.goto(server.info["portal_url"] + "accounts/devbatch/pools/bench")
+    page.wait_for_function("() => window.batchyardHeatmap && window.batchyardHeatmap.nodes.length > 0")
+    times = page.evaluate(POLL)
+    clients.batch.begin_delete_pool("bench").result()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=2500)
     parser.add_argument("--no-server", action="store_true", help="only the drawing, on a page of its own")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    heatmap_js = (Path(__file__).resolve().parent.parent / "src/batchyard/api/portal/static/heatmap.js").read_text()
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.set_content('<div id="pool-page"><div id="legend"></div><canvas id="heatmap" style="width:100%">'
-                         '</canvas><div id="heatmap-tip"></div><p id="node-summary"></p>'
-                         '<canvas id="history"></canvas></div>')
-        page.add_script_tag(content=heatmap_js.replace("  poll();\n", ""))
-        page.evaluate("document.dispatchEvent(new Event('DOMContentLoaded'))")
-        print(f"draw, 2,500 nodes: {summary(page.evaluate(SYNTHETIC, 2500))}")
-        if args.no_server:
-            return
-        with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp) / "data") as server:
-            server.set_quotas(server.info["batch_account"], "--dedicated-cores", "1000000")
-            clients = Clients(server.info)
-            image = next(iter(clients.batch_key.list_supported_images()))
-            started = time.monotonic()
-            clients.batch.create_pool({"id": "bench", "vmSize": "standard_a1_v2", "targetDedicatedNodes": args.nodes,
-                                       "virtualMachineConfiguration": {
-                                           "imageReference": image.image_reference.as_dict(),
-                                           "nodeAgentSKUId": image.node_agent_sku_id}})
-            while len(list(clients.batch.list_nodes("bench"))) < args.nodes:
-                time.sleep(1)
-            print(f"{args.nodes} nodes listed after {time.monotonic() - started:.0f} s")
-            page = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800}).new_page()
-            sign_in(page, server.info)
-            page.goto(server.info["portal_url"] + "accounts/devbatch/pools/bench")
-            page.wait_for_function("() => window.batchyardHeatmap && window.batchyardHeatmap.nodes.length > 0")
-            print(f"poll (fetch + parse + draw), {args.nodes} real nodes: {summary(page.evaluate(POLL))}")
-            clients.batch.begin_delete_pool("bench").result()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp) / "data")
+        with contextlib.ExitStack() as stack:
+            if not args.no_server:
+                stack.enter_context(server)
+            browser = stack.enter_context(chromium(server.port))
+            print(f"draw, 2,500 nodes: {summary(draw_times(browser))}")
+            if not args.no_server:
+                print(f"poll (fetch + parse + draw), {args.nodes} real nodes: "
+                      f"{summary(poll_times(browser, server, args.nodes))}")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,25 @@
 """Debian's chromium (apt package `chromium`) driven by Playwright for Python. Playwright
-never downloads a browser here: it launches /usr/bin/chromium, which `.ci/run` installs."""
+never downloads a browser here: it launches /usr/bin/chromium, which `.ci/run` installs,
+in a network namespace of its own (needs root, as the machines do)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import socket
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 import requests
 
+from netns_browser import pump
+
 CHROMIUM = os.environ.get("BATCHYARD_CHROMIUM", "/usr/bin/chromium")
+NETNS_BROWSER = Path(__file__).resolve().parent / "netns_browser.py"
 
 
 def output_dir() -> Path:
@@ -23,17 +31,61 @@ def output_dir() -> Path:
 
 
 @contextlib.contextmanager
-def chromium():
+def chromium(port: int):
+    """Chromium in a network namespace of its own (tests/netns_browser.py) that
+    reaches the host's 127.0.0.1:`port` and nothing else: interfaces that come and go on the
+    host do not abort its requests, and a page that needed the internet would not load."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (see .ci/run)")
     from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with tempfile.TemporaryDirectory() as tmp, _HostRelay(Path(tmp) / "relay.sock", port) as relay:
+        wrapper = Path(tmp) / "chromium"
+        wrapper.write_text(f'#!/bin/sh\nexec unshare --net -- "{sys.executable}" "{NETNS_BROWSER}" '
+                           f'"{relay.path}" {port} "{CHROMIUM}" "$@"\n')
+        wrapper.chmod(0o700)
+        with sync_playwright() as p:
+            # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start
+            browser = p.chromium.launch(executable_path=str(wrapper), args=["--no-sandbox"])
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+
+class _HostRelay:
+    """The host's side of the browser's loopback: each connection on a Unix socket goes on
+    to 127.0.0.1:port."""
+
+    def __init__(self, path: Path, port: int):
+        self.path, self.port = path, port
+        self.server = socket.socket(socket.AF_UNIX)
+        self.stopped = threading.Event()
+
+    def __enter__(self) -> "_HostRelay":
+        self.server.bind(str(self.path))
+        self.server.listen(128)
+        self.server.settimeout(0.5)
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.server.close()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.settimeout(None)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.port))
+            except OSError:
+                conn.close()  # the browser sees the refusal it would have seen itself
+                continue
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
 
 def signed_in_session(portal_url: str, ca: str | None, client_id: str, secret: str) -> requests.Session:

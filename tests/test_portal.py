@@ -30,8 +30,8 @@ def image(clients):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
+def browser(server):
+    with chromium(server.port) as b:
         yield b
 
 
@@ -104,6 +104,11 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     assert "hello" in page.locator("pre.output").first.inner_text()
     page.get_by_role("link", name="startup/stdout.txt").click()
     assert page.locator("#file-text").inner_text().strip() == "hello"
+    page.goto(pool_url)
+    _node_states(page, "idle=3")
+    page.locator("#heatmap").click(position={"x": 4, "y": 4})  # the first tile
+    page.wait_for_url("**/pools/guide-pool/nodes/**")
+    assert page.locator("#node-state").inner_text() == "idle"
     page.goto(pool_url)
 
     page.get_by_label("Target dedicated nodes").fill("3")

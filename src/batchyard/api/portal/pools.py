@@ -7,17 +7,17 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from ...services.batch.vm_sizes import all_sizes
-from ...services.errors import ServiceError
+from ...services.errors import NotFound, ServiceError
 from . import access
 from .pool_form import IMAGE_TYPES, field_errors, pool_body
 from .viewers import file_page, files_and_output
 from .web import PortalContext, json_response, page, redirect
 
 
-def image_of(pool_body_: dict) -> dict:
+def image_of(body: dict) -> dict:
     """What the pool page says of the pool's image: the Operating System line and the
     custom images it names (ARM id and name)."""
-    reference = (pool_body_.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
+    reference = (body.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
     image_id = reference.get("virtualMachineImageId")
     if image_id:
         gallery = "/galleries/" in image_id.lower()
@@ -57,7 +57,7 @@ async def account(ctx: PortalContext) -> Response:
     def load():
         found = ctx.services.accounts.by_name(ctx.params["account"])
         if found is None:
-            return access.page_account(ctx, "GET", "pools")  # raises AccountNotFound
+            raise NotFound("AccountNotFound", f"The Batch account '{ctx.params['account']}' does not exist.")
         access.arm(ctx.services, ctx.caller, "GET", found.id)
         return found, ctx.services.accounts.quotas(found)
     found, quotas = await ctx.call(load)
