@@ -50,7 +50,8 @@ def _sign_in(page, info):
 
 
 def _node_states(page, expected: str, timeout: float = 90):
-    page.wait_for_function("want => document.getElementById('pool-page').dataset.nodeStates === want",
+    # null-safe: the predicate may run while a form's answer is loading
+    page.wait_for_function("want => document.getElementById('pool-page')?.dataset.nodeStates === want",
                            arg=expected, timeout=timeout * 1000)
 
 
@@ -143,7 +144,7 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     page.get_by_label("Target dedicated nodes").fill("5")
     page.get_by_role("button", name="Resize", exact=True).click()
     page.get_by_role("button", name="Stop resize").click()
-    page.wait_for_function("() => document.getElementById('allocation-state').textContent === 'steady'")
+    page.wait_for_function("() => document.getElementById('allocation-state')?.textContent === 'steady'")
     pool = clients.batch.get_pool("guide-pool")
     assert pool.allocation_state == "steady" and 3 <= pool.current_dedicated_nodes <= 5
     nodes = pool.current_dedicated_nodes + 1
@@ -267,7 +268,7 @@ def test_a_500_node_pool_page_and_a_2500_tile_heatmap(server, clients, browser):
         page = _page(browser, size)
         _sign_in(page, info)
         page.goto(info["portal_url"] + "accounts/devbatch/pools/portal-big")
-        page.wait_for_function("() => (document.getElementById('pool-page').dataset.nodeStates || '')"
+        page.wait_for_function("() => (document.getElementById('pool-page')?.dataset.nodeStates || '')"
                                ".split(',').reduce((n, kv) => n + Number(kv.split('=')[1] || 0), 0) === 500")
         assert page.evaluate("document.documentElement.scrollWidth") <= size[0]  # nothing wider than the screen
         page.screenshot(path=str(output_dir() / f"pool-500-{name}.png"), full_page=True)
