@@ -1,5 +1,4 @@
-"""The one ASGI application: token endpoint, ARM, uploads (and later Batch and the portal)
-on one port."""
+"""The one ASGI application: token endpoint, ARM, uploads, Batch and the portal on one port."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from starlette.routing import Host, Route
 
 from .. import azure_names
 from ..services.errors import InvalidInput, NotFound, ServiceError
-from . import metadata, principals, tokens, uploads
+from . import metadata, portal, principals, tokens, uploads
 from .arm import batch as arm_batch
 from .arm import batch_applications as arm_batch_applications
 from .arm import batch_pools as arm_batch_pools
@@ -99,6 +98,7 @@ def create_app(services) -> CollapseArmSlashes:
         Route("/providers/{rest:path}", arm_endpoint, methods=arm_methods),
         Route("/batch/{rest:path}", batch_endpoint, methods=arm_methods),
         *principals.routes,
+        *portal.routes,
         *tokens.routes,
     ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services

@@ -133,6 +133,10 @@ class Pools:
                 return
             after = nodes[-1].id
 
+    def node_states(self, account: Resource, pool_id: str) -> list[tuple[str, str, int, bool]]:
+        """(id, state, running task slots, dedicated) of each of the pool's nodes, in id order."""
+        return self.nodes.states(self.get(account, pool_id).id.lower())
+
     def get_node(self, account: Resource, pool_id: str, node_id: str) -> Node:
         node = self.nodes.get(self.get(account, pool_id).id.lower(), node_id)
         if node is None:
