@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import Clients, Server, pool_settled  # noqa: E402
+from ray_local import server_on_ray  # noqa: E402
 
 RAY_NODES = 4
 
@@ -87,18 +88,8 @@ def main() -> None:
                 return
             local_idle, local_rate = measure(server, args.nodes, args.tasks)
 
-        from ray.cluster_utils import Cluster
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "node_ip_address": "127.0.0.2", "num_cpus": 2, "include_dashboard": False})
-        try:
-            for _ in range(RAY_NODES - 1):
-                cluster.add_node(node_ip_address="127.0.0.2", num_cpus=2)
-            cluster.wait_for_nodes()
-            with Server(Path(tmp) / "ray", args=["--ray-address", cluster.address,
-                                                 "--ray-host-dir", str(Path(tmp) / "hosts")]) as server:
-                ray_idle, ray_rate = measure(server, args.nodes, args.tasks)
-        finally:
-            cluster.shutdown()
+        with server_on_ray(Path(tmp), RAY_NODES) as server:
+            ray_idle, ray_rate = measure(server, args.nodes, args.tasks)
     print(f"{args.nodes} nodes to idle: local {local_idle:.1f} s, {RAY_NODES} Ray nodes {ray_idle:.1f} s, "
           f"ratio {ray_idle / local_idle:.2f}   target <= 1.5")
     print(f"trivial tasks: local {local_rate:.0f}/s, {RAY_NODES} Ray nodes {ray_rate:.0f}/s   target >= 500/s both")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Clients, Server, build_flow, pool_settled, serving, wait_for
+from conftest import Clients, Server, build_flow, pool_settled, run_script, serving, wait_for
 
 RG = "rayflow"
 HOSTS = 3
@@ -114,6 +114,50 @@ def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
     uploaded = batch.send_request(HttpRequest("GET", "/outputs/rayout/files/copy.bin",
                                               params={"api-version": "2025-06-01"}), stream=True)
     assert uploaded.read() == body
+
+
+def stored_layers(host: Path) -> set[str]:
+    return {p.name for p in (host / "layers" / "layers").iterdir()}
+
+
+def pulls_of(host: Path) -> list[str]:
+    return (host / "pulls.log").read_text().split() if (host / "pulls.log").exists() else []
+
+
+def test_a_gallery_version_is_replicated_to_hosts_before_any_pool(ray_server, ray_clients):
+    """Its layers are on regionalReplicaCount hosts when the version is made; its pool's
+    nodes there then pull nothing."""
+    c, batch = ray_clients.compute, ray_clients.batch
+    run_script(c, RG, "builder", "echo gallery > /opt/tool/gallery-marker")
+    builder = c.virtual_machines.get(RG, "builder")
+    snap = c.snapshots.begin_create_or_update(RG, "gallery-os", {"location": ray_clients.location, "properties": {
+        "creationData": {"createOption": "Copy",
+                         "sourceResourceId": builder.storage_profile.os_disk.managed_disk.id}}}).result()
+    hosts = host_dirs(ray_server)
+    common_before = set.intersection(*(stored_layers(h) for h in hosts))
+    c.galleries.begin_create_or_update(RG, "raygallery", {"location": ray_clients.location}).result()
+    c.gallery_images.begin_create_or_update(RG, "raygallery", "tool", {"location": ray_clients.location, "properties": {
+        "osType": "Linux", "osState": "Generalized",
+        "identifier": {"publisher": "p", "offer": "o", "sku": "s"}}}).result()
+    version = c.gallery_image_versions.begin_create_or_update(RG, "raygallery", "tool", "1.0.0", {
+        "location": ray_clients.location, "properties": {
+            "storageProfile": {"osDiskImage": {"source": {"id": snap.id}}},
+            "publishingProfile": {"targetRegions": [{"name": ray_clients.location,
+                                                     "regionalReplicaCount": HOSTS}]}}}).result()
+    assert version.properties.provisioning_state == "Succeeded"
+    new_everywhere = set.intersection(*(stored_layers(h) for h in hosts)) - common_before
+    assert new_everywhere, "the version's new layer is on every host before any pool"
+    pulls_before = {h.name: pulls_of(h) for h in hosts}
+    batch.create_pool({"id": "from-replicas", "vmSize": "standard_a1_v2", "targetDedicatedNodes": HOSTS * 2,
+                       "virtualMachineConfiguration": {"imageReference": {"virtualMachineImageId": version.id},
+                                                       "nodeAgentSKUId": "batch.node.debian 12"},
+                       "startTask": {"commandLine": "/bin/sh -c 'grep -q gallery /opt/tool/gallery-marker'",
+                                     "waitForSuccess": True}})
+    _, nodes = pool_settled(batch, "from-replicas")
+    assert all(n.start_task_info.exit_code == 0 for n in nodes)
+    assert all(machines_on(h) for h in hosts)
+    assert {h.name: pulls_of(h) for h in hosts} == pulls_before, "nodes on replica hosts pulled nothing"
+    batch.begin_delete_pool("from-replicas", polling_interval=0.2).result()
 
 
 def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_server, ray_clients):

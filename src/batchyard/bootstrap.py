@@ -36,6 +36,8 @@ from .services.compute.catalog import PUBLISHER, BaseImage, Catalog
 from .services.compute.image_aliases import FILE_NAME as IMAGE_ALIASES
 from .services.compute.image_aliases import HOST, ImageAliases
 from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
+from .services.compute.galleries import Galleries
+from .services.compute.image_sources import ImageSources
 from .services.compute.images import IMAGE_TYPE, Images
 from .services.compute.vms import VirtualMachines
 from .services.authorization import Authorization
@@ -67,6 +69,7 @@ class Services:
     disks: Disks
     images: Images
     vms: VirtualMachines
+    galleries: Galleries
     accounts: BatchAccounts
     pools: Pools
     allocator: Allocator
@@ -138,13 +141,16 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                                          cgroups=settings.node_cgroups != "off",
                                          networks=settings.node_networks != "off",
                                          outbound_nat=settings.outbound_nat)
+    provider.registry_ca_bundle = settings.registry_ca_bundle
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
     catalog = Catalog(db, aliases)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)
     disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
+    disks.image_sources = image_sources = ImageSources(store)
     images = Images(store, disks, storage)
+    galleries = Galleries(store, images, storage, provider)
     vms = VirtualMachines(store, provider, disks, images, catalog, storage, settings.run_command_timeout)
     accounts = BatchAccounts(store, groups, box)
     if accounts.seal_plaintext_keys():
@@ -154,6 +160,7 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
     pools.node_place = lambda node: node_place(provider, node)
     pools.authorization = authorization
+    pools.image_sources = image_sources
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)
     jobs = Jobs(store, task_store, pools)
@@ -184,11 +191,12 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     groups.on_delete(lambda subscription, group: authorization.delete_below(
         f"/subscriptions/{subscription}/resourceGroups/{group}"))
     groups.on_delete(vms.delete_in_group)
+    groups.on_delete(galleries.delete_in_group)
     for type_, delete in ((IMAGE_TYPE, images.delete), (SNAPSHOT_TYPE, disks.delete_snapshot), (DISK_TYPE, disks.delete)):
         groups.on_delete(_delete_all_of(store, type_, delete))
 
     services = Services(settings, db, store, identity, authorization, groups, layers, provider, note, catalog, storage, disks,
-                        images, vms, accounts=accounts, pools=pools, allocator=allocator,
+                        images, vms, galleries=galleries, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
                         job_schedules=job_schedules, auto_pools=auto_pools,
                         task_tokens=task_tokens,

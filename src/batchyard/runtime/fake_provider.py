@@ -169,9 +169,11 @@ class _FakeRunner(CommandRunner):
         self._lock = threading.Lock()
         self._live: dict[str, tuple[threading.Timer, Callable[[Exit], None], Ran]] = {}
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
         if not self.provider.is_running(self.key):
             raise MachineError(f"machine {self.key} is not running")
+        if container is not None:
+            raise OSError("the in-memory fake runs no containers")
         files = self.provider.files(self.key)
         for path in mkdirs:
             files.make_dirs(path.removeprefix("/mnt/"), uid, gid)

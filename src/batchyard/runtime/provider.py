@@ -23,6 +23,11 @@ in memory (tests).
   service (which alone knows which ones its records name) can remove the rest.
 - Capacity: `capacity()` reports each host's cores, memory and free disk; allocation
   sizes nodes against it (settings may cap it).
+- Containers: `pull_image(key, reference, login)` makes sure the machine's host holds an
+  OCI image (pulled once per host into its layer store, container_images.py) and says what
+  it is; `command_runner(key).run(..., container=ContainerRun(...))` runs a command in a
+  container of it: an overlay of its layers under a writable layer of the container's
+  own, with the Batch directories bound in, removed when the command ends.
 - Layers travel by content id: `ensure_layers(ids)` makes sure a machine's host holds the
   layers a disk needs, pulling the missing ones from where they are (LayerStore.export on
   the host that has one, LayerStore.receive on the one that lacks it, which stores it only
@@ -46,6 +51,8 @@ from pathlib import Path
 
 from .cgroups import Limits
 from .commands import CommandRunner, Exit
+from .container_images import ContainerImage
+from .oci_registry import Login
 from .machine_files import MachineFiles
 from .security_rules import SecurityRule
 
@@ -91,6 +98,17 @@ class MachineSpec:
     inbound_ports: tuple[InboundPort, ...] = ()  # ports of the host that lead to the machine
 
 
+@dataclass(frozen=True)
+class ContainerRun:
+    """How a command runs in a container: the image (from pull_image), the machine's
+    directories bound in at their own paths (path, read-only), a read-only root, and the
+    user (name or uid[:gid], looked up in the image; "" for root)."""
+    image: ContainerImage
+    binds: tuple[tuple[str, bool], ...] = ()
+    read_only: bool = False
+    user: str = ""
+
+
 @dataclass
 class CommandResult:
     exit_code: int
@@ -126,6 +144,8 @@ class MachineProvider(ABC):
     capabilities: frozenset[str] = frozenset()
     # Where machines reach the service (None: as the host does, at the service's own address).
     service_address: str | None = None
+    # The CA bundle image pulls trust over HTTPS (None: the system's); a service setting.
+    registry_ca_bundle: str | None = None
 
     # disks ------------------------------------------------------------------------------------
 
@@ -142,6 +162,16 @@ class MachineProvider(ABC):
     def ensure_layers(self, layers: list[str]) -> None:
         """The layers are on the host that will use them (pulled by content id if not);
         raises MachineError when one exists nowhere."""
+
+    def replicate(self, layers: list[str], count: int) -> list[str]:
+        """Place the layers on `count` hosts ahead of any machine (a gallery version's
+        replicas) and name those hosts. One host has them already: nothing to do, and
+        nothing is pretended."""
+        return []
+    def pull_image(self, key: str, reference: str, login: Login | None) -> ContainerImage:
+        """The image on the host of machine `key`, pulled unless that host has it; raises
+        MachineError saying why not (nothing half-made stays behind)."""
+        raise MachineError("container images are not supported by this host's machines")
 
     # machines ---------------------------------------------------------------------------------
 

@@ -285,6 +285,34 @@ class RayProvider(MachineProvider):
     def ensure_layers(self, layers: list[str]) -> None:
         """Checked on the host a machine starts on (start); here only that they exist somewhere."""
 
+    def replicate(self, layers: list[str], count: int) -> list[str]:
+        """A gallery version's replicas: its layers pulled now onto `count` hosts (those that
+        lack the fewest, then those with the most free disk), in parallel, so machines
+        started there later pull nothing."""
+        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER]
+        with self.lock:
+            hosts = list(self.hosts.values())
+        if not hosts:
+            raise MachineError("the Ray cluster has no live node")
+        lacking = {h.node_id: len(self._call(h, "daemon", "missing", wanted)) for h in hosts}
+        chosen = sorted(hosts, key=lambda h: (lacking[h.node_id], -h.free_disk, h.node_id))[:count]
+        errors: list[Exception] = []
+
+        def place(host: _Host) -> None:
+            try:
+                self._ensure_on(host, wanted)
+            except Exception as exc:  # reported below, for the replica's state
+                errors.append(exc)
+
+        threads = [threading.Thread(target=place, args=(h,), daemon=True) for h in chosen]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0] if isinstance(errors[0], MachineError) else MachineError(str(errors[0]))
+        return [h.node_id for h in chosen]
+
     # machines ---------------------------------------------------------------------------------------
 
     def start(self, machine: MachineSpec) -> None:
@@ -369,7 +397,9 @@ class _RemoteRunner(CommandRunner):
     def __init__(self, provider: RayProvider, key: str):
         self.provider, self.key = provider, key
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is not None:
+            raise OSError("containers do not run on Ray cluster hosts yet")
         host = self.provider._host(self.key)
         with self.provider.lock:
             self.provider.callbacks[(self.key, command_id)] = on_exit

@@ -153,9 +153,9 @@ class Allocator(PokedLoop):
                         pools, usage: "_HostUsage") -> int:
         """How many nodes this pass may add. Rules (image, NAT ports, custom-image limits) end
         the resize short of its target; host capacity only makes it wait."""
-        if pool.internal.get("image_id") and self.pools.store.get(pool.internal["image_id"]) is None:
-            self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE,
-                            [{"name": "Reason", "value": f"The image {pool.internal['image_id']} does not exist"}])
+        unavailable = self.pools.image_unavailable(pool)
+        if unavailable:
+            self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE, [{"name": "Reason", "value": unavailable}])
             self._settle_targets(pool, mine)
             return 0
         denied = self.pools.growth_denied(pool)
@@ -248,7 +248,7 @@ class Allocator(PokedLoop):
             "vmSize": pool.body["vmSize"], "totalTasksRun": 0, "runningTasksCount": 0, "runningTaskSlotsCount": 0,
             "totalTasksSucceeded": 0, "isDedicated": dedicated, "errors": [],
             "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": moment},
-            "virtualMachineInfo": {"imageReference": pool.body["virtualMachineConfiguration"]["imageReference"]},
+            "virtualMachineInfo": {"imageReference": _image_reference(pool)},
             "endpointConfiguration": {"inboundEndpoints": _endpoints(pool, slot)},
         }
         if pool.body.get("startTask"):
@@ -509,3 +509,12 @@ class _HostUsage:
         size = lookup_vm_size(vm_size)
         self.cores += size.cores
         self.memory += size.memory_mib
+
+
+def _image_reference(pool: Resource) -> dict:
+    """The pool's image reference as the node got it: a gallery image's node names the exact
+    version it was made from (Azure's read-only `exactVersion`)."""
+    reference = dict(pool.body["virtualMachineConfiguration"]["imageReference"])
+    if pool.internal.get("exact_version"):
+        reference["exactVersion"] = pool.internal["exact_version"]
+    return reference

@@ -19,7 +19,7 @@ from ...store.resources import Resource
 from ..arm_ids import parse_typed
 from ..arm_resources import check_tags
 from ..errors import InvalidInput, ServiceError
-from . import batch_input as bi
+from . import batch_input as bi, container_spec
 from .pools import POOL_TYPE, iso
 
 IDENTITY_TYPES = ("UserAssigned", "None")
@@ -190,7 +190,7 @@ def plain_etags(header: str | None) -> str | None:
 
 
 def render(pool: Resource) -> dict:
-    body = pool.body
+    body = container_spec.withheld(pool.body)
     props: dict[str, Any] = {
         "displayName": body.get("displayName"),
         "lastModified": body["lastModified"],
