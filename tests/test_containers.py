@@ -12,6 +12,8 @@ from conftest import Clients, Server, pool_settled, wait_for
 from oci_registry import Registry, TokenService, busybox_files, layer_digests, tls_files, write_layout
 from test_batch_pools import base_pool, error_values
 
+from batchyard import defaults
+
 USERS = {"alice": "wonder-land-7"}
 
 
@@ -39,7 +41,7 @@ def registries(tmp_path_factory):
                   "gamma": private.push(alpha, "private/gamma:1", "alice"),
                   "delta": tokened.push(alpha, "team/delta:4", "alice"), "tokened": tokened.address,
                   "epsilon": secure.push(alpha, "tls/epsilon:5"), "ca": str(ca),
-                  "private": private.address}
+                  "private": private.address, "push": public.push}
         public.corrupt(images["tampered-layer"])
         yield images
     finally:
@@ -293,3 +295,86 @@ def test_https_registries_are_trusted_through_the_ca_bundle_setting(clients, reg
                                           "containerSettings": {"imageName": registries["epsilon"]}})
         assert finished(trusting.batch, "tls", "t").execution_info.exit_code == 0
         assert read(trusting.batch, "tls", "t") == "alpha\n"
+
+
+def test_supported_images_say_which_run_containers_and_pools_follow(clients, registries):
+    """DockerCompatible where the machines here run containers (every base image) and where
+    the Azure image an alias names has it (microsoft-azure-batch's container offer, not
+    Canonical's plain Ubuntu); a container pool on an image without it is refused on both
+    planes, as Azure refuses it."""
+    images = {(i.image_reference.publisher, i.image_reference.offer): i
+              for i in clients.batch.list_supported_images()}
+    host = next(i for (publisher, _), i in images.items() if publisher == "batchyard")
+    plain = images[("canonical", "0001-com-ubuntu-server-jammy")]
+    container = images[("microsoft-azure-batch", "ubuntu-server-container")]
+    assert host.capabilities == container.capabilities == ["DockerCompatible"] and not plain.capabilities
+    settings = {"type": "dockerCompatible", "containerImageNames": [registries["alpha"]]}
+
+    def pool_on(image, pool_id):
+        ref = image.image_reference
+        return {"id": pool_id, "vmSize": "standard_a1_v2", "targetDedicatedNodes": 0, "virtualMachineConfiguration": {
+            "imageReference": {"publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku, "version": "latest"},
+            "nodeAgentSKUId": image.node_agent_sku_id, "containerConfiguration": settings}}
+    with pytest.raises(HttpResponseError) as refused:
+        clients.batch.create_pool(pool_on(plain, "ctr-plain-ubuntu"))
+    assert refused.value.status_code == 400 and refused.value.error.code == "InvalidPropertyValue"
+    values = error_values(refused)
+    assert values["PropertyName"] == "virtualMachineConfiguration.containerConfiguration"
+    assert "DockerCompatible" in values["Reason"] and "ubuntu-server-container" in values["Reason"]
+    ref = plain.image_reference
+    arm_body = {"properties": {"vmSize": "STANDARD_A1_V2", "deploymentConfiguration": {"virtualMachineConfiguration": {
+        "imageReference": {"publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku, "version": "latest"},
+        "nodeAgentSkuId": plain.node_agent_sku_id, "containerConfiguration": {"type": "DockerCompatible"}}}}}
+    with pytest.raises(HttpResponseError) as refused:
+        clients.batch_mgmt.pool.create(defaults.RESOURCE_GROUP, defaults.BATCH_ACCOUNT, "arm-plain-ubuntu", arm_body)
+    assert refused.value.status_code == 400 and refused.value.error.code == "InvalidPropertyValue"
+    assert refused.value.error.target == \
+        "properties.deploymentConfiguration.virtualMachineConfiguration.containerConfiguration"
+    clients.batch.create_pool(pool_on(container, "ctr-container-offer"))  # the image Azure's samples use
+    assert clients.batch.get_pool("ctr-container-offer").virtual_machine_configuration.container_configuration
+
+
+def test_container_pool_made_on_the_management_plane(clients, registries):
+    """containerConfiguration through azure-mgmt-batch: the same pool on the data plane,
+    its private image prefetched with the pool's login, the password shown on neither."""
+    image = next(iter(clients.batch_key.list_supported_images()))
+    ref = image.image_reference
+    login = {"registryServer": registries["private"], "username": "alice", "password": USERS["alice"]}
+    body = {"properties": {"vmSize": "STANDARD_A1_V2", "deploymentConfiguration": {"virtualMachineConfiguration": {
+        "imageReference": {"publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku, "version": "latest"},
+        "nodeAgentSkuId": image.node_agent_sku_id, "containerConfiguration": {
+            "type": "DockerCompatible", "containerImageNames": [registries["beta"]], "containerRegistries": [login]}}},
+        "scaleSettings": {"fixedScale": {"targetDedicatedNodes": 1}}}}
+    created = clients.batch_mgmt.pool.create(defaults.RESOURCE_GROUP, defaults.BATCH_ACCOUNT, "arm-ctr", body)
+    for shown in (created, clients.batch_mgmt.pool.get(defaults.RESOURCE_GROUP, defaults.BATCH_ACCOUNT, "arm-ctr")):
+        containers = shown.deployment_configuration.virtual_machine_configuration.container_configuration
+        assert containers.type == "DockerCompatible" and containers.container_image_names == [registries["beta"]]
+        assert [(r.registry_server, r.user_name, r.password) for r in containers.container_registries] == \
+            [(registries["private"], "alice", None)]
+    pool_settled(clients.batch, "arm-ctr")
+    containers = clients.batch.get_pool("arm-ctr").virtual_machine_configuration.container_configuration
+    assert containers.type == "dockerCompatible" and containers.container_registries[0].password is None
+    clients.batch.create_job({"id": "arm-ctr", "poolInfo": {"poolId": "arm-ctr"}})
+    clients.batch.create_task("arm-ctr", {"id": "t", "commandLine": "'cat /etc/which'",
+                                          "containerSettings": {"imageName": registries["beta"]}})
+    assert finished(clients.batch, "arm-ctr", "t").execution_info.exit_code == 0
+    assert read(clients.batch, "arm-ctr", "t") == "beta\n"
+
+
+def test_a_tag_pushed_again_is_pulled_again(clients, pool, registries, tmp_path):
+    """As Azure's node agent pulls a task's image when the task starts: a tag the host has
+    is asked for its digest, and a tag that moved is downloaded again."""
+    batch = clients.batch
+    moving = registries["push"](moving_layout(tmp_path / "first", b"first\n"), "tools/moving:1")
+    batch.create_job({"id": "ctr-moving", "poolInfo": {"poolId": pool}})
+    batch.create_task("ctr-moving", {"id": "before", "commandLine": "cat /etc/which",
+                                     "containerSettings": {"imageName": moving}})
+    assert read(batch, "ctr-moving", finished(batch, "ctr-moving", "before").id) == "first\n"
+    registries["push"](moving_layout(tmp_path / "second", b"second\n"), "tools/moving:1")
+    batch.create_task("ctr-moving", {"id": "after", "commandLine": "cat /etc/which",
+                                     "containerSettings": {"imageName": moving}})
+    assert read(batch, "ctr-moving", finished(batch, "ctr-moving", "after").id) == "second\n"
+
+
+def moving_layout(path, which: bytes):
+    return write_layout(path, [(busybox_files({"etc/which": which}), "gzip")], {"Env": ["PATH=/bin"]})

@@ -11,7 +11,7 @@ from .private_files import private_dir
 from .runtime import hostfs
 from .runtime.host import choose_provider
 from .runtime.layers import LayerStore
-from .runtime.provider import MachineProvider
+from .runtime.provider import CONTAINERS, MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
 from .services.batch.applications import Applications
@@ -144,7 +144,7 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     provider.registry_ca_bundle = settings.registry_ca_bundle
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
-    catalog = Catalog(db, aliases)
+    catalog = Catalog(db, aliases, containers=CONTAINERS in provider.capabilities)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)
     disks = Disks(store, provider, layers, storage, catalog, data / "uploads")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import stat
@@ -24,13 +25,15 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import zstandard
 
 from .layers import LayerStore
 from .oci_registry import Login, RegistryClient, RegistryError, parse_reference
+
+log = logging.getLogger("batchyard.runtime")
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
@@ -51,6 +54,7 @@ class ContainerImage:
     working_dir: str = ""
     user: str = ""
     anonymous: bool = True  # pulled without credentials: anyone on this host may use it
+    named_digest: str = ""  # what the reference named when pulled (an index's digest, or the manifest's)
 
 
 class ImageStore:
@@ -97,17 +101,21 @@ class ImageStore:
         with gate:  # two nodes prefetching one image on one host pull it once
             image = self.local(str(ref))
             grant = (str(ref), _login_key(login))
-            if image is not None and (image.anonymous or grant in self._granted):
+            known = image is not None and (image.anonymous or grant in self._granted)
+            if known and ref.digest:  # a digest names the same bytes for ever
                 return image
             # An image that needed credentials is had again only by who the registry lets in:
             # the manifest is asked for with this caller's login (the layers stay as they are).
             client = RegistryClient(ref, login, ca_bundle)
             try:
-                digest, manifest, config = client.manifest()
+                if known and self._still_current(client, image):
+                    return image
+                named, digest, manifest, config = client.manifest()
                 if image is None or image.digest != digest:
                     layers = [layer for layer in (self._layer(client, entry) for entry in manifest["layers"])
                               if layer]
                     image = _image(str(ref), digest, layers, config, anonymous=login is None)
+                image = replace(image, named_digest=named)
             finally:
                 client.close()
             self._granted.add(grant)
@@ -115,6 +123,20 @@ class ImageStore:
             for name in (str(ref), digest):
                 _write_atomically(self._record(name), data, self.layers.tmp)
             return image
+
+    @staticmethod
+    def _still_current(client: RegistryClient, image: ContainerImage) -> bool:
+        """Whether the tag still names what this host has. Azure's node agent pulls a task's
+        image as it starts (so a tag pushed again is had again), and a pull that fails
+        leaves the task the image the node has (Azure/Batch#122); like `docker pull`, a
+        HEAD of the manifest tells, and only a changed digest costs a download."""
+        try:
+            current = client.current_digest()
+        except RegistryError as exc:
+            log.warning("%s: the registry could not say whether the tag moved (%s); using this host's copy",
+                        image.reference, exc)
+            return True
+        return current is not None and current == image.named_digest
 
     def _layer(self, client: RegistryClient, entry: dict) -> str | None:
         digest, media = entry.get("digest", ""), entry.get("mediaType", "")

@@ -37,7 +37,7 @@ from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import LocalFiles, MachineFiles
 from .networks import SERVICE_ADDRESS, Networks
-from .provider import (DEFAULT_ENV, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
+from .provider import (DEFAULT_ENV, CONTAINERS, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
                        ContainerRun, DiskSpec, HostCapacity, Inventory, MachineError, MachineProvider, MachineSpec,
                        local_capacity)
 from .security_rules import admits
@@ -176,7 +176,7 @@ class NamespaceMachineProvider(HostProvider):
             except (OSError, ImportError) as exc:
                 self.networks_missing = str(exc)
         self.capacity_disk = root
-        self.capabilities = frozenset({ISOLATION, OVERLAY, SNAPSHOTS} | ({LIMITS} if cgroups else set())
+        self.capabilities = frozenset({ISOLATION, OVERLAY, SNAPSHOTS, CONTAINERS} | ({LIMITS} if cgroups else set())
                                       | ({SECCOMP} if not self.seccomp_missing else set())
                                       | ({NETWORKS} if self.networks is not None else set()))
 

@@ -123,15 +123,16 @@ class RegistryClient:
 
     # requests ---------------------------------------------------------------------------------
 
-    def _get(self, url: str, accept: str | None = None, stream: bool = False) -> requests.Response:
+    def _get(self, url: str, accept: str | None = None, stream: bool = False, method: str = "GET"
+             ) -> requests.Response:
         headers = {"Accept": accept} if accept else {}
         try:
-            response = self._send(url, headers, stream)
+            response = self._send(url, headers, stream, method)
             if response.status_code == 401:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
                 self._authenticate(challenge)
-                response = self._send(url, headers, stream)
+                response = self._send(url, headers, stream, method)
         except requests.exceptions.SSLError as exc:
             raise RegistryError(f"TLS with {self.ref.registry} failed: {_short(exc)}") from None
         except requests.exceptions.RequestException as exc:
@@ -148,11 +149,11 @@ class RegistryClient:
             raise RegistryError(f"{self.ref.registry} answered {response.status_code} for {url.rsplit('/', 2)[-2:]}")
         return response
 
-    def _send(self, url: str, headers: dict, stream: bool) -> requests.Response:
+    def _send(self, url: str, headers: dict, stream: bool, method: str = "GET") -> requests.Response:
         if self.base.startswith("http://") and url.startswith("https://"):
             url = "http://" + url.removeprefix("https://")  # made before the switch to plain HTTP
         try:
-            return self._send_once(url, headers, stream)
+            return self._send_once(url, headers, stream, method)
         except requests.exceptions.SSLError as exc:
             # a loopback registry without TLS answers the handshake in plain HTTP; one whose
             # certificate is not trusted is refused like any other
@@ -160,15 +161,15 @@ class RegistryClient:
                 raise
         self._plain_allowed = False
         self.base = "http://" + self.base.removeprefix("https://")
-        return self._send(url, headers, stream)
+        return self._send(url, headers, stream, method)
 
-    def _send_once(self, url: str, headers: dict, stream: bool) -> requests.Response:
+    def _send_once(self, url: str, headers: dict, stream: bool, method: str) -> requests.Response:
         if self._token:
             headers = {**headers, "Authorization": f"Bearer {self._token}"}
             auth = None
         else:
             auth = (self.login.username, self.login.password) if self.login and self._basic else None
-        return self.session.get(url, headers=headers, auth=auth, stream=stream, timeout=self.timeout)
+        return self.session.request(method, url, headers=headers, auth=auth, stream=stream, timeout=self.timeout)
 
     _basic = False
 
@@ -214,11 +215,21 @@ class RegistryClient:
 
     # the protocol -----------------------------------------------------------------------------
 
-    def manifest(self) -> tuple[str, dict, dict]:
-        """(manifest digest, manifest, config) for linux/amd64, through an index if the
-        reference names one; every document checked against the digest that named it."""
+    def current_digest(self) -> str | None:
+        """The digest the reference names at the registry now (an index's, or a manifest's),
+        from a HEAD of its manifest as `docker pull` asks first; None if the registry does
+        not say (then only a GET tells)."""
+        response = self._get(f"{self.base}/manifests/{self.ref.wanted}", _ACCEPT, method="HEAD")
+        response.close()
+        digest = response.headers.get("Docker-Content-Digest", "")
+        return digest if digest.startswith("sha256:") else None
+
+    def manifest(self) -> tuple[str, str, dict, dict]:
+        """(the digest the reference names, manifest digest, manifest, config) for
+        linux/amd64, through an index if the reference names one; every document checked
+        against the digest that named it."""
         data, kind = self._small(f"{self.base}/manifests/{self.ref.wanted}", _ACCEPT)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = named = "sha256:" + hashlib.sha256(data).hexdigest()
         if self.ref.digest and digest != self.ref.digest:
             raise RegistryError(f"{self.ref} arrived with digest {digest}")
         document = _json(data, "manifest")
@@ -233,7 +244,7 @@ class RegistryClient:
         config_digest = document["config"].get("digest", "")
         config_data, _ = self._small(f"{self.base}/blobs/{config_digest}")
         _checked(config_data, config_digest, "config")
-        return digest, document, _json(config_data, "config")
+        return named, digest, document, _json(config_data, "config")
 
     def blob(self, digest: str) -> Iterator[bytes]:
         """A blob's bytes in chunks; raises RegistryError at the end if they do not hash to

@@ -27,7 +27,8 @@ in memory (tests).
   OCI image (pulled once per host into its layer store, container_images.py) and says what
   it is; `command_runner(key).run(..., container=ContainerRun(...))` runs a command in a
   container of it: an overlay of its layers under a writable layer of the container's
-  own, with the Batch directories bound in, removed when the command ends.
+  own, with the Batch directories bound in, removed when the command ends. A provider
+  that does this names CONTAINERS in `capabilities` (the images' catalog says so).
 - Layers travel by content id: `ensure_layers(ids)` makes sure a machine's host holds the
   layers a disk needs, pulling the missing ones from where they are (LayerStore.export on
   the host that has one, LayerStore.receive on the one that lacks it, which stores it only
@@ -57,8 +58,8 @@ from .machine_files import MachineFiles
 from .security_rules import SecurityRule
 
 # What a provider may enforce; `capabilities` names those it does.
-ISOLATION, OVERLAY, LIMITS, NETWORKS, SECCOMP, SNAPSHOTS = (
-    "isolation", "overlay", "limits", "networks", "seccomp", "snapshots")
+ISOLATION, OVERLAY, LIMITS, NETWORKS, SECCOMP, SNAPSHOTS, CONTAINERS = (
+    "isolation", "overlay", "limits", "networks", "seccomp", "snapshots", "containers")
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",

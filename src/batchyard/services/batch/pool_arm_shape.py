@@ -33,7 +33,7 @@ FIXED = {"vmSize": "vmSize", "deploymentConfiguration": "virtualMachineConfigura
 # Data-plane enum values (lower case) in ARM's spelling.
 _PASCAL = {v.lower(): v for v in ("Steady", "Resizing", "Stopping", "Requeue", "Terminate", "TaskCompletion",
                                   "RetainedData", "Spread", "Pack", "TCP", "UDP", "Task", "Pool", "NonAdmin",
-                                  "Admin", "Allow", "Deny")}
+                                  "Admin", "Allow", "Deny", "DockerCompatible", "CriCompatible")}
 
 
 def pascal(value: Any) -> Any:
@@ -229,6 +229,10 @@ def render(pool: Resource) -> dict:
 def _arm_vm_configuration(config: dict) -> dict:
     out = _renamed(config, {"nodeAgentSKUId": "nodeAgentSkuId"})
     out["imageReference"] = _renamed(config["imageReference"], {"virtualMachineImageId": "id"})
+    if config.get("containerConfiguration"):
+        # ARM's ContainerType is PascalCase (DockerCompatible), the data plane's camelCase
+        containers = config["containerConfiguration"]
+        out["containerConfiguration"] = {**containers, "type": pascal(containers["type"])}
     return out
 
 

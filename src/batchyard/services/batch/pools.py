@@ -19,6 +19,7 @@ from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse
 from ..authorization import GALLERY_IMAGE_ACTION, MANAGED_IMAGE_ACTION, Caller
+from ..compute.catalog import DOCKER_COMPATIBLE
 from ..compute.image_sources import ImageContent, kind_of
 from ..errors import ConditionFailed, Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
@@ -231,6 +232,8 @@ class Pools:
         if base.node_agent_sku_id.lower() != agent.lower():
             raise bi.invalid("virtualMachineConfiguration.nodeAgentSKUId", agent,
                              f"The image {base.urn} needs the node agent SKU '{base.node_agent_sku_id}'.")
+        if config.get("containerConfiguration") is not None:
+            self._check_containers(base, config["containerConfiguration"]["type"])
         if base.image_id:
             # A marketplace alias of a managed image: the service's administrator chose the
             # image, so a shared key may use it, as it may any marketplace image.
@@ -305,6 +308,20 @@ class Pools:
                                               "installed; Batch does not support such images. Capture it from a "
                                               "machine without extensions.")
         return image
+
+    def _check_containers(self, base, kind: str) -> None:
+        """Azure runs container tasks only on images whose supported-images entry says
+        DockerCompatible; a custom image it cannot judge (its owner installs the runtime),
+        so those pass."""
+        if DOCKER_COMPATIBLE in base.capabilities:
+            return
+        able = sorted(f"{b.urn} ({b.node_agent_sku_id})" for b in self.catalog.all()
+                      if DOCKER_COMPATIBLE in b.capabilities)
+        raise bi.invalid("virtualMachineConfiguration.containerConfiguration", kind,
+                         f"The image {base.urn} does not support containers (it has no {DOCKER_COMPATIBLE} capability "
+                         "in the supported images); "
+                         + ("images that do: " + ", ".join(able) + "." if able else
+                            "no image here does: this host's machines cannot run containers."))
 
     def _check_agent_for_linux(self, agent: str) -> None:
         linux_agents = {b.node_agent_sku_id.lower() for b in self.catalog.all() if b.os_type.lower() == "linux"}
