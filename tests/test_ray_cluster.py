@@ -6,6 +6,7 @@ directory: its own layer cache (a layer it did not pull is not there) and machin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from batchyard.runtime.networks import address_of
 from conftest import Clients, Server, build_flow, pool_settled, serving, wait_for
+from test_node_isolation import PROBE, run
 
 RG = "rayflow"
 HOSTS = 3
@@ -114,6 +117,52 @@ def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
     uploaded = batch.send_request(HttpRequest("GET", "/outputs/rayout/files/copy.bin",
                                               params={"api-version": "2025-06-01"}), stream=True)
     assert uploaded.read() == body
+
+
+def test_machines_on_ray_hosts_are_held_to_their_size_and_networks(cluster, ray_server, ray_clients):
+    """As on one host (test_node_isolation.py): the VM size's limits, a private address, the
+    service only at the gateway; and a pool's nodes reach each other across hosts (the
+    hosts' networks are joined by VXLAN tunnels over loopback), a VM of another network
+    not at all, wherever it runs."""
+    batch = ray_clients.batch
+    task, out, _ = run(batch, "readers", "size", "nproc; grep MemTotal /proc/meminfo")
+    nproc, memtotal = out.splitlines()
+    assert nproc == "1" and memtotal.split()[1] == str(2 * 1024 * 1024)  # Standard_A1_v2: 1 vCPU, 2 GiB
+    task, _, _ = run(batch, "readers", "hog", "head -c 3221225472 /dev/zero | tail > /dev/null", admin=True)
+    assert task.execution_info.exit_code == 137 and task.execution_info.failure_info.code == "TaskOutOfMemory"
+
+    where = {}  # address -> the host whose machine has it, from each host's records
+    for host in host_dirs(ray_server):
+        for record in (host / "machines").glob("*/network.json"):
+            saved = json.loads(record.read_text())
+            where[address_of(saved["subnet"], saved["host"])] = host.name
+    nodes = {n.id: n.ip_address for n in batch.list_nodes("spread")}
+    assert len(set(nodes.values())) == 12 and len({where[a] for a in nodes.values()}) == HOSTS
+    assert len({ipaddress.ip_network(f"{a}/20", strict=False) for a in nodes.values()}) == 1
+    worker = ray_clients.compute.virtual_machines.get(RG, "worker")
+    worker_dir = next(h / "machines" / uuid.UUID(worker.vm_id).hex for h in host_dirs(ray_server)
+                      if (h / "machines" / uuid.UUID(worker.vm_id).hex / "network.json").exists())
+    saved = json.loads((worker_dir / "network.json").read_text())
+    vm_address = address_of(saved["subnet"], saved["host"])
+
+    ray_port = cluster.address.rsplit(":", 1)[1]
+    command = ("cat > probe.py <<'EOF'\n" + PROBE + "EOF\npython3 probe.py "
+               + " ".join(f"{a}:9" for a in nodes.values()) + f" {vm_address}:9 127.0.0.2:{ray_port}")
+    task, out, _ = run(batch, "readers", "reach", command)
+    seen = dict(line.split()[:2] for line in out.splitlines())
+    prober = where[nodes[task.node_info.node_id]]
+    assert {where[a] for a in nodes.values()} - {prober}, "some of the pool's nodes are on other hosts"
+    assert all(seen[f"{a}:9"] == "refused" for a in nodes.values()), seen  # answered: reached
+    assert seen[f"{vm_address}:9"] == "unreachable"
+    assert seen[f"127.0.0.2:{ray_port}"] == "refused"  # its own loopback, not the host's Ray port
+
+    task, out, _ = run(batch, "readers", "gateway", "python3 -c \"import os, ssl, urllib.request, urllib.error\n"
+                       "try:\n"
+                       "    urllib.request.urlopen(os.environ['AZ_BATCH_ACCOUNT_URL'] + '/pools?api-version=2025-06-01',"
+                       " context=ssl._create_unverified_context())\n"
+                       "except urllib.error.HTTPError as e:\n"
+                       "    print(e.code)\"")
+    assert out.strip() == "401"  # the service, through its host's gateway, wants a credential
 
 
 def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_server, ray_clients):

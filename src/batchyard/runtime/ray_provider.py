@@ -14,6 +14,11 @@ and command runner. This provider:
   layer only if it hashes to its id (layers.py) and keeps it;
 - starts commands without waiting (exits come back through one collector per agent) and
   reaches files through the agent (machine_files.py semantics, enforced on the host);
+- makes machines as the local provider does (the host daemon runs one): held to their VM
+  size, each on its private network, whose addresses it chooses here for every host
+  (address_plan.py) and whose hosts it tells each other's tunnel ends (tunnels.py), so
+  machines of one network reach each other across hosts; each host's hub relays the
+  service's gateway to the service;
 - watches the cluster: when a node leaves or its agent dies, the machines placed there are
   lost, reported once to `on_machines_lost` listeners; a node that comes (back) gets a new
   agent, which starts with no machine, so nothing is duplicated.
@@ -34,9 +39,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .address_plan import AddressPlan
 from .commands import CommandRunner, Exit
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import FileStat, MachineFiles
+from .networks import SERVICE_ADDRESS
 from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec
 
 log = logging.getLogger("batchyard.runtime")
@@ -46,8 +53,11 @@ WRITE_PART = 4 * MIB  # a remote write sends the file in parts of this size
 
 
 class _Host:
-    def __init__(self, node_id: str, actor, resources: dict):
+    def __init__(self, node_id: str, actor, resources: dict, info: dict):
         self.node_id, self.actor, self.resources = node_id, actor, resources
+        self.tunnel = tuple(info["tunnel"]) if info.get("tunnel") else None  # (address, UDP port)
+        self.capabilities = frozenset(info.get("capabilities", ()))
+        self.layers: set[str] = set()  # layers known to be on the host
         self.pull_lock = threading.Lock()
         self.lost = False
         self.free_disk = 0  # bytes free where the host keeps its machines, as it last said
@@ -55,10 +65,10 @@ class _Host:
 
 class RayProvider(MachineProvider):
     mode = "ray"
-    capabilities = frozenset({SNAPSHOTS})
 
     def __init__(self, address: str, host_root: Path, state_dir: Path, service_layers: LayerStore,
-                 pack: bool = False, overcommit: int = 1):
+                 pack: bool = False, overcommit: int = 1, cgroups: bool = True, networks: bool = True,
+                 outbound_nat: str = "auto"):
         try:
             import ray
         except ImportError:
@@ -86,6 +96,10 @@ class RayProvider(MachineProvider):
         self.sizes: dict[str, tuple[int, int]] = {}  # running machine -> cores and MiB it holds
         self.callbacks: dict[tuple[str, str], Callable[[Exit], None]] = {}
         self.lost_listeners: list[Callable[[list[str]], None]] = []
+        self.host_options = {"cgroups": cgroups, "networks": networks, "outbound_nat": outbound_nat}
+        self.service_address = SERVICE_ADDRESS if networks else None
+        self.addresses = AddressPlan(state_dir / "addresses.json")
+        self.gateway: tuple[int, tuple[str, int]] | None = None  # (port, target) each host relays
         self._load()
         self._closing = threading.Event()
         self._refresh()
@@ -99,9 +113,11 @@ class RayProvider(MachineProvider):
         from .ray_agent import HostAgent
 
         alive = {n["NodeID"]: n for n in self.ray.nodes() if n["Alive"]}
+        changed = False
         for node_id, host in list(self.hosts.items()):
             if node_id not in alive and not host.lost:
                 self._lose(host)
+                changed = True
             elif not host.lost:
                 try:
                     host.free_disk = self._call(host, "daemon", "free_disk")
@@ -110,19 +126,57 @@ class RayProvider(MachineProvider):
         for node_id, node in alive.items():
             if node_id in self.hosts:
                 continue
+            options = {**self.host_options, "address": node["NodeManagerAddress"]}
             actor = HostAgent.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                max_restarts=0).remote(str(self.host_root / node_id[:16]))
+                max_restarts=0).remote(str(self.host_root / node_id[:16]), options)
             try:
-                self.ray.get(actor.describe.remote(), timeout=120)
+                info = self.ray.get(actor.describe.remote(), timeout=120)
             except Exception as exc:
                 log.warning("no agent on Ray node %s: %s", node_id, exc)
                 continue
-            host = _Host(node_id, actor, node.get("Resources", {}))
+            host = _Host(node_id, actor, node.get("Resources", {}), info)
+            if self.gateway is not None:
+                self._open_gateway_on(host)
             with self.lock:
                 self.hosts[node_id] = host
+            changed = True
             threading.Thread(target=self._collect, args=(host,), daemon=True, name="ray-exits").start()
-            log.info("Ray node %s joined with %s", node_id, host.resources)
+            log.info("Ray node %s joined with %s: %s", node_id, host.resources, info.get("note"))
+        if changed:
+            self._tell_peers()
+
+    def _tell_peers(self) -> None:
+        """Every host learns where the others' tunnel ends are (each leaves its own out)."""
+        with self.lock:
+            hosts = list(self.hosts.values())
+        ends = [h.tunnel for h in hosts if h.tunnel is not None]
+        for host in hosts:
+            if host.tunnel is not None:
+                try:
+                    self._call(host, "daemon", "peers", ends)
+                except (MachineError, OSError) as exc:
+                    log.warning("host %s did not take its tunnel peers: %s", host.node_id, exc)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What every host enforces (a host without, say, cgroups makes it not hold)."""
+        with self.lock:
+            hosts = list(self.hosts.values())
+        return frozenset.intersection(*(h.capabilities for h in hosts)) | {SNAPSHOTS} if hosts \
+            else frozenset({SNAPSHOTS})
+
+    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
+        """Each host's hub relays service_address:port to `target` (hosts that join later too)."""
+        self.gateway = (port, target)
+        for host in list(self.hosts.values()):
+            self._open_gateway_on(host)
+
+    def _open_gateway_on(self, host: _Host) -> None:
+        try:
+            self._call(host, "daemon", "gateway", *self.gateway)
+        except (MachineError, OSError) as exc:
+            log.warning("host %s has no gateway to the service: %s", host.node_id, exc)
 
     def _watch(self) -> None:
         while not self._closing.wait(WATCH_SECONDS):
@@ -208,6 +262,7 @@ class RayProvider(MachineProvider):
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.placement))
         os.replace(tmp, self.state_file)
+        self.addresses.save()
 
     def _choose(self, machine: MachineSpec) -> _Host:
         """Where its disks are, else by the hosts' room (see choose_host)."""
@@ -230,7 +285,9 @@ class RayProvider(MachineProvider):
 
     def _ensure_on(self, host: _Host, layers: list[str]) -> None:
         """Pull what the host lacks, by content id, once per host."""
-        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER]
+        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER and layer not in host.layers]
+        if not wanted:
+            return  # known to be there: layers are immutable and a host never drops one
         with host.pull_lock:
             for layer in self._call(host, "daemon", "missing", wanted):
                 data = self._layer_bytes(layer, exclude=host.node_id)
@@ -238,6 +295,7 @@ class RayProvider(MachineProvider):
                     self.ray.get(host.actor.pull.remote(layer, data))
                 except self.ray.exceptions.RayError as exc:
                     raise MachineError(f"layer {layer} could not reach host {host.node_id}: {exc}") from None
+            host.layers.update(wanted)
 
     def _layer_bytes(self, layer: str, exclude: str) -> bytes:
         for other in list(self.hosts.values()):
@@ -290,6 +348,8 @@ class RayProvider(MachineProvider):
     def start(self, machine: MachineSpec) -> None:
         host = self._choose(machine)
         disks = [machine.os_disk, *machine.data_disks.values()]
+        address = self.addresses.assign(machine.key, machine.network) \
+            if machine.network is not None and self.service_address is not None else None
         with self.lock:
             self.placement[machine.key] = host.node_id
             for disk in disks:
@@ -298,9 +358,7 @@ class RayProvider(MachineProvider):
             self._save()
         try:
             self._ensure_on(host, [layer for disk in disks for layer in disk.layers])
-            for disk in disks:
-                self._call(host, "provider", "create_disk", disk)
-            self._call(host, "provider", "start", machine)
+            self._call(host, "daemon", "start", machine, address)
         except Exception as exc:
             with self.lock:
                 self.sizes.pop(machine.key, None)
@@ -332,9 +390,13 @@ class RayProvider(MachineProvider):
             node = self.placement.pop(key, None)
             host = self.hosts.get(node) if node else None
             self.sizes.pop(key, None)
+            self.addresses.release(key)
             self._save()
         if host is not None:
             self._call(host, "provider", "delete_machine", key)
+
+    def address(self, key: str) -> str | None:
+        return self.addresses.address(key) if self.service_address is not None else None
 
     def stop_all(self) -> None:
         self._closing.set()
