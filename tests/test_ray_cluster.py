@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from batchyard.runtime.networks import address_of
 from conftest import Clients, Server, build_flow, pool_settled, serving, wait_for
-from test_node_isolation import PROBE, run
+from test_node_isolation import PROBE, free_range, run
 
 RG = "rayflow"
 HOSTS = 3
@@ -71,7 +72,10 @@ def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
         "id": "spread", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 12,
         "virtualMachineConfiguration": {"imageReference": {"virtualMachineImageId": flow["image"].id},
                                         "nodeAgentSKUId": "batch.node.debian 12"},
-        "startTask": {"commandLine": f"/bin/sh -c '{IMAGE_CHECK}'", "waitForSuccess": True}})
+        "startTask": {"commandLine": f"/bin/sh -c '{IMAGE_CHECK}'", "waitForSuccess": True},
+        "networkConfiguration": {"endpointConfiguration": {"inboundNATPools": [{
+            "name": "web", "protocol": "tcp", "backendPort": 8080, "frontendPortRangeStart": (start := free_range()),
+            "frontendPortRangeEnd": start + 99}]}}})
     _, nodes = pool_settled(batch, "spread")
     assert len(nodes) == 12 and all(n.start_task_info.exit_code == 0 for n in nodes)
     hosts = host_dirs(ray_server)
@@ -163,6 +167,20 @@ def test_machines_on_ray_hosts_are_held_to_their_size_and_networks(cluster, ray_
                        "except urllib.error.HTTPError as e:\n"
                        "    print(e.code)\"")
     assert out.strip() == "401"  # the service, through its host's gateway, wants a credential
+
+    # inbound NAT: a node's frontend port listens on its own host's address, as its endpoint says
+    batch.create_task("readers", {"id": "listen", "commandLine": "python3 -c \"import socket\n"
+                                  "s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()\n"
+                                  "c, _ = s.accept(); c.sendall(b'hello from ' + c.getsockname()[0].encode())\""})
+    node_id = wait_for(lambda: (t := batch.get_task("readers", "listen")).node_info and t.node_info.node_id,
+                       what="the listener's node")
+    endpoint = batch.get_node("spread", node_id).endpoint_configuration.inbound_endpoints[0]
+    assert endpoint.public_ip_address == "127.0.0.2"  # the Ray node's address
+
+    def greeting():
+        with socket.create_connection((endpoint.public_ip_address, endpoint.frontend_port), timeout=10) as conn:
+            return conn.recv(100).decode()  # empty until the task listens: the relay closes at once
+    assert wait_for(greeting, what="the node's port through inbound NAT") == f"hello from {nodes[node_id]}"
 
 
 def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_server, ray_clients):

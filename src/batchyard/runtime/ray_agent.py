@@ -97,6 +97,11 @@ class HostAgent:
     def kill(self, key: str, command_id: str) -> None:
         self._send(("runner", key), "kill", (command_id,))
 
+    def commands(self, batch: list[tuple]) -> None:
+        """("run", key, command id, args) and ("kill", key, command id), in order."""
+        for kind, *args in batch:
+            (self.run if kind == "run" else self.kill)(*args)
+
     def next_exits(self, timeout: float) -> list[tuple]:
         with self.exits_ready:
             if not self.exits:

@@ -37,6 +37,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .address_plan import AddressPlan
@@ -53,11 +54,15 @@ WRITE_PART = 4 * MIB  # a remote write sends the file in parts of this size
 
 
 class _Host:
-    def __init__(self, node_id: str, actor, resources: dict, info: dict):
+    def __init__(self, node_id: str, actor, resources: dict, info: dict, address: str):
         self.node_id, self.actor, self.resources = node_id, actor, resources
+        self.address = address  # the host's (Ray's node address), where inbound NAT ports listen
         self.tunnel = tuple(info["tunnel"]) if info.get("tunnel") else None  # (address, UDP port)
         self.capabilities = frozenset(info.get("capabilities", ()))
         self.layers: set[str] = set()  # layers known to be on the host
+        # commands to start or kill, sent in order, many in one call (see _send_commands)
+        self.outbox: list[tuple] = []
+        self.outbox_ready = threading.Condition()
         self.pull_lock = threading.Lock()
         self.lost = False
         self.free_disk = 0  # bytes free where the host keeps its machines, as it last said
@@ -135,13 +140,14 @@ class RayProvider(MachineProvider):
             except Exception as exc:
                 log.warning("no agent on Ray node %s: %s", node_id, exc)
                 continue
-            host = _Host(node_id, actor, node.get("Resources", {}), info)
+            host = _Host(node_id, actor, node.get("Resources", {}), info, options["address"])
             if self.gateway is not None:
                 self._open_gateway_on(host)
             with self.lock:
                 self.hosts[node_id] = host
             changed = True
             threading.Thread(target=self._collect, args=(host,), daemon=True, name="ray-exits").start()
+            threading.Thread(target=self._send_commands, args=(host,), daemon=True, name="ray-commands").start()
             log.info("Ray node %s joined with %s: %s", node_id, host.resources, info.get("note"))
         if changed:
             self._tell_peers()
@@ -197,13 +203,44 @@ class RayProvider(MachineProvider):
                     self._lose(host)
                     return
                 key, command_id, code, oom = event
-                with self.lock:
-                    callback = self.callbacks.pop((key, command_id), None)
-                if callback is not None:
-                    try:
-                        callback(Exit(code, oom))
-                    except Exception:
-                        log.exception("exit callback failed")
+                self._deliver(key, command_id, Exit(code, oom))
+
+    def _deliver(self, key: str, command_id: str, outcome: Exit) -> None:
+        with self.lock:
+            callback = self.callbacks.pop((key, command_id), None)
+        if callback is not None:
+            try:
+                callback(outcome)
+            except Exception:
+                log.exception("exit callback failed")
+
+    def _send_commands(self, host: _Host) -> None:
+        """Commands to start and kill go to a host in one call per batch, each batch sent when
+        the last was taken: a call costs Ray about as much as the command costs its host, so
+        a thousand tasks a second go in tens of calls; and in order (a threaded actor may
+        run two calls at once), so a kill never overtakes its run."""
+        while not host.lost and not self._closing.is_set():
+            with host.outbox_ready:
+                if not host.outbox:
+                    host.outbox_ready.wait(1.0)
+                batch, host.outbox = host.outbox, []
+            if not batch:
+                continue
+            try:
+                self.ray.get(host.actor.commands.remote(batch))
+            except self.ray.exceptions.RayError:
+                pass  # the host is gone: its collector finds out and its commands are lost with it
+            except Exception:  # never a hang: the commands that did not start fail
+                log.exception("commands for host %s could not be sent", host.node_id)
+                for command in batch:
+                    if command[0] == "run":
+                        self._deliver(command[1], command[2], Exit(1))
+
+    def _queue_command(self, key: str, command: tuple) -> None:
+        host = self._host(key)
+        with host.outbox_ready:
+            host.outbox.append(command)
+            host.outbox_ready.notify()
 
     def _lose(self, host: _Host) -> None:
         with self.lock:
@@ -347,6 +384,8 @@ class RayProvider(MachineProvider):
 
     def start(self, machine: MachineSpec) -> None:
         host = self._choose(machine)
+        machine = replace(machine, inbound_ports=tuple(replace(p, host_address=host.address)
+                                                       for p in machine.inbound_ports))
         disks = [machine.os_disk, *machine.data_disks.values()]
         address = self.addresses.assign(machine.key, machine.network) \
             if machine.network is not None and self.service_address is not None else None
@@ -395,6 +434,12 @@ class RayProvider(MachineProvider):
         if host is not None:
             self._call(host, "provider", "delete_machine", key)
 
+    def public_address(self, key: str) -> str | None:
+        with self.lock:
+            node = self.placement.get(key)
+            host = self.hosts.get(node) if node else None
+        return host.address if host is not None else None
+
     def address(self, key: str) -> str | None:
         return self.addresses.address(key) if self.service_address is not None else None
 
@@ -432,14 +477,15 @@ class _RemoteRunner(CommandRunner):
         self.provider, self.key = provider, key
 
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
-        host = self.provider._host(self.key)
+        self.provider._host(self.key)  # a machine on no live host raises here, before any callback is kept
         with self.provider.lock:
             self.provider.callbacks[(self.key, command_id)] = on_exit
-        host.actor.run.remote(self.key, command_id, (argv, env, cwd, uid, gid, stdout, stderr, tuple(mkdirs)))
+        self.provider._queue_command(self.key, ("run", self.key, command_id,
+                                                (argv, env, cwd, uid, gid, stdout, stderr, tuple(mkdirs))))
 
     def kill(self, command_id: str) -> None:
         try:
-            self.provider._host(self.key).actor.kill.remote(self.key, command_id)
+            self.provider._queue_command(self.key, ("kill", self.key, command_id))
         except MachineError:
             pass
 
@@ -461,6 +507,9 @@ class _RemoteFiles(MachineFiles):
 
     def make_dirs(self, rel, uid=None, gid=None, mode=None):
         self._files("make_dirs", rel, uid, gid, mode)
+
+    def make_tree(self, dirs):
+        self._files("make_tree", list(dirs))
 
     def write(self, rel, chunks, uid=None, gid=None, mode=0o644):
         # Made (empty) first, so a file that cannot be made fails before the source is read;
