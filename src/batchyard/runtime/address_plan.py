@@ -1,29 +1,24 @@
 """Machines' addresses on private networks that span hosts (a Ray cluster's): chosen in one
 place, the service, so that two machines of one network never get the same address on
 different hosts, and one network has the same /20 (and tunnel id) on every host. The
-rules are one host's (networks.py: pick_subnet, pick_host); the plan is kept as JSON."""
+rules are one host's (networks.py: pick_subnet, pick_host); the plan is kept in
+`subnets.json` and `addresses.json` (with their journals, journal.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from pathlib import Path
 
+from .journal import JournaledDict
 from .networks import address_of, pick_host, pick_subnet
 
 
 class AddressPlan:
-    def __init__(self, file: Path):
-        self.file = file
+    def __init__(self, state_dir: Path):
         self._lock = threading.Lock()
-        self.subnets: dict[str, int] = {}  # network -> its /20
-        self.machines: dict[str, tuple[str, int]] = {}  # machine key -> (network, host number)
+        self.subnets = JournaledDict(state_dir / "subnets")  # network -> its /20
+        self.machines = JournaledDict(state_dir / "addresses")  # machine key -> [network, host number]
         self._used: dict[str, set[int]] = {}
-        if file.exists():
-            saved = json.loads(file.read_text())
-            self.subnets = saved["subnets"]
-            self.machines = {key: (network, host) for key, (network, host) in saved["machines"].items()}
         for network, host in self.machines.values():
             self._used.setdefault(network, set()).add(host)
 
@@ -40,22 +35,15 @@ class AddressPlan:
             used = self._used.setdefault(network, set())
             host = pick_host(network, used)
             used.add(host)
-            self.machines[key] = (network, host)
+            self.machines[key] = [network, host]
             return self.subnets[network], host
 
     def release(self, key: str) -> None:
         with self._lock:
-            held = self.machines.pop(key, None)
+            held = self.machines.pop(key)
             if held is not None:
                 self._used[held[0]].discard(held[1])
 
     def address(self, key: str) -> str | None:
         held = self.machines.get(key)
         return address_of(self.subnets[held[0]], held[1]) if held is not None else None
-
-    def save(self) -> None:
-        with self._lock:
-            text = json.dumps({"subnets": self.subnets, "machines": self.machines})
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.file)

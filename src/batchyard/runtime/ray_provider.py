@@ -23,17 +23,15 @@ and command runner. This provider:
   lost, reported once to `on_machines_lost` listeners; a node that comes (back) gets a new
   agent, which starts with no machine, so nothing is duplicated.
 
-Placement is kept in `placement.json` under the service's runtime directory, so a restarted
-service finds its machines' hosts again.
+Placement is kept in `placement.json` (and its journal, journal.py) under the service's
+runtime directory, so a restarted service finds its machines' hosts again.
 """
 
 from __future__ import annotations
 
 import io
 import ipaddress
-import json
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -42,6 +40,7 @@ from pathlib import Path
 
 from .address_plan import AddressPlan
 from .commands import CommandRunner, Exit
+from .journal import JournaledDict
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import FileStat, MachineFiles
 from .networks import SERVICE_ADDRESS
@@ -60,6 +59,7 @@ class _Host:
         self.tunnel = tuple(info["tunnel"]) if info.get("tunnel") else None  # (address, UDP port)
         self.capabilities = frozenset(info.get("capabilities", ()))
         self.layers: set[str] = set()  # layers known to be on the host
+        self.used = (0, 0)  # cores and MiB its running machines hold
         # commands to start or kill, sent in order, many in one call (see _send_commands)
         self.outbox: list[tuple] = []
         self.outbox_ready = threading.Condition()
@@ -92,20 +92,18 @@ class RayProvider(MachineProvider):
             raise MachineError(f"cannot join the Ray cluster at {address}: {exc}") from None
         self.host_root = host_root
         self.pack, self.overcommit = pack, overcommit
-        self.state_file = state_dir / "placement.json"
         self.service_layers = service_layers
         self.lock = threading.RLock()
         self.hosts: dict[str, _Host] = {}
-        self.placement: dict[str, str] = {}  # machine or disk key -> node id
+        self.placement = JournaledDict(state_dir / "placement")  # machine or disk key -> node id
         self.disk_specs: dict[str, DiskSpec] = {}
-        self.sizes: dict[str, tuple[int, int]] = {}  # running machine -> cores and MiB it holds
+        self.sizes: dict[str, tuple[str, tuple[int, int]]] = {}  # running machine -> its host, cores and MiB
         self.callbacks: dict[tuple[str, str], Callable[[Exit], None]] = {}
         self.lost_listeners: list[Callable[[list[str]], None]] = []
         self.host_options = {"cgroups": cgroups, "networks": networks, "outbound_nat": outbound_nat}
         self.service_address = SERVICE_ADDRESS if networks else None
-        self.addresses = AddressPlan(state_dir / "addresses.json")
+        self.addresses = AddressPlan(state_dir)
         self.gateway: tuple[int, tuple[str, int]] | None = None  # (port, target) each host relays
-        self._load()
         self._closing = threading.Event()
         self._refresh()
         threading.Thread(target=self._watch, daemon=True, name="ray-watch").start()
@@ -250,11 +248,10 @@ class RayProvider(MachineProvider):
             self.hosts.pop(host.node_id, None)
             lost = [key for key, node in self.placement.items() if node == host.node_id and key in self.sizes]
             for key in [k for k, node in self.placement.items() if node == host.node_id]:
-                del self.placement[key]
+                self.placement.pop(key)
                 self.sizes.pop(key, None)
             for pair in [p for p in self.callbacks if p[0] in lost]:
                 del self.callbacks[pair]  # their attempts are requeued by the listeners
-            self._save()
         log.warning("Ray node %s is gone with %d machines", host.node_id, len(lost))
         for listener in self.lost_listeners:
             try:
@@ -291,15 +288,17 @@ class RayProvider(MachineProvider):
 
     # placement -------------------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        if self.state_file.exists():
-            self.placement = json.loads(self.state_file.read_text())
+    def _hold(self, key: str, host: _Host, size: tuple[int, int]) -> None:
+        """The machine holds `size` of its host's room (until _release); under self.lock."""
+        self._release(key)
+        self.sizes[key] = (host.node_id, size)
+        host.used = (host.used[0] + size[0], host.used[1] + size[1])
 
-    def _save(self) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.placement))
-        os.replace(tmp, self.state_file)
-        self.addresses.save()
+    def _release(self, key: str) -> None:
+        node, size = self.sizes.pop(key, (None, (0, 0)))
+        host = self.hosts.get(node)
+        if host is not None:
+            host.used = (host.used[0] - size[0], host.used[1] - size[1])
 
     def _choose(self, machine: MachineSpec) -> _Host:
         """Where its disks are, else by the hosts' room (see choose_host)."""
@@ -310,15 +309,10 @@ class RayProvider(MachineProvider):
                     return self.hosts[node]
             if not self.hosts:
                 raise MachineError("the Ray cluster has no live node")
-            rooms = {node_id: [int(h.resources.get("CPU", 0)) * self.overcommit,
-                               int(h.resources.get("memory", 0)) // MIB * self.overcommit]
+            rooms = {node_id: (int(h.resources.get("CPU", 0)) * self.overcommit - h.used[0],
+                               int(h.resources.get("memory", 0)) // MIB * self.overcommit - h.used[1])
                      for node_id, h in self.hosts.items()}
-            for key, (cores, memory) in self.sizes.items():
-                if self.placement.get(key) in rooms:
-                    rooms[self.placement[key]][0] -= cores
-                    rooms[self.placement[key]][1] -= memory
-            size = size_of(machine)
-            return self.hosts[choose_host({n: (c, m) for n, (c, m) in rooms.items()}, size, self.pack)]
+            return self.hosts[choose_host(rooms, size_of(machine), self.pack)]
 
     def _ensure_on(self, host: _Host, layers: list[str]) -> None:
         """Pull what the host lacks, by content id, once per host."""
@@ -365,7 +359,6 @@ class RayProvider(MachineProvider):
             self.disk_specs.pop(key, None)
             node = self.placement.pop(key, None)
             host = self.hosts.get(node) if node else None
-            self._save()
         if host is not None:
             self._call(host, "provider", "delete_disk", key)
 
@@ -390,17 +383,14 @@ class RayProvider(MachineProvider):
         address = self.addresses.assign(machine.key, machine.network) \
             if machine.network is not None and self.service_address is not None else None
         with self.lock:
-            self.placement[machine.key] = host.node_id
-            for disk in disks:
-                self.placement[disk.key] = host.node_id
-            self.sizes[machine.key] = size_of(machine)
-            self._save()
+            self.placement.update({key: host.node_id for key in (machine.key, *(disk.key for disk in disks))})
+            self._hold(machine.key, host, size_of(machine))
         try:
             self._ensure_on(host, [layer for disk in disks for layer in disk.layers])
             self._call(host, "daemon", "start", machine, address)
         except Exception as exc:
             with self.lock:
-                self.sizes.pop(machine.key, None)
+                self._release(machine.key)
             try:
                 self._call(host, "provider", "stop", machine.key)
             except Exception:
@@ -411,7 +401,7 @@ class RayProvider(MachineProvider):
         with self.lock:
             node = self.placement.get(key)
             host = self.hosts.get(node) if node else None
-            self.sizes.pop(key, None)
+            self._release(key)
             for pair in [p for p in self.callbacks if p[0] == key]:
                 callback = self.callbacks.pop(pair)
                 threading.Thread(target=callback, args=(Exit(137),), daemon=True).start()
@@ -426,11 +416,10 @@ class RayProvider(MachineProvider):
 
     def delete_machine(self, key: str) -> None:
         with self.lock:
+            self._release(key)
             node = self.placement.pop(key, None)
             host = self.hosts.get(node) if node else None
-            self.sizes.pop(key, None)
             self.addresses.release(key)
-            self._save()
         if host is not None:
             self._call(host, "provider", "delete_machine", key)
 
