@@ -12,8 +12,9 @@ and command runner. This provider:
 - before a machine starts on a node, pulls the layers the node lacks by content id from a
   node that has them, or from the service's own layer store; the receiving node stores a
   layer only if it hashes to its id (layers.py) and keeps it;
-- starts commands without waiting (exits come back through one collector per agent) and
-  reaches files through the agent (machine_files.py semantics, enforced on the host);
+- starts commands without waiting, sent to each host in ordered batches (exits come back
+  through one collector per agent), and reaches files through the agent (machine_files.py
+  semantics, enforced on the host);
 - makes machines as the local provider does (the host daemon runs one): held to their VM
   size, each on its private network, whose addresses it chooses here for every host
   (address_plan.py) and whose hosts it tells each other's tunnel ends (tunnels.py), so
