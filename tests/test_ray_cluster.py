@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from batchyard.runtime import journal
 from batchyard.runtime.networks import address_of
 from conftest import Clients, Server, build_flow, pool_settled, serving, wait_for
 from test_node_isolation import PROBE, free_range, run
@@ -189,7 +190,7 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     batch.create_task_collection("long", {"value": [
         {"id": f"l{i}", "commandLine": "/bin/sh -c 'sleep 4; echo done'"} for i in range(12)]})
     wait_for(lambda: sum(t.state == "running" for t in batch.list_tasks("long")) == 12, what="12 running tasks")
-    placement = json.loads((ray_server.data_dir / "runtime" / "placement.json").read_text())
+    placement = journal.read(ray_server.data_dir / "runtime" / "placement")
     vms = {vm.name: uuid.UUID(vm.vm_id).hex for vm in ray_clients.compute.virtual_machines.list(RG)}
     # a host that is not the head (it holds the cluster's state), one with a VM if there is one
     victim = max((n for n in cluster.list_all_nodes() if not n.head),

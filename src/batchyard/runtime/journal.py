@@ -15,21 +15,29 @@ from pathlib import Path
 _DELETED = ["deleted"]  # a journal line [key, _DELETED] removes the key
 
 
+def read(stem: Path) -> dict:
+    """The dict as its files hold it now, without touching them (another process may be
+    writing them)."""
+    snapshot, journal = stem.with_suffix(".json"), stem.with_suffix(".log")
+    data: dict = json.loads(snapshot.read_text()) if snapshot.exists() else {}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                key, value = json.loads(line)
+            except ValueError:
+                break  # cut short by a crash
+            if value == _DELETED:
+                data.pop(key, None)
+            else:
+                data[key] = value
+    return data
+
+
 class JournaledDict:
     def __init__(self, stem: Path):
         self.snapshot, self.journal = stem.with_suffix(".json"), stem.with_suffix(".log")
         self._lock = threading.Lock()
-        self.data: dict = json.loads(self.snapshot.read_text()) if self.snapshot.exists() else {}
-        if self.journal.exists():
-            for line in self.journal.read_text().splitlines():
-                try:
-                    key, value = json.loads(line)
-                except ValueError:
-                    break  # cut short by a crash
-                if value == _DELETED:
-                    self.data.pop(key, None)
-                else:
-                    self.data[key] = value
+        self.data = read(stem)
         self._compact()
         self._log = open(self.journal, "a")
 
