@@ -35,6 +35,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +50,7 @@ from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachinePr
 
 log = logging.getLogger("batchyard.runtime")
 WATCH_SECONDS = 0.5
+DISK_SECONDS = 10  # how often hosts are asked for their free disk (a call to each, on the way of others)
 MIB = 1 << 20
 WRITE_PART = 4 * MIB  # a remote write sends the file in parts of this size
 
@@ -67,6 +69,7 @@ class _Host:
         self.pull_lock = threading.Lock()
         self.lost = False
         self.free_disk = 0  # bytes free where the host keeps its machines, as it last said
+        self.disk_asked = float("-inf")  # when it was last asked
 
 
 class RayProvider(MachineProvider):
@@ -122,7 +125,8 @@ class RayProvider(MachineProvider):
             if node_id not in alive and not host.lost:
                 self._lose(host)
                 changed = True
-            elif not host.lost:
+            elif not host.lost and time.monotonic() - host.disk_asked >= DISK_SECONDS:
+                host.disk_asked = time.monotonic()
                 try:
                     host.free_disk = self._call(host, "daemon", "free_disk")
                 except (MachineError, OSError):
