@@ -231,7 +231,8 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     assert len(nodes) == 12
 
 
-def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server):
+def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server, ray_clients):
+    before = list(ray_clients.batch.list_nodes("spread"))
     info = ray_server.restart()
     batch = Clients(info).batch
     _, nodes = pool_settled(batch, "spread")
@@ -242,3 +243,8 @@ def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server):
     batch.create_task("after", {"id": "t", "commandLine": f"/bin/sh -c '{IMAGE_CHECK}'"})
     task = wait_for(lambda: (t := batch.get_task("after", "t")).state == "completed" and t, what="a task after restart")
     assert task.execution_info.exit_code == 0
+    # the hosts' new agents joined their networks again: every node keeps its address and is reached
+    assert {n.id: n.ip_address for n in nodes} == {n.id: n.ip_address for n in before}
+    command = "cat > probe.py <<'EOF'\n" + PROBE + "EOF\npython3 probe.py " + " ".join(f"{n.ip_address}:9" for n in nodes)
+    _, out, _ = run(batch, "after", "reach", command)
+    assert out.split()[1::2] == ["refused"] * 12, out
