@@ -120,11 +120,10 @@ class RayProvider(MachineProvider):
         from .ray_agent import HostAgent
 
         alive = {n["NodeID"]: n for n in self.ray.nodes() if n["Alive"]}
-        changed = False
+        joined = False
         for node_id, host in list(self.hosts.items()):
             if node_id not in alive and not host.lost:
                 self._lose(host)
-                changed = True
             elif not host.lost and time.monotonic() - host.disk_asked >= DISK_SECONDS:
                 host.disk_asked = time.monotonic()
                 try:
@@ -148,11 +147,11 @@ class RayProvider(MachineProvider):
                 self._open_gateway_on(host)
             with self.lock:
                 self.hosts[node_id] = host
-            changed = True
+            joined = True
             threading.Thread(target=self._collect, args=(host,), daemon=True, name="ray-exits").start()
             threading.Thread(target=self._send_commands, args=(host,), daemon=True, name="ray-commands").start()
             log.info("Ray node %s joined with %s: %s", node_id, host.resources, info.get("note"))
-        if changed:
+        if joined:
             self._tell_peers()
 
     def _tell_peers(self) -> None:
@@ -267,6 +266,7 @@ class RayProvider(MachineProvider):
             self.ray.kill(host.actor)
         except Exception:
             pass
+        self._tell_peers()  # the others stop sending its machines' frames
 
     def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:
         self.lost_listeners.append(listener)
