@@ -15,6 +15,12 @@ a macvlan the same for every machine. The hub also holds
 SERVICE_ADDRESS, where the service's gateway (gateway.py) listens: the one place a machine
 can reach the service, as AZ_BATCH_ACCOUNT_URL says.
 
+On a host of a cluster (host_daemon.py) the service chooses the addresses, for every host
+at once (`reserve`), each network's link is bridged with a tunnel to the same network on
+the other hosts (tunnels.py), a machine's neighbour entry for its gateway is fixed to its
+own host's (every host has one at .1), and the rest of the node range is unreachable from
+the hub rather than sent out through NAT.
+
 The namespaces are bound to files (like `ip netns`), so an idle machine costs no process;
 they vanish with the service's mount namespace and are made again when machines start
 after a restart, with the same addresses (kept in each machine's directory). Netlink
