@@ -38,18 +38,22 @@ class Daemon:
     def __init__(self, conn: Connection, root: Path, options: dict):
         from .host import choose_provider, enter_private_mount_namespace, tag
         from .layers import LayerStore
-        from .tunnels import Tunnel
+        from . import tunnels
 
         namespaces = enter_private_mount_namespace()  # before any thread
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.layers = LayerStore(root / "layers")
         fakechroot = os.environ.get("BATCHYARD_FAKECHROOT") or _which("fakechroot")
-        tunnel = Tunnel(options["address"], tag(root)) if options["networks"] else None
+        no_tunnel = tunnels.why_not() if options["networks"] else "switched off"
+        tunnel = tunnels.Tunnel(options["address"], tag(root)) if no_tunnel is None else None
         self.provider, self.note = choose_provider(root, self.layers, namespaces, fakechroot,
                                                    cgroups=options["cgroups"], networks=options["networks"],
                                                    outbound_nat=options["outbound_nat"], tunnel=tunnel)
+        if no_tunnel is not None and options["networks"]:
+            self.note += f"; NO networks across hosts: {no_tunnel}"
         self.networks = getattr(self.provider, "networks", None)
+        self.tunnel = tunnel if self.networks is not None else None
         self.conn = conn
         self.send_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")
@@ -59,7 +63,7 @@ class Daemon:
             self.conn.send(message)
 
     def serve(self) -> None:
-        tunnel = self.networks.tunnel.endpoint if self.networks is not None else None
+        tunnel = self.tunnel.endpoint if self.tunnel is not None else None
         self.send(("ok", 0, {"mode": self.provider.mode, "note": self.note, "tunnel": tunnel,
                              "capabilities": sorted(self.provider.capabilities)}))
         try:
@@ -120,8 +124,8 @@ class Daemon:
 
     def do_peers(self, peers: list[tuple[str, int]]) -> None:
         """The other hosts' tunnel ends, as the cluster now has them."""
-        if self.networks is not None:
-            self.networks.tunnel.set_peers(peers)
+        if self.tunnel is not None:
+            self.tunnel.set_peers(peers)
 
     def do_gateway(self, port: int, target: tuple[str, int]) -> None:
         self.provider.open_gateway(port, tuple(target))

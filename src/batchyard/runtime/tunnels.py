@@ -39,6 +39,19 @@ def free_udp_port(address: str) -> int:
         return sock.getsockname()[1]
 
 
+def why_not() -> str | None:
+    """None when this kernel makes VXLAN devices, else why not (its machines' networks then
+    stay on this host, as the banner says)."""
+    name = f"bvp{os.getpid()}"
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=name, kind="vxlan", vxlan_id=1, vxlan_port=0)
+            ipr.link("del", index=ipr.link_lookup(ifname=name)[0])
+    except Exception as exc:  # NetlinkError is no OSError
+        return f"no VXLAN devices on this kernel ({exc})"
+    return None
+
+
 def _bridge_unfiltered() -> None:
     """Where the kernel sends bridged frames through the IP hooks (br_netfilter), the hub's
     own rules (outbound.py: forward only to the uplink) would drop every frame between
