@@ -7,9 +7,10 @@ Azure virtual network, and machines of different networks still never meet.
 - The VXLAN device is made in the host's own network namespace, where its UDP socket stays,
   and then moved into the hub: machines see only its frames, never the host's network.
 - Each host listens on a UDP port of its own (several Ray nodes may share one machine and
-  its addresses, as in tests on loopback); frames for a machine no host has been heard from
-  yet are sent to every other host (head-end replication: default entries, one per peer),
-  as the remote ports are not learnt by the kernel.
+  its addresses, as in tests on loopback). The kernel's VXLAN learns remote addresses but
+  not their ports, so it learns nothing here: every frame for another host's machine goes
+  to every other host (head-end replication: one default entry per peer), and the hosts
+  whose machine it is not drop it.
 - Every host has its own gateway at .1 of each network; a machine's neighbour entry for .1
   is fixed to its own host's gateway (networks.py), so no ARP answer from another host's
   gateway ever takes it away.
@@ -34,14 +35,15 @@ MTU = 1500  # as the machines' links: a frame of theirs is never too big for the
 
 
 def free_udp_port(address: str) -> int:
+    """A UDP port nothing uses on `address` now, as the kernel picks one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((address, 0))
         return sock.getsockname()[1]
 
 
 def why_not() -> str | None:
-    """None when this kernel makes VXLAN devices, else why not (its machines' networks then
-    stay on this host, as the banner says)."""
+    """None when this kernel makes VXLAN devices, else why not (this host's part of each
+    network then stays its own, as its note says)."""
     name = f"bvp{os.getpid()}"
     try:
         with IPRoute() as ipr:
