@@ -218,9 +218,9 @@ class RayProvider(MachineProvider):
 
     def _send_commands(self, host: _Host) -> None:
         """Commands to start and kill go to a host in one call per batch, each batch sent when
-        the last was taken: a call costs Ray about as much as the command costs its host, so
-        a thousand tasks a second go in tens of calls; and in order (a threaded actor may
-        run two calls at once), so a kill never overtakes its run."""
+        the last was taken: Ray's cost is per call, so hundreds of tasks a second go in a
+        few calls; and in order (a threaded actor may run two calls at once), so a kill
+        never overtakes its run."""
         while not host.lost and not self._closing.is_set():
             with host.outbox_ready:
                 if not host.outbox:
