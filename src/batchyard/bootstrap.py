@@ -131,9 +131,11 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
         from .runtime.ray_provider import RayProvider  # Ray is imported only for a cluster
 
         provider = RayProvider(settings.ray_address, settings.ray_host_dir, data / "runtime", layers,
-                               pack=settings.ray_placement == "pack", overcommit=settings.host_overcommit)
-        note = f"machines: on the Ray cluster at {settings.ray_address}, {len(provider.hosts)} hosts (NOT enforced " \
-               "on cluster hosts: VM size limits, private networks)"
+                               pack=settings.ray_placement == "pack", overcommit=settings.host_overcommit,
+                               cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off",
+                               outbound_nat=settings.outbound_nat)
+        note = f"machines: on the Ray cluster at {settings.ray_address}, {len(provider.hosts)} hosts " \
+               f"({', '.join(sorted(provider.capabilities))} on every host)"
     elif provider is not None:
         note = f"machines: {provider.mode}"
     else:

@@ -41,6 +41,7 @@ from .provider import (DEFAULT_ENV, CONTAINERS, ISOLATION, LIMITS, NETWORKS, OVE
                        ContainerRun, DiskSpec, HostCapacity, Inventory, MachineError, MachineProvider, MachineSpec,
                        local_capacity)
 from .security_rules import admits
+from .tunnels import Tunnel
 
 _HERE = Path(__file__).resolve().parent
 log = logging.getLogger("batchyard.runtime")
@@ -137,7 +138,7 @@ class NamespaceMachineProvider(HostProvider):
     mode = "namespaces"
 
     def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False,
-                 outbound_nat: str = "off", tag: str = "0"):
+                 outbound_nat: str = "off", tag: str = "0", tunnel: Tunnel | None = None):
         super().__init__()
         self.root = root
         self.layers = layers
@@ -170,7 +171,7 @@ class NamespaceMachineProvider(HostProvider):
         if networks:
             nat = outbound.OutboundNat(tag) if self.outbound_missing is None else None
             try:
-                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir, nat), None
+                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir, nat, tunnel), None
                 self.service_address = SERVICE_ADDRESS
                 self.outbound_missing = self.outbound_missing or self.networks.outbound_missing
             except (OSError, ImportError) as exc:

@@ -205,6 +205,11 @@ class MachineProvider(ABC):
         """The machine's address on its private network (None: it shares the host's)."""
         return None
 
+    def public_address(self, key: str) -> str | None:
+        """Where the machine's inbound NAT ports listen when that is not the address its
+        spec gave (on a cluster: its own host's); None: as given."""
+        return None
+
     def open_gateway(self, port: int, target: tuple[str, int]) -> None:
         """Let machines reach the service's port `target` at service_address:port."""
         return None

@@ -91,14 +91,20 @@ class NodeAgent:
         for disk in disks:
             self.provider.create_disk(disk)
         self.provider.start(spec)
-        machine_files = self.provider.files(spec.key)
-        for sub in BATCH_DIRS:
-            machine_files.make_dirs(f"{NODE_ROOT_ON_DISK}/{sub}", mode=0o1777 if sub == "shared" else None)
+        self.provider.files(spec.key).make_tree(
+            (f"{NODE_ROOT_ON_DISK}/{sub}", 0o1777 if sub == "shared" else None) for sub in BATCH_DIRS)
 
     def _address(self, node: Node) -> dict:
-        """ipAddress as the runtime gave it: the node's address on its pool's network."""
-        address = self.provider.address(node.internal["machine_key"])
-        return {"ipAddress": address} if address else {}
+        """ipAddress as the runtime gave it: the node's address on its pool's network; and
+        the inbound endpoints' publicIPAddress where the runtime put their ports."""
+        key = node.internal["machine_key"]
+        address, public = self.provider.address(key), self.provider.public_address(key)
+        found = {"ipAddress": address} if address else {}
+        endpoints = node.body.get("endpointConfiguration", {}).get("inboundEndpoints")
+        if public and endpoints:
+            found["endpointConfiguration"] = {"inboundEndpoints": [{**e, "publicIPAddress": public}
+                                                                   for e in endpoints]}
+        return found
 
     def _destroy_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
