@@ -16,6 +16,7 @@ from conftest import base_image_reference, image_of_vm, run_script, vm_body, wai
 from portal_browser import chromium, csrf_of, output_dir, signed_in_session
 
 RG = "portal-rg"
+GALLERY = "portalgallery"
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,61 @@ def _node_states(page, expected: str, timeout: float = 90):
     # null-safe: the predicate may run while a form's answer is loading
     page.wait_for_function("want => document.getElementById('pool-page')?.dataset.nodeStates === want",
                            arg=expected, timeout=timeout * 1000)
+
+
+@pytest.fixture(scope="module")
+def gallery(clients, image):
+    """A gallery definition (Linux) with versions 1.0.0 and 1.1.0 of the portal's image."""
+    c, loc = clients.compute, clients.location
+    c.galleries.begin_create_or_update(RG, GALLERY, {"location": loc}).result()
+    definition = c.gallery_images.begin_create_or_update(RG, GALLERY, "tool", {"location": loc, "properties": {
+        "osType": "Linux", "osState": "Generalized",
+        "identifier": {"publisher": "contoso", "offer": "tool", "sku": "v1"}}}).result()
+    versions = [c.gallery_image_versions.begin_create_or_update(RG, GALLERY, "tool", name, {
+        "location": loc, "properties": {"storageProfile": {"source": {"id": image.id}}, "publishingProfile": {
+            "targetRegions": [{"name": loc, "regionalReplicaCount": 1}]}}}).result() for name in ("1.0.0", "1.1.0")]
+    return definition, versions
+
+
+def test_a_shared_image_pool_from_the_gallery_dropdowns(server, clients, gallery, browser):
+    definition, versions = gallery
+    page = _page(browser)
+    _sign_in(page, server.info)
+    page.goto(server.info["portal_url"] + "accounts/devbatch/pools-add")
+    page.get_by_label("Pool ID").fill("gallery-pool")
+    page.get_by_label("Shared Image").check()
+    page.get_by_label("Image definition").select_option(label=f"{GALLERY}/tool")
+    version = page.get_by_label("Image version")
+    assert version.input_value() == definition.id  # "latest" (the definition) unless a version is chosen
+    shown = version.evaluate("s => Array.from(s.querySelectorAll('optgroup:not([disabled]) option'), o => o.text)")
+    assert shown == ["latest", "1.1.0", "1.0.0"]
+    # Publisher/Offer/Sku: only the node agent SKUs of the definition's OS
+    offered = page.get_by_label("Publisher/Offer/Sku").evaluate(
+        "s => Array.from(s.options).filter(o => !o.disabled).map(o => o.dataset.os)")
+    assert offered and set(offered) == {"linux"}
+    page.get_by_label("Node size").fill("standard_a1_v2")
+    page.get_by_label("Target dedicated nodes").fill("1")
+    page.screenshot(path=str(output_dir() / "add-gallery-pool.png"), full_page=True)
+    page.get_by_role("button", name="OK").click()
+
+    page.wait_for_url("**/pools/gallery-pool")
+    assert page.locator("#os").inner_text() == "Custom VM Image"
+    properties = page.locator("#properties").inner_text()
+    assert f"{GALLERY}/tool" in properties and definition.id in properties
+    assert page.locator("#image-version").inner_text() == "latest (1.1.0)"
+    _node_states(page, "idle=1")
+    reference = clients.batch.get_pool("gallery-pool").virtual_machine_configuration.image_reference
+    assert reference.virtual_machine_image_id == definition.id
+
+    # the Images page: the pool uses the definition's latest, which is 1.1.0; 1.0.0 has no pool
+    page.get_by_role("link", name="Images").click()
+    rows = page.locator("#gallery-images tbody tr")
+    assert [r.split("\t")[1] for r in rows.all_inner_texts()] == ["latest", "1.1.0", "1.0.0"]
+    assert "devbatch/gallery-pool" in rows.nth(0).inner_text()
+    assert "devbatch/gallery-pool" in rows.nth(1).inner_text()
+    assert rows.nth(2).inner_text().rstrip().endswith("none")
+    page.context.close()
+    clients.batch.begin_delete_pool("gallery-pool")  # not waited for: nothing after it needs it gone
 
 
 def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, browser):
@@ -248,6 +304,7 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients):
     assert pools_page.status_code == 403 and "AuthorizationFailure" in pools_page.text
     assert nobody.get(base + "/portal/images", timeout=30).status_code == 200
     assert "portal-image" not in nobody.get(base + "/portal/images", timeout=30).text
+    assert GALLERY not in nobody.get(base + "/portal/images", timeout=30).text
     created = nobody.post(base + "/portal/accounts/devbatch/pools-add", timeout=30, allow_redirects=False,
                           data={"csrf_token": csrf_of(nobody.get(base + "/portal/accounts", timeout=30).text),
                                 "pool_id": "nobodys-pool", "vm_size": "standard_a1_v2", "image_sku": "0"})

@@ -8,23 +8,29 @@ from starlette.responses import Response
 
 from ...services.batch.vm_sizes import all_sizes
 from ...services.errors import NotFound, ServiceError
-from . import access
+from . import access, galleries
 from .pool_form import IMAGE_TYPES, field_errors, pool_body
 from .viewers import file_page, files_and_output
 from .web import PortalContext, json_response, page, redirect
 
 
-def image_of(body: dict) -> dict:
+def image_of(body: dict, exact_version: str | None = None) -> dict:
     """What the pool page says of the pool's image: the Operating System line and the
-    custom images it names (ARM id and name)."""
+    custom image it names (ARM id and name). A gallery definition stands for its latest
+    version; the pool records which one its nodes got (Azure's read-only exactVersion)."""
     reference = (body.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
     image_id = reference.get("virtualMachineImageId")
     if image_id:
-        gallery = "/galleries/" in image_id.lower()
         parts = image_id.rstrip("/").split("/")
-        name = "/".join(parts[-5::2]) if gallery else parts[-1]
-        return {"os": "Custom VM Image", "images": [{"id": image_id, "name": name,
-                                                      "kind": "Shared Image" if gallery else "Managed image"}]}
+        lowered = [p.lower() for p in parts]
+        if "galleries" not in lowered:
+            return {"os": "Custom VM Image", "images": [{"id": image_id, "name": parts[-1],
+                                                          "kind": "Managed image"}]}
+        at = lowered.index("galleries")
+        gallery, definition = parts[at + 1], parts[at + 3] if len(parts) > at + 3 else ""
+        version = parts[at + 5] if len(parts) > at + 5 else f"latest ({exact_version or 'none yet'})"
+        return {"os": "Custom VM Image", "images": [{"id": image_id, "name": f"{gallery}/{definition}",
+                                                      "kind": "Shared Image", "version": version}]}
     label = " ".join(str(reference.get(k, "")) for k in ("publisher", "offer", "sku")).strip()
     return {"os": label or "(none)", "images": []}
 
@@ -76,15 +82,15 @@ async def pools(ctx: PortalContext) -> Response:
 
 def _form_choices(ctx: PortalContext, account) -> dict:
     """Managed images by name in the account's subscription and region (as the Azure
-    portal offers them), the supported images' Publisher/Offer/Sku, and the VM sizes."""
+    portal offers them), the gallery image definitions and versions there, the supported images' Publisher/Offer/Sku, and the VM sizes."""
     location = account.body.get("location", "").lower()
     images_path = f"/subscriptions/{account.subscription}/providers/Microsoft.Compute/images"
     images = []
     if access.may(ctx.services, ctx.caller, "GET", images_path):
         images = sorted((i for i in ctx.services.images.list(account.subscription, None)
                          if i.body.get("location", "").lower() == location), key=lambda i: i.name.lower())
-    return {"images": images, "skus": ctx.services.pools.supported_images(),
-            "sizes": [s.name for s in all_sizes()], "image_types": IMAGE_TYPES}
+    return {"images": images, "gallery_images": galleries.readable(ctx.services, ctx.caller, account.subscription),
+            "skus": ctx.services.pools.supported_images(), "sizes": [s.name for s in all_sizes()], "image_types": IMAGE_TYPES}
 
 
 @page
@@ -121,7 +127,8 @@ async def pool(ctx: PortalContext) -> Response:
         found = access.page_account(ctx, "GET", "pools", ctx.params["pool"])
         return found, ctx.services.pools.get(found, ctx.params["pool"])
     found, got = await ctx.call(load)
-    return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image_of(got.body), body=got.body)
+    return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image_of(got.body, got.internal.get("exact_version")),
+                      body=got.body)
 
 
 @page
