@@ -58,7 +58,8 @@ def _node_states(page, expected: str, timeout: float = 90):
 
 @pytest.fixture(scope="module")
 def gallery(clients, image):
-    """A gallery definition (Linux) with versions 1.0.0 and 1.1.0 of the portal's image."""
+    """A gallery definition (Linux) with versions 1.0.0 and 1.1.0 of the portal's image, and
+    a Windows definition with none."""
     c, loc = clients.compute, clients.location
     c.galleries.begin_create_or_update(RG, GALLERY, {"location": loc}).result()
     definition = c.gallery_images.begin_create_or_update(RG, GALLERY, "tool", {"location": loc, "properties": {
@@ -67,6 +68,9 @@ def gallery(clients, image):
     versions = [c.gallery_image_versions.begin_create_or_update(RG, GALLERY, "tool", name, {
         "location": loc, "properties": {"storageProfile": {"source": {"id": image.id}}, "publishingProfile": {
             "targetRegions": [{"name": loc, "regionalReplicaCount": 1}]}}}).result() for name in ("1.0.0", "1.1.0")]
+    c.gallery_images.begin_create_or_update(RG, GALLERY, "winimage", {"location": loc, "properties": {
+        "osType": "Windows", "osState": "Generalized",
+        "identifier": {"publisher": "contoso", "offer": "win", "sku": "v1"}}}).result()
     return definition, versions
 
 
@@ -77,14 +81,16 @@ def test_a_shared_image_pool_from_the_gallery_dropdowns(server, clients, gallery
     page.goto(server.info["portal_url"] + "accounts/devbatch/pools-add")
     page.get_by_label("Pool ID").fill("gallery-pool")
     page.get_by_label("Shared Image").check()
-    page.get_by_label("Image definition").select_option(label=f"{GALLERY}/tool")
     version = page.get_by_label("Image version")
+    sku_choices = "s => Array.from(s.options).filter(o => !o.disabled).map(o => o.dataset.os)"
+    page.get_by_label("Image definition").select_option(label=f"{GALLERY}/winimage")
+    assert "linux" not in page.get_by_label("Publisher/Offer/Sku").evaluate(sku_choices)
+    page.get_by_label("Image definition").select_option(label=f"{GALLERY}/tool")
     assert version.input_value() == definition.id  # "latest" (the definition) unless a version is chosen
     shown = version.evaluate("s => Array.from(s.querySelectorAll('optgroup:not([disabled]) option'), o => o.text)")
     assert shown == ["latest", "1.1.0", "1.0.0"]
     # Publisher/Offer/Sku: only the node agent SKUs of the definition's OS
-    offered = page.get_by_label("Publisher/Offer/Sku").evaluate(
-        "s => Array.from(s.options).filter(o => !o.disabled).map(o => o.dataset.os)")
+    offered = page.get_by_label("Publisher/Offer/Sku").evaluate(sku_choices)
     assert offered and set(offered) == {"linux"}
     page.get_by_label("Node size").fill("standard_a1_v2")
     page.get_by_label("Target dedicated nodes").fill("1")
@@ -103,10 +109,12 @@ def test_a_shared_image_pool_from_the_gallery_dropdowns(server, clients, gallery
     # the Images page: the pool uses the definition's latest, which is 1.1.0; 1.0.0 has no pool
     page.get_by_role("link", name="Images").click()
     rows = page.locator("#gallery-images tbody tr")
-    assert [r.split("\t")[1] for r in rows.all_inner_texts()] == ["latest", "1.1.0", "1.0.0"]
+    assert [r.split("\t")[:2] for r in rows.all_inner_texts()] == [
+        [f"{GALLERY}/tool", "latest"], [f"{GALLERY}/tool", "1.1.0"], [f"{GALLERY}/tool", "1.0.0"],
+        [f"{GALLERY}/winimage", "latest"]]
     assert "devbatch/gallery-pool" in rows.nth(0).inner_text()
     assert "devbatch/gallery-pool" in rows.nth(1).inner_text()
-    assert rows.nth(2).inner_text().rstrip().endswith("none")
+    assert rows.nth(2).inner_text().rstrip().endswith("none") and rows.nth(3).inner_text().rstrip().endswith("none")
     page.context.close()
     clients.batch.begin_delete_pool("gallery-pool")  # not waited for: nothing after it needs it gone
 
