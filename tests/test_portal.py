@@ -236,7 +236,7 @@ def _filled(path: str) -> str:
     return re.sub(r"\{(\w+)(:path)?\}", lambda m: {"account": "devbatch"}.get(m[1], "x"), path)
 
 
-def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients):
+def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients, gallery):
     info, ca = server.info, server.info.get("ca_bundle")
     base = info["portal_url"].removesuffix("/portal/")
     assert len(PAGES) >= 15

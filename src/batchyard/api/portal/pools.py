@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ...services.arm_ids import parse
 from ...services.batch.vm_sizes import all_sizes
 from ...services.errors import NotFound, ServiceError
 from . import access, galleries
@@ -21,15 +22,11 @@ def image_of(body: dict, exact_version: str | None = None) -> dict:
     reference = (body.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
     image_id = reference.get("virtualMachineImageId")
     if image_id:
-        parts = image_id.rstrip("/").split("/")
-        lowered = [p.lower() for p in parts]
-        if "galleries" not in lowered:
-            return {"os": "Custom VM Image", "images": [{"id": image_id, "name": parts[-1],
-                                                          "kind": "Managed image"}]}
-        at = lowered.index("galleries")
-        gallery, definition = parts[at + 1], parts[at + 3] if len(parts) > at + 3 else ""
-        version = parts[at + 5] if len(parts) > at + 5 else f"latest ({exact_version or 'none yet'})"
-        return {"os": "Custom VM Image", "images": [{"id": image_id, "name": f"{gallery}/{definition}",
+        names = [name for _, name in parse(image_id).segments]  # a pool's id is one the service took
+        if len(names) == 1:
+            return {"os": "Custom VM Image", "images": [{"id": image_id, "name": names[0], "kind": "Managed image"}]}
+        version = names[2] if len(names) > 2 else f"latest ({exact_version or 'none yet'})"
+        return {"os": "Custom VM Image", "images": [{"id": image_id, "name": "/".join(names[:2]),
                                                       "kind": "Shared Image", "version": version}]}
     label = " ".join(str(reference.get(k, "")) for k in ("publisher", "offer", "sku")).strip()
     return {"os": label or "(none)", "images": []}
@@ -82,7 +79,8 @@ async def pools(ctx: PortalContext) -> Response:
 
 def _form_choices(ctx: PortalContext, account) -> dict:
     """Managed images by name in the account's subscription and region (as the Azure
-    portal offers them), the gallery image definitions and versions there, the supported images' Publisher/Offer/Sku, and the VM sizes."""
+    portal offers them), the gallery image definitions and versions there, the supported
+    images' Publisher/Offer/Sku, and the VM sizes."""
     location = account.body.get("location", "").lower()
     images_path = f"/subscriptions/{account.subscription}/providers/Microsoft.Compute/images"
     images = []
@@ -90,7 +88,8 @@ def _form_choices(ctx: PortalContext, account) -> dict:
         images = sorted((i for i in ctx.services.images.list(account.subscription, None)
                          if i.body.get("location", "").lower() == location), key=lambda i: i.name.lower())
     return {"images": images, "gallery_images": galleries.readable(ctx.services, ctx.caller, account.subscription),
-            "skus": ctx.services.pools.supported_images(), "sizes": [s.name for s in all_sizes()], "image_types": IMAGE_TYPES}
+            "skus": ctx.services.pools.supported_images(), "sizes": [s.name for s in all_sizes()],
+            "image_types": IMAGE_TYPES}
 
 
 @page
@@ -127,8 +126,8 @@ async def pool(ctx: PortalContext) -> Response:
         found = access.page_account(ctx, "GET", "pools", ctx.params["pool"])
         return found, ctx.services.pools.get(found, ctx.params["pool"])
     found, got = await ctx.call(load)
-    return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image_of(got.body, got.internal.get("exact_version")),
-                      body=got.body)
+    image = image_of(got.body, got.internal.get("exact_version"))
+    return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image, body=got.body)
 
 
 @page
