@@ -14,6 +14,7 @@ import requests
 from batchyard.api.portal import PAGES
 from conftest import base_image_reference, image_of_vm, run_script, vm_body, wait_for
 from portal_browser import chromium, csrf_of, output_dir, signed_in_session
+from test_authorization import BUILT_IN, account_id, assign, auth_client
 
 RG = "portal-rg"
 GALLERY = "portalgallery"
@@ -291,11 +292,11 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients, 
                             "image_sku": "0", "vm_size": "standard_a1_v2", "target_dedicated": "many"})
     assert bad.status_code == 400 and 'id="target_dedicated-error"' in bad.text
     # a Shared Image (a gallery image version) goes to the service by its id, as the SDKs send it
-    gallery = (f"/subscriptions/{info['subscription_id']}/resourceGroups/{RG}/providers/Microsoft.Compute/"
+    nowhere = (f"/subscriptions/{info['subscription_id']}/resourceGroups/{RG}/providers/Microsoft.Compute/"
                "galleries/nowhere/images/none/versions/1.0.0")
     shared = signed.post(base + "/portal/accounts/devbatch/pools-add", timeout=30, allow_redirects=False,
                          data={"csrf_token": token, "pool_id": "portal-shared", "image_type": "gallery",
-                               "gallery_image": gallery, "image_sku": "0", "vm_size": "standard_a1_v2"})
+                               "gallery_image": nowhere, "image_sku": "0", "vm_size": "standard_a1_v2"})
     assert shared.status_code == 400 and 'id="image-error"' in shared.text, shared.text[:2000]
     # a token from another session is no better
     other = signed_in_session(info["portal_url"], ca, info["client_id"], info["client_secret"])
@@ -318,6 +319,19 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients, 
                                 "pool_id": "nobodys-pool", "vm_size": "standard_a1_v2", "image_sku": "0"})
     assert created.status_code == 403
     assert "nobodys-pool" not in [p.id for p in clients.batch.list_pools()]
+
+    # the Shared Image choices are what ARM lets the principal list: none with a role on the
+    # Batch account only, the gallery's definitions once it may read the subscription
+    pooler = requests.post(base + "/batchyard/principals", json={"displayName": "portal-pooler"}, verify=ca,
+                           timeout=30, headers={"Authorization": f"Bearer {token}"}).json()
+    authz = auth_client(clients)
+    assign(authz, account_id(), BUILT_IN["Azure Batch Account Contributor"], pooler["objectId"])
+    pooler_http = signed_in_session(info["portal_url"], ca, pooler["clientId"], pooler["clientSecret"])
+    form = pooler_http.get(base + "/portal/accounts/devbatch/pools-add", timeout=30)
+    assert form.status_code == 200 and GALLERY not in form.text and "Select an image definition" in form.text
+    assign(authz, f"/subscriptions/{info['subscription_id']}", BUILT_IN["Reader"], pooler["objectId"])
+    form = pooler_http.get(base + "/portal/accounts/devbatch/pools-add", timeout=30)
+    assert f">{GALLERY}/tool</option>" in form.text and f"{gallery[0].id}/versions/1.1.0" in form.text
 
 
 def test_a_500_node_pool_page_and_a_2500_tile_heatmap(server, clients, browser):
