@@ -18,7 +18,10 @@ from .web import PortalContext, json_response, page, redirect
 def image_of(body: dict, exact_version: str | None = None) -> dict:
     """What the pool page says of the pool's image: the Operating System line and the
     custom image it names (ARM id and name). A gallery definition stands for its latest
-    version; the pool records which one its nodes got (Azure's read-only exactVersion)."""
+    version; the pool records which one its nodes got (Azure's read-only exactVersion).
+    Operating System reads "Custom VM Image" for any image named by id: Azure's guides count
+    a Shared Image as a custom image ("Create a pool from a Shared Image or Custom Image using
+    the Azure portal"), and a custom-image pool's Operating System is "Custom VM Image"."""
     reference = (body.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
     image_id = reference.get("virtualMachineImageId")
     if image_id:
