@@ -104,6 +104,7 @@ def test_a_shared_image_pool_from_the_gallery_dropdowns(server, clients, gallery
     assert f"{GALLERY}/tool" in properties and definition.id in properties
     assert page.locator("#image-version").inner_text() == "latest (1.1.0)"
     _node_states(page, "idle=1")
+    page.screenshot(path=str(output_dir() / "gallery-pool.png"), full_page=True)
     reference = clients.batch.get_pool("gallery-pool").virtual_machine_configuration.image_reference
     assert reference.virtual_machine_image_id == definition.id
 
@@ -116,6 +117,7 @@ def test_a_shared_image_pool_from_the_gallery_dropdowns(server, clients, gallery
     assert "devbatch/gallery-pool" in rows.nth(0).inner_text()
     assert "devbatch/gallery-pool" in rows.nth(1).inner_text()
     assert rows.nth(2).inner_text().rstrip().endswith("none") and rows.nth(3).inner_text().rstrip().endswith("none")
+    page.screenshot(path=str(output_dir() / "images.png"), full_page=True)
     page.context.close()
     clients.batch.begin_delete_pool("gallery-pool")  # not waited for: nothing after it needs it gone
 
