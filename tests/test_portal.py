@@ -334,6 +334,8 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients, 
     assign(authz, f"/subscriptions/{info['subscription_id']}", BUILT_IN["Reader"], pooler["objectId"])
     form = pooler_http.get(base + "/portal/accounts/devbatch/pools-add", timeout=30)
     assert f">{GALLERY}/tool</option>" in form.text and f"{gallery[0].id}/versions/1.1.0" in form.text
+    requests.delete(f"{base}/batchyard/principals/{pooler['clientId']}", verify=ca, timeout=30,
+                    headers={"Authorization": f"Bearer {token}"}).raise_for_status()  # its roles go with it
 
 
 def test_a_500_node_pool_page_and_a_2500_tile_heatmap(server, clients, browser):
