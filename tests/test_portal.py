@@ -14,8 +14,10 @@ import requests
 from batchyard.api.portal import PAGES
 from conftest import base_image_reference, image_of_vm, run_script, vm_body, wait_for
 from portal_browser import chromium, csrf_of, output_dir, signed_in_session
+from test_authorization import BUILT_IN, account_id, assign, auth_client
 
 RG = "portal-rg"
+GALLERY = "portalgallery"
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,71 @@ def _node_states(page, expected: str, timeout: float = 90):
     # null-safe: the predicate may run while a form's answer is loading
     page.wait_for_function("want => document.getElementById('pool-page')?.dataset.nodeStates === want",
                            arg=expected, timeout=timeout * 1000)
+
+
+@pytest.fixture(scope="module")
+def gallery(clients, image):
+    """A gallery definition (Linux) with versions 1.0.0 and 1.1.0 of the portal's image, and
+    a Windows definition with none."""
+    c, loc = clients.compute, clients.location
+    c.galleries.begin_create_or_update(RG, GALLERY, {"location": loc}).result()
+    definition = c.gallery_images.begin_create_or_update(RG, GALLERY, "tool", {"location": loc, "properties": {
+        "osType": "Linux", "osState": "Generalized",
+        "identifier": {"publisher": "contoso", "offer": "tool", "sku": "v1"}}}).result()
+    versions = [c.gallery_image_versions.begin_create_or_update(RG, GALLERY, "tool", name, {
+        "location": loc, "properties": {"storageProfile": {"source": {"id": image.id}}, "publishingProfile": {
+            "targetRegions": [{"name": loc, "regionalReplicaCount": 1}]}}}).result() for name in ("1.0.0", "1.1.0")]
+    c.gallery_images.begin_create_or_update(RG, GALLERY, "winimage", {"location": loc, "properties": {
+        "osType": "Windows", "osState": "Generalized",
+        "identifier": {"publisher": "contoso", "offer": "win", "sku": "v1"}}}).result()
+    return definition, versions
+
+
+def test_a_shared_image_pool_from_the_gallery_dropdowns(server, clients, gallery, browser):
+    definition, versions = gallery
+    page = _page(browser)
+    _sign_in(page, server.info)
+    page.goto(server.info["portal_url"] + "accounts/devbatch/pools-add")
+    page.get_by_label("Pool ID").fill("gallery-pool")
+    page.get_by_label("Shared Image").check()
+    version = page.get_by_label("Image version")
+    sku_choices = "s => Array.from(s.options).filter(o => !o.disabled).map(o => o.dataset.os)"
+    page.get_by_label("Image definition").select_option(label=f"{GALLERY}/winimage")
+    assert "linux" not in page.get_by_label("Publisher/Offer/Sku").evaluate(sku_choices)
+    page.get_by_label("Image definition").select_option(label=f"{GALLERY}/tool")
+    assert version.input_value() == definition.id  # "latest" (the definition) unless a version is chosen
+    shown = version.evaluate("s => Array.from(s.querySelectorAll('optgroup:not([disabled]) option'), o => o.text)")
+    assert shown == ["latest", "1.1.0", "1.0.0"]
+    # Publisher/Offer/Sku: only the node agent SKUs of the definition's OS
+    offered = page.get_by_label("Publisher/Offer/Sku").evaluate(sku_choices)
+    assert offered and set(offered) == {"linux"}
+    page.get_by_label("Node size").fill("standard_a1_v2")
+    page.get_by_label("Target dedicated nodes").fill("1")
+    page.screenshot(path=str(output_dir() / "add-gallery-pool.png"), full_page=True)
+    page.get_by_role("button", name="OK").click()
+
+    page.wait_for_url("**/pools/gallery-pool")
+    assert page.locator("#os").inner_text() == "Custom VM Image"
+    properties = page.locator("#properties").inner_text()
+    assert f"{GALLERY}/tool" in properties and definition.id in properties
+    assert page.locator("#image-version").inner_text() == "latest (1.1.0)"
+    _node_states(page, "idle=1")
+    page.screenshot(path=str(output_dir() / "gallery-pool.png"), full_page=True)
+    reference = clients.batch.get_pool("gallery-pool").virtual_machine_configuration.image_reference
+    assert reference.virtual_machine_image_id == definition.id
+
+    # the Images page: the pool uses the definition's latest, which is 1.1.0; 1.0.0 has no pool
+    page.get_by_role("link", name="Images").click()
+    rows = page.locator("#gallery-images tbody tr")
+    assert [r.split("\t")[:2] for r in rows.all_inner_texts()] == [
+        [f"{GALLERY}/tool", "latest"], [f"{GALLERY}/tool", "1.1.0"], [f"{GALLERY}/tool", "1.0.0"],
+        [f"{GALLERY}/winimage", "latest"]]
+    assert "devbatch/gallery-pool" in rows.nth(0).inner_text()
+    assert "devbatch/gallery-pool" in rows.nth(1).inner_text()
+    assert rows.nth(2).inner_text().rstrip().endswith("none") and rows.nth(3).inner_text().rstrip().endswith("none")
+    page.screenshot(path=str(output_dir() / "images.png"), full_page=True)
+    page.context.close()
+    clients.batch.begin_delete_pool("gallery-pool")  # not waited for: nothing after it needs it gone
 
 
 def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, browser):
@@ -172,7 +239,7 @@ def _filled(path: str) -> str:
     return re.sub(r"\{(\w+)(:path)?\}", lambda m: {"account": "devbatch"}.get(m[1], "x"), path)
 
 
-def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients):
+def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients, gallery):
     info, ca = server.info, server.info.get("ca_bundle")
     base = info["portal_url"].removesuffix("/portal/")
     assert len(PAGES) >= 15
@@ -227,11 +294,11 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients):
                             "image_sku": "0", "vm_size": "standard_a1_v2", "target_dedicated": "many"})
     assert bad.status_code == 400 and 'id="target_dedicated-error"' in bad.text
     # a Shared Image (a gallery image version) goes to the service by its id, as the SDKs send it
-    gallery = (f"/subscriptions/{info['subscription_id']}/resourceGroups/{RG}/providers/Microsoft.Compute/"
+    nowhere = (f"/subscriptions/{info['subscription_id']}/resourceGroups/{RG}/providers/Microsoft.Compute/"
                "galleries/nowhere/images/none/versions/1.0.0")
     shared = signed.post(base + "/portal/accounts/devbatch/pools-add", timeout=30, allow_redirects=False,
                          data={"csrf_token": token, "pool_id": "portal-shared", "image_type": "gallery",
-                               "gallery_image": gallery, "image_sku": "0", "vm_size": "standard_a1_v2"})
+                               "gallery_image": nowhere, "image_sku": "0", "vm_size": "standard_a1_v2"})
     assert shared.status_code == 400 and 'id="image-error"' in shared.text, shared.text[:2000]
     # a token from another session is no better
     other = signed_in_session(info["portal_url"], ca, info["client_id"], info["client_secret"])
@@ -248,11 +315,27 @@ def test_every_portal_route_refuses_strangers_and_forged_forms(server, clients):
     assert pools_page.status_code == 403 and "AuthorizationFailure" in pools_page.text
     assert nobody.get(base + "/portal/images", timeout=30).status_code == 200
     assert "portal-image" not in nobody.get(base + "/portal/images", timeout=30).text
+    assert GALLERY not in nobody.get(base + "/portal/images", timeout=30).text
     created = nobody.post(base + "/portal/accounts/devbatch/pools-add", timeout=30, allow_redirects=False,
                           data={"csrf_token": csrf_of(nobody.get(base + "/portal/accounts", timeout=30).text),
                                 "pool_id": "nobodys-pool", "vm_size": "standard_a1_v2", "image_sku": "0"})
     assert created.status_code == 403
     assert "nobodys-pool" not in [p.id for p in clients.batch.list_pools()]
+
+    # the Shared Image choices are what ARM lets the principal list: none with a role on the
+    # Batch account only, the gallery's definitions once it may read the subscription
+    pooler = requests.post(base + "/batchyard/principals", json={"displayName": "portal-pooler"}, verify=ca,
+                           timeout=30, headers={"Authorization": f"Bearer {token}"}).json()
+    authz = auth_client(clients)
+    assign(authz, account_id(), BUILT_IN["Azure Batch Account Contributor"], pooler["objectId"])
+    pooler_http = signed_in_session(info["portal_url"], ca, pooler["clientId"], pooler["clientSecret"])
+    form = pooler_http.get(base + "/portal/accounts/devbatch/pools-add", timeout=30)
+    assert form.status_code == 200 and GALLERY not in form.text and "Select an image definition" in form.text
+    assign(authz, f"/subscriptions/{info['subscription_id']}", BUILT_IN["Reader"], pooler["objectId"])
+    form = pooler_http.get(base + "/portal/accounts/devbatch/pools-add", timeout=30)
+    assert f">{GALLERY}/tool</option>" in form.text and f"{gallery[0].id}/versions/1.1.0" in form.text
+    requests.delete(f"{base}/batchyard/principals/{pooler['clientId']}", verify=ca, timeout=30,
+                    headers={"Authorization": f"Bearer {token}"}).raise_for_status()  # its roles go with it
 
 
 def test_a_500_node_pool_page_and_a_2500_tile_heatmap(server, clients, browser):

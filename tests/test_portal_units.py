@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchyard.api.portal.pool_form import field_errors, pool_body
+from batchyard.api.portal.pools import image_of
 from batchyard.api.portal.signin import _next
 from batchyard.api.portal.sessions import Sessions
 from batchyard.services.errors import Forbidden, InvalidInput
@@ -25,6 +26,25 @@ def test_the_add_form_becomes_the_body_the_pools_api_takes():
     # an index that is not one of the choices leaves the service to say what is missing
     assert pool_body({"image_sku": "7"}, SKUS)["virtualMachineConfiguration"] == {
         "nodeAgentSKUId": "", "imageReference": {}}
+
+
+def test_the_pool_page_names_a_gallery_image_by_gallery_definition_and_version():
+    definition = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/yard/images/tool"
+
+    def pool_with(image_id):
+        return {"virtualMachineConfiguration": {"imageReference": {"virtualMachineImageId": image_id}}}
+    latest = image_of(pool_with(definition), "1.2.0")
+    assert latest["os"] == "Custom VM Image"
+    assert latest["images"] == [{"id": definition, "name": "yard/tool", "kind": "Shared Image",
+                                 "version": "latest (1.2.0)"}]
+    exact = image_of(pool_with(definition + "/versions/1.0.0"), "1.0.0")["images"][0]
+    assert (exact["name"], exact["version"]) == ("yard/tool", "1.0.0")
+    managed = image_of(pool_with("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/images/base"))
+    assert managed["images"][0]["name"] == "base" and "version" not in managed["images"][0]
+    # the gallery form field is the version (or, for latest, the definition) as chosen
+    shared = pool_body({"image_type": "gallery", "gallery_definition": definition, "gallery_image": definition,
+                        "image_sku": "0"}, SKUS)
+    assert shared["virtualMachineConfiguration"]["imageReference"] == {"virtualMachineImageId": definition}
 
 
 def test_service_errors_land_next_to_their_field():

@@ -1,5 +1,6 @@
-"""Images, snapshots and VMs of the subscriptions the principal may read (ARM's list
-requests, checked as ARM checks them), with what uses what: the pools that name an image,
+"""Images (managed, and Azure Compute Gallery definitions and versions), snapshots and VMs
+of the subscriptions the principal may read (ARM's list requests, checked as ARM checks
+them), with what uses what: the pools that name an image,
 the images made from a snapshot, the VMs made from an image."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from ...services.errors import ServiceError
-from . import access
+from . import access, galleries
 from .web import PortalContext, page
 
 
@@ -21,9 +22,10 @@ def _subscriptions(ctx: PortalContext, kind: str) -> list[str]:
     return found
 
 
-def _pools_by_image(ctx: PortalContext) -> dict[str, list[tuple[str, str]]]:
-    """image id (lower-cased) -> [(account, pool)] over the accounts whose pools the caller may read."""
-    used: dict[str, list[tuple[str, str]]] = {}
+def _pools_by_image(ctx: PortalContext) -> dict[str, list[tuple[str, str, str | None]]]:
+    """image id (lower-cased) -> [(account, pool, the gallery version its nodes got)] over the
+    accounts whose pools the caller may read."""
+    used: dict[str, list[tuple[str, str, str | None]]] = {}
     for account in ctx.services.accounts.all():
         try:
             access.batch_account(ctx.services, ctx.caller, account.name, "GET", "pools")
@@ -33,8 +35,23 @@ def _pools_by_image(ctx: PortalContext) -> dict[str, list[tuple[str, str]]]:
             reference = (pool.body.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
             image_id = reference.get("virtualMachineImageId")
             if image_id:
-                used.setdefault(image_id.lower(), []).append((account.name, pool.name))
+                used.setdefault(image_id.lower(), []).append((account.name, pool.name,
+                                                              pool.internal.get("exact_version")))
     return used
+
+
+def _gallery_rows(found: list[galleries.GalleryImage], used: dict) -> list[dict]:
+    """A row per definition (the pools naming it: its latest) and per version (the pools
+    naming it, and those naming its definition whose nodes got this version)."""
+    rows = []
+    for image in found:
+        by_definition = used.get(image.definition.id.lower(), [])
+        rows.append({"image": image, "version": None, "pools": [(a, p) for a, p, _ in by_definition]})
+        for version in reversed(image.versions):
+            named = [(a, p) for a, p, _ in used.get(version.id.lower(), [])]
+            latest = [(a, p) for a, p, exact in by_definition if exact == version.name]
+            rows.append({"image": image, "version": version, "pools": named + latest})
+    return rows
 
 
 def _source_ids(image_body: dict) -> list[str]:
@@ -48,10 +65,13 @@ def _source_ids(image_body: dict) -> list[str]:
 async def images(ctx: PortalContext) -> Response:
     def load():
         listed = [i for s in _subscriptions(ctx, "images") for i in ctx.services.images.list(s, None)]
-        return listed, _pools_by_image(ctx)
-    listed, used = await ctx.call(load)
-    rows = [{"image": i, "sources": _source_ids(i.body), "pools": used.get(i.id.lower(), [])} for i in listed]
-    return ctx.render("images.html", rows=rows)
+        shared = [g for s in ctx.services.groups.subscriptions()
+                  for g in galleries.readable(ctx.services, ctx.caller, s["subscriptionId"])]
+        return listed, shared, _pools_by_image(ctx)
+    listed, shared, used = await ctx.call(load)
+    rows = [{"image": i, "sources": _source_ids(i.body), "pools": [(a, p) for a, p, _ in used.get(i.id.lower(), [])]}
+            for i in listed]
+    return ctx.render("images.html", rows=rows, gallery_rows=_gallery_rows(shared, used))
 
 
 @page

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from ...services.errors import ServiceError
 
+# the guide's labels; Azure's portal now calls the Shared Image choice "Azure Compute Gallery"
 IMAGE_TYPES = [("marketplace", "Marketplace"), ("custom", "Custom Image (Linux/Windows)"),
-               ("gallery", "Shared Image")]
+               ("gallery", "Shared Image (Azure Compute Gallery)")]
 
 # where the service's PropertyName (or the start of it) lands in the form
 _FIELD_OF = {"id": "pool_id", "vmsize": "vm_size", "targetdedicatednodes": "target_dedicated",

@@ -6,25 +6,31 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ...services.arm_ids import parse
 from ...services.batch.vm_sizes import all_sizes
 from ...services.errors import NotFound, ServiceError
-from . import access
+from . import access, galleries
 from .pool_form import IMAGE_TYPES, field_errors, pool_body
 from .viewers import file_page, files_and_output
 from .web import PortalContext, json_response, page, redirect
 
 
-def image_of(body: dict) -> dict:
+def image_of(body: dict, exact_version: str | None = None) -> dict:
     """What the pool page says of the pool's image: the Operating System line and the
-    custom images it names (ARM id and name)."""
+    custom image it names (ARM id and name). A gallery definition stands for its latest
+    version; the pool records which one its nodes got (Azure's read-only exactVersion).
+    Operating System reads "Custom VM Image" for any image named by id: Azure's guides count
+    a Shared Image as a custom image ("Create a pool from a Shared Image or Custom Image using
+    the Azure portal"), and a custom-image pool's Operating System is "Custom VM Image"."""
     reference = (body.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
     image_id = reference.get("virtualMachineImageId")
     if image_id:
-        gallery = "/galleries/" in image_id.lower()
-        parts = image_id.rstrip("/").split("/")
-        name = "/".join(parts[-5::2]) if gallery else parts[-1]
-        return {"os": "Custom VM Image", "images": [{"id": image_id, "name": name,
-                                                      "kind": "Shared Image" if gallery else "Managed image"}]}
+        names = [name for _, name in parse(image_id).segments]  # a pool's id is one the service took
+        if len(names) == 1:
+            return {"os": "Custom VM Image", "images": [{"id": image_id, "name": names[0], "kind": "Managed image"}]}
+        version = names[2] if len(names) > 2 else f"latest ({exact_version or 'none yet'})"
+        return {"os": "Custom VM Image", "images": [{"id": image_id, "name": "/".join(names[:2]),
+                                                      "kind": "Shared Image", "version": version}]}
     label = " ".join(str(reference.get(k, "")) for k in ("publisher", "offer", "sku")).strip()
     return {"os": label or "(none)", "images": []}
 
@@ -76,15 +82,17 @@ async def pools(ctx: PortalContext) -> Response:
 
 def _form_choices(ctx: PortalContext, account) -> dict:
     """Managed images by name in the account's subscription and region (as the Azure
-    portal offers them), the supported images' Publisher/Offer/Sku, and the VM sizes."""
+    portal offers them), the gallery image definitions and versions there, the supported
+    images' Publisher/Offer/Sku, and the VM sizes."""
     location = account.body.get("location", "").lower()
     images_path = f"/subscriptions/{account.subscription}/providers/Microsoft.Compute/images"
     images = []
     if access.may(ctx.services, ctx.caller, "GET", images_path):
         images = sorted((i for i in ctx.services.images.list(account.subscription, None)
                          if i.body.get("location", "").lower() == location), key=lambda i: i.name.lower())
-    return {"images": images, "skus": ctx.services.pools.supported_images(),
-            "sizes": [s.name for s in all_sizes()], "image_types": IMAGE_TYPES}
+    return {"images": images, "gallery_images": galleries.readable(ctx.services, ctx.caller, account.subscription),
+            "skus": ctx.services.pools.supported_images(), "sizes": [s.name for s in all_sizes()],
+            "image_types": IMAGE_TYPES}
 
 
 @page
@@ -121,7 +129,8 @@ async def pool(ctx: PortalContext) -> Response:
         found = access.page_account(ctx, "GET", "pools", ctx.params["pool"])
         return found, ctx.services.pools.get(found, ctx.params["pool"])
     found, got = await ctx.call(load)
-    return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image_of(got.body), body=got.body)
+    image = image_of(got.body, got.internal.get("exact_version"))
+    return ctx.render("pool.html", account=found, pool=pool_summary(got), image=image, body=got.body)
 
 
 @page

@@ -6,9 +6,19 @@ function showImageTypeFields(form) {
   const chosen = form.querySelector('input[name="image_type"]:checked');
   const kind = chosen ? chosen.value : "marketplace";
   form.querySelectorAll("[data-when]").forEach((el) => { el.hidden = el.dataset.when !== kind; });
-  // a custom image's Publisher/Offer/Sku: only the node agent SKUs of the image's OS
-  const image = form.querySelector("#custom_image");
-  const os = kind === "custom" && image.selectedOptions[0] ? image.selectedOptions[0].dataset.os : "";
+  // a Shared Image's versions: those of the chosen definition ("latest" is the definition)
+  const definition = form.querySelector("#gallery_definition");
+  const version = form.querySelector("#gallery_image");
+  for (const group of version.querySelectorAll("optgroup")) {
+    const other = group.dataset.definition !== definition.value;
+    group.hidden = other;
+    group.disabled = other;
+  }
+  if (version.selectedOptions[0] && version.selectedOptions[0].parentElement.disabled) version.value = "";
+  if (!version.value && definition.value) version.value = definition.value;  // latest, as Azure's portal starts
+  // a custom or Shared Image's Publisher/Offer/Sku: only the node agent SKUs of the image's OS
+  const image = { custom: form.querySelector("#custom_image"), gallery: definition }[kind];
+  const os = image && image.selectedOptions[0] ? image.selectedOptions[0].dataset.os : "";
   const skus = form.querySelector("#image_sku");
   for (const option of skus.options) option.disabled = Boolean(os) && option.dataset.os !== os;
   if (skus.selectedOptions[0] && skus.selectedOptions[0].disabled) {
