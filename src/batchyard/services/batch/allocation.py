@@ -29,6 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ...runtime.provider import Inventory
 from ...store.batch_nodes import Node, NodeStore
 from ..capacity import Room, host_room
 from ...store.resources import Resource
@@ -59,8 +60,9 @@ class Allocator(PokedLoop):
         pools.allocator = self
         agent.provider.on_machines_lost(self.machines_lost)
 
-    def start(self) -> None:
-        self._restore()
+    def start(self, held: Inventory | None = None) -> None:
+        """held: the machines the provider holds after reconciliation (None: unknown)."""
+        self._restore(held)
         self.start_loop()
 
     def stop(self) -> None:
@@ -110,6 +112,8 @@ class Allocator(PokedLoop):
             return self._run_pending, pool, node, self.agent.reimage
         if pending == "preempt":
             return self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n)
+        if pending == "restore":
+            return self._restore_machine, pool, node
         if node.state == "creating" and not pending:
             return self._provision, pool, node
         return None
@@ -170,9 +174,9 @@ class Allocator(PokedLoop):
                         pools, usage: "_HostUsage") -> int:
         """How many nodes this pass may add. Rules (image, NAT ports, custom-image limits) end
         the resize short of its target; host capacity only makes it wait."""
-        if pool.internal.get("image_id") and self.pools.store.get(pool.internal["image_id"]) is None:
-            self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE,
-                            [{"name": "Reason", "value": f"The image {pool.internal['image_id']} does not exist"}])
+        unavailable = self.pools.image_unavailable(pool)
+        if unavailable:
+            self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE, [{"name": "Reason", "value": unavailable}])
             self._settle_targets(pool, mine)
             return 0
         denied = self.pools.growth_denied(pool)
@@ -264,7 +268,7 @@ class Allocator(PokedLoop):
             "vmSize": pool.body["vmSize"], "totalTasksRun": 0, "runningTasksCount": 0, "runningTaskSlotsCount": 0,
             "totalTasksSucceeded": 0, "isDedicated": dedicated, "errors": [],
             "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": moment},
-            "virtualMachineInfo": {"imageReference": pool.body["virtualMachineConfiguration"]["imageReference"]},
+            "virtualMachineInfo": {"imageReference": _image_reference(pool)},
             "endpointConfiguration": {"inboundEndpoints": _endpoints(pool, slot)},
         }
         if pool.body.get("startTask"):
@@ -401,39 +405,76 @@ class Allocator(PokedLoop):
                 current = self.nodes.get(node.pool_key, node.id)
                 if current is None or current.state == "leavingpool":
                     continue
-                stamp_node_state(current, "unusable")
-                current.body["errors"] = [{"code": "NodeHostLost", "errorDetails": [],
-                                           "message": "The host that ran the node left the cluster; the node is "
-                                                      "made again on another host."}]
-                current.internal["pending"] = "reimage"
-                current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
-                self.nodes.put(current)
+                self._replace_later(current, "NodeHostLost", "The host that ran the node left the cluster; the "
+                                                             "node is made again on another host.")
                 if self.scheduler is not None:
                     self.scheduler.node_interrupted(current)
         self.poke()
 
+    def _replace_later(self, node: Node, code: str, message: str) -> None:
+        """The node's machine is gone: unusable, and made again after the grace period, as
+        Azure replaces a node whose VM was lost."""
+        stamp_node_state(node, "unusable")
+        node.body["errors"] = [{"code": code, "errorDetails": [], "message": message}]
+        node.internal["pending"] = "reimage"
+        node.internal.pop("dispatched", None)  # a new work: to be handed to a worker when due
+        node.internal["replace_after"] = time.time() + self.settings.lost_node_grace
+        self.nodes.put(node)
+
     # restart -----------------------------------------------------------------------------------------
 
-    def _restore(self) -> None:
-        """Machines of nodes come back; work a node was in the middle of starts again."""
+    def _restore(self, held: Inventory | None) -> None:
+        """After a restart: work a node was in the middle of starts again, and the machines
+        of nodes come back. A node whose machine comes back is `starting` until it is up
+        (no task is given to it before), on the node workers while the service already
+        answers: a start costs a mount namespace each, and hundreds of nodes must not hold
+        the service's start. held: the machines the provider still has
+        (reconciliation.py; None: unknown)."""
         for node in self.nodes.all():
             # work handed to a worker of the process that ended is to be handed again
-            changed = node.internal.pop("dispatched", None) is not None
-            if node.state in ("creating", "starting", "waitingforstarttask"):
+            handed = node.internal.pop("dispatched", None) is not None
+            if node.internal.get("pending") == "restore":
+                pass  # a restart while it was coming back: it still is
+            elif node.state in ("creating", "starting", "waitingforstarttask"):
                 node.body["state"] = "creating"
-                changed = True
             elif node.state in ("idle", "running", "starttaskfailed", "rebooting", "reimaging"):
-                try:
-                    self.agent.restore(node)
-                except Exception as exc:
-                    log.warning("node %s could not be restored: %s", node.id, exc)
-                    node.body["state"] = "unusable"
-                    changed = True
+                if held is not None and node.internal["machine_key"] not in held.machines:
+                    log.warning("node %s: its machine is gone; the node is made again", node.id)
+                    self._replace_later(node, "NodeMachineLost", "The node's machine was lost while the service "
+                                                                 "was down; the node is made again.")
+                    continue
                 if node.state in ("rebooting", "reimaging"):
                     node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
-                    changed = True
-            if changed:
-                self.nodes.put(node)
+                else:
+                    node.internal["pending"] = "restore"
+                    node.internal["restored_state"] = "starttaskfailed" if node.state == "starttaskfailed" else "idle"
+                    stamp_node_state(node, "starting")
+            elif not handed:
+                continue
+            self.nodes.put(node)
+
+    def _restore_machine(self, pool: Resource, node: Node) -> None:
+        try:
+            self.agent.restore(node)
+        except Exception as exc:
+            log.warning("node %s could not be restored: %s", node.id, exc)
+            with self.pools.lock:
+                current = self.nodes.get(node.pool_key, node.id)
+                if current is not None and current.state == "starting" and \
+                        current.internal.get("pending") == "restore":
+                    self._replace_later(current, "NodeStartFailed",
+                                        f"The node's machine could not start again: {exc}")
+            return
+        with self.pools.lock:
+            current = self.nodes.get(node.pool_key, node.id)
+            if current is None or current.state != "starting" or current.internal.get("pending") != "restore":
+                return  # it left the pool, or was rebooted or reimaged, meanwhile
+            current.internal.pop("pending")
+            current.internal.pop("dispatched", None)
+            stamp_node_state(current, current.internal.pop("restored_state", "idle"))
+            self.nodes.put(current)
+        if self.scheduler is not None:
+            self.scheduler.poke()
 
 
 def _nat_pools(pool: Resource) -> list[dict]:
@@ -490,3 +531,12 @@ class _HostUsage:
         size = lookup_vm_size(vm_size)
         self.cores += size.cores
         self.memory += size.memory_mib
+
+
+def _image_reference(pool: Resource) -> dict:
+    """The pool's image reference as the node got it: a gallery image's node names the exact
+    version it was made from (Azure's read-only `exactVersion`)."""
+    reference = dict(pool.body["virtualMachineConfiguration"]["imageReference"])
+    if pool.internal.get("exact_version"):
+        reference["exactVersion"] = pool.internal["exact_version"]
+    return reference
