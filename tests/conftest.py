@@ -158,6 +158,16 @@ def run_script(compute, rg: str, vm: str, *lines: str) -> str:
     return message.split("[stdout]\n", 1)[1].split("\n[stderr]\n", 1)[0]
 
 
+def image_of_vm(compute, location: str, rg: str, vm, image: str):
+    """A managed image `image` from a snapshot of the VM's OS disk (named `{image}-os`)."""
+    snap = compute.snapshots.begin_create_or_update(rg, f"{image}-os", {"location": location, "properties": {
+        "creationData": {"createOption": "Copy", "sourceResourceId": vm.storage_profile.os_disk.managed_disk.id}}}
+    ).result()
+    return compute.images.begin_create_or_update(rg, image, {"location": location, "properties": {
+        "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
+                                      "snapshot": {"id": snap.id}}}}}).result()
+
+
 def build_flow(clients, rg: str) -> dict:
     """VM from a base image -> software and data -> snapshots -> later change -> image -> VM."""
     c = clients.compute

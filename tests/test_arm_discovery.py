@@ -116,7 +116,7 @@ def test_subscription_resources_with_filter(clients):
     same = list(resources.list(filter=f"resourcetype eq 'microsoft.batch/batchaccounts' and "
                                       f"resourceGroup eq '{clients.info['resource_group'].upper()}'"))
     assert clients.info["batch_account"] in [a.name for a in same]
-    assert list(resources.list(filter="resourceType eq 'Microsoft.Compute/galleries'")) == []
+    assert list(resources.list(filter="resourceType eq 'Microsoft.Compute/virtualMachineScaleSets'")) == []
     with pytest.raises(HttpResponseError) as e:
         list(resources.list(filter="resourceType eq"))
     assert e.value.status_code == 400

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from batchyard import defaults
 from batchyard.api import metadata, principals, tokens, uploads
 from batchyard.api.app import build_arm_router, build_batch_router
-from conftest import Clients, Server, base_image_reference, pool_settled, vm_body, wait_for
+from conftest import Clients, Server, base_image_reference, image_of_vm, pool_settled, vm_body, wait_for
 
 ARM_SCOPE = "https://management.azure.com/.default"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
@@ -134,12 +134,7 @@ def image(admin):
     c = admin.compute
     vm = c.virtual_machines.begin_create_or_update(RG, "imgsrc", vm_body(
         admin.location, base_image_reference(c, admin.location))).result()
-    snap = c.snapshots.begin_create_or_update(RG, "imgsrc-os", {"location": admin.location, "properties": {
-        "creationData": {"createOption": "Copy",
-                         "sourceResourceId": vm.storage_profile.os_disk.managed_disk.id}}}).result()
-    return c.images.begin_create_or_update(RG, "guarded", {"location": admin.location, "properties": {
-        "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized",
-                                      "snapshot": {"id": snap.id}}}}}).result()
+    return image_of_vm(c, admin.location, RG, vm, "guarded")
 
 
 def custom_pool(pool_id: str, image_id: str, dedicated: int = 1) -> dict:

@@ -380,3 +380,16 @@ def test_stop_resize_on_arm_stops_a_resize_the_data_plane_sees_then_delete_polls
         assert poller.status() == "Succeeded"
         with pytest.raises(ResourceNotFoundError):
             clients.batch_key.get_pool(name)
+
+
+def test_custom_image_container_pool_is_accepted_as_azure_does(clients, image):
+    """Azure cannot tell whether a custom image has a container runtime (its owner installs
+    one), so a container pool on one is accepted; here every Linux image runs containers."""
+    body = arm_pool({"id": image.id}, "batch.node.debian 12", dedicated=0)
+    body["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]["containerConfiguration"] = {
+        "type": "CriCompatible"}
+    created = clients.batch_mgmt.pool.create(RG, ACCOUNT, "arm-custom-ctr", body)
+    assert created.deployment_configuration.virtual_machine_configuration.container_configuration.type == \
+        "CriCompatible"
+    shown = clients.batch.get_pool("arm-custom-ctr").virtual_machine_configuration
+    assert shown.container_configuration.type == "criCompatible" and shown.image_reference.virtual_machine_image_id

@@ -85,7 +85,8 @@ def test_shared_key_is_refused_for_custom_image_pools(clients, image):
     with pytest.raises(HttpResponseError) as e:
         clients.batch_key.create_pool(custom_pool("by-key", image.id))
     assert e.value.status_code == 403 and e.value.error.code == "InsufficientPermissions"
-    assert "custom image" in e.value.error.message and "shared key" in e.value.error.message
+    assert e.value.error.message.startswith("The specified type of authentication SharedKey is not allowed "
+                                                  "when external resources of type Compute are linked.")
     with pytest.raises(ResourceNotFoundError):
         clients.batch.get_pool("by-key")
     with pytest.raises(HttpResponseError) as e:

@@ -45,6 +45,18 @@ def test_custom_image_limits_are_shared_across_pools_on_one_snapshot(rules):
     assert pool.current_dedicated_nodes == 1 and pool.target_dedicated_nodes == 2
     error = pool.resize_errors[0]
     assert error.code == "CustomImageNodeLimitReached" and "at most 3 dedicated" in error.message
+    # a gallery version of the image counts with it (definition's latest or the version alike)
+    c, loc = clients.compute, clients.location
+    c.galleries.begin_create_or_update(RG, "rules", {"location": loc}).result()
+    c.gallery_images.begin_create_or_update(RG, "rules", "tool", {"location": loc, "properties": {
+        "osType": "Linux", "osState": "Generalized",
+        "identifier": {"publisher": "p", "offer": "o", "sku": "s"}}}).result()
+    version = c.gallery_image_versions.begin_create_or_update(RG, "rules", "tool", "1.0.0", {"location": loc,
+        "properties": {"storageProfile": {"source": {"id": image.id}}}}).result()
+    batch.create_pool(custom_pool("third", version.id, dedicated=1))
+    pool, _ = pool_settled(batch, "third")
+    assert pool.current_dedicated_nodes == 0 and pool.resize_errors[0].code == "CustomImageNodeLimitReached"
+    batch.begin_delete_pool("third", polling_interval=0.1).result()
 
 
 def test_full_hosts_time_out_and_stopresize_stops(rules):

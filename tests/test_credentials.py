@@ -155,6 +155,14 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
         db.execute("ALTER TABLE principals ADD COLUMN secret_sha256 TEXT NOT NULL DEFAULT ''")
         db.execute("UPDATE principals SET secret_sha256 = ?", (hashlib.sha256(defaults.CLIENT_SECRET.encode()).hexdigest(),))
         db.execute("DELETE FROM settings WHERE name IN ('development_client_secret', 'development_principal_roles')")
+        # before node counts, node work and retired nodes were kept apart (migration 8)
+        for trigger in ("batch_nodes_counted", "batch_nodes_uncounted", "batch_nodes_recounted"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        for index in ("batch_nodes_undispatched", "batch_nodes_slots"):
+            db.execute(f"DROP INDEX {index}")
+        db.execute("ALTER TABLE batch_nodes DROP COLUMN work")
+        db.execute("DROP TABLE batch_node_counts")
+        db.execute("DROP TABLE batch_retired_nodes")
         # as if the migration to salted hashes had not run yet
         before_hashes = next(i for i, script in enumerate(MIGRATIONS) if "secret_hash" in script)
         db.execute(f"PRAGMA user_version = {before_hashes}")

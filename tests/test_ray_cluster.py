@@ -6,15 +6,20 @@ directory: its own layer cache (a layer it did not pull is not there) and machin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import socket
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import Clients, Server, build_flow, pool_settled, serving, wait_for
+from batchyard.runtime import journal
+from batchyard.runtime.networks import address_of
+from conftest import Clients, Server, build_flow, pool_settled, run_script, serving, wait_for
+from test_node_isolation import PROBE, free_range, run
 
 RG = "rayflow"
 HOSTS = 3
@@ -68,7 +73,10 @@ def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
         "id": "spread", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 12,
         "virtualMachineConfiguration": {"imageReference": {"virtualMachineImageId": flow["image"].id},
                                         "nodeAgentSKUId": "batch.node.debian 12"},
-        "startTask": {"commandLine": f"/bin/sh -c '{IMAGE_CHECK}'", "waitForSuccess": True}})
+        "startTask": {"commandLine": f"/bin/sh -c '{IMAGE_CHECK}'", "waitForSuccess": True},
+        "networkConfiguration": {"endpointConfiguration": {"inboundNATPools": [{
+            "name": "web", "protocol": "tcp", "backendPort": 8080, "frontendPortRangeStart": (start := free_range()),
+            "frontendPortRangeEnd": start + 99}]}}})
     _, nodes = pool_settled(batch, "spread")
     assert len(nodes) == 12 and all(n.start_task_info.exit_code == 0 for n in nodes)
     hosts = host_dirs(ray_server)
@@ -116,13 +124,117 @@ def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
     assert uploaded.read() == body
 
 
+def stored_layers(host: Path) -> set[str]:
+    return {p.name for p in (host / "layers" / "layers").iterdir()}
+
+
+def pulls_of(host: Path) -> list[str]:
+    return (host / "pulls.log").read_text().split() if (host / "pulls.log").exists() else []
+
+
+def test_a_gallery_version_is_replicated_to_hosts_before_any_pool(ray_server, ray_clients):
+    """Its layers are on regionalReplicaCount hosts when the version is made; its pool's
+    nodes there then pull nothing."""
+    c, batch = ray_clients.compute, ray_clients.batch
+    run_script(c, RG, "builder", "echo gallery > /opt/tool/gallery-marker")
+    builder = c.virtual_machines.get(RG, "builder")
+    snap = c.snapshots.begin_create_or_update(RG, "gallery-os", {"location": ray_clients.location, "properties": {
+        "creationData": {"createOption": "Copy",
+                         "sourceResourceId": builder.storage_profile.os_disk.managed_disk.id}}}).result()
+    hosts = host_dirs(ray_server)
+    common_before = set.intersection(*(stored_layers(h) for h in hosts))
+    c.galleries.begin_create_or_update(RG, "raygallery", {"location": ray_clients.location}).result()
+    c.gallery_images.begin_create_or_update(RG, "raygallery", "tool", {"location": ray_clients.location, "properties": {
+        "osType": "Linux", "osState": "Generalized",
+        "identifier": {"publisher": "p", "offer": "o", "sku": "s"}}}).result()
+    version = c.gallery_image_versions.begin_create_or_update(RG, "raygallery", "tool", "1.0.0", {
+        "location": ray_clients.location, "properties": {
+            "storageProfile": {"osDiskImage": {"source": {"id": snap.id}}},
+            "publishingProfile": {"targetRegions": [{"name": ray_clients.location,
+                                                     "regionalReplicaCount": HOSTS}]}}}).result()
+    assert version.properties.provisioning_state == "Succeeded"
+    new_everywhere = set.intersection(*(stored_layers(h) for h in hosts)) - common_before
+    assert new_everywhere, "the version's new layer is on every host before any pool"
+    pulls_before = {h.name: pulls_of(h) for h in hosts}
+    batch.create_pool({"id": "from-replicas", "vmSize": "standard_a1_v2", "targetDedicatedNodes": HOSTS * 2,
+                       "virtualMachineConfiguration": {"imageReference": {"virtualMachineImageId": version.id},
+                                                       "nodeAgentSKUId": "batch.node.debian 12"},
+                       "startTask": {"commandLine": "/bin/sh -c 'grep -q gallery /opt/tool/gallery-marker'",
+                                     "waitForSuccess": True}})
+    _, nodes = pool_settled(batch, "from-replicas")
+    assert all(n.start_task_info.exit_code == 0 for n in nodes)
+    assert all(machines_on(h) for h in hosts)
+    assert {h.name: pulls_of(h) for h in hosts} == pulls_before, "nodes on replica hosts pulled nothing"
+    batch.begin_delete_pool("from-replicas", polling_interval=0.2).result()
+
+
+def test_machines_on_ray_hosts_are_held_to_their_size_and_networks(cluster, ray_server, ray_clients):
+    """As on one host (test_node_isolation.py): the VM size's limits, a private address, the
+    service only at the gateway; and a pool's nodes reach each other across hosts (the
+    hosts' networks are joined by VXLAN tunnels over loopback), a VM of another network
+    not at all, wherever it runs."""
+    batch = ray_clients.batch
+    task, out, _ = run(batch, "readers", "size", "nproc; grep MemTotal /proc/meminfo")
+    nproc, memtotal = out.splitlines()
+    assert nproc == "1" and memtotal.split()[1] == str(2 * 1024 * 1024)  # Standard_A1_v2: 1 vCPU, 2 GiB
+    task, _, _ = run(batch, "readers", "hog", "head -c 3221225472 /dev/zero | tail > /dev/null", admin=True)
+    assert task.execution_info.exit_code == 137 and task.execution_info.failure_info.code == "TaskOutOfMemory"
+
+    where = {}  # address -> the host whose machine has it, from each host's records
+    for host in host_dirs(ray_server):
+        for record in (host / "machines").glob("*/network.json"):
+            saved = json.loads(record.read_text())
+            where[address_of(saved["subnet"], saved["host"])] = host.name
+    nodes = {n.id: n.ip_address for n in batch.list_nodes("spread")}
+    assert len(set(nodes.values())) == 12 and len({where[a] for a in nodes.values()}) == HOSTS
+    assert len({ipaddress.ip_network(f"{a}/20", strict=False) for a in nodes.values()}) == 1
+    worker = ray_clients.compute.virtual_machines.get(RG, "worker")
+    worker_dir = next(h / "machines" / uuid.UUID(worker.vm_id).hex for h in host_dirs(ray_server)
+                      if (h / "machines" / uuid.UUID(worker.vm_id).hex / "network.json").exists())
+    saved = json.loads((worker_dir / "network.json").read_text())
+    vm_address = address_of(saved["subnet"], saved["host"])
+
+    ray_port = cluster.address.rsplit(":", 1)[1]
+    command = ("cat > probe.py <<'EOF'\n" + PROBE + "EOF\npython3 probe.py "
+               + " ".join(f"{a}:9" for a in nodes.values()) + f" {vm_address}:9 127.0.0.2:{ray_port}")
+    task, out, _ = run(batch, "readers", "reach", command)
+    seen = dict(line.split()[:2] for line in out.splitlines())
+    prober = where[nodes[task.node_info.node_id]]
+    assert {where[a] for a in nodes.values()} - {prober}, "some of the pool's nodes are on other hosts"
+    assert all(seen[f"{a}:9"] == "refused" for a in nodes.values()), seen  # answered: reached
+    assert seen[f"{vm_address}:9"] == "unreachable"
+    assert seen[f"127.0.0.2:{ray_port}"] == "refused"  # its own loopback, not the host's Ray port
+
+    task, out, _ = run(batch, "readers", "gateway", "python3 -c \"import os, ssl, urllib.request, urllib.error\n"
+                       "try:\n"
+                       "    urllib.request.urlopen(os.environ['AZ_BATCH_ACCOUNT_URL'] + '/pools?api-version=2025-06-01',"
+                       " context=ssl._create_unverified_context())\n"
+                       "except urllib.error.HTTPError as e:\n"
+                       "    print(e.code)\"")
+    assert out.strip() == "401"  # the service, through its host's gateway, wants a credential
+
+    # inbound NAT: a node's frontend port listens on its own host's address, as its endpoint says
+    batch.create_task("readers", {"id": "listen", "commandLine": "python3 -c \"import socket\n"
+                                  "s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()\n"
+                                  "c, _ = s.accept(); c.sendall(b'hello from ' + c.getsockname()[0].encode())\""})
+    node_id = wait_for(lambda: (t := batch.get_task("readers", "listen")).node_info and t.node_info.node_id,
+                       what="the listener's node")
+    endpoint = batch.get_node("spread", node_id).endpoint_configuration.inbound_endpoints[0]
+    assert endpoint.public_ip_address == "127.0.0.2"  # the Ray node's address
+
+    def greeting():
+        with socket.create_connection((endpoint.public_ip_address, endpoint.frontend_port), timeout=10) as conn:
+            return conn.recv(100).decode()  # empty until the task listens: the relay closes at once
+    assert wait_for(greeting, what="the node's port through inbound NAT") == f"hello from {nodes[node_id]}"
+
+
 def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_server, ray_clients):
     batch = ray_clients.batch
     batch.create_job({"id": "long", "poolInfo": {"poolId": "spread"}})
     batch.create_task_collection("long", {"value": [
         {"id": f"l{i}", "commandLine": "/bin/sh -c 'sleep 4; echo done'"} for i in range(12)]})
     wait_for(lambda: sum(t.state == "running" for t in batch.list_tasks("long")) == 12, what="12 running tasks")
-    placement = json.loads((ray_server.data_dir / "runtime" / "placement.json").read_text())
+    placement = journal.read(ray_server.data_dir / "runtime" / "placement")
     vms = {vm.name: uuid.UUID(vm.vm_id).hex for vm in ray_clients.compute.virtual_machines.list(RG)}
     # a host that is not the head (it holds the cluster's state), one with a VM if there is one
     victim = max((n for n in cluster.list_all_nodes() if not n.head),
@@ -163,7 +275,8 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     assert len(nodes) == 12
 
 
-def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server):
+def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server, ray_clients):
+    before = list(ray_clients.batch.list_nodes("spread"))
     info = ray_server.restart()
     batch = Clients(info).batch
     _, nodes = pool_settled(batch, "spread")
@@ -174,3 +287,8 @@ def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server):
     batch.create_task("after", {"id": "t", "commandLine": f"/bin/sh -c '{IMAGE_CHECK}'"})
     task = wait_for(lambda: (t := batch.get_task("after", "t")).state == "completed" and t, what="a task after restart")
     assert task.execution_info.exit_code == 0
+    # the hosts' new agents joined their networks again: every node keeps its address and is reached
+    assert {n.id: n.ip_address for n in nodes} == {n.id: n.ip_address for n in before}
+    command = "cat > probe.py <<'EOF'\n" + PROBE + "EOF\npython3 probe.py " + " ".join(f"{n.ip_address}:9" for n in nodes)
+    _, out, _ = run(batch, "after", "reach", command)
+    assert out.split()[1::2] == ["refused"] * 12, out

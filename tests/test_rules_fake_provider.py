@@ -5,7 +5,9 @@ milliseconds, beside the end-to-end tests that check the same services through t
 
 from __future__ import annotations
 
+import collections
 import stat
+import threading
 import time
 
 import pytest
@@ -96,7 +98,8 @@ def test_start_task_without_wait_leaves_node_idle_at_once(world):
     w = world(Script("*boot*", 1, 0.3))
     w.pool("p", startTask={"commandLine": "boot", "waitForSuccess": False})
     _, nodes = w.settled("p")
-    until(lambda: w.nodes("p")[0].body.get("startTaskInfo", {}).get("state") == "completed")  # launched just after idle
+    # idle before its start task is launched, so its startTaskInfo may not be there yet
+    until(lambda: w.nodes("p")[0].body.get("startTaskInfo", {}).get("state") == "completed")
     assert w.nodes("p")[0].state == "idle"  # a failed start task it did not wait for changes nothing
 
 
@@ -240,3 +243,102 @@ def test_resource_file_lands_in_the_working_directory_without_a_host_path(world,
     assert stat.S_IMODE(status.mode) == 0o640 and status.size == len(body)
     disk = w.provider.files(task.internal["node"]["machine_key"])
     assert disk.owners[(*place.root.split("/"), "wd", "in", "data.bin")] == (TASK_UID, TASK_GID)
+
+
+class GatedProvider(FakeProvider):
+    """Machines start and go only while `gate` is open: nodes can be held waiting for a worker."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.gate = threading.Event()
+
+    def start(self, machine):
+        self.gate.wait()
+        super().start(machine)
+
+    def delete_machine(self, key):
+        self.gate.wait()
+        super().delete_machine(key)
+
+
+class SqlWork:
+    """SQLite's virtual machine steps (rows read, written and compared), by thread name:
+    the store's work, counted deterministically where timings are not."""
+
+    def __init__(self, db):
+        self.steps: collections.Counter = collections.Counter()
+        # every thread has a connection of its own (store/db.py): count on those open and
+        # on those opened from now on
+        with db._connections_lock:
+            for conn in db._connections.values():
+                conn.set_progress_handler(self._step, 1)
+        connect = db._connect
+
+        def counted():
+            conn = connect()
+            conn.set_progress_handler(self._step, 1)
+            return conn
+        db._connect = counted
+
+    def _step(self) -> int:
+        self.steps[threading.current_thread().name.split("_")[0]] += 1  # worker threads are node_{n}
+        return 0
+
+    def of(self, action) -> int:
+        """The steps `action` takes on this thread."""
+        before = self.steps["MainThread"]
+        action()
+        return self.steps["MainThread"] - before
+
+
+def allocation_costs(tmp_path, size: int) -> dict[str, float]:
+    provider = GatedProvider(hosts=[HostCapacity("fake", 4096, 1 << 24, 1 << 40)])
+    w = World(tmp_path / f"n{size}", provider)
+    try:
+        work, allocator = SqlWork(w.services.db), w.services.allocator
+        w.pool("p", dedicated=size)
+        until(lambda: len(w.nodes("p")) == size)  # made; held from their machines by the gate
+        costs = {"pass, nodes waiting for a worker": work.of(allocator.one_pass)}
+        provider.gate.set()
+        w.settled("p")
+        costs["worker steps per node made"] = work.steps["node"] / size
+        costs["pass, pool at rest"] = work.of(allocator.one_pass)
+        costs["node counts of the account"] = work.of(lambda: w.services.pools.node_counts(w.account))
+        provider.gate.clear()
+        w.services.pools.delete(w.account, "p")
+        until(lambda: all(n.state == "leavingpool" for n in w.nodes("p")))
+        costs["pass, nodes leaving"] = work.of(allocator.one_pass)
+        provider.gate.set()
+        until(lambda: not w.services.pools.list(w.account))
+        costs["worker steps per node made and removed"] = work.steps["node"] / size
+        return costs
+    finally:
+        provider.gate.set()
+        w.services.close()
+
+
+def test_allocation_costs_the_same_per_node_in_a_pool_of_10_and_of_200(tmp_path):
+    """Issue 14: no pass walks every node of a pool per node made, no per-node query grows
+    with the pool. A pass costs the same whatever the pools hold (at rest, and while
+    hundreds of nodes wait for a worker or leave); each node costs the store the same work."""
+    small, large = allocation_costs(tmp_path, 10), allocation_costs(tmp_path, 200)
+    for name in small:
+        assert large[name] <= small[name] * 1.1 + 5, (name, small[name], large[name])
+
+
+def test_a_pool_deleted_while_its_nodes_wait_for_workers_leaves_no_machine(tmp_path):
+    """Removal handed over while a worker still holds the node's creation runs after it."""
+    provider = GatedProvider()
+    w = World(tmp_path / "w", provider)
+    try:
+        w.pool("p", dedicated=20)
+        until(lambda: len(w.nodes("p")) == 20)
+        w.services.pools.delete(w.account, "p")
+        until(lambda: all(n.state == "leavingpool" for n in w.nodes("p")))
+        provider.gate.set()
+        until(lambda: not w.services.pools.list(w.account))
+        assert not provider.running and not provider.machines and not provider.disks
+        assert w.services.pools.node_counts(w.account) == []
+    finally:
+        provider.gate.set()
+        w.services.close()

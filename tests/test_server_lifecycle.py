@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sqlite3
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from conftest import Clients, Server
+from conftest import Clients, Server, base_image_reference, pool_settled, vm_body, wait_for
+from test_batch_pools import base_pool
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
@@ -33,8 +36,15 @@ def test_start_reclaims_what_a_crash_left(tmp_path):
         disk = clients.compute.disks.begin_create_or_update("crash", "left", {
             "location": clients.location, "properties": {"creationData": {"createOption": "Empty"},
                                                          "diskSizeGB": 4}}).result()
+        image = base_image_reference(clients.compute, clients.location)
+        vm = clients.compute.virtual_machines.begin_create_or_update(
+            "crash", "broken", vm_body(clients.location, image)).result()
         server.proc.kill()  # SIGKILL: no cleanup of any kind
         server.proc.wait()
+        with sqlite3.connect(tmp_path / "data" / "batchyard.db") as db:
+            (os_disk_key,) = db.execute("SELECT json_extract(internal, '$.disk_key') FROM resources WHERE key = ?",
+                                        (vm.storage_profile.os_disk.managed_disk.id.lower(),)).fetchone()
+        shutil.rmtree(tmp_path / "data" / "runtime" / "disks" / os_disk_key)  # the host lost the VM's OS disk
         ghost = f"/subscriptions/{clients.subscription}/resourceGroups/crash/providers/Microsoft.Compute/" \
                 "virtualMachines/never-recorded"
         with sqlite3.connect(tmp_path / "data" / "batchyard.db") as db:
@@ -49,8 +59,62 @@ def test_start_reclaims_what_a_crash_left(tmp_path):
 
         clients = Clients(server.start())
         assert not staging.exists()
+        # its machine cannot start again: stopped, its provisioning failed, as Azure shows it
+        broken = clients.compute.virtual_machines.get("crash", "broken", expand="instanceView")
+        statuses = {s.code for s in broken.instance_view.statuses}
+        assert "PowerState/stopped" in statuses and broken.provisioning_state == "Failed", statuses
         released = clients.compute.disks.get("crash", "left")
         assert released.managed_by is None and released.disk_state == "Unattached"
         clients.compute.disks.begin_delete("crash", "left").result()
         with pytest.raises(ResourceNotFoundError):
             clients.compute.disks.get("crash", "left")
+
+
+def test_start_reconciles_machines_with_records(tmp_path):
+    """After a SIGKILL: a task that ended while the server was down is recorded as it ended
+    (its machine kept the exit), not run again; machines and disks no record names are
+    deleted; a node whose machine is gone is made again, as Azure replaces a lost VM."""
+    data = tmp_path / "data"
+    with Server(data) as server:
+        batch = Clients(server.info).batch_key
+        batch.create_pool(base_pool(Clients(server.info), "kept", dedicated=2))
+        pool_settled(batch, "kept")
+        batch.create_job({"id": "across", "poolInfo": {"poolId": "kept"}})
+        batch.create_task("across", {"id": "slow", "commandLine": "/bin/sh -c 'touch $AZ_BATCH_NODE_SHARED_DIR/began; "
+                                     "sleep 0.2; echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/ran'"})
+        node = wait_for(lambda: batch.get_task("across", "slow").node_info, what="the task to be placed").node_id
+        wait_for(lambda: "shared/began" in {f.name for f in batch.list_node_files("kept", node, recursive=True)},
+                 what="the task's command to begin")
+        server.proc.kill()  # the task is still running: it ends while no server is there
+        server.proc.wait()
+
+        runtime = data / "runtime"
+        with sqlite3.connect(data / "batchyard.db") as db:
+            keys = dict(db.execute("SELECT node_id, json_extract(internal, '$.machine_key') FROM batch_nodes"))
+            (task_node,) = db.execute("SELECT json_extract(internal, '$.node.id') FROM batch_tasks").fetchone()
+        lost = next(node for node in keys if node != task_node)
+        shutil.rmtree(runtime / "machines" / keys[lost])  # the host lost this node's machine
+        for leftover in (runtime / "machines" / ("0" * 32 + "vm"), runtime / "disks" / ("1" * 32 + "os")):
+            (leftover / "upper").mkdir(parents=True)
+            (leftover / "upper" / "bytes").write_bytes(b"x" * (1 << 20))
+        (runtime / "ns" / ("2" * 32 + "vm")).touch()  # a namespace file whose binding went with the service
+
+        batch = Clients(server.start()).batch_key
+        task = batch.get_task("across", "slow")
+        assert (task.state, task.execution_info.exit_code, task.execution_info.requeue_count) == ("completed", 0, 0)
+        ran = b"".join(batch.download_node_file("kept", task_node, "shared/ran"))
+        assert ran == b"slow\n"  # once
+        assert set(os.listdir(runtime / "machines")) <= set(keys.values())  # the unrecorded one is gone
+        assert "1" * 32 + "os" not in os.listdir(runtime / "disks")
+        assert not (runtime / "ns" / ("2" * 32 + "vm")).exists()
+        replaced = wait_for(lambda: _node_if_idle(batch, "kept", lost), timeout=60,
+                            what="the lost node to be made again")
+        assert replaced.errors in (None, [])
+        assert {n.id for n in batch.list_nodes("kept")} == set(keys)
+        assert set(os.listdir(runtime / "machines")) == set(keys.values())
+        assert len(os.listdir(runtime / "disks")) == 2
+
+
+def _node_if_idle(batch, pool_id: str, node_id: str):
+    node = batch.get_node(pool_id, node_id)
+    return node if node.state == "idle" else None

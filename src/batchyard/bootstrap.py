@@ -11,7 +11,7 @@ from .private_files import private_dir
 from .runtime import hostfs
 from .runtime.host import choose_provider
 from .runtime.layers import LayerStore
-from .runtime.provider import MachineProvider
+from .runtime.provider import CONTAINERS, MachineProvider
 from .services.batch.accounts import BatchAccounts
 from .services.batch.allocation import Allocator
 from .services.batch.applications import Applications
@@ -36,12 +36,15 @@ from .services.compute.catalog import PUBLISHER, BaseImage, Catalog
 from .services.compute.image_aliases import FILE_NAME as IMAGE_ALIASES
 from .services.compute.image_aliases import HOST, ImageAliases
 from .services.compute.disks import DISK_TYPE, SNAPSHOT_TYPE, Disks
+from .services.compute.galleries import Galleries
+from .services.compute.image_sources import ImageSources
 from .services.compute.images import IMAGE_TYPE, Images
 from .services.compute.vms import VirtualMachines
 from .services.authorization import Authorization
 from .services.identity import Identity
 from .services.resource_groups import ResourceGroups
 from .services.secrets import SecretBox
+from .services.reconciliation import remove_unrecorded
 from .services.storage import Storage
 from .store.db import Database
 from .store.reserve import SpaceReserve
@@ -66,6 +69,7 @@ class Services:
     disks: Disks
     images: Images
     vms: VirtualMachines
+    galleries: Galleries
     accounts: BatchAccounts
     pools: Pools
     allocator: Allocator
@@ -127,9 +131,11 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
         from .runtime.ray_provider import RayProvider  # Ray is imported only for a cluster
 
         provider = RayProvider(settings.ray_address, settings.ray_host_dir, data / "runtime", layers,
-                               pack=settings.ray_placement == "pack", overcommit=settings.host_overcommit)
-        note = f"machines: on the Ray cluster at {settings.ray_address}, {len(provider.hosts)} hosts (NOT enforced " \
-               "on cluster hosts: VM size limits, private networks)"
+                               pack=settings.ray_placement == "pack", overcommit=settings.host_overcommit,
+                               cgroups=settings.node_cgroups != "off", networks=settings.node_networks != "off",
+                               outbound_nat=settings.outbound_nat)
+        note = f"machines: on the Ray cluster at {settings.ray_address}, {len(provider.hosts)} hosts " \
+               f"({', '.join(sorted(provider.capabilities))} on every host)"
     elif provider is not None:
         note = f"machines: {provider.mode}"
     else:
@@ -137,13 +143,16 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                                          cgroups=settings.node_cgroups != "off",
                                          networks=settings.node_networks != "off",
                                          outbound_nat=settings.outbound_nat)
+    provider.registry_ca_bundle = settings.registry_ca_bundle
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
-    catalog = Catalog(db, aliases)
+    catalog = Catalog(db, aliases, containers=CONTAINERS in provider.capabilities)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)
     disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
+    disks.image_sources = image_sources = ImageSources(store)
     images = Images(store, disks, storage)
+    galleries = Galleries(store, images, storage, provider)
     vms = VirtualMachines(store, provider, disks, images, catalog, storage, settings.run_command_timeout)
     accounts = BatchAccounts(store, groups, box)
     if accounts.seal_plaintext_keys():
@@ -153,6 +162,7 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
     pools.node_place = lambda node: node_place(provider, node)
     pools.authorization = authorization
+    pools.image_sources = image_sources
     allocator = Allocator(pools, pools.nodes, agent, settings, storage)
     task_store = TaskStore(db)
     jobs = Jobs(store, task_store, pools)
@@ -183,11 +193,12 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     groups.on_delete(lambda subscription, group: authorization.delete_below(
         f"/subscriptions/{subscription}/resourceGroups/{group}"))
     groups.on_delete(vms.delete_in_group)
+    groups.on_delete(galleries.delete_in_group)
     for type_, delete in ((IMAGE_TYPE, images.delete), (SNAPSHOT_TYPE, disks.delete_snapshot), (DISK_TYPE, disks.delete)):
         groups.on_delete(_delete_all_of(store, type_, delete))
 
     services = Services(settings, db, store, identity, authorization, groups, layers, provider, note, catalog, storage, disks,
-                        images, vms, accounts=accounts, pools=pools, allocator=allocator,
+                        images, vms, galleries=galleries, accounts=accounts, pools=pools, allocator=allocator,
                         jobs=jobs, tasks=tasks, scheduler=scheduler, autoscaler=autoscaler,
                         job_schedules=job_schedules, auto_pools=auto_pools,
                         task_tokens=task_tokens,
@@ -195,10 +206,11 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                         auto_storage=auto_storage, applications=applications,
                         reserve=SpaceReserve(data / "reserve"))
     services.reserve.start()
+    held = remove_unrecorded(provider, pools.nodes, store, data / "uploads")  # what a crash left
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)
-    allocator.start()
+    allocator.start(held)
     scheduler.start()
     autoscaler.start()
     job_schedules.start()

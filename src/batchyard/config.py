@@ -72,6 +72,9 @@ class Settings:
     # Caps on the total (None: what the hosts report, overcommitted).
     host_cores: int | None = field(default_factory=lambda: _env_int("BATCHYARD_HOST_CORES"))
     host_memory_mib: int | None = field(default_factory=lambda: _env_int("BATCHYARD_HOST_MEMORY_MIB"))
+    # The CA bundle that image pulls from container registries trust over HTTPS (None: the
+    # system's); plain HTTP is used only for registries on loopback addresses.
+    registry_ca_bundle: str | None = field(default_factory=lambda: os.environ.get("BATCHYARD_REGISTRY_CA_BUNDLE"))
     # Host-style account endpoints: https://{account}.{suffix}:{port}/ (the TLS certificate
     # covers *.{suffix}); "host" makes them what accountEndpoint names, "path" keeps
     # https://{host}:{port}/batch/{account}, the form the SDKs already use.

@@ -45,7 +45,7 @@ def connection_info(services: Services, ca_bundle: Path | None) -> dict:
         "authority": base,
         "client_id": defaults.CLIENT_ID,
         "client_secret": services.client_secret,
-        "portal_url": f"{base}/",
+        "portal_url": f"{base}/portal/",
         "machines": services.provider.mode,
         "pid": os.getpid(),
     }

@@ -1,5 +1,4 @@
-"""The one ASGI application: token endpoint, ARM, uploads (and later Batch and the portal)
-on one port."""
+"""The one ASGI application: token endpoint, ARM, uploads, Batch and the portal on one port."""
 
 from __future__ import annotations
 
@@ -13,12 +12,12 @@ from starlette.routing import Host, Route
 
 from .. import azure_names
 from ..services.errors import InvalidInput, NotFound, ServiceError
-from . import metadata, principals, tokens, uploads
+from . import metadata, portal, principals, tokens, uploads
 from .arm import batch as arm_batch
 from .arm import batch_applications as arm_batch_applications
 from .arm import batch_pools as arm_batch_pools
 from .arm import authorization as arm_authorization
-from .arm import batch_locations, compute, providers, resources
+from .arm import batch_locations, compute, galleries, providers, resources
 from .arm.router import ArmRouter, collapse_slashes
 from .batch.router import error_response as batch_error_response
 from .errors import arm_error
@@ -36,6 +35,7 @@ def build_arm_router() -> ArmRouter:
     router = ArmRouter()
     resources.register(router)
     compute.register(router)
+    galleries.register(router)
     arm_batch.register(router)
     arm_batch_pools.register(router)
     arm_batch_applications.register(router)
@@ -98,6 +98,7 @@ def create_app(services) -> CollapseArmSlashes:
         Route("/providers/{rest:path}", arm_endpoint, methods=arm_methods),
         Route("/batch/{rest:path}", batch_endpoint, methods=arm_methods),
         *principals.routes,
+        *portal.routes,
         *tokens.routes,
     ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services

@@ -162,6 +162,16 @@ class Cgroups(ABC):
     def close(self) -> None:
         """Remove the service's cgroup once its machines' are gone."""
 
+    @abstractmethod
+    def keys(self) -> set[str]:
+        """The machines that have a cgroup here."""
+
+    def remove_all(self) -> None:
+        """Every machine's cgroup goes: what a crashed run left (a machine's is made again
+        with its next command)."""
+        for key in self.keys():
+            self.remove(key)
+
 
 class CgroupsV1(Cgroups):
     version = 1
@@ -213,6 +223,9 @@ class CgroupsV1(Cgroups):
     def close(self) -> None:
         for base in self.bases.values():
             _remove_if_empty(base)
+
+    def keys(self) -> set[str]:
+        return {p.name for base in self.bases.values() for p in base.iterdir() if p.is_dir()}
 
 
 class CgroupsV2(Cgroups):
@@ -282,6 +295,9 @@ class CgroupsV2(Cgroups):
 
     def close(self) -> None:
         _remove_if_empty(self.base)
+
+    def keys(self) -> set[str]:
+        return {p.name for p in self.base.iterdir() if p.is_dir()}
 
 
 def _own_path(controller: str) -> str:

@@ -52,7 +52,9 @@ def killed_by_memory_limit(code: int, kills_before: int, kills_after: int) -> bo
 
 class CommandRunner:
     def run(self, command_id: str, argv: list[str], env: dict[str, str], cwd: str, uid: int | None,
-            gid: int | None, stdout: str, stderr: str, on_exit: ExitCallback, mkdirs: tuple[str, ...] = ()) -> None:
+            gid: int | None, stdout: str, stderr: str, on_exit: ExitCallback, mkdirs: tuple[str, ...] = (),
+            container=None) -> None:
+        """container: a provider.ContainerRun, for a command in a container."""
         raise NotImplementedError
 
     def kill(self, command_id: str) -> None:
@@ -68,15 +70,19 @@ class AgentRunner(CommandRunner):
         self._start_agent = start_agent
         self._oom_kills = oom_kills
         self._idle_seconds = idle_seconds
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._agent: subprocess.Popen | None = None
         # by command: its agent, its callback, and the machine's OOM kills when it started
         self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback, int]] = {}
         self._idle_timer: threading.Timer | None = None
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        """container: for an agent that runs containers (launcher.py), the request's part
+        that says which (the provider makes it)."""
         request = {"id": command_id, "argv": argv, "env": env, "cwd": cwd, "uid": uid, "gid": gid,
                    "stdout": stdout, "stderr": stderr, "mkdirs": list(mkdirs)}
+        if container is not None:
+            request["container"] = container
         kills = self._oom_kills()
         with self._lock:
             agent = self._ensure_agent()
@@ -85,11 +91,15 @@ class AgentRunner(CommandRunner):
                 self._idle_timer.cancel()
                 self._idle_timer = None
             try:
+                self._before_request()
                 agent.stdin.write(json.dumps(request) + "\n")
                 agent.stdin.flush()
-            except (BrokenPipeError, ValueError):
+            except (OSError, ValueError):
                 self._callbacks.pop(command_id, None)
                 raise OSError("the machine's agent is gone")
+
+    def _before_request(self) -> None:
+        """What goes to the agent before a request's line (nothing here)."""
 
     def kill(self, command_id: str) -> None:
         with self._lock:
@@ -166,7 +176,9 @@ class SpawningRunner(CommandRunner):
             raise OSError(f"{path} is not on the temporary disk")
         return path.removeprefix("/mnt/")
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is not None:
+            raise OSError("containers need isolated machines (mount namespaces), which this host has not")
         # Made from the host, so never through a link a command left there (confined.py).
         base = self._temporary_disk()
         for path in mkdirs:
@@ -208,10 +220,36 @@ class SpawningRunner(CommandRunner):
             self.kill(command_id)
 
 
+class SplitRunner(CommandRunner):
+    """Plain commands through the machine's agent; container commands through its
+    container agent, which may make their mounts (the machine's agent runs under the
+    seccomp filter that forbids mounting)."""
+
+    def __init__(self, agent: CommandRunner, containers: CommandRunner):
+        self._agent, self._containers = agent, containers
+
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is None:
+            self._agent.run(command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs)
+        else:
+            self._containers.run(command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs, container)
+
+    def kill(self, command_id: str) -> None:
+        self._agent.kill(command_id)  # each ignores an id it did not start
+        self._containers.kill(command_id)
+
+    def close(self) -> None:
+        self._agent.close()
+        self._containers.close()
+
+
 def _end(agent: subprocess.Popen) -> None:
+    """A close asked for (not the service vanishing): the agent ends its commands at once
+    and empties its exit journal (launcher.py)."""
     try:
+        agent.stdin.write(json.dumps({"close": True}) + "\n")
         agent.stdin.close()
-    except OSError:
+    except (OSError, ValueError):
         pass
     try:
         agent.wait(timeout=5)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .commands import KILLED, CommandRunner, Exit
 from .machine_files import FileStat, MachineFiles, Protected
-from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec
+from .provider import SNAPSHOTS, DiskSpec, HostCapacity, Inventory, MachineError, MachineProvider, MachineSpec
 from .confined import parts_of
 
 
@@ -169,9 +169,11 @@ class _FakeRunner(CommandRunner):
         self._lock = threading.Lock()
         self._live: dict[str, tuple[threading.Timer, Callable[[Exit], None], Ran]] = {}
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
         if not self.provider.is_running(self.key):
             raise MachineError(f"machine {self.key} is not running")
+        if container is not None:
+            raise OSError("the in-memory fake runs no containers")
         files = self.provider.files(self.key)
         for path in mkdirs:
             files.make_dirs(path.removeprefix("/mnt/"), uid, gid)
@@ -267,6 +269,10 @@ class FakeProvider(MachineProvider):
 
     def is_running(self, key: str) -> bool:
         return key in self.running
+
+    def inventory(self) -> Inventory:
+        with self._lock:
+            return Inventory(frozenset(self.disks_of), frozenset(self.disks))
 
     def delete_machine(self, key: str) -> None:
         self.stop(key)

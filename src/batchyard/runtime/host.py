@@ -14,6 +14,7 @@ from . import linux
 from .directories import DirectoryMachineProvider
 from .layers import LayerStore
 from .machines import MachineProvider, NamespaceMachineProvider, UnavailableMachineProvider
+from .tunnels import Tunnel
 
 log = logging.getLogger("batchyard.runtime")
 
@@ -69,10 +70,11 @@ def machine_cgroups(runtime_root: Path, wanted: bool) -> tuple[cgroup_backends.C
 
 def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
                     fakechroot: str | None, cgroups: bool = True, networks: bool = True,
-                    outbound_nat: str = "auto") -> tuple[MachineProvider, str]:
+                    outbound_nat: str = "auto", tunnel: Tunnel | None = None) -> tuple[MachineProvider, str]:
     """Returns the provider and a sentence for the start banner: isolated machines where
     the kernel allows them, else the documented fallback (plain directories and copies,
-    run through fakechroot), else none."""
+    run through fakechroot), else none. A host of a cluster gives the `tunnel` that joins
+    its networks to the other hosts' (tunnels.py)."""
     reason = None if namespaces else "this host allows no mount namespaces"
     if reason is None and os.geteuid() != 0:
         reason = "the service is not running as root"
@@ -80,7 +82,8 @@ def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
         reason = overlay_works(layers.tmp)
     if reason is None:
         limits, limits_note = machine_cgroups(runtime_root, cgroups)
-        provider = NamespaceMachineProvider(runtime_root, layers, limits, networks, outbound_nat, tag(runtime_root))
+        provider = NamespaceMachineProvider(runtime_root, layers, limits, networks, outbound_nat, tag(runtime_root),
+                                            tunnel)
         filtered = f"NO seccomp filter: {provider.seccomp_missing}" if provider.seccomp_missing else "seccomp"
         networked = f"NO private networks: {provider.networks_missing}" if provider.networks_missing else \
             f"private networks, service at {provider.service_address}, " + \

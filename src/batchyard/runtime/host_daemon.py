@@ -1,7 +1,12 @@
 """One host's machines, for a host agent of a cluster (ray_agent.py): a process of its own,
 started single-threaded so that it can take a private mount namespace (which a Ray worker,
 already running threads, cannot), holding this host's layer cache and a local provider
-(machines.py or the directory fallback) that it serves over a socket to its agent.
+(machines.py or the directory fallback) that it serves over a socket to its agent. Its
+machines are the local provider's: held to their VM size (cgroups), each in a network
+namespace on its private network, whose link here is joined to the same network on the
+other hosts by a tunnel (tunnels.py), with the service's gateway and outbound NAT in this
+host's hub. Its cgroups, hub and NAT uplink are named after its own directory, so several
+hosts of one machine (a test cluster) never share them.
 
 Messages are pickled tuples on a `multiprocessing.connection.Connection` between the agent
 and its own child on the same host:
@@ -17,6 +22,7 @@ stops and the process ends: a host's machines never outlive its agent.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import sys
@@ -29,19 +35,25 @@ log = logging.getLogger("batchyard.host")
 
 
 class Daemon:
-    def __init__(self, conn: Connection, root: Path):
-        from .host import choose_provider, enter_private_mount_namespace
+    def __init__(self, conn: Connection, root: Path, options: dict):
+        from .host import choose_provider, enter_private_mount_namespace, tag
         from .layers import LayerStore
+        from . import tunnels
 
         namespaces = enter_private_mount_namespace()  # before any thread
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.layers = LayerStore(root / "layers")
         fakechroot = os.environ.get("BATCHYARD_FAKECHROOT") or _which("fakechroot")
-        # Cgroups and network namespaces are named per host, not per agent: several agents
-        # on one machine (a test cluster) would share them, so a cluster host runs without.
+        no_tunnel = tunnels.why_not() if options["networks"] else "switched off"
+        tunnel = tunnels.Tunnel(options["address"], tag(root)) if no_tunnel is None else None
         self.provider, self.note = choose_provider(root, self.layers, namespaces, fakechroot,
-                                                   cgroups=False, networks=False)
+                                                   cgroups=options["cgroups"], networks=options["networks"],
+                                                   outbound_nat=options["outbound_nat"], tunnel=tunnel)
+        if no_tunnel is not None and options["networks"]:
+            self.note += f"; NO networks across hosts: {no_tunnel}"
+        self.networks = getattr(self.provider, "networks", None)
+        self.tunnel = tunnel if self.networks is not None else None
         self.conn = conn
         self.send_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")
@@ -51,7 +63,8 @@ class Daemon:
             self.conn.send(message)
 
     def serve(self) -> None:
-        self.send(("ok", 0, {"mode": self.provider.mode, "note": self.note,
+        tunnel = self.tunnel.endpoint if self.tunnel is not None else None
+        self.send(("ok", 0, {"mode": self.provider.mode, "note": self.note, "tunnel": tunnel,
                              "capabilities": sorted(self.provider.capabilities)}))
         try:
             while True:
@@ -99,6 +112,23 @@ class Daemon:
         return args
 
     # what only the daemon does -------------------------------------------------------------
+
+    def do_start(self, machine, address: tuple[int, int] | None) -> None:
+        """A machine's disks and the machine, in one round trip; `address` (subnet, host) is
+        its address on its network, chosen by the service for every host at once."""
+        if address is not None and self.networks is not None and machine.network is not None:
+            self.networks.reserve(machine.key, machine.network, *address)
+        for disk in (machine.os_disk, *machine.data_disks.values()):
+            self.provider.create_disk(disk)
+        self.provider.start(machine)
+
+    def do_peers(self, peers: list[tuple[str, int]]) -> None:
+        """The other hosts' tunnel ends, as the cluster now has them."""
+        if self.tunnel is not None:
+            self.tunnel.set_peers(peers)
+
+    def do_gateway(self, port: int, target: tuple[str, int]) -> None:
+        self.provider.open_gateway(port, tuple(target))
 
     def do_missing(self, layers: list[str]) -> list[str]:
         return [layer for layer in layers if not self.layers.exists(layer)]
@@ -167,8 +197,8 @@ def _which(name: str) -> str | None:
 
 
 def main() -> None:
-    fd, root = int(sys.argv[1]), Path(sys.argv[2])
-    Daemon(Connection(fd), root).serve()
+    fd, root, options = int(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+    Daemon(Connection(fd), root, options).serve()
 
 
 if __name__ == "__main__":

@@ -4,15 +4,32 @@ Python: the interpreter is loaded before the process enters the machine.
 
 With `"agent": true` in the spec, PID 1 of the new PID namespace does not exec a command:
 it reads requests (JSON lines on stdin: {"id", "argv", "env", "cwd", "uid", "gid",
-"stdout", "stderr"} or {"kill": id}), forks and execs each command, and reports
-{"id", "exit"} on stdout when one ends. Starting a command then costs a fork, not a new
-interpreter; when stdin closes the agent exits and the kernel ends whatever is left.
+"stdout", "stderr"}, {"kill": id} or {"close": true}), forks and execs each command, and
+reports {"id", "exit"} on stdout when one ends. Starting a command then costs a fork, not a
+new interpreter. On {"close"} the agent exits and the kernel ends whatever is left.
+
+Exits are also written to the machine's exit journal (`"exits"` in the spec: two host
+files, opened before entering the machine, so no command can reach them) before they are
+reported: the service may die between a command's end and recording it, and reads the
+journal when it starts again. When stdin closes without {"close"} the service is gone: the
+agent lets running commands finish (for up to EXIT_GRACE seconds, as a node's agent keeps
+its tasks running while the Batch service is unreachable), journals their exits and
+exits. The journal alternates between its two files: when the one in use passes
+JOURNAL_SWITCH_BYTES and the other was last written JOURNAL_KEEP_SECONDS ago (its exits
+long recorded), the other is emptied and takes over; {"close"} empties both (every exit
+reported was recorded: the service closes an agent only after it idled).
 
 It joins the machine's persistent mount namespace (which lands it in the machine's root
 filesystem), then makes a private copy of it with a new PID namespace, so the command gets
 its own /proc showing only its own processes; when the command ends, the kernel ends
 everything it left behind. Commands keep only a container runtime's default capabilities,
 run under its seccomp filter (see seccomp.py) with no_new_privs, and get a VM's rlimits.
+
+With `"containers": FD` in an agent's spec, it is a machine's container agent: it keeps
+its capabilities and loads no filter itself, and for each request receives a root
+filesystem on socket FD and forks a process that attaches it in a mount namespace of its
+own and starts the command in a PID namespace of its own, under the filter (see
+start_container).
 """
 
 import ctypes
@@ -22,6 +39,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 
@@ -65,12 +83,9 @@ def load_seccomp(bpf):
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
 
 
-def child(spec, meminfo, seccomp):
-    check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
-    mask_proc()
-    if meminfo is not None:
-        meminfo.refresh()
-        meminfo.mount()
+def child(spec, meminfo, seccomp, channel=None):
+    """channel: for a container agent, the socket its root filesystems come through."""
+    mount_proc(meminfo)
     for cap in range(LAST_CAP + 1):
         if cap not in KEPT_CAPS:
             libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # caps unknown to this kernel fail harmlessly
@@ -79,12 +94,23 @@ def child(spec, meminfo, seccomp):
         hard = hard if current == resource.RLIM_INFINITY else min(hard, current)  # never above the host's
         resource.setrlimit(limit, (min(soft, hard), hard))
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid program raises a command's rights
+    if channel is not None:  # its commands load the filter once in their containers
+        serve_requests(meminfo, lambda request: start_container(request, channel, meminfo, seccomp))
+        os._exit(0)
     if seccomp is not None:
         load_seccomp(seccomp)
     if spec.get("agent"):
         serve_requests(meminfo)
         os._exit(0)
     become(spec)
+
+
+def mount_proc(meminfo):
+    check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
+    mask_proc()
+    if meminfo is not None:
+        meminfo.refresh()
+        meminfo.mount()
 
 
 def mask_proc():
@@ -101,6 +127,36 @@ def mask_proc():
 
 
 MEMINFO_REFRESH = 1.0
+EXIT_GRACE = 2.0
+JOURNAL_SWITCH_BYTES = 256 << 10
+JOURNAL_KEEP_SECONDS = 60.0
+
+
+class Journal:
+    """The machine's exit journal (see the module's docstring)."""
+
+    def __init__(self, fds):
+        self.fds = fds
+        self.current = max(range(len(fds)), key=lambda i: os.fstat(fds[i]).st_size)
+        # what a file already holds may not be recorded yet: it counts as written now
+        self.written = [time.monotonic() if os.fstat(fd).st_size else 0.0 for fd in fds]
+
+    def write(self, line):
+        fd = self.fds[self.current]
+        other = 1 - self.current
+        if os.fstat(fd).st_size > JOURNAL_SWITCH_BYTES and time.monotonic() - self.written[other] >= \
+                JOURNAL_KEEP_SECONDS:
+            os.ftruncate(self.fds[other], 0)
+            self.current, fd = other, self.fds[other]
+        os.write(fd, line)
+        self.written[self.current] = time.monotonic()
+
+    def clear(self):
+        for fd in self.fds:
+            os.ftruncate(fd, 0)
+
+
+JOURNAL = None  # the agent's, when the service gave it one
 MEMINFO_STAGED = b"/dev/.meminfo"  # where the mounter put the machine's meminfo file
 
 
@@ -153,13 +209,161 @@ class MemInfo:
         libc.umount2(MEMINFO_STAGED, MNT_DETACH)  # this command's copy of the mounts only
 
 
+# A container's root filesystem arrives as the file descriptor of a detached overlay mount,
+# made by the service from the host's layer store (runtime/linux.py), over the container
+# agent's socket; attached here, inside the machine.
+SYS_MOVE_MOUNT, MOVE_MOUNT_F_EMPTY_PATH, AT_FDCWD = 429, 4, -100
+SYS_PIVOT_ROOT = 155
+
+
+def receive_rootfs(channel):
+    """The next root filesystem the service sent (it sends one before each request)."""
+    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    if len(fds) != 1:
+        raise OSError(errno.EPROTO, "no root filesystem came with the request")
+    return fds[0]
+
+
+def start_container(request, channel, meminfo, seccomp):
+    """Forked by the container agent for each request: a mount namespace of its own whose
+    root becomes the container's filesystem, and a PID namespace whose PID 1 is the command
+    (this process waits for it and exits as it does)."""
+    rootfs = receive_rootfs(channel)
+    pid = os.fork()
+    if pid:
+        os.close(rootfs)
+        return pid
+    errors = 2  # the service's log, until the command's stderr.txt is open
+    try:
+        os.setsid()  # its own process group: a kill reaches the command too
+        signal.set_wakeup_fd(-1)  # the agent's wake-up pipe and handler are the agent's
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        container = request["container"]
+        check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
+        uid, gid = request.get("uid"), request.get("gid")
+        for path in request.get("mkdirs") or ():
+            fd = open_dir(path, create=True)
+            if uid is not None:
+                os.fchown(fd, uid, gid if gid is not None else -1)
+            os.close(fd)
+        outputs = [open_output(request[name], uid, gid) for name in ("stdout", "stderr")]
+        errors = outputs[1]
+        channel.close()
+        enter_container(container, rootfs)
+        command = os.fork()
+        if command == 0:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            os.dup2(outputs[0], 1)
+            os.dup2(outputs[1], 2)
+            devnull = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(devnull, 0)
+            mount_proc(meminfo)
+            if seccomp is not None:
+                load_seccomp(seccomp)
+            become({**request, "uid": None, "gid": None, "mkdirs": None, "stdout": None, "stderr": None})
+        _, status = os.waitpid(command, 0)
+        os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+    except BaseException as exc:  # never fall back into the agent's loop
+        try:
+            os.write(errors, ("batchyard: the container could not start: %s\n" % exc).encode())
+        finally:
+            os._exit(126)
+
+
+def enter_container(container, rootfs):
+    """Root becomes the container's filesystem, in this command's private mounts only: the
+    overlay is attached over the agent's /proc (never used by the container, which mounts
+    its own), the Batch directories Azure maps are bound in at their own paths, with /dev,
+    and pivot_root leaves the machine's root behind (chroot would not: CAP_SYS_CHROOT is
+    kept, and a chroot can be climbed out of)."""
+    new = b"/proc"
+    check(libc.syscall(SYS_MOVE_MOUNT, rootfs, b"", AT_FDCWD, new, MOVE_MOUNT_F_EMPTY_PATH), "attach the container")
+    os.close(rootfs)
+    for path, read_only in container["binds"]:
+        bind(path.encode(), new + path.encode(), read_only)
+    bind(b"/dev", new + b"/dev", False)
+    os.makedirs(new + b"/proc", exist_ok=True)
+    if container.get("read_only"):
+        check(libc.mount(None, new, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None), "read-only root")
+    os.chdir(new)
+    check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    check(libc.umount2(b".", MNT_DETACH), "leave the machine's root")
+    os.chdir("/")
+
+
+def bind(source, target, read_only):
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        return  # Azure maps only the directories the node has
+    check(libc.mount(source, target, None, MS_BIND | MS_REC, None), "bind " + source.decode())
+    if read_only:
+        check(libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None),
+              "read-only " + source.decode())
+
+
+def container_user(text):
+    """`--user` or the image's USER: name or id, with an optional group, looked up in the
+    container's own /etc/passwd and /etc/group as Docker does."""
+    name, _, group = text.partition(":")
+    uid = gid = None
+    for line in read_lines("/etc/passwd"):
+        fields = line.split(":")
+        if len(fields) > 3 and (fields[0] == name or fields[2] == name):
+            uid, gid = int(fields[2]), int(fields[3])
+            break
+    if uid is None:
+        if not name.isdigit():
+            raise OSError(errno.EINVAL, "unable to find user %s: no matching entries in passwd file" % name)
+        uid, gid = int(name), 0
+    if group:
+        gid = None
+        for line in read_lines("/etc/group"):
+            fields = line.split(":")
+            if len(fields) > 2 and (fields[0] == group or fields[2] == group):
+                gid = int(fields[2])
+        if gid is None:
+            if not group.isdigit():
+                raise OSError(errno.EINVAL, "unable to find group %s: no matching entries in group file" % group)
+            gid = int(group)
+    return uid, gid
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def resolve(program, env):
+    """A program named without a slash is looked up in the container's PATH, as Docker does."""
+    if "/" in program:
+        return program
+    for folder in (env.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        candidate = os.path.join(folder or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return program
+
+
 def become(spec):
     """Turn this process into the command: its user, output files, directory, program."""
     gid, uid = spec.get("gid"), spec.get("uid")
+    container = spec.get("container")
+    if container and container.get("user"):
+        try:
+            uid, gid = container_user(container["user"])
+        except OSError as exc:
+            sys.stderr.write("batchyard: %s\n" % exc.strerror)
+            os._exit(126)
     for path in spec.get("mkdirs") or ():  # the command's directories, made by root, owned by its user
         os.makedirs(path, exist_ok=True)
         if uid is not None:
             os.chown(path, uid, gid if gid is not None else -1)
+    if container and spec.get("cwd"):
+        os.makedirs(spec["cwd"], exist_ok=True)  # docker create makes a missing working directory
     if gid is not None:
         os.setgroups([])
         os.setgid(gid)
@@ -176,6 +380,8 @@ def become(spec):
     except OSError:
         os.chdir("/")
     argv = spec["argv"]
+    if container:
+        argv = [resolve(argv[0], spec.get("env") or {})] + argv[1:]
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores it; the command must not
     try:
         os.execve(argv[0], argv, spec.get("env") or {})
@@ -184,7 +390,7 @@ def become(spec):
         os._exit(127)
 
 
-def serve_requests(meminfo):
+def serve_requests(meminfo, start=None):
     """The agent: PID 1 of the machine's command namespace. One loop, no work in signal
     handlers: SIGCHLD only wakes the loop (through a pipe), which then reaps. While
     commands run, /proc/meminfo is refreshed every second."""
@@ -207,15 +413,34 @@ def serve_requests(meminfo):
         if 0 in ready:
             data = os.read(0, 1 << 16)
             if not data:
+                finish_running(running, wake_read)
                 return
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                if line.strip():
-                    handle(json.loads(line), running, devnull)
+                if not line.strip():
+                    continue
+                request = json.loads(line)
+                if request.get("close"):
+                    if JOURNAL is not None:
+                        JOURNAL.clear()
+                    return
+                handle(request, running, devnull, start)
 
 
-def handle(request, running, devnull):
+def finish_running(running, wake_read):
+    """The service is gone: running commands may finish (EXIT_GRACE) and their exits go
+    to the journal, for the service to find when it starts again."""
+    deadline = time.monotonic() + EXIT_GRACE
+    reap(running)
+    while running and time.monotonic() < deadline:
+        ready, _, _ = select.select([wake_read], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            os.read(wake_read, 4096)
+        reap(running)
+
+
+def handle(request, running, devnull, start=None):
     if "kill" in request:
         for pid, request_id in list(running.items()):
             if request_id == request["kill"]:
@@ -225,7 +450,7 @@ def handle(request, running, devnull):
                     pass
         return
     try:
-        running[spawn(request, devnull)] = request["id"]
+        running[start(request) if start else spawn(request, devnull)] = request["id"]
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:  # never let one request end the agent
         sys.stderr.write("batchyard: cannot start the command: %s\n" % exc)
         report(request.get("id"), 127 if isinstance(exc, FileNotFoundError) else 126)
@@ -315,7 +540,16 @@ def spawn(request, devnull):
 
 
 def report(request_id, code):
-    os.write(1, (json.dumps({"id": request_id, "exit": code}) + "\n").encode())
+    line = (json.dumps({"id": request_id, "exit": code}) + "\n").encode()
+    if JOURNAL is not None:
+        try:
+            JOURNAL.write(line)
+        except OSError:
+            pass  # a full disk: the exit is still reported, only a crash now would lose it
+    try:
+        os.write(1, line)
+    except OSError:
+        pass  # the service is gone: the journal has it
 
 
 def reap(running):
@@ -332,7 +566,11 @@ def reap(running):
 
 
 def main():
+    global JOURNAL
     spec = json.loads(sys.argv[1])
+    if spec.get("exits"):  # host files: opened before entering the machine, never inherited by commands
+        JOURNAL = Journal([os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                           for path in spec["exits"]])
     for procs in spec.get("cgroup") or ():  # the machine's limits hold this process and all it starts
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
@@ -342,6 +580,7 @@ def main():
         with open(spec["seccomp"], "rb") as f:
             seccomp = f.read()
     net = os.open(spec["network"], os.O_RDONLY) if spec.get("network") else None  # a host path: open it first
+    channel = socket.socket(fileno=spec["containers"]) if spec.get("containers") is not None else None
     ns = os.open(spec["namespace"], os.O_RDONLY)
     check(libc.setns(ns, CLONE_NEWNS), "setns")
     os.close(ns)
@@ -353,7 +592,7 @@ def main():
     if pid == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
-            child(spec, meminfo, seccomp)
+            child(spec, meminfo, seccomp, channel)
         except BaseException as exc:  # report, never fall back into the parent's code
             sys.stderr.write("batchyard: %s\n" % exc)
             os._exit(126)

@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 HOST_LAYER = "host"
 # Overlay markers and file capabilities travel with a layer; other xattrs are host noise.
@@ -36,6 +36,9 @@ class LayerStore:
         self.tmp = root / "tmp"
         for d in (self.blobs, self.layers, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
+        # Layers the runtime itself keeps (container images, container_images.py), which no
+        # resource of the services names: collect_garbage never takes them.
+        self.keepers: list[Callable[[], Iterable[str]]] = []
         self._reclaim_scratch()
 
     def _reclaim_scratch(self) -> None:
@@ -218,6 +221,8 @@ class LayerStore:
     def collect_garbage(self, needed: Iterable[str]) -> int:
         """Remove layers nobody needs, then blobs no layer links to. Returns layers removed."""
         keep = set(needed)
+        for keeper in self.keepers:
+            keep.update(keeper())
         removed = 0
         for entry in self.layers.iterdir():
             if entry.name not in keep:

@@ -79,6 +79,12 @@ class MachineFiles(ABC):
     def make_dirs(self, rel: str, uid: int | None = None, gid: int | None = None, mode: int | None = None) -> None:
         """Directories as needed, new ones owned by uid:gid; with `mode`, the last one gets it."""
 
+    def make_tree(self, dirs: Iterable[tuple[str, int | None]]) -> None:
+        """Several directories, each (rel, mode) made as make_dirs makes one; one request
+        where the machine is on another host."""
+        for rel, mode in dirs:
+            self.make_dirs(rel, mode=mode)
+
     @abstractmethod
     def write(self, rel: str, chunks: Iterable[bytes], uid: int | None = None, gid: int | None = None,
               mode: int = 0o644) -> None:

@@ -13,6 +13,7 @@ immutable layer, so a snapshot costs what the disk changed since its base.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,19 +25,24 @@ import sys
 import threading
 import time
 from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
-from .commands import AgentRunner, CommandRunner, SpawningRunner
+from .commands import AgentRunner, CommandRunner, Exit, SpawningRunner, SplitRunner
+from .container_images import ContainerImage, ImageStore
+from .oci_registry import Login, RegistryError
 from .gateway import DatagramRelay, Relay, host_listener
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import LocalFiles, MachineFiles
+from .namespace_builder import NamespaceBuilder
 from .networks import SERVICE_ADDRESS, Networks
-from .provider import (DEFAULT_ENV, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
-                       DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec,
+from .provider import (DEFAULT_ENV, CONTAINERS, ISOLATION, LIMITS, NETWORKS, OVERLAY, SECCOMP, SNAPSHOTS,
+                       ContainerRun, DiskSpec, HostCapacity, Inventory, MachineError, MachineProvider, MachineSpec,
                        local_capacity)
 from .security_rules import admits
+from .tunnels import Tunnel
 
 _HERE = Path(__file__).resolve().parent
 log = logging.getLogger("batchyard.runtime")
@@ -105,6 +111,12 @@ class HostProvider(MachineProvider):
     capacity_disk = Path("/")  # where machines' disks live, for the free-disk figure
 
 
+def directory_names(*parents: Path) -> frozenset[str]:
+    """The subdirectories of `parents`, by name (a staging or doomed tree starts with a dot)."""
+    return frozenset(p.name for parent in parents if parent.is_dir() for p in parent.iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -127,11 +139,13 @@ class NamespaceMachineProvider(HostProvider):
     mode = "namespaces"
 
     def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False,
-                 outbound_nat: str = "off", tag: str = "0"):
+                 outbound_nat: str = "off", tag: str = "0", tunnel: Tunnel | None = None):
         super().__init__()
         self.root = root
         self.layers = layers
         self.cgroups = cgroups
+        if cgroups is not None:
+            cgroups.remove_all()  # no machine runs yet: any there is from a run that crashed
         self._limits: dict[str, Limits] = {}  # running machines that have limits
         self._limited: set[str] = set()  # those whose cgroup exists (made with their first command)
         self._networked: set[str] = set()  # machines running in a network namespace of their own
@@ -143,8 +157,18 @@ class NamespaceMachineProvider(HostProvider):
         self.empty_layer = root / "empty"
         for d in (self.disks_dir, self.machines_dir, self.ns_dir, self.empty_layer):
             d.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_namespace_files()
         self._make_ns_dir_private()
         self.host_root = self._mount_host_root()
+        self.builder: NamespaceBuilder | None = None  # else each machine's namespace is built by mounter.py
+        try:
+            self.builder = NamespaceBuilder()  # after the host root: machines' layers lie under it
+        except OSError as exc:
+            log.warning("machines' namespaces are built by a process each: %s", exc)
+        self.images = ImageStore(layers)
+        # Closing a container's mount and removing its writable layer wait on the kernel
+        # (an unmount waits for RCU): done here, never on a task's path.
+        self.tidy = ThreadPoolExecutor(1, thread_name_prefix="container-tidy")
         self.seccomp_filter = root / "seccomp.bpf"
         self.seccomp_missing = seccomp.write_filter(self.seccomp_filter)  # why there is none, if so
         self.networks: Networks | None = None
@@ -153,15 +177,22 @@ class NamespaceMachineProvider(HostProvider):
         if networks:
             nat = outbound.OutboundNat(tag) if self.outbound_missing is None else None
             try:
-                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir, nat), None
+                self.networks, self.networks_missing = Networks(self.ns_dir, self.machines_dir, nat, tunnel), None
                 self.service_address = SERVICE_ADDRESS
                 self.outbound_missing = self.outbound_missing or self.networks.outbound_missing
             except (OSError, ImportError) as exc:
                 self.networks_missing = str(exc)
         self.capacity_disk = root
-        self.capabilities = frozenset({ISOLATION, OVERLAY, SNAPSHOTS} | ({LIMITS} if cgroups else set())
+        self.capabilities = frozenset({ISOLATION, OVERLAY, SNAPSHOTS, CONTAINERS} | ({LIMITS} if cgroups else set())
                                       | ({SECCOMP} if not self.seccomp_missing else set())
                                       | ({NETWORKS} if self.networks is not None else set()))
+
+    def _remove_stale_namespace_files(self) -> None:
+        """A crash leaves the files namespaces were bound to (the bindings went with the
+        service's mount namespace); none is in use before the service starts a machine."""
+        for ns_file in self.ns_dir.iterdir():
+            if not os.path.ismount(ns_file):
+                ns_file.unlink(missing_ok=True)
 
     def _make_ns_dir_private(self) -> None:
         """Namespace files can only be bound on a private mount (as `ip netns` does)."""
@@ -178,6 +209,9 @@ class NamespaceMachineProvider(HostProvider):
         linux.mount("tmpfs", str(empty), "tmpfs", linux.MS_RDONLY, "size=4k,mode=755")
         linux.mount("overlay", str(host_root), "overlay", linux.MS_RDONLY, f"lowerdir=/:{empty}")
         return host_root
+
+    def inventory(self) -> Inventory:
+        return Inventory(directory_names(self.machines_dir), directory_names(self.disks_dir))
 
     def _layer_path(self, layer: str) -> str:
         return str(self.host_root if layer == HOST_LAYER else self.layers.path(layer))
@@ -245,6 +279,12 @@ class NamespaceMachineProvider(HostProvider):
         }
         ns_file = self._ns_file(machine.key)
         ns_file.touch()
+        if self.builder is not None:
+            try:
+                self.builder.build(spec, ns_file)
+            except OSError as exc:
+                raise MachineError(f"machine {machine.key} could not start: {exc}")
+            return
         mounter = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_HERE / "mounter.py"), json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -380,6 +420,53 @@ class NamespaceMachineProvider(HostProvider):
         self._ns_file(key).unlink(missing_ok=True)
         remove_tree_atomically(self.machines_dir / key, self.layers.tmp)
 
+    # containers -------------------------------------------------------------------------
+
+    def pull_image(self, key: str, reference: str, login: Login | None) -> ContainerImage:
+        try:
+            return self.images.pull(reference, login, self.registry_ca_bundle)
+        except (RegistryError, ValueError, OSError) as exc:
+            raise MachineError(str(exc)) from None
+
+    def _containers_dir(self, key: str) -> Path:
+        """Where a machine's containers keep their writable layers, on this host beside it."""
+        return self.machines_dir / key / "containers"
+
+    def container_rootfs(self, key: str, command_id: str, run: ContainerRun) -> tuple[int, Path]:
+        """A container's root filesystem: its image's layers under a writable layer of its
+        own, as a detached mount (its file descriptor), and that layer's directory (the
+        caller closes the one and removes the other when the command ends)."""
+        for layer in run.image.layers:
+            if not self.layers.exists(layer):
+                raise MachineError(f"image {run.image.reference} is no longer on this host; pull it again")
+        scratch = self._containers_dir(key) / hashlib.sha256(command_id.encode()).hexdigest()[:32]
+        for sub in ("upper", "work"):
+            (scratch / sub).mkdir(parents=True, exist_ok=True)
+        lower = [str(self.layers.path(layer)) for layer in reversed(run.image.layers)] or [str(self.empty_layer)]
+        try:
+            return linux.detached_overlay(lower, str(scratch / "upper"), str(scratch / "work")), scratch
+        except OSError as exc:
+            remove_tree_atomically(scratch, self.layers.tmp)
+            raise MachineError(f"the container's filesystem could not be made: {exc}") from None
+
+    def start_agent(self, key: str, channel: socket.socket | None = None) -> subprocess.Popen:
+        """The machine's agent (launcher.py); with `channel`, the one that runs its
+        containers, their root filesystems sent through that socket."""
+        if not self.is_running(key):
+            raise MachineError(f"machine {key} is not running")
+        # Each agent journals the exits it reports (launcher.py), for a restarted service.
+        spec = {**self._enter_spec(key), "agent": True,
+                "exits": [str(path) for path in self._exit_journal(key, containers=channel is not None)]}
+        if channel is not None:
+            spec["containers"] = channel.fileno()
+        agent = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
+            start_new_session=True, bufsize=1, pass_fds=(channel.fileno(),) if channel is not None else (),
+        )
+        self._track(key, agent)
+        return agent
+
     def spawn(self, key, argv, env=None, cwd="/", uid=None, gid=None, stdout=None, stderr=None):
         if not self.is_running(key):
             raise MachineError(f"machine {key} is not running")
@@ -393,18 +480,37 @@ class NamespaceMachineProvider(HostProvider):
         return proc
 
     def _make_runner(self, key: str) -> CommandRunner:
-        def start_agent() -> subprocess.Popen:
-            if not self.is_running(key):
-                raise MachineError(f"machine {key} is not running")
-            spec = {**self._enter_spec(key), "agent": True}
-            agent = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
-                start_new_session=True, bufsize=1,
-            )
-            self._track(key, agent)
-            return agent
-        return AgentRunner(start_agent, oom_kills=lambda: self.oom_kills(key))
+        return SplitRunner(AgentRunner(lambda: self.start_agent(key), oom_kills=lambda: self.oom_kills(key)),
+                           ContainerRunner(self, key))
+
+    def _exit_journal(self, key: str, containers: bool = False) -> tuple[Path, Path]:
+        """An agent's record of the exits it reported (launcher.py): beside the machine's
+        root, out of its commands' reach; the container agent keeps its own."""
+        name = "container-exits" if containers else "exits"
+        return self.machines_dir / key / f"{name}.0", self.machines_dir / key / f"{name}.1"
+
+    def _exit_journals(self, key: str) -> tuple[Path, ...]:
+        return self._exit_journal(key) + self._exit_journal(key, containers=True)
+
+    def recorded_exits(self, key: str) -> dict[str, Exit]:
+        exits = {}
+        for path in self._exit_journals(key):
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:
+                continue
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                    exits[str(event["id"])] = Exit(int(event["exit"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash of the host
+        return exits
+
+    def forget_recorded_exits(self, key: str) -> None:
+        for path in self._exit_journals(key):
+            if path.exists():
+                os.truncate(path, 0)
 
     def stop_all(self) -> None:
         if self._gateway is not None:
@@ -416,6 +522,66 @@ class NamespaceMachineProvider(HostProvider):
             self.cgroups.close()
         if self.networks is not None:
             self.networks.close()
+        if self.builder is not None:
+            self.builder.close()
+
+
+class ContainerRunner(AgentRunner):
+    """Container commands, through the machine's container agent: each request is preceded
+    by its root filesystem on the agent's socket. A container's writable layer is removed
+    when its command ends (`--rm` is what Batch does anyway: a task's container never
+    outlives it)."""
+
+    def __init__(self, provider: NamespaceMachineProvider, key: str):
+        super().__init__(self._start, oom_kills=lambda: provider.oom_kills(key))
+        self._provider, self._key = provider, key
+        self._channel: socket.socket | None = None
+        self._rootfs: int | None = None  # the one to send with the request being written
+
+    def _start(self) -> subprocess.Popen:
+        ours, theirs = socket.socketpair()
+        try:
+            agent = self._provider.start_agent(self._key, theirs)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = ours
+        return agent
+
+    def _before_request(self) -> None:
+        socket.send_fds(self._channel, [b"r"], [self._rootfs])
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        rootfs, scratch = self._provider.container_rootfs(self._key, command_id, container)
+        tidy = self._provider.tidy
+
+        def ended(outcome) -> None:
+            on_exit(outcome)  # the task is done; its writable layer goes after, off this path
+            tidy.submit(remove_tree_atomically, scratch, self._provider.layers.tmp)
+        request = {"binds": [list(b) for b in container.binds], "read_only": container.read_only,
+                   "user": container.user}
+        try:
+            with self._lock:  # the agent's lock is re-entrant: the socket and the request go in one order
+                self._rootfs = rootfs
+                super().run(command_id, argv, {**DEFAULT_ENV, **env}, cwd, uid, gid, stdout, stderr, ended, mkdirs,
+                            request)
+        except BaseException:
+            tidy.submit(remove_tree_atomically, scratch, self._provider.layers.tmp)
+            raise
+        finally:
+            self._rootfs = None
+            tidy.submit(os.close, rootfs)  # the agent holds its own: closing ours unmounts nothing it needs
 
 
 class UnavailableMachineProvider(HostProvider):

@@ -1,7 +1,9 @@
 """Builds a machine's persistent mount namespace. Executed as
 `python -I -S mounter.py SPEC_JSON`: it enters a new mount namespace, mounts everything,
 prints "ready" and waits until its parent has bound the namespace to a file (closing our
-stdin), so every mount made here lives on after this process exits.
+stdin), so every mount made here lives on after this process exits. The service itself
+builds namespaces with `build_root` in one of its threads (namespace_builder.py), which
+costs no interpreter start; this script is the way when it cannot.
 
 The namespace's root becomes the machine's OS disk (an overlay of read-only layers under
 the disk's writable layer); data disks are overlays at /datadisks/lun{N}; /mnt is the
@@ -61,14 +63,10 @@ def build_dev(root, meminfo):
         mount(meminfo, staged, None, MS_BIND)
 
 
-def main():
-    spec = json.loads(sys.argv[1])
-    # Namespace ids come from per-CPU batches: made on the CPU the service's own namespace
-    # was made on, ours is newer than it, as the kernel requires to bind it (see linux.py).
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {spec["cpu"]})
-    check(libc.unshare(CLONE_NEWNS), "unshare")
-    os.sched_setaffinity(0, allowed)
+def build_root(spec):
+    """In a new mount namespace of this thread: every mount of the machine, then its OS
+    disk as the root. Nothing here may import or read the host's files once the root has
+    moved (the caller's thread sees the machine's tree then)."""
     mount("none", "/", None, MS_REC | MS_PRIVATE)
     root = spec["root"]
     mount_disk(spec["os_disk"], root)
@@ -89,6 +87,17 @@ def main():
     os.chdir("/")
     check(libc.umount2(b"/.old-root", MNT_DETACH), "umount old root")
     os.rmdir("/.old-root")
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    # Namespace ids come from per-CPU batches: made on the CPU the service's own namespace
+    # was made on, ours is newer than it, as the kernel requires to bind it (see linux.py).
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {spec["cpu"]})
+    check(libc.unshare(CLONE_NEWNS), "unshare")
+    os.sched_setaffinity(0, allowed)
+    build_root(spec)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     sys.stdin.read()  # until the parent has bound our namespace

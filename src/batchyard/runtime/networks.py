@@ -15,6 +15,12 @@ a macvlan the same for every machine. The hub also holds
 SERVICE_ADDRESS, where the service's gateway (gateway.py) listens: the one place a machine
 can reach the service, as AZ_BATCH_ACCOUNT_URL says.
 
+On a host of a cluster (host_daemon.py) the service chooses the addresses, for every host
+at once (`reserve`), each network's link is bridged with a tunnel to the same network on
+the other hosts (tunnels.py), a machine's neighbour entry for its gateway is fixed to its
+own host's (every host has one at .1), and the rest of the node range is unreachable from
+the hub rather than sent out through NAT.
+
 The namespaces are bound to files (like `ip netns`), so an idle machine costs no process;
 they vanish with the service's mount namespace and are made again when machines start
 after a restart, with the same addresses (kept in each machine's directory). Netlink
@@ -37,13 +43,15 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from . import linux
 from .outbound import OutboundNat, sysctl
+from .tunnels import Tunnel
 
 SERVICE_ADDRESS = "100.64.0.1"  # shared address space, never a node's
 NODE_RANGE = ipaddress.ip_network("10.0.0.0/8")
@@ -117,14 +125,40 @@ def _send(batch: bytes) -> None:
         raise OSError(first_error, os.strerror(first_error))
 
 
+def pick_subnet(network: str, taken: set[int]) -> int:
+    """The /20 a network gets: one chosen by its name, the next free one if that is taken."""
+    start = int.from_bytes(hashlib.sha256(network.encode()).digest()[:4], "big") % _SUBNETS
+    index = next(((start + i) % _SUBNETS for i in range(_SUBNETS) if (start + i) % _SUBNETS not in taken), None)
+    if index is None:
+        raise OSError("no private network range left for another network")
+    return index
+
+
+def pick_host(network: str, used: set[int], start: int = 2) -> int:
+    """The lowest host number free in a network from `start` (.1 is the gateway)."""
+    host = next((h for h in range(start, _HOSTS + 1) if h not in used), None)
+    if host is None:
+        raise OSError(f"network {network} has no address left")
+    return host
+
+
+def address_of(subnet: int, host: int) -> str:
+    base = int(NODE_RANGE.network_address) + (subnet << (32 - PREFIX))
+    return str(ipaddress.ip_address(base + host))
+
+
 class Networks:
-    def __init__(self, ns_dir: Path, machines_dir: Path, outbound: OutboundNat | None = None):
+    def __init__(self, ns_dir: Path, machines_dir: Path, outbound: OutboundNat | None = None,
+                 tunnel: Tunnel | None = None):
         self.ns_dir = ns_dir
+        self.tunnel = tunnel  # the same networks on other hosts (tunnels.py), or None
+        self._gateway_macs: dict[str, str] = {}  # network -> its gateway's MAC, with a tunnel
         self.machines_dir = machines_dir
         self.hub = ns_dir / "hub.net"
         self._lock = threading.Lock()
         self._subnets: dict[str, int] = {}  # network -> index of its /20
         self._used: dict[str, set[int]] = {}  # network -> host numbers in use
+        self._lowest_free: dict[str, int] = {}  # network -> no host number below this one is free
         self._links: dict[str, int] = {}  # network -> index of its link in the hub, once made
         self._load()
         new_namespace(self.hub)
@@ -135,6 +169,8 @@ class Networks:
             ipr.link("set", index=lo, state="up")
             ipr.addr("add", index=lo, address=SERVICE_ADDRESS, prefixlen=32)
             self._check_macvlan(ipr)
+            if tunnel is not None:  # a network on other hosts only is not beyond this host (outbound NAT)
+                ipr.route("add", dst=str(NODE_RANGE), type="unreachable")
         self.outbound: OutboundNat | None = None
         self.outbound_missing = "switched off"
         if outbound is not None:
@@ -177,14 +213,18 @@ class Networks:
 
     def _subnet_of(self, network: str) -> int:
         if network not in self._subnets:
-            taken = set(self._subnets.values())
-            start = int.from_bytes(hashlib.sha256(network.encode()).digest()[:4], "big") % _SUBNETS
-            index = next(((start + i) % _SUBNETS for i in range(_SUBNETS) if (start + i) % _SUBNETS not in taken),
-                         None)
-            if index is None:
-                raise OSError("no private network range left for another network")
-            self._subnets[network] = index
+            self._subnets[network] = pick_subnet(network, set(self._subnets.values()))
         return self._subnets[network]
+
+    def reserve(self, key: str, network: str, subnet: int, host: int) -> None:
+        """The machine's address as whoever places machines on several hosts chose it (unique
+        across them); attach then uses it."""
+        self.release(key)
+        with self._lock:
+            self._subnets[network] = subnet
+            self._used.setdefault(network, set()).add(host)
+        self._record(key).parent.mkdir(parents=True, exist_ok=True)
+        self._record(key).write_text(json.dumps({"network": network, "subnet": subnet, "host": host}))
 
     def _assign(self, key: str, network: str) -> dict:
         record_file = self._record(key)
@@ -196,10 +236,11 @@ class Networks:
         with self._lock:
             subnet = self._subnet_of(network)
             used = self._used.setdefault(network, set())
-            host = next((h for h in range(2, _HOSTS + 1) if h not in used), None)  # .1 is the gateway
-            if host is None:
-                raise OSError(f"network {network} has no address left")
+            # from the lowest that may be free: a machine's address costs the same in a
+            # network of 2,500 as in one of 10
+            host = pick_host(network, used, self._lowest_free.get(network, 2))
             used.add(host)
+            self._lowest_free[network] = host + 1
         record = {"network": network, "subnet": subnet, "host": host}
         record_file.write_text(json.dumps(record))
         return record
@@ -211,19 +252,16 @@ class Networks:
             record = json.loads(record_file.read_text())
             with self._lock:
                 self._used.get(record["network"], set()).discard(record["host"])
+                network = record["network"]
+                self._lowest_free[network] = min(self._lowest_free.get(network, 2), record["host"])
             record_file.unlink()
-
-    @staticmethod
-    def _address(subnet: int, host: int) -> str:
-        base = int(NODE_RANGE.network_address) + (subnet << (32 - PREFIX))
-        return str(ipaddress.ip_address(base + host))
 
     def address(self, key: str) -> str | None:
         record_file = self._record(key)
         if not record_file.exists():
             return None
         record = json.loads(record_file.read_text())
-        return self._address(record["subnet"], record["host"])
+        return address_of(record["subnet"], record["host"])
 
     # namespaces ---------------------------------------------------------------------------
 
@@ -236,8 +274,14 @@ class Networks:
             if network in self._links:
                 return self._links[network]
             with inside(self.hub), IPRoute() as ipr:
-                self._links[network] = self._make_link(ipr, subnet)
-            return self._links[network]
+                index = self._make_link(ipr, subnet)
+                if self.tunnel is not None:
+                    gateway = ipr.link_lookup(ifname=f"n{subnet}g")[0]
+                    self._gateway_macs[network] = ipr.get_links(gateway)[0].get_attr("IFLA_ADDRESS")
+            if self.tunnel is not None:
+                self.tunnel.join(self.hub, inside, subnet, f"n{subnet}p")
+            self._links[network] = index
+            return index
 
     def _make_link(self, ipr: IPRoute, subnet: int) -> int:
         link, peer, gateway = f"n{subnet}", f"n{subnet}p", f"n{subnet}g"
@@ -250,7 +294,7 @@ class Networks:
             ipr.link("add", ifname=gateway, kind="macvlan", link=index, macvlan_mode="bridge")
         gateway_index = ipr.link_lookup(ifname=gateway)[0]
         if not ipr.get_addr(index=gateway_index, family=socket.AF_INET):
-            ipr.addr("add", index=gateway_index, address=self._address(subnet, 1), prefixlen=PREFIX)
+            ipr.addr("add", index=gateway_index, address=address_of(subnet, 1), prefixlen=PREFIX)
         ipr.link("set", index=gateway_index, state="up")
         if self.outbound is not None:  # the hub's rules let it forward only to the uplink
             sysctl(f"ipv4/conf/{gateway}/forwarding", "1")
@@ -276,7 +320,7 @@ class Networks:
                                                  ("IFLA_INFO_DATA", {"attrs": [("IFLA_MACVLAN_MODE", MACVLAN_BRIDGE)]})]})]))
         finally:
             os.close(machine_ns)
-        address, gateway = self._address(record["subnet"], record["host"]), self._address(record["subnet"], 1)
+        address, gateway = address_of(record["subnet"], record["host"]), address_of(record["subnet"], 1)
         inner = b"".join((
             _message(ifinfmsg, RTM_NEWLINK, 0, {"index": 1, "flags": IFF_UP, "change": IFF_UP}, []),
             _message(ifinfmsg, RTM_NEWLINK, 0, {"index": 2, "flags": IFF_UP, "change": IFF_UP}, []),
@@ -286,6 +330,10 @@ class Networks:
                                                     "proto": RTPROT_STATIC, "type": RTN_UNICAST},
                      [("RTA_GATEWAY", gateway)]),
         ))
+        if self.tunnel is not None:  # every host has a gateway at .1: this machine's is on its host
+            inner += _message(ndmsg, RTM_NEWNEIGH, _CREATE, {"family": socket.AF_INET, "ifindex": 2,
+                                                              "state": NUD_PERMANENT},
+                              [("NDA_DST", gateway), ("NDA_LLADDR", self._gateway_macs[network])])
         with inside(ns_file):
             _send(inner)
         return ns_file

@@ -11,9 +11,13 @@ one table of this service's own (`inet batchyard_<tag>`), made at start and dele
 stop, never touching another table:
 - input: nothing that comes up the uplink reaches the host itself (its loopback, its
   addresses, the service's port: the gateway stays the only way to the service);
-- forward: from the uplink to anywhere but another service's uplink and the host's
-  link-local neighbours (a cloud host's instance metadata service hands out the host's
-  credentials at 169.254.169.254); into the uplink only replies;
+- forward: from the uplink, only what the hub masqueraded (its own address), to anywhere
+  but the transfer range and the host's link-local neighbours (a cloud host's instance
+  metadata service hands out the host's credentials at 169.254.169.254); into the uplink
+  only replies. The whole transfer range, not just the uplinks there now: other services'
+  uplinks come and go, and an address a service just gave back is no longer the host's, so
+  the host would route it out of its default route like any outside address (answered by
+  whatever lies there), or to the next service that takes it;
 - postrouting: masquerade what comes from the hub.
 
 IPv4 forwards a packet only when the interface it came in on has `forwarding` on: the
@@ -23,6 +27,10 @@ other interfaces that have an address, and an interface switched on by Batchyard
 only replies into an uplink (the forward chain drops the rest, as the interface did
 before). Those interfaces are written in FORWARDING_FILE, with the services that need them;
 the last to stop (or the next to start, after a crash) switches them off again.
+
+Services on one host choose their /30 and make their uplink one at a time (UPLINKS_LOCK):
+two that chose at once could take the same /30, and the kernel would then route one hub's
+replies into the other's uplink.
 
 A crash leaves the table behind (its rules still hold); the uplink goes with the hub
 namespace. The next start with the same data directory deletes both before making them.
@@ -48,6 +56,7 @@ TRANSFER_RANGE = ipaddress.ip_network("100.65.0.0/16")  # shared address space, 
 # the host's own link: a cloud's instance metadata and credentials (169.254.169.254) live there
 LINK_LOCAL = "169.254.0.0/16"
 FORWARDING_FILE = Path("/run/batchyard/forwarding.json")
+UPLINKS_LOCK = Path("/run/batchyard/uplinks.lock")
 
 
 def sysctl(name: str, value: str | None = None) -> str:
@@ -82,6 +91,15 @@ def why_not(mode: str) -> str | None:
     if mode == "auto" and not has_default_route():
         return "the host has no default route"
     return None
+
+
+@contextlib.contextmanager
+def _uplinks_locked():
+    """Held while a service chooses its transfer network and puts its address on the host."""
+    UPLINKS_LOCK.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(os.open(UPLINKS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager
@@ -152,13 +170,12 @@ class OutboundNat:
         """Makes the uplink between the host and the hub (`inside(hub_file)` runs a block
         in the hub) and the rules on both sides."""
         self.remove_stale()
-        with IPRoute() as ipr:
+        with _uplinks_locked(), IPRoute() as ipr:
             net = self._transfer_network(ipr)
             self.host_address, self.hub_address = str(net.network_address + 1), str(net.network_address + 2)
-            ipr.link("add", ifname=self.host_link, kind="veth", peer=UPLINK)
             hub_fd = os.open(hub_file, os.O_RDONLY)
-            try:
-                ipr.link("set", index=ipr.link_lookup(ifname=UPLINK)[0], net_ns_fd=hub_fd)
+            try:  # its peer made in the hub: no "uplink" on the host, where two services would race for the name
+                ipr.link("add", ifname=self.host_link, kind="veth", peer={"ifname": UPLINK, "net_ns_fd": hub_fd})
             finally:
                 os.close(hub_fd)
             index = ipr.link_lookup(ifname=self.host_link)[0]
@@ -197,8 +214,9 @@ class OutboundNat:
             "    }\n"
             "    chain forward {\n"
             "        type filter hook forward priority filter - 10; policy accept;\n"
+            f'        iifname "{link}" ip saddr != {self.hub_address} drop\n'
             f'        iifname "{link}" oifname "{HOST_PREFIX}*" drop\n'
-            f'        iifname "{link}" ip daddr {LINK_LOCAL} drop\n'
+            f'        iifname "{link}" ip daddr {{ {TRANSFER_RANGE}, {LINK_LOCAL} }} drop\n'
             f'        oifname "{link}" ct state != {{ established, related }} drop\n'
             + keep_off +
             "    }\n"
@@ -210,12 +228,13 @@ class OutboundNat:
 
     def _hub_rules(self) -> str:
         """In the hub (private to the service): only machines' networks out through the
-        uplink, never to the host's end of it, only replies back, masqueraded."""
+        uplink, never to the transfer range (the host's end of it, other services' uplinks),
+        only replies back, masqueraded."""
         return (
             "table inet batchyard {\n"
             "    chain forward {\n"
             "        type filter hook forward priority filter; policy drop;\n"
-            f'        iifname != "{UPLINK}" oifname "{UPLINK}" ip daddr != {self.host_address} accept\n'
+            f'        iifname != "{UPLINK}" oifname "{UPLINK}" ip daddr != {TRANSFER_RANGE} accept\n'
             f'        iifname "{UPLINK}" ct state {{ established, related }} accept\n'
             "    }\n"
             "    chain postrouting {\n"

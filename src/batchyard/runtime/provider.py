@@ -12,13 +12,23 @@ in memory (tests).
   start banner and the services never guess.
 - Commands run only through `command_runner(key)` (commands.py): asynchronous, keyed by
   the caller's attempt id, the exit reported to a callback, a stopped machine ending its
-  commands with 137. `run_argv` (a VM's runCommand) is built on it.
+  commands with 137. `run_argv` (a VM's runCommand) is built on it. A provider may keep
+  the exits it reported (`recorded_exits`), so that a service that died before recording
+  one finds it when it starts again; `forget_recorded_exits` once it has.
 - Files: `files(key)` is the machine's file service (machine_files.py) for everything the
   services do in its tree (list, stat, read a byte range, write a stream as a given owner,
   make directories, remove a tree), links never followed out of it.
 - Hosts can be lost: `on_machines_lost` listeners hear which machines went with one.
+- `inventory()` names the machines and disks the provider holds, so that after a crash the
+  service (which alone knows which ones its records name) can remove the rest.
 - Capacity: `capacity()` reports each host's cores, memory and free disk; allocation
   sizes nodes against it (settings may cap it).
+- Containers: `pull_image(key, reference, login)` makes sure the machine's host holds an
+  OCI image (pulled once per host into its layer store, container_images.py) and says what
+  it is; `command_runner(key).run(..., container=ContainerRun(...))` runs a command in a
+  container of it: an overlay of its layers under a writable layer of the container's
+  own, with the Batch directories bound in, removed when the command ends. A provider
+  that does this names CONTAINERS in `capabilities` (the images' catalog says so).
 - Layers travel by content id: `ensure_layers(ids)` makes sure a machine's host holds the
   layers a disk needs, pulling the missing ones from where they are (LayerStore.export on
   the host that has one, LayerStore.receive on the one that lacks it, which stores it only
@@ -42,12 +52,14 @@ from pathlib import Path
 
 from .cgroups import Limits
 from .commands import CommandRunner, Exit
+from .container_images import ContainerImage
+from .oci_registry import Login
 from .machine_files import MachineFiles
 from .security_rules import SecurityRule
 
 # What a provider may enforce; `capabilities` names those it does.
-ISOLATION, OVERLAY, LIMITS, NETWORKS, SECCOMP, SNAPSHOTS = (
-    "isolation", "overlay", "limits", "networks", "seccomp", "snapshots")
+ISOLATION, OVERLAY, LIMITS, NETWORKS, SECCOMP, SNAPSHOTS, CONTAINERS = (
+    "isolation", "overlay", "limits", "networks", "seccomp", "snapshots", "containers")
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -87,6 +99,17 @@ class MachineSpec:
     inbound_ports: tuple[InboundPort, ...] = ()  # ports of the host that lead to the machine
 
 
+@dataclass(frozen=True)
+class ContainerRun:
+    """How a command runs in a container: the image (from pull_image), the machine's
+    directories bound in at their own paths (path, read-only), a read-only root, and the
+    user (name or uid[:gid], looked up in the image; "" for root)."""
+    image: ContainerImage
+    binds: tuple[tuple[str, bool], ...] = ()
+    read_only: bool = False
+    user: str = ""
+
+
 @dataclass
 class CommandResult:
     exit_code: int
@@ -106,6 +129,13 @@ class HostCapacity:
     free_disk_bytes: int
 
 
+@dataclass(frozen=True)
+class Inventory:
+    """The machines and disks a provider holds, by key."""
+    machines: frozenset[str]
+    disks: frozenset[str]
+
+
 class MachineError(Exception):
     """The runtime could not do what was asked; the message says why."""
 
@@ -115,6 +145,8 @@ class MachineProvider(ABC):
     capabilities: frozenset[str] = frozenset()
     # Where machines reach the service (None: as the host does, at the service's own address).
     service_address: str | None = None
+    # The CA bundle image pulls trust over HTTPS (None: the system's); a service setting.
+    registry_ca_bundle: str | None = None
 
     # disks ------------------------------------------------------------------------------------
 
@@ -131,6 +163,16 @@ class MachineProvider(ABC):
     def ensure_layers(self, layers: list[str]) -> None:
         """The layers are on the host that will use them (pulled by content id if not);
         raises MachineError when one exists nowhere."""
+
+    def replicate(self, layers: list[str], count: int) -> list[str]:
+        """Place the layers on `count` hosts ahead of any machine (a gallery version's
+        replicas) and name those hosts. One host has them already: nothing to do, and
+        nothing is pretended."""
+        return []
+    def pull_image(self, key: str, reference: str, login: Login | None) -> ContainerImage:
+        """The image on the host of machine `key`, pulled unless that host has it; raises
+        MachineError saying why not (nothing half-made stays behind)."""
+        raise MachineError("container images are not supported by this host's machines")
 
     # machines ---------------------------------------------------------------------------------
 
@@ -150,12 +192,22 @@ class MachineProvider(ABC):
         """Stop every machine (the service is shutting down); nothing to do by default."""
         return None
 
+    def inventory(self) -> Inventory | None:
+        """Every machine and disk this provider holds, running or not (None: it cannot tell,
+        and nothing is reconciled)."""
+        return None
+
     def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:
         """`listener(keys)` is called when machines are gone with their host (a cluster node
         that left); never on one host, where the machines go only with the service."""
 
     def address(self, key: str) -> str | None:
         """The machine's address on its private network (None: it shares the host's)."""
+        return None
+
+    def public_address(self, key: str) -> str | None:
+        """Where the machine's inbound NAT ports listen when that is not the address its
+        spec gave (on a cluster: its own host's); None: as given."""
         return None
 
     def open_gateway(self, port: int, target: tuple[str, int]) -> None:
@@ -171,6 +223,14 @@ class MachineProvider(ABC):
     @abstractmethod
     def files(self, key: str) -> MachineFiles:
         """The machine's file service (see machine_files.py)."""
+
+    def recorded_exits(self, key: str) -> dict[str, Exit]:
+        """Exits of the machine's commands, by command id, as kept since the service last
+        forgot them (empty: this provider keeps none)."""
+        return {}
+
+    def forget_recorded_exits(self, key: str) -> None:
+        """The service recorded what `recorded_exits` gave."""
 
     def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""

@@ -9,6 +9,7 @@ Imported only on a cluster, where Ray is installed.
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import subprocess
 import sys
@@ -21,10 +22,10 @@ import ray
 
 @ray.remote(num_cpus=0, max_concurrency=256)
 class HostAgent:
-    def __init__(self, root: str):
+    def __init__(self, root: str, options: dict):
         ours, theirs = socket.socketpair()
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "batchyard.runtime.host_daemon", str(theirs.fileno()), root],
+            [sys.executable, "-m", "batchyard.runtime.host_daemon", str(theirs.fileno()), root, json.dumps(options)],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         theirs.close()
         self.conn = Connection(ours.detach())
@@ -95,6 +96,11 @@ class HostAgent:
 
     def kill(self, key: str, command_id: str) -> None:
         self._send(("runner", key), "kill", (command_id,))
+
+    def commands(self, batch: list[tuple]) -> None:
+        """("run", key, command id, args) and ("kill", key, command id), in order."""
+        for kind, *args in batch:
+            (self.run if kind == "run" else self.kill)(*args)
 
     def next_exits(self, timeout: float) -> list[tuple]:
         with self.exits_ready:

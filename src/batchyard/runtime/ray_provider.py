@@ -12,53 +12,72 @@ and command runner. This provider:
 - before a machine starts on a node, pulls the layers the node lacks by content id from a
   node that has them, or from the service's own layer store; the receiving node stores a
   layer only if it hashes to its id (layers.py) and keeps it;
-- starts commands without waiting (exits come back through one collector per agent) and
-  reaches files through the agent (machine_files.py semantics, enforced on the host);
+- starts commands without waiting, sent to each host in ordered batches (exits come back
+  through one collector per agent), and reaches files through the agent (machine_files.py
+  semantics, enforced on the host);
+- makes machines as the local provider does (the host daemon runs one): held to their VM
+  size, each on its private network, whose addresses it chooses here for every host
+  (address_plan.py) and whose hosts it tells each other's tunnel ends (tunnels.py), so
+  machines of one network reach each other across hosts; each host's hub relays the
+  service's gateway to the service;
 - watches the cluster: when a node leaves or its agent dies, the machines placed there are
   lost, reported once to `on_machines_lost` listeners; a node that comes (back) gets a new
   agent, which starts with no machine, so nothing is duplicated.
 
-Placement is kept in `placement.json` under the service's runtime directory, so a restarted
-service finds its machines' hosts again.
+Placement is kept in `placement.json` (and its journal, journal.py) under the service's
+runtime directory, so a restarted service finds its machines' hosts again.
 """
 
 from __future__ import annotations
 
 import io
 import ipaddress
-import json
 import logging
-import os
 import socket
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from .address_plan import AddressPlan
 from .commands import CommandRunner, Exit
+from .journal import JournaledDict
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import FileStat, MachineFiles
+from .networks import SERVICE_ADDRESS
 from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec
 
 log = logging.getLogger("batchyard.runtime")
 WATCH_SECONDS = 0.5
+DISK_SECONDS = 10  # how often hosts are asked for their free disk (a call to each, on the way of others)
 MIB = 1 << 20
 WRITE_PART = 4 * MIB  # a remote write sends the file in parts of this size
 
 
 class _Host:
-    def __init__(self, node_id: str, actor, resources: dict):
+    def __init__(self, node_id: str, actor, resources: dict, info: dict, address: str):
         self.node_id, self.actor, self.resources = node_id, actor, resources
+        self.address = address  # the host's (Ray's node address), where inbound NAT ports listen
+        self.tunnel = tuple(info["tunnel"]) if info.get("tunnel") else None  # (address, UDP port)
+        self.capabilities = frozenset(info.get("capabilities", ()))
+        self.layers: set[str] = set()  # layers known to be on the host
+        self.used = (0, 0)  # cores and MiB its running machines hold
+        # commands to start or kill, sent in order, many in one call (see _send_commands)
+        self.outbox: list[tuple] = []
+        self.outbox_ready = threading.Condition()
         self.pull_lock = threading.Lock()
         self.lost = False
         self.free_disk = 0  # bytes free where the host keeps its machines, as it last said
+        self.disk_asked = float("-inf")  # when it was last asked
 
 
 class RayProvider(MachineProvider):
     mode = "ray"
-    capabilities = frozenset({SNAPSHOTS})
 
     def __init__(self, address: str, host_root: Path, state_dir: Path, service_layers: LayerStore,
-                 pack: bool = False, overcommit: int = 1):
+                 pack: bool = False, overcommit: int = 1, cgroups: bool = True, networks: bool = True,
+                 outbound_nat: str = "auto"):
         try:
             import ray
         except ImportError:
@@ -77,16 +96,18 @@ class RayProvider(MachineProvider):
             raise MachineError(f"cannot join the Ray cluster at {address}: {exc}") from None
         self.host_root = host_root
         self.pack, self.overcommit = pack, overcommit
-        self.state_file = state_dir / "placement.json"
         self.service_layers = service_layers
         self.lock = threading.RLock()
         self.hosts: dict[str, _Host] = {}
-        self.placement: dict[str, str] = {}  # machine or disk key -> node id
+        self.placement = JournaledDict(state_dir / "placement")  # machine or disk key -> node id
         self.disk_specs: dict[str, DiskSpec] = {}
-        self.sizes: dict[str, tuple[int, int]] = {}  # running machine -> cores and MiB it holds
+        self.sizes: dict[str, tuple[str, tuple[int, int]]] = {}  # running machine -> its host, cores and MiB
         self.callbacks: dict[tuple[str, str], Callable[[Exit], None]] = {}
         self.lost_listeners: list[Callable[[list[str]], None]] = []
-        self._load()
+        self.host_options = {"cgroups": cgroups, "networks": networks, "outbound_nat": outbound_nat}
+        self.service_address = SERVICE_ADDRESS if networks else None
+        self.addresses = AddressPlan(state_dir)
+        self.gateway: tuple[int, tuple[str, int]] | None = None  # (port, target) each host relays
         self._closing = threading.Event()
         self._refresh()
         threading.Thread(target=self._watch, daemon=True, name="ray-watch").start()
@@ -99,10 +120,12 @@ class RayProvider(MachineProvider):
         from .ray_agent import HostAgent
 
         alive = {n["NodeID"]: n for n in self.ray.nodes() if n["Alive"]}
+        joined = False
         for node_id, host in list(self.hosts.items()):
             if node_id not in alive and not host.lost:
                 self._lose(host)
-            elif not host.lost:
+            elif not host.lost and time.monotonic() - host.disk_asked >= DISK_SECONDS:
+                host.disk_asked = time.monotonic()
                 try:
                     host.free_disk = self._call(host, "daemon", "free_disk")
                 except (MachineError, OSError):
@@ -110,19 +133,58 @@ class RayProvider(MachineProvider):
         for node_id, node in alive.items():
             if node_id in self.hosts:
                 continue
+            options = {**self.host_options, "address": node["NodeManagerAddress"]}
             actor = HostAgent.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                max_restarts=0).remote(str(self.host_root / node_id[:16]))
+                max_restarts=0).remote(str(self.host_root / node_id[:16]), options)
             try:
-                self.ray.get(actor.describe.remote(), timeout=120)
+                info = self.ray.get(actor.describe.remote(), timeout=120)
             except Exception as exc:
                 log.warning("no agent on Ray node %s: %s", node_id, exc)
                 continue
-            host = _Host(node_id, actor, node.get("Resources", {}))
+            host = _Host(node_id, actor, node.get("Resources", {}), info, options["address"])
+            if self.gateway is not None:
+                self._open_gateway_on(host)
             with self.lock:
                 self.hosts[node_id] = host
+            joined = True
             threading.Thread(target=self._collect, args=(host,), daemon=True, name="ray-exits").start()
-            log.info("Ray node %s joined with %s", node_id, host.resources)
+            threading.Thread(target=self._send_commands, args=(host,), daemon=True, name="ray-commands").start()
+            log.info("Ray node %s joined with %s: %s", node_id, host.resources, info.get("note"))
+        if joined:
+            self._tell_peers()
+
+    def _tell_peers(self) -> None:
+        """Every host learns where the others' tunnel ends are (each leaves its own out)."""
+        with self.lock:
+            hosts = list(self.hosts.values())
+        ends = [h.tunnel for h in hosts if h.tunnel is not None]
+        for host in hosts:
+            if host.tunnel is not None:
+                try:
+                    self._call(host, "daemon", "peers", ends)
+                except (MachineError, OSError) as exc:
+                    log.warning("host %s did not take its tunnel peers: %s", host.node_id, exc)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What every host enforces (a host without, say, cgroups makes it not hold)."""
+        with self.lock:
+            hosts = list(self.hosts.values())
+        return frozenset.intersection(*(h.capabilities for h in hosts)) | {SNAPSHOTS} if hosts \
+            else frozenset({SNAPSHOTS})
+
+    def open_gateway(self, port: int, target: tuple[str, int]) -> None:
+        """Each host's hub relays service_address:port to `target` (hosts that join later too)."""
+        self.gateway = (port, target)
+        for host in list(self.hosts.values()):
+            self._open_gateway_on(host)
+
+    def _open_gateway_on(self, host: _Host) -> None:
+        try:
+            self._call(host, "daemon", "gateway", *self.gateway)
+        except (MachineError, OSError) as exc:
+            log.warning("host %s has no gateway to the service: %s", host.node_id, exc)
 
     def _watch(self) -> None:
         while not self._closing.wait(WATCH_SECONDS):
@@ -143,13 +205,44 @@ class RayProvider(MachineProvider):
                     self._lose(host)
                     return
                 key, command_id, code, oom = event
-                with self.lock:
-                    callback = self.callbacks.pop((key, command_id), None)
-                if callback is not None:
-                    try:
-                        callback(Exit(code, oom))
-                    except Exception:
-                        log.exception("exit callback failed")
+                self._deliver(key, command_id, Exit(code, oom))
+
+    def _deliver(self, key: str, command_id: str, outcome: Exit) -> None:
+        with self.lock:
+            callback = self.callbacks.pop((key, command_id), None)
+        if callback is not None:
+            try:
+                callback(outcome)
+            except Exception:
+                log.exception("exit callback failed")
+
+    def _send_commands(self, host: _Host) -> None:
+        """Commands to start and kill go to a host in one call per batch, each batch sent when
+        the last was taken: Ray's cost is per call, so hundreds of tasks a second go in a
+        few calls; and in order (a threaded actor may run two calls at once), so a kill
+        never overtakes its run."""
+        while not host.lost and not self._closing.is_set():
+            with host.outbox_ready:
+                if not host.outbox:
+                    host.outbox_ready.wait(1.0)
+                batch, host.outbox = host.outbox, []
+            if not batch:
+                continue
+            try:
+                self.ray.get(host.actor.commands.remote(batch))
+            except self.ray.exceptions.RayError:
+                pass  # the host is gone: its collector finds out and its commands are lost with it
+            except Exception:  # never a hang: the commands that did not start fail
+                log.exception("commands for host %s could not be sent", host.node_id)
+                for command in batch:
+                    if command[0] == "run":
+                        self._deliver(command[1], command[2], Exit(1))
+
+    def _queue_command(self, key: str, command: tuple) -> None:
+        host = self._host(key)
+        with host.outbox_ready:
+            host.outbox.append(command)
+            host.outbox_ready.notify()
 
     def _lose(self, host: _Host) -> None:
         with self.lock:
@@ -159,11 +252,10 @@ class RayProvider(MachineProvider):
             self.hosts.pop(host.node_id, None)
             lost = [key for key, node in self.placement.items() if node == host.node_id and key in self.sizes]
             for key in [k for k, node in self.placement.items() if node == host.node_id]:
-                del self.placement[key]
+                self.placement.pop(key)
                 self.sizes.pop(key, None)
             for pair in [p for p in self.callbacks if p[0] in lost]:
                 del self.callbacks[pair]  # their attempts are requeued by the listeners
-            self._save()
         log.warning("Ray node %s is gone with %d machines", host.node_id, len(lost))
         for listener in self.lost_listeners:
             try:
@@ -174,6 +266,7 @@ class RayProvider(MachineProvider):
             self.ray.kill(host.actor)
         except Exception:
             pass
+        self._tell_peers()  # the others stop sending its machines' frames
 
     def on_machines_lost(self, listener: Callable[[list[str]], None]) -> None:
         self.lost_listeners.append(listener)
@@ -200,14 +293,17 @@ class RayProvider(MachineProvider):
 
     # placement -------------------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        if self.state_file.exists():
-            self.placement = json.loads(self.state_file.read_text())
+    def _hold(self, key: str, host: _Host, size: tuple[int, int]) -> None:
+        """The machine holds `size` of its host's room (until _release); under self.lock."""
+        self._release(key)
+        self.sizes[key] = (host.node_id, size)
+        host.used = (host.used[0] + size[0], host.used[1] + size[1])
 
-    def _save(self) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.placement))
-        os.replace(tmp, self.state_file)
+    def _release(self, key: str) -> None:
+        node, size = self.sizes.pop(key, (None, (0, 0)))
+        host = self.hosts.get(node)
+        if host is not None:
+            host.used = (host.used[0] - size[0], host.used[1] - size[1])
 
     def _choose(self, machine: MachineSpec) -> _Host:
         """Where its disks are, else by the hosts' room (see choose_host)."""
@@ -218,19 +314,16 @@ class RayProvider(MachineProvider):
                     return self.hosts[node]
             if not self.hosts:
                 raise MachineError("the Ray cluster has no live node")
-            rooms = {node_id: [int(h.resources.get("CPU", 0)) * self.overcommit,
-                               int(h.resources.get("memory", 0)) // MIB * self.overcommit]
+            rooms = {node_id: (int(h.resources.get("CPU", 0)) * self.overcommit - h.used[0],
+                               int(h.resources.get("memory", 0)) // MIB * self.overcommit - h.used[1])
                      for node_id, h in self.hosts.items()}
-            for key, (cores, memory) in self.sizes.items():
-                if self.placement.get(key) in rooms:
-                    rooms[self.placement[key]][0] -= cores
-                    rooms[self.placement[key]][1] -= memory
-            size = size_of(machine)
-            return self.hosts[choose_host({n: (c, m) for n, (c, m) in rooms.items()}, size, self.pack)]
+            return self.hosts[choose_host(rooms, size_of(machine), self.pack)]
 
     def _ensure_on(self, host: _Host, layers: list[str]) -> None:
         """Pull what the host lacks, by content id, once per host."""
-        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER]
+        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER and layer not in host.layers]
+        if not wanted:
+            return  # known to be there: layers are immutable and a host never drops one
         with host.pull_lock:
             for layer in self._call(host, "daemon", "missing", wanted):
                 data = self._layer_bytes(layer, exclude=host.node_id)
@@ -238,6 +331,7 @@ class RayProvider(MachineProvider):
                     self.ray.get(host.actor.pull.remote(layer, data))
                 except self.ray.exceptions.RayError as exc:
                     raise MachineError(f"layer {layer} could not reach host {host.node_id}: {exc}") from None
+            host.layers.update(wanted)
 
     def _layer_bytes(self, layer: str, exclude: str) -> bytes:
         for other in list(self.hosts.values()):
@@ -270,7 +364,6 @@ class RayProvider(MachineProvider):
             self.disk_specs.pop(key, None)
             node = self.placement.pop(key, None)
             host = self.hosts.get(node) if node else None
-            self._save()
         if host is not None:
             self._call(host, "provider", "delete_disk", key)
 
@@ -285,25 +378,52 @@ class RayProvider(MachineProvider):
     def ensure_layers(self, layers: list[str]) -> None:
         """Checked on the host a machine starts on (start); here only that they exist somewhere."""
 
+    def replicate(self, layers: list[str], count: int) -> list[str]:
+        """A gallery version's replicas: its layers pulled now onto `count` hosts (those that
+        lack the fewest, then those with the most free disk), in parallel, so machines
+        started there later pull nothing."""
+        wanted = [layer for layer in dict.fromkeys(layers) if layer != HOST_LAYER]
+        with self.lock:
+            hosts = list(self.hosts.values())
+        if not hosts:
+            raise MachineError("the Ray cluster has no live node")
+        lacking = {h.node_id: len(self._call(h, "daemon", "missing", wanted)) for h in hosts}
+        chosen = sorted(hosts, key=lambda h: (lacking[h.node_id], -h.free_disk, h.node_id))[:count]
+        errors: list[Exception] = []
+
+        def place(host: _Host) -> None:
+            try:
+                self._ensure_on(host, wanted)
+            except Exception as exc:  # reported below, for the replica's state
+                errors.append(exc)
+
+        threads = [threading.Thread(target=place, args=(h,), daemon=True) for h in chosen]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0] if isinstance(errors[0], MachineError) else MachineError(str(errors[0]))
+        return [h.node_id for h in chosen]
+
     # machines ---------------------------------------------------------------------------------------
 
     def start(self, machine: MachineSpec) -> None:
         host = self._choose(machine)
+        machine = replace(machine, inbound_ports=tuple(replace(p, host_address=host.address)
+                                                       for p in machine.inbound_ports))
         disks = [machine.os_disk, *machine.data_disks.values()]
+        address = self.addresses.assign(machine.key, machine.network) \
+            if machine.network is not None and self.service_address is not None else None
         with self.lock:
-            self.placement[machine.key] = host.node_id
-            for disk in disks:
-                self.placement[disk.key] = host.node_id
-            self.sizes[machine.key] = size_of(machine)
-            self._save()
+            self.placement.update({key: host.node_id for key in (machine.key, *(disk.key for disk in disks))})
+            self._hold(machine.key, host, size_of(machine))
         try:
             self._ensure_on(host, [layer for disk in disks for layer in disk.layers])
-            for disk in disks:
-                self._call(host, "provider", "create_disk", disk)
-            self._call(host, "provider", "start", machine)
+            self._call(host, "daemon", "start", machine, address)
         except Exception as exc:
             with self.lock:
-                self.sizes.pop(machine.key, None)
+                self._release(machine.key)
             try:
                 self._call(host, "provider", "stop", machine.key)
             except Exception:
@@ -314,7 +434,7 @@ class RayProvider(MachineProvider):
         with self.lock:
             node = self.placement.get(key)
             host = self.hosts.get(node) if node else None
-            self.sizes.pop(key, None)
+            self._release(key)
             for pair in [p for p in self.callbacks if p[0] == key]:
                 callback = self.callbacks.pop(pair)
                 threading.Thread(target=callback, args=(Exit(137),), daemon=True).start()
@@ -329,12 +449,21 @@ class RayProvider(MachineProvider):
 
     def delete_machine(self, key: str) -> None:
         with self.lock:
+            self._release(key)
             node = self.placement.pop(key, None)
             host = self.hosts.get(node) if node else None
-            self.sizes.pop(key, None)
-            self._save()
+            self.addresses.release(key)
         if host is not None:
             self._call(host, "provider", "delete_machine", key)
+
+    def public_address(self, key: str) -> str | None:
+        with self.lock:
+            node = self.placement.get(key)
+            host = self.hosts.get(node) if node else None
+        return host.address if host is not None else None
+
+    def address(self, key: str) -> str | None:
+        return self.addresses.address(key) if self.service_address is not None else None
 
     def stop_all(self) -> None:
         self._closing.set()
@@ -369,15 +498,18 @@ class _RemoteRunner(CommandRunner):
     def __init__(self, provider: RayProvider, key: str):
         self.provider, self.key = provider, key
 
-    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=()) -> None:
-        host = self.provider._host(self.key)
+    def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
+        if container is not None:
+            raise OSError("containers do not run on Ray cluster hosts yet")
+        self.provider._host(self.key)  # a machine on no live host raises here, before any callback is kept
         with self.provider.lock:
             self.provider.callbacks[(self.key, command_id)] = on_exit
-        host.actor.run.remote(self.key, command_id, (argv, env, cwd, uid, gid, stdout, stderr, tuple(mkdirs)))
+        self.provider._queue_command(self.key, ("run", self.key, command_id,
+                                                (argv, env, cwd, uid, gid, stdout, stderr, tuple(mkdirs))))
 
     def kill(self, command_id: str) -> None:
         try:
-            self.provider._host(self.key).actor.kill.remote(self.key, command_id)
+            self.provider._queue_command(self.key, ("kill", self.key, command_id))
         except MachineError:
             pass
 
@@ -399,6 +531,9 @@ class _RemoteFiles(MachineFiles):
 
     def make_dirs(self, rel, uid=None, gid=None, mode=None):
         self._files("make_dirs", rel, uid, gid, mode)
+
+    def make_tree(self, dirs):
+        self._files("make_tree", list(dirs))
 
     def write(self, rel, chunks, uid=None, gid=None, mode=0o644):
         # Made (empty) first, so a file that cannot be made fails before the source is read;

@@ -25,6 +25,9 @@ from .errors import Conflict, Forbidden, InvalidInput, NotFound
 from .role_definitions import BATCH_ACCOUNT_CONTRIBUTOR, BUILT_IN, BY_ID, OWNER, RoleDefinition
 
 ASSIGNMENTS = "Microsoft.Authorization/roleAssignments"
+MANAGED_IMAGE_ACTION = "Microsoft.Compute/images/read"
+# what Azure Batch needs on a gallery image (definition or version) to make nodes from it
+GALLERY_IMAGE_ACTION = "Microsoft.Compute/disks/beginGetAccess/action"
 _BOOTSTRAPPED = "development_principal_roles"
 
 
@@ -125,8 +128,12 @@ class Authorization:
                 return
         self.require(caller, action, scopes[0] if scopes else "/")
 
-    def may_read_image(self, caller: Caller, image_id: str) -> bool:
-        return caller.mode == "SharedKey" or self.allowed(caller.object_id, "Microsoft.Compute/images/read", image_id)
+    def may_use_image(self, caller: Caller, image_id: str, gallery: bool = False) -> bool:
+        """Whether a pool may be made from the image for the caller: a managed image needs
+        its read permission; a gallery image the right to read its disks (Azure Batch's
+        documented requirement; Reader's */read does not carry it)."""
+        action = GALLERY_IMAGE_ACTION if gallery else MANAGED_IMAGE_ACTION
+        return caller.mode == "SharedKey" or self.allowed(caller.object_id, action, image_id)
 
     # role definitions ----------------------------------------------------------------------
 

@@ -128,6 +128,68 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE operations ADD COLUMN owner TEXT;
     """,
+    # 8: allocation costs what changed, not what the pools hold (store/batch_nodes.py).
+    # `work` is what the allocator must do with a node; the partial index holds only the
+    # nodes whose work has not been handed to a worker yet (`internal.dispatched`), so a
+    # pass reads those alone. Node counts per (pool, dedicated, state) are kept by triggers
+    # instead of counted per pass and per request. Slots are indexed, so a pool that grows
+    # finds its next free slot without reading its nodes. Retired nodes' lifetimes (usage
+    # metrics) get a table of their own: appended to the pool's body, every removal rewrote
+    # all earlier ones.
+    """
+    ALTER TABLE batch_nodes ADD COLUMN work TEXT GENERATED ALWAYS AS (
+        CASE WHEN json_extract(body, '$.state') = 'leavingpool' THEN 'remove'
+             WHEN json_extract(internal, '$.pending') IS NOT NULL THEN json_extract(internal, '$.pending')
+             WHEN json_extract(body, '$.state') = 'creating' THEN 'provision' END) VIRTUAL;
+    CREATE INDEX batch_nodes_undispatched ON batch_nodes (work)
+        WHERE work IS NOT NULL AND work IS NOT json_extract(internal, '$.dispatched');
+    CREATE INDEX batch_nodes_slots ON batch_nodes (pool_key, json_extract(internal, '$.slot'));
+    CREATE TABLE batch_node_counts (
+        pool_key TEXT NOT NULL,
+        dedicated INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (pool_key, dedicated, state)
+    ) WITHOUT ROWID;
+    INSERT INTO batch_node_counts
+        SELECT pool_key, json_extract(body, '$.isDedicated'), json_extract(body, '$.state'), count(*)
+        FROM batch_nodes GROUP BY 1, 2, 3;
+    CREATE TRIGGER batch_nodes_counted AFTER INSERT ON batch_nodes BEGIN
+        INSERT INTO batch_node_counts
+            VALUES (NEW.pool_key, json_extract(NEW.body, '$.isDedicated'), json_extract(NEW.body, '$.state'), 1)
+            ON CONFLICT (pool_key, dedicated, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER batch_nodes_uncounted AFTER DELETE ON batch_nodes BEGIN
+        UPDATE batch_node_counts SET n = n - 1 WHERE pool_key = OLD.pool_key
+            AND dedicated = json_extract(OLD.body, '$.isDedicated') AND state = json_extract(OLD.body, '$.state');
+        DELETE FROM batch_node_counts WHERE pool_key = OLD.pool_key
+            AND dedicated = json_extract(OLD.body, '$.isDedicated') AND state = json_extract(OLD.body, '$.state')
+            AND n = 0;
+    END;
+    CREATE TRIGGER batch_nodes_recounted AFTER UPDATE OF body ON batch_nodes
+        WHEN json_extract(OLD.body, '$.state') IS NOT json_extract(NEW.body, '$.state')
+          OR json_extract(OLD.body, '$.isDedicated') IS NOT json_extract(NEW.body, '$.isDedicated') BEGIN
+        UPDATE batch_node_counts SET n = n - 1 WHERE pool_key = OLD.pool_key
+            AND dedicated = json_extract(OLD.body, '$.isDedicated') AND state = json_extract(OLD.body, '$.state');
+        DELETE FROM batch_node_counts WHERE pool_key = OLD.pool_key
+            AND dedicated = json_extract(OLD.body, '$.isDedicated') AND state = json_extract(OLD.body, '$.state')
+            AND n = 0;
+        INSERT INTO batch_node_counts
+            VALUES (NEW.pool_key, json_extract(NEW.body, '$.isDedicated'), json_extract(NEW.body, '$.state'), 1)
+            ON CONFLICT (pool_key, dedicated, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TABLE batch_retired_nodes (
+        pool_key TEXT NOT NULL,
+        allocated TEXT NOT NULL,
+        removed TEXT NOT NULL
+    );
+    CREATE INDEX batch_retired_nodes_pool ON batch_retired_nodes (pool_key);
+    INSERT INTO batch_retired_nodes (pool_key, allocated, removed)
+        SELECT r.key, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]')
+        FROM resources AS r, json_each(r.internal, '$.retired') AS j;
+    UPDATE resources SET internal = json_remove(internal, '$.retired')
+        WHERE json_extract(internal, '$.retired') IS NOT NULL;
+    """,
 ]
 
 
@@ -177,7 +239,7 @@ class Database:
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
+                for statement in _statements(script):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
 
@@ -229,3 +291,18 @@ class Database:
             for conn in self._connections.values():
                 conn.close()
             self._connections.clear()
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements: split at the semicolons that end one (a trigger's body holds
+    semicolons of its own)."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        raise ValueError(f"incomplete statement in a migration: {pending.strip()[:80]}")
+    return statements

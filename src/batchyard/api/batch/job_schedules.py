@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ...services.batch.container_spec import withheld
 from ...services.batch.pools import check_conditions
 from .jobs import job_view
 from .rendering import listing, single
@@ -15,7 +16,7 @@ SCHEDULE = "/jobschedules/{jobScheduleId}"
 
 
 def schedule_view(ctx: BatchContext, schedule) -> dict:
-    body = {"url": ctx.url("jobschedules", schedule.name), **schedule.body}
+    body = {"url": ctx.url("jobschedules", schedule.name), **withheld(schedule.body)}
     recent = body.get("executionInfo", {}).get("recentJob")
     if recent:
         body["executionInfo"] = {**body["executionInfo"], "recentJob": {**recent, "url": ctx.url("jobs", recent["id"])}}

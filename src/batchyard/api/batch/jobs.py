@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse, Response
 
 from ...services.errors import ServiceError
+from ...services.batch.container_spec import withheld
 from ...services.batch.odata import required_value
 from .rendering import listing, ordered_listing, page_rows, single
 from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, error_values
@@ -15,11 +16,12 @@ TASK = JOB + "/tasks/{taskId}"
 
 
 def job_view(ctx: BatchContext, job) -> dict:
-    return {"url": ctx.url("jobs", job.name), **job.body}
+    return {"url": ctx.url("jobs", job.name), **withheld(job.body)}
 
 
 def task_view(ctx: BatchContext, job_id: str, task) -> dict:
-    body = {"url": ctx.url("jobs", job_id, "tasks", task.id), **task.body}
+    body = {"url": ctx.url("jobs", job_id, "tasks", task.id),
+            **(withheld(task.body) if "containerSettings" in task.body else task.body)}
     node = body.get("nodeInfo")
     if node:
         node_url = ctx.url("pools", node["poolId"], "nodes", node["nodeId"])

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from starlette.responses import JSONResponse, Response
 
+from ...services.batch.container_spec import withheld
 from ...services.batch.odata import apply_select
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput
@@ -20,7 +21,7 @@ NODE = POOL + "/nodes/{nodeId}"
 # views ------------------------------------------------------------------------------------
 
 def pool_view(ctx: BatchContext, pool) -> dict:
-    return {"url": ctx.url("pools", pool.name), **pool.body}
+    return {"url": ctx.url("pools", pool.name), **withheld(pool.body)}
 
 
 def node_view(ctx: BatchContext, pool_id: str, node) -> dict:

@@ -180,7 +180,7 @@ class BatchRouter:
         if task_job is not None:
             services.task_tokens.check_scope(task_job, params)
         if auth.mode == PoolAuth.BEARER:
-            await run_in_threadpool(_authorize, services, auth, request.method, rest, account)
+            await run_in_threadpool(authorize, services, auth, request.method, rest, account)
         if "$select" in query:
             query["$select"] = api_versions.upgrade_select(version, query["$select"])
         ctx = BatchContext(request, params, services, account, auth, endpoint, query, version)
@@ -237,7 +237,7 @@ class BatchRouter:
         return Caller(PoolAuth.SHARED_KEY)
 
 
-def _authorize(services, caller: Caller, method: str, rest: str, account) -> None:
+def authorize(services, caller: Caller, method: str, rest: str, account) -> None:
     """A bearer caller needs a role on the account for the operation (the shared key is the
     account itself and may do anything in it, as in Azure)."""
     operation, data = batch_permission(method, rest)

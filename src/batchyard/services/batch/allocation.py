@@ -14,6 +14,11 @@ way Azure's allocator does, with its rules:
 
 The loop itself only decides and records; making, changing and removing machines runs on
 a small pool of worker threads, so the API and the loop never wait for a machine.
+
+A pass costs what changed, not what the pools hold (Azure's pools reach thousands of nodes):
+it reads node counts the store keeps, and only the nodes whose work no worker has been
+handed yet (each node records the work it was handed, `internal["dispatched"]`, until the
+service restarts); work a node must wait for is retried from memory.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ...runtime.provider import Inventory
 from ...store.batch_nodes import Node, NodeStore
 from ..capacity import Room, host_room
 from ...store.resources import Resource
@@ -46,14 +52,17 @@ class Allocator(PokedLoop):
         self.settings = settings
         self.storage = storage
         self._busy: set[tuple[str, str]] = set()  # nodes a worker is busy with
+        self._deferred: dict[tuple[str, str], tuple] = {}  # node -> the job it gets once its worker is done
         self._busy_lock = threading.Lock()
+        self._waiting: dict[tuple[str, str], tuple[Resource, Node]] = {}  # leaving nodes whose tasks must end first
         self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
         self.scheduler = None  # consulted before a node with tasks goes away
         pools.allocator = self
         agent.provider.on_machines_lost(self.machines_lost)
 
-    def start(self) -> None:
-        self._restore()
+    def start(self, held: Inventory | None = None) -> None:
+        """held: the machines the provider holds after reconciliation (None: unknown)."""
+        self._restore(held)
         self.start_loop()
 
     def stop(self) -> None:
@@ -69,9 +78,13 @@ class Allocator(PokedLoop):
         with self.pools.lock:
             pools = self.pools.all_pools()
             by_key = {p.id.lower(): p for p in pools}
-            for node in self.nodes.needing_work():
-                if node.pool_key in by_key:
-                    self._dispatch_node_work(by_key[node.pool_key], node)
+            due = [(node, work, job) for node, work in self.nodes.needing_work()
+                   if node.pool_key in by_key and (job := self._job_for(by_key[node.pool_key], node))]
+            if due:  # recorded before any worker may take the node
+                self.nodes.dispatched([(node, work) for node, work, _ in due])
+            for node, _, job in due:
+                self._submit(node, *job)
+            self._retry_waiting()
             counts = self.nodes.counts()
             usage = _HostUsage(host_room(self.settings, self.agent.provider), pools, counts)
             for pool in pools:
@@ -88,22 +101,33 @@ class Allocator(PokedLoop):
         elif state == "resizing":
             self._resize(pool, mine, counts, pools, usage)
 
-    def _dispatch_node_work(self, pool: Resource, node: Node) -> None:
+    def _job_for(self, pool: Resource, node: Node) -> tuple | None:
+        """The worker job (function and arguments) for the node's work; None when not due yet."""
         pending = node.internal.get("pending")
         if node.state == "leavingpool":
+            return self._remove_node, pool, node
+        if pending == "reboot":
+            return self._run_pending, pool, node, self.agent.reboot
+        if pending == "reimage" and node.internal.get("replace_after", 0) <= time.time():
+            return self._run_pending, pool, node, self.agent.reimage
+        if pending == "preempt":
+            return self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n)
+        if pending == "restore":
+            return self._restore_machine, pool, node
+        if node.state == "creating" and not pending:
+            return self._provision, pool, node
+        return None
+
+    def _retry_waiting(self) -> None:
+        with self._busy_lock:
+            waiting, self._waiting = self._waiting, {}
+        for pool, node in waiting.values():
             self._submit(node, self._remove_node, pool, node)
-        elif node.state == "creating" and not node.internal.get("started"):
-            self._submit(node, self._provision, pool, node)
-        elif pending == "reboot":
-            self._submit(node, self._run_pending, pool, node, self.agent.reboot)
-        elif pending == "reimage" and node.internal.get("replace_after", 0) <= time.time():
-            self._submit(node, self._run_pending, pool, node, self.agent.reimage)
-        elif pending == "preempt":
-            self._submit(node, self._run_pending, pool, node, lambda _pool, n: self.agent.preempt(n))
 
     def _delete(self, pool: Resource, mine: "_Counts") -> None:
         if mine.total() == 0:
             self.pools.store.delete(pool.id)
+            self.nodes.delete_pool(pool.id.lower())
             self.storage.reclaim()
             return
         if mine.leaving() < mine.total():
@@ -113,6 +137,7 @@ class Allocator(PokedLoop):
     def _leave(self, pool: Resource, nodes: list[Node]) -> None:
         for node in nodes:
             stamp_node_state(node, "leavingpool")
+            node.internal["dispatched"] = "remove"
         self.nodes.put(*nodes)
         for node in nodes:
             self._submit(node, self._remove_node, pool, node)
@@ -149,9 +174,9 @@ class Allocator(PokedLoop):
                         pools, usage: "_HostUsage") -> int:
         """How many nodes this pass may add. Rules (image, NAT ports, custom-image limits) end
         the resize short of its target; host capacity only makes it wait."""
-        if pool.internal.get("image_id") and self.pools.store.get(pool.internal["image_id"]) is None:
-            self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE,
-                            [{"name": "Reason", "value": f"The image {pool.internal['image_id']} does not exist"}])
+        unavailable = self.pools.image_unavailable(pool)
+        if unavailable:
+            self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE, [{"name": "Reason", "value": unavailable}])
             self._settle_targets(pool, mine)
             return 0
         denied = self.pools.growth_denied(pool)
@@ -220,12 +245,11 @@ class Allocator(PokedLoop):
                    if other.internal.get("image_id") and lineage & set(other.internal.get("lineage", [])))
 
     def _grow(self, pool: Resource, dedicated: bool, count: int, usage: "_HostUsage") -> None:
-        taken_slots = self.nodes.slots(pool.id.lower())
         created = []
-        for _ in range(count):
-            slot = _free_slot(taken_slots)
-            taken_slots.add(slot)
-            created.append(self._new_node(pool, dedicated, slot))
+        for slot in self.nodes.free_slots(pool.id.lower(), count, self._counts_of(pool).total()):
+            node = self._new_node(pool, dedicated, slot)
+            node.internal["dispatched"] = "provision"  # handed to a worker below
+            created.append(node)
             usage.add(pool.body["vmSize"])
         self.nodes.put(*created)
         self.pools.store.put(pool)  # node_generation moved on
@@ -244,7 +268,7 @@ class Allocator(PokedLoop):
             "vmSize": pool.body["vmSize"], "totalTasksRun": 0, "runningTasksCount": 0, "runningTaskSlotsCount": 0,
             "totalTasksSucceeded": 0, "isDedicated": dedicated, "errors": [],
             "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": moment},
-            "virtualMachineInfo": {"imageReference": pool.body["virtualMachineConfiguration"]["imageReference"]},
+            "virtualMachineInfo": {"imageReference": _image_reference(pool)},
             "endpointConfiguration": {"inboundEndpoints": _endpoints(pool, slot)},
         }
         if pool.body.get("startTask"):
@@ -305,9 +329,12 @@ class Allocator(PokedLoop):
     # worker jobs -----------------------------------------------------------------------------------
 
     def _submit(self, node: Node, job, *args) -> None:
+        """One job at a time per node: a job for a node a worker is busy with runs after it
+        (the latest such job: each reads the node's state again when it starts)."""
         token = (node.pool_key, node.id)
         with self._busy_lock:
             if token in self._busy:
+                self._deferred[token] = (node, job, args)
                 return
             self._busy.add(token)
 
@@ -319,6 +346,9 @@ class Allocator(PokedLoop):
             finally:
                 with self._busy_lock:
                     self._busy.discard(token)
+                    deferred = self._deferred.pop(token, None)
+                if deferred is not None:
+                    self._submit(deferred[0], deferred[1], *deferred[2])
                 self.poke()
 
         self._workers.submit(run)
@@ -328,8 +358,6 @@ class Allocator(PokedLoop):
             current = self.nodes.get(node.pool_key, node.id)
             if current is None or current.state != "creating":
                 return
-            current.internal["started"] = True
-            self.nodes.put(current)
         self.agent.provision(pool, current)
         if self.scheduler is not None:
             self.scheduler.poke()  # a new idle node: tasks may be waiting for it
@@ -339,6 +367,7 @@ class Allocator(PokedLoop):
             current = self.nodes.get(node.pool_key, node.id)
             if current is None or not current.internal.pop("pending", None):
                 return
+            current.internal.pop("dispatched", None)  # the same action may be asked for again
             self.nodes.put(current)
         if self.scheduler is not None:
             self.scheduler.node_interrupted(current)
@@ -352,14 +381,14 @@ class Allocator(PokedLoop):
             option = "requeue" if current is None or current.body["state"] == "deleting" else \
                 current.internal.get("resize", {}).get("deallocation", "requeue")
             if not self.scheduler.node_leaving(node, option):
-                return  # its tasks finish first; a later pass tries again
+                with self._busy_lock:  # its tasks finish first; a later pass tries again
+                    self._waiting[(node.pool_key, node.id)] = (pool, node)
+                return
         self.agent.remove(node)
         with self.pools.lock:
-            self.nodes.delete(node.pool_key, node.id)
+            self.nodes.retire(node, iso(now()))  # its lifetime still counts in the pool's usage metrics
             current = self.pools.store.get(pool.id)
-            if current is not None:  # its lifetime still counts in the pool's usage metrics
-                current.internal.setdefault("retired", []).append([node.body["allocationTime"], iso(now())])
-                self.pools.store.put(current)
+            if current is not None:
                 self._refresh_counts(current, self._counts_of(current))
 
     # lost hosts --------------------------------------------------------------------------------------
@@ -372,48 +401,80 @@ class Allocator(PokedLoop):
         with self.pools.lock:
             lost = [n for n in self.nodes.all() if n.internal.get("machine_key") in keys and n.state != "leavingpool"]
         for node in lost:
-            # unusable before its tasks are requeued, under one hold of the lock: a task
-            # requeued while its node still looked idle went straight back to the lost node
-            with self.pools.lock:
+            with self.pools.lock:  # unusable before its tasks are requeued, so none comes back to it
                 current = self.nodes.get(node.pool_key, node.id)
-                if current is not None and current.state != "leavingpool":
-                    stamp_node_state(current, "unusable")
-                    current.body["errors"] = [{"code": "NodeHostLost", "errorDetails": [],
-                                               "message": "The host that ran the node left the cluster; the node "
-                                                          "is made again on another host."}]
-                    current.internal["pending"] = "reimage"
-                    current.internal["replace_after"] = time.time() + self.settings.lost_node_grace
-                    self.nodes.put(current)
+                if current is None or current.state == "leavingpool":
+                    continue
+                self._replace_later(current, "NodeHostLost", "The host that ran the node left the cluster; the "
+                                                             "node is made again on another host.")
                 if self.scheduler is not None:
-                    self.scheduler.node_interrupted(node)
+                    self.scheduler.node_interrupted(current)
         self.poke()
+
+    def _replace_later(self, node: Node, code: str, message: str) -> None:
+        """The node's machine is gone: unusable, and made again after the grace period, as
+        Azure replaces a node whose VM was lost."""
+        stamp_node_state(node, "unusable")
+        node.body["errors"] = [{"code": code, "errorDetails": [], "message": message}]
+        node.internal["pending"] = "reimage"
+        node.internal.pop("dispatched", None)  # a new work: to be handed to a worker when due
+        node.internal["replace_after"] = time.time() + self.settings.lost_node_grace
+        self.nodes.put(node)
 
     # restart -----------------------------------------------------------------------------------------
 
-    def _restore(self) -> None:
-        """Machines of nodes come back; work a node was in the middle of starts again."""
+    def _restore(self, held: Inventory | None) -> None:
+        """After a restart: work a node was in the middle of starts again, and the machines
+        of nodes come back. A node whose machine comes back is `starting` until it is up
+        (no task is given to it before), on the node workers while the service already
+        answers: a start costs a mount namespace each, and hundreds of nodes must not hold
+        the service's start. held: the machines the provider still has
+        (reconciliation.py; None: unknown)."""
         for node in self.nodes.all():
-            if node.state in ("creating", "starting", "waitingforstarttask"):
+            # work handed to a worker of the process that ended is to be handed again
+            handed = node.internal.pop("dispatched", None) is not None
+            if node.internal.get("pending") == "restore":
+                pass  # a restart while it was coming back: it still is
+            elif node.state in ("creating", "starting", "waitingforstarttask"):
                 node.body["state"] = "creating"
-                node.internal.pop("started", None)
-                self.nodes.put(node)
             elif node.state in ("idle", "running", "starttaskfailed", "rebooting", "reimaging"):
-                try:
-                    self.agent.restore(node)
-                except Exception as exc:
-                    log.warning("node %s could not be restored: %s", node.id, exc)
-                    node.body["state"] = "unusable"
-                    self.nodes.put(node)
+                if held is not None and node.internal["machine_key"] not in held.machines:
+                    log.warning("node %s: its machine is gone; the node is made again", node.id)
+                    self._replace_later(node, "NodeMachineLost", "The node's machine was lost while the service "
+                                                                 "was down; the node is made again.")
+                    continue
                 if node.state in ("rebooting", "reimaging"):
                     node.internal["pending"] = "reboot" if node.state == "rebooting" else "reimage"
-                    self.nodes.put(node)
+                else:
+                    node.internal["pending"] = "restore"
+                    node.internal["restored_state"] = "starttaskfailed" if node.state == "starttaskfailed" else "idle"
+                    stamp_node_state(node, "starting")
+            elif not handed:
+                continue
+            self.nodes.put(node)
 
-
-def _free_slot(taken: set[int]) -> int:
-    slot = 0
-    while slot in taken:
-        slot += 1
-    return slot
+    def _restore_machine(self, pool: Resource, node: Node) -> None:
+        try:
+            self.agent.restore(node)
+        except Exception as exc:
+            log.warning("node %s could not be restored: %s", node.id, exc)
+            with self.pools.lock:
+                current = self.nodes.get(node.pool_key, node.id)
+                if current is not None and current.state == "starting" and \
+                        current.internal.get("pending") == "restore":
+                    self._replace_later(current, "NodeStartFailed",
+                                        f"The node's machine could not start again: {exc}")
+            return
+        with self.pools.lock:
+            current = self.nodes.get(node.pool_key, node.id)
+            if current is None or current.state != "starting" or current.internal.get("pending") != "restore":
+                return  # it left the pool, or was rebooted or reimaged, meanwhile
+            current.internal.pop("pending")
+            current.internal.pop("dispatched", None)
+            stamp_node_state(current, current.internal.pop("restored_state", "idle"))
+            self.nodes.put(current)
+        if self.scheduler is not None:
+            self.scheduler.poke()
 
 
 def _nat_pools(pool: Resource) -> list[dict]:
@@ -470,3 +531,12 @@ class _HostUsage:
         size = lookup_vm_size(vm_size)
         self.cores += size.cores
         self.memory += size.memory_mib
+
+
+def _image_reference(pool: Resource) -> dict:
+    """The pool's image reference as the node got it: a gallery image's node names the exact
+    version it was made from (Azure's read-only `exactVersion`)."""
+    reference = dict(pool.body["virtualMachineConfiguration"]["imageReference"])
+    if pool.internal.get("exact_version"):
+        reference["exactVersion"] = pool.internal["exact_version"]
+    return reference

@@ -48,7 +48,8 @@ def start(tasks, account: Resource, job: Resource, pool: Resource | None) -> Non
     """The job's manager task, added with the job (the job is stored already)."""
     spec = job.body[FIELD]
     item = {k: v for k, v in spec.items() if k in ("id", "displayName", "commandLine", "environmentSettings",
-                                                   "resourceFiles", "userIdentity", "constraints", "outputFiles")}
+                                                   "resourceFiles", "userIdentity", "constraints", "outputFiles",
+                                                   "containerSettings")}
     slots = spec["requiredSlots"]
     if spec["runExclusive"] and pool is not None:
         slots = pool.body["taskSlotsPerNode"]

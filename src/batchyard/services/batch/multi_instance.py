@@ -37,6 +37,8 @@ def settings(item: dict) -> dict | None:
     spec = bi.obj(item, FIELD)
     if spec is None:
         return None
+    if item.get("containerSettings") is not None:
+        raise bi.invalid("containerSettings", "...", "Multi-instance tasks in containers are not supported here.")
     shaped = {"numberOfInstances": bi.integer(spec, "numberOfInstances", f"{FIELD}.numberOfInstances", minimum=1,
                                               maximum=100, default=1),
               "commonResourceFiles": task_spec.resource_files(

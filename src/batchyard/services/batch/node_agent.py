@@ -19,9 +19,9 @@ from ...runtime.security_rules import SecurityRule
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .files import Place
-from .pools import Pools, iso, now
+from .pools import Pools, iso, now, stamp_node_state
 from .storage_files import NodePlace, TransferFailed
-from . import vm_sizes
+from . import containers, vm_sizes
 
 log = logging.getLogger("batchyard.batch")
 
@@ -91,14 +91,20 @@ class NodeAgent:
         for disk in disks:
             self.provider.create_disk(disk)
         self.provider.start(spec)
-        machine_files = self.provider.files(spec.key)
-        for sub in BATCH_DIRS:
-            machine_files.make_dirs(f"{NODE_ROOT_ON_DISK}/{sub}", mode=0o1777 if sub == "shared" else None)
+        self.provider.files(spec.key).make_tree(
+            (f"{NODE_ROOT_ON_DISK}/{sub}", 0o1777 if sub == "shared" else None) for sub in BATCH_DIRS)
 
     def _address(self, node: Node) -> dict:
-        """ipAddress as the runtime gave it: the node's address on its pool's network."""
-        address = self.provider.address(node.internal["machine_key"])
-        return {"ipAddress": address} if address else {}
+        """ipAddress as the runtime gave it: the node's address on its pool's network; and
+        the inbound endpoints' publicIPAddress where the runtime put their ports."""
+        key = node.internal["machine_key"]
+        address, public = self.provider.address(key), self.provider.public_address(key)
+        found = {"ipAddress": address} if address else {}
+        endpoints = node.body.get("endpointConfiguration", {}).get("inboundEndpoints")
+        if public and endpoints:
+            found["endpointConfiguration"] = {"inboundEndpoints": [{**e, "publicIPAddress": public}
+                                                                   for e in endpoints]}
+        return found
 
     def _destroy_machine(self, node: Node) -> None:
         spec = self.machine_spec(node)
@@ -127,15 +133,14 @@ class NodeAgent:
         """The start task runs as Azure's does, on every node at once: the node waits in
         waitingforstarttask (or is idle already, without waitForSuccess) and its exit, reported
         through `exit_sink` like a task's, moves it on. No thread waits for it."""
-        if not self._install_pool_packages(pool, node):
+        if not self._install_pool_packages(pool, node) or not self._prefetch_images(pool, node):
             return
         task = pool.body.get("startTask")
         if not task:
             self.pools.set_node_state(node, "idle")
             return
         waits = task.get("waitForSuccess", True)
-        node = self.pools.set_node_state(node, "waitingforstarttask" if waits else "idle")
-        self._launch_start_task(pool, node, task, retry=0)
+        self._launch_start_task(pool, node, task, retry=0, state="waitingforstarttask" if waits else "idle")
 
     def _install_pool_packages(self, pool: Resource, node: Node) -> bool:
         """The pool's application packages, before the start task, as Azure installs them; a
@@ -153,6 +158,17 @@ class NodeAgent:
             self.pools.set_node_state(node, "unusable", errors=[{
                 "code": "ApplicationPackageError", "message": "The pool's application packages could not be "
                 "deployed to the node.", "errorDetails": details}])
+            return False
+
+    def _prefetch_images(self, pool: Resource, node: Node) -> bool:
+        """A container pool's images, on the node's host before the node is idle, as Azure
+        prefetches them; a node that cannot get one is unusable, with Azure's error."""
+        try:
+            containers.prefetch(self.provider, node.internal["machine_key"], pool.body)
+            return True
+        except containers.ContainerFailure as exc:
+            log.warning("node %s: container images not prefetched: %s", node.id, exc)
+            self.pools.set_node_state(node, "unusable", errors=[exc.node_error()])
             return False
 
     def reboot(self, pool: Resource, node: Node) -> None:
@@ -202,9 +218,10 @@ class NodeAgent:
                     "details": []}
         return None
 
-    def _launch_start_task(self, pool: Resource, node: Node, task: dict, retry: int) -> None:
+    def _launch_start_task(self, pool: Resource, node: Node, task: dict, retry: int, state: str | None = None) -> None:
         """One attempt, keyed by a number kept with the node: an exit reported for an attempt
-        the node no longer runs (it rebooted, was reimaged or left) changes nothing."""
+        the node no longer runs (it rebooted, was reimaged or left) changes nothing. `state`:
+        the node's state from now on, recorded in the same write."""
         started = iso(now())
         info = {"state": "running", "startTime": started, "retryCount": retry}
         if retry:
@@ -213,6 +230,8 @@ class NodeAgent:
             current = self.pools.nodes.get(node.pool_key, node.id)
             if current is None or current.state == "leavingpool":
                 return
+            if state is not None:
+                stamp_node_state(current, state)
             attempt = current.internal.get("start_attempt", 0) + 1
             current.internal["start_attempt"] = attempt
             current.body["startTaskInfo"] = info
@@ -224,12 +243,20 @@ class NodeAgent:
             return
         env = self.environment(pool, current, task, f"{NODE_ROOT}/startup")
         on_exit = self.exit_sink(("start", current.pool_key, current.id), attempt)
+        argv, cwd, container = ["/bin/sh", "-c", task["commandLine"]], f"{NODE_ROOT}/startup/wd", None
+        if task.get("containerSettings"):
+            try:
+                launch = containers.launch(self.provider, current.internal["machine_key"], pool.body, task, env,
+                                           f"{NODE_ROOT}/startup")
+            except containers.ContainerFailure as exc:
+                self.start_task_ended(("start", current.pool_key, current.id), attempt, Exit(1), exc.failure_info())
+                return
+            argv, env, cwd, container = launch.argv, launch.env, launch.cwd, launch.container
         try:
             self.provider.command_runner(current.internal["machine_key"]).run(
-                f"start|{current.id}|{attempt}", ["/bin/sh", "-c", task["commandLine"]], env,
-                f"{NODE_ROOT}/startup/wd", None if admin else TASK_UID, None if admin else TASK_GID,
-                f"{NODE_ROOT}/startup/stdout.txt", f"{NODE_ROOT}/startup/stderr.txt", on_exit,
-                mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"))
+                f"start|{current.id}|{attempt}", argv, env, cwd, None if admin else TASK_UID,
+                None if admin else TASK_GID, f"{NODE_ROOT}/startup/stdout.txt", f"{NODE_ROOT}/startup/stderr.txt",
+                on_exit, mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"), container=container)
         except (MachineError, OSError) as exc:
             log.warning("start task on %s could not run: %s", current.id, exc)
             on_exit(Exit(1))
@@ -265,18 +292,17 @@ class NodeAgent:
                              "result": "success" if outcome.code == 0 else "failure"})
                 if outcome.code != 0:
                     info["failureInfo"] = failure_info(outcome, node.body["vmSize"])
-            node = self.pools.set_node_state(node, node.state, startTaskInfo=info)
-            if node.state == "leavingpool" or task is None:
-                return
-            retry, allowed = info.get("retryCount", 0), task.get("maxTaskRetryCount", 0)
-            if outcome.code != 0 and (allowed == -1 or retry < allowed):
+            retry, allowed = info.get("retryCount", 0), (task or {}).get("maxTaskRetryCount", 0)
+            retrying = task is not None and outcome.code != 0 and (allowed == -1 or retry < allowed)
+            state = node.state  # the outcome and the node's next state in one write
+            if task is not None and not retrying and state == "waitingforstarttask":
+                state = "idle" if outcome.code == 0 else "starttaskfailed"
+            node = self.pools.set_node_state(node, state, startTaskInfo=info)
+            if retrying and node.state != "leavingpool":
                 timer = threading.Timer(min(1.0, 0.1 * (retry + 1)), self._launch_start_task,
                                         (pool, node, task, retry + 1))
                 timer.daemon = True
                 timer.start()
-                return
-            if node.state == "waitingforstarttask":
-                self.pools.set_node_state(node, "idle" if outcome.code == 0 else "starttaskfailed")
 
     def environment(self, pool: Resource, node: Node, task: dict, task_dir: str) -> dict[str, str]:
         account = pool.internal["account"]

@@ -19,7 +19,7 @@ from ...store.resources import Resource
 from ..arm_ids import parse_typed
 from ..arm_resources import check_tags
 from ..errors import InvalidInput, ServiceError
-from . import batch_input as bi
+from . import batch_input as bi, container_spec
 from .pools import POOL_TYPE, iso
 
 IDENTITY_TYPES = ("UserAssigned", "None")
@@ -33,7 +33,7 @@ FIXED = {"vmSize": "vmSize", "deploymentConfiguration": "virtualMachineConfigura
 # Data-plane enum values (lower case) in ARM's spelling.
 _PASCAL = {v.lower(): v for v in ("Steady", "Resizing", "Stopping", "Requeue", "Terminate", "TaskCompletion",
                                   "RetainedData", "Spread", "Pack", "TCP", "UDP", "Task", "Pool", "NonAdmin",
-                                  "Admin", "Allow", "Deny")}
+                                  "Admin", "Allow", "Deny", "DockerCompatible", "CriCompatible")}
 
 
 def pascal(value: Any) -> Any:
@@ -190,7 +190,7 @@ def plain_etags(header: str | None) -> str | None:
 
 
 def render(pool: Resource) -> dict:
-    body = pool.body
+    body = container_spec.withheld(pool.body)
     props: dict[str, Any] = {
         "displayName": body.get("displayName"),
         "lastModified": body["lastModified"],
@@ -229,6 +229,10 @@ def render(pool: Resource) -> dict:
 def _arm_vm_configuration(config: dict) -> dict:
     out = _renamed(config, {"nodeAgentSKUId": "nodeAgentSkuId"})
     out["imageReference"] = _renamed(config["imageReference"], {"virtualMachineImageId": "id"})
+    if config.get("containerConfiguration"):
+        # ARM's ContainerType is PascalCase (DockerCompatible), the data plane's camelCase
+        containers = config["containerConfiguration"]
+        out["containerConfiguration"] = {**containers, "type": pascal(containers["type"])}
     return out
 
 

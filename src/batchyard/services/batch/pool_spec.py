@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 
 from ..arm_ids import virtual_network_of
-from . import batch_input as bi
+from . import batch_input as bi, container_spec
 from .durations import format_duration, parse_duration
 from .vm_sizes import lookup as lookup_vm_size
 
@@ -97,10 +97,11 @@ def vm_configuration(body: dict) -> dict:
     agent = bi.string(config, "nodeAgentSKUId", f"{field}.nodeAgentSKUId", required_=True)
     if config.get("windowsConfiguration") is not None:
         raise bi.invalid(f"{field}.windowsConfiguration", "...", "Windows nodes are not supported here.")
-    if config.get("containerConfiguration") is not None:
-        raise bi.invalid(f"{field}.containerConfiguration", "...", "Container pools are not supported yet.")
     image = _image_reference(reference, f"{field}.imageReference")
     out = {"imageReference": image, "nodeAgentSKUId": agent}
+    containers = container_spec.container_configuration(config, f"{field}.containerConfiguration")
+    if containers is not None:
+        out["containerConfiguration"] = containers
     for name, why in UNHONOURED_VM_SETTINGS.items():
         if config.get(name):
             raise bi.invalid(f"{field}.{name}", config[name], why)
@@ -146,8 +147,9 @@ def start_task(body: dict, field: str = "startTask") -> dict | None:
     files = resource_files(task, f"{field}.resourceFiles")
     if files:
         out["resourceFiles"] = files
-    if task.get("containerSettings") is not None:
-        raise bi.invalid(f"{field}.containerSettings", "...", "Container tasks are not supported yet.")
+    container = container_spec.container_settings(task, field)
+    if container is not None:
+        out["containerSettings"] = container
     return out
 
 

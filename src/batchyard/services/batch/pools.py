@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node, NodeStore
 from ...store.resources import Resource, ResourceStore
-from ..arm_ids import parse_typed
-from ..authorization import Caller
-from ..compute.images import IMAGE_TYPE
+from ..arm_ids import parse
+from ..authorization import GALLERY_IMAGE_ACTION, MANAGED_IMAGE_ACTION, Caller
+from ..compute.catalog import DOCKER_COMPATIBLE
+from ..compute.image_sources import ImageContent, kind_of
 from ..errors import ConditionFailed, Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from . import batch_input as bi
 from . import pool_spec
@@ -60,11 +61,13 @@ def stamp_allocation(pool: Resource, state: str) -> None:
     pool.body["allocationStateTransitionTime"] = iso(now())
 
 
-def image_denied(image_id: str) -> tuple[str, str, list[dict]]:
-    """Azure's refusal of a pool whose image the caller's identity may not read (its wording,
-    'privelege' included: clients match on it)."""
+def image_denied(image_id: str, gallery: bool = False) -> tuple[str, str, list[dict]]:
+    """Azure's refusal of a pool whose image the caller's identity may not use (its wording,
+    'privelege' included: clients match on it): reading a managed image, or for a gallery
+    image the right to read its disks (beginGetAccess), which Reader does not give."""
+    privilege = GALLERY_IMAGE_ACTION if gallery else MANAGED_IMAGE_ACTION
     reason = (f"The user identity used for this operation does not have the required privelege "
-              f"Microsoft.Compute/images/read on the specified resource {image_id}")
+              f"{privilege} on the specified resource {image_id}")
     return "InsufficientPermissions", reason + ".", [{"key": "Reason", "value": reason}]
 
 
@@ -96,6 +99,7 @@ class Pools:
         self.node_place = None  # node -> its AZ_BATCH_NODE_ROOT_DIR (files.Place); set by bootstrap
         self.applications = None  # checks applicationPackageReferences (applications.py); set by bootstrap
         self.authorization = None  # who may read which image (services/authorization.py); set by bootstrap
+        self.image_sources = None  # the one reader of image ids (compute/image_sources.py); set by bootstrap
 
     # reading --------------------------------------------------------------------------------
 
@@ -129,6 +133,10 @@ class Pools:
             if len(nodes) < chunk:
                 return
             after = nodes[-1].id
+
+    def node_states(self, account: Resource, pool_id: str) -> list[tuple[str, str, int, bool]]:
+        """(id, state, running task slots, dedicated) of each of the pool's nodes, in id order."""
+        return self.nodes.states(self.get(account, pool_id).id.lower())
 
     def get_node(self, account: Resource, pool_id: str, node_id: str) -> Node:
         node = self.nodes.get(self.get(account, pool_id).id.lower(), node_id)
@@ -224,6 +232,8 @@ class Pools:
         if base.node_agent_sku_id.lower() != agent.lower():
             raise bi.invalid("virtualMachineConfiguration.nodeAgentSKUId", agent,
                              f"The image {base.urn} needs the node agent SKU '{base.node_agent_sku_id}'.")
+        if config.get("containerConfiguration") is not None:
+            self._check_containers(base, config["containerConfiguration"]["type"])
         if base.image_id:
             # A marketplace alias of a managed image: the service's administrator chose the
             # image, so a shared key may use it, as it may any marketplace image.
@@ -231,52 +241,87 @@ class Pools:
         return {"image_id": None, "os_layers": base.layers, "data_layers": {}, "layers": list(base.layers),
                 "lineage": []}
 
-    def _custom_image_layers(self, image: Resource) -> dict:
-        return {"image_id": image.id, "os_layers": image.internal["os_layers"],
-                "data_layers": image.internal["data_layers"], "layers": image.internal["layers"],
-                "lineage": self._lineage(image)}
+    @staticmethod
+    def _custom_image_layers(image: ImageContent) -> dict:
+        """What the pool keeps of its image: nodes keep working after it is deleted. A
+        gallery image records the exact version its nodes get (`exactVersion`)."""
+        return {"image_id": image.named, "os_layers": image.os_layers, "data_layers": image.data_layers,
+                "layers": image.layers, "lineage": image.lineage, "exact_version": image.exact_version}
 
     @staticmethod
     def _shared_key_refused() -> Forbidden:
+        """Azure refuses a pool from any custom image (managed or gallery) to the shared key:
+        the account's key is not an identity the image's permissions can be checked for."""
         return Forbidden(
             "InsufficientPermissions",
-            "Pools that use a custom image (virtualMachineImageId) require Microsoft Entra ID authentication; "
-            "this request was signed with a shared key. Use a bearer token for https://batch.core.windows.net/.",
-            details=[{"key": "AuthenticationMode", "value": "SharedKey"}])
+            "The specified type of authentication SharedKey is not allowed when external resources of type "
+            "Compute are linked.",
+            details=[{"key": "AuthenticationMode", "value": "SharedKey"},
+                     {"key": "Reason", "value": "Pools from a custom image (virtualMachineImageId) need a Microsoft "
+                                               "Entra ID token for https://batch.core.windows.net/."}])
 
-    def _custom_image(self, account: Resource, image_id: str, caller: Caller | None = None) -> Resource:
-        """The image a pool names, after Azure's rules; `caller` must be allowed to read it
-        (an alias's image was chosen by the administrator: no caller)."""
+    def _custom_image(self, account: Resource, image_id: str, caller: Caller | None = None) -> ImageContent:
+        """The image a pool names (a managed image, or a gallery version or definition), after
+        Azure's rules; `caller` must be allowed to use it (an alias's image was chosen by the
+        administrator: no caller)."""
         field = "virtualMachineConfiguration.imageReference.virtualMachineImageId"
         try:
-            rid = parse_typed(image_id, IMAGE_TYPE, field)
+            rid = parse(image_id, field)
+            gallery = kind_of(image_id, field) != "image"
         except ServiceError as exc:
-            raise bi.invalid(field, image_id, "The value is not the resource id of a managed image "
-                                              "(/subscriptions/…/providers/Microsoft.Compute/images/…).") from exc
+            raise bi.invalid(field, image_id, "The value is not the resource id of a managed image (/subscriptions/…"
+                                              "/providers/Microsoft.Compute/images/…) or of a gallery image definition "
+                                              "or version (…/galleries/…/images/…[/versions/…]).") from exc
         if rid.subscription.lower() != account.subscription.lower():
             raise bi.invalid(field, image_id, f"The image is in subscription '{rid.subscription}', but the Batch "
                                               f"account '{account.name}' is in subscription '{account.subscription}'; "
                                               "the image must be in the account's subscription.")
-        # before the image is looked up: a caller who may not read it learns nothing of it
-        if caller is not None and not self.authorization.may_read_image(caller, image_id):
-            code, message, details = image_denied(image_id)
+        # before the image is looked up: a caller who may not use it learns nothing of it
+        if caller is not None and not self.authorization.may_use_image(caller, image_id, gallery):
+            code, message, details = image_denied(image_id, gallery)
             raise Forbidden(code, message, details=details)
-        image = self.store.get(str(rid))
+        account_location = account.body.get("location", "").lower()
+        image = self.image_sources.find(image_id, field, account_location)
         if image is None:
+            if gallery and self.store.get(str(rid)) is not None:
+                raise bi.invalid(field, image_id, f"The gallery image has no version that can be used in the Batch "
+                                                  f"account's region '{account_location}': a version must have "
+                                                  "finished replicating there (and, for the latest version, not be "
+                                                  "excluded from latest).")
             raise bi.invalid(field, image_id, "The specified image does not exist.")
-        image_location = image.body.get("location", "")
-        account_location = account.body.get("location", "")
-        if image_location.lower() != account_location.lower():
-            raise bi.invalid(field, image_id, f"The image is in region '{image_location}', but the Batch account "
+        if account_location not in image.regions:
+            if gallery:
+                raise bi.invalid(field, image_id, f"The image version {image.exact_version} has no replica in the "
+                                                  f"Batch account's region '{account_location}' (replicas: "
+                                                  f"{', '.join(image.regions) or 'none'}); add the region to its "
+                                                  "publishingProfile.targetRegions.")
+            raise bi.invalid(field, image_id, f"The image is in region '{image.regions[0]}', but the Batch account "
                                               f"'{account.name}' is in region '{account_location}'; the image must "
                                               "be in the account's region.")
-        if image.properties.get("storageProfile", {}).get("osDisk", {}).get("osType", "Linux").lower() != "linux":
+        if image.os_type.lower() != "linux":
             raise bi.invalid(field, image_id, "Windows images are not supported: nodes here run Linux.")
-        if image.internal.get("extensions_installed"):
+        if gallery and image.os_state != "Generalized":
+            raise bi.invalid(field, image_id, "The gallery image is specialized; Batch pools need a generalized "
+                                              "image (osState Generalized).")
+        if image.extensions_installed:
             raise bi.invalid(field, image_id, "The image was captured from a virtual machine that had VM extensions "
                                               "installed; Batch does not support such images. Capture it from a "
                                               "machine without extensions.")
         return image
+
+    def _check_containers(self, base, kind: str) -> None:
+        """Azure runs container tasks only on images whose supported-images entry says
+        DockerCompatible; a custom image it cannot judge (its owner installs the runtime),
+        so those pass."""
+        if DOCKER_COMPATIBLE in base.capabilities:
+            return
+        able = sorted(f"{b.urn} ({b.node_agent_sku_id})" for b in self.catalog.all()
+                      if DOCKER_COMPATIBLE in b.capabilities)
+        raise bi.invalid("virtualMachineConfiguration.containerConfiguration", kind,
+                         f"The image {base.urn} does not support containers (it has no {DOCKER_COMPATIBLE} capability "
+                         "in the supported images); "
+                         + ("images that do: " + ", ".join(able) + "." if able else
+                            "no image here does: this host's machines cannot run containers."))
 
     def _check_agent_for_linux(self, agent: str) -> None:
         linux_agents = {b.node_agent_sku_id.lower() for b in self.catalog.all() if b.os_type.lower() == "linux"}
@@ -284,12 +329,6 @@ class Pools:
             raise bi.invalid("virtualMachineConfiguration.nodeAgentSKUId", agent,
                              "The node agent SKU does not match the image's operating system (Linux); supported: "
                              + ", ".join(sorted(linux_agents)) + ".")
-
-    @staticmethod
-    def _lineage(image: Resource) -> list[str]:
-        """What ties pools together for the custom-image limits: the image and every snapshot
-        its disks came from."""
-        return sorted({image.id.lower(), *(s.lower() for s in image.internal.get("source_snapshots", []))})
 
     def _resize_record(self, timeout: timedelta, deallocation: str) -> dict:
         return {"started": time.time(), "timeout": timeout.total_seconds(), "deallocation": deallocation,
@@ -345,21 +384,50 @@ class Pools:
             custom = "virtualMachineImageId" in reference
             if custom and auth.mode == PoolAuth.SHARED_KEY:  # not an alias of a managed image (see _image_for)
                 raise self._shared_key_refused()
+            if custom and kind_of(reference["virtualMachineImageId"], "imageReference") == "definition":
+                self._follow_latest(account, pool)
             pool.internal.update(_grower(auth))
             pool.body.update({"targetDedicatedNodes": dedicated, "targetLowPriorityNodes": low_priority,
                               "resizeTimeout": format_duration(timeout)})
             self._begin_resize(pool, timeout, deallocation)
             return self._save(pool)
 
+    def image_unavailable(self, pool: Resource) -> str | None:
+        """Why the pool's custom image cannot make nodes now (deleted; for a gallery image,
+        no replica in the account's region any more), or None."""
+        image_id = pool.internal.get("image_id")
+        if not image_id:
+            return None
+        account = self.accounts.by_name(pool.internal["account"])
+        region = account.body.get("location", "").lower() if account is not None else None
+        image = self.image_sources.find(image_id, "imageReference", region)
+        if image is None:
+            return f"The image {image_id} does not exist"
+        if region not in image.regions:
+            return f"The image {image_id} has no replica in the region '{region}'"
+        return None
+
+    def _follow_latest(self, account: Resource, pool: Resource) -> None:
+        """A pool from a gallery image definition grows from the definition's latest version
+        at each resize; its nodes tell which (`exactVersion`). Without a usable version it
+        keeps the one it had, and the allocator decides whether it may still grow."""
+        image = self.image_sources.find(pool.internal["image_id"], "imageReference",
+                                        account.body.get("location", "").lower())
+        if image is not None:
+            pool.internal.update(self._custom_image_layers(image))
+
     def growth_denied(self, pool: Resource) -> tuple[str, str, list[dict]] | None:
         """Why the pool may not grow from its custom image now: the principal who asked for
         the growth (created or last resized it) may no longer read the image. A resize
         error (code, message, values) for the allocator, or None."""
         grower = pool.internal.get("grower")
-        if not pool.internal.get("image_id") or not grower or self.authorization.may_read_image(
-                Caller.from_record({"mode": PoolAuth.BEARER, **grower}), pool.internal["image_id"]):
+        image_id = pool.internal.get("image_id")
+        if not image_id or not grower:
             return None
-        code, message, details = image_denied(pool.internal["image_id"])
+        gallery = kind_of(image_id, "image") != "image"
+        if self.authorization.may_use_image(Caller.from_record({"mode": PoolAuth.BEARER, **grower}), image_id, gallery):
+            return None
+        code, message, details = image_denied(image_id, gallery)
         return code, message, [{"name": d["key"], "value": d["value"]} for d in details]
 
     def stop_resize(self, account: Resource, pool_id: str, conditions=None) -> Resource:
@@ -381,12 +449,12 @@ class Pools:
         with self.lock:
             pool = self._changeable(account, pool_id, conditions)
             self._require_steady(pool)
-            nodes = {n.id: n for n in self.nodes.list(pool.id.lower())}
             chosen = []
             for index, node_id in enumerate(node_ids):
-                if not isinstance(node_id, str) or node_id not in nodes:
+                node = self.nodes.get(pool.id.lower(), node_id) if isinstance(node_id, str) else None
+                if node is None:
                     raise bi.invalid(f"nodeList[{index}]", node_id, "The node is not in the pool.")
-                chosen.append(nodes[node_id])
+                chosen.append(node)
             for node in chosen:
                 target = "targetDedicatedNodes" if node.body["isDedicated"] else "targetLowPriorityNodes"
                 pool.body[target] = max(0, pool.body[target] - 1)
@@ -529,7 +597,7 @@ class Pools:
 
     def usage_metrics(self, account: Resource, start: datetime | None, end: datetime | None) -> list[dict]:
         """Core hours of each pool's nodes within the window (default: the last 24 hours):
-        nodes it holds now, and nodes it held (`internal["retired"]`, their lifetimes)."""
+        nodes it holds now, and nodes it held (their lifetimes, kept by the node store)."""
         moment = now()
         end = end or moment
         start = start or end - timedelta(days=1)
@@ -539,7 +607,7 @@ class Pools:
         rows = []
         for pool in self.list(account):
             lifetimes = [(parse_time(n.body["allocationTime"]), moment) for n in self.nodes.list(pool.id.lower())]
-            lifetimes += [(parse_time(a), parse_time(b)) for a, b in pool.internal.get("retired", [])]
+            lifetimes += [(parse_time(a), parse_time(b)) for a, b in self.nodes.lifetimes(pool.id.lower())]
             seconds = sum(max(0.0, (min(end, gone) - max(start, born)).total_seconds()) for born, gone in lifetimes)
             cores = lookup_vm_size(pool.body["vmSize"]).cores
             rows.append({"poolId": pool.name, "startTime": iso(start), "endTime": iso(end),

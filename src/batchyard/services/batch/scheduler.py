@@ -19,6 +19,7 @@ because its node rebooted, say) is ignored, so nothing is counted twice and noth
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import time
@@ -32,7 +33,7 @@ from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
 from ..errors import is_disk_full
-from . import job_manager, multi_instance, task_spec
+from . import containers, job_manager, multi_instance, task_spec
 from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
@@ -110,6 +111,8 @@ class Scheduler(PokedLoop):
     def stop(self) -> None:
         self.closing = True
         self.stop_loop()
+        with self.lock:
+            self._record_ended()  # exits already reported are recorded, not rerun after the restart
         self.downloads.shutdown(wait=False, cancel_futures=True)
         self.uploads.shutdown(wait=False, cancel_futures=True)
 
@@ -352,6 +355,8 @@ class Scheduler(PokedLoop):
         info = task.body.setdefault("executionInfo", {})
         info.update({"endTime": iso(now()), "exitCode": code})
         info.pop("failureInfo", None)
+        if "containerInfo" in info:
+            info["containerInfo"]["state"] = "exited"
         if run.ending == "requeue":
             self.requeue(task)
             return
@@ -615,6 +620,8 @@ class Scheduler(PokedLoop):
         self.load[run.node] = self.load.get(run.node, 0) + run.slots
         self._node_counters(run.node, finished=False)
         task.internal["dir"] = task_dir
+        if task.body.get("containerSettings"):
+            info["containerInfo"] = {"containerId": container_id(run), "state": "running"}
         return task
 
     def _launch(self, job: Resource, task: Task, pool: Resource, node: Node) -> None:
@@ -623,7 +630,7 @@ class Scheduler(PokedLoop):
         if "multiInstanceSettings" in task.body:
             self.multi.launch(job, task, pool, admin)
             return
-        if not task.body.get("resourceFiles") and not task.body.get("applicationPackageReferences"):
+        if not any(task.body.get(k) for k in ("resourceFiles", "applicationPackageReferences", "containerSettings")):
             self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
             return
         place = self.task_place(task)
@@ -646,10 +653,16 @@ class Scheduler(PokedLoop):
                                              place.files)
             self.transfers.download_all(account, task.body.get("resourceFiles", []),
                                         NodePlace(place.files, f"{place.root}/wd", *owner))
+            launch = None
+            if task.body.get("containerSettings"):  # its image is pulled here, outside the lock
+                launch = containers.launch(
+                    self.provider, run.machine_key, pool.body, task.body,
+                    self.task_environment(job, task, pool, node, admin, packages), task.internal["dir"],
+                    f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation")
         except Exception as exc:  # any failure to fetch is the task's failure, never a lost task
-            failure = exc.failure_info() if isinstance(exc, TransferFailed) else {
+            failure = exc.failure_info() if isinstance(exc, (TransferFailed, containers.ContainerFailure)) else {
                 **DOWNLOAD_FAILED, "details": [{"name": "Reason", "value": str(exc)[:300]}]}
-            if not isinstance(exc, TransferFailed):
+            if not isinstance(exc, (TransferFailed, containers.ContainerFailure)):
                 log.warning("task %s: resource files failed: %s", task.id, exc)
             with self.lock:
                 current = self.running.get((run.job_key, run.task_key))
@@ -672,19 +685,25 @@ class Scheduler(PokedLoop):
                 self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(137)))
                 self.poke()
                 return
-            self._start(job, task, pool, node, run, admin, packages)
+            self._start(job, task, pool, node, run, admin, packages, launch)
 
-    def _start(self, job, task, pool, node, run: Running, admin: bool, packages: dict | None = None) -> None:
-        """packages: the variables of the task's application packages, installed just before."""
+    def _start(self, job, task, pool, node, run: Running, admin: bool, packages: dict | None = None,
+               launch: containers.Launch | None = None) -> None:
+        """packages: the variables of the task's application packages, installed just before;
+        launch: how its container runs, for a container task."""
         task_dir = task.internal["dir"]
-        env = self.task_environment(job, task, pool, node, admin, packages)
+        if launch is None:
+            argv, cwd = ["/bin/sh", "-c", task.body["commandLine"]], f"{task_dir}/wd"
+            env, container = self.task_environment(job, task, pool, node, admin, packages), None
+        else:
+            argv, env, cwd, container = launch.argv, launch.env, launch.cwd, launch.container
         try:
             self.provider.command_runner(run.machine_key).run(
-                f"{run.job_key}|{run.task_key}|{run.attempt}", ["/bin/sh", "-c", task.body["commandLine"]], env,
-                f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
+                f"{run.job_key}|{run.task_key}|{run.attempt}", argv, env, cwd,
+                None if admin else TASK_UID, None if admin else TASK_GID,
                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
                 self.on_exit((run.job_key, run.task_key), run.attempt, uploads=bool(task.body.get("outputFiles"))),
-                mkdirs=(task_dir, f"{task_dir}/wd"))
+                mkdirs=(task_dir, f"{task_dir}/wd"), container=container)
         except MachineError as exc:
             # the node's machine is gone (its host was lost, say) before the node is marked so:
             # not the task's failure; it goes back to the queue for another node, as on Azure
@@ -860,8 +879,41 @@ class Scheduler(PokedLoop):
                 if not unmet:
                     task.ready = True
                     self.store.update([task])
-        for task in self.store.in_states(("running", "preparing")):
-            self.requeue(task)
+        self._recover_exits(self.store.in_states(("running", "preparing")))
+
+    def _recover_exits(self, tasks: list[Task]) -> None:
+        """Tasks that were running when the service died: one whose command's exit the
+        machine recorded (the service died before recording it) ends as that exit says, as
+        Azure's node agent reports a task that ended while the service was away; the others
+        were cut short and go back to the queue, counted as requeued."""
+        exits: dict[str, dict[str, Exit]] = {}
+        uploading = set()
+        for task in tasks:
+            node = task.internal.get("node")
+            if task.state != "running" or not node or "multiInstanceSettings" in task.body:
+                self.requeue(task)
+                continue
+            machine = node["machine_key"]
+            if machine not in exits:
+                exits[machine] = self.provider.recorded_exits(machine)
+            attempt = task.internal.get("attempt", 0)
+            outcome = exits[machine].get(f"{task.job_key}|{task.key}|{attempt}")
+            if outcome is None:
+                self.requeue(task)
+                continue
+            run = Running(task.job_key, task.key, attempt, (node["pool_key"], node["id"]), machine,
+                          task.body.get("requiredSlots", 1), None)
+            self.running[(run.job_key, run.task_key)] = run
+            self.load[run.node] = self.load.get(run.node, 0) + run.slots
+            if task.body.get("outputFiles"):
+                uploading.add(machine)
+            self.on_exit((task.job_key, task.key), attempt, uploads=bool(task.body.get("outputFiles")))(outcome)
+        self._record_ended()
+        self._flush_nodes()
+        # Every journal is emptied, not only those read: an exit left in one could be taken
+        # for a later task's with the same job, task and attempt after the next crash.
+        for machine in {n.internal["machine_key"] for n in self.nodes.all()} - uploading:
+            self.provider.forget_recorded_exits(machine)
 
     @staticmethod
     def _set_state(task: Task, state: str) -> None:
@@ -873,6 +925,11 @@ class Scheduler(PokedLoop):
         task.body["stateTransitionTime"] = moment
         task.body["eTag"] = new_etag()
         task.body["lastModified"] = moment
+
+
+def container_id(run: Running) -> str:
+    """As Docker's: 64 hex digits, one container per attempt."""
+    return hashlib.sha256(f"{run.job_key}|{run.task_key}|{run.attempt}".encode()).hexdigest()
 
 
 def _account_of(job_key: str) -> str:

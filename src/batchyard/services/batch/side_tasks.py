@@ -12,6 +12,7 @@ from ...runtime.commands import Exit
 from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
+from . import containers
 from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, failure_info
 from .pools import iso, now
 from .storage_files import NodePlace, TransferFailed
@@ -78,41 +79,51 @@ class SideTasks:
             env[pair["name"]] = pair["value"]
         key = ("side", kind, job.id.lower(), node_key(node))
 
-        def run() -> None:
+        def run(launch: containers.Launch | None = None) -> None:
+            argv, variables, cwd = ["/bin/sh", "-c", spec["commandLine"]], env, f"{task_dir}/wd"
+            if launch is not None:
+                argv, variables, cwd = launch.argv, launch.env, launch.cwd
             try:
                 self.scheduler.provider.command_runner(node.internal["machine_key"]).run(
-                    f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", ["/bin/sh", "-c", spec["commandLine"]],
-                    env, f"{task_dir}/wd", None if admin else TASK_UID, None if admin else TASK_GID,
+                    f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", argv, variables, cwd,
+                    None if admin else TASK_UID, None if admin else TASK_GID,
                     f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", self.scheduler.on_exit(key, retry),
-                    mkdirs=(task_dir, f"{task_dir}/wd"))
+                    mkdirs=(task_dir, f"{task_dir}/wd"), container=launch.container if launch else None)
             except (MachineError, OSError) as exc:
                 log.warning("%s task of %s could not start on %s: %s", kind, job.name, node.id, exc)
                 self.scheduler.ended.put((key, retry, Exit(1)))
                 self.scheduler.poke()
 
-        if spec.get("resourceFiles"):
+        if spec.get("resourceFiles") or spec.get("containerSettings"):
             owner = (None, None) if admin else (TASK_UID, TASK_GID)
             self.scheduler.downloads.submit(self._download_then_run, pool, node, spec, task_dir, owner, key, retry,
-                                            run)
+                                            run, env)
         else:
             run()
 
     def _download_then_run(self, pool: Resource, node: Node, spec: dict, task_dir: str, owner: tuple, key: tuple,
-                           retry: int, run) -> None:
-        """Resource files come before the command, outside the scheduler's lock (they may be large)."""
+                           retry: int, run, env: dict) -> None:
+        """Resource files and a container's image come before the command, outside the
+        scheduler's lock (they may be large)."""
         try:
-            place = NodePlace(self.scheduler.provider.files(node.internal["machine_key"]),
-                              f"{task_dir.removeprefix('/mnt/')}/wd", *owner)
-            self.scheduler.transfers.download_all(pool.internal["account"], spec["resourceFiles"], place)
-        except (TransferFailed, MachineError, OSError) as exc:
-            self.download_failures[(key, retry)] = exc.failure_info() if isinstance(exc, TransferFailed) else {
+            launch = None
+            if spec.get("resourceFiles"):
+                place = NodePlace(self.scheduler.provider.files(node.internal["machine_key"]),
+                                  f"{task_dir.removeprefix('/mnt/')}/wd", *owner)
+                self.scheduler.transfers.download_all(pool.internal["account"], spec["resourceFiles"], place)
+            if spec.get("containerSettings"):
+                launch = containers.launch(self.scheduler.provider, node.internal["machine_key"], pool.body, spec,
+                                           env, task_dir, env.get("AZ_BATCH_JOB_PREP_DIR"))
+        except (TransferFailed, containers.ContainerFailure, MachineError, OSError) as exc:
+            self.download_failures[(key, retry)] = exc.failure_info() \
+                if isinstance(exc, (TransferFailed, containers.ContainerFailure)) else {
                 "category": "usererror", "code": "ResourceFileCreateFailed", "message": str(exc)[:300],
                 "details": []}
             self.scheduler.ended.put((key, retry, Exit(1)))
             self.scheduler.poke()
             return
         with self.scheduler.lock:
-            run()
+            run(launch)
 
     def record(self, key: tuple, attempt: int, outcome: Exit) -> None:
         code = outcome.code

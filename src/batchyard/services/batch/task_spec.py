@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from . import batch_input as bi
+from . import batch_input as bi, container_spec
 from .durations import TIMESPAN_MAX_TEXT, format_duration, parse_duration
 from .pool_spec import user_identity
 
@@ -71,16 +71,19 @@ def task_constraints(body: dict, job_retries: int) -> dict:
 
 def command_task(body: dict, field: str, job_retries: int = 0, with_id: bool = True) -> dict:
     """The parts every kind of task shares: command line, environment, files, identity."""
-    if body.get("containerSettings") is not None:
-        raise bi.invalid(f"{field}.containerSettings", "...", "Container tasks are not supported yet.")
+    container = container_spec.container_settings(body, field)
+    # A container task may leave its command line empty: the image's own command runs.
+    command = "" if container is not None and body.get("commandLine") == "" else \
+        bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192)
     out = {
-        "commandLine": no_nul(bi.string(body, "commandLine", f"{field}.commandLine", required_=True, max_len=8192),
-                              f"{field}.commandLine"),
+        "commandLine": no_nul(command, f"{field}.commandLine"),
         "environmentSettings": bi.name_value_pairs(body, "environmentSettings", f"{field}.environmentSettings"),
         "resourceFiles": resource_files(body, f"{field}.resourceFiles"),
         "userIdentity": user_identity(body, f"{field}.userIdentity"),
         "constraints": task_constraints(body, job_retries),
     }
+    if container is not None:
+        out["containerSettings"] = container
     if with_id:
         out = {"id": entity_id(body.get("id"), f"{field}.id" if field != "task" else "id"), **out}
     return out

@@ -6,13 +6,15 @@ image. Every image reference by publisher/offer/sku is resolved here."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ...store.db import Database
 from ..errors import InvalidInput, NotFound
 from .image_aliases import FILE_NAME, HOST, Alias, ImageAliases
 
 PUBLISHER = "batchyard"
+# What Batch's supported images report for an image whose nodes can run container tasks.
+DOCKER_COMPATIBLE = "DockerCompatible"
 
 
 @dataclass
@@ -41,9 +43,12 @@ def _version_key(version: str) -> tuple:
 
 
 class Catalog:
-    def __init__(self, db: Database, aliases: ImageAliases | None = None):
+    def __init__(self, db: Database, aliases: ImageAliases | None = None, containers: bool = False):
         self.db = db
         self.aliases = aliases
+        # Whether this host's machines run container tasks: the container agent is the
+        # service's own, entering the machine, so every Linux image here can, or none can.
+        self.containers = containers
 
     def bases(self) -> list[BaseImage]:
         """The images registered here, without the aliases."""
@@ -53,13 +58,23 @@ class Catalog:
         """The registered images, then the aliases (the first alias of a reference wins, and
         no alias hides a registered image)."""
         bases = self.bases()
-        images, taken = list(bases), {b.urn.lower() for b in bases}
+        images = [self._with_containers(b, [DOCKER_COMPATIBLE] if b.os_type.lower() == "linux" else [])
+                  for b in bases]
+        taken = {b.urn.lower() for b in bases}
         for alias in self.aliases.current() if self.aliases else []:
             entry = self._aliased(alias, bases)
             if entry is not None and entry.urn.lower() not in taken:
-                images.append(entry)
+                images.append(self._with_containers(entry, entry.capabilities))
                 taken.add(entry.urn.lower())
         return images
+
+    def _with_containers(self, image: BaseImage, capabilities: list[str]) -> BaseImage:
+        """The image with the capabilities Batch reports for it. An alias says what its Azure
+        image reports (Canonical's plain Ubuntu has no container runtime there, so a container
+        pool on it is refused as Azure refuses it); no image claims containers the machines
+        here cannot run."""
+        kept = [c for c in capabilities if self.containers or c.lower() != DOCKER_COMPATIBLE.lower()]
+        return image if kept == image.capabilities else replace(image, capabilities=kept)
 
     def register(self, image: BaseImage) -> None:
         images = [i for i in self.bases() if i.urn.lower() != image.urn.lower()]

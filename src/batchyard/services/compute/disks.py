@@ -63,6 +63,7 @@ class Disks:
         self.layers = layers
         self.storage = storage
         self.catalog = catalog
+        self.image_sources = None  # the one reader of custom image ids (image_sources.py); set by bootstrap
         self.upload_dir = upload_dir
         private_dir(upload_dir)
 
@@ -148,13 +149,13 @@ class Disks:
         if option == "FromImage":
             ref = optional_object(creation.get("imageReference"), "creationData.imageReference")
             image = self._platform_image(ref.get("id"))
+            gallery = optional_object(creation.get("galleryImageReference"), "creationData.galleryImageReference")
+            if gallery.get("id"):  # a gallery image version (or definition: its latest) in the disk's region
+                return self._custom_image_disk(gallery["id"], location, "creationData.galleryImageReference.id")
+            image = self._platform_image(ref.get("id"))
             if image.image_id:  # a marketplace alias of a managed image: that image's OS disk
-                managed = self.store.get(str(parse(image.image_id)))
-                if managed is None:
-                    raise NotFound("NotFound", f"The image '{image.image_id}' that {image.urn} stands for does "
-                                   "not exist.", target="creationData.imageReference.id")
-                return (list(managed.internal["os_layers"]), managed.properties["storageProfile"]["osDisk"]["osType"],
-                        {"source_snapshots": managed.internal.get("source_snapshots", [])})
+                return self._custom_image_disk(image.image_id, location, "creationData.imageReference.id",
+                                               f" that {image.urn} stands for")
             return list(image.layers), image.os_type, {}
         if option == "Upload":
             size = creation.get("uploadSizeBytes")
@@ -171,6 +172,12 @@ class Disks:
             )
         raise InvalidInput("InvalidParameter", f"The value '{option}' of parameter 'creationData.createOption' is "
                            "not valid.", target="creationData.createOption")
+
+    def _custom_image_disk(self, image_id: str, location: str, field: str, alias: str = "") -> tuple:
+        image = self.image_sources.find(image_id, field, location)
+        if image is None or location not in image.regions:
+            raise NotFound("NotFound", f"The image '{image_id}'{alias} does not exist in '{location}'.", target=field)
+        return list(image.os_layers), image.os_type, {"source_snapshots": image.internal.get("source_snapshots", [])}
 
     def _platform_image(self, image_id) -> "object":
         # /Subscriptions/{s}/Providers/Microsoft.Compute/Locations/{l}/Publishers/{p}/ArtifactTypes/VMImage/Offers/{o}/Skus/{k}/Versions/{v}

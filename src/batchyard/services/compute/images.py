@@ -85,7 +85,7 @@ class Images:
                              "caching": data.get("caching") or "None",
                              "storageAccountType": data.get("storageAccountType") or "Standard_LRS"})
         profile_out = {"osDisk": out_os, "dataDisks": data_out, "zoneResilient": bool(profile.get("zoneResilient"))}
-        return profile_out, self._internal(os_layers, data_layers, extensions, lineage)
+        return profile_out, self.content_record(os_layers, data_layers, extensions, lineage)
 
     def _disk_source(self, disk: dict, rid: ResourceId, location: str, field: str) -> Resource:
         for key, type_ in (("snapshot", SNAPSHOT_TYPE), ("managedDisk", DISK_TYPE)):
@@ -132,10 +132,14 @@ class Images:
             data_out.append({"lun": data["lun"], "managedDisk": {"id": disk.id}, "caching": "None",
                              "storageAccountType": disk.body["sku"]["name"], "diskSizeGB": disk.properties["diskSizeGB"]})
         profile = {"osDisk": out_os, "dataDisks": data_out, "zoneResilient": False}
-        return profile, self._internal(os_layers, data_layers, bool(vm.internal.get("extensions_installed")), lineage)
+        extensions = bool(vm.internal.get("extensions_installed"))
+        return profile, self.content_record(os_layers, data_layers, extensions, lineage)
 
     @staticmethod
-    def _internal(os_layers: list[str], data_layers: dict[str, list[str]], extensions: bool, lineage: list[str]) -> dict:
+    def content_record(os_layers: list[str], data_layers: dict[str, list[str]], extensions: bool,
+                       lineage: list[str]) -> dict:
+        """What an image (or gallery version) keeps of its content: layers by disk, all its
+        layers (kept from collection), whether extensions were installed, its lineage."""
         everything = list(dict.fromkeys(os_layers + [l for ls in data_layers.values() for l in ls]))
         return {"os_layers": os_layers, "data_layers": data_layers, "layers": everything,
                 "extensions_installed": extensions, "source_snapshots": list(dict.fromkeys(lineage))}

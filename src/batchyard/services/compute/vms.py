@@ -18,7 +18,8 @@ from ..batch import vm_sizes
 from ..storage import Storage
 from .catalog import Catalog
 from .disks import DISK_TYPE, Disks
-from .images import IMAGE_TYPE, VM_TYPE, Images
+from .image_sources import ImageContent
+from .images import VM_TYPE, Images
 
 log = logging.getLogger("batchyard.compute")
 EXTENSION_TYPE = "Microsoft.Compute/virtualMachines/extensions"
@@ -57,6 +58,7 @@ class VirtualMachines:
         self.catalog = catalog
         self.storage = storage
         self.run_command_timeout = run_command_timeout
+        self.image_sources = disks.image_sources
         images.vms = self
 
     # reading ----------------------------------------------------------------------------
@@ -172,11 +174,12 @@ class VirtualMachines:
         # A marketplace alias of a managed image (image_aliases.py) makes the VM from that image.
         base = None if ref.get("id") else self.catalog.resolve(ref)
         if ref.get("id") or base.image_id:
-            image = self._managed_image(ref.get("id") or base.image_id, rid, location)
-            layers, os_type = image.internal["os_layers"], image.properties["storageProfile"]["osDisk"]["osType"]
-            size = image.properties["storageProfile"]["osDisk"].get("diskSizeGB") or 30
-            echoed, lineage, creation = {"id": image.id}, image.internal.get("source_snapshots", []), {
-                "createOption": "FromImage", "imageReference": {"id": image.id}}
+            image = self._custom_image(ref.get("id") or base.image_id, rid, location)
+            layers, os_type, size = image.os_layers, image.os_type, image.os_disk_gb
+            echoed, lineage, creation = {"id": image.named}, image.internal.get("source_snapshots", []), {
+                "createOption": "FromImage", "imageReference": {"id": image.source.id}}
+            if image.exact_version:
+                echoed["exactVersion"] = image.exact_version
             if base is not None:
                 echoed = {**{k: ref[k] for k in ("publisher", "offer", "sku", "version") if k in ref},
                           "exactVersion": base.version}
@@ -197,7 +200,7 @@ class VirtualMachines:
                            f"'{rid.resource_group}'.", target="storageProfile.osDisk.name")
         disk = self.disks.new_for_vm(disk_rid, location, list(layers), size, os_type, creation,
                                      managed.get("storageAccountType"), lineage)
-        if source is not None and source.internal.get("extensions_installed"):
+        if source is not None and source.extensions_installed:
             disk.internal["extensions_installed"] = True
             self.store.put(disk)
         os_disk.update({"name": name, "osType": os_type, "createOption": "FromImage", "diskSizeGB": size,
@@ -206,12 +209,12 @@ class VirtualMachines:
         os_disk.setdefault("deleteOption", "Detach")
         return os_disk, echoed, source
 
-    def _data_disks(self, rid: ResourceId, location: str, storage: dict, image: Resource | None,
+    def _data_disks(self, rid: ResourceId, location: str, storage: dict, image: ImageContent | None,
                     created: list[str]) -> list[dict]:
         requested = storage.get("dataDisks") or []
         if not isinstance(requested, list):
             raise InvalidInput("InvalidParameter", "dataDisks must be a list.", target="storageProfile.dataDisks")
-        image_luns = dict(image.internal["data_layers"]) if image is not None else {}
+        image_luns = dict(image.data_layers) if image is not None else {}
         by_lun: dict[int, dict] = {}
         for i, data in enumerate(requested):
             data = dict(require_object(data, f"storageProfile.dataDisks[{i}]"))
@@ -235,9 +238,8 @@ class VirtualMachines:
                         raise InvalidInput("InvalidParameter", f"The image has no data disk at LUN {lun}.",
                                            target=field + ".createOption")
                     layers = image_luns[str(lun)]
-                    image_disk = next(d for d in image.properties["storageProfile"]["dataDisks"] if d["lun"] == lun)
-                    default_size = image_disk.get("diskSizeGB") or 32
-                    creation = {"createOption": "FromImage", "imageReference": {"id": image.id}}
+                    default_size = image.data_disk_gb.get(str(lun)) or 32
+                    creation = {"createOption": "FromImage", "imageReference": {"id": image.source.id}}
                     lineage = image.internal.get("source_snapshots", [])
                 else:
                     if data.get("diskSizeGB") is None:
@@ -283,15 +285,16 @@ class VirtualMachines:
             if disk.properties.get("diskState") in ("ReadyToUpload", "ActiveUpload"):
                 raise Conflict("OperationNotAllowed", f"Disk {disk.name} is waiting for its upload to finish.")
 
-    def _managed_image(self, image_id: str, rid: ResourceId, location: str) -> Resource:
-        image_rid = parse_typed(image_id, IMAGE_TYPE, "storageProfile.imageReference.id")
-        image = self.store.get(str(image_rid))
+    def _custom_image(self, image_id: str, rid: ResourceId, location: str) -> ImageContent:
+        """A managed image, or a gallery image version or definition (its latest version)
+        with a replica in the VM's location."""
+        field = "storageProfile.imageReference.id"
+        image = self.image_sources.find(image_id, field, location)
         if image is None:
-            raise NotFound("NotFound", f"The Image '{image_id}' cannot be found in '{location}' region.",
-                           target="storageProfile.imageReference.id")
-        if image_rid.subscription.lower() != rid.subscription.lower() or image.body["location"] != location:
+            raise NotFound("NotFound", f"The Image '{image_id}' cannot be found in '{location}' region.", target=field)
+        if parse(image_id, field).subscription.lower() != rid.subscription.lower() or location not in image.regions:
             raise InvalidInput("InvalidParameter", f"The image '{image_id}' must be in the virtual machine's "
-                               f"subscription and location ('{location}').", target="storageProfile.imageReference.id")
+                               f"subscription and location ('{location}').", target=field)
         return image
 
     @staticmethod
@@ -394,7 +397,8 @@ class VirtualMachines:
 
     def restore(self) -> int:
         """After a server restart: disks left attached to a VM whose creation never completed
-        are released; every VM that was running runs again, disks as they were."""
+        are released; every VM that was running runs again, disks as they were. One that
+        cannot (its disks are gone) shows as stopped, with its provisioning failed."""
         self.disks.release_orphans({vm.id.lower() for vm in self.store.list(type=VM_TYPE)})
         count = 0
         for vm in self.store.list(type=VM_TYPE):
@@ -404,6 +408,8 @@ class VirtualMachines:
                     count += 1
                 except Conflict as exc:
                     log.warning("%s", exc.message)
+                    vm.properties["provisioningState"] = "Failed"
+                    self._set_power(vm, "stopped")
         return count
 
     # commands ---------------------------------------------------------------------------
