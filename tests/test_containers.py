@@ -96,8 +96,10 @@ def finished(batch, job: str, task: str):
 def test_tasks_run_in_their_images_with_the_batch_directories(clients, pool, registries):
     batch = clients.batch
     # idle once the node has taken the exit of the previous test's task
-    nodes = wait_for(lambda: (ns := list(batch.list_nodes(pool))) if all(n.state == "idle" for n in ns) else None,
-                     what="the pool's nodes idle")
+    def all_idle():
+        nodes = list(batch.list_nodes(pool))
+        return nodes if all(n.state == "idle" for n in nodes) else None
+    nodes = wait_for(all_idle, what="the pool's nodes idle")
     assert len(nodes) == 4
     batch.create_job({"id": "ctr-images", "poolInfo": {"poolId": pool}})
     show = ("'cat /etc/which; ls /etc; pwd; echo $AZ_BATCH_TASK_ID $AZ_BATCH_JOB_ID $FOO; "
