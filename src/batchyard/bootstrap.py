@@ -113,9 +113,8 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     db = Database(data / "batchyard.db")
     store = ResourceStore(db)
     box = SecretBox(data / "keys" / "secrets.key")
-    identity = Identity(db, data / "keys", box)
+    identity = Identity(db, data / "keys", box, issuer_bases=lambda: issuer_bases(settings))
     client_secret = identity.ensure_default_principal(settings.dev_credentials)
-    identity.issuer_bases = lambda: issuer_bases(settings)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
     authorization = Authorization(db, identity, groups)
@@ -149,8 +148,8 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     catalog = Catalog(db, aliases, containers=CONTAINERS in provider.capabilities)
     _register_host_image(catalog, layers, data)
     storage = Storage(store, layers, catalog.layers)
-    disks = Disks(store, provider, layers, storage, catalog, data / "uploads")
-    disks.image_sources = image_sources = ImageSources(store)
+    image_sources = ImageSources(store)
+    disks = Disks(store, provider, layers, storage, catalog, data / "uploads", image_sources)
     images = Images(store, disks, storage)
     galleries = Galleries(store, images, storage, provider)
     vms = VirtualMachines(store, provider, disks, images, catalog, storage, settings.run_command_timeout)
@@ -158,24 +157,6 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     if accounts.seal_plaintext_keys():
         db.compact()  # no plaintext key may linger in free pages
     accounts.ensure_default(settings.dev_credentials)
-    pools = Pools(store, NodeStore(db), catalog, settings, accounts)
-    agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}")
-    pools.node_place = lambda node: node_place(provider, node)
-    pools.authorization = authorization
-    pools.image_sources = image_sources
-    allocator = Allocator(pools, pools.nodes, agent, settings, storage)
-    task_store = TaskStore(db)
-    jobs = Jobs(store, task_store, pools)
-    tasks = Tasks(jobs, task_store, data / "outputs")
-    scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent)
-    autoscaler = Autoscaler(pools, PoolMetrics(jobs, task_store, pools.nodes, provider,
-                                               settings.autoscale_sample_seconds), settings)
-    job_schedules = JobSchedules(store, jobs, settings)
-    auto_pools = AutoPools(jobs, pools, store)
-    jobs.task_service = tasks
-    task_tokens = TaskTokens(identity, jobs)
-    scheduler.task_tokens = task_tokens
-    allocator.scheduler = scheduler
     storage_account = configured(settings.storage_connection_string, settings.storage_blob_endpoint,
                                  settings.storage_account, settings.storage_account_key)
     storage_accounts = StorageAccounts([storage_account] if storage_account is not None else [])
@@ -183,9 +164,22 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     applications = Applications(store, accounts, auto_storage, data / "scratch")
     packages = PackageInstaller(applications, auto_storage, data / "scratch")
     transfers = Transfers(storage_accounts, auto_storage.of)
-    pools.applications = tasks.applications = applications
-    agent.transfers = scheduler.transfers = transfers
-    agent.packages = scheduler.packages = packages
+    pools = Pools(store, NodeStore(db), catalog, settings, accounts, node_place=lambda node: node_place(provider, node),
+                  applications=applications, authorization=authorization, image_sources=image_sources)
+    agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}",
+                      transfers, packages)
+    task_store = TaskStore(db)
+    jobs = Jobs(store, task_store, pools)
+    tasks = Tasks(jobs, task_store, data / "outputs", applications)
+    task_tokens = TaskTokens(identity, jobs)
+    scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent,
+                          transfers=transfers, packages=packages, task_tokens=task_tokens)
+    # the scheduler first: the allocator consults it; it pokes the allocator through pools.allocator
+    allocator = Allocator(pools, pools.nodes, agent, settings, storage, scheduler)
+    autoscaler = Autoscaler(pools, PoolMetrics(jobs, task_store, pools.nodes, provider,
+                                               settings.autoscale_sample_seconds), settings)
+    job_schedules = JobSchedules(store, jobs, settings)
+    auto_pools = AutoPools(jobs, pools, store)
     accounts.on_delete(pools.delete_all)
 
     # Deleting a resource group deletes what is in it, dependents first.

@@ -51,13 +51,13 @@ def audience_for_scope(scope: str) -> str:
 
 
 class Identity:
-    def __init__(self, db: Database, key_dir: Path, box: SecretBox):
+    def __init__(self, db: Database, key_dir: Path, box: SecretBox, issuer_bases=lambda: ()):
         self.db = db
         self.box = box  # seals the development secret, which connection.json shows at every start
         self._on_delete: list = []  # called with the object id of a deleted principal
         # the addresses tokens are issued at (this server's, and Azure's with --azure-hostnames):
-        # a token names one of them, followed by /{tenant}/v2.0, as its issuer; set by bootstrap
-        self.issuer_bases = lambda: ()
+        # a token names one of them, followed by /{tenant}/v2.0, as its issuer; read when checked
+        self.issuer_bases = issuer_bases
         self._key = self._load_or_create_key(key_dir / "token-signing.pem")
         self._public = self._key.public_key()
         self.key_id = hashlib.sha256(

@@ -35,6 +35,7 @@ from ..capacity import Room, host_room
 from ...store.resources import Resource
 from .background import PokedLoop
 from .node_agent import NodeAgent
+from .scheduler import Scheduler
 from .pool_spec import nat_node_limit, virtual_network
 from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now, stamp_allocation, stamp_node_state
 from .vm_sizes import lookup as lookup_vm_size
@@ -44,7 +45,7 @@ PASS_GAP = 0.02  # seconds between allocation passes, so a burst of node events 
 
 
 class Allocator(PokedLoop):
-    def __init__(self, pools: Pools, nodes: NodeStore, agent: NodeAgent, settings, storage):
+    def __init__(self, pools: Pools, nodes: NodeStore, agent: NodeAgent, settings, storage, scheduler: Scheduler):
         super().__init__("allocator", tick=0.5, gap=PASS_GAP)
         self.pools = pools
         self.nodes = nodes
@@ -56,7 +57,8 @@ class Allocator(PokedLoop):
         self._busy_lock = threading.Lock()
         self._waiting: dict[tuple[str, str], tuple[Resource, Node]] = {}  # leaving nodes whose tasks must end first
         self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
-        self.scheduler = None  # consulted before a node with tasks goes away
+        # consulted before a node with tasks goes away; it reaches this allocator through pools.allocator
+        self.scheduler = scheduler
         pools.allocator = self
         agent.provider.on_machines_lost(self.machines_lost)
 
@@ -359,8 +361,7 @@ class Allocator(PokedLoop):
             if current is None or current.state != "creating":
                 return
         self.agent.provision(pool, current)
-        if self.scheduler is not None:
-            self.scheduler.poke()  # a new idle node: tasks may be waiting for it
+        self.scheduler.poke()  # a new idle node: tasks may be waiting for it
 
     def _run_pending(self, pool: Resource, node: Node, action) -> None:
         with self.pools.lock:
@@ -369,21 +370,18 @@ class Allocator(PokedLoop):
                 return
             current.internal.pop("dispatched", None)  # the same action may be asked for again
             self.nodes.put(current)
-        if self.scheduler is not None:
-            self.scheduler.node_interrupted(current)
+        self.scheduler.node_interrupted(current)
         action(self.pools.store.get(pool.id) or pool, current)
-        if self.scheduler is not None:
-            self.scheduler.poke()
+        self.scheduler.poke()
 
     def _remove_node(self, pool: Resource, node: Node) -> None:
-        if self.scheduler is not None:
-            current = self.pools.store.get(pool.id)
-            option = "requeue" if current is None or current.body["state"] == "deleting" else \
-                current.internal.get("resize", {}).get("deallocation", "requeue")
-            if not self.scheduler.node_leaving(node, option):
-                with self._busy_lock:  # its tasks finish first; a later pass tries again
-                    self._waiting[(node.pool_key, node.id)] = (pool, node)
-                return
+        current = self.pools.store.get(pool.id)
+        option = "requeue" if current is None or current.body["state"] == "deleting" else \
+            current.internal.get("resize", {}).get("deallocation", "requeue")
+        if not self.scheduler.node_leaving(node, option):
+            with self._busy_lock:  # its tasks finish first; a later pass tries again
+                self._waiting[(node.pool_key, node.id)] = (pool, node)
+            return
         self.agent.remove(node)
         with self.pools.lock:
             self.nodes.retire(node, iso(now()))  # its lifetime still counts in the pool's usage metrics
@@ -407,8 +405,7 @@ class Allocator(PokedLoop):
                     continue
                 self._replace_later(current, "NodeHostLost", "The host that ran the node left the cluster; the "
                                                              "node is made again on another host.")
-                if self.scheduler is not None:
-                    self.scheduler.node_interrupted(current)
+                self.scheduler.node_interrupted(current)
         self.poke()
 
     def _replace_later(self, node: Node, code: str, message: str) -> None:
@@ -473,8 +470,7 @@ class Allocator(PokedLoop):
             current.internal.pop("dispatched", None)
             stamp_node_state(current, current.internal.pop("restored_state", "idle"))
             self.nodes.put(current)
-        if self.scheduler is not None:
-            self.scheduler.poke()
+        self.scheduler.poke()
 
 
 def _nat_pools(pool: Resource) -> list[dict]:

@@ -27,7 +27,11 @@ class Jobs:
         self.lock = pools.lock  # jobs, tasks, pools and nodes change together
         self.scheduler = None  # set by the scheduler
         self.auto_pools = None  # set by AutoPools
-        self.task_service = None  # Tasks, which adds a job's manager task; set at bootstrap
+        self._on_added: list = []  # called with (account, job) once a job is stored, under the lock
+
+    def on_added(self, callback) -> None:
+        """callback(account, job) runs once a new job is stored (its manager task is added so)."""
+        self._on_added.append(callback)
 
     @staticmethod
     def key(account: Resource, job_id: str) -> str:
@@ -103,8 +107,8 @@ class Jobs:
             if "autoPoolSpecification" in job.body["poolInfo"]:
                 self.auto_pools.create_for(account, job, auth, schedule)
             self.store.put(job)
-            if "jobManagerTask" in job.body:
-                job_manager.start(self.task_service, account, job, self.pools.store.get(job.internal["pool_key"]))
+            for added in self._on_added:
+                added(account, job)
         self._poke()
         return job
 

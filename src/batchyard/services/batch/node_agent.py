@@ -20,7 +20,8 @@ from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .files import Place
 from .pools import Pools, iso, now, stamp_node_state
-from .storage_files import NodePlace, TransferFailed
+from .package_install import PackageInstaller
+from .storage_files import NodePlace, TransferFailed, Transfers
 from . import containers, vm_sizes
 
 log = logging.getLogger("batchyard.batch")
@@ -63,12 +64,13 @@ def inbound_ports(node: Node) -> tuple[InboundPort, ...]:
 
 
 class NodeAgent:
-    def __init__(self, provider: MachineProvider, pools: Pools, account_url):
+    def __init__(self, provider: MachineProvider, pools: Pools, account_url, transfers: Transfers,
+                 packages: PackageInstaller):
         self.provider = provider
         self.pools = pools
         self.account_url = account_url  # account name -> the account's Batch endpoint
-        self.transfers = None  # resource files (storage_files.py), set by bootstrap
-        self.packages = None  # application packages (package_install.py), set by bootstrap
+        self.transfers = transfers  # resource files (storage_files.py)
+        self.packages = packages  # application packages (package_install.py)
         # (key, attempt) -> the callback a start task's exit goes to; the scheduler puts its
         # own here, so start tasks end on the same path as tasks
         self.exit_sink = self._direct_exit
@@ -146,7 +148,7 @@ class NodeAgent:
         """The pool's application packages, before the start task, as Azure installs them; a
         node that cannot get them is unusable, with the reason in its errors."""
         references = pool.body.get("applicationPackageReferences")
-        if not references or self.packages is None:
+        if not references:
             return True
         try:
             self.packages.install(pool.internal["account"], references,
@@ -323,7 +325,7 @@ class NodeAgent:
             "HOME": f"{task_dir}/wd",
             "USER": "_azbatch" if task["userIdentity"]["autoUser"]["elevationLevel"] != "admin" else "root",
         }
-        if pool.body.get("applicationPackageReferences") and self.packages is not None:
+        if pool.body.get("applicationPackageReferences"):
             env.update(self.packages.environment(account, pool.body["applicationPackageReferences"]))
         for pair in task.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]

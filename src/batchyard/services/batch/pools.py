@@ -86,7 +86,8 @@ class PoolAuth:
 
 
 class Pools:
-    def __init__(self, store: ResourceStore, nodes: NodeStore, catalog, settings, accounts):
+    def __init__(self, store: ResourceStore, nodes: NodeStore, catalog, settings, accounts, *, node_place,
+                 applications, authorization, image_sources):
         self.store = store
         self.accounts = accounts  # their quotas
         self.nodes = nodes
@@ -96,10 +97,10 @@ class Pools:
         self.lock = threading.RLock()
         self.allocator = None  # set by the allocator; poked whenever a pool has work
         self.autoscaler = None  # set by the autoscaler (autoscale/autoscaler.py)
-        self.node_place = None  # node -> its AZ_BATCH_NODE_ROOT_DIR (files.Place); set by bootstrap
-        self.applications = None  # checks applicationPackageReferences (applications.py); set by bootstrap
-        self.authorization = None  # who may read which image (services/authorization.py); set by bootstrap
-        self.image_sources = None  # the one reader of image ids (compute/image_sources.py); set by bootstrap
+        self.node_place = node_place  # node -> its AZ_BATCH_NODE_ROOT_DIR (files.Place)
+        self.applications = applications  # checks applicationPackageReferences (applications.py)
+        self.authorization = authorization  # who may read which image (services/authorization.py)
+        self.image_sources = image_sources  # the one reader of image ids (compute/image_sources.py)
 
     # reading --------------------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class Pools:
         the node has no machine (creating, unusable, leaving, ...)."""
         node = self.get_node(account, pool_id, node_id)
         place = None
-        if node.state in FILE_STATES and self.node_place is not None and node.internal.get("machine_key"):
+        if node.state in FILE_STATES and node.internal.get("machine_key"):
             try:
                 place = self.node_place(node)
                 if not place.files.stat(place.root, []).is_dir:

@@ -37,6 +37,7 @@ from . import containers, job_manager, multi_instance, task_spec
 from .background import PokedLoop
 from .jobs import Jobs
 from .side_tasks import SideTasks
+from .task_tokens import TaskTokens
 from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
 from . import files
@@ -73,7 +74,8 @@ class Running:
 
 class Scheduler(PokedLoop):
     def __init__(self, jobs: Jobs, tasks: Tasks, pools: Pools, nodes: NodeStore, task_store: TaskStore,
-                 provider: MachineProvider, agent: NodeAgent):
+                 provider: MachineProvider, agent: NodeAgent, *, transfers: Transfers, packages: PackageInstaller,
+                 task_tokens: TaskTokens):
         super().__init__("scheduler", tick=TICK, gap=PASS_GAP)
         self.jobs, self.tasks, self.pools, self.nodes, self.store = jobs, tasks, pools, nodes, task_store
         self.provider = provider
@@ -91,14 +93,14 @@ class Scheduler(PokedLoop):
         self._kept_back = False  # the last refill put exits back on the queue (the disk is full)
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
         self.uploads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="output-files")
-        self.transfers: Transfers | None = None  # resource and output files (storage_files.py), set by bootstrap
-        self.packages: PackageInstaller | None = None  # application packages, set by bootstrap
+        self.transfers = transfers  # resource and output files (storage_files.py)
+        self.packages = packages  # application packages (package_install.py)
         self.upload_failures: dict[tuple, dict] = {}  # (job, task, attempt) -> failureInfo of its outputs
         # node -> [tasks started, tasks succeeded] since the last flush
         self._touched: dict[tuple[str, str], list[int]] = {}
         self.side = SideTasks(self)
         self.multi = multi_instance.MultiInstance(self)
-        self.task_tokens = None  # issues AZ_BATCH_AUTHENTICATION_TOKEN; set at bootstrap
+        self.task_tokens = task_tokens  # issues AZ_BATCH_AUTHENTICATION_TOKEN
         jobs.scheduler = tasks.scheduler = self
         agent.exit_sink = self.on_exit  # start tasks end through this loop too
         tasks.task_place = self.task_place
@@ -728,7 +730,7 @@ class Scheduler(PokedLoop):
         for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]
         env.update(task.internal.get("multi_env", {}).get(node.id, {}))
-        if task.body.get("authenticationTokenSettings") and self.task_tokens is not None:
+        if task.body.get("authenticationTokenSettings"):
             env["AZ_BATCH_AUTHENTICATION_TOKEN"] = self.task_tokens.issue(pool.internal["account"], job.name)
         return env
 

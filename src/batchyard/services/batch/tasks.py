@@ -10,7 +10,7 @@ from ...store.batch_tasks import Task, TaskStore
 from ...store.resources import Resource
 from ..errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, ServiceError
 from . import batch_input as bi
-from . import multi_instance, task_spec
+from . import job_manager, multi_instance, task_spec
 from .files import Place
 from .jobs import Jobs
 from .pools import check_conditions, iso, new_etag, now
@@ -29,16 +29,22 @@ def _affinity(item: dict) -> dict | None:
 
 
 class Tasks:
-    def __init__(self, jobs: Jobs, store: TaskStore, outputs_root: Path):
+    def __init__(self, jobs: Jobs, store: TaskStore, outputs_root: Path, applications):
         self.jobs = jobs
         self.store = store
         self.outputs_root = outputs_root
         self.lock = jobs.lock
         self.scheduler = None  # set by the scheduler
         self.task_place = None  # (task) -> its directory (files.Place) or None; set by the scheduler
-        self.applications = None  # checks applicationPackageReferences (applications.py); set at bootstrap
+        self.applications = applications  # checks applicationPackageReferences (applications.py)
+        jobs.on_added(self._add_job_manager)  # tasks are built on jobs, so jobs reach them through this hook
 
     # adding -------------------------------------------------------------------------------------
+
+    def _add_job_manager(self, account: Resource, job: Resource) -> None:
+        """A new job's manager task, added with the job (the job is stored already)."""
+        if "jobManagerTask" in job.body:
+            job_manager.start(self, account, job, self.jobs.pools.store.get(job.internal["pool_key"]))
 
     def create(self, account: Resource, job_id: str, body: dict) -> Task:
         results = self._add(account, job_id, [bi.body_object(body)], single=True)

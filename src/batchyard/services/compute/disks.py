@@ -14,6 +14,7 @@ import secrets
 import tarfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...private_files import private_dir, private_opener
 from ...runtime.layers import LayerStore
@@ -25,6 +26,9 @@ from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, no
 from ..errors import Conflict, InvalidInput, NotFound, Unsupported
 from ..storage import Storage
 from .catalog import Catalog
+
+if TYPE_CHECKING:  # image_sources.py imports this module (through images.py)
+    from .image_sources import ImageSources
 
 log = logging.getLogger("batchyard.compute")
 
@@ -57,13 +61,13 @@ def _os_type(value, field: str) -> str | None:
 
 class Disks:
     def __init__(self, store: ResourceStore, provider: MachineProvider, layers: LayerStore, storage: Storage,
-                 catalog: Catalog, upload_dir: Path):
+                 catalog: Catalog, upload_dir: Path, image_sources: ImageSources):
         self.store = store
         self.provider = provider
         self.layers = layers
         self.storage = storage
         self.catalog = catalog
-        self.image_sources = None  # the one reader of custom image ids (image_sources.py); set by bootstrap
+        self.image_sources = image_sources  # the one reader of custom image ids
         self.upload_dir = upload_dir
         private_dir(upload_dir)
 
