@@ -141,8 +141,8 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
         provider, note = choose_provider(data / "runtime", layers, namespaces, settings.fakechroot,
                                          cgroups=settings.node_cgroups != "off",
                                          networks=settings.node_networks != "off",
-                                         outbound_nat=settings.outbound_nat)
-    provider.registry_ca_bundle = settings.registry_ca_bundle
+                                         outbound_nat=settings.outbound_nat,
+                                         registry_ca_bundle=settings.registry_ca_bundle)
     aliases = ImageAliases(data / IMAGE_ALIASES)
     aliases.ensure_file()
     catalog = Catalog(db, aliases, containers=CONTAINERS in provider.capabilities)

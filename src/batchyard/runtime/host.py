@@ -70,7 +70,8 @@ def machine_cgroups(runtime_root: Path, wanted: bool) -> tuple[cgroup_backends.C
 
 def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
                     fakechroot: str | None, cgroups: bool = True, networks: bool = True,
-                    outbound_nat: str = "auto", tunnel: Tunnel | None = None) -> tuple[MachineProvider, str]:
+                    outbound_nat: str = "auto", tunnel: Tunnel | None = None,
+                    registry_ca_bundle: str | None = None) -> tuple[MachineProvider, str]:
     """Returns the provider and a sentence for the start banner: isolated machines where
     the kernel allows them, else the documented fallback (plain directories and copies,
     run through fakechroot), else none. A host of a cluster gives the `tunnel` that joins
@@ -83,7 +84,7 @@ def choose_provider(runtime_root: Path, layers: LayerStore, namespaces: bool,
     if reason is None:
         limits, limits_note = machine_cgroups(runtime_root, cgroups)
         provider = NamespaceMachineProvider(runtime_root, layers, limits, networks, outbound_nat, tag(runtime_root),
-                                            tunnel)
+                                            tunnel, registry_ca_bundle)
         filtered = f"NO seccomp filter: {provider.seccomp_missing}" if provider.seccomp_missing else "seccomp"
         networked = f"NO private networks: {provider.networks_missing}" if provider.networks_missing else \
             f"private networks, service at {provider.service_address}, " + \

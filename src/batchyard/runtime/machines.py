@@ -139,9 +139,11 @@ class NamespaceMachineProvider(HostProvider):
     mode = "namespaces"
 
     def __init__(self, root: Path, layers: LayerStore, cgroups: Cgroups | None = None, networks: bool = False,
-                 outbound_nat: str = "off", tag: str = "0", tunnel: Tunnel | None = None):
+                 outbound_nat: str = "off", tag: str = "0", tunnel: Tunnel | None = None,
+                 registry_ca_bundle: str | None = None):
         super().__init__()
         self.root = root
+        self.registry_ca_bundle = registry_ca_bundle  # what image pulls trust over HTTPS (None: the system's)
         self.layers = layers
         self.cgroups = cgroups
         if cgroups is not None:

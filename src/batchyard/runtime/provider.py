@@ -145,8 +145,6 @@ class MachineProvider(ABC):
     capabilities: frozenset[str] = frozenset()
     # Where machines reach the service (None: as the host does, at the service's own address).
     service_address: str | None = None
-    # The CA bundle image pulls trust over HTTPS (None: the system's); a service setting.
-    registry_ca_bundle: str | None = None
 
     # disks ------------------------------------------------------------------------------------
 
