@@ -174,7 +174,7 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     task_tokens = TaskTokens(identity, jobs)
     scheduler = Scheduler(jobs, tasks, pools, pools.nodes, task_store, provider, agent,
                           transfers=transfers, packages=packages, task_tokens=task_tokens)
-    # the scheduler first: the allocator consults it; it pokes the allocator through pools.allocator
+    # the scheduler first: the allocator consults it (and pools reach the allocator through pools.on_work)
     allocator = Allocator(pools, pools.nodes, agent, settings, storage, scheduler)
     autoscaler = Autoscaler(pools, PoolMetrics(jobs, task_store, pools.nodes, provider,
                                                settings.autoscale_sample_seconds), settings)

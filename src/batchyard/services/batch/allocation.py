@@ -57,9 +57,8 @@ class Allocator(PokedLoop):
         self._busy_lock = threading.Lock()
         self._waiting: dict[tuple[str, str], tuple[Resource, Node]] = {}  # leaving nodes whose tasks must end first
         self._workers = ThreadPoolExecutor(max_workers=settings.node_workers, thread_name_prefix="node")
-        # consulted before a node with tasks goes away; it reaches this allocator through pools.allocator
-        self.scheduler = scheduler
-        pools.allocator = self
+        self.scheduler = scheduler  # consulted before a node with tasks goes away
+        pools.on_work(self.poke)  # pools are built first (the allocator reads them): they poke it through this hook
         agent.provider.on_machines_lost(self.machines_lost)
 
     def start(self, held: Inventory | None = None) -> None:

@@ -95,7 +95,7 @@ class Pools:
         self.settings = settings
         # One lock for every pool and node record: the API and the allocator both change them.
         self.lock = threading.RLock()
-        self.allocator = None  # set by the allocator; poked whenever a pool has work
+        self._on_work: list = []  # called whenever a pool has work (the allocator's poke)
         self.autoscaler = None  # set by the autoscaler (autoscale/autoscaler.py)
         self.node_place = node_place  # node -> its AZ_BATCH_NODE_ROOT_DIR (files.Place)
         self.applications = applications  # checks applicationPackageReferences (applications.py)
@@ -525,9 +525,13 @@ class Pools:
         with self.lock:
             return self._save(pool)
 
+    def on_work(self, callback) -> None:
+        """callback() runs whenever a pool has work for the allocator."""
+        self._on_work.append(callback)
+
     def _poke(self) -> None:
-        if self.allocator is not None:
-            self.allocator.poke()
+        for poke in self._on_work:
+            poke()
 
     # nodes ----------------------------------------------------------------------------------
 
