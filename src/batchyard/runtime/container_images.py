@@ -30,6 +30,7 @@ from pathlib import Path
 
 import zstandard
 
+from .fresh_answers import FreshAnswers
 from .layers import LayerStore
 from .oci_registry import Login, RegistryClient, RegistryError, parse_reference
 
@@ -67,6 +68,9 @@ class ImageStore:
         self._lock = threading.Lock()
         self._pulling: dict[str, threading.Lock] = {}
         self._granted: set[tuple[str, str]] = set()  # (image, login digest) the registry let pull
+        # Every task start asks whether its tag moved; tasks starting together share one asking
+        # (per login: what the registry tells one caller it may not tell another).
+        self._tag_checks = FreshAnswers()
         layers.keepers.append(self.stored_layers)
 
     def stored_layers(self) -> set[str]:
@@ -96,20 +100,20 @@ class ImageStore:
         ValueError for a reference that is not one) and leaves nothing half-made. HTTPS
         trusts `ca_bundle` (None: the system's CAs)."""
         ref = parse_reference(reference)
+        grant = (str(ref), _login_key(login))
+        image = self._known(str(ref), grant)
+        if image is not None and ref.digest:  # a digest names the same bytes for ever
+            return image
+        if image is not None and self._still_current(ref, login, ca_bundle, image):
+            return image
         with self._lock:
             gate = self._pulling.setdefault(str(ref), threading.Lock())
         with gate:  # two nodes prefetching one image on one host pull it once
-            image = self.local(str(ref))
-            grant = (str(ref), _login_key(login))
-            known = image is not None and (image.anonymous or grant in self._granted)
-            if known and ref.digest:  # a digest names the same bytes for ever
-                return image
+            image = self._known(str(ref), grant)
             # An image that needed credentials is had again only by who the registry lets in:
             # the manifest is asked for with this caller's login (the layers stay as they are).
             client = RegistryClient(ref, login, ca_bundle)
             try:
-                if known and self._still_current(client, image):
-                    return image
                 named, digest, manifest, config = client.manifest()
                 if image is None or image.digest != digest:
                     layers = [layer for layer in (self._layer(client, entry) for entry in manifest["layers"])
@@ -124,19 +128,18 @@ class ImageStore:
                 _write_atomically(self._record(name), data, self.layers.tmp)
             return image
 
-    @staticmethod
-    def _still_current(client: RegistryClient, image: ContainerImage) -> bool:
+    def _known(self, reference: str, grant: tuple[str, str]) -> ContainerImage | None:
+        """The host's copy, if this caller may have it without asking the registry for the manifest."""
+        image = self.local(reference)
+        return image if image is not None and (image.anonymous or grant in self._granted) else None
+
+    def _still_current(self, ref, login: Login | None, ca_bundle: str | None, image: ContainerImage) -> bool:
         """Whether the tag still names what this host has. Azure's node agent pulls a task's
         image as it starts (so a tag pushed again is had again), and a pull that fails
         leaves the task the image the node has (Azure/Batch#122); like `docker pull`, a
         HEAD of the manifest tells, and only a changed digest costs a download."""
-        try:
-            current = client.current_digest()
-        except RegistryError as exc:
-            log.warning("%s: the registry could not say whether the tag moved (%s); using this host's copy",
-                        image.reference, exc)
-            return True
-        return current is not None and current == image.named_digest
+        current = self._tag_checks.ask((str(ref), _login_key(login)), lambda: _current_digest(ref, login, ca_bundle))
+        return current is _UNKNOWN or (current is not None and current == image.named_digest)
 
     def _layer(self, client: RegistryClient, entry: dict) -> str | None:
         digest, media = entry.get("digest", ""), entry.get("mediaType", "")
@@ -163,6 +166,22 @@ class ImageStore:
             shutil.rmtree(staging, ignore_errors=True)
         _write_atomically(known, layer or "", self.layers.tmp)
         return layer
+
+
+_UNKNOWN = object()  # the registry could not say
+
+
+def _current_digest(ref, login: Login | None, ca_bundle: str | None):
+    """The digest the tag names now, None if the registry does not say, _UNKNOWN if it
+    could not be asked (then the host's copy is used)."""
+    client = RegistryClient(ref, login, ca_bundle)
+    try:
+        return client.current_digest()
+    except RegistryError as exc:
+        log.warning("%s: the registry could not say whether the tag moved (%s); using this host's copy", ref, exc)
+        return _UNKNOWN
+    finally:
+        client.close()
 
 
 def _login_key(login: Login | None) -> str:
