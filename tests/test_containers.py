@@ -5,14 +5,18 @@ runs) that the tests fill with images they build themselves."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from azure.core.exceptions import HttpResponseError
 
 from conftest import Clients, Server, pool_settled, wait_for
-from oci_registry import Registry, TokenService, busybox_files, layer_digests, tls_files, write_layout
+from oci_registry import HoldingProxy, Registry, TokenService, busybox_files, layer_digests, tls_files, write_layout
 from test_batch_pools import base_pool, error_values
 
 from batchyard import defaults
+from batchyard.runtime.container_images import ImageStore
+from batchyard.runtime.layers import LayerStore
 
 USERS = {"alice": "wonder-land-7"}
 
@@ -382,3 +386,40 @@ def test_a_tag_pushed_again_is_pulled_again(clients, pool, registries, tmp_path)
 
 def moving_layout(path, which: bytes):
     return write_layout(path, [(busybox_files({"etc/which": which}), "gzip")], {"Env": ["PATH=/bin"]})
+
+
+def test_tasks_starting_together_share_one_check_of_their_tag(registries, tmp_path):
+    """Every container task start asks the registry whether its tag moved (a HEAD of the
+    manifest); starts that arrive while a check is out share the next one instead of
+    queueing their own, and still see a push made after they arrived. The host's image
+    store is driven directly (four threads as four task starts), against the real registry
+    behind a proxy that counts the HEADs and holds the first one's answer."""
+    public = registries["alpha"].split("/")[0]
+    proxy = HoldingProxy(public)
+    try:
+        registries["push"](moving_layout(tmp_path / "old", b"old\n"), "tools/shared:1")
+        reference = f"{proxy.address}/tools/shared:1"
+        store = ImageStore(LayerStore(tmp_path / "layers"))
+        old = store.pull(reference, None)
+        assert proxy.heads == 0  # the first pull asks for the manifest itself
+        proxy.hold.clear()
+        got: dict[str, object] = {}
+        first = threading.Thread(target=lambda: got.update(first=store.pull(reference, None)))
+        first.start()
+        wait_for(lambda: proxy.held == 1, what="the first check at the registry")
+        # the first check's answer (the old digest) is on its way; the tag moves now, and
+        # three more starts arrive while the answer is held
+        registries["push"](moving_layout(tmp_path / "new", b"new\n"), "tools/shared:1")
+        others = [threading.Thread(target=lambda i=i: got.update({f"other{i}": store.pull(reference, None)}))
+                  for i in range(3)]
+        for thread in others:
+            thread.start()
+        wait_for(lambda: store.tag_checks.waiting() == 4, what="four starts asking at once")
+        proxy.hold.set()
+        for thread in [first, *others]:
+            thread.join(60)
+        assert proxy.heads == 2  # the held one, and one shared by the three that came during it
+        assert got["first"].digest == old.digest  # its check began before the push
+        assert {got[f"other{i}"].digest for i in range(3)} == {store.local(reference).digest} != {old.digest}
+    finally:
+        proxy.stop()

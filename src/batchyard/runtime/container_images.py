@@ -70,7 +70,8 @@ class ImageStore:
         self._granted: set[tuple[str, str]] = set()  # (image, login digest) the registry let pull
         # Every task start asks whether its tag moved; tasks starting together share one asking
         # (per login: what the registry tells one caller it may not tell another).
-        self._tag_checks = FreshAnswers()
+        self.tag_checks = FreshAnswers()
+        self._checkers: dict[tuple[str, str], RegistryClient] = {}  # kept between checks of a tag
         layers.keepers.append(self.stored_layers)
 
     def stored_layers(self) -> set[str]:
@@ -138,8 +139,25 @@ class ImageStore:
         image as it starts (so a tag pushed again is had again), and a pull that fails
         leaves the task the image the node has (Azure/Batch#122); like `docker pull`, a
         HEAD of the manifest tells, and only a changed digest costs a download."""
-        current = self._tag_checks.ask((str(ref), _login_key(login)), lambda: _current_digest(ref, login, ca_bundle))
+        key = (str(ref), _login_key(login))
+        current = self.tag_checks.ask(key, lambda: self._current_digest(key, ref, login, ca_bundle))
         return current is _UNKNOWN or (current is not None and current == image.named_digest)
+
+    def _current_digest(self, key: tuple[str, str], ref, login: Login | None, ca_bundle: str | None):
+        """The digest the tag names now, None if the registry does not say, _UNKNOWN if it
+        could not be asked. The client is kept for the next check of the same tag and login
+        (its connection, its bearer token, and whether a loopback registry speaks plain
+        HTTP): the checks of one key never overlap (FreshAnswers), so it is used by one
+        thread at a time. A client that failed is dropped: the next check starts afresh."""
+        client = self._checkers.pop(key, None) or RegistryClient(ref, login, ca_bundle)
+        try:
+            current = client.current_digest()
+        except RegistryError as exc:
+            client.close()
+            log.warning("%s: the registry could not say whether the tag moved (%s); using this host's copy", ref, exc)
+            return _UNKNOWN
+        self._checkers[key] = client
+        return current
 
     def _layer(self, client: RegistryClient, entry: dict) -> str | None:
         digest, media = entry.get("digest", ""), entry.get("mediaType", "")
@@ -169,19 +187,6 @@ class ImageStore:
 
 
 _UNKNOWN = object()  # the registry could not say
-
-
-def _current_digest(ref, login: Login | None, ca_bundle: str | None):
-    """The digest the tag names now, None if the registry does not say, _UNKNOWN if it
-    could not be asked (then the host's copy is used)."""
-    client = RegistryClient(ref, login, ca_bundle)
-    try:
-        return client.current_digest()
-    except RegistryError as exc:
-        log.warning("%s: the registry could not say whether the tag moved (%s); using this host's copy", ref, exc)
-        return _UNKNOWN
-    finally:
-        client.close()
 
 
 def _login_key(login: Login | None) -> str:

@@ -27,6 +27,11 @@ class FreshAnswers:
         self._questions: dict[Hashable, _Question] = {}
         self.askings = 0  # how many times any question was asked (for tests and benches)
 
+    def waiting(self) -> int:
+        """How many callers are asking now, over every question."""
+        with self._cond:
+            return sum(question.callers for question in self._questions.values())
+
     def ask(self, key: Hashable, asking: Callable[[], Any]) -> Any:
         """`asking()`'s value (or exception) from an asking of `key` begun after this call."""
         with self._cond:
