@@ -32,7 +32,7 @@ import zstandard
 
 from .fresh_answers import FreshAnswers
 from .layers import LayerStore
-from .oci_registry import Login, RegistryClient, RegistryError, parse_reference
+from .oci_registry import Login, Reference, RegistryClient, RegistryError, parse_reference
 
 log = logging.getLogger("batchyard.runtime")
 
@@ -68,10 +68,10 @@ class ImageStore:
         self._lock = threading.Lock()
         self._pulling: dict[str, threading.Lock] = {}
         self._granted: set[tuple[str, str]] = set()  # (image, login digest) the registry let pull
-        # Every task start asks whether its tag moved; tasks starting together share one asking
-        # (per login: what the registry tells one caller it may not tell another).
+        # Every task start asks whether its tag moved (_still_current); per login: what the
+        # registry tells one caller it may not tell another.
         self.tag_checks = FreshAnswers()
-        self._checkers: dict[tuple[str, str], RegistryClient] = {}  # kept between checks of a tag
+        self._checkers: dict[tuple, RegistryClient] = {}  # kept between checks of a tag
         layers.keepers.append(self.stored_layers)
 
     def stored_layers(self) -> set[str]:
@@ -105,7 +105,7 @@ class ImageStore:
         image = self._known(str(ref), grant)
         if image is not None and ref.digest:  # a digest names the same bytes for ever
             return image
-        if image is not None and self._still_current(ref, login, ca_bundle, image):
+        if image is not None and self._still_current(grant, ref, login, ca_bundle, image):
             return image
         with self._lock:
             gate = self._pulling.setdefault(str(ref), threading.Lock())
@@ -134,16 +134,19 @@ class ImageStore:
         image = self.local(reference)
         return image if image is not None and (image.anonymous or grant in self._granted) else None
 
-    def _still_current(self, ref, login: Login | None, ca_bundle: str | None, image: ContainerImage) -> bool:
+    def _still_current(self, grant: tuple[str, str], ref: Reference, login: Login | None, ca_bundle: str | None,
+                       image: ContainerImage) -> bool:
         """Whether the tag still names what this host has. Azure's node agent pulls a task's
         image as it starts (so a tag pushed again is had again), and a pull that fails
         leaves the task the image the node has (Azure/Batch#122); like `docker pull`, a
-        HEAD of the manifest tells, and only a changed digest costs a download."""
-        key = (str(ref), _login_key(login))
+        HEAD of the manifest tells, and only a changed digest costs a download. Tasks
+        that start together share one HEAD (begun after each of them started), instead of
+        queueing one each behind the image's pull lock."""
+        key = (*grant, ca_bundle)
         current = self.tag_checks.ask(key, lambda: self._current_digest(key, ref, login, ca_bundle))
         return current is _UNKNOWN or (current is not None and current == image.named_digest)
 
-    def _current_digest(self, key: tuple[str, str], ref, login: Login | None, ca_bundle: str | None):
+    def _current_digest(self, key: tuple, ref: Reference, login: Login | None, ca_bundle: str | None):
         """The digest the tag names now, None if the registry does not say, _UNKNOWN if it
         could not be asked. The client is kept for the next check of the same tag and login
         (its connection, its bearer token, and whether a loopback registry speaks plain

@@ -25,7 +25,6 @@ class FreshAnswers:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._questions: dict[Hashable, _Question] = {}
-        self.askings = 0  # how many times any question was asked (for tests and benches)
 
     def waiting(self) -> int:
         """How many callers are asking now, over every question."""
@@ -45,7 +44,6 @@ class FreshAnswers:
                         continue
                     question.busy, question.started = True, question.started + 1
                     number = question.started
-                    self.askings += 1
                     self._cond.release()
                     try:
                         answer = (True, asking())
