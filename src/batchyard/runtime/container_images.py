@@ -31,7 +31,7 @@ from pathlib import Path
 import zstandard
 
 from .fresh_answers import FreshAnswers
-from .layers import LayerStore
+from .layers import LayerStore, check_member, no_link_on_the_way
 from .oci_registry import Login, Reference, RegistryClient, RegistryError, parse_reference
 
 log = logging.getLogger("batchyard.runtime")
@@ -243,8 +243,8 @@ class _Stream(io.RawIOBase):
 
 
 def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
-    """A layer's tar into `dest`, whiteouts made overlay's. Members are checked as tarfile's
-    'tar' filter does (nothing lands outside `dest`, even through a link), but modes and
+    """A layer's tar into `dest`, whiteouts made overlay's. Members are checked (check_member:
+    nothing lands outside `dest`, even through a link), but modes and
     owners are kept as they are (setuid programs included): an image must arrive whole.
     Device files are left out: a container gets its machine's /dev."""
     stream = io.BufferedReader(_Stream(chunks), 1 << 20)
@@ -255,6 +255,10 @@ def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
             head, _, name = member.name.rstrip("/").rpartition("/")
             if name.startswith(_WHITEOUT):
                 tarfile.tar_filter(member, root)  # a whiteout must not point outside either
+                if name != _OPAQUE and name[len(_WHITEOUT):] in ("", ".", ".."):
+                    # `.wh..` would remove the directory itself, `.wh...` its parent
+                    raise tarfile.FilterError(f"{member.name}: a whiteout that names no entry")
+                no_link_on_the_way(root, head)
                 parent = os.path.join(root, head)
                 os.makedirs(parent, exist_ok=True)
                 if name == _OPAQUE:
@@ -266,7 +270,7 @@ def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
                 continue
             if member.isdev():
                 continue
-            tarfile.tar_filter(member, root)
+            check_member(member, root)
             if not member.isdir():
                 _remove(os.path.join(root, member.name))  # a later entry replaces an earlier one
             tar.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")

@@ -257,11 +257,43 @@ def _marks_of(member: tarfile.TarInfo) -> dict[str, bytes]:
             if key.startswith(_MARK) and key[len(_MARK):] in _KEPT_XATTRS}
 
 
-def _check_layer_member(member: tarfile.TarInfo, dest: str) -> None:
-    """tarfile's 'tar' filter checks (nothing lands outside the destination, even through a
-    link already extracted), without its changes to modes: a layer must arrive as it left.
-    Devices other than overlay whiteouts (0:0 character devices) are refused."""
+def check_member(member: tarfile.TarInfo, dest: str) -> None:
+    """Raises tarfile.FilterError for an entry that would write outside `dest`. tarfile's
+    'tar' filter checks the entry's own path (with realpath), but not where a hard link
+    points (only the 'data' filter does, which also changes modes), and realpath gives up on
+    paths longer than PATH_MAX (CVE-2025-4517, fixed in Python 3.11.13): so every directory
+    an entry goes through, and a hard link's target, is also checked without following
+    anything. Archives of a tree (`docker save`, `tar -C root .`) never need a link on the way."""
     tarfile.tar_filter(member, dest)
+    no_link_on_the_way(dest, member.name.rstrip("/").rpartition("/")[0])
+    if member.islnk():
+        if os.path.isabs(member.linkname):
+            raise tarfile.AbsoluteLinkError(member)
+        no_link_on_the_way(dest, member.linkname)
+
+
+def no_link_on_the_way(root: str, rel: str) -> None:
+    """Every existing component of `rel` below `root` is a real entry, none a symbolic link
+    and none `..`; nothing is followed."""
+    path = root
+    for part in rel.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise tarfile.FilterError(f"{rel}: goes up out of the archive")
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return  # nothing further exists yet: extraction makes real directories
+        if stat.S_ISLNK(mode):
+            raise tarfile.FilterError(f"{rel}: goes through the symbolic link {os.path.relpath(path, root)}")
+
+
+def _check_layer_member(member: tarfile.TarInfo, dest: str) -> None:
+    """check_member, without tarfile's changes to modes: a layer must arrive as it left.
+    Devices other than overlay whiteouts (0:0 character devices) are refused."""
+    check_member(member, dest)
     if member.isblk() or (member.ischr() and (member.devmajor, member.devminor) != (0, 0)):
         raise tarfile.FilterError(f"{member.name}: a device in a layer")
 
@@ -289,9 +321,10 @@ def _copy_dir_meta(src: str, dst: str) -> None:
 
 
 def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """tarfile's 'tar' filter (nothing lands outside the destination, even through links
-    already extracted; absolute symlinks are kept, as a root filesystem needs them: they
+    """tarfile's 'tar' filter and check_member (nothing lands outside the destination, even
+    through links already extracted; absolute symlinks are kept, as a root filesystem needs them: they
     resolve inside the machine), minus device files: a machine gets its own /dev."""
     if member.isdev():
         return None
+    check_member(member, dest)
     return tarfile.tar_filter(member, dest)
