@@ -32,7 +32,7 @@ import zstandard
 
 from .fresh_answers import FreshAnswers
 from .layers import LayerStore, check_member, no_link_on_the_way
-from .oci_registry import Login, Reference, RegistryClient, RegistryError, parse_reference
+from .oci_registry import Login, Reference, RegistryClient, RegistryError, checked_digest, parse_reference
 
 log = logging.getLogger("batchyard.runtime")
 
@@ -163,8 +163,10 @@ class ImageStore:
         return current
 
     def _layer(self, client: RegistryClient, entry: dict) -> str | None:
-        digest, media = entry.get("digest", ""), entry.get("mediaType", "")
-        known = self.blob_layers / digest.replace(":", "-").replace("/", "")
+        if not isinstance(entry, dict):
+            raise RegistryError("the manifest lists a layer that is not an object")
+        digest, media = checked_digest(entry.get("digest"), "manifest"), entry.get("mediaType", "")
+        known = self.blob_layers / digest.replace(":", "-")
         if known.exists():
             layer = known.read_text().strip()
             if layer == "" or self.layers.exists(layer):
