@@ -423,3 +423,17 @@ def test_tasks_starting_together_share_one_check_of_their_tag(registries, tmp_pa
         assert {got[f"other{i}"].digest for i in range(3)} == {store.local(reference).digest} != {old.digest}
     finally:
         proxy.stop()
+
+
+def test_links_in_an_image_where_mounts_go_are_refused(clients, pool, registries, tmp_path):
+    """The Batch directories are mounted into a container before its root is entered: an
+    image whose /mnt is a link must not steer that mount (nor the directories made for it)
+    into the machine's own filesystem (here: /batch made at its root, the mount put there)."""
+    batch = clients.batch
+    linked = registries["push"](write_layout(tmp_path / "linked", [(busybox_files(
+        {"mnt": ("link", "/")}), "gzip")], {"Env": ["PATH=/bin"]}), "tools/linked:1")
+    batch.create_job({"id": "ctr-linked", "poolInfo": {"poolId": pool}})
+    batch.create_task("ctr-linked", {"id": "linked", "commandLine": "true", "containerSettings": {"imageName": linked}})
+    task = finished(batch, "ctr-linked", "linked")
+    assert task.execution_info.exit_code == 126
+    assert "/mnt is a symbolic link in the image" in read(batch, "ctr-linked", "linked", "stderr.txt")

@@ -227,7 +227,7 @@ class RegistryClient:
         if answer.status_code != 200:
             raise RegistryError(f"the token service of {self.ref.registry} refused the credentials "
                                 f"({answer.status_code})")
-        body = _json(answer.content[:_MAX_MANIFEST], "token")
+        body = _json(answer.content, "token")
         self._token = body.get("token") or body.get("access_token")
         if not isinstance(self._token, str):
             self._token = None
