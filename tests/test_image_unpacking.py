@@ -85,6 +85,23 @@ def test_nothing_lands_outside_the_layer(place, entries):
     assert "trusted.overlay.opaque" not in os.listxattr(tmp_path / "other")
 
 
+def test_sparse_files_that_declare_any_size_are_refused(place):
+    """A GNU sparse entry of a few bytes may declare a terabyte, which the layer's copy
+    would write out whole."""
+    _, dest = place
+    payload = b"1\n0\n1\n".ljust(512, b"\0") + b"x".ljust(512, b"\0")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("GNUSparseFile.0/big")
+        info.size = len(payload)
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "big",
+                            "GNU.sparse.realsize": str(1 << 40)}
+        tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(tarfile.TarError, match="sparse"):
+        _unpack(iter([buffer.getvalue()]), dest)
+    assert not (dest / "big").exists()
+
+
 def test_what_a_layer_may_hold_arrives_as_it_is(place):
     tmp_path, dest = place
     _unpack(layer(("bin", "d", None, 0o755), ("bin/su", "f", b"#!", 0o4755), ("bin/sh", "l", "/bin/busybox"),

@@ -265,6 +265,9 @@ def check_member(member: tarfile.TarInfo, dest: str) -> None:
     an entry goes through, and a hard link's target, is also checked without following
     anything. Archives of a tree (`docker save`, `tar -C root .`) never need a link on the way."""
     tarfile.tar_filter(member, dest)
+    if member.issparse():
+        # a few bytes sent, a file of any size made: the layer's copy (freeze) writes it all out
+        raise tarfile.FilterError(f"{member.name}: a sparse file ({member.size} bytes declared)")
     no_link_on_the_way(dest, member.name.rstrip("/").rpartition("/")[0])
     if member.islnk():
         if os.path.isabs(member.linkname):
