@@ -106,11 +106,14 @@ def test_what_a_layer_may_hold_arrives_as_it_is(place):
     tmp_path, dest = place
     _unpack(layer(("bin", "d", None, 0o755), ("bin/su", "f", b"#!", 0o4755), ("bin/sh", "l", "/bin/busybox"),
                   ("bin/ash", "h", "bin/su", 0o4755), ("abs", "l", "/etc/passwd"), ("dev/null", "c", None),
+                  ("lib", "l", "bin"), ("lib", "d", None, 0o700), ("lib64", "l", "lib"), ("lib/ld.so", "f", b"x"),
                   ("etc", "d", None, 0o755), ("etc/.wh.old", "f", b""), ("etc/.wh..wh..opq", "f", b"")), dest)
     assert stat.S_IMODE(os.stat(dest / "bin" / "su").st_mode) == 0o4755
     assert os.readlink(dest / "bin" / "sh") == "/bin/busybox" and os.readlink(dest / "abs") == "/etc/passwd"
     assert os.stat(dest / "bin" / "ash").st_ino == os.stat(dest / "bin" / "su").st_ino
     assert not (dest / "dev" / "null").exists()  # a container gets its machine's /dev
+    assert os.path.isdir(dest / "bin") and not os.path.islink(dest / "lib")  # an entry replaces a link
+    assert os.readlink(dest / "lib64") == "lib" and (dest / "lib" / "ld.so").exists()
     whiteout = os.lstat(dest / "etc" / "old")
     assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == os.makedev(0, 0)
     assert os.getxattr(dest / "etc", "trusted.overlay.opaque") == b"y"

@@ -272,9 +272,10 @@ def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
                 continue
             if member.isdev():
                 continue
-            check_member(member, root)
-            if not member.isdir():
-                _remove(os.path.join(root, member.name))  # a later entry replaces an earlier one
+            check_member(member, root, replaces=True)
+            path = os.path.join(root, member.name)
+            if not member.isdir() or os.path.islink(path):
+                _remove(path)  # a later entry replaces an earlier one (a directory keeps what it holds)
             tar.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
 
 

@@ -257,18 +257,20 @@ def _marks_of(member: tarfile.TarInfo) -> dict[str, bytes]:
             if key.startswith(_MARK) and key[len(_MARK):] in _KEPT_XATTRS}
 
 
-def check_member(member: tarfile.TarInfo, dest: str) -> None:
+def check_member(member: tarfile.TarInfo, dest: str, replaces: bool = False) -> None:
     """Raises tarfile.FilterError for an entry that would write outside `dest`. tarfile's
     'tar' filter checks the entry's own path (with realpath), but not where a hard link
     points (only the 'data' filter does, which also changes modes), and realpath gives up on
     paths longer than PATH_MAX (CVE-2025-4517, fixed in Python 3.11.13): so every directory
     an entry goes through, and a hard link's target, is also checked without following
-    anything. Archives of a tree (`docker save`, `tar -C root .`) never need a link on the way."""
+    anything. Archives of a tree (`docker save`, `tar -C root .`) never need a link on the way.
+    `replaces`: the caller removes whatever is at the entry's own path first."""
     tarfile.tar_filter(member, dest)
     if member.issparse():
         # a few bytes sent, a file of any size made: the layer's copy (freeze) writes it all out
         raise tarfile.FilterError(f"{member.name}: a sparse file ({member.size} bytes declared)")
-    no_link_on_the_way(dest, member.name.rstrip("/").rpartition("/")[0])
+    name = member.name.rstrip("/")
+    no_link_on_the_way(dest, name.rpartition("/")[0] if replaces else name)
     if member.islnk():
         if os.path.isabs(member.linkname):
             raise tarfile.AbsoluteLinkError(member)
