@@ -134,7 +134,8 @@ def test_container_run_options_are_honoured(clients, pool, registries):
     alpha = registries["alpha"]
     prep_wd = "/mnt/batch/tasks/workitems/ctr-options/job-1/jobpreparation/wd"
     batch.create_job({"id": "ctr-options", "poolInfo": {"poolId": pool}, "jobPreparationTask": {
-        "commandLine": "sh -c 'echo FROMFILE=yes > env.list; echo \"# note\" >> env.list'",
+        "commandLine": "sh -c 'echo FROMFILE=yes > env.list; echo \"# note\" >> env.list; s=0123456789abcdef; "
+                       "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do s=$s$s; done; echo X=$s > big.list'",
         "containerSettings": {"imageName": alpha}}})
     tasks = {
         "options": ("sh -c 'echo $GREETING $OWN $FROMFILE $FOO; pwd; id -u; id -g'",
@@ -143,6 +144,7 @@ def test_container_run_options_are_honoured(clients, pool, registries):
         "readonly": ("sh -c 'touch /x 2>/dev/null || echo read-only; echo w > $AZ_BATCH_TASK_WORKING_DIR/f && "
                      "echo wd-writable'", "--read-only"),
         "image-dir": ("pwd", None),
+        "big-env": ("true", f"--env-file {prep_wd}/big.list"),  # 2 MiB: refused, never read whole
         "task-only": ("sh -c 'ls $AZ_BATCH_NODE_ROOT_DIR; ls $AZ_BATCH_NODE_ROOT_DIR/workitems/ctr-options/job-1'",
                       None),
     }
@@ -156,6 +158,10 @@ def test_container_run_options_are_honoured(clients, pool, registries):
                                           "environmentSettings": [{"name": "OWN", "value": "mine"}]})
     for task_id in tasks:
         task = finished(batch, "ctr-options", task_id)
+        if task_id == "big-env":
+            assert task.execution_info.failure_info.code == "ContainerInvalidSettings"
+            assert "larger than 1048576 bytes" in task.execution_info.failure_info.details[0].value
+            continue
         assert task.execution_info.exit_code == 0, (task_id, read(batch, "ctr-options", task_id, "stderr.txt"))
     assert read(batch, "ctr-options", "options").splitlines() == ["hi mine yes alpha", "/work", "1234", "2345"]
     assert read(batch, "ctr-options", "entrypoint") == "first second\n"
