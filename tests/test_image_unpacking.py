@@ -135,3 +135,14 @@ def test_archives_and_received_layers_keep_inside_too(place, entries):
     with pytest.raises(tarfile.TarError):
         store.receive("0" * 64, io.BytesIO(next(layer(*entries))))
     assert untouched(tmp_path) and os.stat(tmp_path / "bystander").st_nlink == 1
+
+
+def test_layers_move_between_hosts_only_by_content_id(place):
+    tmp_path, _ = place
+    store = LayerStore(tmp_path / "store")
+    for name in ("../../other", "host", "/etc"):
+        with pytest.raises(KeyError):
+            store.export(name, io.BytesIO())
+        with pytest.raises(ValueError):
+            store.receive(name, io.BytesIO(next(layer(("f", "f", b"x")))))
+    assert untouched(tmp_path)

@@ -92,7 +92,7 @@ class LayerStore:
     def export(self, layer_id: str, out: BinaryIO) -> None:
         """The layer as a tar stream (owners, modes, overlay whiteouts and the xattrs a layer
         keeps), for a host that lacks it (see receive)."""
-        if layer_id == HOST_LAYER or not self.exists(layer_id):
+        if not _is_layer_id(layer_id) or not self.exists(layer_id):
             raise KeyError(layer_id)
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             root = self.path(layer_id)
@@ -111,6 +111,8 @@ class LayerStore:
     def receive(self, layer_id: str, stream: BinaryIO) -> str:
         """A layer sent by another host (export), stored under its id only if its content
         hashes to that id: a layer that does not match is dropped, never published."""
+        if not _is_layer_id(layer_id):
+            raise LayerMismatch(f"{layer_id[:80]!r} is not a layer id")
         if self.exists(layer_id):
             return layer_id
         unpacked = Path(tempfile.mkdtemp(dir=self.tmp))
@@ -236,6 +238,11 @@ class LayerStore:
                 if os.lstat(path).st_nlink == 1:
                     os.unlink(path)
         return removed
+
+
+def _is_layer_id(layer_id: str) -> bool:
+    """A content id, as another host names one: never a path (nor the host's own root)."""
+    return isinstance(layer_id, str) and len(layer_id) == 64 and all(c in "0123456789abcdef" for c in layer_id)
 
 
 class LayerMismatch(ValueError):
