@@ -11,6 +11,7 @@ import datetime
 import gzip
 import hashlib
 import hmac
+import http.client
 import http.server
 import io
 import ipaddress
@@ -270,3 +271,64 @@ def write_layout(path: Path, layers: list[tuple[dict, str]], config: dict | None
          "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "latest"},
          "platform": {"architecture": "amd64", "os": "linux"}}]}))
     return path
+
+
+class HoldingProxy:
+    """A loopback HTTP proxy in front of a registry that counts the HEADs of manifests
+    (how `docker pull` asks whether a tag moved) and, while `hold` is clear, keeps each
+    HEAD's answer (fetched from the registry at once) until `hold` is set: a test can then
+    make other pulls arrive while a check is out. Stopped by `stop()`."""
+
+    def __init__(self, registry: str):
+        self.registry = registry
+        self.heads = 0
+        self.held = 0  # HEADs asked and not yet answered
+        self.hold = threading.Event()
+        self.hold.set()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                proxy.forward(self, "GET")
+
+            def do_HEAD(self):
+                proxy.forward(self, "HEAD")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def forward(self, request, method: str) -> None:
+        upstream = http.client.HTTPConnection(self.registry, timeout=30)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "connection")}
+        upstream.request(method, request.path, headers=headers)
+        answer = upstream.getresponse()
+        body = answer.read()
+        upstream.close()
+        counted = method == "HEAD" and "/manifests/" in request.path
+        if counted:
+            with self._lock:
+                self.heads += 1
+                self.held += 1
+            self.hold.wait(60)
+        request.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding"):
+                request.send_header(name, value)
+        request.end_headers()
+        if method == "GET":
+            request.wfile.write(body)
+        if counted:
+            with self._lock:
+                self.held -= 1
+
+    def stop(self) -> None:
+        self.hold.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

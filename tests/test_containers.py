@@ -5,14 +5,18 @@ runs) that the tests fill with images they build themselves."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from azure.core.exceptions import HttpResponseError
 
 from conftest import Clients, Server, pool_settled, wait_for
-from oci_registry import Registry, TokenService, busybox_files, layer_digests, tls_files, write_layout
+from oci_registry import HoldingProxy, Registry, TokenService, busybox_files, layer_digests, tls_files, write_layout
 from test_batch_pools import base_pool, error_values
 
 from batchyard import defaults
+from batchyard.runtime.container_images import ImageStore
+from batchyard.runtime.layers import LayerStore
 
 USERS = {"alice": "wonder-land-7"}
 
@@ -130,7 +134,8 @@ def test_container_run_options_are_honoured(clients, pool, registries):
     alpha = registries["alpha"]
     prep_wd = "/mnt/batch/tasks/workitems/ctr-options/job-1/jobpreparation/wd"
     batch.create_job({"id": "ctr-options", "poolInfo": {"poolId": pool}, "jobPreparationTask": {
-        "commandLine": "sh -c 'echo FROMFILE=yes > env.list; echo \"# note\" >> env.list'",
+        "commandLine": "sh -c 'echo FROMFILE=yes > env.list; echo \"# note\" >> env.list; s=0123456789abcdef; "
+                       "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do s=$s$s; done; echo X=$s > big.list'",
         "containerSettings": {"imageName": alpha}}})
     tasks = {
         "options": ("sh -c 'echo $GREETING $OWN $FROMFILE $FOO; pwd; id -u; id -g'",
@@ -139,6 +144,7 @@ def test_container_run_options_are_honoured(clients, pool, registries):
         "readonly": ("sh -c 'touch /x 2>/dev/null || echo read-only; echo w > $AZ_BATCH_TASK_WORKING_DIR/f && "
                      "echo wd-writable'", "--read-only"),
         "image-dir": ("pwd", None),
+        "big-env": ("true", f"--env-file {prep_wd}/big.list"),  # 2 MiB: refused, never read whole
         "task-only": ("sh -c 'ls $AZ_BATCH_NODE_ROOT_DIR; ls $AZ_BATCH_NODE_ROOT_DIR/workitems/ctr-options/job-1'",
                       None),
     }
@@ -152,6 +158,10 @@ def test_container_run_options_are_honoured(clients, pool, registries):
                                           "environmentSettings": [{"name": "OWN", "value": "mine"}]})
     for task_id in tasks:
         task = finished(batch, "ctr-options", task_id)
+        if task_id == "big-env":
+            assert task.execution_info.failure_info.code == "ContainerInvalidSettings"
+            assert "larger than 1048576 bytes" in task.execution_info.failure_info.details[0].value
+            continue
         assert task.execution_info.exit_code == 0, (task_id, read(batch, "ctr-options", task_id, "stderr.txt"))
     assert read(batch, "ctr-options", "options").splitlines() == ["hi mine yes alpha", "/work", "1234", "2345"]
     assert read(batch, "ctr-options", "entrypoint") == "first second\n"
@@ -382,3 +392,54 @@ def test_a_tag_pushed_again_is_pulled_again(clients, pool, registries, tmp_path)
 
 def moving_layout(path, which: bytes):
     return write_layout(path, [(busybox_files({"etc/which": which}), "gzip")], {"Env": ["PATH=/bin"]})
+
+
+def test_tasks_starting_together_share_one_check_of_their_tag(registries, tmp_path):
+    """Every container task start asks the registry whether its tag moved (a HEAD of the
+    manifest); starts that arrive while a check is out share the next one instead of
+    queueing their own, and still see a push made after they arrived. The host's image
+    store is driven directly (four threads as four task starts), against the real registry
+    behind a proxy that counts the HEADs and holds the first one's answer."""
+    public = registries["alpha"].split("/")[0]
+    proxy = HoldingProxy(public)
+    try:
+        registries["push"](moving_layout(tmp_path / "old", b"old\n"), "tools/shared:1")
+        reference = f"{proxy.address}/tools/shared:1"
+        store = ImageStore(LayerStore(tmp_path / "layers"))
+        old = store.pull(reference, None)
+        assert proxy.heads == 0  # the first pull asks for the manifest itself
+        proxy.hold.clear()
+        got: dict[str, object] = {}
+        first = threading.Thread(target=lambda: got.update(first=store.pull(reference, None)))
+        first.start()
+        wait_for(lambda: proxy.held == 1, what="the first check at the registry")
+        # the first check's answer (the old digest) is on its way; the tag moves now, and
+        # three more starts arrive while the answer is held
+        registries["push"](moving_layout(tmp_path / "new", b"new\n"), "tools/shared:1")
+        others = [threading.Thread(target=lambda i=i: got.update({f"other{i}": store.pull(reference, None)}))
+                  for i in range(3)]
+        for thread in others:
+            thread.start()
+        wait_for(lambda: store.tag_checks.waiting() == 4, what="four starts asking at once")
+        proxy.hold.set()
+        for thread in [first, *others]:
+            thread.join(60)
+        assert proxy.heads == 2  # the held one, and one shared by the three that came during it
+        assert got["first"].digest == old.digest  # its check began before the push
+        assert {got[f"other{i}"].digest for i in range(3)} == {store.local(reference).digest} != {old.digest}
+    finally:
+        proxy.stop()
+
+
+def test_links_in_an_image_where_mounts_go_are_refused(clients, pool, registries, tmp_path):
+    """The Batch directories are mounted into a container before its root is entered: an
+    image whose /mnt is a link must not steer that mount (nor the directories made for it)
+    into the machine's own filesystem (here: /batch made at its root, the mount put there)."""
+    batch = clients.batch
+    linked = registries["push"](write_layout(tmp_path / "linked", [(busybox_files(
+        {"mnt": ("link", "/")}), "gzip")], {"Env": ["PATH=/bin"]}), "tools/linked:1")
+    batch.create_job({"id": "ctr-linked", "poolInfo": {"poolId": pool}})
+    batch.create_task("ctr-linked", {"id": "linked", "commandLine": "true", "containerSettings": {"imageName": linked}})
+    task = finished(batch, "ctr-linked", "linked")
+    assert task.execution_info.exit_code == 126
+    assert "/mnt is a symbolic link in the image" in read(batch, "ctr-linked", "linked", "stderr.txt")

@@ -72,3 +72,26 @@ def test_sessions_are_found_by_their_id_only():
     assert session.csrf_ok(session.csrf) and not session.csrf_ok("") and not session.csrf_ok(session.csrf[:-1])
     sessions.end(session_id)
     assert sessions.find(session_id) is None
+
+
+def test_anonymous_sessions_idle_out_sooner_and_are_capped(monkeypatch):
+    """A flood of visits to the sign-in page cannot fill memory; signed-in sessions stay."""
+    from batchyard.api.portal import sessions as module
+    from batchyard.api.portal.sessions import Session
+    from batchyard.services.authorization import Caller
+
+    monkeypatch.setattr(module, "MAX_ANONYMOUS", 5)
+    sessions = Sessions()
+    signed_id, _ = sessions.new(Session(caller=Caller("AAD", "oid", "client")))
+    first_id, _ = sessions.new()
+    for _ in range(10):
+        sessions.new()
+    assert sessions.find(first_id) is None  # the oldest anonymous ones made room
+    assert sessions.find(signed_id) is not None
+    assert sum(s.caller is None for s in sessions._by_digest.values()) == 5
+    idle_id, idle = sessions.new()
+    idle.seen -= module.ANONYMOUS_IDLE_SECONDS + 1
+    assert sessions.find(idle_id) is None
+    signed = sessions.find(signed_id)
+    signed.seen -= module.ANONYMOUS_IDLE_SECONDS + 1
+    assert sessions.find(signed_id) is signed  # a signed-in session idles for IDLE_SECONDS

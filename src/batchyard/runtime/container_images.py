@@ -30,8 +30,9 @@ from pathlib import Path
 
 import zstandard
 
-from .layers import LayerStore
-from .oci_registry import Login, RegistryClient, RegistryError, parse_reference
+from .fresh_answers import FreshAnswers
+from .layers import LayerStore, check_member, no_link_on_the_way
+from .oci_registry import Login, Reference, RegistryClient, RegistryError, checked_digest, parse_reference
 
 log = logging.getLogger("batchyard.runtime")
 
@@ -67,6 +68,10 @@ class ImageStore:
         self._lock = threading.Lock()
         self._pulling: dict[str, threading.Lock] = {}
         self._granted: set[tuple[str, str]] = set()  # (image, login digest) the registry let pull
+        # Every task start asks whether its tag moved (_still_current); per login: what the
+        # registry tells one caller it may not tell another.
+        self.tag_checks = FreshAnswers()
+        self._checkers: dict[tuple, RegistryClient] = {}  # kept between checks of a tag
         layers.keepers.append(self.stored_layers)
 
     def stored_layers(self) -> set[str]:
@@ -96,20 +101,20 @@ class ImageStore:
         ValueError for a reference that is not one) and leaves nothing half-made. HTTPS
         trusts `ca_bundle` (None: the system's CAs)."""
         ref = parse_reference(reference)
+        grant = (str(ref), _login_key(login))
+        image = self._known(str(ref), grant)
+        if image is not None and ref.digest:  # a digest names the same bytes for ever
+            return image
+        if image is not None and self._still_current(grant, ref, login, ca_bundle, image):
+            return image
         with self._lock:
             gate = self._pulling.setdefault(str(ref), threading.Lock())
         with gate:  # two nodes prefetching one image on one host pull it once
-            image = self.local(str(ref))
-            grant = (str(ref), _login_key(login))
-            known = image is not None and (image.anonymous or grant in self._granted)
-            if known and ref.digest:  # a digest names the same bytes for ever
-                return image
+            image = self._known(str(ref), grant)
             # An image that needed credentials is had again only by who the registry lets in:
             # the manifest is asked for with this caller's login (the layers stay as they are).
             client = RegistryClient(ref, login, ca_bundle)
             try:
-                if known and self._still_current(client, image):
-                    return image
                 named, digest, manifest, config = client.manifest()
                 if image is None or image.digest != digest:
                     layers = [layer for layer in (self._layer(client, entry) for entry in manifest["layers"])
@@ -124,23 +129,44 @@ class ImageStore:
                 _write_atomically(self._record(name), data, self.layers.tmp)
             return image
 
-    @staticmethod
-    def _still_current(client: RegistryClient, image: ContainerImage) -> bool:
+    def _known(self, reference: str, grant: tuple[str, str]) -> ContainerImage | None:
+        """The host's copy, if this caller may have it without asking the registry for the manifest."""
+        image = self.local(reference)
+        return image if image is not None and (image.anonymous or grant in self._granted) else None
+
+    def _still_current(self, grant: tuple[str, str], ref: Reference, login: Login | None, ca_bundle: str | None,
+                       image: ContainerImage) -> bool:
         """Whether the tag still names what this host has. Azure's node agent pulls a task's
         image as it starts (so a tag pushed again is had again), and a pull that fails
         leaves the task the image the node has (Azure/Batch#122); like `docker pull`, a
-        HEAD of the manifest tells, and only a changed digest costs a download."""
+        HEAD of the manifest tells, and only a changed digest costs a download. Tasks
+        that start together share one HEAD (begun after each of them started), instead of
+        queueing one each behind the image's pull lock."""
+        key = (*grant, ca_bundle)
+        current = self.tag_checks.ask(key, lambda: self._current_digest(key, ref, login, ca_bundle))
+        return current is _UNKNOWN or (current is not None and current == image.named_digest)
+
+    def _current_digest(self, key: tuple, ref: Reference, login: Login | None, ca_bundle: str | None):
+        """The digest the tag names now, None if the registry does not say, _UNKNOWN if it
+        could not be asked. The client is kept for the next check of the same tag and login
+        (its connection, its bearer token, and whether a loopback registry speaks plain
+        HTTP): the checks of one key never overlap (FreshAnswers), so it is used by one
+        thread at a time. A client that failed is dropped: the next check starts afresh."""
+        client = self._checkers.pop(key, None) or RegistryClient(ref, login, ca_bundle)
         try:
             current = client.current_digest()
         except RegistryError as exc:
-            log.warning("%s: the registry could not say whether the tag moved (%s); using this host's copy",
-                        image.reference, exc)
-            return True
-        return current is not None and current == image.named_digest
+            client.close()
+            log.warning("%s: the registry could not say whether the tag moved (%s); using this host's copy", ref, exc)
+            return _UNKNOWN
+        self._checkers[key] = client
+        return current
 
     def _layer(self, client: RegistryClient, entry: dict) -> str | None:
-        digest, media = entry.get("digest", ""), entry.get("mediaType", "")
-        known = self.blob_layers / digest.replace(":", "-").replace("/", "")
+        if not isinstance(entry, dict):
+            raise RegistryError("the manifest lists a layer that is not an object")
+        digest, media = checked_digest(entry.get("digest"), "manifest"), entry.get("mediaType", "")
+        known = self.blob_layers / digest.replace(":", "-")
         if known.exists():
             layer = known.read_text().strip()
             if layer == "" or self.layers.exists(layer):
@@ -163,6 +189,9 @@ class ImageStore:
             shutil.rmtree(staging, ignore_errors=True)
         _write_atomically(known, layer or "", self.layers.tmp)
         return layer
+
+
+_UNKNOWN = object()  # the registry could not say
 
 
 def _login_key(login: Login | None) -> str:
@@ -216,8 +245,8 @@ class _Stream(io.RawIOBase):
 
 
 def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
-    """A layer's tar into `dest`, whiteouts made overlay's. Members are checked as tarfile's
-    'tar' filter does (nothing lands outside `dest`, even through a link), but modes and
+    """A layer's tar into `dest`, whiteouts made overlay's. Members are checked (check_member:
+    nothing lands outside `dest`, even through a link), but modes and
     owners are kept as they are (setuid programs included): an image must arrive whole.
     Device files are left out: a container gets its machine's /dev."""
     stream = io.BufferedReader(_Stream(chunks), 1 << 20)
@@ -228,6 +257,10 @@ def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
             head, _, name = member.name.rstrip("/").rpartition("/")
             if name.startswith(_WHITEOUT):
                 tarfile.tar_filter(member, root)  # a whiteout must not point outside either
+                if name != _OPAQUE and name[len(_WHITEOUT):] in ("", ".", ".."):
+                    # `.wh..` would remove the directory itself, `.wh...` its parent
+                    raise tarfile.FilterError(f"{member.name}: a whiteout that names no entry")
+                no_link_on_the_way(root, head)
                 parent = os.path.join(root, head)
                 os.makedirs(parent, exist_ok=True)
                 if name == _OPAQUE:
@@ -239,9 +272,10 @@ def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
                 continue
             if member.isdev():
                 continue
-            tarfile.tar_filter(member, root)
-            if not member.isdir():
-                _remove(os.path.join(root, member.name))  # a later entry replaces an earlier one
+            check_member(member, root, replaces=True)
+            path = os.path.join(root, member.name)
+            if not member.isdir() or os.path.islink(path):
+                _remove(path)  # a later entry replaces an earlier one (a directory keeps what it holds)
             tar.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
 
 

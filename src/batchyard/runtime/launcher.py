@@ -279,6 +279,10 @@ def enter_container(container, rootfs):
     new = b"/proc"
     check(libc.syscall(SYS_MOVE_MOUNT, rootfs, b"", AT_FDCWD, new, MOVE_MOUNT_F_EMPTY_PATH), "attach the container")
     os.close(rootfs)
+    for path, _ in container["binds"]:
+        no_link_below(new, path.encode())
+    no_link_below(new, b"/dev")
+    no_link_below(new, b"/proc")
     for path, read_only in container["binds"]:
         bind(path.encode(), new + path.encode(), read_only)
     bind(b"/dev", new + b"/dev", False)
@@ -289,6 +293,20 @@ def enter_container(container, rootfs):
     check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
     check(libc.umount2(b".", MNT_DETACH), "leave the machine's root")
     os.chdir("/")
+
+
+def no_link_below(root, path):
+    """Before pivot_root, a link in the image would be followed in the machine's filesystem
+    (directories made there, a mount put there): every existing directory on the way to a
+    mount point must be a real one, as runc's securejoin ensures for Docker."""
+    at = root
+    for part in path.strip(b"/").split(b"/"):
+        at = at + b"/" + part
+        if os.path.islink(at):
+            raise OSError(errno.ELOOP, "%s is a symbolic link in the image, where a mount goes"
+                          % at[len(root):].decode(errors="replace"))
+        if not os.path.lexists(at):
+            return
 
 
 def bind(source, target, read_only):

@@ -92,7 +92,7 @@ class LayerStore:
     def export(self, layer_id: str, out: BinaryIO) -> None:
         """The layer as a tar stream (owners, modes, overlay whiteouts and the xattrs a layer
         keeps), for a host that lacks it (see receive)."""
-        if layer_id == HOST_LAYER or not self.exists(layer_id):
+        if not _is_layer_id(layer_id) or not self.exists(layer_id):
             raise KeyError(layer_id)
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             root = self.path(layer_id)
@@ -111,6 +111,8 @@ class LayerStore:
     def receive(self, layer_id: str, stream: BinaryIO) -> str:
         """A layer sent by another host (export), stored under its id only if its content
         hashes to that id: a layer that does not match is dropped, never published."""
+        if not _is_layer_id(layer_id):
+            raise LayerMismatch(f"{layer_id[:80]!r} is not a layer id")
         if self.exists(layer_id):
             return layer_id
         unpacked = Path(tempfile.mkdtemp(dir=self.tmp))
@@ -238,6 +240,11 @@ class LayerStore:
         return removed
 
 
+def _is_layer_id(layer_id: str) -> bool:
+    """A content id, as another host names one: never a path (nor the host's own root)."""
+    return isinstance(layer_id, str) and len(layer_id) == 64 and all(c in "0123456789abcdef" for c in layer_id)
+
+
 class LayerMismatch(ValueError):
     """A layer's content did not hash to the id it was sent as."""
 
@@ -257,11 +264,48 @@ def _marks_of(member: tarfile.TarInfo) -> dict[str, bytes]:
             if key.startswith(_MARK) and key[len(_MARK):] in _KEPT_XATTRS}
 
 
-def _check_layer_member(member: tarfile.TarInfo, dest: str) -> None:
-    """tarfile's 'tar' filter checks (nothing lands outside the destination, even through a
-    link already extracted), without its changes to modes: a layer must arrive as it left.
-    Devices other than overlay whiteouts (0:0 character devices) are refused."""
+def check_member(member: tarfile.TarInfo, dest: str, replaces: bool = False) -> None:
+    """Raises tarfile.FilterError for an entry that would write outside `dest`. tarfile's
+    'tar' filter checks the entry's own path (with realpath), but not where a hard link
+    points (only the 'data' filter does, which also changes modes), and realpath gives up on
+    paths longer than PATH_MAX (CVE-2025-4517, fixed in Python 3.11.13): so every directory
+    an entry goes through, and a hard link's target, is also checked without following
+    anything. Archives of a tree (`docker save`, `tar -C root .`) never need a link on the way.
+    `replaces`: the caller removes whatever is at the entry's own path first."""
     tarfile.tar_filter(member, dest)
+    if member.issparse():
+        # a few bytes sent, a file of any size made: the layer's copy (freeze) writes it all out
+        raise tarfile.FilterError(f"{member.name}: a sparse file ({member.size} bytes declared)")
+    name = member.name.rstrip("/")
+    no_link_on_the_way(dest, name.rpartition("/")[0] if replaces else name)
+    if member.islnk():
+        if os.path.isabs(member.linkname):
+            raise tarfile.AbsoluteLinkError(member)
+        no_link_on_the_way(dest, member.linkname)
+
+
+def no_link_on_the_way(root: str, rel: str) -> None:
+    """Every existing component of `rel` below `root` is a real entry, none a symbolic link
+    and none `..`; nothing is followed."""
+    path = root
+    for part in rel.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise tarfile.FilterError(f"{rel}: goes up out of the archive")
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return  # nothing further exists yet: extraction makes real directories
+        if stat.S_ISLNK(mode):
+            raise tarfile.FilterError(f"{rel}: goes through the symbolic link {os.path.relpath(path, root)}")
+
+
+def _check_layer_member(member: tarfile.TarInfo, dest: str) -> None:
+    """check_member, without tarfile's changes to modes: a layer must arrive as it left.
+    Devices other than overlay whiteouts (0:0 character devices) are refused."""
+    check_member(member, dest)
     if member.isblk() or (member.ischr() and (member.devmajor, member.devminor) != (0, 0)):
         raise tarfile.FilterError(f"{member.name}: a device in a layer")
 
@@ -289,9 +333,10 @@ def _copy_dir_meta(src: str, dst: str) -> None:
 
 
 def _rootfs_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """tarfile's 'tar' filter (nothing lands outside the destination, even through links
-    already extracted; absolute symlinks are kept, as a root filesystem needs them: they
+    """tarfile's 'tar' filter and check_member (nothing lands outside the destination, even
+    through links already extracted; absolute symlinks are kept, as a root filesystem needs them: they
     resolve inside the machine), minus device files: a machine gets its own /dev."""
     if member.isdev():
         return None
+    check_member(member, dest)
     return tarfile.tar_filter(member, dest)

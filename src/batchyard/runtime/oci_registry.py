@@ -4,7 +4,8 @@ indexes (the linux/amd64 entry is chosen), and blobs streamed with their digest 
 
 HTTPS trusts the service's CA bundle setting (or the system's); a registry on a loopback
 address that does not speak TLS is spoken to in plain HTTP, as Docker treats loopback
-registries (insecure by default); nowhere else.
+registries (insecure by default); nowhere else: not a redirect (registries send blobs to
+storage elsewhere) nor a token service off loopback that would get the login in clear.
 
 oras (PyPI) was weighed: it pushes and pulls artifacts but picks no platform from an index
 and leaves layers to the caller, so the small part needed here is written on `requests`.
@@ -18,6 +19,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -35,6 +37,7 @@ _REFERENCE = re.compile(
     r"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class RegistryError(Exception):
@@ -95,6 +98,32 @@ def is_loopback(registry: str) -> bool:
         return False
 
 
+def _plain_refused(url: str) -> bool:
+    """Whether `url` is one this client must not speak to: only HTTPS, or plain HTTP on loopback."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return False
+    return parts.scheme != "http" or not is_loopback(parts.netloc.rpartition("@")[2])
+
+
+class _Session(requests.Session):
+    def get_redirect_target(self, response):
+        """A redirect is followed only to where the client may go (checked before it is asked)."""
+        target = super().get_redirect_target(response)
+        if target and _plain_refused(urljoin(response.url, target)):
+            response.close()
+            raise RegistryError(f"the registry redirected to {urlsplit(urljoin(response.url, target)).netloc} "
+                                "over plain HTTP, which only loopback registries may use")
+        return target
+
+
+def checked_digest(digest, what: str) -> str:
+    """A digest a document names, before it is used in a path or a URL."""
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise RegistryError(f"the {what} names an unsupported digest {str(digest)[:80]!r}")
+    return digest
+
+
 @dataclass(frozen=True)
 class Login:
     username: str
@@ -110,7 +139,7 @@ class RegistryClient:
     def __init__(self, reference: Reference, login: Login | None, ca_bundle: str | None, timeout: float = 60):
         self.ref = reference
         self.login = login
-        self.session = requests.Session()
+        self.session = _Session()
         self.session.verify = ca_bundle or True
         self.session.trust_env = False  # loopback registries must not go through a proxy
         self.timeout = timeout
@@ -188,6 +217,8 @@ class RegistryClient:
             raise RegistryError(f"{self.ref.registry} sent a bearer challenge without a realm")
         query = {"service": fields.get("service", ""),
                  "scope": fields.get("scope") or f"repository:{self.ref.repository}:pull"}
+        if _plain_refused(realm):  # the login would travel in clear (as Docker, the realm may be another host)
+            raise RegistryError(f"{self.ref.registry} names a token service that is not HTTPS")
         auth = (self.login.username, self.login.password) if self.login else None
         try:
             answer = self.session.get(realm, params=query, auth=auth, timeout=self.timeout)
@@ -196,8 +227,10 @@ class RegistryClient:
         if answer.status_code != 200:
             raise RegistryError(f"the token service of {self.ref.registry} refused the credentials "
                                 f"({answer.status_code})")
-        body = answer.json()
+        body = _json(answer.content, "token")
         self._token = body.get("token") or body.get("access_token")
+        if not isinstance(self._token, str):
+            self._token = None
         if not self._token:
             raise RegistryError(f"the token service of {self.ref.registry} sent no token")
 
@@ -236,12 +269,12 @@ class RegistryClient:
         kind = document.get("mediaType") or kind
         if kind in INDEX_TYPES or "manifests" in document:
             entry = _pick_platform(document, str(self.ref))
-            data, _ = self._small(f"{self.base}/manifests/{entry['digest']}", _ACCEPT)
+            data, _ = self._small(f"{self.base}/manifests/{checked_digest(entry.get('digest'), 'index')}", _ACCEPT)
             digest = _checked(data, entry["digest"], "manifest")
             document = _json(data, "manifest")
         if not isinstance(document.get("layers"), list) or not isinstance(document.get("config"), dict):
             raise RegistryError(f"{self.ref} is not an image manifest")
-        config_digest = document["config"].get("digest", "")
+        config_digest = checked_digest(document["config"].get("digest"), "manifest")
         config_data, _ = self._small(f"{self.base}/blobs/{config_digest}")
         _checked(config_data, config_digest, "config")
         return named, digest, document, _json(config_data, "config")
@@ -268,7 +301,7 @@ class RegistryClient:
 
 def _pick_platform(index: dict, name: str) -> dict:
     for entry in index.get("manifests") or []:
-        platform = entry.get("platform") or {}
+        platform = (entry.get("platform") if isinstance(entry, dict) else None) or {}
         if (platform.get("os"), platform.get("architecture")) == _PLATFORM:
             return entry
     raise RegistryError(f"{name} has no image for linux/amd64")

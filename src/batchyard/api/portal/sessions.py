@@ -17,6 +17,10 @@ from ...services.authorization import Caller
 
 COOKIE = "batchyard_portal"
 IDLE_SECONDS = 8 * 3600
+# Anyone may get an anonymous session (the sign-in form needs its CSRF token): they idle out
+# sooner and are capped, so a flood of visits cannot fill the service's memory.
+ANONYMOUS_IDLE_SECONDS = 15 * 60
+MAX_ANONYMOUS = 10_000
 CSRF_FIELD = "csrf_token"
 
 
@@ -26,6 +30,9 @@ class Session:
     caller: Caller | None = None  # None until signed in
     name: str = ""  # the principal's display name
     seen: float = field(default_factory=time.monotonic)
+
+    def idle_limit(self) -> float:
+        return IDLE_SECONDS if self.caller is not None else ANONYMOUS_IDLE_SECONDS
 
     def csrf_ok(self, sent: str | None) -> bool:
         return bool(sent) and hmac.compare_digest(self.csrf.encode(), str(sent).encode())
@@ -46,7 +53,7 @@ class Sessions:
         with self._lock:
             session = self._by_digest.get(_digest(session_id))
             now = time.monotonic()
-            if session is None or now - session.seen > IDLE_SECONDS:
+            if session is None or now - session.seen > session.idle_limit():
                 self._by_digest.pop(_digest(session_id), None)
                 return None
             session.seen = now
@@ -66,9 +73,15 @@ class Sessions:
                 self._by_digest.pop(_digest(session_id), None)
 
     def _expire(self) -> None:
+        """Idle sessions go; then the oldest anonymous ones, beyond MAX_ANONYMOUS - 1 (one is
+        being added)."""
         now = time.monotonic()
-        for key in [k for k, s in self._by_digest.items() if now - s.seen > IDLE_SECONDS]:
+        for key in [k for k, s in self._by_digest.items() if now - s.seen > s.idle_limit()]:
             del self._by_digest[key]
+        anonymous = [(s.seen, k) for k, s in self._by_digest.items() if s.caller is None]
+        if len(anonymous) >= MAX_ANONYMOUS:
+            for _, key in sorted(anonymous)[:len(anonymous) - MAX_ANONYMOUS + 1]:
+                del self._by_digest[key]
 
 
 def cookie_settings(secure: bool) -> dict:

@@ -27,6 +27,9 @@ from . import container_spec
 NODE_ROOT = "/mnt/batch/tasks"
 INVALID_IMAGE = ("ContainerInvalidImage", "One or more container images specified are invalid")
 INVALID_SETTINGS = ("ContainerInvalidSettings", "At least one value of specified task container settings is invalid")
+# A process's whole environment must fit in Linux's argument space (a quarter of an 8 MiB
+# stack, and 128 KiB a string): a larger file is a mistake, and is not read into memory.
+MAX_ENV_FILE_BYTES = 1 << 20
 
 
 class ContainerFailure(Exception):
@@ -139,7 +142,12 @@ def _env_file(provider: MachineProvider, machine_key: str, path: str) -> dict[st
     if not path.startswith(NODE_ROOT + "/") or "/../" in path + "/":
         raise ContainerFailure(INVALID_SETTINGS, f"--env-file {path}: the file must be under {NODE_ROOT}")
     try:
-        text = b"".join(provider.files(machine_key).read(path.removeprefix("/mnt/"))).decode()
+        data = b""
+        for chunk in provider.files(machine_key).read(path.removeprefix("/mnt/")):
+            data += chunk
+            if len(data) > MAX_ENV_FILE_BYTES:
+                raise ValueError(f"the file is larger than {MAX_ENV_FILE_BYTES} bytes")
+        text = data.decode()
     except (OSError, MachineError, UnicodeDecodeError, ValueError) as exc:
         raise ContainerFailure(INVALID_SETTINGS, f"--env-file {path}: {exc}") from None
     out = {}
