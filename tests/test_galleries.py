@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.mgmt.authorization import AuthorizationManagementClient
 
 from conftest import build_flow, pool_settled, run_script, vm_body, wait_for
-from test_authorization import BUILT_IN, CONTRIBUTOR, READER, account_id, assign, batch_values, clients_as, \
-    principal_cli, refused
+from test_authorization import BUILT_IN, CONTRIBUTOR, READER, account_id, assign, auth_client, batch_values, \
+    clients_as, principal_cli, refused
 from test_batch_pools import IMAGE_CHECK, custom_pool
 
 RG = "gallery"
@@ -210,9 +209,7 @@ def test_a_version_serves_a_region_only_with_a_replica_there(clients, made):
 
 
 def test_a_gallery_pool_needs_begin_get_access_not_reader(server, clients, made):
-    authz = AuthorizationManagementClient(clients.credential, clients.subscription,
-                                          base_url=clients.info["arm_endpoint"],
-                                          connection_verify=clients.info["ca_bundle"])
+    authz = auth_client(clients)
     made_principal = principal_cli(server, "create", "--name", "gallery-pooler")
     oid = made_principal["objectId"]
     assign(authz, account_id(), BUILT_IN["Azure Batch Account Contributor"], oid)
