@@ -244,15 +244,21 @@ def free_range(size: int = 100) -> int:
             return start
 
 
-def test_inbound_nat_reaches_the_node_port(clients):
+def behind_inbound_nat(clients, pool_id: str, name: str, protocol: str, backend_port: int):
+    """A one-node pool with one inbound NAT pool, and a job of the same id on it;
+    returns (batch, node, the node's endpoint)."""
     batch = clients.batch_key
     start = free_range()
-    batch.create_pool(base_pool(clients, "served", dedicated=1, networkConfiguration={"endpointConfiguration": {
-        "inboundNATPools": [{"name": "web", "protocol": "tcp", "backendPort": 8080, "frontendPortRangeStart": start,
-                             "frontendPortRangeEnd": start + 99}]}}))
-    _, nodes = pool_settled(batch, "served")
-    endpoint = nodes[0].endpoint_configuration.inbound_endpoints[0]
-    batch.create_job({"id": "served", "poolInfo": {"poolId": "served"}})
+    batch.create_pool(base_pool(clients, pool_id, dedicated=1, networkConfiguration={"endpointConfiguration": {
+        "inboundNATPools": [{"name": name, "protocol": protocol, "backendPort": backend_port,
+                             "frontendPortRangeStart": start, "frontendPortRangeEnd": start + 99}]}}))
+    _, nodes = pool_settled(batch, pool_id)
+    batch.create_job({"id": pool_id, "poolInfo": {"poolId": pool_id}})
+    return batch, nodes[0], nodes[0].endpoint_configuration.inbound_endpoints[0]
+
+
+def test_inbound_nat_reaches_the_node_port(clients):
+    batch, node, endpoint = behind_inbound_nat(clients, "served", "web", "tcp", 8080)
     batch.create_task("served", {"id": "listen", "commandLine": "python3 -c \"import socket\n"
                                  "s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()\n"
                                  "c, _ = s.accept(); c.sendall(b'hello from ' + c.getsockname()[0].encode())\""})
@@ -260,21 +266,14 @@ def test_inbound_nat_reaches_the_node_port(clients):
     def greeting():
         with socket.create_connection((endpoint.public_ip_address, endpoint.frontend_port), timeout=10) as conn:
             return conn.recv(100).decode()  # empty until the task listens: the relay closes at once
-    assert wait_for(greeting, what="the node's port through inbound NAT") == f"hello from {nodes[0].ip_address}"
+    assert wait_for(greeting, what="the node's port through inbound NAT") == f"hello from {node.ip_address}"
     task = wait_for(lambda: (t := batch.get_task("served", "listen")).state == "completed" and t, what="the task")
     assert task.execution_info.exit_code == 0
 
 
 def test_inbound_nat_forwards_udp_datagrams(clients):
-    batch = clients.batch_key
-    start = free_range()
-    batch.create_pool(base_pool(clients, "datagrams", dedicated=1, networkConfiguration={"endpointConfiguration": {
-        "inboundNATPools": [{"name": "echo", "protocol": "udp", "backendPort": 9000, "frontendPortRangeStart": start,
-                             "frontendPortRangeEnd": start + 99}]}}))
-    _, nodes = pool_settled(batch, "datagrams")
-    endpoint = nodes[0].endpoint_configuration.inbound_endpoints[0]
+    batch, _, endpoint = behind_inbound_nat(clients, "datagrams", "echo", "udp", 9000)
     assert endpoint.protocol == "udp"
-    batch.create_job({"id": "datagrams", "poolInfo": {"poolId": "datagrams"}})
     batch.create_task("datagrams", {"id": "echo", "commandLine": "python3 -c \"import socket\n"
                                     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9000))\n"
                                     "data, peer = s.recvfrom(100); s.sendto(b'echo ' + data, peer)\""})
