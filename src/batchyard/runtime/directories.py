@@ -28,8 +28,8 @@ import subprocess
 from pathlib import Path
 
 from .layers import HOST_LAYER, LayerStore
-from .machines import HostProvider, directory_names, remove_tree_atomically
-from .provider import DEFAULT_ENV, DiskSpec, Inventory, MachineError, MachineSpec
+from .machines import HostProvider, remove_tree_atomically
+from .provider import DEFAULT_ENV, DiskSpec, MachineError, MachineSpec
 
 _OPAQUE = "trusted.overlay.opaque"
 # Top-level host directories a machine on the host base image uses in place.
@@ -82,9 +82,6 @@ class DirectoryMachineProvider(HostProvider):
 
     def delete_disk(self, key: str) -> None:
         remove_tree_atomically(self.disks_dir / key, self.layers.tmp)
-
-    def inventory(self) -> Inventory:
-        return Inventory(directory_names(self.machines_dir), directory_names(self.disks_dir))
 
     def snapshot_disk(self, disk: DiskSpec) -> list[str]:
         # The host and its mask stay below, so the snapshot means the same thing to the

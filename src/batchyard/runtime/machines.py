@@ -109,12 +109,19 @@ class HostProvider(MachineProvider):
         return [local_capacity("local", self.capacity_disk)]
 
     capacity_disk = Path("/")  # where machines' disks live, for the free-disk figure
+    machines_dir: Path | None = None  # a directory per machine and per disk, for those that keep them
+    disks_dir: Path | None = None
+
+    def inventory(self) -> Inventory | None:
+        if self.machines_dir is None or self.disks_dir is None:
+            return None
+        return Inventory(_directory_names(self.machines_dir), _directory_names(self.disks_dir))
 
 
-def directory_names(*parents: Path) -> frozenset[str]:
-    """The subdirectories of `parents`, by name (a staging or doomed tree starts with a dot)."""
-    return frozenset(p.name for parent in parents if parent.is_dir() for p in parent.iterdir()
-                     if p.is_dir() and not p.name.startswith("."))
+def _directory_names(parent: Path) -> frozenset[str]:
+    """The subdirectories of `parent`, by name (a staging or doomed tree starts with a dot)."""
+    return frozenset(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if parent.is_dir() else frozenset()
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -211,9 +218,6 @@ class NamespaceMachineProvider(HostProvider):
         linux.mount("tmpfs", str(empty), "tmpfs", linux.MS_RDONLY, "size=4k,mode=755")
         linux.mount("overlay", str(host_root), "overlay", linux.MS_RDONLY, f"lowerdir=/:{empty}")
         return host_root
-
-    def inventory(self) -> Inventory:
-        return Inventory(directory_names(self.machines_dir), directory_names(self.disks_dir))
 
     def _layer_path(self, layer: str) -> str:
         return str(self.host_root if layer == HOST_LAYER else self.layers.path(layer))

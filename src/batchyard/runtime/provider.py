@@ -167,6 +167,7 @@ class MachineProvider(ABC):
         replicas) and name those hosts. One host has them already: nothing to do, and
         nothing is pretended."""
         return []
+
     def pull_image(self, key: str, reference: str, login: Login | None) -> ContainerImage:
         """The image on the host of machine `key`, pulled unless that host has it; raises
         MachineError saying why not (nothing half-made stays behind)."""

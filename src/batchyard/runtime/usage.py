@@ -18,7 +18,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyroute2 import IPRoute
+
 from .machines import MachineProvider
+from .networks import inside
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -83,9 +86,9 @@ def _memory_bytes(cgroups, key: str) -> float | None:
 
 
 def _io(cgroups, key: str) -> dict[str, float]:
-    if cgroups.version != 2:
-        return {"rbytes": 0.0, "wbytes": 0.0, "rios": 0.0, "wios": 0.0}
     totals = {"rbytes": 0.0, "wbytes": 0.0, "rios": 0.0, "wios": 0.0}
+    if cgroups.version != 2:
+        return totals
     for line in (_read(cgroups.base / key / "io.stat") or "").splitlines():
         for pair in line.split()[1:]:
             name, _, value = pair.partition("=")
@@ -113,9 +116,6 @@ def _network(provider: MachineProvider, key: str) -> tuple[float | None, float |
     networks = getattr(provider, "networks", None)
     if networks is None:
         return None, None
-    from pyroute2 import IPRoute
-
-    from .networks import inside
     ns_file = networks.ns_file(key)
     if not ns_file.exists():
         return None, None
