@@ -116,6 +116,15 @@ def test_gallery_resources_read_back_as_azure_shapes_them(clients, made):
     assert error.error.code == "ParentResourceNotFound"
 
 
+def test_a_disk_from_a_gallery_version_alone(clients, made):
+    """creationData.galleryImageReference with no imageReference: the version's OS disk."""
+    disk = clients.compute.disks.begin_create_or_update(RG, "from-gallery", {
+        "location": clients.location, "properties": {"creationData": {
+            "createOption": "FromImage", "galleryImageReference": {"id": made["from_image"].id}}}}).result()
+    assert disk.provisioning_state == "Succeeded" and disk.os_type == "Linux"
+    clients.compute.disks.begin_delete(RG, "from-gallery").result()
+
+
 def test_a_definition_with_versions_cannot_be_deleted(clients, made):
     c = clients.compute
     c.gallery_images.begin_create_or_update(RG, GALLERY, "scratch", {"location": clients.location, "properties": {

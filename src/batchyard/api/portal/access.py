@@ -17,13 +17,25 @@ from ..permissions import arm_permission
 def batch_account(services, caller: Caller, name: str, method: str, *segments: str):
     """The account, once the caller may make the Batch request `method /segments...` there
     with a bearer token (the account must allow Entra ID authentication, as for the API)."""
-    account = services.accounts.by_name(name)
-    if account is None:
-        raise NotFound("AccountNotFound", f"The Batch account '{name}' does not exist.")
+    account = _named(services, name)
     if not services.accounts.allows(account.name, "AAD"):
         raise Forbidden("AuthenticationFailed", "This account does not allow Microsoft Entra ID authentication "
                         "(allowedAuthenticationModes).")
     authorize(services, caller, method, "/" + "/".join(quote(s, safe="") for s in segments), account)
+    return account
+
+
+def arm_account(services, caller: Caller, name: str, method: str):
+    """The account, once ARM would let the caller make `method` on it."""
+    account = _named(services, name)
+    arm(services, caller, method, account.id)
+    return account
+
+
+def _named(services, name: str):
+    account = services.accounts.by_name(name)
+    if account is None:
+        raise NotFound("AccountNotFound", f"The Batch account '{name}' does not exist.")
     return account
 
 

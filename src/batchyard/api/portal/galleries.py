@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...services.arm_ids import parse
+from ...services.compute.image_sources import usable
 from ...store.resources import Resource
 from . import access
 
@@ -39,7 +40,6 @@ def readable(services, caller, subscription: str) -> list[GalleryImage]:
         for definition in services.galleries.list_definitions(parse(gallery.id)):
             versions = []
             if access.may(services, caller, "GET", definition.id + "/versions"):
-                versions = [v for v in services.galleries.list_versions(parse(definition.id))
-                            if v.properties.get("provisioningState") == "Succeeded"]
+                versions = [v for v in services.galleries.list_versions(parse(definition.id)) if usable(v)]
             found.append(GalleryImage(gallery.name, definition, versions))
     return sorted(found, key=lambda g: g.name.lower())

@@ -32,17 +32,24 @@ def pool_body(form: dict[str, str], skus: list[dict]) -> dict:
     else:
         config["imageReference"] = dict(chosen["imageReference"]) if chosen else {}
     body["virtualMachineConfiguration"] = config
-    for name, field in (("targetDedicatedNodes", "target_dedicated"), ("targetLowPriorityNodes",
-                                                                      "target_low_priority"),
-                        ("taskSlotsPerNode", "task_slots")):
-        if form.get(field, "").strip():
-            body[name] = form[field].strip()
-    minutes = form.get("resize_timeout", "").strip()
-    if minutes:
-        body["resizeTimeout"] = f"PT{minutes}M" if minutes.isdigit() else minutes
+    body.update(resize_body(form))
+    if form.get("task_slots", "").strip():
+        body["taskSlotsPerNode"] = form["task_slots"].strip()
     command = form.get("start_task", "").strip()
     if command:
         body["startTask"] = {"commandLine": command, "waitForSuccess": form.get("start_task_wait") == "on"}
+    return body
+
+
+def resize_body(form: dict[str, str]) -> dict:
+    """The node targets and resize timeout (minutes, or an ISO 8601 duration) the Add and
+    Resize forms share, as `POST /pools/{id}/resize` takes them."""
+    body = {name: form[field].strip() for name, field in (("targetDedicatedNodes", "target_dedicated"),
+                                                          ("targetLowPriorityNodes", "target_low_priority"))
+            if form.get(field, "").strip()}
+    minutes = form.get("resize_timeout", "").strip()
+    if minutes:
+        body["resizeTimeout"] = f"PT{minutes}M" if minutes.isdigit() else minutes
     return body
 
 

@@ -8,9 +8,9 @@ from starlette.responses import Response
 
 from ...services.arm_ids import parse
 from ...services.batch.vm_sizes import all_sizes
-from ...services.errors import NotFound, ServiceError
+from ...services.errors import ServiceError
 from . import access, galleries
-from .pool_form import IMAGE_TYPES, field_errors, pool_body
+from .pool_form import IMAGE_TYPES, field_errors, pool_body, resize_body
 from .viewers import file_page, files_and_output
 from .web import PortalContext, json_response, page, redirect
 
@@ -61,10 +61,7 @@ async def accounts(ctx: PortalContext) -> Response:
 @page
 async def account(ctx: PortalContext) -> Response:
     def load():
-        found = ctx.services.accounts.by_name(ctx.params["account"])
-        if found is None:
-            raise NotFound("AccountNotFound", f"The Batch account '{ctx.params['account']}' does not exist.")
-        access.arm(ctx.services, ctx.caller, "GET", found.id)
+        found = access.arm_account(ctx.services, ctx.caller, ctx.params["account"], "GET")
         return found, ctx.services.accounts.quotas(found)
     found, quotas = await ctx.call(load)
     return ctx.render("account.html", account=found, quotas=quotas,
@@ -147,12 +144,7 @@ async def pool_live(ctx: PortalContext) -> Response:
 
 @page
 async def resize(ctx: PortalContext) -> Response:
-    body = {k: ctx.form[f].strip() for k, f in (("targetDedicatedNodes", "target_dedicated"),
-                                                ("targetLowPriorityNodes", "target_low_priority"))
-            if ctx.form.get(f, "").strip()}
-    minutes = ctx.form.get("resize_timeout", "").strip()
-    if minutes:
-        body["resizeTimeout"] = f"PT{minutes}M" if minutes.isdigit() else minutes
+    body = resize_body(ctx.form)
 
     def act():
         found = access.page_account(ctx, "POST", "pools", ctx.params["pool"], "resize")

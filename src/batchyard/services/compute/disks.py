@@ -152,7 +152,6 @@ class Disks:
             }
         if option == "FromImage":
             ref = optional_object(creation.get("imageReference"), "creationData.imageReference")
-            image = self._platform_image(ref.get("id"))
             gallery = optional_object(creation.get("galleryImageReference"), "creationData.galleryImageReference")
             if gallery.get("id"):  # a gallery image version (or definition: its latest) in the disk's region
                 return self._custom_image_disk(gallery["id"], location, "creationData.galleryImageReference.id")

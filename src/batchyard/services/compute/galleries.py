@@ -163,12 +163,7 @@ class Galleries:
         return self.create_or_update_gallery(rid, body)
 
     def delete_gallery(self, rid: ResourceId) -> bool:
-        gallery = self.store.get(str(rid))
-        if gallery is None:
-            return False
-        if self.children(rid, DEFINITION_TYPE):
-            raise Conflict("CannotDeleteResource", NESTED)
-        return self.store.delete(gallery.id)
+        return self._delete_empty(rid, DEFINITION_TYPE)
 
     # definitions ----------------------------------------------------------------------------
 
@@ -232,12 +227,16 @@ class Galleries:
         return self.store.put(new_resource(rid, location, properties, check_tags(body.get("tags")))), True
 
     def delete_definition(self, rid: ResourceId) -> bool:
-        definition = self.store.get(str(rid))
-        if definition is None:
+        return self._delete_empty(rid, VERSION_TYPE)
+
+    def _delete_empty(self, rid: ResourceId, child_type: str) -> bool:
+        """Azure refuses to delete a gallery or definition that still has children."""
+        resource = self.store.get(str(rid))
+        if resource is None:
             return False
-        if self.children(rid, VERSION_TYPE):
+        if self.children(rid, child_type):
             raise Conflict("CannotDeleteResource", NESTED)
-        return self.store.delete(definition.id)
+        return self.store.delete(resource.id)
 
     # versions -------------------------------------------------------------------------------
 

@@ -66,6 +66,11 @@ def kind_of(image_id: str, field: str) -> str:
     return kind
 
 
+def usable(version: Resource) -> bool:
+    """A gallery version makes machines only once provisioned (not while replicating, nor failed)."""
+    return version.properties.get("provisioningState") == "Succeeded"
+
+
 class ImageSources:
     def __init__(self, store: ResourceStore):
         self.store = store
@@ -82,7 +87,7 @@ class ImageSources:
             return None
         if kind == "image":
             return _from_image(image_id, version)
-        if version.properties.get("provisioningState") != "Succeeded":
+        if not usable(version):
             return None
         return _from_version(image_id, kind, version)
 
@@ -94,7 +99,7 @@ class ImageSources:
         candidates = []
         for version in self.store.list(type=VERSION_TYPE, subscription=rid.subscription,
                                        resource_group=rid.resource_group):
-            if not version.id.lower().startswith(prefix) or version.properties.get("provisioningState") != "Succeeded":
+            if not version.id.lower().startswith(prefix) or not usable(version):
                 continue
             publishing = version.properties["publishingProfile"]
             if publishing.get("excludeFromLatest"):
