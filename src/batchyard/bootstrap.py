@@ -200,7 +200,7 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                         auto_storage=auto_storage, applications=applications,
                         reserve=SpaceReserve(data / "reserve"))
     services.reserve.start()
-    held = remove_unrecorded(provider, pools.nodes, store, data / "uploads")  # what a crash left
+    held = remove_unrecorded(provider, pools.nodes, store, disks)  # what a crash left
     restored = vms.restore()
     if restored:
         log.info("restored %d running virtual machines", restored)

@@ -15,12 +15,11 @@ its machines are still wanted: the service compares the provider's inventory wit
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from ..runtime.provider import Inventory, MachineProvider
 from ..store.batch_nodes import NodeStore
 from ..store.resources import ResourceStore
-from .compute.disks import DISK_TYPE
+from .compute.disks import DISK_TYPE, Disks
 from .compute.images import VM_TYPE
 
 log = logging.getLogger("batchyard")
@@ -40,27 +39,19 @@ def recorded_keys(nodes: NodeStore, store: ResourceStore) -> tuple[set[str], set
 
 
 def remove_unrecorded(provider: MachineProvider, nodes: NodeStore, store: ResourceStore,
-                      upload_dir: Path) -> Inventory | None:
+                      disks: Disks) -> Inventory | None:
     """Deletes what no record names; returns what remains (None: the provider cannot tell)."""
-    machines, disks = recorded_keys(nodes, store)
-    _remove_unrecorded_uploads(upload_dir, disks)
+    machines, disk_keys = recorded_keys(nodes, store)
+    disks.remove_unrecorded_uploads(disk_keys)
     held = provider.inventory()
     if held is None:
         return None
     for key in sorted(held.machines - machines):
         log.warning("machine %s belongs to no node or VM (a crash cut its creation or deletion short): deleted", key)
         provider.delete_machine(key)
-    for key in sorted(held.disks - disks):
+    for key in sorted(held.disks - disk_keys):
         log.warning("disk %s belongs to no node or managed disk (a crash cut its creation or deletion short): "
                     "deleted", key)
         provider.delete_disk(key)
-    return Inventory(held.machines & machines, held.disks & disks)
+    return Inventory(held.machines & machines, held.disks & disk_keys)
 
-
-def _remove_unrecorded_uploads(upload_dir: Path, disks: set[str]) -> None:
-    """An upload's bytes wait in `{disk key}.upload` until access is revoked."""
-    if not upload_dir.is_dir():
-        return
-    for upload in upload_dir.glob("*.upload"):
-        if upload.stem not in disks:
-            upload.unlink(missing_ok=True)

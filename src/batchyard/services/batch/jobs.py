@@ -269,3 +269,8 @@ class Jobs:
                 counts[outcome] += number
                 slots[outcome] += used
         return {"taskCounts": counts, "taskSlotCounts": slots}
+
+
+def account_of(job_key: str) -> str:
+    """The Batch account's name in a job's key (its lower-cased ARM id)."""
+    return job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]

@@ -35,7 +35,7 @@ from ...store.resources import Resource
 from ..errors import is_disk_full
 from . import containers, job_manager, multi_instance, task_spec
 from .background import PokedLoop
-from .jobs import Jobs
+from .jobs import Jobs, account_of
 from .side_tasks import SideTasks
 from .task_tokens import TaskTokens
 from .package_install import PackageInstaller
@@ -649,7 +649,7 @@ class Scheduler(PokedLoop):
 
     def _download_then_start(self, job, task, pool, node, run: Running, place: files.Place, admin: bool) -> None:
         owner = (None, None) if admin else (TASK_UID, TASK_GID)
-        account = _account_of(task.job_key)
+        account = account_of(task.job_key)
         try:
             packages = self.packages.install(account, task.body.get("applicationPackageReferences", []),
                                              place.files)
@@ -818,7 +818,7 @@ class Scheduler(PokedLoop):
         place = self.task_place(task)
         if place is None:
             return None
-        account = _account_of(task.job_key)
+        account = account_of(task.job_key)
         task_dir = task.internal["dir"]
         env = {"AZ_BATCH_NODE_ROOT_DIR": NODE_ROOT, "AZ_BATCH_NODE_SHARED_DIR": f"{NODE_ROOT}/shared",
                "AZ_BATCH_TASK_DIR": task_dir, "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
@@ -932,11 +932,6 @@ class Scheduler(PokedLoop):
 def container_id(run: Running) -> str:
     """As Docker's: 64 hex digits, one container per attempt."""
     return hashlib.sha256(f"{run.job_key}|{run.task_key}|{run.attempt}".encode()).hexdigest()
-
-
-def _account_of(job_key: str) -> str:
-    """The Batch account's name in a job's key (its lower-cased ARM id)."""
-    return job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]
 
 
 def _quietly(action, *args) -> None:

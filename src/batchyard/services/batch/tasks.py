@@ -12,7 +12,7 @@ from ..errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, ServiceE
 from . import batch_input as bi
 from . import job_manager, multi_instance, task_spec
 from .files import Place
-from .jobs import Jobs
+from .jobs import Jobs, account_of
 from .pools import check_conditions, iso, new_etag, now
 
 MAX_COLLECTION = 100
@@ -131,8 +131,7 @@ class Tasks:
             "executionInfo": {"retryCount": 0, "requeueCount": 0},
         }
         if item.get("applicationPackageReferences"):
-            account = job.id.lower().split("/batchaccounts/", 1)[1].split("/", 1)[0]
-            body["applicationPackageReferences"] = self.applications.check_references(account, item)
+            body["applicationPackageReferences"] = self.applications.check_references(account_of(job.id.lower()), item)
         body = {k: v for k, v in body.items() if v is not None}
         return Task(job.id.lower(), body, {"depends_on": dependency_ids, "attempt": 0}, ready=not dependency_ids)
 

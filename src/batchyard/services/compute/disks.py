@@ -319,12 +319,22 @@ class Disks:
         self.store.put(disk)
         return {"accessSAS": f"{base_url}/_upload/{disk.internal['disk_key']}?sig={token}"}
 
+    def _upload_path(self, disk_key: str) -> Path:
+        """An upload's bytes wait here until access is revoked."""
+        return self.upload_dir / f"{disk_key}.upload"
+
+    def remove_unrecorded_uploads(self, disk_keys: set[str]) -> None:
+        """Deletes the uploads of disks a crash left unrecorded."""
+        for upload in self.upload_dir.glob("*.upload"):
+            if upload.stem not in disk_keys:
+                upload.unlink(missing_ok=True)
+
     def _upload_target(self, disk_key: str, token: str) -> tuple[Resource, Path]:
         for disk in self.store.list(type=DISK_TYPE):
             if disk.internal.get("disk_key") == disk_key:
                 expected = disk.internal.get("upload_token_sha256") or ""
                 if hmac.compare_digest(expected, hashlib.sha256(token.encode()).hexdigest()) and expected:
-                    return disk, self.upload_dir / f"{disk_key}.upload"
+                    return disk, self._upload_path(disk_key)
                 break
         raise NotFound("AuthenticationFailed", "The upload address is not valid or its access was revoked.")
 
@@ -339,7 +349,7 @@ class Disks:
         disk = self.get(rid)
         if disk.properties.get("diskState") != "ActiveUpload":
             return
-        path = self.upload_dir / f"{disk.internal['disk_key']}.upload"
+        path = self._upload_path(disk.internal["disk_key"])
         disk.internal.pop("upload_token_sha256", None)
         if not path.exists():
             disk.properties["diskState"] = "ReadyToUpload"

@@ -47,20 +47,13 @@ TIME_INTERVALS = {
 DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
 
 
+# The names Azure's error messages give a formula's value types.
+_TYPE_NAMES = ((Vec, "doubleVec"), (float, "double"), (datetime, "timestamp"), (timedelta, "timeinterval"),
+               (str, "string"), (Metric, "metric"))
+
+
 def type_name(value) -> str:
-    if isinstance(value, Vec):
-        return "doubleVec"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, datetime):
-        return "timestamp"
-    if isinstance(value, timedelta):
-        return "timeinterval"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Metric):
-        return "metric"
-    return type(value).__name__
+    return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)), type(value).__name__)
 
 
 def show(value) -> str:
