@@ -21,7 +21,7 @@ import sys
 import textwrap
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from pyroute2 import IPRoute, NetNS, netns
 
 from conftest import Clients, Server, pool_settled, wait_for
@@ -237,10 +237,11 @@ def _pool(server: Server, name: str, **extra):
 
 
 def _stdout(batch, job: str, task_id: str) -> str:
-    """What a task has written to stdout so far ("" before it starts)."""
+    """What a task has written to stdout so far ("" before it starts: 409 while it waits for a
+    node, 404 before its file exists)."""
     try:
         return b"".join(batch.download_task_file(job, task_id, "stdout.txt")).decode()
-    except ResourceNotFoundError:
+    except (ResourceExistsError, ResourceNotFoundError):
         return ""
 
 
