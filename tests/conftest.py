@@ -33,14 +33,15 @@ class Server:
     """`batchyard serve` as a real process; restartable on the same data directory."""
 
     def __init__(self, data_dir: Path, extra_env: dict | None = None, tls: bool = True,
-                 args: list[str] | None = None):
+                 args: list[str] | None = None, log: Path | None = None):
+        """log: where the server's output goes (default: beside the data directory)."""
         self.data_dir = data_dir
         self.args = list(args or [])
         self.port = free_port()
         self.env = {**os.environ, **(extra_env or {})}
         self.tls = tls
         self.proc: subprocess.Popen | None = None
-        self.log = data_dir.parent / f"{data_dir.name}.log"
+        self.log = log or data_dir.parent / f"{data_dir.name}.log"
 
     def start(self) -> dict:
         cmd = [sys.executable, "-m", "batchyard.cli", "serve", "--data-dir", str(self.data_dir),
