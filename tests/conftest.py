@@ -211,6 +211,16 @@ def wait_for(condition, timeout: float = 60.0, interval: float = 0.1, what: str 
         time.sleep(interval)
 
 
+def marketplace_pool(batch, pool_id: str, vm_size: str = "standard_a1_v2", dedicated: int = 0, **extra) -> None:
+    """A pool of the first image the account supports (through the data plane's client)."""
+    image = next(iter(batch.list_supported_images()))
+    ref = image.image_reference
+    batch.create_pool({"id": pool_id, "vmSize": vm_size, "targetDedicatedNodes": dedicated, **extra,
+                       "virtualMachineConfiguration": {"imageReference": {
+                           "publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku},
+                           "nodeAgentSKUId": image.node_agent_sku_id}})
+
+
 def pool_settled(batch, pool_id: str, states=("idle",)):
     """The pool is steady and every node is in one of `states`; returns (pool, nodes)."""
     def check():

@@ -12,7 +12,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.resource.resources import ResourceManagementClient
 
-from conftest import Clients, Server, wait_for
+from conftest import Clients, Server, marketplace_pool, wait_for
 
 
 @pytest.fixture
@@ -49,12 +49,7 @@ def test_a_full_disk_gets_server_busy_and_deletes_still_work(small_disk):
                             info["batch_account_key"]), connection_verify=ca, retry_total=0)
         arm = ResourceManagementClient(clients.credential, info["subscription_id"], base_url=info["arm_endpoint"],
                                        connection_verify=ca, retry_total=0)
-        image = next(iter(batch.list_supported_images()))
-        ref = image.image_reference
-        batch.create_pool({"id": "p", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 0,
-                           "virtualMachineConfiguration": {"imageReference": {
-                               "publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku},
-                               "nodeAgentSKUId": image.node_agent_sku_id}})
+        marketplace_pool(batch, "p")
         assert (small_disk / "data" / "reserve").exists()
         fill(small_disk / "filler")
         padding = [{"name": f"m{i}", "value": "x" * 4000} for i in range(20)]
@@ -93,12 +88,7 @@ def test_task_exits_on_a_full_disk_are_recorded_once_there_is_room(small_disk):
     # the log lives off the small disk: what the service says while it is full must reach it
     with Server(small_disk / "data", log=small_disk.parent / "server.log") as server:
         batch = Clients(server.info).batch_key
-        image = next(iter(batch.list_supported_images()))
-        ref = image.image_reference
-        batch.create_pool({"id": "p", "vmSize": "standard_d16s_v3", "targetDedicatedNodes": 1, "taskSlotsPerNode": 40,
-                           "virtualMachineConfiguration": {"imageReference": {
-                               "publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku},
-                               "nodeAgentSKUId": image.node_agent_sku_id}})
+        marketplace_pool(batch, "p", "standard_d16s_v3", dedicated=1, taskSlotsPerNode=40)
         wait_for(lambda: [n.state for n in batch.list_nodes("p")] == ["idle"], what="the node")
         batch.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
         # tasks that write nothing, all started before the disk fills: each ends the same way

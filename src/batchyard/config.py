@@ -111,8 +111,11 @@ class Settings:
     header_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_HEADER_TIMEOUT", 30))
     keep_alive_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_KEEP_ALIVE_TIMEOUT", 120))
     max_header_bytes: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_HEADER_BYTES", 64 * 1024)))
-    # Pages of tasks and nodes rendered at once; more wait their turn (api/batch/router.py).
+    # The list readers (api/batch/page_readers.py): how many processes render pages of tasks
+    # and nodes at once (more pages wait their turn), and their CPU priority (a nice value:
+    # on a busy host, running work goes before pages).
     list_concurrency: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_CONCURRENCY", 2)))
+    list_nice: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_NICE", 10)))
 
     @staticmethod
     def default_batch_host_suffix() -> str:

@@ -115,6 +115,7 @@ def serve(settings: Settings) -> None:
     except OSError as exc:
         for sock in sockets:
             sock.close()
+        app.state.page_readers.close()
         services.close()
         where = f"{settings.azure_hostnames_address}:443" if sockets else f"{settings.host}:{settings.port}"
         raise SystemExit(f"batchyard: cannot listen on {where}: {exc}") from None

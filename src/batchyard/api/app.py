@@ -28,6 +28,7 @@ from .batch import job_schedules as batch_job_schedules
 from .batch import jobs as batch_jobs
 from .batch import pools as batch_pools
 from .batch import unsupported as batch_unsupported
+from .batch.page_readers import PageReaders
 from .batch.router import BatchRouter
 
 
@@ -102,6 +103,7 @@ def create_app(services) -> CollapseArmSlashes:
         *tokens.routes,
     ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services
+    app.state.page_readers = PageReaders(services.db.path, settings.list_concurrency, settings.list_nice)
     app.add_middleware(HeadSizeLimit, max_bytes=services.settings.max_header_bytes)
     return CollapseArmSlashes(app)
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .db import Database
+from .db import Database, ReadOnlyDatabase
 
 
 @dataclass
@@ -27,7 +27,7 @@ def _row_to_node(row) -> Node:
 
 
 class NodeStore:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database | ReadOnlyDatabase):
         self.db = db
 
     def get(self, pool_key: str, node_id: str) -> Node | None:
@@ -40,6 +40,17 @@ class NodeStore:
         rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? AND node_id > ? ORDER BY node_id LIMIT ?",
                              (pool_key, after or "", limit))
         return [_row_to_node(r) for r in rows]
+
+    def in_id_order(self, pool_key: str, after: str | None, chunk: int):
+        """The pool's nodes in id order from just after `after` (node ids are lower case),
+        read `chunk` at a time, so a caller that stops early reads no more than it used."""
+        after = after.lower() if after else None
+        while True:
+            nodes = self.page(pool_key, after, chunk)
+            yield from nodes
+            if len(nodes) < chunk:
+                return
+            after = nodes[-1].id
 
     def list(self, pool_key: str) -> list[Node]:
         rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? ORDER BY rowid", (pool_key,))

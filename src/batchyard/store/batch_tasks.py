@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .db import Database
+from .db import Database, ReadOnlyDatabase
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _columns(task: Task) -> tuple:
 
 
 class TaskStore:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database | ReadOnlyDatabase):
         self.db = db
 
     def get(self, job_key: str, task_id: str) -> Task | None:
@@ -78,6 +78,16 @@ class TaskStore:
             params.append(state)
         rows = self.db.query(sql + " ORDER BY task_key LIMIT ?", (*params, limit))
         return [_row_to_task(r) for r in rows]
+
+    def in_key_order(self, job_key: str, after: str | None, chunk: int, state: str | None = None):
+        """The job's tasks in key order from just after `after`, read `chunk` at a time, so
+        a caller that stops early reads no more than it used."""
+        while True:
+            tasks = self.page(job_key, after, chunk, state)
+            yield from tasks
+            if len(tasks) < chunk:
+                return
+            after = tasks[-1].key
 
     def expired(self, moment: float) -> list[Task]:
         """Completed tasks whose directories are past their retention time."""

@@ -293,6 +293,23 @@ class Database:
             self._connections.clear()
 
 
+class ReadOnlyDatabase:
+    """The service's database as a process that only reads sees it (the list readers,
+    api/batch/page_readers.py): one read-only connection. In WAL mode it reads the last
+    commit while the service writes, neither waiting for the other."""
+
+    def __init__(self, path: Path):
+        self._conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA query_only=ON")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def _statements(script: str) -> list[str]:
     """A script's statements: split at the semicolons that end one (a trigger's body holds
     semicolons of its own)."""

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from ...services.batch.container_spec import withheld
 from ...services.batch.pools import check_conditions
-from .jobs import job_view
+from .views import job_view
 from .rendering import listing, single
 from .router import BatchContext, BatchRouter, empty_response
 

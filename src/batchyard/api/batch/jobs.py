@@ -6,28 +6,13 @@ from __future__ import annotations
 from starlette.responses import JSONResponse, Response
 
 from ...services.errors import ServiceError
-from ...services.batch.container_spec import withheld
 from ...services.batch.odata import required_value
-from .rendering import listing, ordered_listing, page_rows, single
+from .rendering import listing, read_listing, single
 from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, error_values
+from .views import job_view, task_view
 
 JOB = "/jobs/{jobId}"
 TASK = JOB + "/tasks/{taskId}"
-
-
-def job_view(ctx: BatchContext, job) -> dict:
-    return {"url": ctx.url("jobs", job.name), **withheld(job.body)}
-
-
-def task_view(ctx: BatchContext, job_id: str, task) -> dict:
-    body = {"url": ctx.url("jobs", job_id, "tasks", task.id),
-            **(withheld(task.body) if "containerSettings" in task.body else task.body)}
-    node = body.get("nodeInfo")
-    if node:
-        node_url = ctx.url("pools", node["poolId"], "nodes", node["nodeId"])
-        body["nodeInfo"] = {**node, "nodeUrl": node_url,
-                            "taskRootDirectoryUrl": f"{node_url}/files/{node['taskRootDirectory']}"}
-    return body
 
 
 # jobs ---------------------------------------------------------------------------------------------
@@ -101,12 +86,8 @@ def _add_result(ctx: BatchContext, item, outcome) -> dict:
 
 async def list_tasks(ctx: BatchContext) -> Response:
     job_id = ctx.params["jobId"]
-    state = required_value(ctx.query.get("$filter"), "state")
-    tasks = ctx.services.tasks.in_id_order(ctx.account, job_id, ctx.query.get("$skiptoken"), state,
-                                           chunk=page_rows(ctx))
-    views = (task_view(ctx, job_id, t) for t in tasks)
-    # the page is read lazily from the store: in a worker thread, like every store call
-    return await ctx.call_listing(ordered_listing, ctx, "tasks", views)
+    job_key = await ctx.call(ctx.services.tasks.key_of_job, ctx.account, job_id)
+    return await read_listing(ctx, "tasks", job_key, job_id, required_value(ctx.query.get("$filter"), "state"))
 
 
 async def get_task(ctx: BatchContext) -> Response:

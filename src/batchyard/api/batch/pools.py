@@ -7,25 +7,15 @@ from datetime import UTC, datetime
 
 from starlette.responses import JSONResponse, Response
 
-from ...services.batch.container_spec import withheld
 from ...services.batch.odata import apply_select
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput
-from .rendering import listing, ordered_listing, page_rows, single
+from .rendering import listing, read_listing, single
 from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, entity_response
+from .views import node_view, pool_view
 
 POOL = "/pools/{poolId}"
 NODE = POOL + "/nodes/{nodeId}"
-
-
-# views ------------------------------------------------------------------------------------
-
-def pool_view(ctx: BatchContext, pool) -> dict:
-    return {"url": ctx.url("pools", pool.name), **withheld(pool.body)}
-
-
-def node_view(ctx: BatchContext, pool_id: str, node) -> dict:
-    return {"url": ctx.url("pools", pool_id, "nodes", node.id), **node.body}
 
 
 # pools ----------------------------------------------------------------------------------------
@@ -105,10 +95,8 @@ async def evaluate_autoscale(ctx: BatchContext) -> Response:
 
 async def list_nodes(ctx: BatchContext) -> Response:
     pool_id = ctx.params["poolId"]
-    nodes = ctx.services.pools.nodes_in_id_order(ctx.account, pool_id, ctx.query.get("$skiptoken"), page_rows(ctx))
-    views = (node_view(ctx, pool_id, n) for n in nodes)
-    # the page is read lazily from the store: in a worker thread, like every store call
-    return await ctx.call_listing(ordered_listing, ctx, "nodes", views)
+    pool_key = await ctx.call(ctx.services.pools.key_of, ctx.account, pool_id)
+    return await read_listing(ctx, "nodes", pool_key, pool_id)
 
 
 async def get_node(ctx: BatchContext) -> Response:

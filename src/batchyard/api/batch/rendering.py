@@ -3,14 +3,13 @@ single resources with their conditional headers and $select."""
 
 from __future__ import annotations
 
-from typing import Iterable
-from urllib.parse import quote
-
 from starlette.responses import JSONResponse, Response
 
-from ...services.batch.odata import apply_select, ordered_page, page, parse_max_results
+from ...services.batch.odata import apply_select, compile_filter, page, parse_max_results
 from ...services.batch.pools import check_conditions
+from .page_readers import PageRequest
 from .router import ODATA_JSON, BatchContext, entity_response
+from .views import listing_body
 
 
 def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
@@ -20,11 +19,15 @@ def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> 
     return _rendered(ctx, collection, *page(items, ctx.query, key))
 
 
-def ordered_listing(ctx: BatchContext, collection: str, ordered: Iterable[dict], key=None) -> Response:
-    """Items that already come in `key` order from just after the request's $skiptoken,
-    read lazily: only as far as the page goes."""
-    key = key or _sort_key
-    return _rendered(ctx, collection, *ordered_page(ordered, ctx.query, key))
+async def read_listing(ctx: BatchContext, collection: str, owner_key: str, owner_id: str,
+                       state: str | None = None) -> Response:
+    """A page of tasks or nodes, read and rendered by a list reader (page_readers.py) once
+    everything a client can get wrong in its query has been checked here."""
+    compile_filter(ctx.query.get("$filter"))
+    apply_select({}, ctx.query.get("$select"))
+    request = PageRequest(collection, owner_key, owner_id, ctx.endpoint, link_base(ctx), dict(ctx.query),
+                          page_rows(ctx), state)
+    return Response(await ctx.request.app.state.page_readers.page(request), media_type=ODATA_JSON)
 
 
 def page_rows(ctx: BatchContext) -> int:
@@ -34,20 +37,14 @@ def page_rows(ctx: BatchContext) -> int:
 
 
 def _rendered(ctx: BatchContext, collection: str, found: list[dict], next_token: str | None) -> Response:
-    """$select, and paging: everything the next page needs is in its odata.nextLink, since
-    the SDK does not send the first request's query again."""
-    query = ctx.query
-    body = {"odata.metadata": f"{ctx.endpoint}/$metadata#{collection}",
-            "value": [apply_select(item, query.get("$select")) for item in found]}
-    if next_token is not None:
-        carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults",
-                                                           "recursive")}
-        carried["$skiptoken"] = next_token
-        link_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
-                              [("api-version", query["api-version"]), *sorted(carried.items())])
-        body["odata.nextLink"] = f"{ctx.request.url.scheme}://{ctx.request.url.netloc}{ctx.request.url.path}?" \
-                                 f"{link_query}"
-    return JSONResponse(body, media_type=ODATA_JSON)
+    return JSONResponse(listing_body(ctx.endpoint, collection, found, next_token, ctx.query, link_base(ctx)),
+                        media_type=ODATA_JSON)
+
+
+def link_base(ctx: BatchContext) -> str:
+    """The URL the request reached, without its query: where the next page is asked for."""
+    url = ctx.request.url
+    return f"{url.scheme}://{url.netloc}{url.path}"
 
 
 def _sort_key(item: dict) -> str:

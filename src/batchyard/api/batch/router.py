@@ -6,7 +6,6 @@ response headers the SDK reads."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import uuid
@@ -16,7 +15,6 @@ from email.utils import format_datetime
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, unquote
 
-import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +28,7 @@ from ..bodies import read_body
 from ..errors import status_of, unexpected
 from ..permissions import batch_permission
 from . import sharedkey
+from .views import Urls
 
 
 MAX_BODY = 1 << 20  # Azure refuses request bodies over 1 MB
@@ -83,21 +82,8 @@ class BatchContext:
     async def call(self, fn, *args, **kwargs):
         return await run_in_threadpool(fn, *args, **kwargs)
 
-    async def call_listing(self, fn, *args):
-        """A page of a list read and rendered (its rows decoded, its JSON made): at most
-        `list_concurrency` at once, the others wait their turn here. The pages come as fast as
-        the interpreter can make them either way; the bound keeps a crowd of listing clients
-        to a few of the interpreter's threads, so the scheduler's thread (which starts and
-        records tasks) is not one among dozens waiting for the interpreter's lock."""
-        state = self.request.app.state
-        limiter = getattr(state, "list_limiter", None)
-        if limiter is None:  # made in the event loop, which is the only thread that gets here
-            limiter = state.list_limiter = anyio.CapacityLimiter(self.services.settings.list_concurrency)
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
-
     def url(self, *segments: str) -> str:
-        from urllib.parse import quote
-        return self.endpoint + "".join("/" + quote(s, safe="") for s in segments)
+        return Urls(self.endpoint).url(*segments)
 
 
 @dataclass

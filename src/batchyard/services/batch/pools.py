@@ -124,16 +124,12 @@ class Pools:
         return self.store.list(type=POOL_TYPE)
 
     def nodes_in_id_order(self, account: Resource, pool_id: str, after: str | None, chunk: int = 500):
-        """The pool's nodes in id order from just after `after`, read a chunk at a time so a
-        caller that stops early reads no more than it used. Node ids are lower case."""
-        pool_key = self.get(account, pool_id).id.lower()
-        after = after.lower() if after else None
-        while True:
-            nodes = self.nodes.page(pool_key, after, chunk)
-            yield from nodes
-            if len(nodes) < chunk:
-                return
-            after = nodes[-1].id
+        """The pool's nodes in id order from just after `after`."""
+        return self.nodes.in_id_order(self.key_of(account, pool_id), after, chunk)
+
+    def key_of(self, account: Resource, pool_id: str) -> str:
+        """The pool's key, or the 404 of a pool that does not exist."""
+        return self.get(account, pool_id).id.lower()
 
     def node_states(self, account: Resource, pool_id: str) -> list[tuple[str, str, int, bool]]:
         """(id, state, running task slots, dedicated) of each of the pool's nodes, in id order."""

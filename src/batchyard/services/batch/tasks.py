@@ -146,15 +146,12 @@ class Tasks:
 
     def in_id_order(self, account: Resource, job_id: str, after: str | None, state: str | None = None,
                     chunk: int = 500):
-        """The job's tasks in the order of their lower-cased ids, from just after `after`,
-        read a chunk at a time so a caller that stops early reads no more than it used."""
-        job_key = self.jobs.get(account, job_id).id.lower()
-        while True:
-            tasks = self.store.page(job_key, after, chunk, state)
-            yield from tasks
-            if len(tasks) < chunk:
-                return
-            after = tasks[-1].key
+        """The job's tasks in the order of their lower-cased ids, from just after `after`."""
+        return self.store.in_key_order(self.key_of_job(account, job_id), after, chunk, state)
+
+    def key_of_job(self, account: Resource, job_id: str) -> str:
+        """The job's key, or the 404 of a job that does not exist."""
+        return self.jobs.get(account, job_id).id.lower()
 
     def task_directory(self, account: Resource, job_id: str, task_id: str) -> Place:
         task = self.get(account, job_id, task_id)

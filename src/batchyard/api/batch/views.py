@@ -1,0 +1,59 @@
+"""How pools, nodes, jobs and tasks, and pages of them, look on the Batch wire. Used by the
+handlers and by the list readers (page_readers.py), which run in processes of their own:
+nothing here needs a request, only the account's endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from ...services.batch.container_spec import withheld
+from ...services.batch.odata import apply_select
+
+
+@dataclass(frozen=True)
+class Urls:
+    endpoint: str  # the account's Batch endpoint as the client reached it
+
+    def url(self, *segments: str) -> str:
+        return self.endpoint + "".join("/" + quote(s, safe="") for s in segments)
+
+
+def pool_view(urls, pool) -> dict:
+    return {"url": urls.url("pools", pool.name), **withheld(pool.body)}
+
+
+def node_view(urls, pool_id: str, node) -> dict:
+    return {"url": urls.url("pools", pool_id, "nodes", node.id), **node.body}
+
+
+def job_view(urls, job) -> dict:
+    return {"url": urls.url("jobs", job.name), **withheld(job.body)}
+
+
+def task_view(urls, job_id: str, task) -> dict:
+    body = {"url": urls.url("jobs", job_id, "tasks", task.id),
+            **(withheld(task.body) if "containerSettings" in task.body else task.body)}
+    node = body.get("nodeInfo")
+    if node:
+        node_url = urls.url("pools", node["poolId"], "nodes", node["nodeId"])
+        body["nodeInfo"] = {**node, "nodeUrl": node_url,
+                            "taskRootDirectoryUrl": f"{node_url}/files/{node['taskRootDirectory']}"}
+    return body
+
+
+def listing_body(endpoint: str, collection: str, found: list[dict], next_token: str | None, query: dict,
+                 link_base: str) -> dict:
+    """A page: $select applied, and everything the next page needs in its odata.nextLink
+    (`link_base` is the URL the request reached, without its query), since the SDK does not
+    send the first request's query again."""
+    body = {"odata.metadata": f"{endpoint}/$metadata#{collection}",
+            "value": [apply_select(item, query.get("$select")) for item in found]}
+    if next_token is not None:
+        carried = {k: v for k, v in query.items() if k in ("$filter", "$select", "$expand", "maxresults",
+                                                           "recursive")}
+        carried["$skiptoken"] = next_token
+        link_query = "&".join(f"{k}={quote(v, safe='')}" for k, v in
+                              [("api-version", query["api-version"]), *sorted(carried.items())])
+        body["odata.nextLink"] = f"{link_base}?{link_query}"
+    return body

@@ -1,0 +1,81 @@
+"""Pages of tasks and nodes come from the list readers (api/batch/page_readers.py):
+processes of their own, at a lower CPU priority than the service, that read while the
+service writes and end with it, however it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from conftest import Clients, Server, marketplace_pool, wait_for
+
+
+def readers_of(pid: int) -> list[int]:
+    """The service's list readers: its children started by multiprocessing's spawn."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+
+
+def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes(tmp_path):
+    with Server(tmp_path / "data", extra_env={"BATCHYARD_LIST_NICE": "7"}) as server:
+        batch = Clients(server.info).batch_key
+        marketplace_pool(batch, "p")
+        batch.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+        batch.create_tasks("j", [{"id": f"t{i:03}", "commandLine": "true"} for i in range(250)])
+        assert readers_of(server.proc.pid) == []  # started with the first page asked for
+
+        # another writer holds the database's write lock: pages still come (WAL readers)
+        writer = sqlite3.connect(server.data_dir / "batchyard.db", isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            pages = [[t.id for t in page] for page in batch.list_tasks("j", max_results=100).by_page()]
+            selected = list(batch.list_tasks("j", filter="state eq 'active' and startswith(id, 't1')",
+                                             select=["id", "state"], max_results=30))
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        assert [len(p) for p in pages] == [100, 100, 50]
+        assert sum(pages, []) == [f"t{i:03}" for i in range(250)]
+        assert [t.id for t in selected] == [f"t{i}" for i in range(100, 200)]
+        assert {t.state for t in selected} == {"active"} and all(t.command_line is None for t in selected)
+        assert list(batch.list_nodes("p")) == []
+
+        # a client's mistakes are answered by the service itself, in Batch's shape
+        for bad in ({"filter": "state eq"}, {"select": ["id", "", "state"]}):
+            with pytest.raises(HttpResponseError) as refused:
+                list(batch.list_tasks("j", **bad))
+            assert refused.value.status_code == 400
+        with pytest.raises(HttpResponseError) as missing:
+            list(batch.list_tasks("nope"))
+        assert missing.value.status_code == 404 and missing.value.error.code == "JobNotFound"
+
+        readers = readers_of(server.proc.pid)
+        assert readers and all(os.getpriority(os.PRIO_PROCESS, pid) == 7 for pid in readers)
+        assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == 0
+
+        # a service that dies takes its readers with it
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        wait_for(lambda: not any(alive(pid) for pid in readers), timeout=30, what="the readers to end")
