@@ -43,11 +43,12 @@ class Exit:
 ExitCallback = Callable[[Exit], None]
 
 
-def killed_by_memory_limit(code: int, kills_before: int, kills_after: int) -> bool:
+def killed_by_memory_limit(code: int, kills_before: int, kills_now: Callable[[], int]) -> bool:
     """The kernel's memory cgroup OOM killer ends a process with SIGKILL and counts it: a
     command that died of SIGKILL (itself, or the program its shell ran) while the count
-    went up was over the machine's memory."""
-    return code in (KILLED, -signal.SIGKILL) and kills_after > kills_before
+    went up was over the machine's memory. The count is read only for such a command, not
+    (a file read) for every exit."""
+    return code in (KILLED, -signal.SIGKILL) and kills_now() > kills_before
 
 
 class CommandRunner:
@@ -141,7 +142,7 @@ class AgentRunner(CommandRunner):
                     self._schedule_idle_close(agent)
             if entry is not None:
                 code = int(event["exit"])
-                _call(entry[1], Exit(code, killed_by_memory_limit(code, entry[2], self._oom_kills())))
+                _call(entry[1], Exit(code, killed_by_memory_limit(code, entry[2], self._oom_kills)))
         # The agent ended (closed, or the machine was stopped): whatever it ran is gone.
         with self._lock:
             orphans = [cid for cid, (owner, _, _) in self._callbacks.items() if owner is agent]

@@ -259,6 +259,26 @@ class Database:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def without_sync(self) -> Iterator[None]:
+        """This thread's commits inside skip their own fsync (synchronous=NORMAL): for the
+        scheduler's bookkeeping (tasks started, exits recorded, nodes' counts), which no
+        client's request waits on, and which would otherwise cost an fsync per refill of
+        freed slots. A process that dies loses none of them (at COMMIT the WAL is the
+        kernel's); a power cut may lose the last ones, with the machines whose tasks they
+        recorded, which the next start finds gone (reconciliation.py). Any later
+        synchronous commit (every write the API acknowledges) makes the WAL durable up to
+        itself, so no acknowledged write is on disk without the bookkeeping made before it."""
+        conn = self._conn
+        if conn.in_transaction:  # the outer block's setting holds
+            yield
+            return
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
+
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         """The last committed state, or this thread's own transaction's."""
         return self._conn.execute(sql, params).fetchall()

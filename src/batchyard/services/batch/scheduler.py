@@ -119,7 +119,7 @@ class Scheduler(PokedLoop):
         self.uploads.shutdown(wait=False, cancel_futures=True)
 
     def one_pass(self) -> None:
-        with self.lock:
+        with self.lock, self.store.db.without_sync():  # bookkeeping: see Database.without_sync
             self._pass()
 
     def _pass(self) -> None:
@@ -232,7 +232,8 @@ class Scheduler(PokedLoop):
                 self._refilling = True
                 if self.closing:
                     break
-                needs_pass |= self._record_and_refill()
+                with self.store.db.without_sync():  # bookkeeping: see Database.without_sync
+                    needs_pass |= self._record_and_refill()
             except Exception:  # the loop's pass takes what is left on the queue
                 log.exception("refilling freed task slots failed")
                 needs_pass = True
