@@ -241,12 +241,9 @@ def start_container(request, channel, meminfo, seccomp):
         container = request["container"]
         check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
         uid, gid = request.get("uid"), request.get("gid")
-        for path in request.get("mkdirs") or ():
-            fd = open_dir(path, create=True)
-            if uid is not None:
-                os.fchown(fd, uid, gid if gid is not None else -1)
-            os.close(fd)
-        outputs = [open_output(request[name], uid, gid) for name in ("stdout", "stderr")]
+        dirs = Dirs()
+        outputs = open_outputs(request, dirs, uid, gid)  # a container task names both
+        dirs.close()
         errors = outputs[1]
         channel.close()
         enter_container(container, rootfs)
@@ -477,40 +474,73 @@ def handle(request, running, devnull, start=None):
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_dir(path, create):
-    """A directory of the machine, reached from / without following any link: a command
-    that replaced its directory with a link must not steer this root agent anywhere."""
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name in [p for p in path.split("/") if p not in ("", ".")]:
-            if name == "..":
-                raise PermissionError(errno.EACCES, "a path may not climb with ..")
-            try:
-                child = os.open(name, DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                try:
-                    os.mkdir(name, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+class Dirs:
+    """The directories of one request (its mkdirs, its cwd, its outputs' directories), each
+    reached from / without following any link: a command that replaced a directory with a
+    link must not steer this root agent anywhere. Each is opened once per request: a task's
+    directory, its wd and the directory of its stdout.txt and stderr.txt share one walk."""
+
+    def __init__(self):
+        self.fds = {}
+
+    def open(self, path, create):
+        parts = tuple(p for p in path.split("/") if p not in ("", "."))
+        if ".." in parts:
+            raise PermissionError(errno.EACCES, "a path may not climb with ..")
+        return self._open(parts, create)
+
+    def _open(self, parts, create):
+        fd = self.fds.get(parts)
+        if fd is None:
+            if parts:
+                fd = child_dir(self._open(parts[:-1], create), parts[-1], create)
+            else:
+                fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fds[parts] = fd
+        return fd
+
+    def close(self):
+        for fd in self.fds.values():
             os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        self.fds.clear()
 
 
-def open_output(path, uid, gid):
-    parent, _, name = path.rpartition("/")
-    dir_fd = open_dir(parent or "/", create=True)
+def child_dir(parent, name, create):
     try:
-        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                      dir_fd=dir_fd)
-    finally:
-        os.close(dir_fd)
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
+
+
+def open_outputs(request, dirs, uid, gid):
+    """The request's mkdirs made (its user's), and its stdout and stderr files opened (None
+    for one it does not name)."""
+    for path in request.get("mkdirs") or ():
+        fd = dirs.open(path, create=True)
+        if uid is not None:
+            os.fchown(fd, uid, gid if gid is not None else -1)
+    outputs = []
+    try:
+        for name in ("stdout", "stderr"):
+            outputs.append(open_output(dirs, request[name], uid, gid) if request.get(name) else None)
+    except BaseException:
+        for out in outputs:
+            if out is not None:
+                os.close(out)
+        raise
+    return outputs
+
+
+def open_output(dirs, path, uid, gid):
+    parent, _, name = path.rpartition("/")
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                  dir_fd=dirs.open(parent or "/", create=True))
     if uid is not None:
         os.fchown(out, uid, gid if gid is not None else -1)
     return out
@@ -521,22 +551,18 @@ def spawn(request, devnull):
     agent is single-threaded, so it can lend the command its directory and user ids for
     the instant of the spawn and take them back."""
     uid, gid = request.get("uid"), request.get("gid")
-    for path in request.get("mkdirs") or ():
-        fd = open_dir(path, create=True)
-        try:
-            if uid is not None:
-                os.fchown(fd, uid, gid if gid is not None else -1)
-        finally:
-            os.close(fd)
+    dirs = Dirs()
     opened = []
     try:
+        outputs = open_outputs(request, dirs, uid, gid)
         actions = [(os.POSIX_SPAWN_DUP2, devnull, 0)]
-        for fd, path in ((1, request.get("stdout")), (2, request.get("stderr"))):
-            out = open_output(path, uid, gid) if path else os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+        for fd, out in ((1, outputs[0]), (2, outputs[1])):
+            if out is None:
+                out = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
             opened.append(out)
             actions.append((os.POSIX_SPAWN_DUP2, out, fd))
         try:
-            os.chdir(request.get("cwd") or "/")
+            os.fchdir(dirs.open(request.get("cwd") or "/", create=False))
         except OSError:
             os.chdir("/")
         if gid is not None:
@@ -554,6 +580,7 @@ def spawn(request, devnull):
     finally:
         for out in opened:
             os.close(out)
+        dirs.close()
         os.chdir("/")
 
 

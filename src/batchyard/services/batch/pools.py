@@ -40,7 +40,9 @@ def now() -> datetime:
 
 
 def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Azure's form, 2026-12-05T23:45:30.123456Z (isoformat: a fraction of strftime's cost,
+    and a task's start and end each write several)."""
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:
