@@ -55,6 +55,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+OPENED_KEPT = 256  # secrets kept opened in memory (accounts' keys; more is a rare server)
+
+
 class SecretBox:
     """Encrypts and decrypts secrets that must be shown again, with this data directory's key."""
 
@@ -63,12 +66,22 @@ class SecretBox:
             private_dir(key_file.parent)
             write_private(key_file, Fernet.generate_key())
         self._fernet = Fernet(key_file.read_bytes().strip())
+        # The same few secrets (the accounts' keys) are opened for every signed request:
+        # Fernet's HMAC and AES once each, not per request. A sealed text opens to one secret
+        # forever, so nothing here goes stale; a replaced secret is a new sealed text.
+        self._opened: dict[str, str] = {}
 
     def seal(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode()
 
     def open(self, sealed: str) -> str:
-        try:
-            return self._fernet.decrypt(sealed.encode()).decode()
-        except InvalidToken:
-            raise ValueError("a sealed secret does not match this data directory's key") from None
+        opened = self._opened.get(sealed)
+        if opened is None:
+            try:
+                opened = self._fernet.decrypt(sealed.encode()).decode()
+            except InvalidToken:
+                raise ValueError("a sealed secret does not match this data directory's key") from None
+            if len(self._opened) >= OPENED_KEPT:
+                self._opened.clear()
+            self._opened[sealed] = opened
+        return opened

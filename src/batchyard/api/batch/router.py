@@ -141,7 +141,7 @@ class BatchRouter:
         _refuse_repeats(request)
         query = dict(request.query_params)
         auth, task_job = self._task_token(request, account, services) or \
-            (self._authenticate(request, raw_path, account.name, services), None)
+            (self._authenticate(request, raw_path, account, services), None)
         version = query.get("api-version")
         if not version:
             raise InvalidInput("MissingRequiredQueryParameter", "A query parameter that's mandatory for this "
@@ -153,12 +153,12 @@ class BatchRouter:
                                    {"key": "QueryParameterName", "value": "api-version"},
                                    {"key": "QueryParameterValue", "value": version},
                                    {"key": "Reason", "value": "Supported: " + ", ".join(api_versions.VERSIONS)}])
-        matched = [(r, m) for r in self.routes if (m := r.pattern.match(rest))]
-        if not matched:
-            raise NotFound("InvalidUri", "The requested URI does not represent any resource on the server.",
-                           details=[{"key": "Path", "value": rest[:200]}])
-        route_match = next(((r, m) for r, m in matched if r.method == request.method), None)
+        route_match = next(((r, m) for r in self.routes
+                            if r.method == request.method and (m := r.pattern.match(rest))), None)
         if route_match is None:
+            if not any(r.pattern.match(rest) for r in self.routes):
+                raise NotFound("InvalidUri", "The requested URI does not represent any resource on the server.",
+                               details=[{"key": "Path", "value": rest[:200]}])
             raise InvalidInput("UnsupportedHttpVerb", "The resource doesn't support the specified HTTP verb.",
                                details=[{"key": "Verb", "value": request.method}])
         route, match = route_match
@@ -183,13 +183,13 @@ class BatchRouter:
         except Unauthenticated as exc:
             raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request.",
                                   details=[{"key": "AuthenticationErrorDetail", "value": exc.message}]) from None
-        if not services.accounts.allows(account.name, "TaskAuthenticationToken"):
+        if not services.accounts.allows(account, "TaskAuthenticationToken"):
             raise Forbidden("AuthenticationFailed", "This account does not allow task authentication tokens "
                             "(allowedAuthenticationModes).")
         return Caller(PoolAuth.SHARED_KEY), job_id
 
     @staticmethod
-    def _authenticate(request: Request, raw_path: str, account: str, services) -> Caller:
+    def _authenticate(request: Request, raw_path: str, account, services) -> Caller:
         header = request.headers.get("authorization")
         if not header:
             raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request. Make sure "
@@ -208,7 +208,7 @@ class BatchRouter:
                                 "authentication (allowedAuthenticationModes).")
             return Caller.bearer(claims)
         signer, signature = sharedkey.parse_authorization(header)
-        if signer.lower() != account.lower():
+        if signer.lower() != account.name.lower():
             raise Unauthenticated("AuthenticationFailed", "Server failed to authenticate the request. The account "
                                   "in the Authorization header does not match the account in the URL.",
                                   details=[{"key": "AuthenticationErrorDetail",
@@ -218,7 +218,7 @@ class BatchRouter:
                             "(allowedAuthenticationModes).")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
         query = request.scope.get("query_string", b"").decode("latin-1")
-        sharedkey.verify(request.method, raw_path, query, headers, services.accounts.keys(account), signer,
+        sharedkey.verify(request.method, raw_path, query, headers, services.accounts.keys_of(account), signer,
                          signature, datetime.now(UTC))
         return Caller(PoolAuth.SHARED_KEY)
 

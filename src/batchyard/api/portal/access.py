@@ -18,7 +18,7 @@ def batch_account(services, caller: Caller, name: str, method: str, *segments: s
     """The account, once the caller may make the Batch request `method /segments...` there
     with a bearer token (the account must allow Entra ID authentication, as for the API)."""
     account = _named(services, name)
-    if not services.accounts.allows(account.name, "AAD"):
+    if not services.accounts.allows(account, "AAD"):
         raise Forbidden("AuthenticationFailed", "This account does not allow Microsoft Entra ID authentication "
                         "(allowedAuthenticationModes).")
     authorize(services, caller, method, "/" + "/".join(quote(s, safe="") for s in segments), account)

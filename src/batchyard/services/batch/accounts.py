@@ -110,9 +110,9 @@ class BatchAccounts:
     def keys(self, name: str) -> list[str]:
         """The account's current keys, primary first; none for an unknown account."""
         account = self.by_name(name)
-        return self._keys_of(account) if account else []
+        return self.keys_of(account) if account else []
 
-    def _keys_of(self, account: Resource) -> list[str]:
+    def keys_of(self, account: Resource) -> list[str]:
         return [self.box.open(sealed) for sealed in account.internal["sealed_keys"]]
 
     def _set_key(self, account: Resource, index: int, key: str) -> None:
@@ -132,10 +132,9 @@ class BatchAccounts:
                 for family in families()]
         return out
 
-    def allows(self, name: str, mode: str) -> bool:
-        account = self.by_name(name)
-        if account is None:
-            return False
+    @staticmethod
+    def allows(account: Resource, mode: str) -> bool:
+        """Whether the account's allowedAuthenticationModes hold `mode`."""
         return mode.lower() in (m.lower() for m in account.properties.get("allowedAuthenticationModes", []))
 
     def name_availability(self, name: str) -> dict:
@@ -314,7 +313,7 @@ class BatchAccounts:
 
     def list_keys(self, rid: ResourceId) -> dict:
         account = self.get(rid)
-        primary, secondary = self._keys_of(account)
+        primary, secondary = self.keys_of(account)
         return {"accountName": account.name, "primary": primary, "secondary": secondary}
 
     def regenerate_key(self, rid: ResourceId, body: dict) -> dict:
@@ -371,7 +370,7 @@ class BatchAccounts:
                 self._set_key(account, 0, defaults.BATCH_ACCOUNT_KEY)
                 self.store.put(account)
             return account
-        if not dev_credentials and self._keys_of(account)[0] == defaults.BATCH_ACCOUNT_KEY:
+        if not dev_credentials and self.keys_of(account)[0] == defaults.BATCH_ACCOUNT_KEY:
             self._set_key(account, 0, new_key())
             self.store.put(account)
         return account
