@@ -422,7 +422,8 @@ class Allocator(PokedLoop):
     def _restore(self, held: Inventory | None) -> None:
         """After a restart: work a node was in the middle of starts again, and the machines
         of nodes come back. A node whose machine comes back is `starting` until it is up
-        (no task is given to it before), on the node workers while the service already
+        (no task is given to it before), then runs its pool's start task again as after a
+        reboot, on the node workers while the service already
         answers: a start costs a mount namespace each, and hundreds of nodes must not hold
         the service's start. held: the machines the provider still has
         (reconciliation.py; None: unknown)."""
@@ -461,14 +462,23 @@ class Allocator(PokedLoop):
                     self._replace_later(current, "NodeStartFailed",
                                         f"The node's machine could not start again: {exc}")
             return
+        pool = self.pools.store.get(pool.id) or pool
+        # The machine's processes ended with the service, those its start task left behind
+        # too: for the node this was a reboot, and Azure runs a pool's start task on every
+        # reboot. A node without one goes back to where it was.
+        reboots = bool(pool.body.get("startTask"))
         with self.pools.lock:
             current = self.nodes.get(node.pool_key, node.id)
             if current is None or current.state != "starting" or current.internal.get("pending") != "restore":
                 return  # it left the pool, or was rebooted or reimaged, meanwhile
             current.internal.pop("pending")
             current.internal.pop("dispatched", None)
-            stamp_node_state(current, current.internal.pop("restored_state", "idle"))
+            restored_state = current.internal.pop("restored_state", "idle")
+            if not reboots:
+                stamp_node_state(current, restored_state)
             self.nodes.put(current)
+        if reboots:  # still `starting`, so no task is given to it before its start task runs
+            self.agent.boot(pool, current)
         self.scheduler.poke()
 
 

@@ -183,6 +183,12 @@ class NodeAgent:
             self.pools.set_node_state(node, "unusable", errors=[{"code": "NodeStartFailed", "message": str(exc),
                                                                  "errorDetails": []}])
             return
+        self.boot(pool, node)
+
+    def boot(self, pool: Resource, node: Node) -> None:
+        """The node's machine is up again without any of the processes it ran (a reboot, or the
+        service's restart: a machine's commands end with the service). It starts as Azure's
+        node does after a reboot: the start task runs again, from a new attempt."""
         node = self.pools.set_node_state(node, "starting", lastBootTime=iso(now()))
         self._start(pool, node)
 
@@ -199,7 +205,8 @@ class NodeAgent:
         self._destroy_machine(node)
 
     def restore(self, node: Node) -> None:
-        """After a restart: a node that had a machine gets it back, disks as they were."""
+        """After a restart: a node that had a machine gets it back, disks as they were (but
+        none of its processes: see `boot`)."""
         self.provider.start(self.machine_spec(node))
 
     # the start task ---------------------------------------------------------------------------
