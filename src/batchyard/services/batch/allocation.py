@@ -423,10 +423,9 @@ class Allocator(PokedLoop):
         """After a restart: work a node was in the middle of starts again, and the machines
         of nodes come back. A node whose machine comes back is `starting` until it is up
         (no task is given to it before), then runs its pool's start task again as after a
-        reboot, on the node workers while the service already
-        answers: a start costs a mount namespace each, and hundreds of nodes must not hold
-        the service's start. held: the machines the provider still has
-        (reconciliation.py; None: unknown)."""
+        reboot, on the node workers while the service already answers: a start costs a mount
+        namespace each, and hundreds of nodes must not hold the service's start. held: the
+        machines the provider still has (reconciliation.py; None: unknown)."""
         for node in self.nodes.all():
             # work handed to a worker of the process that ended is to be handed again
             handed = node.internal.pop("dispatched", None) is not None
