@@ -9,6 +9,7 @@ the same machine as the peer. Prints its figures.
   least 0.8) and the requests per second they were served. Twice: with the clients at the
   host's idle CPU priority, as clients on other machines (their SDK's decoding, about 14 ms
   of CPU a page, is not the service's work), and at normal priority, sharing the two cores
+- the CPU each task costs: its own process, the machine's agent, the service
 - the same with 4 slots a node instead of 16 (16 concurrent tasks): the ratio (target: at
   least 0.8, so a slot freed by an exit is refilled at once, not at a later pass)
 - Ray's throughput for the same 10,000 subprocess tasks (`ray`, installed with the test
@@ -77,6 +78,33 @@ def run_tasks(batch, job_id: str, count: int) -> float:
     print(f"  {job_id}: submitted {count} tasks in {submitted:.2f} s ({count / submitted:.0f}/s), "
           f"all completed in {elapsed:.2f} s   (load average {os.getloadavg()[0]:.1f})")
     return count / elapsed
+
+
+def tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds so far of the service (its own), its machines' agents (the launcher
+    processes, their own) and the commands the agents ran and reaped (the agents' children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, figures = {}, {"service": 0.0, "agents": 0.0, "tasks": 0.0}
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+            stats[int(entry.name)] = ([int(f) / tick for f in fields[11:15]], b"launcher.py" in cmdline)
+    figures["service"] = sum(stats[root][0][:2])
+    todo = list(parents.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(parents.get(pid, []))
+        times, launcher = stats.get(pid, ([0, 0, 0, 0], False))
+        if launcher:
+            figures["agents"] += times[0] + times[1]
+            figures["tasks"] += times[2] + times[3]
+    return figures
 
 
 def _lister(info: dict, job_id: str, ready, stop, served, remote: bool) -> None:
@@ -175,7 +203,9 @@ def main() -> None:
         batch = Clients(server.info).batch_key
         make_pool(batch, "bench", SLOTS)
         make_pool(batch, "bench4", FEW_SLOTS)
+        before = tree_cpu(server.proc.pid)
         rate = throughput(batch, "idle", "bench", args.tasks)
+        after = tree_cpu(server.proc.pid)
         loaded, requests = under_load(server.info, batch, "loaded", "bench", args.tasks, args.listers, remote=True)
         shared, shared_requests = under_load(server.info, batch, "loaded-shared", "bench", args.tasks, args.listers,
                                              remote=False)
@@ -183,6 +213,8 @@ def main() -> None:
         gaps = dependency_latency(batch, args.chain)
     print(f"Batchyard: {args.tasks} tasks end to end, {NODES} nodes of {SLOTS} slots: {rate:.0f} tasks/s   "
           f"target >= 500")
+    print("  CPU per task: " + ", ".join(f"{kind} {(after[kind] - before[kind]) * 1000 / args.tasks:.2f} ms"
+                                         for kind in ("tasks", "agents", "service")))
     print(f"  under {args.listers} clients listing tasks, as clients on other machines (idle CPU priority here; "
           f"{requests:.0f} pages of 100 served a second): {loaded:.0f} tasks/s = {loaded / rate:.2f} of idle   "
           f"target >= 0.8")

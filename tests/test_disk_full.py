@@ -110,3 +110,25 @@ def test_task_exits_on_a_full_disk_are_recorded_once_there_is_room(small_disk):
                       if (t.execution_info.exit_code, t.execution_info.retry_count,
                           t.execution_info.requeue_count) != (0, 0, 0)]
         assert unexpected == [], server.log.read_text()[-6000:]
+
+
+def test_a_machine_agent_outlives_a_full_disk(small_disk):
+    """A machine's agent rewrites the machine's /proc/meminfo, a host file under the data
+    directory, every second while commands run. On a full disk that write fails: the agent
+    must live on, with every command of its machine (it once died there, and each of its
+    tasks ended with 137)."""
+    from batchyard.runtime.launcher import MemInfo
+
+    counters = small_disk.parent / "cgroup"
+    counters.mkdir()
+    (counters / "limit").write_text("1073741824\n")
+    (counters / "usage").write_text("104857600\n")
+    (counters / "stat").write_text("total_cache 0\n")
+    shown = small_disk / "meminfo"
+    shown.touch()  # empty: no block of its own yet, as such files once were made
+    fill(small_disk / "filler")
+    meminfo = MemInfo({"file": str(shown), **{k: str(counters / k) for k in ("limit", "usage", "stat")}})
+    meminfo.refresh()
+    (small_disk / "filler").unlink()
+    meminfo.refresh()
+    assert "MemTotal:        1048576 kB" in shown.read_text()

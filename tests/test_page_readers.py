@@ -79,3 +79,9 @@ def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait()
         wait_for(lambda: not any(alive(pid) for pid in readers), timeout=30, what="the readers to end")
+        # and a service started again on its data directory has readers of its own (and
+        # takes back what the killed one left on the host, its cgroups and NAT table)
+        server.start()
+        assert [t.id for t in Clients(server.info).batch_key.list_tasks("j", max_results=5)] == \
+            [f"t{i:03}" for i in range(250)]
+        assert set(readers_of(server.proc.pid)).isdisjoint(readers)

@@ -200,8 +200,15 @@ class MemInfo:
             name = line.split(":", 1)[0]
             lines.append("%-16s%8d kB" % (name + ":", own[name] // 1024) if name in own else line)
         data = ("\n".join(lines) + "\n").encode()
-        os.pwrite(self.out, data, 0)
-        os.ftruncate(self.out, len(data))
+        try:
+            os.pwrite(self.out, data, 0)
+            os.ftruncate(self.out, len(data))
+        except OSError:
+            # The file is the host's, under the data directory, whose disk may be full:
+            # the machine keeps the figures it last read, and the agent (with every
+            # command of the machine) lives on. The service made the file a page long, so
+            # this only fails on a disk that was full when the machine started.
+            pass
 
     def mount(self):
         check(libc.mount(MEMINFO_STAGED, b"/proc/meminfo", None, MS_BIND, None), "bind /proc/meminfo")

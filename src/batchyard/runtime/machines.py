@@ -383,7 +383,9 @@ class NamespaceMachineProvider(HostProvider):
         with its first command: a node that idles costs no cgroup (hundreds start at once)."""
         if self.cgroups is None or machine.limits is None:
             return False
-        self._meminfo_file(machine.key).touch()
+        # The host's figures until the machine's agent writes its own: never an empty file,
+        # and its block taken now, so a disk that fills later cannot refuse the agent's writes.
+        self._meminfo_file(machine.key).write_bytes(Path("/proc/meminfo").read_bytes())
         with self._lock:
             self._limits[machine.key] = machine.limits
         return True

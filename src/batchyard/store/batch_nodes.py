@@ -3,10 +3,10 @@ data (its machine and disks), keyed by the pool's lower-cased resource id."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import codec
 from .db import Database, ReadOnlyDatabase
 
 
@@ -23,7 +23,7 @@ class Node:
 
 
 def _row_to_node(row) -> Node:
-    return Node(row["pool_key"], row["node_id"], json.loads(row["body"]), json.loads(row["internal"]))
+    return Node(row["pool_key"], row["node_id"], codec.decode(row["body"]), codec.decode(row["internal"]))
 
 
 class NodeStore:
@@ -118,7 +118,7 @@ class NodeStore:
             conn.executemany(
                 "INSERT INTO batch_nodes (pool_key, node_id, body, internal) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (pool_key, node_id) DO UPDATE SET body = excluded.body, internal = excluded.internal",
-                [(n.pool_key, n.id, json.dumps(n.body), json.dumps(n.internal)) for n in nodes])
+                [(n.pool_key, n.id, codec.encode(n.body), codec.encode(n.internal)) for n in nodes])
 
     def delete(self, pool_key: str, node_id: str) -> None:
         self.db.execute("DELETE FROM batch_nodes WHERE pool_key = ? AND node_id = ?", (pool_key, node_id))

@@ -4,10 +4,10 @@ are case-insensitive). `seq` keeps the order tasks were added in."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import codec
 from .db import Database, ReadOnlyDatabase
 
 
@@ -33,14 +33,14 @@ class Task:
 
 
 def _row_to_task(row) -> Task:
-    return Task(row["job_key"], json.loads(row["body"]), json.loads(row["internal"]), bool(row["ready"]), row["seq"])
+    return Task(row["job_key"], codec.decode(row["body"]), codec.decode(row["internal"]), bool(row["ready"]), row["seq"])
 
 
 def _columns(task: Task) -> tuple:
     """state, ready, result, slots, expires, body, internal."""
     return (task.state, int(task.ready), task.body.get("executionInfo", {}).get("result"),
-            task.body.get("requiredSlots", 1), task.internal.get("expires"), json.dumps(task.body),
-            json.dumps(task.internal))
+            task.body.get("requiredSlots", 1), task.internal.get("expires"), codec.encode(task.body),
+            codec.encode(task.internal))
 
 
 class TaskStore:

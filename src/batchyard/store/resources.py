@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import codec
 from .db import Database
 
 
@@ -33,8 +33,8 @@ def _row_to_resource(row) -> Resource:
         subscription=row["subscription"],
         resource_group=row["resource_group"],
         name=row["name"],
-        body=json.loads(row["body"]),
-        internal=json.loads(row["internal"]),
+        body=codec.decode(row["body"]),
+        internal=codec.decode(row["internal"]),
         created=row["created"],
     )
 
@@ -64,8 +64,8 @@ class ResourceStore:
                 resource.subscription.lower(),
                 (resource.resource_group or "").lower() or None,
                 resource.name,
-                json.dumps(resource.body),
-                json.dumps(resource.internal),
+                codec.encode(resource.body),
+                codec.encode(resource.internal),
                 resource.created,
             ),
         )
@@ -90,4 +90,4 @@ class ResourceStore:
         return [_row_to_resource(r) for r in rows]
 
     def all_internal(self) -> list[dict[str, Any]]:
-        return [json.loads(r["internal"]) for r in self.db.query("SELECT internal FROM resources")]
+        return [codec.decode(r["internal"]) for r in self.db.query("SELECT internal FROM resources")]
