@@ -44,6 +44,7 @@ from .services.authorization import Authorization
 from .services.identity import Identity
 from .services.resource_groups import ResourceGroups
 from .services.secrets import SecretBox
+from .services.sign_in_limits import SignInLimits
 from .services.reconciliation import remove_unrecorded
 from .services.storage import Storage
 from .store.db import Database
@@ -85,6 +86,7 @@ class Services:
     applications: Applications
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
+    sign_in_limits: SignInLimits
     reserve: SpaceReserve
 
     def close(self) -> None:
@@ -197,6 +199,9 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                         job_schedules=job_schedules, auto_pools=auto_pools,
                         task_tokens=task_tokens,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret,
+                        sign_in_limits=SignInLimits(settings.sign_in_failures_per_client,
+                                                    settings.sign_in_failures_per_address,
+                                                    settings.sign_in_window_seconds),
                         auto_storage=auto_storage, applications=applications,
                         reserve=SpaceReserve(data / "reserve"))
     services.reserve.start()

@@ -117,6 +117,16 @@ class Settings:
     list_concurrency: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_CONCURRENCY", 2)))
     list_nice: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_NICE", 10)))
 
+    # Failed client-secret sign-ins (token endpoint and portal) allowed per client id and per
+    # remote address within the window before further attempts are refused with 429
+    # (services/sign_in_limits.py).
+    sign_in_failures_per_client: int = field(
+        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_CLIENT", 10)))
+    sign_in_failures_per_address: int = field(
+        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_ADDRESS", 30)))
+    sign_in_window_seconds: float = field(
+        default_factory=lambda: _env_float("BATCHYARD_SIGN_IN_WINDOW_SECONDS", 300))
+
     @staticmethod
     def default_batch_host_suffix() -> str:
         return os.environ.get("BATCHYARD_BATCH_HOST_SUFFIX", "batch.localhost").lower()
@@ -161,5 +171,9 @@ class Settings:
         from .services.storage_accounts import configured
         configured(self.storage_connection_string, self.storage_blob_endpoint, self.storage_account,
                    self.storage_account_key)  # a ValueError names what is wrong with the storage settings
+        if min(self.sign_in_failures_per_client, self.sign_in_failures_per_address) < 1 \
+                or self.sign_in_window_seconds <= 0:
+            raise ValueError("sign-in limits: give at least 1 failure per client and per address, and a window "
+                             "of more than 0 seconds")
         if self.azure_hostnames and not self.tls:
             raise ValueError("--azure-hostnames needs TLS: Azure's host names are only reached over HTTPS")

@@ -20,6 +20,7 @@ STATUS = {
     errors.PayloadTooLarge: 413,
     errors.RangeNotSatisfiable: 416,
     errors.Unavailable: 503,
+    errors.TooManyRequests: 429,
 }
 
 

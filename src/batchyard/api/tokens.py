@@ -14,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..services.errors import PayloadTooLarge, ServiceError
+from ..services.errors import PayloadTooLarge, ServiceError, TooManyRequests
 from .bodies import read_body
 
 MAX_FORM_BYTES = 64 * 1024
 
 
-def _oauth_error(code: str, description: str, status: int = 400) -> JSONResponse:
+def _oauth_error(code: str, description: str, status: int = 400, headers: dict | None = None) -> JSONResponse:
     """Entra ID's error body, as MSAL reads it: `error` and `error_description` (which
     azure-identity shows), the AADSTS number again in `error_codes`, and the trace ids."""
     trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
@@ -33,7 +33,12 @@ def _oauth_error(code: str, description: str, status: int = 400) -> JSONResponse
                          "trace_id": trace, "correlation_id": correlation,
                          "error_uri": "https://login.microsoftonline.com/error"
                                       + (f"?code={number[1]}" if number else "")},
-                        status_code=status)
+                        status_code=status, headers=headers)
+
+
+def remote_address(request: Request) -> str:
+    """The peer's address, the key of the per-address sign-in limit."""
+    return request.client.host if request.client else ""
 
 
 def _tenant_base(request: Request) -> str:
@@ -106,8 +111,11 @@ async def token(request: Request) -> JSONResponse:
                                 f"parameter: '{name}'.")
     tenant = request.path_params["tenant"]
     try:
-        principal = await run_in_threadpool(services.identity.authenticate_client, tenant, form["client_id"],
-                                            form["client_secret"])
+        principal = await run_in_threadpool(
+            services.sign_in_limits.attempt, form["client_id"], remote_address(request),
+            lambda: services.identity.authenticate_client(tenant, form["client_id"], form["client_secret"]))
+    except TooManyRequests as exc:
+        return _oauth_error(exc.code, exc.message, 429, {"Retry-After": str(exc.retry_after)})
     except ServiceError as exc:
         return _oauth_error(exc.code, exc.message, 401 if exc.code == "invalid_client" else 400)
     access_token, lifetime = services.identity.issue_token(principal, form["scope"], _issuer(request, principal.tenant_id))

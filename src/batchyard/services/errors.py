@@ -56,6 +56,14 @@ class Unavailable(ServiceError):
     """The service cannot do this now; the client may retry later (503)."""
 
 
+class TooManyRequests(ServiceError):
+    """Refused for now, before any work is done; retry after `retry_after` seconds (429)."""
+
+    def __init__(self, code: str, message: str, retry_after: int):
+        super().__init__(code, message)
+        self.retry_after = retry_after
+
+
 def disk_full() -> Unavailable:
     return Unavailable("ServerBusy", "The server cannot store anything more: the disk that holds its data is full. "
                        "Delete what is no longer needed (deletes still work) and retry.")

@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from ... import defaults
 from ...services.authorization import Caller
-from ...services.errors import PayloadTooLarge, ServiceError
+from ...services.errors import PayloadTooLarge, ServiceError, TooManyRequests
+from ..tokens import remote_address
 from .sessions import COOKIE, CSRF_FIELD, Session
 from .web import PREFIX, page, read_form, redirect, refused, render, sessions_of, set_session_cookie
 
@@ -48,12 +49,19 @@ async def sign_in(request: Request) -> Response:
     tenant = form.get("tenant", "").strip() or defaults.TENANT_ID
     client_id = form.get("client_id", "").strip()
     services = request.app.state.services
+    secret = form.get("client_secret", "")
     try:
-        principal = await run_in_threadpool(services.identity.authenticate_client, tenant, client_id,
-                                            form.get("client_secret", ""))
+        principal = await run_in_threadpool(
+            services.sign_in_limits.attempt, client_id, remote_address(request),
+            lambda: services.identity.authenticate_client(tenant, client_id, secret))
     except ServiceError as exc:
-        return render(request, session, "signin.html", 401, next=_next(form.get("next")), tenant=tenant,
-                      client_id=client_id, error=exc.message.split(" Trace ID")[0])
+        # a locked sign-in is refused as the token endpoint refuses it: 429 and Retry-After
+        throttled = isinstance(exc, TooManyRequests)
+        response = render(request, session, "signin.html", 429 if throttled else 401, next=_next(form.get("next")),
+                          tenant=tenant, client_id=client_id, error=exc.message.split(" Trace ID")[0])
+        if throttled:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     sessions.end(old_id)
     new_id, _ = sessions.new(Session(caller=Caller("AAD", principal.object_id.lower(), principal.client_id),
                                      name=principal.display_name or principal.client_id))
