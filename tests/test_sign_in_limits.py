@@ -38,6 +38,17 @@ def _failures(limits, client, address, n):
             limits.attempt(client, address, _fail)
 
 
+def test_the_wait_given_is_the_longer_of_the_client_and_the_address_locks():
+    clock = Clock()
+    limits = _limits(clock, per_client=2, per_address=3)
+    _failures(limits, "a", "10.0.0.1", 1)
+    clock.now += 30
+    _failures(limits, "b", "10.0.0.1", 2)
+    with pytest.raises(TooManyRequests) as locked:  # b: 60 s left; the address: 30 s
+        limits.attempt("b", "10.0.0.1", _checked([]))
+    assert locked.value.retry_after == 60 and "account is locked" in locked.value.message
+
+
 def test_a_client_is_locked_after_its_failures_and_unlocked_when_the_window_passes():
     clock = Clock()
     limits = _limits(clock)

@@ -64,11 +64,10 @@ class SignInLimits:
     def _begin(self, keys: list[tuple[str, str]]) -> float:
         with self._lock:
             now = self.clock()
-            for key in keys:
-                wait = self._wait(key, now)
-                if wait:
-                    template = LOCKED_CLIENT if key[0] == "client" else LOCKED_ADDRESS
-                    raise TooManyRequests("invalid_grant", template.format(seconds=wait), wait)
+            wait, key = max((self._wait(key, now), key) for key in keys)
+            if wait:  # the longest wait of the two, so that a retry after it is not refused again
+                template = LOCKED_CLIENT if key[0] == "client" else LOCKED_ADDRESS
+                raise TooManyRequests("invalid_grant", template.format(seconds=wait), wait)
             for key in keys:
                 self._failures.setdefault(key, []).append(now)
                 self._failures.move_to_end(key)
