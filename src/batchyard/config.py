@@ -121,9 +121,9 @@ class Settings:
     # remote address within the window before further attempts are refused with 429
     # (services/sign_in_limits.py).
     sign_in_failures_per_client: int = field(
-        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_CLIENT", 10)))
+        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_CLIENT", "10")))
     sign_in_failures_per_address: int = field(
-        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_ADDRESS", 30)))
+        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_ADDRESS", "30")))
     sign_in_window_seconds: float = field(
         default_factory=lambda: _env_float("BATCHYARD_SIGN_IN_WINDOW_SECONDS", 300))
 

@@ -1,6 +1,8 @@
 """The Entra ID endpoints azure-identity talks to: OpenID discovery, MSAL's instance
 discovery and the client-credentials token endpoint. They answer at the address the client
-used: this server's own, or https://login.microsoftonline.com with --azure-hostnames."""
+used: this server's own, or https://login.microsoftonline.com with --azure-hostnames.
+Failed client-secret sign-ins are limited (services/sign_in_limits.py): a locked client id
+or address gets 429 with Retry-After, as Entra ID throttles."""
 
 from __future__ import annotations
 

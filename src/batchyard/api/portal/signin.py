@@ -1,6 +1,7 @@
 """Signing in with a service principal's client id and secret, checked by the same code as
 the token endpoint (Identity.authenticate_client: scrypt hashes, constant-time compares,
-expired secrets refused); signing out. The secret is never logged, echoed or kept."""
+expired secrets refused) under the same limit on failed sign-ins (services/sign_in_limits.py);
+signing out. The secret is never logged, echoed or kept."""
 
 from __future__ import annotations
 
