@@ -39,7 +39,7 @@ class SignInLimits:
         self.window = window_seconds
         self.max_keys = max_keys
         self.clock = clock
-        self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()  # oldest failure first
+        self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()  # least recently failed first
         self._lock = threading.Lock()
 
     def attempt(self, client_id: str, address: str, check: Callable[[], T]) -> T:
