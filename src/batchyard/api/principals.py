@@ -84,11 +84,7 @@ async def _create(request: Request, services) -> Response:
 
 
 async def _get(request: Request, services) -> Response:
-    client_id = request.path_params["client"]
-    found = [p for p in await run_in_threadpool(services.identity.principals) if p["clientId"] == client_id.lower()]
-    if not found:
-        await run_in_threadpool(services.identity.principal, client_id)  # raises NotFound
-    return JSONResponse(found[0])
+    return JSONResponse(await run_in_threadpool(services.identity.principal_view, request.path_params["client"]))
 
 
 async def _delete(request: Request, services) -> Response:

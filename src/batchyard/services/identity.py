@@ -134,13 +134,17 @@ class Identity:
 
     def principals(self) -> list[dict]:
         """Every principal with its secrets' metadata (never a secret or its hash)."""
-        out = []
-        for row in self.db.query("SELECT * FROM principals ORDER BY display_name, client_id"):
-            p = _principal(row)
-            secrets = self.db.query("SELECT * FROM principal_secrets WHERE client_id = ? ORDER BY start_time",
-                                    (p.client_id,))
-            out.append({**principal_wire(p), "passwordCredentials": [_credential(s) for s in secrets]})
-        return out
+        return [self._view(_principal(row))
+                for row in self.db.query("SELECT * FROM principals ORDER BY display_name, client_id")]
+
+    def principal_view(self, client_id: str) -> dict:
+        """One principal as `principals()` shows it; NotFound for an unknown client id."""
+        return self._view(self.principal(client_id))
+
+    def _view(self, principal: Principal) -> dict:
+        secrets = self.db.query("SELECT * FROM principal_secrets WHERE client_id = ? ORDER BY start_time",
+                                (principal.client_id,))
+        return {**principal_wire(principal), "passwordCredentials": [_credential(s) for s in secrets]}
 
     def delete_principal(self, client_id: str) -> Principal:
         principal = self.principal(client_id)
