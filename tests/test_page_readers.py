@@ -75,6 +75,15 @@ def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes
         assert readers and all(os.getpriority(os.PRIO_PROCESS, pid) == 7 for pid in readers)
         assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == 0
 
+        # a reader that dies (killed, out of memory) is replaced: pages keep coming
+        for pid in readers:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not any(alive(pid) for pid in readers), timeout=30, what="the readers to end")
+        assert len(list(batch.list_tasks("j", max_results=100))) == 250
+        replaced = readers_of(server.proc.pid)
+        assert replaced and set(replaced).isdisjoint(readers)
+        readers = replaced
+
         # a service that dies takes its readers with it
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait()

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +97,19 @@ class PageReaders:
         self._pool: ProcessPoolExecutor | None = None
 
     async def page(self, request: PageRequest) -> bytes:
-        return await asyncio.wrap_future(self._executor().submit(read_page, request))
+        pool = self._executor()
+        try:
+            return await asyncio.wrap_future(pool.submit(read_page, request))
+        except BrokenProcessPool:
+            # a reader died (killed, or out of memory): the pool is unusable from then on,
+            # so a new one takes over and the page is read again, once
+            self._replace(pool)
+            return await asyncio.wrap_future(self._executor().submit(read_page, request))
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if self._pool is broken:
+            self._pool = None
+            broken.shutdown(wait=False, cancel_futures=True)
 
     def _executor(self) -> ProcessPoolExecutor:
         """Made on the event loop's thread (the only caller), which lives as long as the
