@@ -86,7 +86,6 @@ class Services:
     applications: Applications
     # the development principal's secret, for connection.json (never logged, never in the banner)
     client_secret: str
-    sign_in_limits: SignInLimits
     reserve: SpaceReserve
 
     def close(self) -> None:
@@ -115,7 +114,9 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     db = Database(data / "batchyard.db")
     store = ResourceStore(db)
     box = SecretBox(data / "keys" / "secrets.key")
-    identity = Identity(db, data / "keys", box, issuer_bases=lambda: issuer_bases(settings))
+    sign_in_limits = SignInLimits(settings.sign_in_failures_per_client, settings.sign_in_failures_per_address,
+                                  settings.sign_in_window_seconds)
+    identity = Identity(db, data / "keys", box, sign_in_limits, issuer_bases=lambda: issuer_bases(settings))
     client_secret = identity.ensure_default_principal(settings.dev_credentials)
     groups = ResourceGroups(db, store)
     groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "Batchyard development")
@@ -199,9 +200,6 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                         job_schedules=job_schedules, auto_pools=auto_pools,
                         task_tokens=task_tokens,
                         management_pools=ManagementPools(accounts, pools), client_secret=client_secret,
-                        sign_in_limits=SignInLimits(settings.sign_in_failures_per_client,
-                                                    settings.sign_in_failures_per_address,
-                                                    settings.sign_in_window_seconds),
                         auto_storage=auto_storage, applications=applications,
                         reserve=SpaceReserve(data / "reserve"))
     services.reserve.start()

@@ -113,9 +113,8 @@ async def token(request: Request) -> JSONResponse:
                                 f"parameter: '{name}'.")
     tenant = request.path_params["tenant"]
     try:
-        principal = await run_in_threadpool(
-            services.sign_in_limits.attempt, form["client_id"], remote_address(request),
-            lambda: services.identity.authenticate_client(tenant, form["client_id"], form["client_secret"]))
+        principal = await run_in_threadpool(services.identity.authenticate_client, tenant, form["client_id"],
+                                            form["client_secret"], remote_address(request))
     except TooManyRequests as exc:
         return _oauth_error(exc.code, exc.message, 429, {"Retry-After": str(exc.retry_after)})
     except ServiceError as exc:

@@ -18,6 +18,7 @@ from .. import defaults
 from ..private_files import private_dir, write_private
 from ..store.db import Database
 from .errors import InvalidInput, NotFound, Unauthenticated
+from .sign_in_limits import SignInLimits
 from .secrets import SecretBox, hash_secret, is_current_hash, new_client_secret, verify_secret
 
 TOKEN_LIFETIME_SECONDS = 3600
@@ -51,8 +52,10 @@ def audience_for_scope(scope: str) -> str:
 
 
 class Identity:
-    def __init__(self, db: Database, key_dir: Path, box: SecretBox, issuer_bases=lambda: ()):
+    def __init__(self, db: Database, key_dir: Path, box: SecretBox, sign_in_limits: SignInLimits,
+                 issuer_bases=lambda: ()):
         self.db = db
+        self.sign_in_limits = sign_in_limits  # failed secrets, per client id and per address
         self.box = box  # seals the development secret, which connection.json shows at every start
         self._on_delete: list = []  # called with the object id of a deleted principal
         # the addresses tokens are issued at (this server's, and Azure's with --azure-hostnames):
@@ -184,7 +187,14 @@ class Identity:
     def tenants(self) -> set[str]:
         return {r["tenant_id"] for r in self.db.query("SELECT DISTINCT tenant_id FROM principals")}
 
-    def authenticate_client(self, tenant_id: str, client_id: str, secret: str) -> Principal:
+    def authenticate_client(self, tenant_id: str, client_id: str, secret: str, address: str) -> Principal:
+        """The principal a client id and secret sign in as (the token endpoint's and the
+        portal's check), from `address`, under the limits on failed sign-ins: a locked
+        client id or address gets TooManyRequests before its secret is checked."""
+        return self.sign_in_limits.attempt(client_id, address,
+                                           lambda: self._check_secret(tenant_id, client_id, secret))
+
+    def _check_secret(self, tenant_id: str, client_id: str, secret: str) -> Principal:
         """Entra's order: the tenant, then the application, then its secrets."""
         if tenant_id.lower() not in {t.lower() for t in self.tenants()}:
             raise InvalidInput("invalid_request", f"AADSTS90002: Tenant '{tenant_id}' not found. Check to make sure "

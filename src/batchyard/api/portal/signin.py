@@ -50,11 +50,9 @@ async def sign_in(request: Request) -> Response:
     tenant = form.get("tenant", "").strip() or defaults.TENANT_ID
     client_id = form.get("client_id", "").strip()
     services = request.app.state.services
-    secret = form.get("client_secret", "")
     try:
-        principal = await run_in_threadpool(
-            services.sign_in_limits.attempt, client_id, remote_address(request),
-            lambda: services.identity.authenticate_client(tenant, client_id, secret))
+        principal = await run_in_threadpool(services.identity.authenticate_client, tenant, client_id,
+                                            form.get("client_secret", ""), remote_address(request))
     except ServiceError as exc:
         # a locked sign-in is refused as the token endpoint refuses it: 429 and Retry-After
         throttled = isinstance(exc, TooManyRequests)
