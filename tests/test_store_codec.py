@@ -20,3 +20,33 @@ def test_what_is_written_reads_back_as_the_json_module_would(value):
     text = codec.encode(value)
     assert isinstance(text, str)
     assert codec.decode(text) == json.loads(json.dumps(value))
+
+
+def test_a_database_from_before_the_mark_reads_long_integers_exactly(tmp_path):
+    """Text written before the json module's mark (a body holding an integer past 64 bits)
+    gets the mark when the database is opened, so it still reads back exactly; text
+    without long runs of digits is left as it was."""
+    import sqlite3
+
+    from batchyard.store.db import MIGRATIONS, Database
+    from batchyard.store.resources import ResourceStore
+
+    path = tmp_path / "state.db"
+    Database(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")  # as the release before the mark left it
+    huge, plain = {"huge": 10 ** 30, "id": "a"}, {"n": 1}
+    for key, body in (("/huge", huge), ("/plain", plain)):
+        conn.execute("INSERT INTO resources (key, id, type, subscription, name, body, internal, created) "
+                     "VALUES (?, ?, 't', 's', 'n', ?, '{}', 0)", (key, key, json.dumps(body)))
+    conn.commit()
+    conn.close()
+    db = Database(path)
+    try:
+        store = ResourceStore(db)
+        assert store.get("/huge").body == huge
+        assert store.get("/plain").body == plain
+        texts = dict(db.query("SELECT key, body FROM resources"))
+        assert texts["/huge"].startswith(codec.JSON_MODULE_MARK) and texts["/plain"] == json.dumps(plain)
+    finally:
+        db.close()

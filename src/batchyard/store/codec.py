@@ -6,15 +6,17 @@ strings, as the json module did."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
-# orjson reads an integer past 64 bits as a float: text that may hold one (19 digits in a
-# row, rare: a long id or a client's huge number) is read by the json module, exactly.
-_LONG_DIGITS = re.compile(r"\d{19}")
+# orjson cannot write an integer past 64 bits, and reads one as a float. A value holding one
+# (rare: a client's huge number in a property kept as given) is written by the json module
+# with this mark in front, which JSON allows as whitespace and orjson never writes: the
+# reader then knows, from the first character, which of the two reads it exactly. (Looking
+# for long runs of digits instead cost five times orjson's whole read, on every row read.)
+JSON_MODULE_MARK = " "
 
 
 def encode(value: Any) -> str:
@@ -23,8 +25,8 @@ def encode(value: Any) -> str:
     except TypeError:
         # what orjson refuses and the json module writes: an integer past 64 bits that a
         # client put in a property the service keeps as given
-        return json.dumps(value)
+        return JSON_MODULE_MARK + json.dumps(value)
 
 
 def decode(text: str) -> Any:
-    return json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+    return json.loads(text) if text.startswith(JSON_MODULE_MARK) else orjson.loads(text)

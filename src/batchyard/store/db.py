@@ -190,6 +190,22 @@ MIGRATIONS: list[str] = [
     UPDATE resources SET internal = json_remove(internal, '$.retired')
         WHERE json_extract(internal, '$.retired') IS NOT NULL;
     """,
+    # 9: text the json module must read (store/codec.py) carries its mark: text written
+    # before the mark that may hold an integer past 64 bits (19 digits in a row) gets it.
+    """
+    UPDATE resources SET body = ' ' || body
+        WHERE body GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND body NOT GLOB ' *';
+    UPDATE resources SET internal = ' ' || internal
+        WHERE internal GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND internal NOT GLOB ' *';
+    UPDATE batch_nodes SET body = ' ' || body
+        WHERE body GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND body NOT GLOB ' *';
+    UPDATE batch_nodes SET internal = ' ' || internal
+        WHERE internal GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND internal NOT GLOB ' *';
+    UPDATE batch_tasks SET body = ' ' || body
+        WHERE body GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND body NOT GLOB ' *';
+    UPDATE batch_tasks SET internal = ' ' || internal
+        WHERE internal GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND internal NOT GLOB ' *';
+    """,
 ]
 
 

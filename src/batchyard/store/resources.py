@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from . import codec
 from .db import Database
@@ -79,12 +79,21 @@ class ResourceStore:
         type: str | None = None,
         subscription: str | None = None,
         resource_group: str | None = None,
+        body_in: dict[str, Collection[str]] | None = None,
+        internal_in: dict[str, Collection[str]] | None = None,
     ) -> list[Resource]:
+        """body_in, internal_in: only resources whose top-level body or internal property
+        has one of the given values (chosen in SQL: rows not wanted are never decoded)."""
         clauses, params = [], []
         for column, value in (("type", type), ("subscription", subscription), ("resource_group", resource_group)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value.lower())
+        for column, wanted in (("body", body_in or {}), ("internal", internal_in or {})):
+            for name, values in wanted.items():
+                values = list(values)
+                clauses.append(f"json_extract({column}, ?) IN ({','.join('?' * len(values))})")
+                params += [f'$."{name}"', *values]
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.query(f"SELECT * FROM resources {where} ORDER BY created, key", tuple(params))
         return [_row_to_resource(r) for r in rows]

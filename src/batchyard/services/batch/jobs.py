@@ -5,6 +5,8 @@ records what should happen and pokes it."""
 
 from __future__ import annotations
 
+from typing import Collection
+
 from ...store.resources import Resource, ResourceStore
 from ...store.batch_tasks import TaskStore
 from ..errors import Conflict, NotFound
@@ -14,6 +16,8 @@ from ..authorization import Caller
 from .pools import check_conditions, iso, new_etag, now
 
 JOB_TYPE = "Microsoft.Batch/batchAccounts/jobs"
+# the job states the scheduler acts on (see Scheduler._advance_job)
+MOVING_STATES = ("active", "terminating", "disabling", "enabling", "deleting")
 
 
 RELEASE_MAX_WALL_CLOCK = "PT15M"
@@ -50,6 +54,12 @@ class Jobs:
 
     def all_jobs(self) -> list[Resource]:
         return self.store.list(type=JOB_TYPE)
+
+    def jobs_in_motion(self, pool_keys: Collection[str] | None = None) -> list[Resource]:
+        """The jobs the scheduler has work for: every state but completed and disabled (a
+        service keeps many of those, and they need nothing); only on these pools if given."""
+        return self.store.list(type=JOB_TYPE, body_in={"state": MOVING_STATES},
+                               internal_in={"pool_key": pool_keys} if pool_keys is not None else None)
 
     # creating -------------------------------------------------------------------------------
 

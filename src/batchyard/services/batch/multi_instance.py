@@ -101,8 +101,7 @@ class MultiInstance:
         for index, node in enumerate(nodes[1:], start=1):
             partner = running_type(run.job_key, f"{task.key}#{index}", run.attempt, (pool.id.lower(), node.id),
                                    node.internal["machine_key"], run.slots, None)
-            s.running[(partner.job_key, partner.task_key)] = partner
-            s.load[partner.node] = s.load.get(partner.node, 0) + partner.slots
+            s._hold(partner)
             s._node_counters(partner.node, finished=False)
             run.partners.append(partner)
         task.internal["multi_nodes"] = [n.id for n in nodes]

@@ -83,6 +83,7 @@ class Scheduler(PokedLoop):
         self.lock = pools.lock
         self.running: dict[tuple[str, str], Running] = {}
         self.load: dict[tuple[str, str], int] = {}  # node -> slots in use
+        self.runs_on: dict[tuple[str, str], int] = {}  # node -> attempts running (runningTasksCount)
         self.unmet: dict[str, dict[str, set[str]]] = {}  # job -> task -> dependencies not yet satisfied
         self.dependents: dict[str, dict[str, set[str]]] = {}  # job -> dependency -> tasks waiting on it
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
@@ -125,7 +126,7 @@ class Scheduler(PokedLoop):
     def _pass(self) -> None:
         self._record_ended()
         self._enforce_wall_clock()
-        jobs = self.jobs.all_jobs()
+        jobs = self.jobs.jobs_in_motion()
         for job in jobs:
             self._advance_job(job)  # changes the job objects in place, so _dispatch sees it
         self._freed.clear()  # this pass offers every free slot
@@ -258,7 +259,7 @@ class Scheduler(PokedLoop):
         try:
             with self.store.db.transaction():  # the tasks started and the nodes' counts: one write
                 if pools:
-                    self._dispatch([j for j in self.jobs.all_jobs() if j.internal["pool_key"] in pools], freed)
+                    self._dispatch(self.jobs.jobs_in_motion(pools), freed)
                 self._flush_nodes()
         except Exception:
             for job, task, pool, node in self._deferred:  # not stored as started: not started
@@ -340,14 +341,20 @@ class Scheduler(PokedLoop):
         log.warning("the disk is full: %d task exits wait until they can be stored", len(runs))
         self._kept_back = True
         for run, outcome in runs:
-            self.running[(run.job_key, run.task_key)] = run
-            self.load[run.node] = self.load.get(run.node, 0) + run.slots
+            self._hold(run)
             self.ended.put(((run.job_key, run.task_key), run.attempt, outcome))
+
+    def _hold(self, run: Running) -> None:
+        """The attempt runs: its slots on its node are taken until _free."""
+        self.running[(run.job_key, run.task_key)] = run
+        self.load[run.node] = self.load.get(run.node, 0) + run.slots
+        self.runs_on[run.node] = self.runs_on.get(run.node, 0) + 1
 
     def _free(self, run: Running) -> None:
         if self.running.pop((run.job_key, run.task_key), None) is None:
             return
         self.load[run.node] = max(0, self.load.get(run.node, 0) - run.slots)
+        self.runs_on[run.node] = max(0, self.runs_on.get(run.node, 0) - 1)
         self._freed.add(run.node)
         self._node_counters(run.node, finished=True)
         for partner in run.partners:
@@ -619,8 +626,7 @@ class Scheduler(PokedLoop):
         limit = task_spec.seconds(task.body["constraints"].get("maxWallClockTime"))
         run = Running(job.id.lower(), task.key, attempt, (pool.id.lower(), node.id), node.internal["machine_key"],
                       task.body.get("requiredSlots", 1), time.time() + limit if limit is not None else None)
-        self.running[(run.job_key, run.task_key)] = run
-        self.load[run.node] = self.load.get(run.node, 0) + run.slots
+        self._hold(run)
         self._node_counters(run.node, finished=False)
         task.internal["dir"] = task_dir
         if task.body.get("containerSettings"):
@@ -756,7 +762,7 @@ class Scheduler(PokedLoop):
             if node is None:
                 continue
             body = node.body
-            running = sum(1 for r in self.running.values() if r.node == node_key)
+            running = self.runs_on.get(node_key, 0)
             body["runningTasksCount"] = running
             body["runningTaskSlotsCount"] = self.load.get(node_key, 0)
             body["totalTasksRun"] = body.get("totalTasksRun", 0) + started
@@ -906,8 +912,7 @@ class Scheduler(PokedLoop):
                 continue
             run = Running(task.job_key, task.key, attempt, (node["pool_key"], node["id"]), machine,
                           task.body.get("requiredSlots", 1), None)
-            self.running[(run.job_key, run.task_key)] = run
-            self.load[run.node] = self.load.get(run.node, 0) + run.slots
+            self._hold(run)
             if task.body.get("outputFiles"):
                 uploading.add(machine)
             self.on_exit((task.job_key, task.key), attempt, uploads=bool(task.body.get("outputFiles")))(outcome)
