@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from . import confined
 
 log = logging.getLogger("batchyard.runtime")
@@ -93,7 +95,7 @@ class AgentRunner(CommandRunner):
                 self._idle_timer = None
             try:
                 self._before_request()
-                agent.stdin.write(json.dumps(request) + "\n")
+                agent.stdin.write(orjson.dumps(request).decode() + "\n")  # one per task: orjson
                 agent.stdin.flush()
             except (OSError, ValueError):
                 self._callbacks.pop(command_id, None)
@@ -133,7 +135,7 @@ class AgentRunner(CommandRunner):
     def _read_events(self, agent: subprocess.Popen) -> None:
         for line in agent.stdout:
             try:
-                event = json.loads(line)
+                event = orjson.loads(line)
             except ValueError:
                 continue
             with self._lock:

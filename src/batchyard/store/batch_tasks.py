@@ -114,14 +114,12 @@ class TaskStore:
                              "AND ready = 1", (job_key,))[0]["n"]
 
     def count_by_state(self, job_key: str) -> dict[tuple[str, str | None], tuple[int, int]]:
-        """(state, result) -> (tasks, slots)."""
-        rows = self.db.query("SELECT state, result, count(*) AS n, sum(slots) AS slots FROM batch_tasks "
-                             "WHERE job_key = ? GROUP BY 1, 2", (job_key,))
-        return {(r["state"], r["result"]): (r["n"], r["slots"] or 0) for r in rows}
+        """(state, result) -> (tasks, slots), from the counts the database keeps (migration 10)."""
+        rows = self.db.query("SELECT state, result, n, slots FROM batch_task_counts WHERE job_key = ?", (job_key,))
+        return {(r["state"], r["result"] or None): (r["n"], r["slots"]) for r in rows}
 
     def unfinished(self, job_key: str) -> int:
-        return self.db.query("SELECT count(*) AS n FROM batch_tasks WHERE job_key = ? AND state != 'completed'",
-                             (job_key,))[0]["n"]
+        return sum(n for (state, _), (n, _) in self.count_by_state(job_key).items() if state != "completed")
 
     def exists(self, job_key: str, task_ids: list[str]) -> set[str]:
         return set(self.get_many(job_key, task_ids))

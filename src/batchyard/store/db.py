@@ -205,6 +205,39 @@ MIGRATIONS: list[str] = [
         WHERE body GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND body NOT GLOB ' *';
     UPDATE batch_tasks SET internal = ' ' || internal
         WHERE internal GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' AND internal NOT GLOB ' *';
+    """,    # 10: a job's task counts (Get Task Counts, onAllTasksComplete, autoscale) are kept as
+    # tasks change, not counted per request: a count costs the same in a job of 100,000
+    # tasks as in one of ten. result is '' for none (a key column).
+    """
+    CREATE TABLE batch_task_counts (
+        job_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        result TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        slots INTEGER NOT NULL,
+        PRIMARY KEY (job_key, state, result)
+    ) WITHOUT ROWID;
+    INSERT INTO batch_task_counts
+        SELECT job_key, state, coalesce(result, ''), count(*), sum(slots) FROM batch_tasks GROUP BY 1, 2, 3;
+    CREATE TRIGGER batch_tasks_counted AFTER INSERT ON batch_tasks BEGIN
+        INSERT INTO batch_task_counts VALUES (NEW.job_key, NEW.state, coalesce(NEW.result, ''), 1, NEW.slots)
+            ON CONFLICT (job_key, state, result) DO UPDATE SET n = n + 1, slots = slots + excluded.slots;
+    END;
+    CREATE TRIGGER batch_tasks_uncounted AFTER DELETE ON batch_tasks BEGIN
+        UPDATE batch_task_counts SET n = n - 1, slots = slots - OLD.slots
+            WHERE job_key = OLD.job_key AND state = OLD.state AND result = coalesce(OLD.result, '');
+        DELETE FROM batch_task_counts
+            WHERE job_key = OLD.job_key AND state = OLD.state AND result = coalesce(OLD.result, '') AND n = 0;
+    END;
+    CREATE TRIGGER batch_tasks_recounted AFTER UPDATE OF state, result, slots ON batch_tasks
+        WHEN OLD.state IS NOT NEW.state OR OLD.result IS NOT NEW.result OR OLD.slots IS NOT NEW.slots BEGIN
+        UPDATE batch_task_counts SET n = n - 1, slots = slots - OLD.slots
+            WHERE job_key = OLD.job_key AND state = OLD.state AND result = coalesce(OLD.result, '');
+        DELETE FROM batch_task_counts
+            WHERE job_key = OLD.job_key AND state = OLD.state AND result = coalesce(OLD.result, '') AND n = 0;
+        INSERT INTO batch_task_counts VALUES (NEW.job_key, NEW.state, coalesce(NEW.result, ''), 1, NEW.slots)
+            ON CONFLICT (job_key, state, result) DO UPDATE SET n = n + 1, slots = slots + excluded.slots;
+    END;
     """,
 ]
 

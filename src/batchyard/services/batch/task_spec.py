@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 from . import batch_input as bi, container_spec
 from .durations import TIMESPAN_MAX_TEXT, format_duration, parse_duration
@@ -41,6 +42,7 @@ def duration(body: dict, name: str, field: str, default: str | None = None) -> s
     return format_duration(parsed)
 
 
+@lru_cache(maxsize=1024)  # read at every task's start and end; jobs use a handful of durations
 def seconds(text: str | None) -> float | None:
     """A duration already checked -> seconds, None for 'unlimited'."""
     if text is None or text == TIMESPAN_MAX_TEXT:
