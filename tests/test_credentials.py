@@ -163,6 +163,10 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
         db.execute("ALTER TABLE batch_nodes DROP COLUMN work")
         db.execute("DROP TABLE batch_node_counts")
         db.execute("DROP TABLE batch_retired_nodes")
+        # before task counts were kept (migration 10)
+        for trigger in ("batch_tasks_counted", "batch_tasks_uncounted", "batch_tasks_recounted"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("DROP TABLE batch_task_counts")
         # as if the migration to salted hashes had not run yet
         before_hashes = next(i for i, script in enumerate(MIGRATIONS) if "secret_hash" in script)
         db.execute(f"PRAGMA user_version = {before_hashes}")

@@ -37,7 +37,7 @@ from .background import PokedLoop
 from .node_agent import NodeAgent
 from .scheduler import Scheduler
 from .pool_spec import nat_node_limit, virtual_network
-from .pools import IMAGE_DELETED_MESSAGE, Pools, iso, now, stamp_allocation, stamp_node_state
+from .pools import IMAGE_DELETED_MESSAGE, Pools, iso_now, stamp_allocation, stamp_node_state
 from .vm_sizes import lookup as lookup_vm_size
 
 log = logging.getLogger("batchyard.batch")
@@ -262,7 +262,7 @@ class Allocator(PokedLoop):
         pool.internal["node_generation"] = generation + 1  # node ids are never reused
         digest = hashlib.sha256(f"{pool.id.lower()}/{generation}".encode()).hexdigest()[:48]
         node_id = f"tvmps_{digest}_{'d' if dedicated else 'p'}"
-        moment = iso(now())
+        moment = iso_now()
         body = {
             "id": node_id, "state": "creating", "schedulingState": "enabled", "stateTransitionTime": moment,
             "allocationTime": moment, "ipAddress": "127.0.0.1", "affinityId": f"TVM:{node_id}",
@@ -383,7 +383,7 @@ class Allocator(PokedLoop):
             return
         self.agent.remove(node)
         with self.pools.lock:
-            self.nodes.retire(node, iso(now()))  # its lifetime still counts in the pool's usage metrics
+            self.nodes.retire(node, iso_now())  # its lifetime still counts in the pool's usage metrics
             current = self.pools.store.get(pool.id)
             if current is not None:
                 self._refresh_counts(current, self._counts_of(current))

@@ -18,7 +18,7 @@ from ..authorization import Caller
 from ..errors import InvalidInput
 from . import batch_input as bi
 from .background import PokedLoop
-from .pools import iso, now
+from .pools import iso_now
 
 LIFETIMES = ("job", "jobschedule")
 DONE_STATES = ("completed", "deleting")
@@ -105,7 +105,7 @@ class AutoPools(PokedLoop):
                     current = self.store.get(pool.id)
                     if current is not None and current.body["state"] != "deleting":
                         current.body["state"] = "deleting"
-                        current.body["stateTransitionTime"] = iso(now())
+                        current.body["stateTransitionTime"] = iso_now()
                         self.pools.save(current)
 
 

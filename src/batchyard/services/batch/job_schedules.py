@@ -28,7 +28,7 @@ from . import task_spec
 from .background import PokedLoop
 from .durations import format_duration, parse_duration
 from ..authorization import Caller
-from .pools import check_conditions, iso, new_etag, now, parse_time
+from .pools import check_conditions, iso, iso_now, new_etag, now, parse_time
 
 log = logging.getLogger("batchyard.batch")
 
@@ -77,7 +77,7 @@ class JobSchedules(PokedLoop):
     def create(self, account: Resource, body: dict, auth: Caller) -> Resource:
         body = bi.body_object(body)
         schedule_id = task_spec.entity_id(body.get("id"))
-        moment = iso(now())
+        moment = iso_now()
         wire = {"id": schedule_id, "displayName": bi.string(body, "displayName") or None,
                 "schedule": self._schedule(bi.obj(body, "schedule", required_=True)),
                 "jobSpecification": self._job_specification(account, body),
@@ -187,7 +187,7 @@ class JobSchedules(PokedLoop):
 
     def _plan_first(self, schedule: Resource) -> None:
         until = schedule.body["schedule"].get("doNotRunUntil")
-        schedule.internal["due"] = until or iso(now())
+        schedule.internal["due"] = until or iso_now()
         schedule.body["executionInfo"]["nextRunTime"] = schedule.internal["due"]
 
     def one_pass(self) -> None:
@@ -282,10 +282,10 @@ class JobSchedules(PokedLoop):
         body["previousState"] = body["state"]
         body["previousStateTransitionTime"] = body["stateTransitionTime"]
         body["state"] = state
-        body["stateTransitionTime"] = iso(now())
+        body["stateTransitionTime"] = iso_now()
 
     def _save(self, schedule: Resource) -> Resource:
         schedule.body["eTag"] = new_etag()
-        schedule.body["lastModified"] = iso(now())
+        schedule.body["lastModified"] = iso_now()
         self.store.put(schedule)
         return schedule

@@ -13,7 +13,7 @@ from ..errors import Conflict, NotFound
 from . import batch_input as bi
 from . import auto_pools, job_manager, task_spec
 from ..authorization import Caller
-from .pools import check_conditions, iso, new_etag, now
+from .pools import check_conditions, iso_now, new_etag
 
 JOB_TYPE = "Microsoft.Batch/batchAccounts/jobs"
 # the job states the scheduler acts on (see Scheduler._advance_job)
@@ -99,7 +99,7 @@ class Jobs:
         if "jobReleaseTask" in wire and "jobPreparationTask" not in wire:
             raise bi.invalid("jobReleaseTask", "...", "A job release task needs a job preparation task.")
         wire = {k: v for k, v in wire.items() if v is not None}
-        moment = iso(now())
+        moment = iso_now()
         wire.update({"eTag": new_etag(), "lastModified": moment, "creationTime": moment, "state": "active",
                      "stateTransitionTime": moment,
                      "executionInfo": {"startTime": moment, "poolId": pool_id}})
@@ -241,7 +241,7 @@ class Jobs:
 
     @staticmethod
     def set_state(job: Resource, state: str) -> None:
-        moment = iso(now())
+        moment = iso_now()
         job.body["previousState"] = job.body["state"]
         job.body["previousStateTransitionTime"] = job.body["stateTransitionTime"]
         job.body["state"] = state
@@ -251,7 +251,7 @@ class Jobs:
 
     def save(self, job: Resource) -> Resource:
         job.body["eTag"] = new_etag()
-        job.body["lastModified"] = iso(now())
+        job.body["lastModified"] = iso_now()
         self.store.put(job)
         self._poke()
         return job

@@ -25,7 +25,7 @@ from ...runtime.machines import MachineError
 from . import batch_input as bi
 from . import task_spec
 from .node_agent import TASK_GID, TASK_UID
-from .pools import iso, now
+from .pools import iso_now
 from .storage_files import url_blocks
 
 log = logging.getLogger("batchyard.batch")
@@ -67,7 +67,7 @@ def environment(nodes: list, task_dir: str) -> dict[str, dict[str, str]]:
 
 
 def subtask_records(pool, nodes: list, task_dir: str) -> list[dict]:
-    moment = iso(now())
+    moment = iso_now()
     rel = task_dir.removeprefix("/mnt/batch/tasks/")
     return [{"id": index, "nodeInfo": {"affinityId": node.body.get("affinityId"), "poolId": pool.name,
                                        "nodeId": node.id, "taskRootDirectory": rel},
@@ -77,7 +77,7 @@ def subtask_records(pool, nodes: list, task_dir: str) -> list[dict]:
 
 def finish_subtasks(task) -> None:
     """The task completed: so did its subtasks."""
-    moment = iso(now())
+    moment = iso_now()
     codes = task.internal.get("coordination", {})
     for record in task.internal.get("subtasks", []):
         if record["state"] == "completed":

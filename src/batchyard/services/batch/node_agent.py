@@ -19,7 +19,7 @@ from ...runtime.security_rules import SecurityRule
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from .files import Place
-from .pools import Pools, iso, now, stamp_node_state
+from .pools import Pools, iso_now, stamp_node_state
 from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
 from . import containers, vm_sizes
@@ -127,7 +127,7 @@ class NodeAgent:
                 "code": "NodeStartFailed", "message": f"The node's machine could not start: {exc}",
                 "errorDetails": []}])
             return
-        moment = iso(now())
+        moment = iso_now()
         node = self.pools.set_node_state(node, "starting", lastBootTime=moment, errors=[], **self._address(node))
         self._start(pool, node)
 
@@ -189,7 +189,7 @@ class NodeAgent:
         """The node's machine is up again without any of the processes it ran (a reboot, or the
         service's restart: a machine's commands end with the service). It starts as Azure's
         node does after a reboot: the start task runs again, from a new attempt."""
-        node = self.pools.set_node_state(node, "starting", lastBootTime=iso(now()))
+        node = self.pools.set_node_state(node, "starting", lastBootTime=iso_now())
         self._start(pool, node)
 
     def reimage(self, pool: Resource, node: Node) -> None:
@@ -231,7 +231,7 @@ class NodeAgent:
         """One attempt, keyed by a number kept with the node: an exit reported for an attempt
         the node no longer runs (it rebooted, was reimaged or left) changes nothing. `state`:
         the node's state from now on, recorded in the same write."""
-        started = iso(now())
+        started = iso_now()
         info = {"state": "running", "startTime": started, "retryCount": retry}
         if retry:
             info["lastRetryTime"] = started
@@ -294,10 +294,10 @@ class NodeAgent:
             task = pool.body.get("startTask") or node.body.get("startTask")
             info = dict(node.body.get("startTaskInfo") or {})
             if failure is not None:
-                info.update({"state": "completed", "endTime": iso(now()), "result": "failure",
+                info.update({"state": "completed", "endTime": iso_now(), "result": "failure",
                              "failureInfo": failure})
             else:
-                info.update({"state": "completed", "endTime": iso(now()), "exitCode": outcome.code,
+                info.update({"state": "completed", "endTime": iso_now(), "exitCode": outcome.code,
                              "result": "success" if outcome.code == 0 else "failure"})
                 if outcome.code != 0:
                     info["failureInfo"] = failure_info(outcome, node.body["vmSize"])

@@ -45,6 +45,21 @@ def iso(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def iso_now() -> str:
+    """iso_now(), from a clock read once: the seconds part is formatted once a second (a
+    task's start and end write several timestamps; most share their second)."""
+    moment = time.time()
+    second = int(moment)
+    cached = _formatted_second
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        globals()["_formatted_second"] = cached
+    return f"{cached[1]}.{int((moment - second) * 1_000_000):06d}Z"
+
+
+_formatted_second: tuple[int, str] = (-1, "")
+
+
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -55,12 +70,12 @@ def new_etag() -> str:
 
 def stamp_node_state(node: Node, state: str) -> None:
     node.body["state"] = state
-    node.body["stateTransitionTime"] = iso(now())
+    node.body["stateTransitionTime"] = iso_now()
 
 
 def stamp_allocation(pool: Resource, state: str) -> None:
     pool.body["allocationState"] = state
-    pool.body["allocationStateTransitionTime"] = iso(now())
+    pool.body["allocationStateTransitionTime"] = iso_now()
 
 
 def image_denied(image_id: str, gallery: bool = False) -> tuple[str, str, list[dict]]:
@@ -195,7 +210,7 @@ class Pools:
             "applicationPackageReferences": self.package_references(account, body),
         }
         wire = {k: v for k, v in wire.items() if v is not None}
-        moment = iso(now())
+        moment = iso_now()
         wire.update({"eTag": new_etag(), "lastModified": moment, "creationTime": moment, "state": "active",
                      "stateTransitionTime": moment, "allocationState": "resizing",
                      "allocationStateTransitionTime": moment, "currentDedicatedNodes": 0,
@@ -469,7 +484,7 @@ class Pools:
             if pool.body["state"] == "deleting":
                 return
             pool.body["state"] = "deleting"
-            pool.body["stateTransitionTime"] = iso(now())
+            pool.body["stateTransitionTime"] = iso_now()
             self._save(pool)
         self._poke()
 
@@ -489,7 +504,7 @@ class Pools:
             for pool in self.list(account):
                 if pool.body["state"] != "deleting":
                     pool.body["state"] = "deleting"
-                    pool.body["stateTransitionTime"] = iso(now())
+                    pool.body["stateTransitionTime"] = iso_now()
                     self._save(pool)
 
     def _changeable(self, account: Resource, pool_id: str, conditions) -> Resource:
@@ -513,7 +528,7 @@ class Pools:
 
     def _save(self, pool: Resource) -> Resource:
         pool.body["eTag"] = new_etag()
-        pool.body["lastModified"] = iso(now())
+        pool.body["lastModified"] = iso_now()
         self.store.put(pool)
         self._poke()
         return pool

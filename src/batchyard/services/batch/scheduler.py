@@ -42,7 +42,7 @@ from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
 from . import files
 from .node_agent import NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, NodeAgent, failure_info
-from .pools import Pools, iso, new_etag, now, parse_time
+from .pools import Pools, iso_now, new_etag, now, parse_time
 from .tasks import Tasks
 
 log = logging.getLogger("batchyard.batch")
@@ -363,7 +363,7 @@ class Scheduler(PokedLoop):
     def _finish(self, job: Resource, task: Task, run: Running, outcome: Exit) -> None:
         code = outcome.code
         info = task.body.setdefault("executionInfo", {})
-        info.update({"endTime": iso(now()), "exitCode": code})
+        info.update({"endTime": iso_now(), "exitCode": code})
         info.pop("failureInfo", None)
         if "containerInfo" in info:
             info["containerInfo"]["state"] = "exited"
@@ -390,7 +390,7 @@ class Scheduler(PokedLoop):
         retries = task.body["constraints"]["maxTaskRetryCount"]
         if failed and run.ending != "timeout" and (retries == -1 or info.get("retryCount", 0) < retries):
             info["retryCount"] = info.get("retryCount", 0) + 1
-            info["lastRetryTime"] = iso(now())
+            info["lastRetryTime"] = iso_now()
             self._set_state(task, "active")
             task.ready = True
             return
@@ -425,7 +425,7 @@ class Scheduler(PokedLoop):
         info = task.body.setdefault("executionInfo", {})
         if count_requeue:
             info["requeueCount"] = info.get("requeueCount", 0) + 1
-            info["lastRequeueTime"] = iso(now())
+            info["lastRequeueTime"] = iso_now()
         run = self.running.get((task.job_key, task.key))
         if run is not None:
             self._free(run)
@@ -452,7 +452,7 @@ class Scheduler(PokedLoop):
             return
         job = self.jobs.store.get(task.job_key)
         task.body.setdefault("executionInfo", {}).update({"result": "failure", "failureInfo": ENDED,
-                                                          "endTime": iso(now())})
+                                                          "endTime": iso_now()})
         self._complete(job, task, None, ended=True)
         self.store.update([task])
 
@@ -617,7 +617,7 @@ class Scheduler(PokedLoop):
         task.internal["node"] = {"pool_key": pool.id.lower(), "id": node.id, "machine_key": node.internal["machine_key"]}
         self._set_state(task, "running")
         info = task.body.setdefault("executionInfo", {})
-        info["startTime"] = iso(now())
+        info["startTime"] = iso_now()
         for stale in ("endTime", "exitCode", "result", "failureInfo"):
             info.pop(stale, None)
         task_dir = f"{NODE_ROOT}/workitems/{job.name}/job-1/{task.id}"
@@ -680,7 +680,7 @@ class Scheduler(PokedLoop):
                 stored = self.store.get(run.job_key, run.task_key)
                 self._free(run)
                 if stored is not None:
-                    stored.body["executionInfo"].update({"endTime": iso(now()), "result": "failure",
+                    stored.body["executionInfo"].update({"endTime": iso_now(), "result": "failure",
                                                          "failureInfo": failure})
                     self._complete(self.jobs.store.get(run.job_key), stored, None, ended=False, pre_processing=True)
                     self.store.update([stored])
@@ -769,7 +769,7 @@ class Scheduler(PokedLoop):
             body["totalTasksSucceeded"] = body.get("totalTasksSucceeded", 0) + succeeded
             if body["state"] in ("idle", "running") and body["state"] != ("running" if running else "idle"):
                 body["state"] = "running" if running else "idle"
-                body["stateTransitionTime"] = iso(now())
+                body["stateTransitionTime"] = iso_now()
             changed.append(node)
         if changed:
             self.nodes.put(*changed)
@@ -925,7 +925,7 @@ class Scheduler(PokedLoop):
 
     @staticmethod
     def _set_state(task: Task, state: str) -> None:
-        moment = iso(now())
+        moment = iso_now()
         if task.body.get("state") != state:
             task.body["previousState"] = task.body.get("state")
             task.body["previousStateTransitionTime"] = task.body.get("stateTransitionTime")

@@ -14,7 +14,7 @@ from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from . import containers
 from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, failure_info
-from .pools import iso, now
+from .pools import iso_now
 from .storage_files import NodePlace, TransferFailed
 
 log = logging.getLogger("batchyard.batch")
@@ -67,7 +67,7 @@ class SideTasks:
         spec = job.body[field]
         task_dir = f"{NODE_ROOT}/workitems/{job.name}/job-1/{directory}"
         admin = spec["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
-        status = {"state": "running", "startTime": iso(now()), "retryCount": retry,
+        status = {"state": "running", "startTime": iso_now(), "retryCount": retry,
                   "taskRootDirectory": f"workitems/{job.name}/job-1/{directory}"}
         job.internal.setdefault(kind, {})[node_key(node)] = status
         self.scheduler.jobs.store.put(job)
@@ -142,7 +142,7 @@ class SideTasks:
             if node is not None and pool is not None:
                 self._start(job, pool, node, kind, attempt + 1)
                 return
-        status.update({"state": "completed", "endTime": iso(now()), "exitCode": code,
+        status.update({"state": "completed", "endTime": iso_now(), "exitCode": code,
                        "result": "success" if code == 0 else "failure"})
         if download_failure is not None:
             status.pop("exitCode")

@@ -13,7 +13,7 @@ from . import batch_input as bi
 from . import job_manager, multi_instance, task_spec
 from .files import Place
 from .jobs import Jobs, account_of
-from .pools import check_conditions, iso, new_etag, now
+from .pools import check_conditions, iso_now, new_etag
 
 MAX_COLLECTION = 100
 # Azure refuses a task collection whose body is over about 1 MB: the SDK halves and retries.
@@ -116,7 +116,7 @@ class Tasks:
         depends_on, dependency_ids = task_spec.depends_on(item, job.body.get("usesTaskDependencies", False))
         if spec["id"].lower() in {d.lower() for d in dependency_ids}:
             raise bi.invalid("dependsOn", spec["id"], "A task cannot depend on itself.")
-        moment = iso(now())
+        moment = iso_now()
         body = {
             **spec,
             "displayName": bi.string(item, "displayName") or None,
@@ -223,4 +223,4 @@ class Tasks:
     @staticmethod
     def _touch(task: Task) -> None:
         task.body["eTag"] = new_etag()
-        task.body["lastModified"] = iso(now())
+        task.body["lastModified"] = iso_now()

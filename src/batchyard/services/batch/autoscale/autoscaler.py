@@ -24,7 +24,7 @@ from ...errors import Conflict, InvalidInput
 from .. import batch_input as bi
 from ..background import PokedLoop
 from ..durations import format_duration, parse_duration
-from ..pools import check_conditions, iso, now
+from ..pools import check_conditions, iso_now, now
 from .formula import DEALLOCATION, DEDICATED, LOW_PRIORITY, MAX_LENGTH, Context, FormulaSyntaxError, Run, \
     evaluate, parse
 from .metrics import PoolMetrics
@@ -174,7 +174,7 @@ class Autoscaler(PokedLoop):
 
     @staticmethod
     def _run_record(run: Run) -> dict:
-        record = {"timestamp": iso(now()), "results": run.results}
+        record = {"timestamp": iso_now(), "results": run.results}
         if run.error is not None:
             record["error"] = {"code": EVALUATION_ERROR, "message": "The autoscale formula could not be evaluated.",
                                "values": [{"name": "Message", "value": run.error}]}
