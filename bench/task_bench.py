@@ -8,7 +8,11 @@ the same machine as the peer. Prints its figures.
   first page of 100 tasks again and again for the whole run; the ratio to idle (target: at
   least 0.8) and the requests per second they were served. Twice: with the clients at the
   host's idle CPU priority, as clients on other machines (their SDK's decoding, about 14 ms
-  of CPU a page, is not the service's work), and at normal priority, sharing the two cores
+  of CPU a page, is not the service's work), and at normal priority, sharing the two cores.
+  And a control: the same idle-priority clients listing a second Batchyard (itself at idle
+  priority) while the first runs the tasks: on two shared cores, even idle-priority
+  processes cost the tasks' pipeline throughput, and the control says how much of the loss
+  under load is theirs rather than the service's
 - the CPU each task costs: its own process, the machine's agent, the service
 - the same with 4 slots a node instead of 16 (16 concurrent tasks): the ratio (target: at
   least 0.8, so a slot freed by an exit is refilled at once, not at a later pass)
@@ -50,12 +54,8 @@ FEW_SLOTS = 4
 
 
 def make_pool(batch, pool_id: str, slots: int) -> None:
-    image = next(iter(batch.list_supported_images()))
-    ref = image.image_reference
     batch.create_pool({"id": pool_id, "vmSize": VM_SIZE, "targetDedicatedNodes": NODES, "taskSlotsPerNode": slots,
-                       "virtualMachineConfiguration": {"imageReference": {"publisher": ref.publisher,
-                                                                          "offer": ref.offer, "sku": ref.sku},
-                                                       "nodeAgentSKUId": image.node_agent_sku_id}})
+                       "virtualMachineConfiguration": batch_pool_image(batch)})
     pool_settled(batch, pool_id)
 
 
@@ -127,15 +127,17 @@ def _lister(info: dict, job_id: str, ready, stop, served, remote: bool) -> None:
 
 
 def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers: int,
-               remote: bool) -> tuple[float, float]:
+               remote: bool, listed: tuple[dict, str] | None = None) -> tuple[float, float]:
     """Throughput while `listers` clients, each its own process (as separate clients are:
     they do not share an interpreter with each other or with this one), list the job's
     first page of 100 tasks without pause; returns (tasks/s, list requests/s served). The
-    clock starts once every client has been answered once (their start-up is not counted)."""
+    clock starts once every client has been answered once (their start-up is not counted).
+    listed: (connection info, job id) of another service for the clients to list instead."""
     batch.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
     spawn = multiprocessing.get_context("spawn")
     ready, stop, served = spawn.Semaphore(0), spawn.Event(), spawn.Value("q", 0)
-    clients = [spawn.Process(target=_lister, args=(info, job_id, ready, stop, served, remote), daemon=True)
+    target_info, target_job = listed or (info, job_id)
+    clients = [spawn.Process(target=_lister, args=(target_info, target_job, ready, stop, served, remote), daemon=True)
                for _ in range(listers)]
     for client in clients:
         client.start()
@@ -152,6 +154,30 @@ def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers
             if client.is_alive():
                 client.kill()
     return rate, requests
+
+
+def listing_elsewhere(tmp: Path, info: dict, batch, count: int, listers: int) -> tuple[float, float]:
+    """The control for the figure under load: the same clients, at the same idle priority,
+    list a second Batchyard on this machine (a job of 100 tasks; it too at idle priority,
+    as a service on another machine) while the first runs the tasks. Its loss is what the
+    clients cost on this shared machine, apart from the service's handling of them."""
+    with Server(tmp / "elsewhere") as other:
+        for thread in Path(f"/proc/{other.proc.pid}/task").iterdir():  # its later threads and readers inherit it
+            os.sched_setscheduler(int(thread.name), os.SCHED_IDLE, os.sched_param(0))
+        other_batch = Clients(other.info).batch_key
+        other_batch.create_pool({"id": "empty", "vmSize": VM_SIZE, "targetDedicatedNodes": 0,
+                                 "virtualMachineConfiguration": batch_pool_image(other_batch)})
+        other_batch.create_job({"id": "listed", "poolInfo": {"poolId": "empty"}})
+        other_batch.create_tasks("listed", [{"id": f"t{i}", "commandLine": "true"} for i in range(100)])
+        return under_load(info, batch, "loaded-elsewhere", "bench", count, listers, remote=True,
+                          listed=(other.info, "listed"))
+
+
+def batch_pool_image(batch) -> dict:
+    image = next(iter(batch.list_supported_images()))
+    ref = image.image_reference
+    return {"imageReference": {"publisher": ref.publisher, "offer": ref.offer, "sku": ref.sku},
+            "nodeAgentSKUId": image.node_agent_sku_id}
 
 
 def ray_throughput(count: int) -> float:
@@ -209,6 +235,7 @@ def main() -> None:
         loaded, requests = under_load(server.info, batch, "loaded", "bench", args.tasks, args.listers, remote=True)
         shared, shared_requests = under_load(server.info, batch, "loaded-shared", "bench", args.tasks, args.listers,
                                              remote=False)
+        elsewhere, elsewhere_requests = listing_elsewhere(Path(tmp), server.info, batch, args.tasks, args.listers)
         few = throughput(batch, "few-slots", "bench4", args.tasks)
         gaps = dependency_latency(batch, args.chain)
     print(f"Batchyard: {args.tasks} tasks end to end, {NODES} nodes of {SLOTS} slots: {rate:.0f} tasks/s   "
@@ -218,6 +245,10 @@ def main() -> None:
     print(f"  under {args.listers} clients listing tasks, as clients on other machines (idle CPU priority here; "
           f"{requests:.0f} pages of 100 served a second): {loaded:.0f} tasks/s = {loaded / rate:.2f} of idle   "
           f"target >= 0.8")
+    print(f"  control: the same clients listing another Batchyard on this machine, also at idle priority "
+          f"({elsewhere_requests:.0f} pages "
+          f"a second): {elsewhere:.0f} tasks/s = {elsewhere / rate:.2f} of idle: the clients' own CPU here; "
+          f"the service's own loss to the listing is {loaded / elsewhere:.2f}")
     print(f"  the same clients at normal priority, their SDK decoding sharing this machine's cores "
           f"({shared_requests:.0f} pages a second): {shared:.0f} tasks/s = {shared / rate:.2f} of idle")
     print(f"  {FEW_SLOTS} slots a node instead of {SLOTS}: {few:.0f} tasks/s = {few / rate:.2f}   target >= 0.8")
