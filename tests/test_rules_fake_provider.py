@@ -137,9 +137,9 @@ def test_task_retries_and_exit_code(world):
 
 
 def test_an_exit_fills_its_slot_without_a_pass(world):
-    """A slot freed by a task's exit is filled by that exit, not by the scheduler's next pass:
-    with the loop stopped, ending the running task starts the next one before the end is
-    even reported back, and the next one's own exit is recorded the same way."""
+    """A slot freed by a task's exit is filled by that exit (the refiller), not by the
+    scheduler's next pass: with the loop stopped, ending the running task starts the next
+    one, and the next one's own exit is recorded the same way."""
     w = world(Script("hold*", 0, 3600))
     w.pool("p", dedicated=1, taskSlotsPerNode=1)
     w.settled("p")
@@ -151,8 +151,8 @@ def test_an_exit_fills_its_slot_without_a_pass(world):
     scheduler.stop_loop()  # no pass from here on
     assert w.services.tasks.get(w.account, "j", "second").state == "active"  # one slot, taken
     [held] = [r for r in w.provider.commands if r.command_line == "hold first"]
-    w.provider.end(held, 0)  # the exit's callback runs on this thread
-    [quick] = [r for r in w.provider.commands if r.command_line == "quick second"]
+    w.provider.end(held, 0)  # the exit's callback runs on this thread and wakes the refiller
+    [quick] = until(lambda: [r for r in w.provider.commands if r.command_line == "quick second"])
     assert quick.started >= held.ended
     assert w.services.tasks.get(w.account, "j", "first").body["executionInfo"]["result"] == "success"
     second = w.finished("j", "second")  # its exit came on the fake's timer thread

@@ -1,7 +1,7 @@
 """The task scheduler: runs each job's tasks on the nodes of its pool, as Azure Batch does.
 
-A task's exit is recorded, and the slot it frees filled, at once on the thread that saw the
-exit (see `_refill`): trivial tasks wait on the machine, not on the next pass. One loop,
+A task's exit is recorded, and the slot it frees filled, as it arrives, by the refiller
+thread (see `_refill_loop`): trivial tasks wait on the machine, not on the next pass. One loop,
 woken when tasks are added, tasks end, nodes change or jobs change, makes a pass:
 1. records the tasks that ended (exit code, retries, exit conditions, dependents), and the
    start tasks and preparation/release tasks that ended (node_agent.py, side_tasks.py);
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ from .tasks import Tasks
 log = logging.getLogger("batchyard.batch")
 PASS_GAP = 0.005
 TICK = 0.2
+# While this many attempts run, an exit waits this long for others already on their way
+# before its refill: a burst of exits then costs one refill (one write for the tasks ended,
+# one for those started), not one each. A quiet pool's exit is refilled at once.
+REFILL_GATHER_WHEN_RUNNING = 8
+REFILL_GATHER_SECONDS = 0.001
 FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
                 "message": "The task exited with an exit code representing a failure", "details": []}
 WALL_CLOCK = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
@@ -92,6 +98,8 @@ class Scheduler(PokedLoop):
         self._deferred: list | None = None  # a refill's tasks to start once they are stored
         self._refilling = False  # a refill holds the lock (and looks at the queue again after)
         self._kept_back = False  # the last refill put exits back on the queue (the disk is full)
+        self._exit_arrived = threading.Event()  # wakes the refiller (_refill_loop)
+        self._refiller = threading.Thread(target=self._refill_loop, name="refiller", daemon=True)
         self.downloads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resource-files")
         self.uploads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="output-files")
         self.transfers = transfers  # resource and output files (storage_files.py)
@@ -110,9 +118,13 @@ class Scheduler(PokedLoop):
         with self.lock:
             self._restore()
         self.start_loop()
+        self._refiller.start()
 
     def stop(self) -> None:
         self.closing = True
+        self._exit_arrived.set()
+        if self._refiller.is_alive():
+            self._refiller.join(timeout=10)
         self.stop_loop()
         with self.lock:
             self._record_ended()  # exits already reported are recorded, not rerun after the restart
@@ -189,7 +201,7 @@ class Scheduler(PokedLoop):
                 self.uploads.submit(self._upload_then_record, key, attempt, outcome)
                 return
             self.ended.put((key, attempt, outcome))
-            self._refill()
+            self._exit_arrived.set()
         return record
 
     def _upload_then_record(self, key: tuple, attempt: int, outcome: Exit) -> None:
@@ -208,21 +220,35 @@ class Scheduler(PokedLoop):
                     self.upload_failures[(*key, attempt)] = failure
         finally:
             self.ended.put((key, attempt, outcome))
-            self._refill()
+            self._exit_arrived.set()
+
+    def _refill_loop(self) -> None:
+        """The refiller: exits are recorded and the slots they free filled here, as they
+        arrive, without waiting for the loop's next pass. The runners' threads only queue
+        an exit and go straight back to reading the next one."""
+        while True:
+            self._exit_arrived.wait()
+            if self.closing:
+                return
+            self._exit_arrived.clear()
+            if len(self.running) >= REFILL_GATHER_WHEN_RUNNING:
+                time.sleep(REFILL_GATHER_SECONDS)
+            try:
+                self._refill()
+            except Exception:  # the refiller must outlive any one refill's trouble
+                log.exception("refilling freed task slots failed")
+                self.poke()
 
     def _refill(self) -> None:
-        """Record the exits waiting on the queue and fill the slots they free, now, on the
-        thread that saw the exit, without waiting for the loop's next pass.
+        """Record the exits waiting on the queue and fill the slots they free (the refiller's
+        work, see _refill_loop).
 
-        A thread that finds another refill under way leaves its exit on the queue and goes
-        back to reading exits at once: the refill looks at the queue again once it has let
-        the lock go, and takes every exit queued by then, so a burst of exits costs one
-        write, not one each, and a node's exits are never read one per refill. A thread that
-        finds the lock held by anything else (a pass, an API call) waits for it. An exit
-        reported from inside the scheduler's own work (a kill, on a provider that reports it
-        at once) is left to the pass or refill under way; once the service is stopping,
-        nothing more is started. The loop's pass is called for only when an exit needs more
-        than this (a job to move on, a start task, an exit the full disk kept back)."""
+        The refill looks at the queue again once it has let the lock go, and takes every
+        exit queued by then, so a burst of exits costs one write, not one each. If the lock
+        is held by anything else (a pass, an API call), it waits for it. Once the service
+        is stopping, nothing more is started. The loop's pass is called for only when an
+        exit needs more than this (a job to move on, a start task, an exit the full disk
+        kept back)."""
         needs_pass = False
         while not self.ended.empty() and not self.closing and not self.lock._is_owned():
             if not self.lock.acquire(blocking=False):
