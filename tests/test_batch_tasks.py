@@ -62,6 +62,27 @@ def test_task_runs_the_image_program_with_batch_environment(clients, pool):
     assert read(batch, "env", "admin").strip() == "0"
 
 
+def test_a_lone_surrogate_in_a_body_is_refused_on_both_planes(clients, pool):
+    """JSON's grammar allows a lone surrogate escape (\\udcff) and the json module reads it,
+    but no UTF-8 response, file or command line can carry it: stored, every later read of
+    the task failed with a 500. It is refused as the malformed body it is, on the Batch and
+    the ARM plane, and nothing is stored."""
+    batch = clients.batch_key
+    batch.create_job({"id": "surrogate", "poolInfo": {"poolId": pool}})
+    with pytest.raises(HttpResponseError) as refused:
+        batch.create_task("surrogate", {"id": "odd", "commandLine": "printf 'x\udcffy'"})
+    assert refused.value.status_code == 400 and refused.value.error.code == "InvalidRequestBody"
+    assert "lone surrogate" in str(refused.value)
+    assert [t.id for t in batch.list_tasks("surrogate")] == []
+    batch.create_task("surrogate", {"id": "paired", "commandLine": "printf '\U0001F600'"})  # a pair is fine
+    assert finished(batch, "surrogate", "paired").execution_info.exit_code == 0
+    assert read(batch, "surrogate", "paired") == "\U0001F600"
+    with pytest.raises(HttpResponseError) as arm_refused:
+        clients.resource.resource_groups.create_or_update("surrogate-rg", {"location": clients.location,
+                                                                           "tags": {"t": "\udcff"}})
+    assert arm_refused.value.status_code == 400 and arm_refused.value.error.code == "InvalidRequestContent"
+
+
 def test_thousand_tasks_through_create_tasks(clients, pool):
     batch = clients.batch_key
     batch.create_job({"id": "many", "poolInfo": {"poolId": pool}, "onAllTasksComplete": "terminatejob"})

@@ -52,3 +52,37 @@ def test_a_database_from_before_the_mark_reads_long_integers_exactly(tmp_path, m
         assert texts["/huge"].startswith(codec.JSON_MODULE_MARK) and texts["/plain"] == json.dumps(plain)
     finally:
         db.close()
+
+
+def test_text_only_the_json_module_reads_keeps_its_mark_through_the_stores(tmp_path, monkeypatch):
+    """A lone surrogate (which a client's JSON may carry) is written by the json module, as an
+    integer past 64 bits is; a database from before the mark gets it for both; and a node
+    record changed in SQL (json_set, when its work is handed to a worker) keeps it."""
+    import sqlite3
+
+    from batchyard.store import db as store_db
+    from batchyard.store.batch_nodes import Node, NodeStore
+    from batchyard.store.db import Database
+    from batchyard.store.resources import ResourceStore
+
+    surrogate = {"commandLine": "echo \udcff"}
+    assert codec.decode(codec.encode(surrogate)) == surrogate
+    path = tmp_path / "state.db"
+    with monkeypatch.context() as patched:
+        patched.setattr(store_db, "MIGRATIONS", store_db.MIGRATIONS[:8])
+        Database(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO resources (key, id, type, subscription, name, body, internal, created) "
+                 "VALUES ('/s', '/s', 't', 's', 'n', ?, '{}', 0)", (json.dumps(surrogate),))
+    conn.commit()
+    conn.close()
+    db = Database(path)
+    try:
+        assert ResourceStore(db).get("/s").body == surrogate
+        nodes = NodeStore(db)
+        node = Node("pool", "n1", {"id": "n1", "state": "creating", "isDedicated": True}, {"huge": 10 ** 30})
+        nodes.put(node)
+        nodes.dispatched([(node, "provision")])
+        assert nodes.get("pool", "n1").internal == {"huge": 10 ** 30, "dispatched": "provision"}
+    finally:
+        db.close()

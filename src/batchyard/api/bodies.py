@@ -4,6 +4,10 @@ being read as soon as it passes the limit. Nothing beyond the limit is ever buff
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 from starlette.requests import Request
 
 from ..services.errors import PayloadTooLarge
@@ -25,3 +29,35 @@ async def read_body(request: Request, limit: int, too_large: PayloadTooLarge) ->
             raise too_large
     request.state.body = bytes(received)
     return request.state.body
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON, or ValueError (RecursionError when nested too deeply). Refused
+    besides what the json module refuses: NaN and Infinity (not JSON), and a lone surrogate
+    escape such as \\udcff, which JSON's grammar allows but no UTF-8 text can hold: every
+    response, file or command line that later carried it would fail."""
+    value = json.loads(raw, parse_constant=_refuse_constant)
+    if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(value):
+        raise ValueError("a string holds a lone surrogate escape (\\ud800-\\udfff unpaired), which is not Unicode")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(v) for v in value)
+    return False

@@ -14,7 +14,6 @@ in the answer that makes it, and nowhere else.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +25,7 @@ from ..services.authorization import Caller
 from ..services.errors import InvalidInput, PayloadTooLarge, ServiceError
 from ..services.identity import principal_wire
 from .arm.router import ArmRouter
-from .bodies import read_body
+from .bodies import parse_json, read_body
 from .errors import arm_error
 
 MAX_BODY_BYTES = 64 * 1024
@@ -51,7 +50,7 @@ async def _body(request: Request) -> dict:
     raw = await read_body(request, MAX_BODY_BYTES, PayloadTooLarge("RequestEntityTooLarge", "The request body is "
                                                                                              "over 64 KB."))
     try:
-        body = json.loads(raw) if raw.strip() else {}
+        body = parse_json(raw) if raw.strip() else {}
     except (ValueError, RecursionError):
         raise InvalidInput("InvalidRequestContent", "The request body is not JSON.") from None
     if not isinstance(body, dict):

@@ -95,7 +95,7 @@ class AgentRunner(CommandRunner):
                 self._idle_timer = None
             try:
                 self._before_request()
-                agent.stdin.write(orjson.dumps(request).decode() + "\n")  # one per task: orjson
+                agent.stdin.write(json.dumps(request) + "\n")
                 agent.stdin.flush()
             except (OSError, ValueError):
                 self._callbacks.pop(command_id, None)

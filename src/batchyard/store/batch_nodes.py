@@ -92,8 +92,10 @@ class NodeStore:
         """This work of these nodes is with a worker now (until a restart: see `undispatch`)."""
         with self.db.transaction() as conn:
             conn.executemany(
-                "UPDATE batch_nodes SET internal = json_set(internal, '$.dispatched', ?) "
-                "WHERE pool_key = ? AND node_id = ?", [(work, n.pool_key, n.id) for n, work in handed])
+                # json_set writes compact text: a record the json module wrote keeps its mark (codec.py)
+                "UPDATE batch_nodes SET internal = CASE WHEN internal GLOB ' *' "
+                "THEN ' ' || json_set(internal, '$.dispatched', ?1) ELSE json_set(internal, '$.dispatched', ?1) END "
+                "WHERE pool_key = ?2 AND node_id = ?3", [(work, n.pool_key, n.id) for n, work in handed])
 
     def free_slots(self, pool_key: str, count: int, total: int) -> list[int]:
         """The `count` lowest slot numbers no node of the pool holds. `total` is how many nodes

@@ -5,7 +5,6 @@ with a small request context."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -18,7 +17,7 @@ from ... import defaults
 from ...services.arm_ids import ResourceId
 from ...services.authorization import Caller
 from ...services.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError, Unauthenticated
-from ..bodies import read_body
+from ..bodies import parse_json, read_body
 from ..errors import arm_error, unexpected
 from ..permissions import arm_permission
 from . import versions
@@ -49,8 +48,8 @@ class ArmContext:
         if not raw.strip():
             raise InvalidInput("InvalidRequestContent", "The request content was invalid: the body is empty.")
         try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return parse_json(raw)
+        except (ValueError, RecursionError) as exc:
             raise InvalidInput(
                 "InvalidRequestContent",
                 f"The request content was invalid and could not be deserialized: '{exc}'.",

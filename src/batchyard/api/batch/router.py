@@ -24,7 +24,7 @@ from ...services.batch import api_versions
 from ...services.batch.pools import NotModifiedOrFailed, PoolAuth
 from ...services.errors import (Forbidden, InvalidInput, NotFound, PayloadTooLarge, ServiceError, Unauthenticated)
 from ...services.authorization import Caller
-from ..bodies import read_body
+from ..bodies import parse_json, read_body
 from ..errors import status_of, unexpected
 from ..permissions import batch_permission
 from . import sharedkey
@@ -61,7 +61,7 @@ class BatchContext:
                                    details=[{"key": "Reason", "value": "A JSON body is required."}])
             return {}
         try:
-            body = json.loads(raw, parse_constant=_refuse_constant)
+            body = parse_json(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidInput("InvalidRequestBody", "The specified Request Body is not syntactically valid.",
                                details=[{"key": "Reason", "value": str(exc)[:200] or "nested too deeply"}])
@@ -270,10 +270,6 @@ def _in_version_shape(version: str, response: Response) -> Response:
     shaped = api_versions.downgrade_body(version, json.loads(response.body))
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
     return JSONResponse(shaped, status_code=response.status_code, headers=headers, media_type=response.media_type)
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
 
 
 def error_response(exc: ServiceError, status: int, request_id: str) -> Response:

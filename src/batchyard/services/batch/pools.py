@@ -46,14 +46,14 @@ def iso(moment: datetime) -> str:
 
 
 def iso_now() -> str:
-    """iso_now(), from a clock read once: the seconds part is formatted once a second (a
+    """iso(now()), from a clock read once: the seconds part is formatted once a second (a
     task's start and end write several timestamps; most share their second)."""
+    global _formatted_second
     moment = time.time()
     second = int(moment)
-    cached = _formatted_second
+    cached = _formatted_second  # one read: another thread may replace it meanwhile
     if cached[0] != second:
-        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-        globals()["_formatted_second"] = cached
+        cached = _formatted_second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     return f"{cached[1]}.{int((moment - second) * 1_000_000):06d}Z"
 
 
