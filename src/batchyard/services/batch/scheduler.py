@@ -96,7 +96,6 @@ class Scheduler(PokedLoop):
         self._freed: set[tuple[str, str]] = set()  # nodes with slots freed since the last dispatch
         self.closing = False  # the service is stopping: exits start nothing more
         self._deferred: list | None = None  # a refill's tasks to start once they are stored
-        self._refilling = False  # a refill holds the lock (and looks at the queue again after)
         self._kept_back = False  # the last refill put exits back on the queue (the disk is full)
         self._exit_arrived = threading.Event()  # wakes the refiller (_refill_loop)
         self._refiller = threading.Thread(target=self._refill_loop, name="refiller", daemon=True)
@@ -250,34 +249,27 @@ class Scheduler(PokedLoop):
         exit needs more than this (a job to move on, a start task, an exit the full disk
         kept back)."""
         needs_pass = False
-        while not self.ended.empty() and not self.closing and not self.lock._is_owned():
-            if not self.lock.acquire(blocking=False):
-                if self._refilling:
-                    break  # that refill takes this exit when it looks at the queue again
-                self.lock.acquire()
-            try:
-                self._refilling = True
+        while not self.ended.empty() and not self.closing:
+            with self.lock:
                 if self.closing:
                     break
-                with self.store.db.without_sync():  # bookkeeping: see Database.without_sync
-                    needs_pass |= self._record_and_refill()
-            except Exception:  # the loop's pass takes what is left on the queue
-                log.exception("refilling freed task slots failed")
-                needs_pass = True
-                break
-            finally:
-                self._refilling = False
-                self.lock.release()
+                try:
+                    with self.store.db.without_sync():  # bookkeeping: see Database.without_sync
+                        needs_pass |= self._record_and_refill()
+                except Exception:  # the loop's pass takes what is left on the queue
+                    log.exception("refilling freed task slots failed")
+                    needs_pass = True
+                    break
             if self._kept_back:
                 break  # the disk is full: the exits wait for the loop's passes
-        if needs_pass or self.lock._is_owned():
+        if needs_pass:
             self.poke()
 
     def _record_and_refill(self) -> bool:
         """True when the loop's pass is needed as well."""
         self._kept_back = False
         if self.ended.empty():
-            return False  # a thread that held the lock before took them
+            return False  # a pass took them while the refiller waited for the lock
         needs_pass = self._record_ended()
         freed, self._freed = self._freed, set()
         pools = {pool_key for pool_key, _ in freed}
