@@ -53,7 +53,7 @@ TICK = 0.2
 # before its refill: a burst of exits then costs one refill (one write for the tasks ended,
 # one for those started), not one each. A quiet pool's exit is refilled at once.
 REFILL_GATHER_WHEN_RUNNING = 8
-REFILL_GATHER_SECONDS = 0.001
+REFILL_GATHER_SECONDS = 0.002
 FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
                 "message": "The task exited with an exit code representing a failure", "details": []}
 WALL_CLOCK = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
@@ -242,28 +242,29 @@ class Scheduler(PokedLoop):
         """Record the exits waiting on the queue and fill the slots they free (the refiller's
         work, see _refill_loop).
 
-        The refill looks at the queue again once it has let the lock go, and takes every
-        exit queued by then, so a burst of exits costs one write, not one each. If the lock
-        is held by anything else (a pass, an API call), it waits for it. Once the service
-        is stopping, nothing more is started. The loop's pass is called for only when an
-        exit needs more than this (a job to move on, a start task, an exit the full disk
-        kept back)."""
-        needs_pass = False
-        while not self.ended.empty() and not self.closing:
-            with self.lock:
-                if self.closing:
-                    break
-                try:
-                    with self.store.db.without_sync():  # bookkeeping: see Database.without_sync
-                        needs_pass |= self._record_and_refill()
-                except Exception:  # the loop's pass takes what is left on the queue
-                    log.exception("refilling freed task slots failed")
-                    needs_pass = True
-                    break
-            if self._kept_back:
-                break  # the disk is full: the exits wait for the loop's passes
-        if needs_pass:
+        One refill takes every exit queued by then, so a burst of exits costs one write, not
+        one each; exits queued meanwhile wake the refiller again, which lets the lock go
+        between refills (the API's writes wait for the lock too, and Python's lock is not
+        fair: a refiller that took it again at once could keep them out while tasks end
+        faster than it refills). If the lock is held by anything else (a pass, an API
+        call), it waits for it. Once the service is stopping, nothing more is started. The
+        loop's pass is called for only when an exit needs more than this (a job to move
+        on, a start task, an exit the full disk kept back)."""
+        if self.ended.empty() or self.closing:
+            return
+        with self.lock:
+            if self.closing:
+                return
+            try:
+                with self.store.db.without_sync():  # bookkeeping: see Database.without_sync
+                    needs_pass = self._record_and_refill()
+            except Exception:  # the loop's pass takes what is left on the queue
+                log.exception("refilling freed task slots failed")
+                needs_pass = True
+        if needs_pass or self._kept_back:  # kept back: the disk is full, the exits wait for the passes
             self.poke()
+        elif not self.ended.empty():  # queued by the refill itself (a task that could not start)
+            self._exit_arrived.set()
 
     def _record_and_refill(self) -> bool:
         """True when the loop's pass is needed as well."""
