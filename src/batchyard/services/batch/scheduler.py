@@ -52,7 +52,7 @@ TICK = 0.2
 # While this many attempts run, an exit waits this long for others already on their way
 # before its refill: a burst of exits then costs one refill (one write for the tasks ended,
 # one for those started), not one each. A quiet pool's exit is refilled at once.
-REFILL_GATHER_WHEN_RUNNING = 8
+REFILL_GATHER_WHEN_RUNNING = 32
 REFILL_GATHER_SECONDS = 0.002
 FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
                 "message": "The task exited with an exit code representing a failure", "details": []}
