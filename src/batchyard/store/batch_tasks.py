@@ -52,15 +52,18 @@ class TaskStore:
         return _row_to_task(rows[0]) if rows else None
 
     def get_many(self, job_key: str, task_ids: list[str]) -> dict[str, Task]:
-        found: dict[str, Task] = {}
+        return {row["task_key"]: _row_to_task(row) for row in self._rows_of(job_key, task_ids, "*")}
+
+    def _rows_of(self, job_key: str, task_ids: list[str], columns: str) -> list:
+        """The rows of those tasks the job holds, asked 500 keys at a time (SQLite's limit on
+        a statement's parameters)."""
         keys = [t.lower() for t in task_ids]
+        rows: list = []
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.query(f"SELECT * FROM batch_tasks WHERE job_key = ? AND task_key IN ({marks})",
-                                 (job_key, *chunk))
-            found.update({row["task_key"]: _row_to_task(row) for row in rows})
-        return found
+            rows += self.db.query(f"SELECT {columns} FROM batch_tasks WHERE job_key = ? AND task_key IN "
+                                  f"({','.join('?' * len(chunk))})", (job_key, *chunk))
+        return rows
 
     def list(self, job_key: str, state: str | None = None) -> list[Task]:
         if state:
@@ -122,7 +125,9 @@ class TaskStore:
         return sum(n for (state, _), (n, _) in self.count_by_state(job_key).items() if state != "completed")
 
     def exists(self, job_key: str, task_ids: list[str]) -> set[str]:
-        return set(self.get_many(job_key, task_ids))
+        """The keys of those tasks the job holds (keys only: nothing decoded; asked under the
+        scheduler's lock for every collection added)."""
+        return {row["task_key"] for row in self._rows_of(job_key, task_ids, "task_key")}
 
     def insert(self, tasks: list[Task]) -> None:
         with self.db.transaction() as conn:
