@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
-# orjson cannot write an integer past 64 bits, and reads one as a float. A value holding one
-# (rare: a client's huge number in a property kept as given) is written by the json module
-# with this mark in front, which JSON allows as whitespace and orjson never writes: the
-# reader then knows, from the first character, which of the two reads it exactly. (Looking
-# for long runs of digits instead cost five times orjson's whole read, on every row read.)
+# orjson cannot write an integer past 64 bits (it reads one as a float) nor a lone surrogate
+# (it refuses one). A value holding either (rare: a client's huge number in a property kept
+# as given) is written by the json module with this mark in front, which JSON allows as
+# whitespace and orjson never writes: the reader then knows, from the first character,
+# which of the two reads it exactly. (Looking for long runs of digits instead cost several
+# times orjson's whole read, on every row read.)
 JSON_MODULE_MARK = " "
 
 
@@ -23,8 +24,7 @@ def encode(value: Any) -> str:
     try:
         return orjson.dumps(value, option=_OPTIONS).decode()
     except TypeError:
-        # what orjson refuses and the json module writes: an integer past 64 bits that a
-        # client put in a property the service keeps as given
+        # what orjson refuses and the json module writes (see JSON_MODULE_MARK)
         return JSON_MODULE_MARK + json.dumps(value)
 
 

@@ -193,26 +193,11 @@ MIGRATIONS: list[str] = [
     # 9: text the json module must read (store/codec.py) carries its mark: text written
     # before the mark that may hold an integer past 64 bits (19 digits in a row) or a lone
     # surrogate (an escape orjson refuses) gets it.
-    """
-    UPDATE resources SET body = ' ' || body
-        WHERE (body GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' OR body GLOB '*\\ud[89a-f]*')
-            AND body NOT GLOB ' *';
-    UPDATE resources SET internal = ' ' || internal
-        WHERE (internal GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' OR internal GLOB '*\\ud[89a-f]*')
-            AND internal NOT GLOB ' *';
-    UPDATE batch_nodes SET body = ' ' || body
-        WHERE (body GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' OR body GLOB '*\\ud[89a-f]*')
-            AND body NOT GLOB ' *';
-    UPDATE batch_nodes SET internal = ' ' || internal
-        WHERE (internal GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' OR internal GLOB '*\\ud[89a-f]*')
-            AND internal NOT GLOB ' *';
-    UPDATE batch_tasks SET body = ' ' || body
-        WHERE (body GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' OR body GLOB '*\\ud[89a-f]*')
-            AND body NOT GLOB ' *';
-    UPDATE batch_tasks SET internal = ' ' || internal
-        WHERE (internal GLOB '*[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*' OR internal GLOB '*\\ud[89a-f]*')
-            AND internal NOT GLOB ' *';
-    """,    # 10: a job's task counts (Get Task Counts, onAllTasksComplete, autoscale) are kept as
+    "".join(f"""
+    UPDATE {table} SET {column} = ' ' || {column}
+        WHERE ({column} GLOB '*{"[0-9]" * 19}*' OR {column} GLOB '*\\ud[89a-f]*') AND {column} NOT GLOB ' *';"""
+            for table in ("resources", "batch_nodes", "batch_tasks") for column in ("body", "internal")),
+    # 10: a job's task counts (Get Task Counts, onAllTasksComplete, autoscale) are kept as
     # tasks change, not counted per request: a count costs the same in a job of 100,000
     # tasks as in one of ten. result is '' for none (a key column).
     """

@@ -35,7 +35,7 @@ from ...services.batch.odata import ordered_page
 from ...store.batch_nodes import NodeStore
 from ...store.batch_tasks import TaskStore
 from ...store.db import ReadOnlyDatabase
-from .views import Urls, listing_body, node_view, task_view
+from .views import Urls, listing_body, node_view, sort_key, task_view
 
 PR_SET_PDEATHSIG = 1
 
@@ -51,10 +51,6 @@ class PageRequest:
     query: dict = field(default_factory=dict)  # $filter, $select, maxresults, $skiptoken, api-version
     rows: int = 101  # read from the store at a time: the page and one more
     state: str | None = None  # tasks only: the state $filter names, pushed into the query
-
-
-def _sort_key(item: dict) -> str:
-    return str(item.get("id", "")).lower()
 
 
 # in a reader process ------------------------------------------------------------------------
@@ -83,7 +79,7 @@ def read_page(request: PageRequest) -> bytes:
     else:
         views = (node_view(urls, request.owner_id, n) for n in nodes.in_id_order(request.owner_key, after,
                                                                                    request.rows))
-    found, next_token = ordered_page(views, request.query, _sort_key)
+    found, next_token = ordered_page(views, request.query, sort_key)
     body = listing_body(request.endpoint, request.collection, found, next_token, request.query, request.link_base)
     # as Starlette's JSONResponse renders
     return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()

@@ -9,13 +9,13 @@ from ...services.batch.odata import apply_select, compile_filter, page, parse_ma
 from ...services.batch.pools import check_conditions
 from .page_readers import PageRequest
 from .router import ODATA_JSON, BatchContext, entity_response
-from .views import listing_body
+from .views import listing_body, sort_key
 
 
 def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
     """A list held in memory, listed in the order of `key` (default: the lower-cased id),
     which the skiptoken continues from."""
-    key = key or _sort_key
+    key = key or sort_key
     return _rendered(ctx, collection, *page(items, ctx.query, key))
 
 
@@ -45,10 +45,6 @@ def link_base(ctx: BatchContext) -> str:
     """The URL the request reached, without its query: where the next page is asked for."""
     url = ctx.request.url
     return f"{url.scheme}://{url.netloc}{url.path}"
-
-
-def _sort_key(item: dict) -> str:
-    return str(item.get("id", item.get("poolId", ""))).lower()
 
 
 def single(ctx: BatchContext, collection: str, view: dict, body: dict) -> Response:

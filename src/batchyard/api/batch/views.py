@@ -42,6 +42,12 @@ def task_view(urls, job_id: str, task) -> dict:
     return body
 
 
+def sort_key(item: dict) -> str:
+    """The order lists are paged in, which a $skiptoken continues from: the lower-cased id
+    (a pool's usage metrics, which have none, by their pool)."""
+    return str(item.get("id", item.get("poolId", ""))).lower()
+
+
 def listing_body(endpoint: str, collection: str, found: list[dict], next_token: str | None, query: dict,
                  link_base: str) -> dict:
     """A page: $select applied, and everything the next page needs in its odata.nextLink
