@@ -49,7 +49,8 @@ def az(live, tmp_path_factory) -> Az:
     run("cloud", "register", "-n", "batchyard", "--endpoint-resource-manager", live["arm_endpoint"])
     run("cloud", "set", "-n", "batchyard")
     run("config", "set", "core.instance_discovery=false")
-    accounts = run("login", "--service-principal", "-u", live["client_id"], "-p", live["client_secret"],
+    # --password=: a generated secret may begin with '-', which az would read as an option
+    accounts = run("login", "--service-principal", "-u", live["client_id"], f"--password={live['client_secret']}",
                    "--tenant", live["tenant_id"])
     assert [a["id"] for a in accounts] == [live["subscription_id"]]
     return run
