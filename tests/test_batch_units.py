@@ -13,6 +13,7 @@ from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.rest import HttpRequest
 
 from batchyard.api.batch import sharedkey
+from batchyard.store.keyset import KeyRange
 from batchyard.services.batch import durations, odata, vm_sizes
 from batchyard.services.errors import InvalidInput, Unauthenticated
 
@@ -331,20 +332,30 @@ def test_filter_property_names_are_case_sensitive():
     assert ids("State eq 'active'") == []
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("state eq 'Active'", "active"),
-    ("id gt 'a' and state eq 'running' and executionInfo/exitCode eq 0", "running"),
-    ("state eq 'active' or id eq 'x'", None),  # a match need not be active
-    ("not state eq 'active'", None),
-    ("(state eq 'active')", None),
-    ("State eq 'active'", None),  # another property: names are case-sensitive
-    ("state ne 'active'", None),
-    ("state eq 3", None),
-    (None, None),
-    ("state eq 'active", None),  # malformed: compile_filter reports it
+@pytest.mark.parametrize("text,state,ids", [
+    ("state eq 'Active'", "active", KeyRange()),
+    ("id gt 'a' and state eq 'running' and executionInfo/exitCode eq 0", "running", KeyRange()),
+    ("(state eq 'active')", "active", KeyRange()),  # with no or/not, parentheses only group
+    ("'active' eq state", "active", KeyRange()),
+    ("state eq 'active' or id eq 'x'", None, KeyRange()),  # a match need not be active
+    ("not state eq 'active'", None, KeyRange()),
+    ("State eq 'active'", None, KeyRange()),  # another property: names are case-sensitive
+    ("state ne 'active'", None, KeyRange()),
+    ("state eq 3", None, KeyRange()),
+    (None, None, KeyRange()),
+    ("state eq 'active", None, KeyRange()),  # malformed: compile_filter reports it
+    # ids: keys are lower-cased ids, so a range of keys covers every case of the id
+    ("id eq 'Task-7'", None, KeyRange("task-7", "task-7\0")),
+    ("startswith(id, 'T1') and state eq 'completed'", "completed", KeyRange("t1", "t1\U0010ffff")),
+    ("startswith(id, 't') and startswith(id, 't12')", None, KeyRange("t12", "t12\U0010ffff")),
+    ("startswith(id, 't1') and id eq 't15'", None, KeyRange("t15", "t15\0")),
+    ("startswith(id, 't1') eq false", None, KeyRange()),  # the tasks it excludes
+    ("startswith(id, 't1') or id eq 'x'", None, KeyRange()),
+    ("startswith(commandLine, 'x')", None, KeyRange()),
+    ("id eq 'tâche'", None, KeyRange()),  # non-ASCII: case mappings are not char by char
 ])
-def test_required_value_narrows_only_plain_conjunctions(text, expected):
-    assert odata.required_value(text, "state") == expected
+def test_a_filter_narrows_the_store_query_only_by_what_every_match_holds(text, state, ids):
+    assert odata.narrowing(text) == odata.Narrowing(state, ids)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pages of tasks and nodes come from the list readers (api/batch/page_readers.py):
+"""Pages of tasks, nodes, jobs and pools come from the list readers (api/batch/page_readers.py):
 processes of their own, at a lower CPU priority than the service, that read while the
 service writes and end with it, however it ends."""
 
@@ -44,6 +44,11 @@ def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes
         marketplace_pool(batch, "p")
         batch.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
         batch.create_tasks("j", [{"id": f"t{i:03}", "commandLine": "true"} for i in range(250)])
+        for i in range(12):
+            batch.create_job({"id": f"Job{i:02}", "poolInfo": {"poolId": "p"}})
+            marketplace_pool(batch, f"Pool{i:02}")
+        batch.begin_disable_job("Job05", {"disableTasks": "requeue"}, polling_interval=0.1).result()
+        batch.begin_terminate_job("Job07", {"terminateReason": "done"}, polling_interval=0.1).result()
         assert readers_of(server.proc.pid) == []  # started with the first page asked for
 
         # another writer holds the database's write lock: pages still come (WAL readers)
@@ -53,6 +58,12 @@ def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes
             pages = [[t.id for t in page] for page in batch.list_tasks("j", max_results=100).by_page()]
             selected = list(batch.list_tasks("j", filter="state eq 'active' and startswith(id, 't1')",
                                              select=["id", "state"], max_results=30))
+            job_pages = [[j.id for j in page] for page in batch.list_jobs(max_results=5).by_page()]
+            jobs_chosen = list(batch.list_jobs(filter="startswith(id, 'Job0') and state eq 'active'",
+                                               select=["id", "state"], max_results=2))
+            pool_pages = [[p.id for p in page] for page in batch.list_pools(max_results=6).by_page()]
+            pools_chosen = [p.id for p in batch.list_pools(filter="id eq 'pool11' or id eq 'Pool03'")]
+            pool_named = [p.id for p in batch.list_pools(filter="id eq 'POOL07'")]
         finally:
             writer.execute("ROLLBACK")
             writer.close()
@@ -61,6 +72,16 @@ def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes
         assert [t.id for t in selected] == [f"t{i}" for i in range(100, 200)]
         assert {t.state for t in selected} == {"active"} and all(t.command_line is None for t in selected)
         assert list(batch.list_nodes("p")) == []
+        jobs = [f"Job{i:02}" for i in range(12)]
+        assert job_pages == [["j"] + jobs[:4], jobs[4:9], jobs[9:]]  # in the order of lower-cased ids
+        assert [(j.id, j.state) for j in jobs_chosen] == [(i, "active") for i in jobs[:10] if i not in
+                                                          ("Job05", "Job07")]
+        assert all(j.pool_info is None for j in jobs_chosen)
+        assert pool_pages == [["p"] + [f"Pool{i:02}" for i in range(5)], [f"Pool{i:02}" for i in range(5, 11)],
+                              ["Pool11"]]
+        # Batch compares strings with eq without regard to case: the store's range of
+        # lower-cased keys must hold every case of the id
+        assert pools_chosen == ["Pool03", "Pool11"] and pool_named == ["Pool07"]
 
         # a client's mistakes are answered by the service itself, in Batch's shape
         for bad in ({"filter": "state eq"}, {"select": ["id", "", "state"]}):

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import codec
 from .db import Database, ReadOnlyDatabase
+from .keyset import EVERY_KEY, KeyRange, in_key_order, page_query
 
 
 @dataclass
@@ -34,23 +35,22 @@ class NodeStore:
         rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? AND node_id = ?", (pool_key, node_id))
         return _row_to_node(rows[0]) if rows else None
 
-    def page(self, pool_key: str, after: str | None, limit: int) -> list[Node]:
-        """Up to `limit` nodes whose id sorts after `after`, in id order (keyset paging on the
-        primary key: a page costs what it holds, whatever the pool's size)."""
-        rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? AND node_id > ? ORDER BY node_id LIMIT ?",
-                             (pool_key, after or "", limit))
+    def page(self, pool_key: str, after: str | None, limit: int, state: str | None = None,
+             ids: KeyRange = EVERY_KEY) -> list[Node]:
+        """Up to `limit` nodes whose id sorts after `after`, in id order, in `state` (lower
+        case) if given and with ids in `ids` (keyset paging on the primary key: a page costs
+        what it holds, whatever the pool's size; a state is read from the body in SQL, so
+        nodes in other states are not decoded)."""
+        rows = self.db.query(*page_query("batch_nodes", "node_id", after, limit, ids, equal={
+            "pool_key": pool_key, "lower(json_extract(body, '$.state'))": state or None}))
         return [_row_to_node(r) for r in rows]
 
-    def in_id_order(self, pool_key: str, after: str | None, chunk: int):
+    def in_id_order(self, pool_key: str, after: str | None, chunk: int, state: str | None = None,
+                    ids: KeyRange = EVERY_KEY):
         """The pool's nodes in id order from just after `after` (node ids are lower case),
-        read `chunk` at a time, so a caller that stops early reads no more than it used."""
-        after = after.lower() if after else None
-        while True:
-            nodes = self.page(pool_key, after, chunk)
-            yield from nodes
-            if len(nodes) < chunk:
-                return
-            after = nodes[-1].id
+        read `chunk` at a time."""
+        return in_key_order(lambda last, limit: self.page(pool_key, last, limit, state, ids), lambda n: n.id,
+                            after.lower() if after else None, chunk)
 
     def list(self, pool_key: str) -> list[Node]:
         rows = self.db.query("SELECT * FROM batch_nodes WHERE pool_key = ? ORDER BY rowid", (pool_key,))

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import codec
 from .db import Database, ReadOnlyDatabase
+from .keyset import EVERY_KEY, KeyRange, in_key_order, page_query
 
 
 @dataclass
@@ -72,25 +73,20 @@ class TaskStore:
             rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? ORDER BY seq", (job_key,))
         return [_row_to_task(r) for r in rows]
 
-    def page(self, job_key: str, after: str | None, limit: int, state: str | None = None) -> list[Task]:
-        """Up to `limit` tasks whose key sorts after `after`, in key order: a list costs what
-        its page costs, whatever the size of the job (keyset paging on the unique index)."""
-        sql, params = "SELECT * FROM batch_tasks WHERE job_key = ? AND task_key > ?", [job_key, after or ""]
-        if state:
-            sql += " AND state = ?"
-            params.append(state)
-        rows = self.db.query(sql + " ORDER BY task_key LIMIT ?", (*params, limit))
+    def page(self, job_key: str, after: str | None, limit: int, state: str | None = None,
+             ids: KeyRange = EVERY_KEY) -> list[Task]:
+        """Up to `limit` tasks whose key sorts after `after`, in key order, in `state` if
+        given and with keys in `ids`: a list costs what its page costs, whatever the size of
+        the job (keyset paging on the unique index, or on the state index)."""
+        rows = self.db.query(*page_query("batch_tasks", "task_key", after, limit, ids,
+                                         equal={"job_key": job_key, "state": state or None}))
         return [_row_to_task(r) for r in rows]
 
-    def in_key_order(self, job_key: str, after: str | None, chunk: int, state: str | None = None):
-        """The job's tasks in key order from just after `after`, read `chunk` at a time, so
-        a caller that stops early reads no more than it used."""
-        while True:
-            tasks = self.page(job_key, after, chunk, state)
-            yield from tasks
-            if len(tasks) < chunk:
-                return
-            after = tasks[-1].key
+    def in_key_order(self, job_key: str, after: str | None, chunk: int, state: str | None = None,
+                     ids: KeyRange = EVERY_KEY):
+        """The job's tasks in key order from just after `after`, read `chunk` at a time."""
+        return in_key_order(lambda last, limit: self.page(job_key, last, limit, state, ids), lambda t: t.key,
+                            after, chunk)
 
     def expired(self, moment: float) -> list[Task]:
         """Completed tasks whose directories are past their retention time."""

@@ -8,6 +8,7 @@ from typing import Any, Collection
 
 from . import codec
 from .db import Database
+from .keyset import EVERY_KEY, KeyRange, in_key_order, page_query
 
 
 @dataclass
@@ -97,6 +98,23 @@ class ResourceStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.query(f"SELECT * FROM resources {where} ORDER BY created, key", tuple(params))
         return [_row_to_resource(r) for r in rows]
+
+    def page(self, prefix: str, type: str, after: str | None, limit: int, state: str | None = None,
+             ids: KeyRange = EVERY_KEY) -> list[Resource]:
+        """Up to `limit` resources of `type` whose keys are `prefix` and a name that sorts
+        after `after`, in key order, in `state` (lower case) if given and with names in
+        `ids`: one range scan of the primary key, whatever the number of resources. (The
+        unary + keeps SQLite from choosing the scope index for `type`, which would read every
+        resource of the type to sort them.)"""
+        rows = self.db.query(*page_query("resources", "key", after, limit, ids, prefix, equal={
+            "+type": type.lower(), "lower(json_extract(body, '$.state'))": state or None}))
+        return [_row_to_resource(r) for r in rows]
+
+    def in_key_order(self, prefix: str, type: str, after: str | None, chunk: int, state: str | None = None,
+                     ids: KeyRange = EVERY_KEY):
+        """The resources `page` reads, from just after `after`, read `chunk` at a time."""
+        return in_key_order(lambda last, limit: self.page(prefix, type, last, limit, state, ids),
+                            lambda r: r.id.lower()[len(prefix):], after, chunk)
 
     def all_internal(self) -> list[dict[str, Any]]:
         return [codec.decode(r["internal"]) for r in self.db.query("SELECT internal FROM resources")]

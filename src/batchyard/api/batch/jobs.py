@@ -6,7 +6,6 @@ from __future__ import annotations
 from starlette.responses import JSONResponse, Response
 
 from ...services.errors import ServiceError
-from ...services.batch.odata import required_value
 from .rendering import listing, read_listing, single
 from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, error_values
 from .views import job_view, task_view
@@ -23,8 +22,7 @@ async def create_job(ctx: BatchContext) -> Response:
 
 
 async def list_jobs(ctx: BatchContext) -> Response:
-    jobs = await ctx.call(ctx.services.jobs.list, ctx.account)
-    return listing(ctx, "jobs", [job_view(ctx, j) for j in jobs])
+    return await read_listing(ctx, "jobs", ctx.services.jobs.key_prefix(ctx.account))
 
 
 async def get_job(ctx: BatchContext) -> Response:
@@ -87,7 +85,7 @@ def _add_result(ctx: BatchContext, item, outcome) -> dict:
 async def list_tasks(ctx: BatchContext) -> Response:
     job_id = ctx.params["jobId"]
     job_key = await ctx.call(ctx.services.tasks.key_of_job, ctx.account, job_id)
-    return await read_listing(ctx, "tasks", job_key, job_id, required_value(ctx.query.get("$filter"), "state"))
+    return await read_listing(ctx, "tasks", job_key, job_id)
 
 
 async def get_task(ctx: BatchContext) -> Response:

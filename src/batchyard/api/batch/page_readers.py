@@ -1,5 +1,5 @@
-"""The list readers: pages of tasks and of nodes, the lists that grow to thousands and that
-clients poll, read and rendered in processes of their own at a lower CPU priority than the
+"""The list readers: pages of tasks, nodes, jobs and pools, the lists that grow to thousands
+and that clients poll, read and rendered in processes of their own at a lower CPU priority than the
 service.
 
 Why: a page of 100 tasks costs milliseconds of decoding and rendering. In the service's
@@ -30,12 +30,16 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from ...services.batch.odata import ordered_page
+from ...services.batch.jobs import JOB_TYPE
+from ...services.batch.odata import Narrowing, ordered_page
+from ...services.batch.pools import POOL_TYPE
 from ...store.batch_nodes import NodeStore
 from ...store.batch_tasks import TaskStore
+from ...store.resources import ResourceStore
 from ...store.db import ReadOnlyDatabase
-from .views import Urls, listing_body, node_view, sort_key, task_view
+from .views import Urls, job_view, listing_body, node_view, pool_view, sort_key, task_view
 
 PR_SET_PDEATHSIG = 1
 
@@ -43,19 +47,19 @@ PR_SET_PDEATHSIG = 1
 @dataclass(frozen=True)
 class PageRequest:
     """A checked request for one page (everything a reader needs: it sees no HTTP)."""
-    collection: str  # "tasks" or "nodes"
-    owner_key: str  # the job's or pool's key
-    owner_id: str  # the job's or pool's id as the URLs show it
+    collection: str  # "tasks", "nodes", "jobs" or "pools"
+    owner_key: str  # tasks: the job's key; nodes: the pool's; jobs and pools: the prefix of their keys
+    owner_id: str  # tasks and nodes: the job's or pool's id as the URLs show it
     endpoint: str  # the account's Batch endpoint as the client reached it
     link_base: str  # the URL the request reached, without its query
     query: dict = field(default_factory=dict)  # $filter, $select, maxresults, $skiptoken, api-version
     rows: int = 101  # read from the store at a time: the page and one more
-    state: str | None = None  # tasks only: the state $filter names, pushed into the query
+    narrowing: Narrowing = Narrowing()  # what $filter asks that the store's query can ask too
 
 
 # in a reader process ------------------------------------------------------------------------
 
-_stores: tuple[TaskStore, NodeStore] | None = None
+_stores: tuple[TaskStore, NodeStore, ResourceStore] | None = None
 
 
 def _start_reader(db_path: str, nice: int) -> None:
@@ -65,20 +69,27 @@ def _start_reader(db_path: str, nice: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.setpriority(os.PRIO_PROCESS, 0, nice)
     db = ReadOnlyDatabase(Path(db_path))
-    _stores = (TaskStore(db), NodeStore(db))
+    _stores = (TaskStore(db), NodeStore(db), ResourceStore(db))
+
+
+def _views(request: PageRequest) -> Iterator[dict]:
+    """The collection's items as the wire shows them, in key order from just after the
+    $skiptoken, read from the store `request.rows` at a time."""
+    tasks, nodes, resources = _stores
+    urls, state, ids = Urls(request.endpoint), request.narrowing.state, request.narrowing.ids
+    key, after, rows = request.owner_key, request.query.get("$skiptoken"), request.rows
+    if request.collection == "tasks":
+        return (task_view(urls, request.owner_id, t) for t in tasks.in_key_order(key, after, rows, state, ids))
+    if request.collection == "nodes":
+        return (node_view(urls, request.owner_id, n) for n in nodes.in_id_order(key, after, rows, state, ids))
+    if request.collection == "jobs":
+        return (job_view(urls, j) for j in resources.in_key_order(key, JOB_TYPE, after, rows, state, ids))
+    return (pool_view(urls, p) for p in resources.in_key_order(key, POOL_TYPE, after, rows, state, ids))
 
 
 def read_page(request: PageRequest) -> bytes:
     """The page's JSON, as the handler would have rendered it."""
-    tasks, nodes = _stores
-    urls = Urls(request.endpoint)
-    after = request.query.get("$skiptoken")
-    if request.collection == "tasks":
-        views = (task_view(urls, request.owner_id, t)
-                 for t in tasks.in_key_order(request.owner_key, after, request.rows, request.state))
-    else:
-        views = (node_view(urls, request.owner_id, n) for n in nodes.in_id_order(request.owner_key, after,
-                                                                                   request.rows))
+    views = _views(request)
     found, next_token = ordered_page(views, request.query, sort_key)
     body = listing_body(request.endpoint, request.collection, found, next_token, request.query, request.link_base)
     # as Starlette's JSONResponse renders

@@ -27,8 +27,7 @@ async def create_pool(ctx: BatchContext) -> Response:
 
 
 async def list_pools(ctx: BatchContext) -> Response:
-    pools = await ctx.call(ctx.services.pools.list, ctx.account)
-    return listing(ctx, "pools", [pool_view(ctx, p) for p in pools])
+    return await read_listing(ctx, "pools", ctx.services.pools.key_prefix(ctx.account))
 
 
 async def get_pool(ctx: BatchContext) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
-from ...services.batch.odata import apply_select, compile_filter, page, parse_max_results
+from ...services.batch.odata import apply_select, compile_filter, narrowing, page, parse_max_results
 from ...services.batch.pools import check_conditions
 from .page_readers import PageRequest
 from .router import ODATA_JSON, BatchContext, entity_response
@@ -19,14 +19,14 @@ def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> 
     return _rendered(ctx, collection, *page(items, ctx.query, key))
 
 
-async def read_listing(ctx: BatchContext, collection: str, owner_key: str, owner_id: str,
-                       state: str | None = None) -> Response:
-    """A page of tasks or nodes, read and rendered by a list reader (page_readers.py) once
-    everything a client can get wrong in its query has been checked here."""
+async def read_listing(ctx: BatchContext, collection: str, owner_key: str, owner_id: str = "") -> Response:
+    """A page of tasks, nodes, jobs or pools, read and rendered by a list reader
+    (page_readers.py) once everything a client can get wrong in its query has been checked
+    here; what its $filter says of state and ids narrows the reader's query."""
     compile_filter(ctx.query.get("$filter"))
     apply_select({}, ctx.query.get("$select"))
     request = PageRequest(collection, owner_key, owner_id, ctx.endpoint, link_base(ctx), dict(ctx.query),
-                          page_rows(ctx), state)
+                          page_rows(ctx), narrowing(ctx.query.get("$filter")))
     return Response(await ctx.request.app.state.page_readers.page(request), media_type=ODATA_JSON)
 
 

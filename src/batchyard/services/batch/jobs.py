@@ -48,9 +48,13 @@ class Jobs:
         return job
 
     def list(self, account: Resource) -> list[Resource]:
-        prefix = account.id.lower() + "/jobs/"
-        jobs = self.store.list(type=JOB_TYPE, subscription=account.subscription, resource_group=account.resource_group)
-        return sorted((j for j in jobs if j.id.lower().startswith(prefix)), key=lambda j: j.name.lower())
+        """The account's jobs, in the order of their lower-cased ids."""
+        return list(self.store.in_key_order(self.key_prefix(account), JOB_TYPE, None, 500))
+
+    def key_prefix(self, account: Resource) -> str:
+        """What the keys of the account's jobs begin with (a job's key is this and its
+        lower-cased id, so their keys sort as their ids do)."""
+        return account.id.lower() + "/jobs/"
 
     def all_jobs(self) -> list[Resource]:
         return self.store.list(type=JOB_TYPE)

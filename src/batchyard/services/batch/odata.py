@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+from ...store.keyset import EVERY_KEY, KeyRange
 from ..errors import InvalidInput
 
 Predicate = Callable[[dict], bool]
@@ -316,24 +317,60 @@ def compile_filter(text: str | None) -> Predicate:
         raise _bad_query("$filter", text, str(error)) from None
 
 
-def required_value(text: str | None, name: str) -> str | None:
-    """The string that property `name` must equal for every match of the filter, when the
-    filter is a plain conjunction holding `name eq 'value'` (no or/not/parentheses): a store
-    can then narrow its query before the full predicate runs. Lower-cased, since Batch
-    compares such values without regard to case. None when nothing can be said."""
+@dataclass(frozen=True)
+class Narrowing:
+    """What every match of a $filter holds that a store can ask in SQL before the full
+    predicate runs on the rows it reads: the state it requires and the range of keys
+    (lower-cased ids) its conditions on id allow. Never narrower than the filter: Batch
+    compares such values without regard to case, and keys are lower case."""
+    state: str | None = None
+    ids: KeyRange = EVERY_KEY
+
+
+def narrowing(text: str | None) -> Narrowing:
+    """The Narrowing of a filter that is a conjunction (no or, no not: parentheses then only
+    group conditions that must all hold) of, among others, `state eq 'x'`, `id eq 'x'` and
+    `startswith(id, 'x')`. Anything else narrows nothing."""
     if text is None or not text.strip():
-        return None
+        return Narrowing()
     try:
         tokens = _tokenize(text)
     except _FilterError:
-        return None  # compile_filter reports it
-    words = [t.text.lower() for t in tokens if t.kind == "name"]
-    if "or" in words or "not" in words or any(t.kind in ("(", ")") for t in tokens):
-        return None
-    for first, op, literal in zip(tokens, tokens[1:], tokens[2:]):
-        if first.kind == "name" and first.text == name and op.text.lower() == "eq" and literal.kind == "string":
-            return literal.value.casefold()
-    return None
+        return Narrowing()  # compile_filter reports it
+    if any(t.kind == "name" and t.text.lower() in ("or", "not") for t in tokens):
+        return Narrowing()
+    state, ids = None, EVERY_KEY
+    for name, value in _equalities(tokens):
+        if name == "state" and state is None:
+            state = value.casefold()
+        elif name == "id" and value.isascii():  # non-ASCII case mappings are not char by char
+            ids = ids.within(KeyRange.exactly(value.lower()))
+    for name, prefix in _prefixes(tokens):
+        if name == "id" and prefix.isascii():
+            ids = ids.within(KeyRange.starting_with(prefix.lower()))
+    return Narrowing(state, ids)
+
+
+def _equalities(tokens: list[_Token]) -> Iterator[tuple[str, str]]:
+    """(property, text) of each `property eq 'text'` or `'text' eq property`."""
+    for left, op, right in zip(tokens, tokens[1:], tokens[2:]):
+        if op.kind == "name" and op.text.lower() == "eq":
+            if left.kind == "name" and right.kind == "string":
+                yield left.text, right.value
+            elif left.kind == "string" and right.kind == "name":
+                yield right.text, left.value
+
+
+def _prefixes(tokens: list[_Token]) -> Iterator[tuple[str, str]]:
+    """(property, prefix) of each `startswith(property, 'prefix')` that is a condition of
+    its own (not compared with false)."""
+    for i in range(len(tokens) - 5):
+        call, opening, name, comma, prefix, closing = tokens[i:i + 6]
+        compared = i + 6 < len(tokens) and tokens[i + 6].text.lower() in _COMPARATORS
+        if call.kind == "name" and call.text.lower() == "startswith" and opening.kind == "(" and \
+                name.kind == "name" and comma.kind == "," and prefix.kind == "string" and closing.kind == ")" \
+                and not compared:
+            yield name.text, prefix.value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -132,10 +132,13 @@ class Pools:
         return pool
 
     def list(self, account: Resource) -> list[Resource]:
-        pools = self.store.list(type=POOL_TYPE, subscription=account.subscription,
-                                resource_group=account.resource_group)
-        prefix = account.id.lower() + "/pools/"
-        return sorted((p for p in pools if p.id.lower().startswith(prefix)), key=lambda p: p.name.lower())
+        """The account's pools, in the order of their lower-cased ids."""
+        return list(self.store.in_key_order(self.key_prefix(account), POOL_TYPE, None, 500))
+
+    def key_prefix(self, account: Resource) -> str:
+        """What the keys of the account's pools begin with (a pool's key is this and its
+        lower-cased id, so their keys sort as their ids do)."""
+        return account.id.lower() + "/pools/"
 
     def all_pools(self) -> list[Resource]:
         return self.store.list(type=POOL_TYPE)

@@ -1,0 +1,118 @@
+"""Pages of tasks, nodes, jobs and pools read from the store by keyset (store/keyset.py):
+each page one range scan of an index, with what its $filter says of state and ids asked in
+SQL, so a page reads the rows it holds however long the list is. Checked on a real SQLite
+database: the rows each page's queries return, and SQLite's own plan for each query."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from batchyard.services.batch import odata
+from batchyard.services.batch.jobs import JOB_TYPE
+from batchyard.services.batch.pools import POOL_TYPE
+from batchyard.store.batch_nodes import Node, NodeStore
+from batchyard.store.batch_tasks import Task, TaskStore
+from batchyard.store.db import Database
+from batchyard.store.resources import Resource, ResourceStore
+
+ACCOUNT = "/subscriptions/s/resourcegroups/g/providers/microsoft.batch/batchaccounts/a"
+OTHER = "/subscriptions/s/resourcegroups/g/providers/microsoft.batch/batchaccounts/b"
+COUNT = 2000
+STATES = ("active", "running", "completed")
+NODE_STATES = ("idle", "running", "waitingForStartTask")
+
+
+class Recorded:
+    """The store's database, recording each query and the rows it returned."""
+
+    def __init__(self, db: Database):
+        self.db, self.queries = db, []
+
+    def query(self, sql: str, params=()):
+        rows = self.db.query(sql, params)
+        self.queries.append((sql, params, len(rows)))
+        return rows
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    db = Database(Path(tmp_path_factory.mktemp("keyset")) / "batchyard.db")
+    with db.transaction():
+        resources = ResourceStore(db)
+        for account in (ACCOUNT, OTHER):
+            for i in range(COUNT):
+                for kind, type_ in (("jobs", JOB_TYPE), ("pools", POOL_TYPE)):
+                    name = f"{kind[0].upper()}{i:05}"
+                    resources.put(Resource(f"{account}/{kind}/{name}", type_, "s", "g", name,
+                                           {"id": name, "state": STATES[i % 3]}))
+        TaskStore(db).insert([Task(ACCOUNT + "/jobs/j00000", {"id": f"T{i:05}", "state": STATES[i % 3]})
+                              for i in range(COUNT)])
+        NodeStore(db).put(*[Node(ACCOUNT + "/pools/p00000", f"tvm-{i:05}", {"id": f"tvm-{i:05}",
+                                                                            "state": NODE_STATES[i % 3],
+                                                                            "isDedicated": True})
+                            for i in range(COUNT)])
+    yield db
+    db.close()
+
+
+def listed(stores, kind: str, filter_text: str | None, page_size: int, after: str | None = None):
+    """One page as a list reader reads it (rows of page_size + 1 at a time, the full
+    predicate after the store's narrowed query), with the queries it made."""
+    recorded = Recorded(stores)
+    narrowing = odata.narrowing(filter_text)
+    read = (after, page_size + 1, narrowing.state, narrowing.ids)
+    if kind == "tasks":
+        items = (t.body for t in TaskStore(recorded).in_key_order(ACCOUNT + "/jobs/j00000", *read))
+    elif kind == "nodes":
+        items = (n.body for n in NodeStore(recorded).in_id_order(ACCOUNT + "/pools/p00000", *read))
+    else:
+        type_ = JOB_TYPE if kind == "jobs" else POOL_TYPE
+        items = (r.body for r in ResourceStore(recorded).in_key_order(f"{ACCOUNT}/{kind}/", type_, *read))
+    page, token = odata.ordered_page(items, {"$filter": filter_text, "maxresults": str(page_size)},
+                                     lambda item: item["id"].lower())
+    return [item["id"] for item in page], token, recorded.queries
+
+
+def everything(kind: str) -> list[dict]:
+    if kind == "nodes":
+        return [{"id": f"tvm-{i:05}", "state": NODE_STATES[i % 3]} for i in range(COUNT)]
+    letter = {"tasks": "T", "jobs": "J", "pools": "P"}[kind]
+    return [{"id": f"{letter}{i:05}", "state": STATES[i % 3]} for i in range(COUNT)]
+
+
+CASES = [
+    ("tasks", None), ("tasks", "state eq 'completed'"), ("tasks", "startswith(id, 'T019')"),
+    ("tasks", "id eq 't01234'"), ("tasks", "startswith(id, 'T01') and state eq 'running'"),
+    ("nodes", None), ("nodes", "state eq 'waitingForStartTask'"), ("nodes", "startswith(id, 'tvm-0150')"),
+    ("jobs", None), ("jobs", "state eq 'active'"), ("jobs", "startswith(id, 'J0199')"),
+    ("jobs", "id eq 'j00777' and state eq 'active'"),
+    ("pools", None), ("pools", "state eq 'running'"), ("pools", "id eq 'P01999'"),
+]
+
+
+@pytest.mark.parametrize("kind,filter_text", CASES)
+def test_a_page_reads_only_its_rows_with_one_range_scan(stores, kind, filter_text):
+    wanted = [item["id"] for item in everything(kind) if odata.compile_filter(filter_text)(item)]
+    got, token, after = [], None, None
+    while True:
+        page, token, queries = listed(stores, kind, filter_text, 50, after)
+        got += page
+        # the page and the one row that says whether another follows, read with one query
+        assert len(queries) == 1 and queries[0][2] <= 51, queries
+        sql, params, _ = queries[0]
+        plan = " ".join(row[3] for row in stores.query(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert re.search(r"\bSEARCH\b", plan) and "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
+        if token is None:
+            break
+        after = token
+    assert got == wanted  # another account's jobs and pools are not listed
+
+
+def test_pages_of_a_narrowed_filter_end_where_its_range_ends(stores):
+    # 10 of 2,000 tasks start with T0199: their page is found without reading past them
+    page, token, queries = listed(stores, "tasks", "startswith(id, 'T0199')", 100)
+    assert page == [f"T0199{i}" for i in range(10)] and token is None
+    assert queries[0][2] == 10
