@@ -5,14 +5,17 @@ the same machine as the peer. Prints its figures.
   `create_tasks` (collections of 100) to a 4-node pool of 16 slots a node, until all are
   completed, as tasks per second (target: at least 500)
 - the same under load: 16 clients (each its own process and SDK client) listing the job's
-  first page of 100 tasks again and again for the whole run; the ratio to idle (target: at
-  least 0.8) and the requests per second they were served. Twice: with the clients at the
-  host's idle CPU priority, as clients on other machines (their SDK's decoding, about 14 ms
-  of CPU a page, is not the service's work), and at normal priority, sharing the two cores.
-  And a control: the same idle-priority clients listing a second Batchyard (itself at idle
-  priority) while the first runs the tasks: on two shared cores, even idle-priority
-  processes cost the tasks' pipeline throughput, and the control says how much of the loss
-  under load is theirs rather than the service's
+  first page of 100 tasks again and again for the whole run, each asking its next page as
+  soon as it has this one; the ratio to idle (target: at least 0.8) and the requests per
+  second they were served. Twice: as clients on other machines would be, in a cgroup of
+  idle CPU weight (`cpu.idle`, which takes only CPU nothing else wants), sending the
+  request list_tasks sends through the SDK's pipeline and parsing the page, but leaving
+  the SDK's models (about 14 ms of CPU a page) to the machine they stand for; and through
+  list_tasks itself at normal priority, sharing the two cores, models and all. And a control:
+  the same clients listing a second Batchyard (in the same idle cgroup) while the first
+  runs the tasks, which says how much of the loss under load is the clients' own rather
+  than the service's. (Why a cgroup: on this kernel, 16 processes that only burn CPU at
+  SCHED_IDLE still cost the tasks about 35% of their throughput, in an idle cgroup 6%.)
 - the CPU each task costs: its own process, the machine's agent, the service
 - the same with 4 slots a node instead of 16 (16 concurrent tasks): the ratio (target: at
   least 0.8, so a slot freed by an exit is refilled at once, not at a later pass)
@@ -41,11 +44,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
+
+from azure.core.rest import HttpRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import Clients, Server, pool_settled  # noqa: E402
+
+from batchyard.runtime import cgroups  # noqa: E402
 
 NODES = 4
 VM_SIZE = "standard_d4s_v3"  # 4 cores: up to 16 task slots a node
@@ -107,18 +116,66 @@ def tree_cpu(root: int) -> dict[str, float]:
     return figures
 
 
-def _lister(info: dict, job_id: str, ready, stop, served, remote: bool) -> None:
+@contextmanager
+def idle_cgroup():
+    """A cgroup of idle CPU weight (`cpu.idle`, Linux 5.15) for processes standing in for
+    other machines: they get only CPU nothing else on this one wants. Yields its
+    cgroup.procs file, or None where it cannot be made (then they run at SCHED_IDLE)."""
+    v1, v2 = cgroups.mounts()
+    base = v1.get("cpu") or v2
+    group = base / f"batchyard-bench-clients-{os.getpid()}" if base else None
+    try:
+        if group is None:
+            raise OSError("no cpu controller mounted")
+        group.mkdir()
+        (group / "cpu.idle").write_text("1")
+    except OSError as exc:
+        print(f"  (no idle cgroup: {exc}; the clients run at SCHED_IDLE instead)")
+        yield None
+        return
+    try:
+        yield str(group / "cgroup.procs")
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():  # what is left goes back
+            try:
+                (base / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass
+        group.rmdir()
+
+
+def as_another_machine(procs: str | None, pid: int = 0) -> None:
+    """Process `pid` (0: this one) and its later children take only CPU nothing else wants."""
+    if procs:
+        Path(procs).write_text(str(pid or os.getpid()))
+    else:
+        for thread in Path(f"/proc/{pid or os.getpid()}/task").iterdir():
+            os.sched_setscheduler(int(thread.name), os.SCHED_IDLE, os.sched_param(0))
+
+
+def _lister(info: dict, job_id: str, ready, stop, served, remote: str | bool | None) -> None:
     """One listing client in its own process: the job's first page of 100 tasks, again and
-    again, until told to stop. remote: it runs at the host's idle priority (SCHED_IDLE),
-    taking only CPU nothing else wants, as a client on another machine would take none of
-    this one's: its SDK decodes each page of 100 tasks in about 14 ms of CPU, which on two
-    cores shared with the service is what the service's tasks lose."""
-    if remote:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    again, until told to stop. False: at normal priority, through the SDK's list_tasks,
+    whose decoding of each page of 100 tasks into models (about 14 ms of CPU) then shares
+    this machine's two cores with the service's tasks. Otherwise as a client on another
+    machine: in the idle cgroup (`remote` is its cgroup.procs; None: SCHED_IDLE), sending
+    the request list_tasks sends through the SDK's own pipeline (SharedKey signing, TLS,
+    retries) and parsing the page's JSON, but leaving the models to the machine it stands
+    for: a real one would ask its next page as soon as it had decoded this one on its own
+    CPU, so its pages come at least as often as here."""
+    if remote is not False:
+        as_another_machine(remote)
     client = Clients(info).batch_key
+    request = HttpRequest("GET", f"/jobs/{quote(job_id, safe='')}/tasks",
+                          params={"api-version": client._config.api_version, "maxresults": 100})
     first = True
     while not stop.is_set():
-        list(next(iter(client.list_tasks(job_id, max_results=100).by_page())))
+        if remote is False:
+            list(next(iter(client.list_tasks(job_id, max_results=100).by_page())))
+        else:
+            response = client.send_request(request)
+            response.raise_for_status()
+            response.json()
         with served.get_lock():
             served.value += 1
         if first:
@@ -127,10 +184,11 @@ def _lister(info: dict, job_id: str, ready, stop, served, remote: bool) -> None:
 
 
 def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers: int,
-               remote: bool, listed: tuple[dict, str] | None = None) -> tuple[float, float]:
+               remote: str | bool | None, listed: tuple[dict, str] | None = None) -> tuple[float, float]:
     """Throughput while `listers` clients, each its own process (as separate clients are:
     they do not share an interpreter with each other or with this one), list the job's
-    first page of 100 tasks without pause; returns (tasks/s, list requests/s served). The
+    first page of 100 tasks without pause (remote: as _lister's); returns (tasks/s, list
+    requests/s served). The
     clock starts once every client has been answered once (their start-up is not counted).
     listed: (connection info, job id) of another service for the clients to list instead."""
     batch.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
@@ -156,20 +214,20 @@ def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers
     return rate, requests
 
 
-def listing_elsewhere(tmp: Path, info: dict, batch, count: int, listers: int) -> tuple[float, float]:
-    """The control for the figure under load: the same clients, at the same idle priority,
-    list a second Batchyard on this machine (a job of 100 tasks; it too at idle priority,
+def listing_elsewhere(tmp: Path, info: dict, batch, count: int, listers: int,
+                      remote: str | None) -> tuple[float, float]:
+    """The control for the figure under load: the same clients, in the same idle cgroup,
+    list a second Batchyard on this machine (a job of 100 tasks; it too in the idle cgroup,
     as a service on another machine) while the first runs the tasks. Its loss is what the
     clients cost on this shared machine, apart from the service's handling of them."""
     with Server(tmp / "elsewhere") as other:
-        for thread in Path(f"/proc/{other.proc.pid}/task").iterdir():  # its later threads and readers inherit it
-            os.sched_setscheduler(int(thread.name), os.SCHED_IDLE, os.sched_param(0))
+        as_another_machine(remote, other.proc.pid)  # its later threads and readers inherit it
         other_batch = Clients(other.info).batch_key
         other_batch.create_pool({"id": "empty", "vmSize": VM_SIZE, "targetDedicatedNodes": 0,
                                  "virtualMachineConfiguration": batch_pool_image(other_batch)})
         other_batch.create_job({"id": "listed", "poolInfo": {"poolId": "empty"}})
         other_batch.create_tasks("listed", [{"id": f"t{i}", "commandLine": "true"} for i in range(100)])
-        return under_load(info, batch, "loaded-elsewhere", "bench", count, listers, remote=True,
+        return under_load(info, batch, "loaded-elsewhere", "bench", count, listers, remote,
                           listed=(other.info, "listed"))
 
 
@@ -232,20 +290,23 @@ def main() -> None:
         before = tree_cpu(server.proc.pid)
         rate = throughput(batch, "idle", "bench", args.tasks)
         after = tree_cpu(server.proc.pid)
-        loaded, requests = under_load(server.info, batch, "loaded", "bench", args.tasks, args.listers, remote=True)
+        with idle_cgroup() as elsewhere_procs:
+            loaded, requests = under_load(server.info, batch, "loaded", "bench", args.tasks, args.listers,
+                                          remote=elsewhere_procs)
+            elsewhere, elsewhere_requests = listing_elsewhere(Path(tmp), server.info, batch, args.tasks,
+                                                              args.listers, elsewhere_procs)
         shared, shared_requests = under_load(server.info, batch, "loaded-shared", "bench", args.tasks, args.listers,
                                              remote=False)
-        elsewhere, elsewhere_requests = listing_elsewhere(Path(tmp), server.info, batch, args.tasks, args.listers)
         few = throughput(batch, "few-slots", "bench4", args.tasks)
         gaps = dependency_latency(batch, args.chain)
     print(f"Batchyard: {args.tasks} tasks end to end, {NODES} nodes of {SLOTS} slots: {rate:.0f} tasks/s   "
           f"target >= 500")
     print("  CPU per task: " + ", ".join(f"{kind} {(after[kind] - before[kind]) * 1000 / args.tasks:.2f} ms"
                                          for kind in ("tasks", "agents", "service")))
-    print(f"  under {args.listers} clients listing tasks, as clients on other machines (idle CPU priority here; "
+    print(f"  under {args.listers} clients listing tasks, as clients on other machines (an idle cgroup here; "
           f"{requests:.0f} pages of 100 served a second): {loaded:.0f} tasks/s = {loaded / rate:.2f} of idle   "
           f"target >= 0.8")
-    print(f"  control: the same clients listing another Batchyard on this machine, also at idle priority "
+    print(f"  control: the same clients listing another Batchyard on this machine, also in the idle cgroup "
           f"({elsewhere_requests:.0f} pages "
           f"a second): {elsewhere:.0f} tasks/s = {elsewhere / rate:.2f} of idle: the clients' own CPU here; "
           f"the service's own loss to the listing is {loaded / elsewhere:.2f}")

@@ -324,7 +324,7 @@ def _own_path(controller: str) -> str:
     return "/"
 
 
-def _mounts() -> tuple[dict[str, Path], Path | None]:
+def mounts() -> tuple[dict[str, Path], Path | None]:
     """The v1 hierarchies by controller, and the v2 mount, from /proc/self/mountinfo."""
     v1: dict[str, Path] = {}
     v2 = None
@@ -343,7 +343,7 @@ def _mounts() -> tuple[dict[str, Path], Path | None]:
 def detect(name: str) -> tuple[Cgroups | None, str]:
     """The backend this host offers, with a sentence for the banner; None (and why) when
     neither hierarchy can take machines' limits."""
-    v1, v2 = _mounts()
+    v1, v2 = mounts()
     try:
         if all(ctrl in v1 for ctrl in _V1_CONTROLLERS):
             return CgroupsV1(v1, name), "cgroup v1"
