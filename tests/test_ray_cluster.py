@@ -11,12 +11,14 @@ import json
 import os
 import signal
 import socket
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from batchyard.runtime import journal
+from batchyard.runtime.host_daemon import reclaim_dead_siblings
 from batchyard.runtime.networks import address_of
 from conftest import Clients, Server, build_flow, pool_settled, run_script, serving, wait_for
 from test_node_isolation import PROBE, free_range, run
@@ -27,7 +29,12 @@ IMAGE_CHECK = "/opt/tool/run on-node && grep -q reference-data /datadisks/lun0/i
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def ray_base(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_base):
     from ray.cluster_utils import Cluster
 
     # fast failure detection: a node whose raylet dies is declared dead in about a second
@@ -42,11 +49,19 @@ def cluster():
         yield made
     finally:
         made.shutdown()
+        # A host whose raylet the tests kill lives on until here, then dies with the
+        # cluster, stopping nothing: what it left on this machine is taken back as the next
+        # host daemon here would take it back.
+        deadline = time.monotonic() + 15  # (each lock is free once its daemon has ended)
+        while (ray_base / "hosts").is_dir() and any((ray_base / "hosts").glob("*/daemon.lock")) \
+                and time.monotonic() < deadline:
+            reclaim_dead_siblings(ray_base / "hosts" / "after-the-cluster")
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
-def ray_server(cluster, tmp_path_factory):
-    base = tmp_path_factory.mktemp("ray")
+def ray_server(cluster, ray_base):
+    base = ray_base
     with Server(base / "data", extra_env={"BATCHYARD_LOST_NODE_GRACE": "2"},
                 args=["--ray-address", cluster.address, "--ray-host-dir", str(base / "hosts")]) as srv:
         srv.hosts_dir = base / "hosts"

@@ -17,10 +17,16 @@ and its own child on the same host:
 Runner calls are answered inline, in order (a kill never overtakes its run); everything
 else runs on a small thread pool. When the agent goes (the socket closes), every machine
 stops and the process ends: a host's machines never outlive its agent.
+
+A daemon holds a lock on its directory for as long as it lives. One killed with its raylet
+stops nothing: its machines' cgroups and its NAT table and uplink stay on the host, named
+after a directory no later daemon takes (Ray gives a node that comes back a new id). So each
+daemon, when it starts, takes back what the dead daemons of its sibling directories left.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import logging
@@ -43,6 +49,8 @@ class Daemon:
         namespaces = enter_private_mount_namespace()  # before any thread
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
+        self.lock = claim(root)
+        reclaim_dead_siblings(root)
         self.layers = LayerStore(root / "layers")
         fakechroot = os.environ.get("BATCHYARD_FAKECHROOT") or _which("fakechroot")
         no_tunnel = tunnels.why_not() if options["networks"] else "switched off"
@@ -186,6 +194,54 @@ class Daemon:
 
     def do_free_disk(self) -> int:
         return self.provider.capacity()[0].free_disk_bytes
+
+
+LOCK = "daemon.lock"
+
+
+def claim(root: Path) -> int:
+    """This daemon's hold on its directory: an flock the kernel drops when the process ends,
+    however it ends. (A daemon of the same directory still ending is waited for.)"""
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def reclaim_dead_siblings(root: Path) -> list[str]:
+    """The host's state that daemons of the other directories beside `root` left when they
+    died without stopping: their machines' cgroups, and their outbound NAT table and
+    uplink. A directory whose lock is held has a live daemon and is left alone; one whose
+    daemon is gone loses its lock file once reclaimed, so it is looked at once. (Its files
+    stay: they may hold disks of VMs the service still keeps.) Returns the directories
+    reclaimed."""
+    from . import cgroups, outbound
+    from .host import tag
+
+    reclaimed = []
+    for sibling in sorted(root.parent.iterdir()):
+        if sibling == root or not (sibling / LOCK).is_file():
+            continue
+        fd = os.open(sibling / LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # its daemon lives
+            continue
+        try:
+            name = tag(sibling)
+            backend, _ = cgroups.detect(f"batchyard-{name}")
+            if backend is not None:
+                backend.remove_all()
+                backend.close()
+            if outbound.why_not("on") is None:
+                outbound.OutboundNat(name).remove_stale()
+            (sibling / LOCK).unlink()
+            reclaimed.append(sibling.name)
+        except OSError as exc:
+            log.warning("cannot take back what the daemon of %s left: %s", sibling, exc)
+        finally:
+            os.close(fd)
+    return reclaimed
 
 
 def _which(name: str) -> str | None:
