@@ -21,6 +21,7 @@ from batchyard.runtime import journal
 from batchyard.runtime.host_daemon import reclaim_dead_siblings
 from batchyard.runtime.networks import address_of
 from conftest import Clients, Server, build_flow, pool_settled, run_script, serving, wait_for
+from test_host_reclaim import left_by
 from test_node_isolation import PROBE, free_range, run
 
 RG = "rayflow"
@@ -258,7 +259,11 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     # the pool's machines on that host: each runs one task (one slot a node)
     nodes_on_victim = sum(1 for key, host in placement.items() if host == victim.node_id and key not in vms.values())
     assert lost_vms  # two VMs placed on the emptiest hosts: one is on a host that is not the head
+    victim_dir = ray_server.hosts_dir / victim.node_id[:16]
+    assert left_by(victim_dir)  # its machines' cgroups, its NAT table
     os.kill(victim.all_processes["raylet"][0].process.pid, signal.SIGKILL)
+    # its machines stop with it (its Ray worker may live on), and leave nothing on the host
+    wait_for(lambda: not left_by(victim_dir), timeout=30, what="the lost host's machines to stop")
 
     lost = wait_for(lambda: [n for n in batch.list_nodes("spread") if n.state == "unusable"], timeout=60,
                     what="nodes of the lost host to turn unusable")

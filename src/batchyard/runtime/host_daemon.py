@@ -15,13 +15,15 @@ and its own child on the same host:
   answer   ("ok", request id, value) | ("err", request id, exception)
   event    ("exit", machine key, command id, code, out of memory)
 Runner calls are answered inline, in order (a kill never overtakes its run); everything
-else runs on a small thread pool. When the agent goes (the socket closes), every machine
-stops and the process ends: a host's machines never outlive its agent.
+else runs on a small thread pool. When the agent goes (the socket closes), or the node's
+raylet does (a worker may outlive a raylet that was killed), every machine stops and the
+process ends: a host's machines never outlive its agent or its Ray node.
 
-A daemon holds a lock on its directory for as long as it lives. One killed with its raylet
-stops nothing: its machines' cgroups and its NAT table and uplink stay on the host, named
-after a directory no later daemon takes (Ray gives a node that comes back a new id). So each
-daemon, when it starts, takes back what the dead daemons of its sibling directories left.
+A daemon holds a lock on its directory for as long as it lives. One killed outright (SIGKILL,
+the kernel's OOM killer) stops nothing: its machines' cgroups and its NAT table and uplink
+stay on the host, named after a directory no later daemon takes (Ray gives a node that comes
+back a new id). So each daemon, when it starts, takes back what the dead daemons of its
+sibling directories left.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 log = logging.getLogger("batchyard.host")
@@ -63,12 +65,15 @@ class Daemon:
         self.networks = getattr(self.provider, "networks", None)
         self.tunnel = tunnel if self.networks is not None else None
         self.conn = conn
+        self.raylet = _pidfd(options.get("raylet"))
+        self.lost = False  # the node's raylet went: nothing more is sent
         self.send_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")
 
     def send(self, message: tuple) -> None:
         with self.send_lock:
-            self.conn.send(message)
+            if not self.lost:
+                self.conn.send(message)
 
     def serve(self) -> None:
         tunnel = self.tunnel.endpoint if self.tunnel is not None else None
@@ -76,6 +81,14 @@ class Daemon:
                              "capabilities": sorted(self.provider.capabilities)}))
         try:
             while True:
+                if self.raylet is not None and self.raylet in wait([self.conn, self.raylet]):
+                    # The host is lost: the service requeues what ran here, so the ends of
+                    # the commands stopped now are not theirs to report.
+                    log.warning("the node's raylet is gone: its machines stop")
+                    with self.send_lock:
+                        self.lost = True
+                        self.conn.close()
+                    break
                 try:
                     request = self.conn.recv()
                 except (EOFError, OSError):
@@ -194,6 +207,16 @@ class Daemon:
 
     def do_free_disk(self) -> int:
         return self.provider.capacity()[0].free_disk_bytes
+
+
+def _pidfd(pid: int | None) -> int | None:
+    """A descriptor that turns readable when process `pid` ends (None: nothing to watch)."""
+    if not pid or pid == 1:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # gone already (then the agent goes too), or a kernel before 5.3
+        return None
 
 
 LOCK = "daemon.lock"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -24,6 +25,9 @@ import ray
 class HostAgent:
     def __init__(self, root: str, options: dict):
         ours, theirs = socket.socketpair()
+        # This worker's parent is the node's raylet: the daemon watches it, since a worker
+        # may outlive a raylet that was killed, and the host's machines must not.
+        options = {**options, "raylet": os.getppid()}
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "batchyard.runtime.host_daemon", str(theirs.fileno()), root, json.dumps(options)],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
