@@ -128,7 +128,11 @@ def idle_cgroup():
         if group is None:
             raise OSError("no cpu controller mounted")
         group.mkdir()
-        (group / "cpu.idle").write_text("1")
+        try:
+            (group / "cpu.idle").write_text("1")
+        except OSError:
+            group.rmdir()
+            raise
     except OSError as exc:
         print(f"  (no idle cgroup: {exc}; the clients run at SCHED_IDLE instead)")
         yield None

@@ -80,6 +80,22 @@ def test_illegal_names(clients):
     assert not clients.resource.resource_groups.check_existence("bad name!")
 
 
+def test_a_name_ending_in_a_newline_is_refused(clients, arm):
+    # `$` also matches before a final newline: a name ending in one is refused, not stored
+    # (the SDKs strip it from a URL's names; a raw request need not)
+    status, body = arm("PUT", "/disks/disk%0A", {"location": clients.location, "properties": {
+        "creationData": {"createOption": "Empty"}, "diskSizeGB": 1}})
+    assert status == 400 and body["error"]["code"] == "InvalidResourceName"
+    assert [d.name for d in clients.compute.disks.list_by_resource_group(RG) if d.name.startswith("disk")] == []
+    batch = clients.batch_key
+    for create in (lambda: batch.create_job({"id": "job\n", "poolInfo": {"poolId": "p"}}),
+                   lambda: batch.create_pool({"id": "pool\n", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 0})):
+        with pytest.raises(HttpResponseError) as e:
+            create()
+        assert e.value.status_code == 400, e.value
+    assert [j.id for j in batch.list_jobs()] == [] and [p.id for p in batch.list_pools()] == []
+
+
 def test_unknown_and_malformed_resource_ids(clients, arm):
     c = clients.compute
     with pytest.raises(ResourceNotFoundError) as e:

@@ -39,7 +39,7 @@ def batch_host(account: str, location: str) -> str:
 
 
 def is_host_suffix(suffix: str) -> bool:
-    return bool(_SUFFIX.match(suffix))
+    return bool(_SUFFIX.fullmatch(suffix))
 
 
 def certificate_names(locations: set[str]) -> list[str]:

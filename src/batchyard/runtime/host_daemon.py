@@ -65,7 +65,7 @@ class Daemon:
         self.networks = getattr(self.provider, "networks", None)
         self.tunnel = tunnel if self.networks is not None else None
         self.conn = conn
-        self.raylet = _pidfd(options.get("raylet"))
+        self.raylet = options.get("raylet_fd")  # readable once the node's raylet has ended
         self.lost = False  # the node's raylet went: nothing more is sent
         self.send_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")
@@ -209,25 +209,22 @@ class Daemon:
         return self.provider.capacity()[0].free_disk_bytes
 
 
-def _pidfd(pid: int | None) -> int | None:
-    """A descriptor that turns readable when process `pid` ends (None: nothing to watch)."""
-    if not pid or pid == 1:
-        return None
-    try:
-        return os.pidfd_open(pid)
-    except OSError:  # gone already (then the agent goes too), or a kernel before 5.3
-        return None
-
-
 LOCK = "daemon.lock"
 
 
 def claim(root: Path) -> int:
     """This daemon's hold on its directory: an flock the kernel drops when the process ends,
-    however it ends. (A daemon of the same directory still ending is waited for.)"""
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    however it ends. (A daemon of the same directory still ending is waited for; a lock
+    file that a sibling's reclaim removed meanwhile is made again.)"""
+    while True:
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(root / LOCK, follow_symlinks=False)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def reclaim_dead_siblings(root: Path) -> list[str]:
@@ -244,7 +241,10 @@ def reclaim_dead_siblings(root: Path) -> list[str]:
     for sibling in sorted(root.parent.iterdir()):
         if sibling == root or not (sibling / LOCK).is_file():
             continue
-        fd = os.open(sibling / LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(sibling / LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # another daemon starting here reclaimed it first
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -260,7 +260,7 @@ def reclaim_dead_siblings(root: Path) -> list[str]:
                 outbound.OutboundNat(name).remove_stale()
             (sibling / LOCK).unlink()
             reclaimed.append(sibling.name)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a sibling's leftovers never keep this daemon from starting
             log.warning("cannot take back what the daemon of %s left: %s", sibling, exc)
         finally:
             os.close(fd)

@@ -17,21 +17,41 @@ import sys
 import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import ray
+
+
+def _raylet_pidfd() -> int | None:
+    """A descriptor that turns readable when this worker's parent, the node's raylet, ends;
+    None if the parent is not a raylet. The parent is asked again after the open, so the
+    descriptor cannot be of another process that took a dead raylet's pid."""
+    parent = os.getppid()
+    try:
+        fd = os.pidfd_open(parent)
+        named = Path(f"/proc/{parent}/comm").read_text().strip()
+    except OSError:  # a kernel before 5.3, or the parent gone already
+        return None
+    if os.getppid() != parent or named != "raylet":
+        os.close(fd)
+        return None
+    return fd
 
 
 @ray.remote(num_cpus=0, max_concurrency=256)
 class HostAgent:
     def __init__(self, root: str, options: dict):
         ours, theirs = socket.socketpair()
-        # This worker's parent is the node's raylet: the daemon watches it, since a worker
-        # may outlive a raylet that was killed, and the host's machines must not.
-        options = {**options, "raylet": os.getppid()}
+        # The daemon watches the node's raylet: a worker may outlive a raylet that was
+        # killed, and the host's machines must not.
+        raylet = _raylet_pidfd()
+        options = {**options, "raylet_fd": raylet}
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "batchyard.runtime.host_daemon", str(theirs.fileno()), root, json.dumps(options)],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            pass_fds=[theirs.fileno()] + ([raylet] if raylet is not None else []), stdin=subprocess.DEVNULL)
         theirs.close()
+        if raylet is not None:
+            os.close(raylet)
         self.conn = Connection(ours.detach())
         self.info = self.conn.recv()[2]
         self.node_id = ray.get_runtime_context().get_node_id()

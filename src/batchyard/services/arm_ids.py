@@ -66,7 +66,7 @@ def parse(text: str, field: str = "id") -> ResourceId:
     if not isinstance(text, str) or not text.startswith("/") or len(parts) < 2 or parts[0].lower() != "subscriptions":
         raise bad
     sub = parts[1]
-    if not _GUIDISH.match(sub):
+    if not _GUIDISH.fullmatch(sub):
         raise bad
     rest = parts[2:]
     if not rest:
@@ -99,7 +99,7 @@ def parse_typed(text: str, resource_type: str, field: str) -> ResourceId:
 
 
 def check_resource_group_name(name: str) -> None:
-    if not _RG_NAME.match(name) or name.endswith("."):
+    if not _RG_NAME.fullmatch(name) or name.endswith("."):
         raise InvalidInput(
             "InvalidResourceGroupName",
             f"Resource group name '{name}' is invalid. It can include alphanumeric, underscore, parentheses, "
@@ -108,7 +108,7 @@ def check_resource_group_name(name: str) -> None:
 
 
 def check_compute_name(name: str, kind: str) -> None:
-    if not _COMPUTE_NAME.match(name):
+    if not _COMPUTE_NAME.fullmatch(name):
         raise InvalidInput(
             "InvalidResourceName",
             f"The resource name '{name}' is invalid for a {kind}. It must be 1 to 80 characters of letters, "

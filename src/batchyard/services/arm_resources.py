@@ -23,7 +23,7 @@ def normalize_location(value: Any, field: str = "location") -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput("LocationRequired", "The location property is required for this definition.", target=field)
     name = value.replace(" ", "").lower()
-    if not _LOCATION.match(name):
+    if not _LOCATION.fullmatch(name):
         raise InvalidInput(
             "LocationNotAvailableForResourceType",
             f"The provided location '{value}' is not available for resource type. ",

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import codec
 from .db import Database, ReadOnlyDatabase
-from .keyset import EVERY_KEY, KeyRange, in_key_order, page_query
+from .keyset import EVERY_KEY, KeyRange, STATE_IN_BODY, in_key_order, page_query
 
 
 @dataclass
@@ -42,7 +42,7 @@ class NodeStore:
         what it holds, whatever the pool's size; a state is read from the body in SQL, so
         nodes in other states are not decoded)."""
         rows = self.db.query(*page_query("batch_nodes", "node_id", after, limit, ids, equal={
-            "pool_key": pool_key, "lower(json_extract(body, '$.state'))": state or None}))
+            "pool_key": pool_key, STATE_IN_BODY: state or None}))
         return [_row_to_node(r) for r in rows]
 
     def in_id_order(self, pool_key: str, after: str | None, chunk: int, state: str | None = None,

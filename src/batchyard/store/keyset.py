@@ -12,6 +12,10 @@ Row = TypeVar("Row")
 
 # Above the last character of any key: Batch ids are letters, digits, '-' and '_'.
 KEY_CEILING = "\U0010ffff"
+# Rows read at a time when a whole list is wanted.
+LIST_CHUNK = 500
+# A body's state, compared without regard to case (nodes' states are camelCase), for `equal`.
+STATE_IN_BODY = "lower(json_extract(body, '$.state'))"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ def page_query(table: str, key: str, after: str | None, limit: int, keys: KeyRan
     """The SELECT (and its parameters) of up to `limit` rows of `table` in the order of
     column `key`, after `after`, within `keys`. `prefix`: what every key of the list begins
     with (its keys are prefix + id), which also bounds the range from above. `equal`: SQL
-    expressions and the values they must equal (a None value asks nothing)."""
+    expressions, written in the code (never taken from a request), and the values they
+    must equal (passed as parameters; a None value asks nothing)."""
     clauses, params = [f"{key} > ?"], [prefix + (after or "")]
     if keys.low is not None:
         clauses.append(f"{key} >= ?")

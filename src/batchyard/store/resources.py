@@ -8,7 +8,7 @@ from typing import Any, Collection
 
 from . import codec
 from .db import Database
-from .keyset import EVERY_KEY, KeyRange, in_key_order, page_query
+from .keyset import EVERY_KEY, KeyRange, STATE_IN_BODY, in_key_order, page_query
 
 
 @dataclass
@@ -107,7 +107,7 @@ class ResourceStore:
         unary + keeps SQLite from choosing the scope index for `type`, which would read every
         resource of the type to sort them.)"""
         rows = self.db.query(*page_query("resources", "key", after, limit, ids, prefix, equal={
-            "+type": type.lower(), "lower(json_extract(body, '$.state'))": state or None}))
+            "+type": type.lower(), STATE_IN_BODY: state or None}))
         return [_row_to_resource(r) for r in rows]
 
     def in_key_order(self, prefix: str, type: str, after: str | None, chunk: int, state: str | None = None,

@@ -23,7 +23,7 @@ _MARK = f"/providers/{NS}/".lower()
 
 def _scope(ctx: ArmContext) -> str:
     """The scope as the path names it: everything before /providers/Microsoft.Authorization/."""
-    path = ctx.request.url.path
+    path = ctx.request.scope["path"]
     return path[:path.lower().rfind(_MARK)] or "/"
 
 

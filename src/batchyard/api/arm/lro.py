@@ -85,7 +85,7 @@ async def _operation(ctx: ArmContext):
     op = await ctx.call(ctx.services.operations.get, ctx.params["operation"])
     caller = Caller.bearer(ctx.claims)
     if op.owner is None or op.owner != caller.object_id:
-        await ctx.call(ctx.services.authorization.require, caller, *arm_permission("GET", ctx.request.url.path))
+        await ctx.call(ctx.services.authorization.require, caller, *arm_permission("GET", ctx.request.scope["path"]))
     return op
 
 

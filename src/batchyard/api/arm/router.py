@@ -104,7 +104,9 @@ class ArmRouter:
     async def _dispatch(self, request: Request) -> Response:
         services = request.app.state.services
         claims = self.authenticate(request, services)
-        path = request.url.path
+        # the path as sent (decoded): request.url.path goes through urlsplit, which drops
+        # tabs and newlines, so 'disk%0A' would be read as the name 'disk'
+        path = request.scope["path"]
         method = "GET" if request.method == "HEAD" and not self._has_head(path) else request.method
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
         if not matched:

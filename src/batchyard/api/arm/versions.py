@@ -33,7 +33,7 @@ def check(api_version: str | None, namespace: str) -> None:
         raise InvalidInput("MissingApiVersionParameter",
                            "The api-version query parameter (?api-version=) is required for all requests.")
     advertised = ADVERTISED[namespace]
-    match = _FORMAT.match(api_version)
+    match = _FORMAT.fullmatch(api_version)
     valid_date = False
     if match:
         try:

@@ -266,7 +266,8 @@ def _refuse_repeats(request: Request) -> None:
 def _in_version_shape(version: str, response: Response) -> Response:
     """Responses of older api-versions carry that version's field names (api_versions.py):
     JSON ones, the pages the list readers rendered included (file contents are not)."""
-    json_body = isinstance(response, JSONResponse) or (response.media_type or "").startswith("application/json")
+    json_body = isinstance(response, JSONResponse) or \
+        (type(response) is Response and (response.media_type or "").startswith("application/json"))
     if not json_body or not api_versions.reshapes(version):
         return response
     shaped = api_versions.downgrade_body(version, json.loads(response.body))

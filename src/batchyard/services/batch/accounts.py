@@ -64,7 +64,7 @@ def account_id(subscription: str, resource_group: str, name: str) -> ResourceId:
 
 
 def check_account_name(name: str) -> None:
-    if not _ACCOUNT_NAME.match(name):
+    if not _ACCOUNT_NAME.fullmatch(name):
         raise InvalidInput(
             "AccountNameInvalid",
             f"The specified account name '{name}' is invalid. Batch account names must be between 3 and 24 "
@@ -140,7 +140,7 @@ class BatchAccounts:
     def name_availability(self, name: str) -> dict:
         """checkNameAvailability: names are unique across every subscription, as Azure's
         account host names are."""
-        if not isinstance(name, str) or not _ACCOUNT_NAME.match(name):
+        if not isinstance(name, str) or not _ACCOUNT_NAME.fullmatch(name):
             return {"nameAvailable": False, "reason": "Invalid",
                     "message": "Batch account names must be between 3 and 24 characters in length and must use "
                                "only numbers and lowercase letters."}

@@ -56,7 +56,7 @@ class Package:
 
 
 def _check_name(name: str, pattern: re.Pattern, what: str) -> None:
-    if not pattern.match(name):
+    if not pattern.fullmatch(name):
         raise InvalidInput("InvalidParameter", f"The {what} name '{name}' is invalid: it may hold letters, digits, "
                            "hyphens and underscores" + (" and periods" if pattern is VERSION else "") +
                            ", at most 64 characters.", target=what)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Collection
 
+from ...store.keyset import LIST_CHUNK
 from ...store.resources import Resource, ResourceStore
 from ...store.batch_tasks import TaskStore
 from ..errors import Conflict, NotFound
@@ -49,12 +50,12 @@ class Jobs:
 
     def list(self, account: Resource) -> list[Resource]:
         """The account's jobs, in the order of their lower-cased ids."""
-        return list(self.store.in_key_order(self.key_prefix(account), JOB_TYPE, None, 500))
+        return list(self.store.in_key_order(self.key_prefix(account), JOB_TYPE, None, LIST_CHUNK))
 
     def key_prefix(self, account: Resource) -> str:
         """What the keys of the account's jobs begin with (a job's key is this and its
         lower-cased id, so their keys sort as their ids do)."""
-        return account.id.lower() + "/jobs/"
+        return self.key(account, "")
 
     def all_jobs(self) -> list[Resource]:
         return self.store.list(type=JOB_TYPE)

@@ -28,7 +28,7 @@ MIN_NAT_RANGE = 40
 def pool_id(value) -> str:
     if value is None:
         raise bi.missing("id")
-    if not isinstance(value, str) or not POOL_ID.match(value):
+    if not isinstance(value, str) or not POOL_ID.fullmatch(value):
         raise bi.invalid("id", value, "The id may hold letters, digits, hyphens and underscores, "
                                       "at most 64 characters.")
     return value
@@ -201,7 +201,7 @@ SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Mi
 def subnet_id(value) -> str:
     """An ARM subnet id, as Azure requires it. There is no Microsoft.Network provider here:
     the virtual network is taken by its id alone."""
-    if not isinstance(value, str) or not SUBNET_ID.match(value):
+    if not isinstance(value, str) or not SUBNET_ID.fullmatch(value):
         raise bi.invalid("networkConfiguration.subnetId", value, "The subnetId must be the ARM resource id of a "
                          "subnet: /subscriptions/{subscription}/resourceGroups/{group}/providers/"
                          "Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet}.")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node, NodeStore
+from ...store.keyset import LIST_CHUNK
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import parse
 from ..authorization import GALLERY_IMAGE_ACTION, MANAGED_IMAGE_ACTION, Caller
@@ -133,12 +134,12 @@ class Pools:
 
     def list(self, account: Resource) -> list[Resource]:
         """The account's pools, in the order of their lower-cased ids."""
-        return list(self.store.in_key_order(self.key_prefix(account), POOL_TYPE, None, 500))
+        return list(self.store.in_key_order(self.key_prefix(account), POOL_TYPE, None, LIST_CHUNK))
 
     def key_prefix(self, account: Resource) -> str:
         """What the keys of the account's pools begin with (a pool's key is this and its
         lower-cased id, so their keys sort as their ids do)."""
-        return account.id.lower() + "/pools/"
+        return self.key(account, "")
 
     def all_pools(self) -> list[Resource]:
         return self.store.list(type=POOL_TYPE)

@@ -19,7 +19,7 @@ DEFAULT_RETENTION = "P7D"
 def entity_id(value, field: str = "id") -> str:
     if value is None:
         raise bi.missing(field)
-    if not isinstance(value, str) or not ID.match(value):
+    if not isinstance(value, str) or not ID.fullmatch(value):
         raise bi.invalid(field, value, "The id may hold letters, digits, hyphens and underscores, at most 64 "
                                        "characters.")
     return value
@@ -111,7 +111,7 @@ def resource_files(body: dict, field: str) -> list[dict]:
         out: dict = {}
         if source == "autoStorageContainerName":
             name = bi.string(item, source, f"{where}.{source}")
-            if not CONTAINER_NAME.match(name):
+            if not CONTAINER_NAME.fullmatch(name):
                 raise bi.invalid(f"{where}.{source}", name, "A container name has 3-63 lower-case letters, digits "
                                                              "and single hyphens.")
             out[source] = name

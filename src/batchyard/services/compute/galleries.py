@@ -43,7 +43,7 @@ NESTED = "Can not delete resource before nested resources are deleted."
 
 def version_key(name: str) -> tuple[int, int, int]:
     """Versions order by their three numbers, not as text (1.10.0 after 1.9.0)."""
-    match = _VERSION_NAME.match(name)
+    match = _VERSION_NAME.fullmatch(name)
     return tuple(int(n) for n in match.groups()) if match else (-1, -1, -1)
 
 
@@ -135,7 +135,7 @@ class Galleries:
     # galleries ------------------------------------------------------------------------------
 
     def create_or_update_gallery(self, rid: ResourceId, body: dict) -> tuple[Resource, bool]:
-        if not _GALLERY_NAME.match(rid.name):
+        if not _GALLERY_NAME.fullmatch(rid.name):
             raise InvalidInput("InvalidParameter", "Gallery name is invalid. Allowed characters are English "
                                "alphanumeric characters, with underscores, and periods allowed in the middle, up to "
                                "80 characters total. All other special characters, including dashes, are "
@@ -168,7 +168,7 @@ class Galleries:
     # definitions ----------------------------------------------------------------------------
 
     def create_or_update_definition(self, rid: ResourceId, body: dict) -> tuple[Resource, bool]:
-        if not _DEFINITION_NAME.match(rid.name):
+        if not _DEFINITION_NAME.fullmatch(rid.name):
             raise InvalidInput("InvalidParameter", f"The entity name '{rid.name}' is invalid according to its "
                                "validation rule: ^[^_\\W][\\w-._]{0,79}(?<![-.])$.", target="galleryImageName")
         if self.store.get(str(rid.parent)) is None:
@@ -179,7 +179,7 @@ class Galleries:
         ident = {}
         for part, limit in (("publisher", 128), ("offer", 64), ("sku", 64)):
             value = identifier.get(part)
-            if not isinstance(value, str) or not value or len(value) > limit or not _IDENTIFIER.match(value):
+            if not isinstance(value, str) or not value or len(value) > limit or not _IDENTIFIER.fullmatch(value):
                 raise InvalidInput("InvalidParameter", f"Asset name galleryImage.properties.identifier.{part} is not "
                                    "valid. It cannot be empty. Allowed characters are uppercase or lowercase letters, "
                                    "digits, hyphen(-), period (.), underscore (_). Names are not allowed to end with "
@@ -241,7 +241,7 @@ class Galleries:
     # versions -------------------------------------------------------------------------------
 
     def create_or_update_version(self, rid: ResourceId, body: dict) -> tuple[Resource, bool]:
-        if not _VERSION_NAME.match(rid.name) or max(version_key(rid.name)) > 2**31 - 1:
+        if not _VERSION_NAME.fullmatch(rid.name) or max(version_key(rid.name)) > 2**31 - 1:
             raise InvalidInput("InvalidParameter", f"The gallery image version name '{rid.name}' is invalid: it must "
                                "be Major(int32).Minor(int32).Patch(int32), e.g. 1.0.0.",
                                target="galleryImageVersionName")

@@ -157,7 +157,7 @@ def parse_alias(entry) -> Alias:
                                 or version.strip().lower() == "latest"):
         raise ValueError("'version' must be a version such as \"1.0.0\" (or be left out)")
     target = fields["target"]
-    if target.startswith("/") and not _IMAGE_ID.match(target):
+    if target.startswith("/") and not _IMAGE_ID.fullmatch(target):
         raise ValueError(f"target '{target}' is not a managed image id")
     if not target.startswith("/") and target != HOST and len(target.split(":")) not in (3, 4):
         raise ValueError(f"target '{target}' is neither \"host\", a URN publisher:offer:sku[:version] "
