@@ -353,6 +353,10 @@ def test_filter_property_names_are_case_sensitive():
     ("startswith(id, 't1') or id eq 'x'", None, KeyRange()),
     ("startswith(commandLine, 'x')", None, KeyRange()),
     ("id eq 'tâche'", None, KeyRange()),  # non-ASCII: case mappings are not char by char
+    ("state eq 'active' AND id eq 'X'", "active", KeyRange("x", "x\0")),  # keywords in any case
+    ("state eq 'active' Or id eq 'x'", None, KeyRange()),
+    ("NOT state eq 'active'", None, KeyRange()),
+    ("startswith(id, 't1') ne true", None, KeyRange()),
 ])
 def test_a_filter_narrows_the_store_query_only_by_what_every_match_holds(text, state, ids):
     assert odata.narrowing(text) == odata.Narrowing(state, ids)

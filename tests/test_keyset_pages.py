@@ -130,3 +130,14 @@ def test_a_page_holding_an_integer_past_64_bits_reads_back_exactly(stores, monke
         "tasks", job_key, "huge", "https://a.batch", "https://a.batch/jobs/huge/tasks", {"api-version": "2025-06-01"}))
     assert [(t["id"], t.get("metadata")) for t in json.loads(page)["value"]] == [("big", [2 ** 70]), ("small", None)]
     assert json.loads(page)["value"][1]["url"] == "https://a.batch/jobs/huge/tasks/small"
+
+
+def test_jobs_come_in_the_order_of_their_lower_cased_ids(stores):
+    # the order the service listed them in when it sorted them in memory: '-' < digits < '_' < letters
+    account = "/subscriptions/s/resourcegroups/g/providers/microsoft.batch/batchaccounts/order"
+    ids = ["B_2", "a-1", "A_1", "b-10", "b_1", "Z", "0x", "a1"]
+    resources = ResourceStore(stores)
+    for job_id in ids:
+        resources.put(Resource(f"{account}/jobs/{job_id}", JOB_TYPE, "s", "g", job_id, {"id": job_id}))
+    listed = [r.name for r in resources.in_key_order(f"{account}/jobs/", JOB_TYPE, None, 3)]
+    assert listed == sorted(ids, key=str.lower) == ["0x", "a-1", "a1", "A_1", "b-10", "b_1", "B_2", "Z"]
