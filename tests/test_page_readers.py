@@ -50,6 +50,9 @@ def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes
         batch.begin_disable_job("Job05", {"disableTasks": "requeue"}, polling_interval=0.1).result()
         batch.begin_terminate_job("Job07", {"terminateReason": "done"}, polling_interval=0.1).result()
         assert readers_of(server.proc.pid) == []  # started with the first page asked for
+        # a page of jobs is a reader's too (jobs and pools were once listed whole in the service)
+        assert [j.id for j in next(iter(batch.list_jobs(max_results=2).by_page()))] == ["j", "Job00"]
+        assert readers_of(server.proc.pid)
 
         # another writer holds the database's write lock: pages still come (WAL readers)
         writer = sqlite3.connect(server.data_dir / "batchyard.db", isolation_level=None)
