@@ -19,9 +19,12 @@ the same machine as the peer. Prints its figures.
 - the CPU each task costs: its own process, the machine's agent, the service
 - the same with 4 slots a node instead of 16 (16 concurrent tasks): the ratio (target: at
   least 0.8, so a slot freed by an exit is refilled at once, not at a later pass)
-- Ray's throughput for the same 10,000 subprocess tasks (`ray`, installed with the test
-  extra, on this machine with its default CPUs), and the ratios idle and under load
-  (target: Batchyard at least 1.5x Ray)
+- Ray's throughput for the same 10,000 subprocess tasks (`ray[default]`, installed with
+  the bench extra, on this machine with its default CPUs), idle and under the same 16
+  listing clients (in the same idle cgroup, each listing 100 tasks through Ray's state API,
+  which Ray's dashboard serves), and the ratios idle and under load, each system under its
+  own clients (target: Batchyard at least 1.5x Ray); and, stricter, Batchyard under load
+  against Ray idle
 - dependency latency: a chain of tasks each depending on the one before; the time from a
   task's end to the start of the next, median and worst (target: under 50 ms)
 - the same 10,000-job workload through Slurm (Debian's slurm-wlm, single host, set up by
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -157,7 +161,7 @@ def as_another_machine(procs: str | None, pid: int = 0) -> None:
             os.sched_setscheduler(int(thread.name), os.SCHED_IDLE, os.sched_param(0))
 
 
-def _lister(info: dict, job_id: str, ready, stop, served, remote: str | bool | None) -> None:
+def _lister(info: dict, job_id: str, remote: str | bool | None, ready, stop, served) -> None:
     """One listing client in its own process: the job's first page of 100 tasks, again and
     again, until told to stop. False: at normal priority, through the SDK's list_tasks,
     whose decoding of each page of 100 tasks into models (about 14 ms of CPU) then shares
@@ -172,14 +176,31 @@ def _lister(info: dict, job_id: str, ready, stop, served, remote: str | bool | N
     client = Clients(info).batch_key
     request = HttpRequest("GET", f"/jobs/{quote(job_id, safe='')}/tasks",
                           params={"api-version": client._config.api_version, "maxresults": 100})
-    first = True
-    while not stop.is_set():
+
+    def one_page() -> None:
         if remote is False:
             list(next(iter(client.list_tasks(job_id, max_results=100).by_page())))
         else:
             response = client.send_request(request)
             response.raise_for_status()
             response.json()
+    _serve_pages(one_page, ready, stop, served)
+
+
+def _ray_lister(dashboard: str, remote: str | None, ready, stop, served) -> None:
+    """Ray's counterpart of _lister, as a client on another machine (the same idle cgroup):
+    100 of the cluster's tasks through Ray's state API (`ray.util.state.list_tasks`, served
+    by Ray's dashboard from its GCS), again and again."""
+    as_another_machine(remote)
+    from ray.util.state import list_tasks
+    _serve_pages(lambda: list_tasks(address=dashboard, limit=100, raise_on_missing_output=False),
+                 ready, stop, served)
+
+
+def _serve_pages(one_page, ready, stop, served) -> None:
+    first = True
+    while not stop.is_set():
+        one_page()
         with served.get_lock():
             served.value += 1
         if first:
@@ -187,35 +208,41 @@ def _lister(info: dict, job_id: str, ready, stop, served, remote: str | bool | N
             first = False
 
 
-def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers: int,
-               remote: str | bool | None, listed: tuple[dict, str] | None = None) -> tuple[float, float]:
-    """Throughput while `listers` clients, each its own process (as separate clients are:
-    they do not share an interpreter with each other or with this one), list the job's
-    first page of 100 tasks without pause (remote: as _lister's); returns (tasks/s, list
-    requests/s served). The
-    clock starts once every client has been answered once (their start-up is not counted).
-    listed: (connection info, job id) of another service for the clients to list instead."""
-    batch.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
+@contextmanager
+def listing_clients(target, args: tuple, listers: int):
+    """`listers` clients, each its own process (as separate clients are: they share no
+    interpreter with each other or with this one), running target(*args, ready, stop,
+    served) until the block ends. Yields once every client has been answered once (their
+    start-up is not measured): a function that says how many lists were served so far."""
     spawn = multiprocessing.get_context("spawn")
     ready, stop, served = spawn.Semaphore(0), spawn.Event(), spawn.Value("q", 0)
-    target_info, target_job = listed or (info, job_id)
-    clients = [spawn.Process(target=_lister, args=(target_info, target_job, ready, stop, served, remote), daemon=True)
+    clients = [spawn.Process(target=target, args=(*args, ready, stop, served), daemon=True)
                for _ in range(listers)]
     for client in clients:
         client.start()
     try:
         for _ in clients:
             ready.acquire()
-        before, start = served.value, time.perf_counter()
-        rate = run_tasks(batch, job_id, count)
-        requests = (served.value - before) / (time.perf_counter() - start)
+        yield lambda: served.value
     finally:
         stop.set()
         for client in clients:
             client.join(timeout=30)
             if client.is_alive():
                 client.kill()
-    return rate, requests
+
+
+def under_load(info: dict, batch, job_id: str, pool_id: str, count: int, listers: int,
+               remote: str | bool | None, listed: tuple[dict, str] | None = None) -> tuple[float, float]:
+    """Throughput while `listers` clients list the job's first page of 100 tasks without
+    pause (remote: as _lister's); returns (tasks/s, list requests/s served).
+    listed: (connection info, job id) of another service for the clients to list instead."""
+    batch.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
+    target_info, target_job = listed or (info, job_id)
+    with listing_clients(_lister, (target_info, target_job, remote), listers) as served:
+        before, start = served(), time.perf_counter()
+        rate = run_tasks(batch, job_id, count)
+        return rate, (served() - before) / (time.perf_counter() - start)
 
 
 def listing_elsewhere(tmp: Path, info: dict, batch, count: int, listers: int,
@@ -242,28 +269,44 @@ def batch_pool_image(batch) -> dict:
             "nodeAgentSKUId": image.node_agent_sku_id}
 
 
-def ray_throughput(count: int) -> float:
+def ray_throughput(count: int, listers: int = 0, remote: str | None = None) -> tuple[float, float]:
     """The same trivial tasks as Ray tasks that each run `true` as a subprocess, on a local
-    Ray started with its defaults (one worker per CPU); from the first submit to the last
-    result, workers warmed up first as the pool's nodes are."""
+    Ray started with its defaults (one worker per CPU), its node bound to 127.0.0.2 as the
+    tests bind theirs; from the first submit to the last result, workers warmed up first as
+    the pool's nodes are. Returns (tasks/s, lists/s served). With `listers`: under the same
+    load as Batchyard's, clients (remote: as _lister's) listing 100 tasks through Ray's
+    state API without pause; Ray's dashboard serves them, so it runs only then (idle, Ray
+    runs without it, as lean as it gets)."""
     import ray
 
-    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    options = {"include_dashboard": bool(listers), "_node_ip_address": "127.0.0.2"}
+    if listers:
+        options["dashboard_port"] = free_port()
+    context = ray.init(logging_level="ERROR", log_to_driver=False, **options)
     try:
         @ray.remote
         def trivial() -> int:
             return subprocess.run(["true"]).returncode
 
         ray.get([trivial.remote() for _ in range(100)])
-        start = time.perf_counter()
-        codes = ray.get([trivial.remote() for _ in range(count)])
-        elapsed = time.perf_counter() - start
+        with listing_clients(_ray_lister, (f"http://{context.dashboard_url}", remote), listers) as served:
+            before, start = served(), time.perf_counter()
+            codes = ray.get([trivial.remote() for _ in range(count)])
+            elapsed = time.perf_counter() - start
+            lists = (served() - before) / elapsed
         assert codes == [0] * count
         print(f"  ray {ray.__version__} ({int(ray.cluster_resources().get('CPU', 0))} CPUs): {count} tasks in "
-              f"{elapsed:.2f} s   (load average {os.getloadavg()[0]:.1f})")
-        return count / elapsed
+              f"{elapsed:.2f} s{f' under {listers} listing clients' if listers else ''}   "
+              f"(load average {os.getloadavg()[0]:.1f})")
+        return count / elapsed, lists
     finally:
         ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def dependency_latency(batch, length: int) -> list[float]:
@@ -320,9 +363,15 @@ def main() -> None:
     print(f"dependency latency over a chain of {args.chain}: median {statistics.median(gaps) * 1000:.1f} ms, "
           f"worst {max(gaps) * 1000:.1f} ms   target < 50 ms")
     if not args.no_ray:
-        ray_rate = ray_throughput(args.tasks)
-        print(f"Ray: {args.tasks} subprocess tasks: {ray_rate:.0f} tasks/s; Batchyard / Ray: idle "
-              f"{rate / ray_rate:.2f}x, under load {loaded / ray_rate:.2f}x   target >= 1.5x")
+        ray_rate, _ = ray_throughput(args.tasks)
+        with idle_cgroup() as elsewhere_procs:
+            ray_loaded, ray_lists = ray_throughput(args.tasks, args.listers, elsewhere_procs)
+        print(f"Ray: {args.tasks} subprocess tasks: idle {ray_rate:.0f} tasks/s; under the same {args.listers} "
+              f"listing clients (Ray's state API through its dashboard, {ray_lists:.1f} lists of 100 served a "
+              f"second): {ray_loaded:.0f} tasks/s")
+        print(f"Batchyard / Ray: idle {rate / ray_rate:.2f}x, under load {loaded / ray_loaded:.2f}x (each under "
+              f"its own listing clients)   target >= 1.5x; Batchyard under load against Ray idle: "
+              f"{loaded / ray_rate:.2f}x")
     if args.no_slurm:
         return
     from slurm_peer import run_slurm
