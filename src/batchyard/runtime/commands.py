@@ -16,12 +16,15 @@ the directories are made before the command starts, owned by the command's user.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import os
 import subprocess
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +80,7 @@ class AgentRunner(CommandRunner):
         self._agent: subprocess.Popen | None = None
         # by command: its agent, its callback, and the machine's OOM kills when it started
         self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback, int]] = {}
-        self._idle_timer: threading.Timer | None = None
+        self._idle_since = 0  # which idle moment the closer may end the agent for (0: none)
 
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
         """container: for an agent that runs containers (launcher.py), the request's part
@@ -86,16 +89,15 @@ class AgentRunner(CommandRunner):
                    "stdout": stdout, "stderr": stderr, "mkdirs": list(mkdirs)}
         if container is not None:
             request["container"] = container
+        line = _line(request)
         kills = self._oom_kills()
         with self._lock:
             agent = self._ensure_agent()
             self._callbacks[command_id] = (agent, on_exit, kills)
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-                self._idle_timer = None
+            self._idle_since = 0  # busy again: an idle close due for the last idle moment is off
             try:
                 self._before_request()
-                agent.stdin.write(json.dumps(request) + "\n")
+                agent.stdin.write(line)
                 agent.stdin.flush()
             except (OSError, ValueError):
                 self._callbacks.pop(command_id, None)
@@ -111,7 +113,7 @@ class AgentRunner(CommandRunner):
             if self._callbacks[command_id][0] is not self._agent:
                 return  # its agent is gone, and the command with it
             try:
-                self._agent.stdin.write(json.dumps({"kill": command_id}) + "\n")
+                self._agent.stdin.write(_line({"kill": command_id}))
                 self._agent.stdin.flush()
             except (BrokenPipeError, ValueError):
                 pass
@@ -119,8 +121,7 @@ class AgentRunner(CommandRunner):
     def close(self) -> None:
         with self._lock:
             agent, self._agent = self._agent, None
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
+            self._idle_since = 0
         if agent is not None:
             _end(agent)
 
@@ -155,16 +156,57 @@ class AgentRunner(CommandRunner):
             _call(callback, Exit(KILLED))
 
     def _schedule_idle_close(self, agent: subprocess.Popen) -> None:
-        def close_if_idle():
-            with self._lock:
-                if self._agent is not agent or self._callbacks:
-                    return
-                self._agent = None
-            _end(agent)
-        timer = threading.Timer(self._idle_seconds, close_if_idle)
-        timer.daemon = True
-        self._idle_timer = timer
-        timer.start()
+        """Called with the lock held, when the agent's last command ended."""
+        moment = next(_idle_moments)
+        self._idle_since = moment
+        IDLE_CLOSER.close_at(time.monotonic() + self._idle_seconds, lambda: self._close_if_idle(agent, moment))
+
+    def _close_if_idle(self, agent: subprocess.Popen, moment: int) -> None:
+        with self._lock:
+            if self._agent is not agent or self._callbacks or self._idle_since != moment:
+                return  # it ran something since, or it is gone
+            self._agent = None
+            self._idle_since = 0
+        _end(agent)
+
+
+class IdleCloser:
+    """One thread that ends idle agents when their idle time is up, for every runner. An
+    agent goes idle, for an instant, between the commands of a burst, hundreds of times a
+    second: a timer thread for each such moment, made and then cancelled by the next
+    command, cost the service a thread's start and end each time. When a close comes due,
+    its runner checks whether it is still the same idle moment."""
+
+    def __init__(self):
+        self._due: list[tuple[float, int, Callable[[], None]]] = []  # a heap by time
+        self._wake = threading.Condition()
+        self._order = 0  # ties in time go in order of asking, never comparing callables
+        self._thread: threading.Thread | None = None
+
+    def close_at(self, when: float, close: Callable[[], None]) -> None:
+        with self._wake:
+            self._order += 1
+            heapq.heappush(self._due, (when, self._order, close))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="idle-agents")
+                self._thread.start()
+            elif self._due[0][1] == self._order:  # due before everything else: wait less
+                self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._wake.wait(timeout=self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, close = heapq.heappop(self._due)
+            try:
+                close()
+            except Exception:  # one agent's trouble must not stop the others' closes
+                log.exception("closing an idle machine agent failed")
+
+
+IDLE_CLOSER = IdleCloser()
+_idle_moments = itertools.count(1)
 
 
 class SpawningRunner(CommandRunner):
@@ -250,7 +292,7 @@ def _end(agent: subprocess.Popen) -> None:
     """A close asked for (not the service vanishing): the agent ends its commands at once
     and empties its exit journal (launcher.py)."""
     try:
-        agent.stdin.write(json.dumps({"close": True}) + "\n")
+        agent.stdin.write(b'{"close":true}\n')
         agent.stdin.close()
     except (OSError, ValueError):
         pass
@@ -259,6 +301,16 @@ def _end(agent: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         agent.kill()
         agent.wait()
+
+
+def _line(message: dict) -> bytes:
+    """A request as the agent reads it: a JSON line. orjson refuses a lone surrogate (a byte
+    of a command line that is not UTF-8, kept by surrogateescape); json escapes it, and the
+    agent's json reads it back."""
+    try:
+        return orjson.dumps(message) + b"\n"
+    except TypeError:
+        return json.dumps(message).encode() + b"\n"
 
 
 def _call(callback: ExitCallback, outcome: Exit) -> None:

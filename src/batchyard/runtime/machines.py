@@ -469,8 +469,8 @@ class NamespaceMachineProvider(HostProvider):
             spec["containers"] = channel.fileno()
         agent = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_HERE / "launcher.py"), json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
-            start_new_session=True, bufsize=1, pass_fds=(channel.fileno(),) if channel is not None else (),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,  # JSON lines, as bytes (orjson)
+            start_new_session=True, pass_fds=(channel.fileno(),) if channel is not None else (),
         )
         self._track(key, agent)
         return agent

@@ -1,0 +1,91 @@
+"""The command runner's agent lifetime (runtime/commands.py): an agent lives while its
+machine has work and leaves after an idle time, so an idle machine costs no process; a
+command started within the idle time keeps it. Against a real process that speaks the
+agent's protocol (JSON lines in, exits out), without a machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from batchyard.runtime.commands import AgentRunner, Exit
+
+# Answers each request at once with exit 0 (the command "ran"); leaves on {"close"}.
+ECHO_AGENT = """
+import json, sys
+for line in sys.stdin.buffer:
+    request = json.loads(line)
+    if request.get("close"):
+        break
+    if "id" in request:
+        sys.stdout.buffer.write(json.dumps({"id": request["id"], "exit": 0}).encode() + b"\\n")
+        sys.stdout.buffer.flush()
+"""
+
+
+class Agents:
+    def __init__(self):
+        self.started: list[subprocess.Popen] = []
+
+    def start(self) -> subprocess.Popen:
+        agent = subprocess.Popen([sys.executable, "-c", ECHO_AGENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.started.append(agent)
+        return agent
+
+
+def run_one(runner: AgentRunner, command_id: str) -> Exit:
+    ended = threading.Event()
+    outcome: list[Exit] = []
+
+    def on_exit(exit_: Exit) -> None:
+        outcome.append(exit_)
+        ended.set()
+    runner.run(command_id, ["true"], {}, "/", None, None, "", "", on_exit)
+    assert ended.wait(10), f"{command_id} never ended"
+    return outcome[0]
+
+
+def wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_an_idle_agent_leaves_and_a_busy_one_stays():
+    agents = Agents()
+    runner = AgentRunner(agents.start, idle_seconds=0.5)
+    try:
+        assert run_one(runner, "a") == Exit(0)
+        first = agents.started[0]
+        assert first.poll() is None  # idle for less than its idle time: still there
+        assert wait_until(lambda: first.poll() is not None, 10), "the idle agent never left"
+        # Commands that keep coming within the idle time keep one agent, past many idle times.
+        for i in range(8):
+            assert run_one(runner, f"b{i}") == Exit(0)
+            time.sleep(0.2)
+        assert len(agents.started) == 2 and agents.started[1].poll() is None
+        assert wait_until(lambda: agents.started[1].poll() is not None, 10)
+        assert run_one(runner, "c") == Exit(0)  # a new agent for the next command
+        assert len(agents.started) == 3
+    finally:
+        runner.close()
+        for agent in agents.started:
+            agent.wait(timeout=10)
+
+
+def test_many_runners_go_idle_at_once_and_each_agent_leaves():
+    agents = Agents()
+    runners = [AgentRunner(agents.start, idle_seconds=0.3) for _ in range(12)]
+    try:
+        for n, runner in enumerate(runners):
+            run_one(runner, f"t{n}")
+        assert len(agents.started) == 12
+        assert wait_until(lambda: all(a.poll() is not None for a in agents.started), 15)
+    finally:
+        for runner in runners:
+            runner.close()
