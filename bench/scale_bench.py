@@ -1,14 +1,18 @@
-"""The figures of large pools, large jobs and heavy clients, in one run: pools of 100, 1,000
-and 2,500 nodes to idle and the cost per node (batch_bench.py), a page of 100 tasks in a
-job of 100,000 (list_bench.py), and task throughput idle, under 16 listing clients, with 4
-and 16 slots a node, and against Ray (task_bench.py). Each runs in its own process, as
-when run alone, and prints its own figures and targets.
+"""The figures of large pools, large jobs and heavy clients, in one run: task throughput
+idle, under 16 listing clients, with 4 and 16 slots a node, and against Ray
+(task_bench.py), a page of 100 tasks in a job of 100,000 (list_bench.py), and pools of 100,
+1,000 and 2,500 nodes to idle and the cost per node (batch_bench.py). Each runs in its own
+process, as when run alone, and prints its own figures and targets.
 
-Before each, when run as root, the page cache is dropped after a sync: this machine's ext4
-has no journal, so while the inode-table blocks of files deleted in the last minutes are
-cached, each new file or directory is checked against them (the kernel's
-`recently_deleted`), and the tasks' directories cost several times more right after a
-benchmark before it deleted its own.
+Before each, when run as root, the page cache is dropped after a sync. This machine's ext4
+has no journal, and then the kernel will not reuse an inode freed in the last 5 seconds, or
+the last 5 minutes while its inode-table block is dirty (`recently_deleted`): a new file or
+directory looks up, one at a time, every such inode before the one it gets. Right after a
+benchmark deleted its own files, and for minutes after, the tasks' directories and files
+cost several times more (their inode-table blocks turn dirty again as new files go in, so
+dropping the cache is not enough). The task benchmark therefore runs first, on a disk that
+has settled (run this at least five minutes after anything deleted many files), and the
+node benchmark, whose figures have the widest margin, last.
 
 Usage: bench/scale_bench.py [--no-ray] [--quick]   (--quick: 100 and 1,000 nodes, 20,000 tasks listed)
 """
@@ -36,10 +40,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     runs = [
+        ["task_bench.py", "--no-slurm", *(["--no-ray"] if args.no_ray else [])],
+        ["list_bench.py", "--tasks", "20000" if args.quick else "100000"],
         ["batch_bench.py", "--sizes", "100,1000" if args.quick else "100,1000,2500", "--start-nodes", "0",
          "--one-image"],
-        ["list_bench.py", "--tasks", "20000" if args.quick else "100000"],
-        ["task_bench.py", "--no-slurm", *(["--no-ray"] if args.no_ray else [])],
     ]
     failed = []
     for script, *options in runs:
