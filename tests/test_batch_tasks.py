@@ -83,6 +83,31 @@ def test_a_lone_surrogate_in_a_body_is_refused_on_both_planes(clients, pool):
     assert arm_refused.value.status_code == 400 and arm_refused.value.error.code == "InvalidRequestContent"
 
 
+def test_a_plain_command_line_runs_its_program_without_a_shell(clients, pool):
+    """Azure's node agent runs a command line without a shell. A line that is one plain
+    program call (no quotes, variables, globs, redirections or separators) runs that
+    program directly here too: `echo -e` is /usr/bin/echo's (the shell's builtin echo would
+    print "-e plain"), and PWD is set as a shell sets it. A line with shell syntax runs
+    through /bin/sh -c, and so does a plain line the kernel will not run as a program (a
+    script without a #! line) or whose program is not on the PATH (the shell's message in
+    stderr.txt, exit 127)."""
+    batch = clients.batch_key
+    script = "$AZ_BATCH_NODE_SHARED_DIR/no-hashbang"
+    batch.create_job({"id": "plain", "poolInfo": {"poolId": pool}, "jobPreparationTask": {
+        "commandLine": f"/bin/sh -c 'echo echo from-a-script > {script} && chmod 755 {script}'"}})
+    lines = {"echo": "echo -e plain", "pwd": "printenv PWD", "false": "false", "args": "printf %s,%s, a=1 b",
+             "script": "/mnt/batch/tasks/shared/no-hashbang", "missing": "no-such-program x", "shell": "exit 3"}
+    batch.create_tasks("plain", [{"id": task_id, "commandLine": line} for task_id, line in lines.items()])
+    done = {task_id: finished(batch, "plain", task_id).execution_info for task_id in lines}
+    assert read(batch, "plain", "echo") == "plain\n"
+    assert read(batch, "plain", "pwd") == "/mnt/batch/tasks/workitems/plain/job-1/pwd/wd\n"
+    assert read(batch, "plain", "args") == "a=1,b,"
+    assert done["false"].exit_code == 1 and done["echo"].exit_code == 0
+    assert read(batch, "plain", "script") == "from-a-script\n"
+    assert done["missing"].exit_code == 127 and "not found" in read(batch, "plain", "missing", "stderr.txt")
+    assert done["shell"].exit_code == 3
+
+
 def test_thousand_tasks_through_create_tasks(clients, pool):
     batch = clients.batch_key
     batch.create_job({"id": "many", "poolInfo": {"poolId": pool}, "onAllTasksComplete": "terminatejob"})

@@ -36,6 +36,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -60,6 +61,7 @@ PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 # SYS_NICE, NET_ADMIN, SYS_PTRACE, ...) leaves the bounding set, so no program ever gets it.
 KEPT_CAPS = frozenset((0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31))
 LAST_CAP = 63
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # a command's without its own
 # rlimits of every command (a Debian VM's defaults): open files; no real-time priority
 # without CAP_SYS_NICE either. Processes are limited by the machine's pids cgroup.
 RLIMITS = ((resource.RLIMIT_NOFILE, (1024, 524288)), (resource.RLIMIT_RTPRIO, (0, 0)))
@@ -363,7 +365,7 @@ def resolve(program, env):
     """A program named without a slash is looked up in the container's PATH, as Docker does."""
     if "/" in program:
         return program
-    for folder in (env.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+    for folder in (env.get("PATH") or DEFAULT_PATH).split(":"):
         candidate = os.path.join(folder or ".", program)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
@@ -568,9 +570,11 @@ def spawn(request, devnull):
                 out = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
             opened.append(out)
             actions.append((os.POSIX_SPAWN_DUP2, out, fd))
+        cwd = request.get("cwd") or "/"
         try:
-            os.fchdir(dirs.open(request.get("cwd") or "/", create=False))
+            os.fchdir(dirs.open(cwd, create=False))
         except OSError:
+            cwd = "/"
             os.chdir("/")
         if gid is not None:
             os.setgroups([])
@@ -578,9 +582,7 @@ def spawn(request, devnull):
         if uid is not None:
             os.setresuid(uid, uid, 0)
         try:
-            argv = request["argv"]
-            return os.posix_spawn(argv[0], argv, request.get("env") or {}, file_actions=actions, setsid=True,
-                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD))
+            return start(request["argv"], request.get("env") or {}, cwd, actions)
         finally:
             os.setresuid(0, 0, 0)
             os.setresgid(0, 0, 0)
@@ -589,6 +591,43 @@ def spawn(request, devnull):
             os.close(out)
         dirs.close()
         os.chdir("/")
+
+
+def start(argv, env, cwd, actions):
+    """Starts argv, or the program it names when argv is a shell running one plain call:
+    Azure's node agent runs a command line without a shell, so a line that names one
+    program and its plain arguments runs that program, as there, with PWD set as the
+    shell would have set it. (It saves the shell's start, or a whole exec for a program that
+    is not one of the shell's builtins.) When there is no such program on the command's
+    PATH, or the kernel will not run it (a script without a #! line, say), the shell runs
+    the line, as before, and says what it says about it."""
+    words = plain_call(argv)
+    if words is not None:
+        # posix_spawnp looks the program up on this process's PATH: the command's, here
+        # (the agent's environment serves nothing else).
+        os.environ["PATH"] = env.get("PATH") or DEFAULT_PATH
+        try:
+            return os.posix_spawnp(words[0], words, {**env, "PWD": os.path.normpath(cwd)}, **_spawned(actions))
+        except OSError:
+            pass
+    return os.posix_spawn(argv[0], argv, env, **_spawned(actions))
+
+
+def _spawned(actions):
+    return {"file_actions": actions, "setsid": True, "setsigdef": (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)}
+
+
+# One plain program call: words of characters no shell gives a meaning to (no quotes,
+# escapes, variables, globs, redirections, separators, comments or newlines), the first
+# not an assignment.
+PLAIN_CALL = re.compile(r"[ \t]*[\w./,:+@%-]+(?:[ \t]+[\w./,:+@%=-]+)*[ \t]*", re.ASCII)
+
+
+def plain_call(argv):
+    """The words of LINE when argv is `/bin/sh -c LINE` and LINE is one plain call; else None."""
+    if len(argv) != 3 or argv[0] != "/bin/sh" or argv[1] != "-c" or not PLAIN_CALL.fullmatch(argv[2]):
+        return None
+    return argv[2].split()
 
 
 def report(request_id, code):

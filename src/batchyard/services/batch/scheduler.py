@@ -11,8 +11,10 @@ woken when tasks are added, tasks end, nodes change or jobs change, makes a pass
    pack, job priority, maxParallelTasks);
 5. removes task directories past their retentionTime.
 
-A task runs through `/bin/sh -c` inside its node's machine, started by the machine's
-command runner (a fork in an agent inside the machine, see runtime/commands.py). Each run
+A task is handed to its node's machine as `/bin/sh -c LINE`, started by the machine's
+command runner (a spawn by an agent inside the machine, see runtime/commands.py; the agent
+runs a LINE that is one plain program call as that program, without the shell, as Azure
+runs every command line: runtime/launcher.py). Each run
 is an attempt with its own number: an exit reported for an older attempt (a task requeued
 because its node rebooted, say) is ignored, so nothing is counted twice and nothing is lost.
 """
