@@ -53,8 +53,10 @@ PASS_GAP = 0.005
 TICK = 0.2
 # While this many attempts run, an exit waits this long for others already on their way
 # before its refill: a burst of exits then costs one refill (one write for the tasks ended,
-# one for those started), not one each. A quiet pool's exit is refilled at once.
-REFILL_GATHER_WHEN_RUNNING = 32
+# one for those started), not one each. A quiet pool's exit is refilled at once. At 16
+# (4 nodes of 4 slots running trivial tasks) a refill for each exit cost the service 0.46 -
+# 0.51 ms of CPU a task, gathered 0.35 - 0.39, and the tasks ran about 5% faster.
+REFILL_GATHER_WHEN_RUNNING = 16
 REFILL_GATHER_SECONDS = 0.002
 FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
                 "message": "The task exited with an exit code representing a failure", "details": []}
