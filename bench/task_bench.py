@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ from azure.core.rest import HttpRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import Clients, Server, pool_settled  # noqa: E402
+from conftest import Clients, Server, free_port, pool_settled  # noqa: E402
 
 from batchyard.runtime import cgroups  # noqa: E402
 
@@ -184,7 +183,7 @@ def _lister(info: dict, job_id: str, remote: str | bool | None, ready, stop, ser
             response = client.send_request(request)
             response.raise_for_status()
             response.json()
-    _serve_pages(one_page, ready, stop, served)
+    _list_until_stopped(one_page, ready, stop, served)
 
 
 def _ray_lister(dashboard: str, remote: str | None, ready, stop, served) -> None:
@@ -193,11 +192,12 @@ def _ray_lister(dashboard: str, remote: str | None, ready, stop, served) -> None
     by Ray's dashboard from its GCS), again and again."""
     as_another_machine(remote)
     from ray.util.state import list_tasks
-    _serve_pages(lambda: list_tasks(address=dashboard, limit=100, raise_on_missing_output=False),
+    _list_until_stopped(lambda: list_tasks(address=dashboard, limit=100, raise_on_missing_output=False),
                  ready, stop, served)
 
 
-def _serve_pages(one_page, ready, stop, served) -> None:
+def _list_until_stopped(one_page, ready, stop, served) -> None:
+    """A client's loop: one list after another, counted; `ready` once the first is answered."""
     first = True
     while not stop.is_set():
         one_page()
@@ -301,12 +301,6 @@ def ray_throughput(count: int, listers: int = 0, remote: str | None = None) -> t
         return count / elapsed, lists
     finally:
         ray.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def dependency_latency(batch, length: int) -> list[float]:
