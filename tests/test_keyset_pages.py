@@ -123,6 +123,7 @@ def test_pages_of_a_narrowed_filter_end_where_its_range_ends(stores):
 def test_a_page_holding_an_integer_past_64_bits_reads_back_exactly(stores, monkeypatch):
     # orjson renders pages and cannot write such an integer: the json module does then
     job_key = ACCOUNT + "/jobs/huge"
+    ResourceStore(stores).put(Resource(job_key, JOB_TYPE, "s", "g", "huge", {"id": "huge"}))
     TaskStore(stores).insert([Task(job_key, {"id": "big", "state": "active", "metadata": [2 ** 70]}),
                               Task(job_key, {"id": "small", "state": "active"})])
     monkeypatch.setattr(page_readers, "_stores", (TaskStore(stores), NodeStore(stores), ResourceStore(stores)))

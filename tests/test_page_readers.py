@@ -16,7 +16,7 @@ from conftest import Clients, Server, marketplace_pool, wait_for
 
 
 def readers_of(pid: int) -> list[int]:
-    """The service's list readers: its children started by multiprocessing's spawn."""
+    """The service's list readers: its children that run page_readers.reader_main."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -26,7 +26,7 @@ def readers_of(pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"reader_main" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -93,6 +93,12 @@ def test_pages_come_from_low_priority_readers_that_read_while_the_service_writes
             assert refused.value.status_code == 400
         with pytest.raises(HttpResponseError) as missing:
             list(batch.list_tasks("nope"))
+        assert missing.value.status_code == 404 and missing.value.error.code == "JobNotFound"
+        with pytest.raises(HttpResponseError) as missing:  # a reader finds no pool of that id either
+            list(batch.list_nodes("nope"))
+        assert missing.value.status_code == 404 and missing.value.error.code == "PoolNotFound"
+        with pytest.raises(HttpResponseError) as missing:  # a pool's id is not a job's
+            list(batch.list_tasks("p"))
         assert missing.value.status_code == 404 and missing.value.error.code == "JobNotFound"
 
         readers = readers_of(server.proc.pid)

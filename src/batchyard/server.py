@@ -147,6 +147,7 @@ def serve(settings: Settings) -> None:
         connection_file.unlink(missing_ok=True)
         for sock in sockets:
             sock.close()
+        app.state.page_readers.close()
         services.close()
 
 

@@ -51,6 +51,11 @@ class ResourceStore:
         rows = self.db.query("SELECT * FROM resources WHERE key = ?", (resource_id.lower(),))
         return _row_to_resource(rows[0]) if rows else None
 
+    def type_of(self, resource_id: str) -> str | None:
+        """The resource's type, without decoding it; None if there is no such resource."""
+        rows = self.db.query("SELECT type FROM resources WHERE key = ?", (resource_id.lower(),))
+        return rows[0]["type"] if rows else None
+
     def put(self, resource: Resource) -> Resource:
         if not resource.created:
             resource.created = time.time()

@@ -84,8 +84,8 @@ def _add_result(ctx: BatchContext, item, outcome) -> dict:
 
 async def list_tasks(ctx: BatchContext) -> Response:
     job_id = ctx.params["jobId"]
-    job_key = await ctx.call(ctx.services.tasks.key_of_job, ctx.account, job_id)
-    return await read_listing(ctx, "tasks", job_key, job_id)
+    return await read_listing(ctx, "tasks", ctx.services.jobs.key(ctx.account, job_id), job_id,
+                              lambda: ctx.services.jobs.get(ctx.account, job_id))
 
 
 async def get_task(ctx: BatchContext) -> Response:

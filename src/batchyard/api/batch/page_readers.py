@@ -12,10 +12,20 @@ scheduler waits for no page: readers run at a lower priority (`Settings.list_nic
 a busy host running work goes first and pages come later. On an idle host a page costs
 what it did, plus handing the bytes over.
 
-The handler checks everything a client can get wrong first (the job or pool exists and
-the caller may read it; $filter, $select and maxresults parse): a reader only reads and
-renders. Readers are started with the first page asked for, and end with the service (or
-with its process: they are killed if it dies).
+The handler checks everything a client can get wrong in the query first ($filter, $select
+and maxresults parse; the caller may read the account): a reader only reads and renders.
+Whether the job or pool whose tasks or nodes are listed exists is the reader's to see too
+(one indexed read): asking the service's own store from the event loop would mean a hop to
+a worker thread and back for every page. When the reader finds no such job or pool, the
+service's check answers, with its own 404.
+
+How a page travels: each reader holds one end of a socket pair, the event loop the other,
+and the loop writes the request and reads the page itself. A process pool would put two
+threads of its own between them (its feeder and its result thread), each waking and taking
+the interpreter's lock for every page: under sixteen listing clients those hops, with the
+worker thread's, were a third of the service's CPU for a page. Readers are started with the
+first page asked for, and end with the service (or with its process: they are killed if it
+dies).
 """
 
 from __future__ import annotations
@@ -23,11 +33,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
-import multiprocessing
 import os
+import pickle
 import signal
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import socket
+import struct
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -44,6 +56,13 @@ from ...store.db import ReadOnlyDatabase
 from .views import Urls, job_view, listing_body, node_view, pool_view, sort_key, task_view
 
 PR_SET_PDEATHSIG = 1
+
+# A message either way: its length, then its bytes. An answer's first byte says what it is.
+FRAME = struct.Struct(">I")
+PAGE, NO_OWNER, FAILED = b"P", b"N", b"E"
+
+# What must exist for a collection to be listed: tasks are a job's, nodes a pool's.
+OWNER_TYPES = {"tasks": JOB_TYPE, "nodes": POOL_TYPE}
 
 
 @dataclass(frozen=True)
@@ -64,14 +83,52 @@ class PageRequest:
 _stores: tuple[TaskStore, NodeStore, ResourceStore] | None = None
 
 
-def _start_reader(db_path: str, nice: int) -> None:
-    """A reader's start: killed with the service's process, at the readers' priority, with
-    a read-only connection of its own."""
+def reader_main(sock_fd: int, db_path: str, nice: int, service_pid: int) -> None:
+    """A reader's life: killed with the service's process, at the readers' priority, with a
+    read-only connection of its own, answering the service's requests one at a time until
+    the service closes its end."""
     global _stores
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != service_pid:  # it died before the line above: nobody would kill this one
+        return
     os.setpriority(os.PRIO_PROCESS, 0, nice)
     db = ReadOnlyDatabase(Path(db_path))
     _stores = (TaskStore(db), NodeStore(db), ResourceStore(db))
+    with socket.socket(fileno=sock_fd) as sock:
+        while (message := _received(sock)) is not None:
+            sock.sendall(_framed(_answer(message)))
+
+
+def _answer(message: bytes) -> bytes:
+    try:
+        page = read_page(pickle.loads(message))
+    except Exception as exc:  # noqa: BLE001 - raised again in the service, which answers it
+        return FAILED + _pickled(exc)
+    return NO_OWNER if page is None else PAGE + page
+
+
+def _pickled(exc: Exception) -> bytes:
+    try:
+        return pickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - an exception holding something that does not pickle
+        return pickle.dumps(RuntimeError(f"list reader: {exc!r}"))
+
+
+def _received(sock: socket.socket) -> bytes | None:
+    """The next message, or None once the service has closed its end."""
+    head = _exactly(sock, FRAME.size)
+    return None if head is None else _exactly(sock, FRAME.unpack(head)[0])
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes | None:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        count = sock.recv_into(view[got:])
+        if count == 0:
+            return None
+        got += count
+    return bytes(buffer)
 
 
 def _views(request: PageRequest) -> Iterator[dict]:
@@ -89,10 +146,13 @@ def _views(request: PageRequest) -> Iterator[dict]:
     return (pool_view(urls, p) for p in resources.in_key_order(key, POOL_TYPE, after, rows, state, ids))
 
 
-def read_page(request: PageRequest) -> bytes:
-    """The page's JSON, as the handler would have rendered it."""
-    views = _views(request)
-    found, next_token = ordered_page(views, request.query, sort_key)
+def read_page(request: PageRequest) -> bytes | None:
+    """The page's JSON, as the handler would have rendered it; None when the job or pool
+    whose tasks or nodes it lists does not exist."""
+    owner_type = OWNER_TYPES.get(request.collection)
+    if owner_type is not None and (_stores[2].type_of(request.owner_key) or "").lower() != owner_type.lower():
+        return None
+    found, next_token = ordered_page(_views(request), request.query, sort_key)
     body = listing_body(request.endpoint, request.collection, found, next_token, request.query, request.link_base)
     try:
         return orjson.dumps(body)  # compact UTF-8, as Starlette's JSONResponse, in a fifth of the time
@@ -100,39 +160,111 @@ def read_page(request: PageRequest) -> bytes:
         return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
+def _framed(message: bytes) -> bytes:
+    return FRAME.pack(len(message)) + message
+
+
 # in the service ---------------------------------------------------------------------------------
+
+class ReaderLost(Exception):
+    """A reader ended in the middle of an exchange (killed, or out of memory)."""
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One reader process and the service's end of its socket."""
+    process: subprocess.Popen
+    sock: socket.socket
+
+    async def ask(self, request: PageRequest) -> bytes:
+        """The reader's answer: its kind's byte, then its bytes."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_sendall(self.sock, _framed(pickle.dumps(request)))
+            size = FRAME.unpack(await self._exactly(loop, FRAME.size))[0]
+            return await self._exactly(loop, size)
+        except OSError as exc:
+            raise ReaderLost(str(exc)) from None
+
+    async def _exactly(self, loop: asyncio.AbstractEventLoop, size: int) -> bytes:
+        buffer = bytearray(size)
+        view, got = memoryview(buffer), 0
+        while got < size:
+            count = await loop.sock_recv_into(self.sock, view[got:])
+            if count == 0:
+                raise ReaderLost("the list reader ended")
+            got += count
+        return bytes(buffer)
+
+    def end(self) -> None:
+        self.sock.close()
+        self.process.kill()
+        self.process.wait()
+
 
 class PageReaders:
     def __init__(self, db_path: Path, readers: int, nice: int):
-        self._db_path, self._readers, self._nice = db_path, max(1, readers), nice
-        self._pool: ProcessPoolExecutor | None = None
+        self._db_path, self._nice = db_path, nice
+        self._turns = asyncio.Semaphore(max(1, readers))  # a page at a time per reader
+        self._idle: list[_Reader] = []
+        self._started: set[_Reader] = set()
 
-    async def page(self, request: PageRequest) -> bytes:
-        pool = self._executor()
+    async def page(self, request: PageRequest) -> bytes | None:
+        """The page's JSON; None when the job or pool whose tasks or nodes it lists does
+        not exist."""
+        async with self._turns:
+            try:
+                answer = await self._ask(request)
+            except ReaderLost:
+                # a reader died (killed, or out of memory), perhaps with others: those that
+                # have ended are let go, and the page is read again, once
+                for reader in [r for r in self._idle if r.process.poll() is not None]:
+                    self._end(reader)
+                answer = await self._ask(request)
+        kind, body = answer[:1], answer[1:]
+        if kind == FAILED:
+            raise pickle.loads(body)
+        return body if kind == PAGE else None
+
+    async def _ask(self, request: PageRequest) -> bytes:
+        reader = self._idle.pop() if self._idle else self._start()
         try:
-            return await asyncio.wrap_future(pool.submit(read_page, request))
-        except BrokenProcessPool:
-            # a reader died (killed, or out of memory): the pool is unusable from then on,
-            # so a new one takes over and the page is read again, once
-            self._replace(pool)
-            return await asyncio.wrap_future(self._executor().submit(read_page, request))
+            answer = await reader.ask(request)
+        except BaseException:  # lost, or cancelled halfway: its socket holds half an exchange
+            self._end(reader)
+            raise
+        self._idle.append(reader)
+        return answer
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        if self._pool is broken:
-            self._pool = None
-            broken.shutdown(wait=False, cancel_futures=True)
-
-    def _executor(self) -> ProcessPoolExecutor:
-        """Made on the event loop's thread (the only caller), which lives as long as the
-        service: a reader's parent-death signal follows the thread that started it. Spawned,
-        not forked: a fork of this many-threaded process could copy a lock some other
+    def _start(self) -> _Reader:
+        """Started from the event loop's thread, which lives as long as the service: a
+        reader's parent-death signal follows the thread that started it. A new interpreter,
+        not a fork: a fork of this many-threaded process could copy a lock some other
         thread holds."""
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._readers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_reader, initargs=(str(self._db_path), self._nice))
-        return self._pool
+        ours, theirs = socket.socketpair()
+        with theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _READER_MAIN, str(theirs.fileno()), str(self._db_path),
+                 str(self._nice), str(os.getpid())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        ours.setblocking(False)
+        reader = _Reader(process, ours)
+        self._started.add(reader)
+        return reader
+
+    def _end(self, reader: _Reader) -> None:
+        if reader in self._idle:
+            self._idle.remove(reader)
+        self._started.discard(reader)
+        reader.end()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for reader in list(self._started):
+            self._end(reader)
+
+
+# The reader's command: this copy of the package first on its path (as the service found it),
+# then reader_main with its arguments.
+_READER_MAIN = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r}); "
+                "from batchyard.api.batch.page_readers import reader_main; "
+                "reader_main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")

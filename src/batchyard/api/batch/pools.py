@@ -94,8 +94,8 @@ async def evaluate_autoscale(ctx: BatchContext) -> Response:
 
 async def list_nodes(ctx: BatchContext) -> Response:
     pool_id = ctx.params["poolId"]
-    pool_key = await ctx.call(ctx.services.pools.key_of, ctx.account, pool_id)
-    return await read_listing(ctx, "nodes", pool_key, pool_id)
+    return await read_listing(ctx, "nodes", ctx.services.pools.key(ctx.account, pool_id), pool_id,
+                              lambda: ctx.services.pools.get(ctx.account, pool_id))
 
 
 async def get_node(ctx: BatchContext) -> Response:

@@ -3,6 +3,8 @@ single resources with their conditional headers and $select."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from starlette.responses import JSONResponse, Response
 
 from ...services.batch.odata import apply_select, compile_filter, narrowing, page, parse_max_results
@@ -19,15 +21,21 @@ def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> 
     return _rendered(ctx, collection, *page(items, ctx.query, key))
 
 
-async def read_listing(ctx: BatchContext, collection: str, owner_key: str, owner_id: str = "") -> Response:
+async def read_listing(ctx: BatchContext, collection: str, owner_key: str, owner_id: str = "",
+                       owner_check: Callable[[], object] | None = None) -> Response:
     """A page of tasks, nodes, jobs or pools, read and rendered by a list reader
     (page_readers.py) once everything a client can get wrong in its query has been checked
-    here; what its $filter says of state and ids narrows the reader's query."""
+    here; what its $filter says of state and ids narrows the reader's query.
+    owner_check: for tasks and nodes, the service's check that their job or pool exists,
+    which raises its 404; asked only when the reader finds none."""
     compile_filter(ctx.query.get("$filter"))
     apply_select({}, ctx.query.get("$select"))
     request = PageRequest(collection, owner_key, owner_id, ctx.endpoint, link_base(ctx), dict(ctx.query),
                           page_rows(ctx), narrowing(ctx.query.get("$filter")))
-    return Response(await ctx.request.app.state.page_readers.page(request), media_type=ODATA_JSON)
+    readers = ctx.request.app.state.page_readers
+    while (body := await readers.page(request)) is None:
+        await ctx.call(owner_check)  # raises, unless the job or pool was made in between
+    return Response(body, media_type=ODATA_JSON)
 
 
 def page_rows(ctx: BatchContext) -> int:
