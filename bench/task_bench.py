@@ -30,8 +30,11 @@ the same machine as the peer. Prints its figures.
 - the same 10,000-job workload through Slurm (Debian's slurm-wlm, single host, set up by
   ../shared/peers/slurm-bench.sh), and the ratio (target: faster than Slurm)
 
-Usage: bench/task_bench.py [--tasks 10000] [--chain 50] [--listers 16] [--no-ray] [--no-slurm]
-[--slurm-array-only]
+Usage: bench/task_bench.py [--tasks 10000] [--rounds 3] [--chain 50] [--listers 16] [--no-ray]
+[--no-slurm] [--slurm-array-only]
+Each figure with a target (idle, under load, 4 slots; Ray idle and under load) is measured
+in --rounds rounds, each round one run of each, and the median kept; every run is printed,
+and each round's ratios.
 (Slurm's side takes about 7 minutes for 10,000 jobs, half with --slurm-array-only.) The
 machine's load average is printed with the figures: wall-clock rates on a shared machine
 are noisy.
@@ -318,54 +321,73 @@ def dependency_latency(batch, length: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each figure with a target; medians are kept")
     parser.add_argument("--chain", type=int, default=50)
     parser.add_argument("--listers", type=int, default=16)
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--no-slurm", action="store_true")
     parser.add_argument("--slurm-array-only", action="store_true", help="skip Slurm's loop of sbatch (halves its time)")
     args = parser.parse_args()
+    idle, loaded, requests, few = [], [], [], []
+    cpu = {"tasks": 0.0, "agents": 0.0, "service": 0.0}  # of the idle runs
     with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as tmp, Server(Path(tmp) / "data") as server:
         batch = Clients(server.info).batch_key
         make_pool(batch, "bench", SLOTS)
         make_pool(batch, "bench4", FEW_SLOTS)
-        before = tree_cpu(server.proc.pid)
-        rate = throughput(batch, "idle", "bench", args.tasks)
-        after = tree_cpu(server.proc.pid)
         with idle_cgroup() as elsewhere_procs:
-            loaded, requests = under_load(server.info, batch, "loaded", "bench", args.tasks, args.listers,
+            # A run of 10,000 tasks lasts seconds, and its figure moves with whatever else the
+            # machine did in those seconds: the figures with targets are measured in rounds
+            # (each round one run of each) and their medians kept.
+            for round_ in range(1, args.rounds + 1):
+                before = tree_cpu(server.proc.pid)
+                idle.append(throughput(batch, f"idle-{round_}", "bench", args.tasks))
+                after = tree_cpu(server.proc.pid)
+                cpu = {kind: cpu[kind] + after[kind] - before[kind] for kind in cpu}
+                rate, served = under_load(server.info, batch, f"loaded-{round_}", "bench", args.tasks, args.listers,
                                           remote=elsewhere_procs)
+                loaded.append(rate)
+                requests.append(served)
+                few.append(throughput(batch, f"few-slots-{round_}", "bench4", args.tasks))
             elsewhere, elsewhere_requests = listing_elsewhere(Path(tmp), server.info, batch, args.tasks,
                                                               args.listers, elsewhere_procs)
         shared, shared_requests = under_load(server.info, batch, "loaded-shared", "bench", args.tasks, args.listers,
                                              remote=False)
-        few = throughput(batch, "few-slots", "bench4", args.tasks)
         gaps = dependency_latency(batch, args.chain)
+    rate, under, slots4 = statistics.median(idle), statistics.median(loaded), statistics.median(few)
     print(f"Batchyard: {args.tasks} tasks end to end, {NODES} nodes of {SLOTS} slots: {rate:.0f} tasks/s   "
-          f"target >= 500")
-    print("  CPU per task: " + ", ".join(f"{kind} {(after[kind] - before[kind]) * 1000 / args.tasks:.2f} ms"
+          f"target >= 500   (median of {_runs(idle)})")
+    print("  CPU per task: " + ", ".join(f"{kind} {cpu[kind] * 1000 / args.tasks / args.rounds:.2f} ms"
                                          for kind in ("tasks", "agents", "service")))
     print(f"  under {args.listers} clients listing tasks, as clients on other machines (an idle cgroup here; "
-          f"{requests:.0f} pages of 100 served a second): {loaded:.0f} tasks/s = {loaded / rate:.2f} of idle   "
-          f"target >= 0.8")
+          f"{statistics.median(requests):.0f} pages of 100 served a second): {under:.0f} tasks/s = "
+          f"{under / rate:.2f} of idle   target >= 0.8   (median of {_runs(loaded)}; each round's ratio: "
+          f"{', '.join(f'{b / a:.2f}' for a, b in zip(idle, loaded))})")
     print(f"  control: the same clients listing another Batchyard on this machine, also in the idle cgroup "
           f"({elsewhere_requests:.0f} pages "
           f"a second): {elsewhere:.0f} tasks/s = {elsewhere / rate:.2f} of idle: the clients' own CPU here; "
-          f"the service's own loss to the listing is {loaded / elsewhere:.2f}")
+          f"the service's own loss to the listing is {under / elsewhere:.2f}")
     print(f"  the same clients at normal priority, their SDK decoding sharing this machine's cores "
           f"({shared_requests:.0f} pages a second): {shared:.0f} tasks/s = {shared / rate:.2f} of idle")
-    print(f"  {FEW_SLOTS} slots a node instead of {SLOTS}: {few:.0f} tasks/s = {few / rate:.2f}   target >= 0.8")
+    print(f"  {FEW_SLOTS} slots a node instead of {SLOTS}: {slots4:.0f} tasks/s = {slots4 / rate:.2f}   "
+          f"target >= 0.8   (median of {_runs(few)}; each round's ratio: "
+          f"{', '.join(f'{b / a:.2f}' for a, b in zip(idle, few))})")
     print(f"dependency latency over a chain of {args.chain}: median {statistics.median(gaps) * 1000:.1f} ms, "
           f"worst {max(gaps) * 1000:.1f} ms   target < 50 ms")
     if not args.no_ray:
-        ray_rate, _ = ray_throughput(args.tasks)
-        with idle_cgroup() as elsewhere_procs:
-            ray_loaded, ray_lists = ray_throughput(args.tasks, args.listers, elsewhere_procs)
-        print(f"Ray: {args.tasks} subprocess tasks: idle {ray_rate:.0f} tasks/s; under the same {args.listers} "
-              f"listing clients (Ray's state API through its dashboard, {ray_lists:.1f} lists of 100 served a "
-              f"second): {ray_loaded:.0f} tasks/s")
-        print(f"Batchyard / Ray: idle {rate / ray_rate:.2f}x, under load {loaded / ray_loaded:.2f}x (each under "
+        ray_idle, ray_loaded = [], []
+        for _ in range(args.rounds):
+            ray_idle.append(ray_throughput(args.tasks)[0])
+            with idle_cgroup() as elsewhere_procs:
+                ray_rate, ray_lists = ray_throughput(args.tasks, args.listers, elsewhere_procs)
+            ray_loaded.append(ray_rate)
+        ray_rate, ray_under = statistics.median(ray_idle), statistics.median(ray_loaded)
+        print(f"Ray: {args.tasks} subprocess tasks: idle {ray_rate:.0f} tasks/s (median of {_runs(ray_idle)}); "
+              f"under the same {args.listers} listing clients (Ray's state API through its dashboard, "
+              f"{ray_lists:.1f} lists of 100 served a second in the last run): {ray_under:.0f} tasks/s "
+              f"(median of {_runs(ray_loaded)})")
+        print(f"Batchyard / Ray: idle {rate / ray_rate:.2f}x, under load {under / ray_under:.2f}x (each under "
               f"its own listing clients)   target >= 1.5x; Batchyard under load against Ray idle: "
-              f"{loaded / ray_rate:.2f}x")
+              f"{under / ray_rate:.2f}x")
     if args.no_slurm:
         return
     from slurm_peer import run_slurm
@@ -379,6 +401,10 @@ def main() -> None:
     slurm_rate = max(v for k, v in figures.items() if k.endswith("end_to_end_per_s") and v)
     print(f"Slurm single-job latency (submit to completed): median {figures['latency_median_s'] * 1000:.0f} ms")
     print(f"Batchyard / Slurm end-to-end throughput: {rate / slurm_rate:.1f}x   target > 1")
+
+
+def _runs(rates: list[float]) -> str:
+    return " / ".join(f"{r:.0f}" for r in rates)
 
 
 if __name__ == "__main__":
