@@ -6,6 +6,7 @@ database: the rows each page's queries return, and SQLite's own plan for each qu
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from batchyard.api.batch import page_readers
 from batchyard.services.batch import odata
 from batchyard.services.batch.jobs import JOB_TYPE
 from batchyard.services.batch.pools import POOL_TYPE
+from batchyard.services.errors import InvalidInput
 from batchyard.store.batch_nodes import Node, NodeStore
 from batchyard.store.batch_tasks import Task, TaskStore
 from batchyard.store.db import Database
@@ -131,6 +133,31 @@ def test_a_page_holding_an_integer_past_64_bits_reads_back_exactly(stores, monke
         "tasks", job_key, "huge", "https://a.batch", "https://a.batch/jobs/huge/tasks", {"api-version": "2025-06-01"}))
     assert [(t["id"], t.get("metadata")) for t in json.loads(page)["value"]] == [("big", [2 ** 70]), ("small", None)]
     assert json.loads(page)["value"][1]["url"] == "https://a.batch/jobs/huge/tasks/small"
+
+
+def test_a_reader_answers_a_missing_owner_and_a_failure_in_its_own_words(stores, monkeypatch):
+    monkeypatch.setattr(page_readers, "_stores", (TaskStore(stores), NodeStore(stores), ResourceStore(stores)))
+    asked = {"endpoint": "https://a.batch", "link_base": "https://a.batch/x", "query": {"api-version": "2025-06-01"}}
+    # tasks of a job that does not exist, of a pool's key, nodes of a job's key: no owner
+    for collection, key in (("tasks", ACCOUNT + "/jobs/nope"), ("tasks", ACCOUNT + "/pools/p00000"),
+                            ("nodes", ACCOUNT + "/jobs/j00000")):
+        request = page_readers.PageRequest(collection, key, key.rsplit("/", 1)[1], **asked)
+        assert page_readers.read_page(request) is None
+        assert page_readers._answer(pickle.dumps(request)) == page_readers.NO_OWNER
+    # a failure in the reader comes back to the service as the same error, code and details
+    bad = page_readers.PageRequest("tasks", ACCOUNT + "/jobs/j00000", "j00000", "https://a.batch", "https://a.batch/x",
+                                   {"api-version": "2025-06-01", "$filter": "state eq"})
+    answer = page_readers._answer(pickle.dumps(bad))
+    assert answer[:1] == page_readers.FAILED
+    error = page_readers._unpickled(answer[1:])
+    assert isinstance(error, InvalidInput) and error.code == "InvalidQueryParameterValue" and error.details
+    # one that would not come back whole comes back as a RuntimeError carrying its traceback
+    try:
+        raise ValueError(lambda: 0)
+    except ValueError as exc:
+        failure = exc
+    back = page_readers._unpickled(page_readers._pickled(failure))
+    assert isinstance(back, RuntimeError) and "Traceback" in str(back) and "ValueError" in str(back)
 
 
 def test_jobs_come_in_the_order_of_their_lower_cased_ids(stores):

@@ -111,8 +111,8 @@ class Settings:
     header_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_HEADER_TIMEOUT", 30))
     keep_alive_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_KEEP_ALIVE_TIMEOUT", 120))
     max_header_bytes: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_HEADER_BYTES", 64 * 1024)))
-    # The list readers (api/batch/page_readers.py): how many processes render pages of tasks
-    # and nodes at once (more pages wait their turn), and their CPU priority (a nice value:
+    # The list readers (api/batch/page_readers.py): how many processes render pages of tasks,
+    # nodes, jobs and pools at once (more pages wait their turn), and their CPU priority (a nice value:
     # on a busy host, running work goes before pages).
     list_concurrency: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_CONCURRENCY", 2)))
     list_nice: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_NICE", 10)))

@@ -15,6 +15,19 @@ class ServiceError(Exception):
         self.target = target
         self.details = details or []
 
+    def __reduce__(self):
+        # Pickled whole: a list reader (api/batch/page_readers.py) raises one in its own
+        # process and the service raises it again. Exception's own pickling calls the class
+        # with the message alone.
+        return _restored, (type(self), self.args, self.__dict__)
+
+
+def _restored(cls: type, args: tuple, state: dict) -> ServiceError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidInput(ServiceError):
     """The request is malformed or asks for something impossible (400)."""

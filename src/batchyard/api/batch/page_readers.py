@@ -40,6 +40,7 @@ import socket
 import struct
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -91,6 +92,8 @@ def reader_main(sock_fd: int, db_path: str, nice: int, service_pid: int) -> None
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != service_pid:  # it died before the line above: nobody would kill this one
         return
+    # Ctrl-C reaches the whole process group: the service ends its readers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.setpriority(os.PRIO_PROCESS, 0, nice)
     db = ReadOnlyDatabase(Path(db_path))
     _stores = (TaskStore(db), NodeStore(db), ResourceStore(db))
@@ -108,10 +111,14 @@ def _answer(message: bytes) -> bytes:
 
 
 def _pickled(exc: Exception) -> bytes:
+    """The exception as the service can raise it again: itself when it comes back whole
+    (a ServiceError does), or else a RuntimeError that carries its traceback."""
     try:
-        return pickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - an exception holding something that does not pickle
-        return pickle.dumps(RuntimeError(f"list reader: {exc!r}"))
+        pickled = pickle.dumps(exc)
+        pickle.loads(pickled)
+        return pickled
+    except Exception:  # noqa: BLE001 - one that holds something that does not pickle, or does not come back
+        return pickle.dumps(RuntimeError(f"list reader: {''.join(traceback.format_exception(exc))}"))
 
 
 def _received(sock: socket.socket) -> bytes | None:
@@ -167,7 +174,7 @@ def _framed(message: bytes) -> bytes:
 # in the service ---------------------------------------------------------------------------------
 
 class ReaderLost(Exception):
-    """A reader ended in the middle of an exchange (killed, or out of memory)."""
+    """A reader has ended (killed, or out of memory): found so when asked, or while it answered."""
 
 
 @dataclass(eq=False)
@@ -176,13 +183,13 @@ class _Reader:
     process: subprocess.Popen
     sock: socket.socket
 
-    async def ask(self, request: PageRequest) -> bytes:
-        """The reader's answer: its kind's byte, then its bytes."""
+    async def ask(self, request: PageRequest) -> tuple[bytes, bytes]:
+        """The reader's answer: its kind (PAGE, NO_OWNER or FAILED) and its bytes."""
         loop = asyncio.get_running_loop()
         try:
             await loop.sock_sendall(self.sock, _framed(pickle.dumps(request)))
-            size = FRAME.unpack(await self._exactly(loop, FRAME.size))[0]
-            return await self._exactly(loop, size)
+            head = await self._exactly(loop, FRAME.size + 1)
+            return head[FRAME.size:], await self._exactly(loop, FRAME.unpack(head[:FRAME.size])[0] - 1)
         except OSError as exc:
             raise ReaderLost(str(exc)) from None
 
@@ -196,11 +203,6 @@ class _Reader:
             got += count
         return bytes(buffer)
 
-    def end(self) -> None:
-        self.sock.close()
-        self.process.kill()
-        self.process.wait()
-
 
 class PageReaders:
     def __init__(self, db_path: Path, readers: int, nice: int):
@@ -208,25 +210,25 @@ class PageReaders:
         self._turns = asyncio.Semaphore(max(1, readers))  # a page at a time per reader
         self._idle: list[_Reader] = []
         self._started: set[_Reader] = set()
+        self._ending: list[subprocess.Popen] = []  # killed, not yet reaped
 
     async def page(self, request: PageRequest) -> bytes | None:
         """The page's JSON; None when the job or pool whose tasks or nodes it lists does
         not exist."""
         async with self._turns:
             try:
-                answer = await self._ask(request)
+                kind, body = await self._ask(request)
             except ReaderLost:
                 # a reader died (killed, or out of memory), perhaps with others: those that
                 # have ended are let go, and the page is read again, once
                 for reader in [r for r in self._idle if r.process.poll() is not None]:
                     self._end(reader)
-                answer = await self._ask(request)
-        kind, body = answer[:1], answer[1:]
+                kind, body = await self._ask(request)
         if kind == FAILED:
-            raise pickle.loads(body)
+            raise _unpickled(body)
         return body if kind == PAGE else None
 
-    async def _ask(self, request: PageRequest) -> bytes:
+    async def _ask(self, request: PageRequest) -> tuple[bytes, bytes]:
         reader = self._idle.pop() if self._idle else self._start()
         try:
             answer = await reader.ask(request)
@@ -240,31 +242,53 @@ class PageReaders:
         """Started from the event loop's thread, which lives as long as the service: a
         reader's parent-death signal follows the thread that started it. A new interpreter,
         not a fork: a fork of this many-threaded process could copy a lock some other
-        thread holds."""
+        thread holds. It imports from the service's own sys.path, as multiprocessing's
+        spawn would (-P: not from the working directory)."""
+        self._reap()
         ours, theirs = socket.socketpair()
-        with theirs:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _READER_MAIN, str(theirs.fileno()), str(self._db_path),
-                 str(self._nice), str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        try:
+            with theirs:
+                process = subprocess.Popen(
+                    [sys.executable, "-P", "-c", _READER_MAIN, json.dumps(sys.path), str(theirs.fileno()),
+                     str(self._db_path), str(self._nice), str(os.getpid())],
+                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
         ours.setblocking(False)
         reader = _Reader(process, ours)
         self._started.add(reader)
         return reader
 
     def _end(self, reader: _Reader) -> None:
+        """Killed, and reaped later: waiting here would hold up the event loop."""
         if reader in self._idle:
             self._idle.remove(reader)
         self._started.discard(reader)
-        reader.end()
+        reader.sock.close()
+        reader.process.kill()
+        self._ending.append(reader.process)
+        self._reap()
+
+    def _reap(self) -> None:
+        self._ending = [process for process in self._ending if process.poll() is None]
 
     def close(self) -> None:
         for reader in list(self._started):
             self._end(reader)
+        for process in self._ending:
+            process.wait()
+        self._ending = []
 
 
-# The reader's command: this copy of the package first on its path (as the service found it),
-# then reader_main with its arguments.
-_READER_MAIN = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r}); "
+def _unpickled(body: bytes) -> Exception:
+    try:
+        return pickle.loads(body)
+    except Exception as exc:  # noqa: BLE001 - answered as the service's own failure
+        return RuntimeError(f"a list reader's failure could not be read: {exc!r}")
+
+
+# The reader's command: the service's sys.path, then reader_main with its arguments.
+_READER_MAIN = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
                 "from batchyard.api.batch.page_readers import reader_main; "
-                "reader_main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
+                "reader_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))")

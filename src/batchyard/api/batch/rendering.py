@@ -9,9 +9,14 @@ from starlette.responses import JSONResponse, Response
 
 from ...services.batch.odata import apply_select, compile_filter, narrowing, page, parse_max_results
 from ...services.batch.pools import check_conditions
+from ...services.errors import Unavailable
 from .page_readers import PageRequest
 from .router import ODATA_JSON, BatchContext, entity_response
 from .views import listing_body, sort_key
+
+# How often a page is asked for while its reader finds no job or pool and the service's check
+# finds one: it was made in between, and each further turn needs it deleted and made again.
+OWNER_TURNS = 3
 
 
 def listing(ctx: BatchContext, collection: str, items: list[dict], key=None) -> Response:
@@ -33,9 +38,13 @@ async def read_listing(ctx: BatchContext, collection: str, owner_key: str, owner
     request = PageRequest(collection, owner_key, owner_id, ctx.endpoint, link_base(ctx), dict(ctx.query),
                           page_rows(ctx), narrowing(ctx.query.get("$filter")))
     readers = ctx.request.app.state.page_readers
-    while (body := await readers.page(request)) is None:
+    for _ in range(OWNER_TURNS):
+        body = await readers.page(request)
+        if body is not None:
+            return Response(body, media_type=ODATA_JSON)
         await ctx.call(owner_check)  # raises, unless the job or pool was made in between
-    return Response(body, media_type=ODATA_JSON)
+    raise Unavailable("ServerBusy", "The job or pool was made and deleted again while its list was read; "
+                      "retry the request.")
 
 
 def page_rows(ctx: BatchContext) -> int:
