@@ -17,15 +17,15 @@ class Urls:
     endpoint: str  # the account's Batch endpoint as the client reached it
 
     def url(self, *segments: str) -> str:
-        return self.endpoint + "".join("/" + _quoted(s) for s in segments)
+        return _url(self.endpoint, segments)
 
 
-@lru_cache(maxsize=4096)
-def _quoted(segment: str) -> str:
-    """A path segment percent-encoded. Remembered: a page of 100 tasks quotes 800 segments,
-    most of them the same few ("jobs", the job's id, "pools", the pool's id, "nodes", ...),
-    and quoting them was the largest cost of rendering it."""
-    return quote(segment, safe="")
+@lru_cache(maxsize=8192)
+def _url(endpoint: str, segments: tuple[str, ...]) -> str:
+    """The URL of a resource, its path segments percent-encoded. Remembered whole: a page of
+    100 tasks makes 200 URLs (each task's, each task's node's), the same ones every time a
+    client polls that page, and making them was the largest cost of rendering it."""
+    return endpoint + "".join("/" + quote(s, safe="") for s in segments)
 
 
 def pool_view(urls, pool) -> dict:
