@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from batchyard.runtime.commands import AgentRunner, Exit
+from batchyard.runtime.commands import AgentRunner, Exit, together
 
 # Answers each request at once with exit 0 (the command "ran"); leaves on {"close"}.
 ECHO_AGENT = """
@@ -89,3 +89,35 @@ def test_many_runners_go_idle_at_once_and_each_agent_leaves():
     finally:
         for runner in runners:
             runner.close()
+
+
+def test_commands_started_together_go_to_their_agent_at_the_end_of_the_block():
+    agents = Agents()
+    counts_read = []
+    runner = AgentRunner(agents.start, oom_kills=lambda: counts_read.append(1) or 0)
+    ended: dict[str, Exit] = {}
+    all_ended = threading.Event()
+
+    def on_exit(command_id):
+        def record(exit_: Exit) -> None:
+            ended[command_id] = exit_
+            if len(ended) == 5:
+                all_ended.set()
+        return record
+    try:
+        with together():
+            for i in range(3):
+                runner.run(f"t{i}", ["true"], {}, "/", None, None, "", "", on_exit(f"t{i}"))
+            with together():  # a block inside another: the outer one sends
+                runner.run("t3", ["true"], {}, "/", None, None, "", "", on_exit("t3"))
+            time.sleep(0.5)
+            assert ended == {}  # held back: the agent has not seen them
+        runner.run("t4", ["true"], {}, "/", None, None, "", "", on_exit("t4"))  # outside: sent at once
+        assert all_ended.wait(10), f"only {sorted(ended)} ended"
+        assert set(ended.values()) == {Exit(0)}
+        # the machine's OOM-kill count: once for the block's four commands, once for the fifth
+        assert len(counts_read) == 2
+    finally:
+        runner.close()
+        for agent in agents.started:
+            agent.wait(timeout=10)

@@ -25,7 +25,8 @@ import subprocess
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,27 @@ def killed_by_memory_limit(code: int, kills_before: int, kills_now: Callable[[],
     went up was over the machine's memory. The count is read only for such a command, not
     (a file read) for every exit."""
     return code in (KILLED, -signal.SIGKILL) and kills_now() > kills_before
+
+
+_together = threading.local()  # .runners: in a together() block, {runner: its OOM-kill count}
+
+
+@contextmanager
+def together() -> Iterator[None]:
+    """The commands this thread starts in the block go to each machine's agent in one write,
+    at the block's end, and each machine's OOM-kill count is read once for them. A refill
+    starts several commands on the same machines at once: a write and a flush for each (its
+    agent woken for each), and a file read for each count, were most of the refiller's CPU."""
+    if getattr(_together, "runners", None) is not None:  # within another block: that one sends
+        yield
+        return
+    _together.runners = {}
+    try:
+        yield
+    finally:
+        runners, _together.runners = _together.runners, None
+        for runner in runners:
+            runner.send_written()
 
 
 class CommandRunner:
@@ -90,7 +112,13 @@ class AgentRunner(CommandRunner):
         if container is not None:
             request["container"] = container
         line = _line(request)
-        kills = self._oom_kills()
+        batch = getattr(_together, "runners", None)
+        if batch is None:
+            kills = self._oom_kills()
+        elif self in batch:
+            kills = batch[self]
+        else:
+            kills = batch[self] = self._oom_kills()
         with self._lock:
             agent = self._ensure_agent()
             self._callbacks[command_id] = (agent, on_exit, kills)
@@ -98,10 +126,22 @@ class AgentRunner(CommandRunner):
             try:
                 self._before_request()
                 agent.stdin.write(line)
-                agent.stdin.flush()
+                if batch is None:
+                    agent.stdin.flush()
             except (OSError, ValueError):
                 self._callbacks.pop(command_id, None)
                 raise OSError("the machine's agent is gone")
+
+    def send_written(self) -> None:
+        """Sends what together() held back. An agent that has gone meanwhile took those
+        commands with it: its reader ends them, as every command of an agent that ends."""
+        with self._lock:
+            if self._agent is None:
+                return
+            try:
+                self._agent.stdin.flush()
+            except (OSError, ValueError):
+                pass
 
     def _before_request(self) -> None:
         """What goes to the agent before a request's line (nothing here)."""

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...runtime.commands import Exit
+from ...runtime.commands import Exit, together
 from ...runtime.provider import MachineError, MachineProvider
 from ...store.batch_nodes import Node, NodeStore
 from ...store.batch_tasks import Task, TaskStore
@@ -290,8 +290,9 @@ class Scheduler(PokedLoop):
             raise
         finally:
             deferred, self._deferred = self._deferred, None
-        for launch in deferred:
-            self._launch(*launch)
+        with together():  # one write to each agent for the refill's commands
+            for launch in deferred:
+                self._launch(*launch)
         return needs_pass
 
     def _record_ended(self) -> bool:
