@@ -204,7 +204,8 @@ def test_a_version_serves_a_region_only_with_a_replica_there(clients, made):
     c.gallery_image_versions.begin_update(RG, GALLERY, DEFINITION, "1.2.0", {"properties": {"publishingProfile": {
         "targetRegions": [{"name": "eastus"}, {"name": "westus", "regionalReplicaCount": 1}]}}}).result()
     batch.create_pool(custom_pool("east-and-west", east.id, dedicated=0))
-    assert batch.get_pool("east-and-west").allocation_state in ("resizing", "steady")
+    # steady before the resize below (a resize while one runs is refused: PoolBeingResized)
+    wait_for(lambda: batch.get_pool("east-and-west").allocation_state == "steady", what="the new pool to settle")
     # taking westus away again: the pool may not grow
     c.gallery_image_versions.begin_update(RG, GALLERY, DEFINITION, "1.2.0", {"properties": {"publishingProfile": {
         "targetRegions": [{"name": "eastus"}]}}}).result()
