@@ -328,6 +328,8 @@ def main() -> None:
     parser.add_argument("--no-slurm", action="store_true")
     parser.add_argument("--slurm-array-only", action="store_true", help="skip Slurm's loop of sbatch (halves its time)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     idle, loaded, requests, few = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as tmp, Server(Path(tmp) / "data") as server:
         batch = Clients(server.info).batch_key
@@ -338,13 +340,12 @@ def main() -> None:
             # machine did in those seconds: the figures with targets are measured in rounds
             # (each round one run of each) and their medians kept.
             for round_ in range(1, args.rounds + 1):
+                before = tree_cpu(server.proc.pid)
+                idle.append(throughput(batch, f"idle-{round_}", "bench", args.tasks))
                 if round_ == 1:
                     # the first round's only: later, agents of the other pool that end (idle)
                     # during a run would take their CPU out of the tree's sum
-                    before = tree_cpu(server.proc.pid)
-                idle.append(throughput(batch, f"idle-{round_}", "bench", args.tasks))
-                if round_ == 1:
-                    after = tree_cpu(server.proc.pid)
+                    cpu = {kind: used - before[kind] for kind, used in tree_cpu(server.proc.pid).items()}
                 rate, served = under_load(server.info, batch, f"loaded-{round_}", "bench", args.tasks, args.listers,
                                           remote=elsewhere_procs)
                 loaded.append(rate)
@@ -359,7 +360,7 @@ def main() -> None:
     print(f"Batchyard: {args.tasks} tasks end to end, {NODES} nodes of {SLOTS} slots: {rate:.0f} tasks/s   "
           f"target >= 500   (median of {_runs(idle)})")
     print("  CPU per task (first round): " + ", ".join(
-        f"{kind} {(after[kind] - before[kind]) * 1000 / args.tasks:.2f} ms" for kind in ("tasks", "agents", "service")))
+        f"{kind} {cpu[kind] * 1000 / args.tasks:.2f} ms" for kind in ("tasks", "agents", "service")))
     print(f"  under {args.listers} clients listing tasks, as clients on other machines (an idle cgroup here; "
           f"{statistics.median(requests):.0f} pages of 100 served a second): {under:.0f} tasks/s = "
           f"{under / rate:.2f} of idle   target >= 0.8   (median of {_runs(loaded)}; each round's ratio: "

@@ -1,6 +1,6 @@
-"""The command runner's agent lifetime (runtime/commands.py): an agent lives while its
-machine has work and leaves after an idle time, so an idle machine costs no process; a
-command started within the idle time keeps it. Against a real process that speaks the
+"""The command runner's agent (runtime/commands.py): an agent lives while its machine has
+work and leaves after an idle time, so an idle machine costs no process; a command started
+within the idle time keeps it; commands started together() reach it in one write. Against a real process that speaks the
 agent's protocol (JSON lines in, exits out), without a machine."""
 
 from __future__ import annotations
