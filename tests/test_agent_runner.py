@@ -101,21 +101,23 @@ def test_commands_started_together_go_to_their_agent_at_the_end_of_the_block():
     def on_exit(command_id):
         def record(exit_: Exit) -> None:
             ended[command_id] = exit_
-            if len(ended) == 5:
+            if len(ended) == 14:
                 all_ended.set()
         return record
+    # a task's environment is about 1 KiB: twelve of them are more than a pipe writer's buffer
+    env = {"AZ_BATCH_TASK_DIR": "x" * 1000}
     try:
         with together():
-            for i in range(3):
-                runner.run(f"t{i}", ["true"], {}, "/", None, None, "", "", on_exit(f"t{i}"))
+            for i in range(12):
+                runner.run(f"t{i}", ["true"], env, "/", None, None, "", "", on_exit(f"t{i}"))
             with together():  # a block inside another: the outer one sends
-                runner.run("t3", ["true"], {}, "/", None, None, "", "", on_exit("t3"))
+                runner.run("t12", ["true"], env, "/", None, None, "", "", on_exit("t12"))
             time.sleep(0.5)
             assert ended == {}  # held back: the agent has not seen them
-        runner.run("t4", ["true"], {}, "/", None, None, "", "", on_exit("t4"))  # outside: sent at once
+        runner.run("t13", ["true"], env, "/", None, None, "", "", on_exit("t13"))  # outside: sent at once
         assert all_ended.wait(10), f"only {sorted(ended)} ended"
         assert set(ended.values()) == {Exit(0)}
-        # the machine's OOM-kill count: once for the block's four commands, once for the fifth
+        # the machine's OOM-kill count: once for the block's 13 commands, once for the last
         assert len(counts_read) == 2
     finally:
         runner.close()

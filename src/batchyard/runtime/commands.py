@@ -103,6 +103,10 @@ class AgentRunner(CommandRunner):
         # by command: its agent, its callback, and the machine's OOM kills when it started
         self._callbacks: dict[str, tuple[subprocess.Popen, ExitCallback, int]] = {}
         self._idle_since = 0  # which idle moment the closer may end the agent for (0: none)
+        # Lines held back by together() for the current agent: written in one write at the
+        # block's end (a write through the pipe's buffer would go out every 8 KiB, a handful
+        # of commands, each write waking the agent).
+        self._held = bytearray()
 
     def run(self, command_id, argv, env, cwd, uid, gid, stdout, stderr, on_exit, mkdirs=(), container=None) -> None:
         """container: for an agent that runs containers (launcher.py), the request's part
@@ -125,9 +129,10 @@ class AgentRunner(CommandRunner):
             self._idle_since = 0  # busy again: an idle close due for the last idle moment is off
             try:
                 self._before_request()
-                agent.stdin.write(line)
                 if batch is None:
-                    agent.stdin.flush()
+                    self._send(agent, line)
+                else:
+                    self._held += line
             except (OSError, ValueError):
                 self._callbacks.pop(command_id, None)
                 raise OSError("the machine's agent is gone")
@@ -136,12 +141,19 @@ class AgentRunner(CommandRunner):
         """Sends what together() held back. An agent that has gone meanwhile took those
         commands with it: its reader ends them, as every command of an agent that ends."""
         with self._lock:
-            if self._agent is None:
+            if self._agent is None or not self._held:
                 return
             try:
-                self._agent.stdin.flush()
+                self._send(self._agent, b"")
             except (OSError, ValueError):
                 pass
+
+    def _send(self, agent: subprocess.Popen, line: bytes) -> None:
+        """Writes the held lines, then `line`: whatever else goes to the agent (a kill, a
+        command outside a block) goes after the commands held before it. Lock held."""
+        data, self._held = bytes(self._held) + line, bytearray()
+        agent.stdin.write(data)
+        agent.stdin.flush()
 
     def _before_request(self) -> None:
         """What goes to the agent before a request's line (nothing here)."""
@@ -153,8 +165,7 @@ class AgentRunner(CommandRunner):
             if self._callbacks[command_id][0] is not self._agent:
                 return  # its agent is gone, and the command with it
             try:
-                self._agent.stdin.write(_line({"kill": command_id}))
-                self._agent.stdin.flush()
+                self._send(self._agent, _line({"kill": command_id}))
             except (BrokenPipeError, ValueError):
                 pass
 
@@ -162,11 +173,13 @@ class AgentRunner(CommandRunner):
         with self._lock:
             agent, self._agent = self._agent, None
             self._idle_since = 0
+            self._held.clear()
         if agent is not None:
             _end(agent)
 
     def _ensure_agent(self) -> subprocess.Popen:
         if self._agent is None or self._agent.poll() is not None:
+            self._held.clear()  # the gone agent's: its reader ends those commands
             agent = self._start_agent()
             self._agent = agent
             threading.Thread(target=self._read_events, args=(agent,), daemon=True,
