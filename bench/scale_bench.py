@@ -5,14 +5,10 @@ idle, under 16 listing clients, with 4 and 16 slots a node, and against Ray
 process, as when run alone, and prints its own figures and targets.
 
 Before each, when run as root, the page cache is dropped after a sync. This machine's ext4
-has no journal, and then the kernel will not reuse an inode freed in the last 5 seconds, or
-the last 5 minutes while its inode-table block is dirty (`recently_deleted`): a new file or
-directory looks up, one at a time, every such inode before the one it gets. Right after a
-benchmark deleted its own files, and for minutes after, the tasks' directories and files
-cost several times more (their inode-table blocks turn dirty again as new files go in, so
-dropping the cache is not enough). The task benchmark therefore runs first, on a disk that
-has settled (run this at least five minutes after anything deleted many files), and the
-node benchmark, whose figures have the widest margin, last.
+has no journal, and then a new file costs many times more for minutes after anything
+deleted many files (bench/disk_settle.py): the task benchmark waits until it does not, and
+runs first, before the other two delete theirs; the node benchmark, whose figures have the
+widest margin, runs last.
 
 Usage: bench/scale_bench.py [--no-ray] [--quick]   (--quick: 100 and 1,000 nodes, 20,000 tasks listed)
 """

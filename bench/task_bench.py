@@ -30,6 +30,10 @@ the same machine as the peer. Prints its figures.
 - the same 10,000-job workload through Slurm (Debian's slurm-wlm, single host, set up by
   ../shared/peers/slurm-bench.sh), and the ratio (target: faster than Slurm)
 
+Before the first run it waits until a new file costs what it does on a settled disk (up to
+7 minutes after anything deleted many files, on an ext4 without a journal: see
+disk_settle.py), and prints what it found.
+
 Usage: bench/task_bench.py [--tasks 10000] [--rounds 3] [--chain 50] [--listers 16] [--no-ray]
 [--no-slurm] [--slurm-array-only]
 Each figure with a target (idle, under load, 4 slots; Ray idle and under load) is measured
@@ -59,6 +63,7 @@ from azure.core.rest import HttpRequest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import Clients, Server, free_port, pool_settled  # noqa: E402
+from disk_settle import wait_until_settled  # noqa: E402
 
 from batchyard.runtime import cgroups  # noqa: E402
 
@@ -331,7 +336,8 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     idle, loaded, requests, few = [], [], [], []
-    with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as tmp, Server(Path(tmp) / "data") as server:
+    with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as tmp, \
+            Server(wait_until_settled(Path(tmp)) / "data") as server:
         batch = Clients(server.info).batch_key
         make_pool(batch, "bench", SLOTS)
         make_pool(batch, "bench4", FEW_SLOTS)
