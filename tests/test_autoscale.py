@@ -144,7 +144,9 @@ def test_enable_disable_and_resize(batch):
     assert caught.value.status_code == 409
     client.enable_pool_auto_scale("manual", {"autoScaleFormula": "$TargetDedicatedNodes=0"})
     assert client.get_pool("manual").auto_scale_evaluation_interval.total_seconds() == 600  # kept
-    wait_for(lambda: client.get_pool("manual").current_dedicated_nodes == 0, what="the formula's zero nodes")
+    # the nodes go before the pool's resize ends: a manual resize waits for steady, as on Azure
+    wait_for(lambda: (p := client.get_pool("manual")).current_dedicated_nodes == 0 and p.allocation_state == "steady",
+             what="the formula's zero nodes, steady")
     client.disable_pool_auto_scale("manual")
     pool = client.get_pool("manual")
     assert not pool.enable_auto_scale and pool.auto_scale_formula is None and pool.auto_scale_run is None
