@@ -7,11 +7,15 @@ one at a time, before the one it gets. After anything deleted many files (a test
 earlier benchmark's cleanup), and for minutes after, a new file costs 10 - 50 times more:
 measured here, 6 us of CPU settled and 50 - 350 us unsettled for each of a task's four (its
 directory, its wd, its stdout.txt and stderr.txt), which moves the task figures by up to a
-fifth; it settles in 2 - 5 minutes. A journalled ext4, XFS or tmpfs never pays it.
+fifth. A journalled ext4, XFS or tmpfs never pays it.
 
-So before measuring, the benchmark makes batches of empty files where its data directory
-will be and waits until a new file costs what it does on a settled disk; the files are kept
-(deleting them would free inodes again) and go with the benchmark's directory at its end.
+So before measuring, the benchmark makes a batch of empty files where its data directory
+will be. When a new file costs more than on a settled disk, something freed inodes within
+the kernel's longest memory of them, and it waits that long. (Later probes are no guide:
+once those inode-table blocks are written back, the kernel remembers a freed inode for a
+minute only, and a probe's few files find none; but the tasks' thousands of files make the
+blocks dirty again, and then it remembers them for six.) The files are kept (deleting
+them would free inodes again) and go with the benchmark's directory at its end.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ import time
 from pathlib import Path
 
 FILES_PER_PROBE = 400
-SETTLED_MICROSECONDS = 15.0  # wall time; a settled ext4 here: 10 - 15 us a file, unsettled 20 - 350
-PROBE_EVERY_SECONDS = 10.0
-LONGEST_WAIT_SECONDS = 420.0  # the kernel's longest: 60 s, plus 300 s while the block is dirty
+SETTLED_MICROSECONDS = 15.0  # wall time; a settled ext4 here: 9 - 15 us a file, unsettled 17 - 350
+LONGEST_MEMORY_SECONDS = 370.0  # the kernel's: 60 s, plus 300 s while the inode's block is dirty
 
 
 def file_cost(directory: Path) -> float:
@@ -37,20 +40,16 @@ def file_cost(directory: Path) -> float:
 
 
 def wait_until_settled(directory: Path) -> Path:
-    """`directory`, once a new file there costs a settled disk's, or after the longest the
-    kernel remembers a freed inode; prints what it found and how long it waited."""
+    """`directory`, once no inode freed before the call is one the kernel still skips;
+    prints what it found."""
     probes = directory / "disk-probes"
     probes.mkdir(exist_ok=True)
-    start = time.monotonic()
-    first = cost = file_cost(probes)
-    while cost > SETTLED_MICROSECONDS and time.monotonic() - start < LONGEST_WAIT_SECONDS:
-        time.sleep(PROBE_EVERY_SECONDS)
-        cost = file_cost(probes)
-    waited = time.monotonic() - start
-    if first <= SETTLED_MICROSECONDS:
+    cost = file_cost(probes)
+    if cost <= SETTLED_MICROSECONDS:
         print(f"disk: a new file costs {cost:.0f} us: settled", flush=True)
     else:
-        state = "settled" if cost <= SETTLED_MICROSECONDS else "still not settled"
-        print(f"disk: a new file cost {first:.0f} us (inodes freed in the last minutes, see "
-              f"bench/disk_settle.py); {state} after {waited:.0f} s: {cost:.0f} us", flush=True)
+        print(f"disk: a new file costs {cost:.0f} us: inodes were freed in the last minutes (see "
+              f"bench/disk_settle.py); waiting {LONGEST_MEMORY_SECONDS:.0f} s", flush=True)
+        time.sleep(LONGEST_MEMORY_SECONDS)
+        print(f"disk: a new file now costs {file_cost(probes):.0f} us", flush=True)
     return directory

@@ -30,9 +30,9 @@ the same machine as the peer. Prints its figures.
 - the same 10,000-job workload through Slurm (Debian's slurm-wlm, single host, set up by
   ../shared/peers/slurm-bench.sh), and the ratio (target: faster than Slurm)
 
-Before the first run it waits until a new file costs what it does on a settled disk (up to
-7 minutes after anything deleted many files, on an ext4 without a journal: see
-disk_settle.py), and prints what it found.
+Before the first run it checks that a new file costs what it does on a settled disk, and
+when not (anything deleted many files in the last minutes, on an ext4 without a journal),
+waits about 6 minutes: see disk_settle.py. It prints what it found.
 
 Usage: bench/task_bench.py [--tasks 10000] [--rounds 3] [--chain 50] [--listers 16] [--no-ray]
 [--no-slurm] [--slurm-array-only]
