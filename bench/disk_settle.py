@@ -9,9 +9,12 @@ measured here, 6 us of CPU settled and 50 - 350 us unsettled for each of a task'
 directory, its wd, its stdout.txt and stderr.txt), which moves the task figures by up to a
 fifth. A journalled ext4, XFS or tmpfs never pays it.
 
-So before measuring, the benchmark makes a batch of empty files where its data directory
-will be. When a new file costs more than on a settled disk, something freed inodes within
-the kernel's longest memory of them, and it waits that long. (Later probes are no guide:
+So before measuring, the benchmark makes two batches of empty files where its data
+directory will be, and judges by the second (the first reads what a dropped page cache
+lost). When a new file costs more than on a settled disk, something freed inodes within
+the kernel's longest memory of them, and it waits that long, once. It is a sample: the
+probe's block groups are not always the tasks', so a settled probe is likely, not sure,
+to mean settled tasks (the bench prints each run's agent CPU a task, which tells). (Later probes are no guide:
 once those inode-table blocks are written back, the kernel remembers a freed inode for a
 minute only, and a probe's few files find none; but the tasks' thousands of files make the
 blocks dirty again, and then it remembers them for six.) The files are kept (deleting
@@ -40,8 +43,8 @@ def file_cost(directory: Path) -> float:
 
 
 def wait_until_settled(directory: Path) -> Path:
-    """`directory`, once no inode freed before the call is one the kernel still skips;
-    prints what it found."""
+    """`directory`, once no inode freed before the call that the probe found is one the
+    kernel still skips; prints what it found."""
     probes = directory / "disk-probes"
     probes.mkdir(exist_ok=True)
     file_cost(probes)  # reads the bitmaps and inode tables a dropped page cache lost

@@ -123,3 +123,56 @@ def test_commands_started_together_go_to_their_agent_at_the_end_of_the_block():
         runner.close()
         for agent in agents.started:
             agent.wait(timeout=10)
+
+
+# Writes what it receives, in order, to the file named by its argument; answers nothing.
+RECORDING_AGENT = """
+import json, sys
+with open(sys.argv[1], "a") as log:
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        if request.get("close"):
+            break
+        log.write(("kill " + request["kill"]) if "kill" in request else ("run " + request["id"]))
+        log.write("\\n")
+        log.flush()
+"""
+
+
+def test_a_kill_in_a_block_follows_the_commands_held_before_it(tmp_path):
+    log = tmp_path / "received"
+    started = []
+
+    def start() -> subprocess.Popen:
+        started.append(subprocess.Popen([sys.executable, "-c", RECORDING_AGENT, str(log)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE))
+        return started[-1]
+    runner = AgentRunner(start)
+    try:
+        with together():
+            runner.run("t0", ["sleep", "9"], {}, "/", None, None, "", "", lambda exit_: None)
+            runner.run("t1", ["sleep", "9"], {}, "/", None, None, "", "", lambda exit_: None)
+            runner.kill("t0")  # goes now, and after t0 and t1: never before the command it ends
+        assert wait_until(lambda: log.exists() and len(log.read_text().split("\n")) > 3, 10)
+        assert log.read_text().split("\n")[:3] == ["run t0", "run t1", "kill t0"]
+    finally:
+        runner.close()
+        for agent in started:
+            agent.wait(timeout=10)
+
+
+def test_a_runner_that_may_not_hold_lines_sends_each_at_once():
+    """A container agent's runner: each request's root filesystem goes at once beside it."""
+    class AtOnce(AgentRunner):
+        holds_lines = False
+    agents = Agents()
+    runner = AtOnce(agents.start)
+    ended = threading.Event()
+    try:
+        with together():
+            runner.run("t0", ["true"], {}, "/", None, None, "", "", lambda exit_: ended.set())
+            assert ended.wait(10), "held back in the block"
+    finally:
+        runner.close()
+        for agent in agents.started:
+            agent.wait(timeout=10)

@@ -93,6 +93,9 @@ class CommandRunner:
 
 
 class AgentRunner(CommandRunner):
+    # Whether together() may hold this runner's request lines back (see ContainerRunner).
+    holds_lines = True
+
     def __init__(self, start_agent: Callable[[], subprocess.Popen], idle_seconds: float = IDLE_SECONDS,
                  oom_kills: Callable[[], int] = lambda: 0):
         self._start_agent = start_agent
@@ -116,7 +119,7 @@ class AgentRunner(CommandRunner):
         if container is not None:
             request["container"] = container
         line = _line(request)
-        batch = getattr(_together, "runners", None)
+        batch = getattr(_together, "runners", None) if self.holds_lines else None
         if batch is None:
             kills = self._oom_kills()
         elif self in batch:

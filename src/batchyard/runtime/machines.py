@@ -540,6 +540,11 @@ class ContainerRunner(AgentRunner):
     when its command ends (`--rm` is what Batch does anyway: a task's container never
     outlives it)."""
 
+    # Each request's root filesystem goes on the socket at once, and the agent reads one
+    # only after its line: lines held back by together() would leave the socket filling
+    # with root filesystems the agent cannot take yet, until send_fds blocks under the lock.
+    holds_lines = False
+
     def __init__(self, provider: NamespaceMachineProvider, key: str):
         super().__init__(self._start, oom_kills=lambda: provider.oom_kills(key))
         self._provider, self._key = provider, key

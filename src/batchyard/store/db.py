@@ -274,12 +274,10 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         # Deleted and overwritten rows are zeroed, so a replaced secret leaves no copy behind.
         conn.execute("PRAGMA secure_delete=ON")
-        # A statement that fires a trigger (every task update: the counts) keeps a statement
-        # journal, which SQLite spills past 64 KiB to a file it makes and unlinks at once in
-        # /var/tmp: one every few dozen task updates. Kept in memory, they cost no syscalls,
-        # and leave no freed inodes behind (an ext4 without a journal makes every new file
-        # of the next minutes skip those, the tasks' directories included).
-        conn.execute("PRAGMA temp_store=MEMORY")
+        # temp_store stays FILE: a statement that fires a trigger (every task update: the
+        # counts) keeps a statement journal, spilled past 64 KiB to an unlinked file in
+        # /var/tmp, once every few dozen task updates. In memory it would cost no file, but
+        # a job's delete (one statement, 100,000 tasks) would hold every page it touches in RAM.
         return conn
 
     def _migrate(self) -> None:
