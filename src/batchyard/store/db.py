@@ -274,10 +274,9 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         # Deleted and overwritten rows are zeroed, so a replaced secret leaves no copy behind.
         conn.execute("PRAGMA secure_delete=ON")
-        # temp_store stays FILE: a statement that fires a trigger (every task update: the
-        # counts) keeps a statement journal, spilled past 64 KiB to an unlinked file in
-        # /var/tmp, once every few dozen task updates. In memory it would cost no file, but
-        # a job's delete (one statement, 100,000 tasks) would hold every page it touches in RAM.
+        # temp_store stays FILE here: a job's delete (one statement over up to 100,000 tasks,
+        # in a transaction) keeps every page it touches in its statement journal, which
+        # SQLite spills past 64 KiB to an unlinked file. See journals_in_memory.
         return conn
 
     def _migrate(self) -> None:
@@ -323,6 +322,24 @@ class Database:
             yield
         finally:
             conn.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def journals_in_memory(self) -> Iterator[None]:
+        """This thread's statements inside keep their statement journals in memory: for
+        blocks of row-sized writes only (the refiller's). A statement that fires a trigger
+        (every task update: the counts) keeps one, and past 64 KiB SQLite spills it to a
+        file made and unlinked at once in /var/tmp: once every few dozen task updates. On
+        an ext4 without a journal, every unlinked file is an inode that the new files of the
+        next minutes look up and skip."""
+        conn = self._conn
+        if conn.in_transaction:  # the outer block's setting holds
+            yield
+            return
+        conn.execute("PRAGMA temp_store=MEMORY")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA temp_store=DEFAULT")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         """The last committed state, or this thread's own transaction's."""

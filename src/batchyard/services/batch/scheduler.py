@@ -260,7 +260,8 @@ class Scheduler(PokedLoop):
             if self.closing:
                 return
             try:
-                with self.store.db.without_sync():  # bookkeeping: see Database.without_sync
+                # bookkeeping of row-sized writes: see Database.without_sync, journals_in_memory
+                with self.store.db.without_sync(), self.store.db.journals_in_memory():
                     needs_pass = self._record_and_refill()
             except Exception:  # the loop's pass takes what is left on the queue
                 log.exception("refilling freed task slots failed")
