@@ -313,15 +313,8 @@ class Database:
         recorded, which the next start finds gone (reconciliation.py). Any later
         synchronous commit (every write the API acknowledges) makes the WAL durable up to
         itself, so no acknowledged write is on disk without the bookkeeping made before it."""
-        conn = self._conn
-        if conn.in_transaction:  # the outer block's setting holds
+        with self._pragma_within("synchronous", "NORMAL", "FULL"):
             yield
-            return
-        conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            yield
-        finally:
-            conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def journals_in_memory(self) -> Iterator[None]:
@@ -331,15 +324,22 @@ class Database:
         file made and unlinked at once in /var/tmp: once every few dozen task updates. On
         an ext4 without a journal, every unlinked file is an inode that the new files of the
         next minutes look up and skip."""
+        with self._pragma_within("temp_store", "MEMORY", "DEFAULT"):
+            yield
+
+    @contextmanager
+    def _pragma_within(self, name: str, inside: str, after: str) -> Iterator[None]:
+        """This thread's connection with PRAGMA name=inside for the block, then =after. A
+        block inside an open transaction changes nothing: the outer block's setting holds."""
         conn = self._conn
-        if conn.in_transaction:  # the outer block's setting holds
+        if conn.in_transaction:
             yield
             return
-        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute(f"PRAGMA {name}={inside}")
         try:
             yield
         finally:
-            conn.execute("PRAGMA temp_store=DEFAULT")
+            conn.execute(f"PRAGMA {name}={after}")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         """The last committed state, or this thread's own transaction's."""
