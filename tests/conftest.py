@@ -50,8 +50,12 @@ class Server:
         connection = self.data_dir / "connection.json"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if connection.exists() and json.loads(connection.read_text()).get("pid") == self.proc.pid:
-                self.info = json.loads(connection.read_text())
+            try:  # a killed server's stale file goes when the new one starts: read it once
+                info = json.loads(connection.read_text())
+            except FileNotFoundError:
+                info = {}
+            if info.get("pid") == self.proc.pid:
+                self.info = info
                 return self.info
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
