@@ -1,7 +1,8 @@
 """The command runner's agent (runtime/commands.py): an agent lives while its machine has
 work and leaves after an idle time, so an idle machine costs no process; a command started
-within the idle time keeps it; commands started together() reach it in one write. Against a real process that speaks the
-agent's protocol (JSON lines in, exits out), without a machine."""
+within the idle time keeps it; commands started together() reach it in one write. Against
+a real process that speaks the agent's protocol (JSON lines in, exits out), without a
+machine."""
 
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ for line in sys.stdin.buffer:
 
 
 class Agents:
-    def __init__(self):
+    """Starts agents running `script` (with `args`), and keeps them for the test to wait on."""
+
+    def __init__(self, script: str = ECHO_AGENT, *args: str):
+        self.script, self.args = script, args
         self.started: list[subprocess.Popen] = []
 
     def start(self) -> subprocess.Popen:
-        agent = subprocess.Popen([sys.executable, "-c", ECHO_AGENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        agent = subprocess.Popen([sys.executable, "-c", self.script, *self.args], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE)
         self.started.append(agent)
         return agent
 
@@ -141,13 +146,8 @@ with open(sys.argv[1], "a") as log:
 
 def test_a_kill_in_a_block_follows_the_commands_held_before_it(tmp_path):
     log = tmp_path / "received"
-    started = []
-
-    def start() -> subprocess.Popen:
-        started.append(subprocess.Popen([sys.executable, "-c", RECORDING_AGENT, str(log)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE))
-        return started[-1]
-    runner = AgentRunner(start)
+    agents = Agents(RECORDING_AGENT, str(log))
+    runner = AgentRunner(agents.start)
     try:
         with together():
             runner.run("t0", ["sleep", "9"], {}, "/", None, None, "", "", lambda exit_: None)
@@ -157,7 +157,7 @@ def test_a_kill_in_a_block_follows_the_commands_held_before_it(tmp_path):
         assert log.read_text().split("\n")[:3] == ["run t0", "run t1", "kill t0"]
     finally:
         runner.close()
-        for agent in started:
+        for agent in agents.started:
             agent.wait(timeout=10)
 
 
