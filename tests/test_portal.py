@@ -128,7 +128,7 @@ def test_the_guide_custom_image_pool_in_the_browser(server, clients, image, brow
     _sign_in(page, info)
     page.get_by_role("link", name=info["batch_account"]).click()
     page.get_by_role("link", name="Pools", exact=True).first.click()
-    page.get_by_role("link", name="Add").click()
+    page.get_by_role("link", name="Add", exact=True).click()
 
     # the service's own validation, shown next to its field
     page.get_by_label("Pool ID").fill("no spaces allowed")
