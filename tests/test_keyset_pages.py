@@ -169,3 +169,22 @@ def test_jobs_come_in_the_order_of_their_lower_cased_ids(stores):
         resources.put(Resource(f"{account}/jobs/{job_id}", JOB_TYPE, "s", "g", job_id, {"id": job_id}))
     listed = [r.name for r in resources.in_key_order(f"{account}/jobs/", JOB_TYPE, None, 3)]
     assert listed == sorted(ids, key=str.lower) == ["0x", "a-1", "a1", "A_1", "b-10", "b_1", "B_2", "Z"]
+
+
+def test_an_account_is_found_by_name_reading_its_row_only(tmp_path):
+    """Every data-plane request looks its account up by name: one row read and decoded,
+    not every account's, in any case of the name (Azure's account names are case-blind)."""
+    from batchyard.services.batch.accounts import ACCOUNT_TYPE, BatchAccounts
+
+    db = Database(tmp_path / "batchyard.db")
+    with db.transaction():
+        for i in range(50):
+            name = f"acct{i:02}"
+            ResourceStore(db).put(Resource(f"/subscriptions/s/resourceGroups/g{i % 3}/providers/Microsoft.Batch/"
+                                   f"batchAccounts/{name}", ACCOUNT_TYPE, "s", f"g{i % 3}", name, {"name": name}))
+    recorded = Recorded(db)
+    accounts = BatchAccounts(ResourceStore(recorded), groups=None, box=None)
+    assert accounts.by_name("ACCT07").name == "acct07"
+    assert accounts.by_name("acct49").id.endswith("/g1/providers/Microsoft.Batch/batchAccounts/acct49")
+    assert accounts.by_name("acct50") is None
+    assert [rows for _, _, rows in recorded.queries] == [1, 1, 0]

@@ -85,13 +85,16 @@ class ResourceStore:
         type: str | None = None,
         subscription: str | None = None,
         resource_group: str | None = None,
+        name: str | None = None,
         body_in: dict[str, Collection[str]] | None = None,
         internal_in: dict[str, Collection[str]] | None = None,
     ) -> list[Resource]:
-        """body_in, internal_in: only resources whose top-level body or internal property
-        has one of the given values (chosen in SQL: rows not wanted are never decoded)."""
+        """name: only resources of that name, in any case. body_in, internal_in: only
+        resources whose top-level body or internal property has one of the given values.
+        All chosen in SQL: rows not wanted are never decoded."""
         clauses, params = [], []
-        for column, value in (("type", type), ("subscription", subscription), ("resource_group", resource_group)):
+        for column, value in (("type", type), ("subscription", subscription), ("resource_group", resource_group),
+                              ("lower(name)", name)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value.lower())

@@ -104,8 +104,11 @@ class BatchAccounts:
         return self.store.list(type=ACCOUNT_TYPE)
 
     def by_name(self, name: str) -> Resource | None:
-        wanted = name.lower()
-        return next((a for a in self.all() if a.name.lower() == wanted), None)
+        """Asked by every data-plane request: only the named account is read and decoded,
+        however many there are (names are unique across subscriptions, see
+        name_availability)."""
+        found = self.store.list(type=ACCOUNT_TYPE, name=name)
+        return found[0] if found else None
 
     def keys(self, name: str) -> list[str]:
         """The account's current keys, primary first; none for an unknown account."""
