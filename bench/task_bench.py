@@ -71,6 +71,7 @@ NODES = 4
 VM_SIZE = "standard_d4s_v3"  # 4 cores: up to 16 task slots a node
 SLOTS = 16
 FEW_SLOTS = 4
+READY_SECONDS = 120  # for every listing client's first answer
 
 
 def make_pool(batch, pool_id: str, slots: int) -> None:
@@ -207,10 +208,17 @@ def _ray_lister(dashboard: str, remote: str | None, ready, stop, served) -> None
 
 
 def _list_until_stopped(one_page, ready, stop, served) -> None:
-    """A client's loop: one list after another, counted; `ready` once the first is answered."""
+    """A client's loop: one list after another, counted; `ready` once the first is answered.
+    A list that fails (Ray's dashboard timed out on one, under the tasks' load) is not
+    counted and is asked again, as a polling client would: a client that ended instead
+    would take its load off the system measured."""
     first = True
     while not stop.is_set():
-        one_page()
+        try:
+            one_page()
+        except Exception as exc:  # noqa: BLE001 - said, then asked again
+            print(f"  (a listing client's request failed, asked again: {type(exc).__name__})", flush=True)
+            continue
         with served.get_lock():
             served.value += 1
         if first:
@@ -232,7 +240,8 @@ def listing_clients(target, args: tuple, listers: int):
         client.start()
     try:
         for _ in clients:
-            ready.acquire()
+            if not ready.acquire(timeout=READY_SECONDS):
+                raise RuntimeError(f"a listing client had no answer in {READY_SECONDS} s")
         yield lambda: served.value
     finally:
         stop.set()
