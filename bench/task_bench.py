@@ -16,7 +16,8 @@ the same machine as the peer. Prints its figures.
   runs the tasks, which says how much of the loss under load is the clients' own rather
   than the service's. (Why a cgroup: on this kernel, 16 processes that only burn CPU at
   SCHED_IDLE still cost the tasks about 35% of their throughput, in an idle cgroup 6%.)
-- the CPU each task costs: its own process, the machine's agent, the service
+- the CPU each task costs: its own process, the machine's agent, the service; and with each run,
+  how busy the machine's CPUs were (near 100%: the run was bound by CPU)
 - the same with 4 slots a node instead of 16 (16 concurrent tasks): the ratio (target: at
   least 0.8, so a slot freed by an exit is refilled at once, not at a later pass)
 - Ray's throughput for the same 10,000 subprocess tasks (`ray[default]`, installed with
@@ -88,6 +89,7 @@ def throughput(batch, job_id: str, pool_id: str, count: int) -> float:
 def run_tasks(batch, job_id: str, count: int) -> float:
     """Tasks per second, from the first collection sent to the last task completed."""
     tasks = [{"id": f"t{i}", "commandLine": "true"} for i in range(count)]
+    cpu_before = cpu_times()
     start = time.perf_counter()
     batch.create_tasks(job_id, tasks, max_concurrency=4)
     submitted = time.perf_counter() - start
@@ -96,11 +98,26 @@ def run_tasks(batch, job_id: str, count: int) -> float:
         # are 0.2 s apart while many are left (each costs the service and this client), then closer
         time.sleep(0.2 if remaining > 2000 else 0.05 if remaining > 200 else 0.01)
     elapsed = time.perf_counter() - start
+    busy = busy_share(cpu_before, cpu_times())
     counts = batch.get_job_task_counts(job_id).task_counts
     assert counts.succeeded == count, counts
     print(f"  {job_id}: submitted {count} tasks in {submitted:.2f} s ({count / submitted:.0f}/s), "
-          f"all completed in {elapsed:.2f} s   (load average {os.getloadavg()[0]:.1f})")
+          f"all completed in {elapsed:.2f} s, the CPUs {busy:.0%} busy   (load average {os.getloadavg()[0]:.1f})")
     return count / elapsed
+
+
+def cpu_times() -> tuple[int, int]:
+    """The machine's CPU time so far, all of it and the idle part (idle and iowait), in ticks."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How busy the machine's CPUs were between the two readings: near 1 says a run was
+    bound by CPU, not by waiting on something."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return 1 - idle / total if total else 0.0
 
 
 def tree_cpu(root: int) -> dict[str, float]:
