@@ -14,11 +14,13 @@ directory will be, and judges by the second (the first reads what a dropped page
 lost). When a new file costs more than on a settled disk, something freed inodes within
 the kernel's longest memory of them, and it waits that long, once. It is a sample: the
 probe's block groups are not always the tasks', so a settled probe is likely, not sure,
-to mean settled tasks (the bench prints each run's agent CPU a task, which tells). (Later probes are no guide:
-once those inode-table blocks are written back, the kernel remembers a freed inode for a
-minute only, and a probe's few files find none; but the tasks' thousands of files make the
-blocks dirty again, and then it remembers them for six.) The files are kept (deleting
-them would free inodes again) and go with the benchmark's directory at its end.
+to mean settled tasks (the bench prints each run's agent CPU a task, which tells).
+
+Later probes are no guide: once those inode-table blocks are written back, the kernel
+remembers a freed inode for a minute only, and a probe's few files find none; but the
+tasks' thousands of files make the blocks dirty again, and then it remembers them for six.
+The files are kept (deleting them would free inodes again) and go with the benchmark's
+directory at its end.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ process, as when run alone, and prints its own figures and targets.
 Before each, when run as root, the page cache is dropped after a sync. This machine's ext4
 has no journal, and then a new file costs many times more for minutes after anything
 deleted many files (bench/disk_settle.py): the task benchmark checks, waits the kernel's
-longest memory of a freed inode when it finds one, and runs first, before the other two delete theirs; the node benchmark, whose figures have the
-widest margin, runs last.
+longest memory of a freed inode when it finds one, and runs first, before the other two
+delete theirs; the node benchmark, whose figures have the widest margin, runs last.
 
 Usage: bench/scale_bench.py [--no-ray] [--quick]   (--quick: 100 and 1,000 nodes, 20,000 tasks listed)
 """

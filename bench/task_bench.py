@@ -73,6 +73,7 @@ VM_SIZE = "standard_d4s_v3"  # 4 cores: up to 16 task slots a node
 SLOTS = 16
 FEW_SLOTS = 4
 READY_SECONDS = 120  # for every listing client's first answer
+RETRY_SECONDS = 0.5  # after a listing client's failed request
 
 
 def make_pool(batch, pool_id: str, slots: int) -> None:
@@ -235,6 +236,7 @@ def _list_until_stopped(one_page, ready, stop, served) -> None:
             one_page()
         except Exception as exc:  # noqa: BLE001 - said, then asked again
             print(f"  (a listing client's request failed, asked again: {type(exc).__name__})", flush=True)
+            stop.wait(RETRY_SECONDS)  # a server that fails at once is not asked in a tight loop
             continue
         with served.get_lock():
             served.value += 1

@@ -177,14 +177,17 @@ def test_an_account_is_found_by_name_reading_its_row_only(tmp_path):
     from batchyard.services.batch.accounts import ACCOUNT_TYPE, BatchAccounts
 
     db = Database(tmp_path / "batchyard.db")
-    with db.transaction():
-        for i in range(50):
-            name = f"acct{i:02}"
-            ResourceStore(db).put(Resource(f"/subscriptions/s/resourceGroups/g{i % 3}/providers/Microsoft.Batch/"
-                                   f"batchAccounts/{name}", ACCOUNT_TYPE, "s", f"g{i % 3}", name, {"name": name}))
-    recorded = Recorded(db)
-    accounts = BatchAccounts(ResourceStore(recorded), groups=None, box=None)
-    assert accounts.by_name("ACCT07").name == "acct07"
-    assert accounts.by_name("acct49").id.endswith("/g1/providers/Microsoft.Batch/batchAccounts/acct49")
-    assert accounts.by_name("acct50") is None
-    assert [rows for _, _, rows in recorded.queries] == [1, 1, 0]
+    try:
+        with db.transaction():
+            for i in range(50):
+                name, group = f"acct{i:02}", f"g{i % 3}"
+                account_id = f"/subscriptions/s/resourceGroups/{group}/providers/Microsoft.Batch/batchAccounts/{name}"
+                ResourceStore(db).put(Resource(account_id, ACCOUNT_TYPE, "s", group, name, {"name": name}))
+        recorded = Recorded(db)
+        accounts = BatchAccounts(ResourceStore(recorded), groups=None, box=None)
+        assert accounts.by_name("ACCT07").name == "acct07"
+        assert accounts.by_name("acct49").id.endswith("/g1/providers/Microsoft.Batch/batchAccounts/acct49")
+        assert accounts.by_name("acct50") is None
+        assert [rows for _, _, rows in recorded.queries] == [1, 1, 0]
+    finally:
+        db.close()
