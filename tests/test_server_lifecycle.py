@@ -73,7 +73,8 @@ def test_start_reclaims_what_a_crash_left(tmp_path):
 def test_start_reconciles_machines_with_records(tmp_path):
     """After a SIGKILL: a task that ended while the server was down is recorded as it ended
     (its machine kept the exit), not run again; machines and disks no record names are
-    deleted; a node whose machine is gone is made again, as Azure replaces a lost VM."""
+    deleted (an address record the kill cut short stops nothing); a node whose machine is
+    gone is made again, as Azure replaces a lost VM."""
     data = tmp_path / "data"
     with Server(data) as server:
         batch = Clients(server.info).batch_key
@@ -97,6 +98,8 @@ def test_start_reconciles_machines_with_records(tmp_path):
         for leftover in (runtime / "machines" / ("0" * 32 + "vm"), runtime / "disks" / ("1" * 32 + "os")):
             (leftover / "upper").mkdir(parents=True)
             (leftover / "upper" / "bytes").write_bytes(b"x" * (1 << 20))
+        # a machine whose address record the kill cut short: once, it kept the service from starting
+        (runtime / "machines" / ("0" * 32 + "vm") / "network.json").write_text("")
         (runtime / "ns" / ("2" * 32 + "vm")).touch()  # a namespace file whose binding went with the service
 
         batch = Clients(server.start()).batch_key

@@ -49,6 +49,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from ..private_files import write_private
 from . import linux
 from .outbound import OutboundNat, sysctl
 from .tunnels import Tunnel
@@ -147,6 +148,22 @@ def address_of(subnet: int, host: int) -> str:
     return str(ipaddress.ip_address(base + host))
 
 
+def write_record(path: Path, record: dict) -> None:
+    """A machine's address record, replaced whole: a service killed while writing it leaves
+    the old record or the new one, never an empty file that the next start cannot read."""
+    write_private(path, json.dumps(record).encode())
+
+
+def read_record(path: Path) -> dict | None:
+    """A machine's address record; None when it has none, or only the empty or cut file a
+    service killed mid-write left before records were replaced whole (its address is then
+    free, and the machine is given one again when it is next attached)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 class Networks:
     def __init__(self, ns_dir: Path, machines_dir: Path, outbound: OutboundNat | None = None,
                  tunnel: Tunnel | None = None):
@@ -206,8 +223,8 @@ class Networks:
     def _load(self) -> None:
         """The networks and addresses of the machines that exist, so a restart gives each
         machine its address again and never hands it to another."""
-        records = [json.loads(p.read_text()) for p in self.machines_dir.glob("*/network.json")]
-        for record in records:
+        records = [read_record(p) for p in self.machines_dir.glob("*/network.json")]
+        for record in filter(None, records):
             self._subnets.setdefault(record["network"], record["subnet"])
             self._used.setdefault(record["network"], set()).add(record["host"])
 
@@ -224,12 +241,12 @@ class Networks:
             self._subnets[network] = subnet
             self._used.setdefault(network, set()).add(host)
         self._record(key).parent.mkdir(parents=True, exist_ok=True)
-        self._record(key).write_text(json.dumps({"network": network, "subnet": subnet, "host": host}))
+        write_record(self._record(key), {"network": network, "subnet": subnet, "host": host})
 
     def _assign(self, key: str, network: str) -> dict:
         record_file = self._record(key)
-        if record_file.exists():
-            record = json.loads(record_file.read_text())
+        record = read_record(record_file)
+        if record is not None:
             if record["network"] == network:
                 return record
             self.release(key)
@@ -242,26 +259,23 @@ class Networks:
             used.add(host)
             self._lowest_free[network] = host + 1
         record = {"network": network, "subnet": subnet, "host": host}
-        record_file.write_text(json.dumps(record))
+        write_record(record_file, record)
         return record
 
     def release(self, key: str) -> None:
         """The machine is gone: its address is free again."""
         record_file = self._record(key)
-        if record_file.exists():
-            record = json.loads(record_file.read_text())
+        record = read_record(record_file)
+        if record is not None:
             with self._lock:
                 self._used.get(record["network"], set()).discard(record["host"])
                 network = record["network"]
                 self._lowest_free[network] = min(self._lowest_free.get(network, 2), record["host"])
-            record_file.unlink()
+        record_file.unlink(missing_ok=True)
 
     def address(self, key: str) -> str | None:
-        record_file = self._record(key)
-        if not record_file.exists():
-            return None
-        record = json.loads(record_file.read_text())
-        return address_of(record["subnet"], record["host"])
+        record = read_record(self._record(key))
+        return address_of(record["subnet"], record["host"]) if record is not None else None
 
     # namespaces ---------------------------------------------------------------------------
 
