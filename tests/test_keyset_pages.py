@@ -191,3 +191,39 @@ def test_an_account_is_found_by_name_reading_its_row_only(tmp_path):
         assert [rows for _, _, rows in recorded.queries] == [1, 1, 0]
     finally:
         db.close()
+
+
+def test_an_application_is_found_by_name_reading_its_row_only(tmp_path):
+    """A pool's or task's application reference, and Get Application on the data plane,
+    read the one application they name, not every application of the account: in any case
+    of the name, and never a package taken for an application."""
+    from batchyard.services.batch.accounts import ACCOUNT_TYPE, BatchAccounts
+    from batchyard.services.batch.applications import APPLICATION_TYPE, PACKAGE_TYPE, Applications
+    from batchyard.services.errors import NotFound
+
+    account_id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Batch/batchAccounts/acct"
+    db = Database(tmp_path / "batchyard.db")
+    try:
+        with db.transaction():
+            store = ResourceStore(db)
+            store.put(Resource(account_id, ACCOUNT_TYPE, "s", "g", "acct", {"name": "acct"}))
+            for i in range(50):
+                store.put(Resource(f"{account_id}/applications/app{i:02}", APPLICATION_TYPE, "s", "g",
+                                   f"app{i:02}", {"name": f"app{i:02}", "properties": {}}))
+            store.put(Resource(f"{account_id}/applications/app07/versions/1", PACKAGE_TYPE, "s", "g", "1",
+                               {"name": "1", "properties": {"state": "Active"}},
+                               {"container": "c", "blob": "b"}))
+        recorded = Recorded(db)
+        apps = Applications(ResourceStore(recorded), BatchAccounts(ResourceStore(recorded), groups=None, box=None),
+                            auto_storage=None, scratch=tmp_path)
+        assert apps.resolve("acct", "APP07", "1").version == "1"
+        assert max(rows for _, _, rows in recorded.queries) == 1
+        assert apps.data_plane_get("acct", "App07") == {"id": "app07", "displayName": "app07", "versions": ["1"]}
+        assert max(rows for _, _, rows in recorded.queries) == 1
+        for missing in ("app50", "app07/versions/1"):
+            with pytest.raises(NotFound):
+                apps.resolve("acct", missing, "1")
+            with pytest.raises(NotFound):
+                apps.data_plane_get("acct", missing)
+    finally:
+        db.close()

@@ -277,17 +277,22 @@ class Applications:
 
     # data plane ---------------------------------------------------------------------------------
 
-    def _account_apps(self, account_name: str) -> tuple[Resource, list[Resource]]:
-        account = self.accounts.by_name(account_name)
-        return account, self.list(parse(account.id))
-
     def data_plane_list(self, account_name: str) -> list[dict]:
-        _, apps = self._account_apps(account_name)
+        apps = self.list(parse(self.accounts.by_name(account_name).id))
         return [self._data_plane_view(app) for app in apps]
 
+    def _account_app(self, account_name: str, name: str) -> tuple[Resource, Resource | None]:
+        """The account, and its application of that name in any case (None if it has none),
+        read by its id: one row, whatever the number of applications. A name holding a /
+        would name another resource (a package's id is its application's and more)."""
+        account = self.accounts.by_name(account_name)
+        if not name or "/" in name:
+            return account, None
+        app = self.store.get(str(parse(account.id).child("applications", name)))
+        return account, app if app is not None and app.type.lower() == APPLICATION_TYPE.lower() else None
+
     def data_plane_get(self, account_name: str, application_id: str) -> dict:
-        _, apps = self._account_apps(account_name)
-        app = next((a for a in apps if a.name.lower() == application_id.lower()), None)
+        _, app = self._account_app(account_name, application_id)
         if app is None:
             raise NotFound("ApplicationNotFound", "The specified application does not exist.")
         return self._data_plane_view(app)
@@ -321,10 +326,9 @@ class Applications:
     def resolve(self, account_name: str, app_id: str, version: str | None) -> Package:
         """The active package a reference names now (NotFound saying why otherwise)."""
         name = app_id.rsplit("/applications/", 1)[-1] if "/applications/" in app_id.lower() else app_id
-        account, apps = self._account_apps(account_name)
+        account, app = self._account_app(account_name, name)
         if "/" in app_id and not app_id.lower().startswith(account.id.lower() + "/applications/"):
             raise NotFound("ApplicationNotFound", f"The application '{app_id}' is not in this Batch account.")
-        app = next((a for a in apps if a.name.lower() == name.lower()), None)
         if app is None:
             raise NotFound("ApplicationNotFound", f"The application '{name}' does not exist.")
         chosen = version or app.properties.get("defaultVersion")
