@@ -126,7 +126,8 @@ class TaskStore:
         return {row["task_key"] for row in self._rows_of(job_key, task_ids, "task_key")}
 
     def insert(self, tasks: list[Task]) -> None:
-        with self.db.transaction() as conn:
+        # row-sized statements (one each): journals in memory, see Database.journals_in_memory
+        with self.db.journals_in_memory(), self.db.transaction() as conn:
             for task in tasks:
                 cursor = conn.execute("INSERT INTO batch_tasks (job_key, task_key, state, ready, result, slots, "
                                       "expires, body, internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -136,7 +137,7 @@ class TaskStore:
     def update(self, tasks: list[Task]) -> None:
         if not tasks:
             return
-        with self.db.transaction() as conn:
+        with self.db.journals_in_memory(), self.db.transaction() as conn:  # row-sized, as insert
             conn.executemany("UPDATE batch_tasks SET state = ?, ready = ?, result = ?, slots = ?, expires = ?, "
                              "body = ?, internal = ? WHERE job_key = ? AND task_key = ?",
                              [(*_columns(t), t.job_key, t.key) for t in tasks])
