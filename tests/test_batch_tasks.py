@@ -528,6 +528,43 @@ def test_links_left_by_tasks_never_steer_the_service(clients, pool, web_files, t
     finished(batch, "links", "fix")
 
 
+def test_a_job_directory_a_task_moved_or_replaced_with_a_link_is_walked_to_again(clients, pool):
+    """A node's agent keeps a job's directory open between the job's tasks (the launcher's
+    KeptDirs), and lends it to the next task only while its path still names it. After a
+    task moves the job's directory away, the next task gets a new one where the service
+    reads it; after a task replaces it with a link, the next task does not start, and
+    nothing is made through the link."""
+    batch = clients.batch_key
+    admin = {"autoUser": {"scope": "task", "elevationLevel": "admin"}}
+    jobs = "$(dirname $(dirname $AZ_BATCH_TASK_DIR))"  # .../workitems/<job>, which holds job-1
+    nodes = sorted(n.id for n in batch.list_nodes(pool))
+    batch.disable_node_scheduling(pool, nodes[1], {"nodeDisableSchedulingOption": "taskcompletion"})
+
+    def run(job: str, task_id: str, command: str, **task):
+        batch.create_task(job, {"id": task_id, "commandLine": f"/bin/sh -c '{command}'", **task})
+        done = finished(batch, job, task_id)
+        assert done.node_info.node_id == nodes[0]
+        return done
+
+    try:
+        batch.create_job({"id": "kept", "poolInfo": {"poolId": pool}})
+        batch.create_job({"id": "kept-look", "poolInfo": {"poolId": pool}})
+        assert run("kept", "first", "echo first").execution_info.exit_code == 0
+        run("kept", "move", f"mv {jobs}/job-1 {jobs}/job-1.moved", userIdentity=admin)
+        assert run("kept", "after-move", "echo after-move").execution_info.exit_code == 0
+        assert read(batch, "kept", "after-move") == "after-move\n"
+
+        run("kept", "link", f"mkdir /tmp/elsewhere && mv {jobs}/job-1 {jobs}/job-1.real && "
+                            f"ln -s /tmp/elsewhere {jobs}/job-1", userIdentity=admin)
+        assert run("kept", "after-link", "echo after-link").execution_info.exit_code == 126
+        run("kept-look", "look", "ls -A /tmp/elsewhere; w=/mnt/batch/tasks/workitems/kept; "
+                                        "rm $w/job-1 && mv $w/job-1.real $w/job-1 && echo restored", userIdentity=admin)
+        assert read(batch, "kept-look", "look") == "restored\n"  # /tmp/elsewhere is empty
+        assert run("kept", "after-restore", "echo after-restore").execution_info.exit_code == 0
+    finally:
+        batch.enable_node_scheduling(pool, nodes[1])
+
+
 @pytest.mark.parametrize("task, field", [
     ({"id": "nul", "commandLine": "echo \u0000"}, "task.commandLine"),
     ({"id": "eq", "commandLine": "true", "environmentSettings": [{"name": "A=B", "value": "1"}]},

@@ -487,16 +487,42 @@ class Dirs:
     """The directories of one request (its mkdirs, its cwd, its outputs' directories), each
     reached from / without following any link: a command that replaced a directory with a
     link must not steer this root agent anywhere. Each is opened once per request: a task's
-    directory, its wd and the directory of its stdout.txt and stderr.txt share one walk."""
+    directory, its wd and the directory of its stdout.txt and stderr.txt share one walk.
+    With `kept`, the walk to the parent of the request's first directory to make starts
+    from there when it is kept (see KeptDirs)."""
 
-    def __init__(self):
+    def __init__(self, kept=None):
         self.fds = {}
+        self.kept = kept
+        self.lent = None  # the kept directory's parts: left open by close()
 
     def open(self, path, create):
-        parts = tuple(p for p in path.split("/") if p not in ("", "."))
-        if ".." in parts:
-            raise PermissionError(errno.EACCES, "a path may not climb with ..")
-        return self._open(parts, create)
+        return self._open(_parts(path), create)
+
+    def make(self, path):
+        """Opens path, made first: a task's directories are new, so opening one first would
+        fail every time. An existing directory, or the kept parent, serves as it is."""
+        parts = _parts(path)
+        if parts and parts not in self.fds:
+            parent = parts[:-1]
+            first = self.kept is not None and self.lent is None
+            fd = self._open_kept(parent) if first else self._open(parent, True)
+            try:
+                os.mkdir(parts[-1], 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+        return self._open(parts, True)
+
+    def _open_kept(self, parts):
+        """The directory at parts (made if missing), lent by self.kept when it keeps it, else
+        walked to and then kept."""
+        fd = self.kept.lend(parts)
+        if fd is None:
+            fd = self._open(parts, True)
+            self.kept.keep(parts, fd)
+        self.fds[parts] = fd
+        self.lent = parts
+        return fd
 
     def _open(self, parts, create):
         fd = self.fds.get(parts)
@@ -509,9 +535,55 @@ class Dirs:
         return fd
 
     def close(self):
-        for fd in self.fds.values():
-            os.close(fd)
+        for parts, fd in self.fds.items():
+            if parts != self.lent:
+                os.close(fd)
         self.fds.clear()
+
+
+def _parts(path):
+    parts = tuple(p for p in path.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise PermissionError(errno.EACCES, "a path may not climb with ..")
+    return parts
+
+
+class KeptDirs:
+    """Directories the agent keeps open between requests: the parent of each request's first
+    directory to make, so a task's job directory, which every task of the job makes its
+    own directory in. The walk down to one (7 opens and 7 closes) is made once per job, not
+    once per task. One is lent to a request only while its path still names it, checked
+    with one lstat: one removed, moved or replaced with a link since it was walked to is
+    closed, and the walk made again (which refuses the link)."""
+
+    LIMIT = 16  # the most recently lent ones: the jobs a node runs tasks of
+
+    def __init__(self):
+        self.entries = {}  # parts -> (fd, st_dev, st_ino), the most recently lent last
+
+    def lend(self, parts):
+        entry = self.entries.pop(parts, None)
+        if entry is None:
+            return None
+        fd, dev, ino = entry
+        try:
+            now = os.stat("/" + "/".join(parts), follow_symlinks=False)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (dev, ino):
+            os.close(fd)
+            return None
+        self.entries[parts] = entry
+        return fd
+
+    def keep(self, parts, fd):
+        kept = os.fstat(fd)
+        self.entries[parts] = (fd, kept.st_dev, kept.st_ino)
+        while len(self.entries) > self.LIMIT:
+            os.close(self.entries.pop(next(iter(self.entries)))[0])
+
+
+KEPT_DIRS = KeptDirs()  # the agent's own: one process, one request at a time
 
 
 def child_dir(parent, name, create):
@@ -531,7 +603,7 @@ def open_outputs(request, dirs, uid, gid):
     """The request's mkdirs made (its user's), and its stdout and stderr files opened (None
     for one it does not name)."""
     for path in request.get("mkdirs") or ():
-        fd = dirs.open(path, create=True)
+        fd = dirs.make(path)
         if uid is not None:
             os.fchown(fd, uid, gid if gid is not None else -1)
     outputs = []
@@ -560,7 +632,7 @@ def spawn(request, devnull):
     agent is single-threaded, so it can lend the command its directory and user ids for
     the instant of the spawn and take them back."""
     uid, gid = request.get("uid"), request.get("gid")
-    dirs = Dirs()
+    dirs = Dirs(KEPT_DIRS)
     opened = []
     try:
         outputs = open_outputs(request, dirs, uid, gid)
