@@ -107,6 +107,23 @@ class ResourceStore:
         rows = self.db.query(f"SELECT * FROM resources {where} ORDER BY created, key", tuple(params))
         return [_row_to_resource(r) for r in rows]
 
+    def moving_jobs(self, pool_keys: Collection[str] | None = None, runnable: bool = False) -> list[Resource]:
+        """The Batch jobs in a state the scheduler has work for (migration 11), on these pools
+        if given; with `runnable`, only the active ones holding a task ready to start. Read
+        through the index of their pools: the jobs that ended, and with `runnable` the jobs
+        with nothing to start, are never read or decoded."""
+        clauses, params = ["moving_job_pool IS NOT NULL"], []
+        if pool_keys is not None:
+            pool_keys = [key.lower() for key in pool_keys]
+            clauses = [f"moving_job_pool IN ({','.join('?' * len(pool_keys))})"]
+            params += pool_keys
+        if runnable:
+            clauses.append("json_extract(body, '$.state') = 'active' AND EXISTS (SELECT 1 FROM batch_tasks "
+                           "WHERE job_key = resources.key AND state = 'active' AND ready = 1)")
+        rows = self.db.query(f"SELECT * FROM resources WHERE {' AND '.join(clauses)} ORDER BY created, key",
+                             tuple(params))
+        return [_row_to_resource(r) for r in rows]
+
     def page(self, prefix: str, type: str, after: str | None, limit: int, state: str | None = None,
              ids: KeyRange = EVERY_KEY) -> list[Resource]:
         """Up to `limit` resources of `type` whose keys are `prefix` and a name that sorts

@@ -60,11 +60,11 @@ class Jobs:
     def all_jobs(self) -> list[Resource]:
         return self.store.list(type=JOB_TYPE)
 
-    def jobs_in_motion(self, pool_keys: Collection[str] | None = None) -> list[Resource]:
+    def jobs_in_motion(self, pool_keys: Collection[str] | None = None, runnable: bool = False) -> list[Resource]:
         """The jobs the scheduler has work for: every state but completed and disabled (a
-        service keeps many of those, and they need nothing); only on these pools if given."""
-        return self.store.list(type=JOB_TYPE, body_in={"state": MOVING_STATES},
-                               internal_in={"pool_key": pool_keys} if pool_keys is not None else None)
+        service keeps many of those, and they need nothing); only on these pools if given;
+        with `runnable`, only the active ones with a task ready to start (a refill's)."""
+        return self.store.moving_jobs(pool_keys, runnable)
 
     # creating -------------------------------------------------------------------------------
 

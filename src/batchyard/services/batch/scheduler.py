@@ -283,7 +283,7 @@ class Scheduler(PokedLoop):
         try:
             with self.store.db.transaction():  # the tasks started and the nodes' counts: one write
                 if pools:
-                    self._dispatch(self.jobs.jobs_in_motion(pools), freed)
+                    self._dispatch(self.jobs.jobs_in_motion(pools, runnable=True), freed)
                 self._flush_nodes()
         except Exception:
             for job, task, pool, node in self._deferred:  # not stored as started: not started
