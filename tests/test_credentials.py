@@ -167,6 +167,9 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
         for trigger in ("batch_tasks_counted", "batch_tasks_uncounted", "batch_tasks_recounted"):
             db.execute(f"DROP TRIGGER {trigger}")
         db.execute("DROP TABLE batch_task_counts")
+        # before the jobs in motion were indexed by pool (migration 11)
+        db.execute("DROP INDEX resources_moving_jobs")
+        db.execute("ALTER TABLE resources DROP COLUMN moving_job_pool")
         # as if the migration to salted hashes had not run yet
         before_hashes = next(i for i, script in enumerate(MIGRATIONS) if "secret_hash" in script)
         db.execute(f"PRAGMA user_version = {before_hashes}")
