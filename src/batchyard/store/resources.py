@@ -110,8 +110,8 @@ class ResourceStore:
     def moving_jobs(self, pool_keys: Collection[str] | None = None, runnable: bool = False) -> list[Resource]:
         """The Batch jobs in a state the scheduler has work for (migration 11), on these pools
         if given; with `runnable`, only the active ones holding a task ready to start. Read
-        through the index of their pools: the jobs that ended, and with `runnable` the jobs
-        with nothing to start, are never read or decoded."""
+        through the index of their pools: the jobs that ended are never read, and with
+        `runnable` those with nothing to start are never decoded."""
         clauses, params = ["moving_job_pool IS NOT NULL"], []
         if pool_keys is not None:
             pool_keys = [key.lower() for key in pool_keys]

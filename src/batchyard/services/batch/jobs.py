@@ -17,7 +17,8 @@ from ..authorization import Caller
 from .pools import check_conditions, iso_now, new_etag
 
 JOB_TYPE = "Microsoft.Batch/batchAccounts/jobs"
-# the job states the scheduler acts on (see Scheduler._advance_job)
+# the job states the scheduler acts on (see Scheduler._advance_job); the index of migration 11
+# (store/db.py) lists the same
 MOVING_STATES = ("active", "terminating", "disabling", "enabling", "deleting")
 
 
