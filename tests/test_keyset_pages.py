@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -229,13 +231,13 @@ def test_an_application_is_found_by_name_reading_its_row_only(tmp_path):
         db.close()
 
 
-def test_a_refill_reads_only_the_jobs_it_can_start_tasks_of(tmp_path):
-    """Every refill of freed slots asks for the jobs in motion on the pools it freed: read
-    through the index of their pools (migration 11), never every job's body, so the jobs a
-    service keeps once they ended cost a refill nothing (2,000 completed jobs doubled the
-    service's CPU a task when each refill read them all). The index's states are the
-    scheduler's MOVING_STATES."""
-    from batchyard.services.batch.jobs import MOVING_STATES
+def test_the_jobs_in_motion_are_read_through_the_index_of_their_pools(tmp_path):
+    """Every refill of freed slots asks for the jobs in motion on the pools it freed that
+    hold a task to start (Jobs.jobs_in_motion(pools, runnable=True)): read through the
+    index of their pools (migration 11), never every job's body, so the jobs a service
+    keeps once they ended cost a refill nothing (2,000 completed jobs doubled the service's
+    CPU a task when each refill read them all). The index's states are MOVING_STATES."""
+    from batchyard.services.batch.jobs import MOVING_STATES, Jobs
 
     states = ("active", "disabling", "disabled", "enabling", "terminating", "completed", "deleting")
     pool_a, pool_b = ACCOUNT + "/pools/a", ACCOUNT + "/pools/b"
@@ -265,9 +267,10 @@ def test_a_refill_reads_only_the_jobs_it_can_start_tasks_of(tmp_path):
         def names(jobs) -> set[str]:
             return {job.name for job in jobs}
 
-        assert names(store.moving_jobs()) == {f"{s}-{p}" for s in MOVING_STATES for p in "ab"} | {"no-pool"}
-        assert names(store.moving_jobs([pool_a.upper()])) == {f"{s}-a" for s in MOVING_STATES}
-        assert names(store.moving_jobs([pool_a, pool_b], runnable=True)) == {"active-a"}
+        jobs = Jobs(store, tasks, pools=SimpleNamespace(lock=threading.RLock()))  # only its lock is taken
+        assert names(jobs.jobs_in_motion()) == {f"{s}-{p}" for s in MOVING_STATES for p in "ab"} | {"no-pool"}
+        assert names(jobs.jobs_in_motion([pool_a.upper()])) == {f"{s}-a" for s in MOVING_STATES}
+        assert names(jobs.jobs_in_motion([pool_a, pool_b], runnable=True)) == {"active-a"}
 
         recorded = Recorded(db)
         ResourceStore(recorded).moving_jobs([pool_a], runnable=True)

@@ -11,6 +11,10 @@ from . import codec
 from .db import Database, ReadOnlyDatabase
 from .keyset import EVERY_KEY, KeyRange, in_key_order, page_query
 
+# A task the scheduler may start: waiting, and its dependencies met (the runnable index's
+# columns after job_key, so every query that asks it reads that index).
+RUNNABLE = "state = 'active' AND ready = 1"
+
 
 @dataclass
 class Task:
@@ -99,18 +103,15 @@ class TaskStore:
             f"SELECT * FROM batch_tasks WHERE state IN ({marks}) ORDER BY seq", states)]
 
     def runnable(self, job_key: str, limit: int) -> list[Task]:
-        rows = self.db.query("SELECT * FROM batch_tasks WHERE job_key = ? AND state = 'active' AND ready = 1 "
-                             "ORDER BY seq LIMIT ?", (job_key, limit))
+        rows = self.db.query(f"SELECT * FROM batch_tasks WHERE job_key = ? AND {RUNNABLE} ORDER BY seq LIMIT ?", (job_key, limit))
         return [_row_to_task(r) for r in rows]
 
     def any_runnable(self, job_key: str) -> bool:
         """As count_runnable() > 0, without counting a backlog of thousands at every dispatch."""
-        return bool(self.db.query("SELECT 1 FROM batch_tasks WHERE job_key = ? AND state = 'active' AND ready = 1 "
-                                  "LIMIT 1", (job_key,)))
+        return bool(self.db.query(f"SELECT 1 FROM batch_tasks WHERE job_key = ? AND {RUNNABLE} LIMIT 1", (job_key,)))
 
     def count_runnable(self, job_key: str) -> int:
-        return self.db.query("SELECT count(*) AS n FROM batch_tasks WHERE job_key = ? AND state = 'active' "
-                             "AND ready = 1", (job_key,))[0]["n"]
+        return self.db.query(f"SELECT count(*) AS n FROM batch_tasks WHERE job_key = ? AND {RUNNABLE}", (job_key,))[0]["n"]
 
     def count_by_state(self, job_key: str) -> dict[tuple[str, str | None], tuple[int, int]]:
         """(state, result) -> (tasks, slots), from the counts the database keeps (migration 10)."""

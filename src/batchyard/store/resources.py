@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection
 
 from . import codec
+from .batch_tasks import RUNNABLE
 from .db import Database
 from .keyset import EVERY_KEY, KeyRange, STATE_IN_BODY, in_key_order, page_query
 
@@ -112,16 +113,13 @@ class ResourceStore:
         if given; with `runnable`, only the active ones holding a task ready to start. Read
         through the index of their pools: the jobs that ended are never read, and with
         `runnable` those with nothing to start are never decoded."""
-        clauses, params = ["moving_job_pool IS NOT NULL"], []
-        if pool_keys is not None:
-            pool_keys = [key.lower() for key in pool_keys]
-            clauses = [f"moving_job_pool IN ({','.join('?' * len(pool_keys))})"]
-            params += pool_keys
+        params = [key.lower() for key in pool_keys or ()]
+        where = "moving_job_pool IS NOT NULL" if pool_keys is None else \
+            f"moving_job_pool IN ({','.join('?' * len(params))})"
         if runnable:
-            clauses.append("json_extract(body, '$.state') = 'active' AND EXISTS (SELECT 1 FROM batch_tasks "
-                           "WHERE job_key = resources.key AND state = 'active' AND ready = 1)")
-        rows = self.db.query(f"SELECT * FROM resources WHERE {' AND '.join(clauses)} ORDER BY created, key",
-                             tuple(params))
+            where += (" AND json_extract(body, '$.state') = 'active' AND EXISTS "
+                      f"(SELECT 1 FROM batch_tasks WHERE job_key = resources.key AND {RUNNABLE})")
+        rows = self.db.query(f"SELECT * FROM resources WHERE {where} ORDER BY created, key", tuple(params))
         return [_row_to_resource(r) for r in rows]
 
     def page(self, prefix: str, type: str, after: str | None, limit: int, state: str | None = None,
