@@ -6,10 +6,12 @@ machine."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from batchyard.runtime.commands import AgentRunner, Exit, together
 
@@ -176,3 +178,49 @@ def test_a_runner_that_may_not_hold_lines_sends_each_at_once():
         runner.close()
         for agent in agents.started:
             agent.wait(timeout=10)
+
+
+# Imports the machine agent's own module (runtime/launcher.py), starts 60 commands that end
+# at once with codes 0 - 59, waits until every one has ended, then reaps them as the agent's
+# loop does, with its journal on two files and stdout a pipe whose writes are counted and cut
+# to at most 1,000 bytes each (as a signal may cut a write to a pipe past 4 KiB).
+REAPING_AGENT = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import launcher
+journal = [os.open(sys.argv[i], os.O_WRONLY | os.O_APPEND | os.O_CREAT) for i in (2, 3)]
+launcher.JOURNAL = launcher.Journal(journal)
+running = {os.posix_spawn("/bin/sh", ["/bin/sh", "-c", "exit %d" % code], {}): "cmd-%d" % code
+           for code in range(60)}
+time.sleep(0.5)
+while any(os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None for pid in running):
+    time.sleep(0.05)
+writes = []
+real_write = os.write
+def cut_write(fd, data):
+    writes.append(fd)
+    return real_write(fd, bytes(data[:1000]))
+os.write = cut_write
+launcher.reap(running)
+os.write = real_write
+sys.stderr.write("%d %d" % (writes.count(1), len(running)))
+"""
+
+
+def test_the_agent_reports_the_exits_of_one_reap_together_and_whole(tmp_path):
+    """An agent reaps every command that ended since it last looked, and reports their
+    exits in one write to the service (each write wakes the service's reader) after one
+    to the exit journal, not two writes an exit. 60 exits make some 11 KB: the write is
+    finished however often a signal cuts it short."""
+    from batchyard.runtime import launcher
+
+    files = [tmp_path / "exits-a", tmp_path / "exits-b"]
+    done = subprocess.run([sys.executable, "-c", REAPING_AGENT, str(Path(launcher.__file__).parent), *map(str, files)],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    reported = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted((e["id"], e["exit"]) for e in reported) == sorted((f"cmd-{c}", c) for c in range(60))
+    assert files[0].read_bytes() + files[1].read_bytes() == done.stdout  # journaled first, the same lines
+    writes, left = map(int, done.stderr.split())
+    assert left == 0
+    assert writes == -(-len(done.stdout) // 1000)  # one write, cut short and finished

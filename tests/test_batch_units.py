@@ -565,3 +565,34 @@ def test_sharedkey_node_signature_is_bound_to_the_request():
     for method, path in (("DELETE", "/pools/pool2"), ("POST", "/pools/pool1"), ("PUT", "/pools/pool1")):
         with pytest.raises(Unauthenticated):
             sharedkey.verify(method, path, NODE_QUERY, [("ocp-date", DATE)], [KEY], ACCOUNT, NODE_DELETE_SIG, now=now)
+
+
+def test_the_urls_of_added_tasks_come_from_their_job_s_url_and_are_not_remembered():
+    """A collection adds up to 100 tasks, and its answer holds each one's URL: made from the
+    job's tasks URL, made once, with each id percent-encoded as every URL's segments are, and
+    none kept in the cache of URLs that pages ask for again and again."""
+    from batchyard.api.batch.views import Urls, _url
+
+    urls = Urls("https://acct.region.batch.example:8443/batch/acct")
+    task_url = urls.url_of_each("jobs", "job 1", "tasks")
+    cached = _url.cache_info().currsize
+    made = [task_url(f"t/{i}") for i in range(100)]
+    assert made[7] == "https://acct.region.batch.example:8443/batch/acct/jobs/job%201/tasks/t%2F7"
+    assert _url.cache_info().currsize == cached
+    assert made[7] == urls.url("jobs", "job 1", "tasks", "t/7")
+
+
+@pytest.mark.parametrize("body", [
+    {"odata.metadata": "https://a/$metadata#tasks", "value": [{"id": "t1", "exitCode": -1, "ok": True,
+                                                               "none": None, "name": "naïve ✓ \u2028"}]},
+    {"huge": 10 ** 30, "negative": -(10 ** 25), "id": "kept as a client gave it"},
+])
+def test_batch_json_bodies_are_the_bytes_starlette_would_write(body):
+    """Every Batch answer with a JSON body is written by orjson (views.json_bytes): the same
+    compact UTF-8 as Starlette's JSONResponse, and through the json module for what orjson
+    refuses (an integer past 64 bits)."""
+    from starlette.responses import JSONResponse
+
+    from batchyard.api.batch.router import BatchJSON
+
+    assert BatchJSON(body).body == JSONResponse(body).body

@@ -1,6 +1,7 @@
 """The service's SQLite connections (store/db.py)."""
 
 import os
+import threading
 
 from batchyard.store.db import Database
 
@@ -95,5 +96,32 @@ def test_a_setting_block_within_another_leaves_the_outer_setting_in_place(tmp_pa
                 pass
             assert (setting("temp_store"), setting("synchronous")) == (2, 1)  # MEMORY, NORMAL
         assert (setting("temp_store"), setting("synchronous")) == (0, 2)  # DEFAULT, FULL
+    finally:
+        db.close()
+
+
+def test_a_thread_that_only_keeps_books_is_set_for_it_once(tmp_path):
+    """The refiller's connection is set for bookkeeping (no fsync of its own, journals in
+    memory) once, when it starts: not set and set back for every refill, four statements
+    each time. The blocks the task store asks for inside change nothing, and other threads'
+    connections keep their durable writes."""
+    db = Database(tmp_path / "state.db")
+    seen: dict[str, tuple] = {}
+
+    def setting(name: str) -> int:
+        return db.query(f"PRAGMA {name}")[0][0]
+
+    def refiller() -> None:
+        db.keep_books_only()
+        with db.journals_in_memory(), db.without_sync():
+            pass
+        seen["refiller"] = (setting("temp_store"), setting("synchronous"))
+
+    try:
+        thread = threading.Thread(target=refiller)
+        thread.start()
+        thread.join()
+        assert seen["refiller"] == (2, 1)  # MEMORY, NORMAL, after the store's blocks ended
+        assert (setting("temp_store"), setting("synchronous")) == (0, 2)  # this thread's: DEFAULT, FULL
     finally:
         db.close()

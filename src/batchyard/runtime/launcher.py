@@ -150,7 +150,7 @@ class Journal:
                 JOURNAL_KEEP_SECONDS:
             os.ftruncate(self.fds[other], 0)
             self.current, fd = other, self.fds[other]
-        os.write(fd, line)
+        write_all(fd, line)
         self.written[self.current] = time.monotonic()
 
     def clear(self):
@@ -477,7 +477,7 @@ def handle(request, running, devnull, start=None):
         running[start(request) if start else spawn(request, devnull)] = request["id"]
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:  # never let one request end the agent
         sys.stderr.write("batchyard: cannot start the command: %s\n" % exc)
-        report(request.get("id"), 127 if isinstance(exc, FileNotFoundError) else 126)
+        report([(request.get("id"), 127 if isinstance(exc, FileNotFoundError) else 126)])
 
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -702,30 +702,44 @@ def plain_call(argv):
     return argv[2].split()
 
 
-def report(request_id, code):
-    line = (json.dumps({"id": request_id, "exit": code}) + "\n").encode()
+def report(exits):
+    """Journals, then reports, exits: (request id, code) pairs, in one write to each, as
+    the service's reader wakes for each write it gets."""
+    lines = "".join(json.dumps({"id": request_id, "exit": code}) + "\n" for request_id, code in exits).encode()
     if JOURNAL is not None:
         try:
-            JOURNAL.write(line)
+            JOURNAL.write(lines)
         except OSError:
             pass  # a full disk: the exit is still reported, only a crash now would lose it
     try:
-        os.write(1, line)
+        write_all(1, lines)
     except OSError:
         pass  # the service is gone: the journal has it
 
 
+def write_all(fd, data):
+    """A write of more than the pipe's atomic 4 KiB (many exits at once) may stop part way
+    when a signal (SIGCHLD, here) comes in: the rest follows."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def reap(running):
+    """Reaps every command that has ended since the last reap and reports them together."""
+    ended = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
         request_id = running.pop(pid, None)  # orphans of commands are reaped silently
         if request_id is not None:
-            report(request_id, 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+            ended.append((request_id, 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)))
+    if ended:
+        report(ended)
 
 
 def main():

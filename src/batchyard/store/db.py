@@ -345,6 +345,16 @@ class Database:
         with self._pragma_within("temp_store", "MEMORY"):
             yield
 
+    def keep_books_only(self) -> None:
+        """This thread's connection, from now on, as inside without_sync and
+        journals_in_memory: for a thread that only ever keeps the scheduler's books (the
+        refiller), which would otherwise set both and set them back (four statements) for
+        every refill of freed slots."""
+        conn = self._conn
+        for name, value in (("synchronous", "NORMAL"), ("temp_store", "MEMORY")):
+            conn.execute(f"PRAGMA {name}={value}")
+            self._local.settings[name] = value
+
     @contextmanager
     def _pragma_within(self, name: str, inside: str) -> Iterator[None]:
         """This thread's connection with PRAGMA name=inside for the block, then as it was

@@ -3,10 +3,10 @@ Each handler calls the applications service and renders."""
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .rendering import listing
-from .router import ODATA_JSON, BatchContext, BatchRouter
+from .router import ODATA_JSON, BatchContext, BatchJSON, BatchRouter
 
 
 async def list_applications(ctx: BatchContext) -> Response:
@@ -16,7 +16,7 @@ async def list_applications(ctx: BatchContext) -> Response:
 
 async def get_application(ctx: BatchContext) -> Response:
     found = await ctx.call(ctx.services.applications.data_plane_get, ctx.account.name, ctx.params["applicationId"])
-    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#applications/@Element", **found},
+    return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#applications/@Element", **found},
                         media_type=ODATA_JSON)
 
 

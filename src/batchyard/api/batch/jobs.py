@@ -3,11 +3,11 @@ method, renders."""
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ...services.errors import ServiceError
 from .rendering import listing, read_listing, single
-from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, error_values
+from .router import ODATA_JSON, BatchContext, BatchJSON, BatchRouter, empty_response, error_values
 from .views import job_view, task_view
 
 JOB = "/jobs/{jobId}"
@@ -50,7 +50,7 @@ async def delete_job(ctx: BatchContext) -> Response:
 
 async def task_counts(ctx: BatchContext) -> Response:
     counts = await ctx.call(ctx.services.jobs.task_counts, ctx.account, ctx.params["jobId"])
-    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#taskcountsresult/@Element", **counts},
+    return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#taskcountsresult/@Element", **counts},
                         media_type=ODATA_JSON)
 
 
@@ -66,20 +66,20 @@ async def add_task_collection(ctx: BatchContext) -> Response:
     raw = await ctx.body()
     body = await ctx.json()
     results = await ctx.call(ctx.services.tasks.create_collection, ctx.account, ctx.params["jobId"], body, len(raw))
-    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#taskaddresult",
-                         "value": [_add_result(ctx, item, outcome) for item, outcome
+    task_url = ctx.url_of_each("jobs", ctx.params["jobId"], "tasks")
+    return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#taskaddresult",
+                         "value": [_add_result(task_url, item, outcome) for item, outcome
                                    in zip(body.get("value", []), results)]}, media_type=ODATA_JSON)
 
 
-def _add_result(ctx: BatchContext, item, outcome) -> dict:
+def _add_result(task_url, item, outcome) -> dict:
     task_id = item.get("id") if isinstance(item, dict) else None
     if isinstance(outcome, ServiceError):
         return {"status": "clienterror", "taskId": task_id,
                 "error": {"code": outcome.code, "message": {"lang": "en-US", "value": outcome.message},
                           "values": error_values(outcome)}}
     return {"status": "success", "taskId": outcome.id, "eTag": outcome.body["eTag"],
-            "lastModified": outcome.body["lastModified"], "location": ctx.url("jobs", ctx.params["jobId"], "tasks",
-                                                                               outcome.id)}
+            "lastModified": outcome.body["lastModified"], "location": task_url(outcome.id)}
 
 
 async def list_tasks(ctx: BatchContext) -> Response:
@@ -122,7 +122,7 @@ async def list_subtasks(ctx: BatchContext) -> Response:
         node_url = ctx.url("pools", node["poolId"], "nodes", node["nodeId"])
         subtasks.append({**record, "nodeInfo": {**node, "nodeUrl": node_url,
                                                 "taskRootDirectoryUrl": f"{node_url}/files/{node['taskRootDirectory']}"}})
-    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#subtaskinfo", "value": subtasks},
+    return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#subtaskinfo", "value": subtasks},
                         media_type=ODATA_JSON)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ...services.batch.odata import apply_select
 from ...services.batch.pools import check_conditions
 from ...services.errors import InvalidInput
 from .rendering import listing, read_listing, single
-from .router import ODATA_JSON, BatchContext, BatchRouter, empty_response, entity_response
+from .router import ODATA_JSON, BatchContext, BatchJSON, BatchRouter, empty_response, entity_response
 from .views import node_view, pool_view
 
 POOL = "/pools/{poolId}"
@@ -85,7 +85,7 @@ async def disable_autoscale(ctx: BatchContext) -> Response:
 async def evaluate_autoscale(ctx: BatchContext) -> Response:
     run = await ctx.call(ctx.services.autoscaler.evaluate_formula, ctx.account, ctx.params["poolId"],
                          await ctx.json())
-    return JSONResponse({"odata.metadata": f"{ctx.endpoint}/$metadata#Microsoft.Azure.Batch.Protocol.Entities."
+    return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#Microsoft.Azure.Batch.Protocol.Entities."
                                            "AutoScaleRun", **run}, media_type=ODATA_JSON,
                         headers={"DataServiceId": ctx.url("pools", ctx.params["poolId"], "evaluateautoscale")})
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ...services.batch.odata import apply_select, compile_filter, narrowing, page, parse_max_results
 from ...services.batch.pools import check_conditions
 from ...services.errors import Unavailable
 from .page_readers import PageRequest
-from .router import ODATA_JSON, BatchContext, entity_response
+from .router import ODATA_JSON, BatchContext, BatchJSON, entity_response
 from .views import listing_body, sort_key
 
 # How often a page is asked for while its reader finds no job or pool and the service's check
@@ -54,7 +54,7 @@ def page_rows(ctx: BatchContext) -> int:
 
 
 def _rendered(ctx: BatchContext, collection: str, found: list[dict], next_token: str | None) -> Response:
-    return JSONResponse(listing_body(ctx.endpoint, collection, found, next_token, ctx.query, link_base(ctx)),
+    return BatchJSON(listing_body(ctx.endpoint, collection, found, next_token, ctx.query, link_base(ctx)),
                         media_type=ODATA_JSON)
 
 

@@ -4,9 +4,13 @@ nothing here needs a request, only the account's endpoint."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Callable
 from urllib.parse import quote
+
+import orjson
 
 from ...services.batch.container_spec import withheld
 from ...services.batch.odata import apply_select
@@ -19,13 +23,34 @@ class Urls:
     def url(self, *segments: str) -> str:
         return _url(self.endpoint, segments)
 
+    def url_of_each(self, *segments: str) -> Callable[[str], str]:
+        """The URL of each resource under segments, by its id. For ids seen once (the tasks
+        a collection adds: the URLs of its results were most of its cost to the event loop),
+        so the parent's URL is made once and none is remembered, which would push out those
+        the pages ask again and again (see _url)."""
+        parent = self.url(*segments)
+        return lambda name: parent + _segment(name)
+
 
 @lru_cache(maxsize=8192)
 def _url(endpoint: str, segments: tuple[str, ...]) -> str:
     """The URL of a resource, its path segments percent-encoded. Remembered whole: a page of
     100 tasks makes 200 URLs (each task's, each task's node's), the same ones every time a
     client polls that page, and making them was the largest cost of rendering it."""
-    return endpoint + "".join("/" + quote(s, safe="") for s in segments)
+    return endpoint + "".join(_segment(s) for s in segments)
+
+
+def _segment(name: str) -> str:
+    return "/" + quote(name, safe="")
+
+
+def json_bytes(body: Any) -> bytes:
+    """body as Starlette's JSONResponse writes it (compact UTF-8), by orjson in a fifth of
+    the time: every Batch response and page goes through here."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # an integer past 64 bits, kept as a client gave it (see store/codec.py)
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def pool_view(urls, pool) -> dict:

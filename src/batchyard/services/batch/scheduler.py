@@ -228,7 +228,10 @@ class Scheduler(PokedLoop):
     def _refill_loop(self) -> None:
         """The refiller: exits are recorded and the slots they free filled here, as they
         arrive, without waiting for the loop's next pass. The runners' threads only queue
-        an exit and go straight back to reading the next one."""
+        an exit and go straight back to reading the next one. Its writes are bookkeeping
+        only (see Database.without_sync and journals_in_memory), so its connection is set
+        for them once."""
+        self.store.db.keep_books_only()
         while True:
             self._exit_arrived.wait()
             if self.closing:
@@ -260,9 +263,7 @@ class Scheduler(PokedLoop):
             if self.closing:
                 return
             try:
-                # bookkeeping of row-sized writes: see Database.without_sync, journals_in_memory
-                with self.store.db.without_sync(), self.store.db.journals_in_memory():
-                    needs_pass = self._record_and_refill()
+                needs_pass = self._record_and_refill()  # on the refiller's connection: keep_books_only
             except Exception:  # the loop's pass takes what is left on the queue
                 log.exception("refilling freed task slots failed")
                 needs_pass = True
