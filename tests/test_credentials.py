@@ -170,6 +170,9 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
         # before the jobs in motion were indexed by pool (migration 11)
         db.execute("DROP INDEX resources_moving_jobs")
         db.execute("ALTER TABLE resources DROP COLUMN moving_job_pool")
+        # before the runnable index held the runnable tasks only (migration 12)
+        db.execute("DROP INDEX batch_tasks_runnable")
+        db.execute("CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, state, ready, seq)")
         # as if the migration to salted hashes had not run yet
         before_hashes = next(i for i, script in enumerate(MIGRATIONS) if "secret_hash" in script)
         db.execute(f"PRAGMA user_version = {before_hashes}")

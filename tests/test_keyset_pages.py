@@ -278,5 +278,36 @@ def test_the_jobs_in_motion_are_read_through_the_index_of_their_pools(tmp_path):
         for sql, params, _ in recorded.queries:
             plan = " ".join(row[3] for row in db.query(f"EXPLAIN QUERY PLAN {sql}", params))
             assert "USING INDEX resources_moving_jobs" in plan and "SCAN" not in plan, plan
+        sql, params, _ = recorded.queries[0]
+        plan = " ".join(row[3] for row in db.query(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "INDEX batch_tasks_runnable" in plan, plan  # a job's tasks to start: see the next test
+    finally:
+        db.close()
+
+
+def test_the_runnable_index_holds_the_runnable_tasks_only_and_the_scheduler_reads_it(tmp_path):
+    """Every refill asks a job for its runnable tasks (waiting, their dependencies met) in
+    the order they were added: read through an index of those tasks alone (migration 12),
+    which a task leaves when it starts, so its later writes (ended, completed) no longer
+    move it within the index; and in that order, with no sort."""
+    db = Database(tmp_path / "batchyard.db")
+    try:
+        tasks, job = TaskStore(db), ACCOUNT + "/jobs/j"
+        made = [Task(job, {"id": f"T{i:04}", "state": STATES[i % 3]}) for i in range(2000)]
+        for task in made[::7]:
+            task.ready = False  # dependencies not met
+        tasks.insert(made)
+        runnable = [t.id for t in made if t.state == "active" and t.ready]
+        indexed = db.query("SELECT ncell FROM dbstat('main', 1) WHERE name = 'batch_tasks_runnable'")[0][0]
+        assert indexed == len(runnable) < 600
+        assert [t.id for t in tasks.runnable(job, 1000)] == runnable
+        assert tasks.count_runnable(job) == len(runnable) and tasks.any_runnable(job)
+        recorded = Recorded(db)
+        TaskStore(recorded).runnable(job, 10)
+        TaskStore(recorded).count_runnable(job)
+        TaskStore(recorded).any_runnable(job)
+        for sql, params, _ in recorded.queries:
+            plan = " ".join(row[3] for row in db.query(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "INDEX batch_tasks_runnable" in plan and "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
     finally:
         db.close()

@@ -243,6 +243,14 @@ MIGRATIONS: list[str] = [
         THEN coalesce(json_extract(internal, '$.pool_key'), '') END) VIRTUAL;
     CREATE INDEX resources_moving_jobs ON resources (moving_job_pool) WHERE moving_job_pool IS NOT NULL;
     """,
+    # 12: the runnable index holds the runnable tasks only (batch_tasks.RUNNABLE, in seq
+    # order), not every task by state: a task leaves it when it starts, and its later writes
+    # (ended, retried while running, completed) no longer move it from one place in the
+    # index to another. The lists by state have their own index (4).
+    """
+    DROP INDEX batch_tasks_runnable;
+    CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, seq) WHERE state = 'active' AND ready = 1;
+    """,
 ]
 
 

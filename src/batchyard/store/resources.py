@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection
 
 from . import codec
-from .batch_tasks import RUNNABLE
+from .batch_tasks import RUNNABLE_TASKS
 from .db import Database
 from .keyset import EVERY_KEY, KeyRange, STATE_IN_BODY, in_key_order, page_query
 
@@ -118,7 +118,7 @@ class ResourceStore:
             f"moving_job_pool IN ({','.join('?' * len(params))})"
         if runnable:
             where += (" AND json_extract(body, '$.state') = 'active' AND EXISTS "
-                      f"(SELECT 1 FROM batch_tasks WHERE job_key = resources.key AND {RUNNABLE})")
+                      f"(SELECT 1 FROM {RUNNABLE_TASKS} AND job_key = resources.key)")
         rows = self.db.query(f"SELECT * FROM resources WHERE {where} ORDER BY created, key", tuple(params))
         return [_row_to_resource(r) for r in rows]
 
