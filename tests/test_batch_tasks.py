@@ -584,3 +584,30 @@ def test_unrunnable_task_input_is_refused(clients, pool, task, field):
     with pytest.raises(HttpResponseError) as e:
         batch.create_task("refusals", task)
     assert e.value.status_code == 400 and error_values(e)["PropertyName"] == field
+
+
+def test_preparation_and_release_tasks_end_at_their_max_wall_clock_time(clients, pool):
+    """A job preparation task's constraints.maxWallClockTime and a release task's own
+    maxWallClockTime (15 minutes at most and by default) end them as a task's ends it: killed,
+    MaxWallClockTimeExpiry, not retried; the job moves on (a release task past its time no
+    longer keeps its job terminating)."""
+    batch = clients.batch_key
+    batch.create_job({"id": "slow-sides", "poolInfo": {"poolId": pool},
+                      "jobPreparationTask": {"commandLine": "sleep 600", "waitForSuccess": False,
+                                             "constraints": {"maxWallClockTime": "PT2S", "maxTaskRetryCount": 3}},
+                      "jobReleaseTask": {"commandLine": "sleep 600", "maxWallClockTime": "PT2S"}})
+    batch.create_task("slow-sides", {"id": "t", "commandLine": "true"})
+    node_id = finished(batch, "slow-sides", "t").node_info.node_id
+
+    def side(kind: str):
+        status = next(s for s in batch.list_job_preparation_and_release_task_status("slow-sides")
+                      if s.node_id == node_id)
+        info = getattr(status, f"job_{kind}_task_execution_info")
+        return info if info is not None and info.state == "completed" else None
+
+    prep = wait_for(lambda: side("preparation"), timeout=60, what="the preparation task to time out")
+    assert (prep.result, prep.failure_info.code, prep.retry_count) == ("failure", "MaxWallClockTimeExpiry", 0)
+    batch.begin_terminate_job("slow-sides", {"terminateReason": "done"}, polling_interval=0.1).result(timeout=60)
+    release = side("release")
+    assert (release.result, release.failure_info.code) == ("failure", "MaxWallClockTimeExpiry")
+    assert batch.get_job("slow-sides").state == "completed"

@@ -143,3 +143,46 @@ def test_job_manager_token_reaches_its_own_job_only(clients, batch):
     with pytest.raises(HttpResponseError) as caught:
         as_task.get_job("jm-token")
     assert caught.value.status_code == 401  # the token's job is gone
+
+
+def test_a_plain_task_gets_a_token_for_its_job_when_it_asks(batch):
+    """authenticationTokenSettings on any task, not only a job manager: its command gets
+    AZ_BATCH_AUTHENTICATION_TOKEN (it was accepted, dropped, and the variable never came)."""
+    batch.create_job({"id": "token-task", "poolInfo": {"poolId": POOL}})
+    batch.create_task("token-task", {"id": "asks", "commandLine": "/bin/sh -c 'test -n \"$AZ_BATCH_AUTHENTICATION_TOKEN\"'",
+                                     "authenticationTokenSettings": {"access": ["job"]}})
+    batch.create_task("token-task", {"id": "not", "commandLine": "/bin/sh -c 'test -z \"$AZ_BATCH_AUTHENTICATION_TOKEN\"'"})
+    for task_id in ("asks", "not"):
+        task = wait_for(lambda: (t := batch.get_task("token-task", task_id)).state == "completed" and t,
+                        what=f"task {task_id}")
+        assert task.execution_info.exit_code == 0, task_id
+    assert batch.get_task("token-task", "asks")["authenticationTokenSettings"] == {"access": ["job"]}
+    with pytest.raises(HttpResponseError) as caught:
+        batch.create_task("token-task", {"id": "pools", "commandLine": "true",
+                                         "authenticationTokenSettings": {"access": ["pool"]}})
+    assert error_values(caught)["PropertyName"] == "authenticationTokenSettings.access"
+
+
+def test_job_settings_not_honoured_are_refused_and_a_manager_s_packages_checked(batch):
+    """A job's own virtual network and task preemption are refused, on create and on
+    update, not accepted and ignored (false and null, what every job has, pass); a job
+    manager's applicationPackageReferences are checked before the job is made, as any
+    task's are."""
+    for change, prop in (({"allowTaskPreemption": True}, "allowTaskPreemption"),
+                         ({"networkConfiguration": {"subnetId": "/subscriptions/s/resourceGroups/g/providers/"
+                                                                "Microsoft.Network/virtualNetworks/v/subnets/s"}},
+                          "networkConfiguration")):
+        with pytest.raises(HttpResponseError) as caught:
+            batch.create_job({"id": "refused", "poolInfo": {"poolId": POOL}, **change})
+        assert caught.value.status_code == 400 and error_values(caught)["PropertyName"] == prop
+    batch.create_job({"id": "plain", "poolInfo": {"poolId": POOL}, "allowTaskPreemption": False})
+    with pytest.raises(HttpResponseError) as caught:
+        batch.update_job("plain", {"allowTaskPreemption": True})
+    assert error_values(caught)["PropertyName"] == "allowTaskPreemption"
+    batch.replace_job("plain", batch.get_job("plain"))  # what it has, sent back
+    with pytest.raises(HttpResponseError) as caught:
+        batch.create_job({"id": "packaged", "poolInfo": {"poolId": POOL}, "jobManagerTask": {
+            "id": "manager", "commandLine": "true", "applicationPackageReferences": [{"applicationId": "blender"}]}})
+    assert caught.value.status_code == 409 and caught.value.error.code == "InvalidApplicationPackageReferences"
+    with pytest.raises(HttpResponseError):
+        batch.get_job("packaged")

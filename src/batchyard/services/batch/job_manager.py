@@ -3,7 +3,8 @@
 Azure's defaults: `killJobOnCompletion` true (the job is terminated, terminateReason
 JMComplete, when the task completes), `runExclusive` true (the task takes every slot of
 its node, so nothing else runs there meanwhile), `allowLowPriorityNode` true (false keeps
-it to dedicated nodes), `requiredSlots` 1. With `authenticationTokenSettings` the task gets a token for its job (task_tokens.py).
+it to dedicated nodes), `requiredSlots` 1. With `authenticationTokenSettings` the task gets a token for its job (task_tokens.py), with
+`applicationPackageReferences` its packages, as any task does.
 """
 
 from __future__ import annotations
@@ -29,19 +30,12 @@ def specification(body: dict, retries: int) -> dict | None:
         "requiredSlots": bi.integer(spec, "requiredSlots", f"{FIELD}.requiredSlots", minimum=1, maximum=256,
                                     default=1),
         "outputFiles": task_spec.output_files(spec, f"{FIELD}.outputFiles") or None,
-        "authenticationTokenSettings": _token_settings(spec),
+        "authenticationTokenSettings": task_spec.token_settings(spec, f"{FIELD}.authenticationTokenSettings"),
+        # checked against the account's applications by Jobs.build, installed as a task's are
+        "applicationPackageReferences": bi.array(spec, "applicationPackageReferences",
+                                                 f"{FIELD}.applicationPackageReferences") or None,
     })
     return {k: v for k, v in shaped.items() if v is not None}
-
-
-def _token_settings(spec: dict) -> dict | None:
-    settings = bi.obj(spec, "authenticationTokenSettings", f"{FIELD}.authenticationTokenSettings")
-    if settings is None:
-        return None
-    access = bi.array(settings, "access", f"{FIELD}.authenticationTokenSettings.access")
-    if any(not isinstance(a, str) or a.lower() != "job" for a in access):
-        raise bi.invalid(f"{FIELD}.authenticationTokenSettings.access", access, "Allowed values: job.")
-    return {"access": [a.lower() for a in access]}
 
 
 def start(tasks, account: Resource, job: Resource, pool: Resource | None) -> None:
@@ -49,15 +43,14 @@ def start(tasks, account: Resource, job: Resource, pool: Resource | None) -> Non
     spec = job.body[FIELD]
     item = {k: v for k, v in spec.items() if k in ("id", "displayName", "commandLine", "environmentSettings",
                                                    "resourceFiles", "userIdentity", "constraints", "outputFiles",
-                                                   "containerSettings")}
+                                                   "containerSettings", "applicationPackageReferences",
+                                                   "authenticationTokenSettings")}
     slots = spec["requiredSlots"]
     if spec["runExclusive"] and pool is not None:
         slots = pool.body["taskSlotsPerNode"]
     item["requiredSlots"] = slots
     task = tasks.create(account, job.name, item)
     task.internal["job_manager"] = True
-    if "authenticationTokenSettings" in spec:
-        task.body["authenticationTokenSettings"] = spec["authenticationTokenSettings"]
     task.internal["dedicated_only"] = not spec["allowLowPriorityNode"]
     tasks.store.update([task])
 

@@ -81,6 +81,7 @@ class Jobs:
         auto_pool = auto_pools.specification(pool_info)
         pool_id = None if auto_pool else bi.string(pool_info, "poolId", "poolInfo.poolId", required_=True)
         constraints = task_spec.job_constraints(body)
+        _refuse_unhonoured(body)
         wire = {
             "id": job_id,
             "displayName": bi.string(body, "displayName") or None,
@@ -98,6 +99,10 @@ class Jobs:
                                        default="noaction"),
             "metadata": bi.name_value_pairs(body, "metadata"),
         }
+        manager = wire["jobManagerTask"]
+        if manager and manager.get("applicationPackageReferences"):  # refused now, not when the job starts it
+            manager["applicationPackageReferences"] = self.pools.applications.check_references(
+                account.name, manager, "jobManagerTask.applicationPackageReferences")
         for name in ("jobPreparationTask", "jobReleaseTask"):
             spec = bi.obj(body, name)
             if spec is not None:
@@ -169,6 +174,7 @@ class Jobs:
     def update(self, account: Resource, job_id: str, body: dict, replace: bool, conditions=None) -> Resource:
         """PATCH changes what is given; PUT (replace) resets what is not given."""
         body = bi.body_object(body)
+        _refuse_unhonoured(body)
         with self.lock:
             job = self._changeable(account, job_id, conditions)
             if replace or "priority" in body:
@@ -290,3 +296,15 @@ class Jobs:
 def account_of(job_key: str) -> str:
     """The Batch account's name in a job's key (its lower-cased ARM id)."""
     return job_key.split("/batchaccounts/", 1)[1].split("/", 1)[0]
+
+
+def _refuse_unhonoured(body: dict) -> None:
+    """Job settings this service does not do: refused, not accepted and ignored. (Azure
+    offers both only to accounts it has enabled them for.) false and null are what every
+    job has, and what replace_job(get_job()) sends back."""
+    if bi.boolean(body, "allowTaskPreemption", default=False):
+        raise bi.invalid("allowTaskPreemption", True, "Preempting a job's tasks for higher-priority jobs is not "
+                                                      "supported here.")
+    if body.get("networkConfiguration") is not None:
+        raise bi.invalid("networkConfiguration", "...", "A job's own virtual network is not supported here; give "
+                                                        "its pool a networkConfiguration.subnetId instead.")

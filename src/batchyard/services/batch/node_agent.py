@@ -31,8 +31,12 @@ NODE_ROOT_ON_DISK = NODE_ROOT.removeprefix("/mnt/")  # as the file service names
 BATCH_DIRS = ("shared", "startup/wd", "workitems", "applications", "fsmounts")
 # Tasks that do not ask for admin run as this unprivileged user, as Azure's auto-user does.
 TASK_UID = TASK_GID = 10001
-STARTUP_FAILURE = {"category": "usererror", "code": "FailureExitCode",
-                   "message": "The task exited with an exit code representing a failure"}
+# A task's (start, preparation, release or plain) failureInfo for an exit code other than 0,
+# and for a run past its maxWallClockTime.
+FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
+                "message": "The task exited with an exit code representing a failure", "details": []}
+WALL_CLOCK = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
+              "message": "The task ran longer than the maximum time allowed by its constraints", "details": []}
 # Azure has no code of its own for this (its task just dies with 137); the node's limit is
 # this service's, so it says which limit ended the task.
 OUT_OF_MEMORY = {"category": "usererror", "code": "TaskOutOfMemory",
@@ -48,7 +52,7 @@ def failure_info(outcome: Exit, vm_size: str) -> dict:
         if size is not None:
             details.append({"name": "MemoryLimitMiB", "value": str(size.memory_mib)})
         return {**OUT_OF_MEMORY, "details": details}
-    return {**STARTUP_FAILURE, "details": []}
+    return {**FAILURE_EXIT, "details": []}
 
 
 def inbound_ports(node: Node) -> tuple[InboundPort, ...]:

@@ -78,6 +78,7 @@ UNHONOURED_POOL_SETTINGS = {
     "upgradePolicy": "OS upgrade policies are not supported here: nodes run the image they were made from.",
     "certificateReferences": "Certificates are not supported here.",
     "userAccounts": "Named user accounts are not supported yet; tasks run as the pool's auto-user.",
+    "applicationLicenses": "Licensed applications (rendering software) are not available on nodes here.",
 }
 
 
@@ -85,6 +86,44 @@ def refuse_unhonoured(body: dict) -> None:
     for name, why in UNHONOURED_POOL_SETTINGS.items():
         if body.get(name):
             raise bi.invalid(name, body[name], why)
+
+
+# What a pool is made with that Azure lets a PATCH change on an empty pool (2025-06-01), and
+# that nodes here keep from their pool's creation: a change is refused, the same value sent
+# back (a pool read, changed elsewhere and sent whole) is not.
+KEPT_AT_CREATION = ("vmSize", "virtualMachineConfiguration", "taskSlotsPerNode", "taskSchedulingPolicy",
+                    "networkConfiguration", "enableInterNodeCommunication")
+
+
+def refuse_changes_kept_at_creation(body: dict, current: dict) -> None:
+    for name in KEPT_AT_CREATION:
+        if name in body and body[name] is not None and not _same(body[name], current.get(name)):
+            raise bi.invalid(name, body[name], f"A pool's {name} cannot be changed here; create a new pool.")
+
+
+def _same(given, kept) -> bool:
+    """Equal as Batch compares them: names and values of strings without regard to case."""
+    if isinstance(given, str) and isinstance(kept, str):
+        return given.lower() == kept.lower()
+    if isinstance(given, dict) and isinstance(kept, dict):
+        return all(_same(v, kept.get(k)) for k, v in given.items() if v is not None)
+    if isinstance(given, list) and isinstance(kept, list):
+        return len(given) == len(kept) and all(_same(a, b) for a, b in zip(given, kept))
+    return given == kept
+
+
+def resource_tags(body: dict) -> dict | None:
+    """Tags Azure puts on a pool's backing resources: recorded and shown (there are none here)."""
+    tags = bi.obj(body, "resourceTags")
+    for name, value in (tags or {}).items():
+        if not isinstance(value, str):
+            raise bi.invalid(f"resourceTags.{name}", value, "A tag's value must be a string.")
+    return tags or None
+
+
+def communication_mode(body: dict) -> str | None:
+    """How nodes talk to the service: recorded and shown (nodes here reach it one way)."""
+    return bi.choice(body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
 
 
 def vm_configuration(body: dict) -> dict:
@@ -110,7 +149,7 @@ def vm_configuration(body: dict) -> dict:
     for recorded in ("nodePlacementConfiguration", "osDisk"):
         if config.get(recorded) is not None:
             out[recorded] = bi.obj(config, recorded, f"{field}.{recorded}")
-    if out.get("extensions"):
+    if config.get("extensions"):
         raise bi.invalid(f"{field}.extensions", "...", "VM extensions on pool nodes are not supported here.")
     return out
 
@@ -183,6 +222,7 @@ def network_configuration(body: dict) -> dict | None:
     if network is None:
         return None
     endpoint = bi.obj(network, "endpointConfiguration", "networkConfiguration.endpointConfiguration")
+    _refuse_unhonoured_network(network)
     out = {k: v for k, v in network.items() if k != "endpointConfiguration"}
     if network.get("subnetId") is not None:
         out["subnetId"] = subnet_id(network["subnetId"])
@@ -192,6 +232,33 @@ def network_configuration(body: dict) -> dict | None:
         out["endpointConfiguration"] = {"inboundNATPools": [_nat_pool(p, f"{field}[{i}]", pools[:i])
                                                             for i, p in enumerate(pools)]}
     return out
+
+
+# A pool's networkConfiguration: what is honoured (subnetId, endpointConfiguration) and
+# what is recorded and shown, with no effect a node could notice here (README).
+NETWORK_SETTINGS = ("subnetId", "endpointConfiguration", "publicIPAddressConfiguration",
+                    "enableAcceleratedNetworking", "dynamicVNetAssignmentScope")
+
+
+def _refuse_unhonoured_network(network: dict) -> None:
+    """Settings that would change how nodes are reached, and unknown ones: refused, not kept."""
+    for name in network:
+        if name not in NETWORK_SETTINGS:
+            raise bi.invalid(f"networkConfiguration.{name}", network[name],
+                             "Not a network setting of a pool; known: " + ", ".join(NETWORK_SETTINGS) + ".")
+    field = "networkConfiguration.publicIPAddressConfiguration"
+    public = bi.obj(network, "publicIPAddressConfiguration", field) or {}
+    bi.choice(public, "provision", ("batchmanaged", "usermanaged", "nopublicipaddresses"), f"{field}.provision")
+    if (public.get("provision") or "").lower() == "usermanaged" or public.get("ipAddressIds"):
+        raise bi.invalid(f"{field}.ipAddressIds", public.get("ipAddressIds") or "...",
+                         "Public IP addresses of your own are not supported here: nodes are reached through the "
+                         "service's host (endpointConfiguration.inboundNATPools).")
+    scope = bi.choice(network, "dynamicVNetAssignmentScope", ("none", "job"),
+                      "networkConfiguration.dynamicVNetAssignmentScope")
+    if scope == "job":
+        raise bi.invalid("networkConfiguration.dynamicVNetAssignmentScope", scope,
+                         "Jobs with virtual networks of their own are not supported here.")
+    bi.boolean(network, "enableAcceleratedNetworking", "networkConfiguration.enableAcceleratedNetworking")
 
 
 SUBNET_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"

@@ -212,6 +212,8 @@ class Pools:
             "networkConfiguration": pool_spec.network_configuration(body),
             "metadata": bi.name_value_pairs(body, "metadata"),
             "applicationPackageReferences": self.package_references(account, body),
+            "resourceTags": pool_spec.resource_tags(body),
+            "targetNodeCommunicationMode": pool_spec.communication_mode(body),
         }
         wire = {k: v for k, v in wire.items() if v is not None}
         moment = iso_now()
@@ -357,8 +359,14 @@ class Pools:
     def update(self, account: Resource, pool_id: str, body: dict, auth: Caller, conditions=None) -> Resource:
         """PATCH: the properties given replace the pool's; the others stay."""
         body = bi.body_object(body)
+        pool_spec.refuse_unhonoured(body)
         with self.lock:
             pool = self._changeable(account, pool_id, conditions)
+            pool_spec.refuse_changes_kept_at_creation(body, pool.body)
+            if "displayName" in body:
+                pool.body["displayName"] = bi.string(body, "displayName", max_len=1024)
+            if "resourceTags" in body:
+                pool.body["resourceTags"] = pool_spec.resource_tags(body)
             if "startTask" in body:
                 pool.body["startTask"] = pool_spec.start_task(body)
                 if pool.body["startTask"] is None:
@@ -368,13 +376,14 @@ class Pools:
             if "applicationPackageReferences" in body:
                 pool.body["applicationPackageReferences"] = self.package_references(account, body)
             if "targetNodeCommunicationMode" in body:
-                pool.body["targetNodeCommunicationMode"] = bi.choice(
-                    body, "targetNodeCommunicationMode", ("default", "classic", "simplified"))
+                pool.body["targetNodeCommunicationMode"] = pool_spec.communication_mode(body)
+            pool.body = {k: v for k, v in pool.body.items() if v is not None}  # given as null: removed
             return self._save(pool)
 
     def replace_properties(self, account: Resource, pool_id: str, body: dict, auth: Caller) -> Resource:
         """updateproperties: what is not given is removed."""
         body = bi.body_object(body)
+        pool_spec.refuse_unhonoured(body)  # old SDKs always send certificateReferences, empty
         with self.lock:
             pool = self._changeable(account, pool_id, None)
             start_task = pool_spec.start_task(body)

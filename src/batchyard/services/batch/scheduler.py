@@ -44,7 +44,8 @@ from .task_tokens import TaskTokens
 from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
 from . import files
-from .node_agent import NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, NodeAgent, failure_info
+from .node_agent import (FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, WALL_CLOCK, NodeAgent,
+                         failure_info)
 from .pools import Pools, iso_now, new_etag, now, parse_time
 from .tasks import Tasks
 
@@ -58,10 +59,6 @@ TICK = 0.2
 # 0.51 ms of CPU a task, gathered 0.35 - 0.39, and the tasks ran about 5% faster.
 REFILL_GATHER_WHEN_RUNNING = 16
 REFILL_GATHER_SECONDS = 0.002
-FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
-                "message": "The task exited with an exit code representing a failure", "details": []}
-WALL_CLOCK = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
-              "message": "The task ran longer than the maximum time allowed by its constraints", "details": []}
 ENDED = {"category": "usererror", "code": "TaskEnded", "message": "Task Was Ended by User Request", "details": []}
 DOWNLOAD_FAILED = {"category": "usererror", "code": "BlobDownloadMiscError",
                    "message": "One of the resource files could not be downloaded", "details": []}
@@ -143,6 +140,7 @@ class Scheduler(PokedLoop):
         self._enforce_wall_clock()
         jobs = self.jobs.jobs_in_motion()
         for job in jobs:
+            self.side.enforce_wall_clock(job)
             self._advance_job(job)  # changes the job objects in place, so _dispatch sees it
         self._freed.clear()  # this pass offers every free slot
         self._dispatch(jobs)

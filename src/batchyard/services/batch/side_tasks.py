@@ -12,14 +12,12 @@ from ...runtime.commands import Exit
 from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
-from . import containers
-from .node_agent import NODE_ROOT, TASK_GID, TASK_UID, failure_info
-from .pools import iso_now
+from . import containers, task_spec
+from .node_agent import FAILURE_EXIT, NODE_ROOT, TASK_GID, TASK_UID, WALL_CLOCK, failure_info
+from .pools import iso_now, now, parse_time
 from .storage_files import NodePlace, TransferFailed
 
 log = logging.getLogger("batchyard.batch")
-FAILURE = {"category": "usererror", "code": "FailureExitCode",
-           "message": "The task exited with an exit code representing a failure", "details": []}
 KINDS = {"prep": ("jobPreparationTask", "jobpreparation"), "release": ("jobReleaseTask", "jobrelease")}
 
 
@@ -136,7 +134,8 @@ class SideTasks:
         if status is None or status.get("retryCount") != attempt:
             return
         retries = job.body["jobPreparationTask"]["constraints"]["maxTaskRetryCount"] if kind == "prep" else 0
-        if code != 0 and (retries == -1 or attempt < retries):
+        timed_out = status.pop("timedOut", False)
+        if code != 0 and not timed_out and (retries == -1 or attempt < retries):
             pool_key, node_id = nkey.split("|", 1)
             node, pool = self.scheduler.nodes.get(pool_key, node_id), self.scheduler.pools.store.get(pool_key)
             if node is not None and pool is not None:
@@ -147,10 +146,42 @@ class SideTasks:
         if download_failure is not None:
             status.pop("exitCode")
             status["failureInfo"] = download_failure
+        elif timed_out:
+            status.update({"result": "failure", "failureInfo": WALL_CLOCK})
         elif code != 0:
             status["failureInfo"] = failure_info(outcome, self.scheduler.vm_size(nkey.split("|", 1)[0])) \
-                if outcome.out_of_memory else FAILURE
+                if outcome.out_of_memory else FAILURE_EXIT
         self.scheduler.jobs.store.put(job)
+
+    def enforce_wall_clock(self, job: Resource) -> None:
+        """A preparation or release task that runs past its maxWallClockTime is killed, as on
+        Azure (a release task's is 15 minutes at most and by default), and not retried: its
+        exit records MaxWallClockTimeExpiry. Asked at each pass; the kill goes again at each
+        until the exit comes (a task still fetching its files starts, then is killed)."""
+        for kind, (field, _) in KINDS.items():
+            spec = job.body.get(field)
+            limit = task_spec.seconds(spec["maxWallClockTime"] if kind == "release" else
+                                      spec["constraints"].get("maxWallClockTime")) if spec else None
+            if limit is None:
+                continue
+            for nkey, status in job.internal.get(kind, {}).items():
+                if status.get("state") != "running" or \
+                        (now() - parse_time(status["startTime"])).total_seconds() <= limit:
+                    continue
+                if not status.get("timedOut"):
+                    status["timedOut"] = True
+                    self.scheduler.jobs.store.put(job)
+                self._kill(job, kind, nkey, status["retryCount"])
+
+    def _kill(self, job: Resource, kind: str, nkey: str, retry: int) -> None:
+        node = self.scheduler.nodes.get(*nkey.split("|", 1))
+        if node is None:
+            return
+        try:
+            self.scheduler.provider.command_runner(node.internal["machine_key"]).kill(
+                f"{kind}|{job.id.lower()}|{nkey}|{retry}")
+        except MachineError:
+            pass
 
     def status_list(self, job: Resource) -> list[dict]:
         """The job's preparation and release tasks, node by node."""
@@ -168,4 +199,4 @@ class SideTasks:
 
 
 def _public(status: dict) -> dict:
-    return {k: v for k, v in status.items() if k != "skipped"}
+    return {k: v for k, v in status.items() if k not in ("skipped", "timedOut")}

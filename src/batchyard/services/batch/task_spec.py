@@ -141,6 +141,18 @@ def resource_files(body: dict, field: str) -> list[dict]:
     return files
 
 
+def token_settings(body: dict, field: str = "authenticationTokenSettings") -> dict | None:
+    """authenticationTokenSettings: the task gets AZ_BATCH_AUTHENTICATION_TOKEN, a token for
+    its job's operations (task_tokens.py); `job` is the one access Azure offers."""
+    settings = bi.obj(body, "authenticationTokenSettings", field)
+    if settings is None:
+        return None
+    access = bi.array(settings, "access", f"{field}.access")
+    if any(not isinstance(a, str) or a.lower() != "job" for a in access):
+        raise bi.invalid(f"{field}.access", access, "Allowed values: job.")
+    return {"access": [a.lower() for a in access]}
+
+
 def relative_path(path: str, field: str) -> str:
     parts = path.replace("\\", "/").split("/")
     if path.startswith("/") or ".." in parts or "\x00" in path or not path.strip():

@@ -126,6 +126,7 @@ class Tasks:
             "dependsOn": depends_on,
             "affinityInfo": _affinity(item),
             "multiInstanceSettings": multi_instance.settings(item),
+            "authenticationTokenSettings": task_spec.token_settings(item),
             "eTag": new_etag(), "creationTime": moment, "lastModified": moment,
             "state": "active", "stateTransitionTime": moment,
             "executionInfo": {"retryCount": 0, "requeueCount": 0},
