@@ -175,11 +175,11 @@ def test_job_settings_not_honoured_are_refused_and_a_manager_s_packages_checked(
         with pytest.raises(HttpResponseError) as caught:
             batch.create_job({"id": "refused", "poolInfo": {"poolId": POOL}, **change})
         assert caught.value.status_code == 400 and error_values(caught)["PropertyName"] == prop
-    batch.create_job({"id": "plain", "poolInfo": {"poolId": POOL}, "allowTaskPreemption": False})
+    batch.create_job({"id": "unpreempted", "poolInfo": {"poolId": POOL}, "allowTaskPreemption": False})
     with pytest.raises(HttpResponseError) as caught:
-        batch.update_job("plain", {"allowTaskPreemption": True})
+        batch.update_job("unpreempted", {"allowTaskPreemption": True})
     assert error_values(caught)["PropertyName"] == "allowTaskPreemption"
-    batch.replace_job("plain", batch.get_job("plain"))  # what it has, sent back
+    batch.replace_job("unpreempted", batch.get_job("unpreempted"))  # what it has, sent back
     with pytest.raises(HttpResponseError) as caught:
         batch.create_job({"id": "packaged", "poolInfo": {"poolId": POOL}, "jobManagerTask": {
             "id": "manager", "commandLine": "true", "applicationPackageReferences": [{"applicationId": "blender"}]}})

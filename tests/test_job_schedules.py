@@ -131,6 +131,32 @@ def test_operations_and_errors(batch):
     assert caught.value.status_code == 409
 
 
+def test_a_schedule_s_auto_pool_is_checked_when_the_schedule_is_made(scheduling, batch):
+    """The pool a schedule's jobs would make is checked as a pool is, when the schedule is
+    made or its jobSpecification replaced: refused then (400), not accepted and found wanting
+    at each run, with no job made."""
+    pool = {k: v for k, v in base_pool(scheduling, "unused", dedicated=0).items() if k != "id"}
+
+    def with_pool(**change) -> dict:
+        return {"poolInfo": {"autoPoolSpecification": {"poolLifetimeOption": "job", "pool": {**pool, **change}}}}
+
+    for change, prop in (({"userAccounts": [{"name": "u", "password": "p@ss"}]}, "userAccounts"),
+                         ({"vmSize": "no_such_size"}, "vmSize"), ({"taskSlotsPerNode": 0}, "taskSlotsPerNode")):
+        with pytest.raises(HttpResponseError) as caught:
+            batch.create_job_schedule({"id": "bad-auto-pool", "schedule": {}, "jobSpecification": with_pool(**change)})
+        assert caught.value.status_code == 400
+        assert error_values(caught)["PropertyName"] == f"poolInfo.autoPoolSpecification.pool.{prop}"
+    with pytest.raises(ResourceNotFoundError):
+        batch.get_job_schedule("bad-auto-pool")
+    batch.create_job_schedule({"id": "checked-auto-pool", "schedule": {"doNotRunUntil": "2099-01-01T00:00:00Z"},
+                               "jobSpecification": with_pool()})
+    with pytest.raises(HttpResponseError) as caught:
+        batch.replace_job_schedule("checked-auto-pool", {"schedule": {}, "jobSpecification": with_pool(
+            mountConfiguration=[{"nfsMountConfiguration": {"source": "s", "relativeMountPath": "m"}}])})
+    assert error_values(caught)["PropertyName"] == "poolInfo.autoPoolSpecification.pool.mountConfiguration"
+    batch.begin_delete_job_schedule("checked-auto-pool", polling_interval=0.1).result()
+
+
 def test_schedule_auto_pool_is_shared_by_its_jobs_and_goes_with_it(scheduling, batch):
     pool = {k: v for k, v in base_pool(scheduling, "unused", dedicated=0).items() if k != "id"}
     batch.create_job_schedule({"id": "pooled", "schedule": {"recurrenceInterval": "PT1S"}, "jobSpecification": {

@@ -74,6 +74,15 @@ class AutoPools(PokedLoop):
             pool = self._make(account, spec, auth, owner=job.id.lower())
         self._attach(job, pool)
 
+    def check(self, account: Resource, spec: dict, auth: Caller) -> None:
+        """The auto pool a job schedule's jobs will make, checked as its pool would be when
+        the schedule is made: refused then, not found wanting at each run, with no job made."""
+        try:
+            self.pools.build(account, {**spec["pool"], "id": "auto-pool-check"}, auth)
+        except InvalidInput as exc:
+            _rename_fields(exc)
+            raise
+
     def _make(self, account: Resource, spec: dict, auth: Caller, owner: str) -> Resource:
         prefix = spec.get("autoPoolIdPrefix")
         pool_id = f"{prefix}_{uuid.uuid4()}" if prefix else str(uuid.uuid4())

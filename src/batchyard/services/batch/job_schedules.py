@@ -80,7 +80,7 @@ class JobSchedules(PokedLoop):
         moment = iso_now()
         wire = {"id": schedule_id, "displayName": bi.string(body, "displayName") or None,
                 "schedule": self._schedule(bi.obj(body, "schedule", required_=True)),
-                "jobSpecification": self._job_specification(account, body),
+                "jobSpecification": self._job_specification(account, body, auth),
                 "metadata": bi.name_value_pairs(body, "metadata"),
                 "eTag": new_etag(), "lastModified": moment, "creationTime": moment, "state": "active",
                 "stateTransitionTime": moment, "executionInfo": {}}
@@ -108,7 +108,8 @@ class JobSchedules(PokedLoop):
                 schedule.body["schedule"] = self._schedule(bi.obj(body, "schedule", required_=replace) or {})
                 self._plan_first(schedule)
             if replace or "jobSpecification" in body:
-                schedule.body["jobSpecification"] = self._job_specification(account, body)
+                schedule.body["jobSpecification"] = self._job_specification(
+                    account, body, Caller.from_record(schedule.internal.get("auth")))
             if replace or "metadata" in body:
                 schedule.body["metadata"] = bi.name_value_pairs(body, "metadata")
             return self._save(schedule)
@@ -178,9 +179,13 @@ class JobSchedules(PokedLoop):
                 shaped[name] = format_duration(interval)
         return shaped
 
-    def _job_specification(self, account: Resource, body: dict) -> dict:
+    def _job_specification(self, account: Resource, body: dict, auth: Caller) -> dict:
+        """auth: the caller the schedule makes its jobs (and their auto pools) as."""
         spec = bi.obj(body, "jobSpecification", required_=True)
-        self.jobs.build(account, spec, job_id="schedule-check")  # every rule of a job, checked now
+        job = self.jobs.build(account, spec, job_id="schedule-check")  # every rule of a job, checked now
+        auto_pool = job.body["poolInfo"].get("autoPoolSpecification")
+        if auto_pool is not None:
+            self.jobs.auto_pools.check(account, auto_pool, auth)
         return spec
 
     # the loop -----------------------------------------------------------------------------------

@@ -186,6 +186,21 @@ class Pools:
     # creating -------------------------------------------------------------------------------
 
     def create(self, account: Resource, body: dict, auth: Caller) -> Resource:
+        pool = self.build(account, body, auth)
+        with self.lock:
+            if self.store.get(pool.id) is not None:
+                raise Conflict("PoolExists", "The specified pool already exists.")
+            if len(self.list(account)) >= self.accounts.quotas(account)["poolQuota"]:
+                raise Conflict("PoolQuotaReached", "The specified account has reached its pool quota.")
+            self.store.put(pool)
+            if pool.body["enableAutoScale"]:
+                self.autoscaler.start_pool(pool)
+        self._poke()
+        return pool
+
+    def build(self, account: Resource, body: dict, auth: Caller) -> Resource:
+        """A new pool from its body, checked (image, permission on it, every setting), not
+        stored: a job schedule's auto pool is checked so when the schedule is made."""
         body = bi.body_object(body)
         pool_id = pool_spec.pool_id(body.get("id"))
         vm_size = pool_spec.vm_size(body.get("vmSize"))
@@ -221,20 +236,10 @@ class Pools:
                      "stateTransitionTime": moment, "allocationState": "resizing",
                      "allocationStateTransitionTime": moment, "currentDedicatedNodes": 0,
                      "currentLowPriorityNodes": 0, "resizeErrors": []})
-        pool = Resource(id=f"{account.id}/pools/{pool_id}", type=POOL_TYPE, subscription=account.subscription,
+        return Resource(id=f"{account.id}/pools/{pool_id}", type=POOL_TYPE, subscription=account.subscription,
                         resource_group=account.resource_group, name=pool_id, body=wire,
                         internal={"account": account.name, **image, "node_generation": 0,
                                   "resize": self._resize_record(timeout, "requeue"), **_grower(auth)})
-        with self.lock:
-            if self.store.get(pool.id) is not None:
-                raise Conflict("PoolExists", "The specified pool already exists.")
-            if len(self.list(account)) >= self.accounts.quotas(account)["poolQuota"]:
-                raise Conflict("PoolQuotaReached", "The specified account has reached its pool quota.")
-            self.store.put(pool)
-            if autoscale["enableAutoScale"]:
-                self.autoscaler.start_pool(pool)
-        self._poke()
-        return pool
 
     def _image_for(self, account: Resource, config: dict, auth: Caller) -> dict:
         """The layers a node of this pool is made of, after Azure's rules for the image."""
