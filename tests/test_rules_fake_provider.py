@@ -175,6 +175,35 @@ def test_spread_and_pack(world):
     assert len(spread) == 2 and len(pack) == 1
 
 
+@pytest.mark.parametrize("order", ["none", "creationtime"])
+def test_jobs_of_equal_priority_share_the_pool_unless_it_orders_them_by_age(world, order):
+    """taskSchedulingPolicy.jobDefaultOrder: `none` (Azure's default) shares a pool's slots
+    evenly between jobs of equal priority, turn by turn; `creationtime` starts the older
+    job's tasks first. A job of higher priority goes before both either way."""
+    w = world(Script("*", 0, 0.1))
+    w.pool("p", dedicated=0, taskSlotsPerNode=2, taskSchedulingPolicy={"jobDefaultOrder": order})
+    assert w.services.pools.get(w.account, "p").body["taskSchedulingPolicy"] == {
+        "nodeFillType": "spread", "jobDefaultOrder": order}
+    for job_id in ("older", "newer"):
+        w.job(job_id, "p")
+        for i in range(6):
+            w.task(job_id, f"t{i}", f"{job_id} {i}")
+    w.job("urgent", "p", priority=10)
+    w.task("urgent", "t", "urgent 0")
+    w.services.pools.resize(w.account, "p", {"targetDedicatedNodes": 1}, Caller.shared_key())
+    for job_id in ("older", "newer"):
+        for i in range(6):
+            w.finished(job_id, f"t{i}")
+    started = [r.command_line.split()[0] for r in sorted(w.provider.commands, key=lambda r: r.started)
+               if r.command_line.split()[0] in ("older", "newer", "urgent")]
+    assert started[0] == "urgent"
+    first = started[1:5]
+    if order == "creationtime":
+        assert first == ["older"] * 4, started
+    else:
+        assert first.count("older") == first.count("newer") == 2, started
+
+
 def test_reboot_requeues_a_running_task_once(world):
     w = world(Script("long*", 0, 1.0))
     w.pool("p", dedicated=1)

@@ -214,7 +214,10 @@ def scheduling_policy(body: dict) -> dict:
     policy = bi.obj(body, "taskSchedulingPolicy") or {}
     fill = bi.choice(policy, "nodeFillType", ("spread", "pack"), "taskSchedulingPolicy.nodeFillType",
                      default="spread")
-    return {"nodeFillType": fill}
+    # none: jobs of equal priority share the pool evenly; creationtime: the older first
+    order = bi.choice(policy, "jobDefaultOrder", ("none", "creationtime"), "taskSchedulingPolicy.jobDefaultOrder",
+                      default="none")
+    return {"nodeFillType": fill, "jobDefaultOrder": order}
 
 
 def network_configuration(body: dict) -> dict | None:

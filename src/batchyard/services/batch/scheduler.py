@@ -95,6 +95,7 @@ class Scheduler(PokedLoop):
         self.dependents: dict[str, dict[str, set[str]]] = {}  # job -> dependency -> tasks waiting on it
         self.ended: queue.SimpleQueue = queue.SimpleQueue()
         self._freed: set[tuple[str, str]] = set()  # nodes with slots freed since the last dispatch
+        self._last_served: dict[str, str] = {}  # by pool: the job that took the last turn (_dispatch_in_turns)
         self.closing = False  # the service is stopping: exits start nothing more
         self._deferred: list | None = None  # a refill's tasks to start once they are stored
         self._kept_back = False  # the last refill put exits back on the queue (the disk is full)
@@ -586,46 +587,86 @@ class Scheduler(PokedLoop):
         nodes = {n.id: n for n in offered
                  if n.state in ("idle", "running") and n.body.get("schedulingState", "enabled") == "enabled"}
         free_on_pool = {node_id: per_node - self.load.get((pool_key, node_id), 0) for node_id in nodes}
-        if sum(max(0, f) for f in free_on_pool.values()) <= 0:
+        if _free_slots(free_on_pool) <= 0:
             return
-        for job in jobs:
-            job_key = job.id.lower()
-            if not self.store.any_runnable(job_key):
+        in_turns = pool.body.get("taskSchedulingPolicy", {}).get("jobDefaultOrder", "none") == "none"
+        for group in _by_priority(jobs):  # jobs come ordered by priority, then creation time
+            if in_turns and len(group) > 1:
+                self._dispatch_in_turns(pool, group, nodes, free_on_pool, pack)
                 continue
-            # nodes where this job's preparation task has not succeeded yet are not offered
-            free = {node_id: f for node_id, f in free_on_pool.items()
-                    if self.side.node_ready(job, pool, nodes[node_id])}
-            budget = sum(max(0, f) for f in free.values())
-            parallel = job.body.get("maxParallelTasks", -1)
-            if parallel != -1:
-                budget = min(budget, parallel - sum(1 for r in self.running.values() if r.job_key == job_key))
-            if budget <= 0:
+            for job in group:
+                self._dispatch_job(pool, job, nodes, free_on_pool, pack)
+
+    def _dispatch_in_turns(self, pool: Resource, jobs: list[Resource], nodes: dict, free_on_pool: dict,
+                           pack: bool) -> None:
+        """Azure's jobDefaultOrder `none` (its default): jobs of equal priority share the free
+        slots evenly. Each takes its share in turn, a turn starting after the job that took
+        last in the pool's last dispatch (a refill frees a few slots at a time: always
+        starting from the oldest job would give it every one); a job with nothing more to
+        start leaves its share to the others."""
+        pool_key = pool.id.lower()
+        keys = [job.id.lower() for job in jobs]
+        last = self._last_served.get(pool_key)
+        if last in keys:
+            after = keys.index(last) + 1
+            jobs = jobs[after:] + jobs[:after]
+        waiting = jobs
+        while waiting and _free_slots(free_on_pool) > 0:
+            share = -(-_free_slots(free_on_pool) // len(waiting))
+            still = []
+            for job in waiting:
+                started = self._dispatch_job(pool, job, nodes, free_on_pool, pack, limit=share)
+                if started:
+                    self._last_served[pool_key] = job.id.lower()
+                if started == share:
+                    still.append(job)
+                if _free_slots(free_on_pool) <= 0:
+                    break
+            waiting = still
+
+    def _dispatch_job(self, pool: Resource, job: Resource, nodes: dict, free_on_pool: dict, pack: bool,
+                      limit: int | None = None) -> int:
+        """Starts up to `limit` of the job's runnable tasks in the free slots (free_on_pool,
+        taken as they are used); how many it started."""
+        job_key = job.id.lower()
+        if not self.store.any_runnable(job_key):
+            return 0
+        # nodes where this job's preparation task has not succeeded yet are not offered
+        free = {node_id: f for node_id, f in free_on_pool.items()
+                if self.side.node_ready(job, pool, nodes[node_id])}
+        budget = _free_slots(free) if limit is None else min(limit, _free_slots(free))
+        parallel = job.body.get("maxParallelTasks", -1)
+        if parallel != -1:
+            budget = min(budget, parallel - sum(1 for r in self.running.values() if r.job_key == job_key))
+        if budget <= 0:
+            return 0
+        launched = []
+        for task in self.store.runnable(job_key, budget):
+            offered = {n: f for n, f in free.items() if nodes[n].body["isDedicated"]} \
+                if task.internal.get("dedicated_only") else free
+            slots = task.body.get("requiredSlots", 1)
+            if "multiInstanceSettings" in task.body:
+                chosen = multi_instance.choose_nodes(offered, task.body["multiInstanceSettings"]
+                                                     ["numberOfInstances"], slots)
+            else:
+                single = self._choose_node(offered, slots, pack)
+                chosen = [single] if single is not None else None
+            if chosen is None:
                 continue
-            launched = []
-            for task in self.store.runnable(job_key, budget):
-                offered = {n: f for n, f in free.items() if nodes[n].body["isDedicated"]} \
-                    if task.internal.get("dedicated_only") else free
-                slots = task.body.get("requiredSlots", 1)
-                if "multiInstanceSettings" in task.body:
-                    chosen = multi_instance.choose_nodes(offered, task.body["multiInstanceSettings"]
-                                                         ["numberOfInstances"], slots)
-                else:
-                    single = self._choose_node(offered, slots, pack)
-                    chosen = [single] if single is not None else None
-                if chosen is None:
-                    continue
-                for node_id in chosen:
-                    free[node_id] -= slots
-                    free_on_pool[node_id] -= slots
-                launched.append(self._assign(job, task, pool, nodes[chosen[0]]))
-                if len(chosen) > 1 or "multiInstanceSettings" in task.body:
-                    self.multi.reserve(job, task, pool, [nodes[n] for n in chosen], Running)
-            self.store.update(launched)
-            for task in launched:
-                if self._deferred is not None:
-                    self._deferred.append((job, task, pool, nodes[task.internal["node"]["id"]]))
-                else:
-                    self._launch(job, task, pool, nodes[task.internal["node"]["id"]])
+            for node_id in chosen:
+                free[node_id] -= slots
+                free_on_pool[node_id] -= slots
+            launched.append(self._assign(job, task, pool, nodes[chosen[0]]))
+            if len(chosen) > 1 or "multiInstanceSettings" in task.body:
+                self.multi.reserve(job, task, pool, [nodes[n] for n in chosen], Running)
+        self.store.update(launched)
+        for task in launched:
+            node = nodes[task.internal["node"]["id"]]
+            if self._deferred is not None:
+                self._deferred.append((job, task, pool, node))
+            else:
+                self._launch(job, task, pool, node)
+        return len(launched)
 
     @staticmethod
     def _choose_node(free: dict[str, int], slots: int, pack: bool) -> str | None:
@@ -970,3 +1011,17 @@ def _quietly(action, *args) -> None:
     except (OSError, MachineError) as exc:
         log.warning("could not remove a task directory: %s", exc)
 
+
+def _free_slots(free: dict[str, int]) -> int:
+    return sum(max(0, f) for f in free.values())
+
+
+def _by_priority(jobs: list[Resource]) -> list[list[Resource]]:
+    """Jobs ordered by priority, in groups of equal priority (their order kept)."""
+    groups: list[list[Resource]] = []
+    for job in jobs:
+        if groups and groups[-1][0].body.get("priority", 0) == job.body.get("priority", 0):
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
