@@ -204,6 +204,31 @@ def test_jobs_of_equal_priority_share_the_pool_unless_it_orders_them_by_age(worl
         assert first.count("older") == first.count("newer") == 2, started
 
 
+@pytest.mark.parametrize("rerun", [True, False])
+def test_a_preparation_task_runs_again_after_a_reboot_as_its_job_asks_and_after_every_reimage(world, rerun):
+    """jobPreparationTask.rerunOnNodeRebootAfterSuccess (default true): after a node's
+    reboot its job's preparation task runs there again before the job's next task, or, when
+    false, does not; after a reimage (a new disk, the task's directory gone) it always does."""
+    w = world(Script("*", 0, 0.0))
+    w.pool("p", dedicated=1)
+    _, [node] = w.settled("p")
+    w.job("j", "p", jobPreparationTask={"commandLine": "prepare", "rerunOnNodeRebootAfterSuccess": rerun})
+
+    def run_task_then_count_preparations(task_id: str) -> int:
+        w.task("j", task_id, f"work {task_id}")
+        w.finished("j", task_id)
+        return len([r for r in w.provider.commands if r.command_line == "prepare"])
+
+    assert run_task_then_count_preparations("first") == 1
+    w.services.pools.node_action(w.account, "p", node.id, "reboot", {})
+    w.settled("p")
+    assert run_task_then_count_preparations("rebooted") == (2 if rerun else 1)
+    assert run_task_then_count_preparations("again") == (2 if rerun else 1)  # once a boot
+    w.services.pools.node_action(w.account, "p", node.id, "reimage", {})
+    w.settled("p")
+    assert run_task_then_count_preparations("reimaged") == (3 if rerun else 2)
+
+
 def test_reboot_requeues_a_running_task_once(world):
     w = world(Script("long*", 0, 1.0))
     w.pool("p", dedicated=1)

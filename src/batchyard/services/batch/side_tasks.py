@@ -13,7 +13,7 @@ from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from . import containers, task_spec
-from .node_agent import FAILURE_EXIT, NODE_ROOT, TASK_GID, TASK_UID, WALL_CLOCK, failure_info
+from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, WALL_CLOCK, failure_info
 from .pools import iso_now, now, parse_time
 from .storage_files import NodePlace, TransferFailed
 
@@ -36,12 +36,35 @@ class SideTasks:
         if not spec:
             return True
         status = job.internal.setdefault("prep", {}).get(node_key(node))
+        if status is not None and status.get("boot", node.body.get("lastBootTime")) != node.body.get("lastBootTime"):
+            if self._runs_again(job, spec, node, status):
+                status = None
+            else:  # once is enough: this boot's answer is kept
+                status["boot"] = node.body.get("lastBootTime")
+                self.scheduler.jobs.store.put(job)
         if status is None:
             self._start(job, pool, node, "prep", retry=0)
             return not spec["waitForSuccess"]
         if not spec["waitForSuccess"]:
             return True
         return status.get("state") == "completed" and status.get("result") == "success"
+
+    def _runs_again(self, job: Resource, spec: dict, node: Node, status: dict) -> bool:
+        """The node booted again since the preparation task ran there (a reboot, a reimage, or
+        the service's restart, which restarts its machines). As on Azure, the task runs again
+        when it had not completed, after a success with rerunOnNodeRebootAfterSuccess (the
+        default), and always after a reimage, which took the node's temporary disk and the
+        task's directory with it."""
+        if status.get("state") != "completed":
+            return True
+        if status.get("result") == "success" and spec.get("rerunOnNodeRebootAfterSuccess", True):
+            return True
+        try:
+            self.scheduler.provider.files(node.internal["machine_key"]).stat(
+                f"{NODE_ROOT_ON_DISK}/workitems/{job.name}/job-1", ["jobpreparation"])
+        except (OSError, MachineError):
+            return True  # reimaged
+        return False
 
     def release_done(self, job: Resource) -> bool:
         """Starts release tasks where they are due; True once none is left to run."""
@@ -66,7 +89,8 @@ class SideTasks:
         task_dir = f"{NODE_ROOT}/workitems/{job.name}/job-1/{directory}"
         admin = spec["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
         status = {"state": "running", "startTime": iso_now(), "retryCount": retry,
-                  "taskRootDirectory": f"workitems/{job.name}/job-1/{directory}"}
+                  "taskRootDirectory": f"workitems/{job.name}/job-1/{directory}",
+                  "boot": node.body.get("lastBootTime")}  # the node's boot it ran in (_runs_again)
         job.internal.setdefault(kind, {})[node_key(node)] = status
         self.scheduler.jobs.store.put(job)
         env = self.scheduler.agent.environment(pool, node, spec, task_dir)
@@ -199,4 +223,4 @@ class SideTasks:
 
 
 def _public(status: dict) -> dict:
-    return {k: v for k, v in status.items() if k not in ("skipped", "timedOut")}
+    return {k: v for k, v in status.items() if k not in ("skipped", "timedOut", "boot")}
