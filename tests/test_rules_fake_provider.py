@@ -229,6 +229,25 @@ def test_a_preparation_task_runs_again_after_a_reboot_as_its_job_asks_and_after_
     assert run_task_then_count_preparations("reimaged") == (3 if rerun else 2)
 
 
+def test_a_release_task_waits_for_the_preparation_task_its_job_s_end_found_running(world):
+    """A job that ends while a node's preparation task runs (its tasks did not wait for it)
+    runs that node's release task after the preparation task, never beside it: a release
+    task cleans up what the preparation made."""
+    w = world(Script("prepare", 0, 1.0), Script("*", 0, 0.0))
+    w.pool("p", dedicated=1)
+    w.settled("p")
+    w.job("j", "p", jobPreparationTask={"commandLine": "prepare", "waitForSuccess": False},
+          jobReleaseTask={"commandLine": "release"})
+    w.task("j", "t", "work")
+    w.finished("j", "t")
+    [prepare] = until(lambda: [r for r in w.provider.commands if r.command_line == "prepare"])
+    assert prepare.ended is None
+    w.services.jobs.terminate(w.account, "j", {})
+    until(lambda: w.services.jobs.get(w.account, "j").body["state"] == "completed")
+    [release] = [r for r in w.provider.commands if r.command_line == "release"]
+    assert prepare.ended is not None and release.started >= prepare.ended
+
+
 def test_reboot_requeues_a_running_task_once(world):
     w = world(Script("long*", 0, 1.0))
     w.pool("p", dedicated=1)

@@ -67,11 +67,14 @@ class SideTasks:
         return False
 
     def release_done(self, job: Resource) -> bool:
-        """Starts release tasks where they are due; True once none is left to run."""
+        """Starts release tasks where they are due; True once none is left to run. A node's
+        release task follows its preparation task there, never runs beside it: one the job's
+        end found running ends first (its maxWallClockTime holds)."""
         if not job.body.get("jobReleaseTask"):
             return True
         release = job.internal.setdefault("release", {})
-        for key in job.internal.get("prep", {}):
+        preparing = False
+        for key, prep in job.internal.get("prep", {}).items():
             if key in release:
                 continue
             pool_key, node_id = key.split("|", 1)
@@ -80,8 +83,11 @@ class SideTasks:
             if node is None or pool is None or node.state not in ("idle", "running"):
                 release[key] = {"state": "completed", "result": "failure", "skipped": True}
                 continue
+            if prep.get("state") != "completed":
+                preparing = True
+                continue
             self._start(job, pool, node, "release", retry=0)
-        return all(status.get("state") == "completed" for status in release.values())
+        return not preparing and all(status.get("state") == "completed" for status in release.values())
 
     def _start(self, job: Resource, pool: Resource, node: Node, kind: str, retry: int) -> None:
         field, directory = KINDS[kind]
