@@ -248,6 +248,23 @@ def test_a_release_task_waits_for_the_preparation_task_its_job_s_end_found_runni
     assert prepare.ended is not None and release.started >= prepare.ended
 
 
+def test_a_task_goes_to_the_node_its_affinity_names_when_it_has_room(world):
+    """affinityInfo.affinityId (a node's affinityId, as a finished task's nodeInfo shows it)
+    is a hint, as on Azure: the task runs there when the node has its slots free, and
+    elsewhere otherwise rather than wait."""
+    w = world(Script("hold", 0, 1.0), Script("*", 0, 0.0))
+    w.pool("p", dedicated=2)
+    _, nodes = w.settled("p")
+    w.job("j", "p")
+    for node in nodes:
+        w.task("j", f"near-{node.id}", "work", affinityInfo={"affinityId": node.body["affinityId"]})
+        assert w.finished("j", f"near-{node.id}").body["nodeInfo"]["nodeId"] == node.id
+    w.task("j", "hold", "hold", affinityInfo={"affinityId": nodes[0].body["affinityId"]})
+    until(lambda: w.services.tasks.get(w.account, "j", "hold").state == "running")
+    w.task("j", "busy", "work", affinityInfo={"affinityId": nodes[0].body["affinityId"]})
+    assert w.finished("j", "busy").body["nodeInfo"]["nodeId"] == nodes[1].id  # the named node had no slot
+
+
 def test_reboot_requeues_a_running_task_once(world):
     w = world(Script("long*", 0, 1.0))
     w.pool("p", dedicated=1)

@@ -649,7 +649,7 @@ class Scheduler(PokedLoop):
                 chosen = multi_instance.choose_nodes(offered, task.body["multiInstanceSettings"]
                                                      ["numberOfInstances"], slots)
             else:
-                single = self._choose_node(offered, slots, pack)
+                single = _affine_node(offered, nodes, task, slots) or self._choose_node(offered, slots, pack)
                 chosen = [single] if single is not None else None
             if chosen is None:
                 continue
@@ -1025,3 +1025,14 @@ def _by_priority(jobs: list[Resource]) -> list[list[Resource]]:
         else:
             groups.append([job])
     return groups
+
+
+def _affine_node(free: dict[str, int], nodes: dict, task: Task, slots: int) -> str | None:
+    """The node a task's affinityInfo names (a node's affinityId, as a finished task's
+    nodeInfo shows it) when it has the task's slots free: Azure takes it as a hint, and so
+    does this service (the task goes elsewhere otherwise, rather than wait)."""
+    wanted = (task.body.get("affinityInfo") or {}).get("affinityId")
+    if not wanted:
+        return None
+    return next((node_id for node_id, f in free.items()
+                 if f >= slots and nodes[node_id].body.get("affinityId", "").lower() == wanted.lower()), None)
