@@ -159,6 +159,11 @@ def test_an_exit_fills_its_slot_without_a_pass(world):
     assert second.body["executionInfo"]["result"] == "success"
     node = until(lambda: (n := w.nodes("p")[0]).state == "idle" and n)  # written just after the task
     assert node.body["totalTasksRun"] == 2 and node.body["runningTasksCount"] == 0
+    # the refiller's connection is set for bookkeeping once (Database.keep_books_only): its
+    # commits skip their own fsync, its statement journals stay in memory
+    db = scheduler.store.db
+    [refiller] = [conn for thread, conn in db._connections.items() if thread.name == "refiller"]
+    assert [refiller.execute(f"PRAGMA {name}").fetchone()[0] for name in ("synchronous", "temp_store")] == [1, 2]
 
 
 def test_spread_and_pack(world):

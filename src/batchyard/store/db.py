@@ -358,30 +358,31 @@ class Database:
         journals_in_memory: for a thread that only ever keeps the scheduler's books (the
         refiller), which would otherwise set both and set them back (four statements) for
         every refill of freed slots."""
-        conn = self._conn
-        for name, value in (("synchronous", "NORMAL"), ("temp_store", "MEMORY")):
-            conn.execute(f"PRAGMA {name}={value}")
-            self._local.settings[name] = value
+        self._set_pragma("synchronous", "NORMAL")
+        self._set_pragma("temp_store", "MEMORY")
 
     @contextmanager
     def _pragma_within(self, name: str, inside: str) -> Iterator[None]:
         """This thread's connection with PRAGMA name=inside for the block, then as it was
         before: a block within another that set the same leaves it to the outer one, and
-        costs no statement (the refiller's task updates run within its own block). A block
+        costs no statement (the task store's writes run within the pass's block, and on the
+        refiller's connection, set once by keep_books_only). A block
         inside an open transaction changes nothing: the outer block's setting holds."""
-        conn = self._conn
-        settings = self._local.settings  # this connection's, as these blocks left them
-        before = settings[name]
+        conn = self._conn  # made on first use, with the record of its settings
+        before = self._local.settings[name]
         if conn.in_transaction or before == inside:
             yield
             return
-        conn.execute(f"PRAGMA {name}={inside}")
-        settings[name] = inside
+        self._set_pragma(name, inside)
         try:
             yield
         finally:
-            conn.execute(f"PRAGMA {name}={before}")
-            settings[name] = before
+            self._set_pragma(name, before)
+
+    def _set_pragma(self, name: str, value: str) -> None:
+        """This thread's connection's setting, and the record of it the blocks above read."""
+        self._conn.execute(f"PRAGMA {name}={value}")
+        self._local.settings[name] = value
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         """The last committed state, or this thread's own transaction's."""

@@ -17,7 +17,7 @@ async def list_applications(ctx: BatchContext) -> Response:
 async def get_application(ctx: BatchContext) -> Response:
     found = await ctx.call(ctx.services.applications.data_plane_get, ctx.account.name, ctx.params["applicationId"])
     return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#applications/@Element", **found},
-                        media_type=ODATA_JSON)
+                     media_type=ODATA_JSON)
 
 
 def register(router: BatchRouter) -> None:

@@ -51,7 +51,7 @@ async def delete_job(ctx: BatchContext) -> Response:
 async def task_counts(ctx: BatchContext) -> Response:
     counts = await ctx.call(ctx.services.jobs.task_counts, ctx.account, ctx.params["jobId"])
     return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#taskcountsresult/@Element", **counts},
-                        media_type=ODATA_JSON)
+                     media_type=ODATA_JSON)
 
 
 # tasks --------------------------------------------------------------------------------------------
@@ -68,8 +68,8 @@ async def add_task_collection(ctx: BatchContext) -> Response:
     results = await ctx.call(ctx.services.tasks.create_collection, ctx.account, ctx.params["jobId"], body, len(raw))
     task_url = ctx.url_of_each("jobs", ctx.params["jobId"], "tasks")
     return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#taskaddresult",
-                         "value": [_add_result(task_url, item, outcome) for item, outcome
-                                   in zip(body.get("value", []), results)]}, media_type=ODATA_JSON)
+                      "value": [_add_result(task_url, item, outcome) for item, outcome
+                                in zip(body.get("value", []), results)]}, media_type=ODATA_JSON)
 
 
 def _add_result(task_url, item, outcome) -> dict:
@@ -123,7 +123,7 @@ async def list_subtasks(ctx: BatchContext) -> Response:
         subtasks.append({**record, "nodeInfo": {**node, "nodeUrl": node_url,
                                                 "taskRootDirectoryUrl": f"{node_url}/files/{node['taskRootDirectory']}"}})
     return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#subtaskinfo", "value": subtasks},
-                        media_type=ODATA_JSON)
+                     media_type=ODATA_JSON)
 
 
 def register(router: BatchRouter) -> None:

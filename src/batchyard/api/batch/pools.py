@@ -86,8 +86,8 @@ async def evaluate_autoscale(ctx: BatchContext) -> Response:
     run = await ctx.call(ctx.services.autoscaler.evaluate_formula, ctx.account, ctx.params["poolId"],
                          await ctx.json())
     return BatchJSON({"odata.metadata": f"{ctx.endpoint}/$metadata#Microsoft.Azure.Batch.Protocol.Entities."
-                                           "AutoScaleRun", **run}, media_type=ODATA_JSON,
-                        headers={"DataServiceId": ctx.url("pools", ctx.params["poolId"], "evaluateautoscale")})
+                                        "AutoScaleRun", **run}, media_type=ODATA_JSON,
+                     headers={"DataServiceId": ctx.url("pools", ctx.params["poolId"], "evaluateautoscale")})
 
 
 # nodes ----------------------------------------------------------------------------------------

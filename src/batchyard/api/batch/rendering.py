@@ -55,7 +55,7 @@ def page_rows(ctx: BatchContext) -> int:
 
 def _rendered(ctx: BatchContext, collection: str, found: list[dict], next_token: str | None) -> Response:
     return BatchJSON(listing_body(ctx.endpoint, collection, found, next_token, ctx.query, link_base(ctx)),
-                        media_type=ODATA_JSON)
+                     media_type=ODATA_JSON)
 
 
 def link_base(ctx: BatchContext) -> str:

@@ -3,8 +3,9 @@
 Azure's defaults: `killJobOnCompletion` true (the job is terminated, terminateReason
 JMComplete, when the task completes), `runExclusive` true (the task takes every slot of
 its node, so nothing else runs there meanwhile), `allowLowPriorityNode` true (false keeps
-it to dedicated nodes), `requiredSlots` 1. With `authenticationTokenSettings` the task gets a token for its job (task_tokens.py), with
-`applicationPackageReferences` its packages, as any task does.
+it to dedicated nodes), `requiredSlots` 1. With `authenticationTokenSettings` the task gets a
+token for its job (task_tokens.py), with `applicationPackageReferences` its packages, as any
+task does.
 """
 
 from __future__ import annotations

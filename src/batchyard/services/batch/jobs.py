@@ -101,8 +101,8 @@ class Jobs:
         }
         manager = wire["jobManagerTask"]
         if manager and manager.get("applicationPackageReferences"):  # refused now, not when the job starts it
-            manager["applicationPackageReferences"] = self.pools.applications.check_references(
-                account.name, manager, "jobManagerTask.applicationPackageReferences")
+            manager["applicationPackageReferences"] = self.pools.package_references(
+                account, manager, "jobManagerTask.applicationPackageReferences")
         for name in ("jobPreparationTask", "jobReleaseTask"):
             spec = bi.obj(body, name)
             if spec is not None:

@@ -179,9 +179,9 @@ class Pools:
                            "has started.")
         return place
 
-    def package_references(self, account: Resource, body: dict) -> list:
+    def package_references(self, account: Resource, body: dict, field: str = "applicationPackageReferences") -> list:
         """applicationPackageReferences, each naming a package that exists (applications.py)."""
-        return self.applications.check_references(account.name, body)
+        return self.applications.check_references(account.name, body, field)
 
     # creating -------------------------------------------------------------------------------
 

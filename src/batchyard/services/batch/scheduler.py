@@ -28,6 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 from ...runtime.commands import Exit, together
@@ -1018,13 +1019,7 @@ def _free_slots(free: dict[str, int]) -> int:
 
 def _by_priority(jobs: list[Resource]) -> list[list[Resource]]:
     """Jobs ordered by priority, in groups of equal priority (their order kept)."""
-    groups: list[list[Resource]] = []
-    for job in jobs:
-        if groups and groups[-1][0].body.get("priority", 0) == job.body.get("priority", 0):
-            groups[-1].append(job)
-        else:
-            groups.append([job])
-    return groups
+    return [list(group) for _, group in groupby(jobs, key=lambda job: job.body.get("priority", 0))]
 
 
 def _affine_node(free: dict[str, int], nodes: dict, task: Task, slots: int) -> str | None:

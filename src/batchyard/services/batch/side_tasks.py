@@ -36,11 +36,12 @@ class SideTasks:
         if not spec:
             return True
         status = job.internal.setdefault("prep", {}).get(node_key(node))
-        if status is not None and status.get("boot", node.body.get("lastBootTime")) != node.body.get("lastBootTime"):
+        booted = node.body.get("lastBootTime")
+        if status is not None and status.get("boot", booted) != booted:  # (a status kept before "boot": this boot)
             if self._runs_again(job, spec, node, status):
                 status = None
             else:  # once is enough: this boot's answer is kept
-                status["boot"] = node.body.get("lastBootTime")
+                status["boot"] = booted
                 self.scheduler.jobs.store.put(job)
         if status is None:
             self._start(job, pool, node, "prep", retry=0)
