@@ -17,6 +17,7 @@ from batchyard.config import Settings
 from batchyard.runtime.fake_provider import FakeProvider, Script
 from batchyard.runtime.provider import HostCapacity
 from batchyard.services.authorization import Caller
+from batchyard.services.batch.accounts import account_id
 from batchyard.services.batch.node_agent import TASK_GID, TASK_UID
 from conftest import serving, wait_for
 
@@ -268,6 +269,48 @@ def test_a_task_goes_to_the_node_its_affinity_names_when_it_has_room(world):
     until(lambda: w.services.tasks.get(w.account, "j", "hold").state == "running")
     w.task("j", "busy", "work", affinityInfo={"affinityId": nodes[0].body["affinityId"]})
     assert w.finished("j", "busy").body["nodeInfo"]["nodeId"] == nodes[1].id  # the named node had no slot
+
+
+def test_multi_instance_tasks_run_only_where_the_pool_permits_inter_node_communication(world):
+    """Azure's rule: a multi-instance task runs in a pool with enableInterNodeCommunication
+    and taskSlotsPerNode 1; in any other pool it is never scheduled and stays active."""
+    w = world()
+    w.pool("apart", dedicated=2)
+    w.pool("crowded", dedicated=2, enableInterNodeCommunication=True, taskSlotsPerNode=2)
+    w.pool("mpi", dedicated=2, enableInterNodeCommunication=True)
+    for pool_id in ("apart", "crowded", "mpi"):
+        w.settled(pool_id)
+        w.job(pool_id, pool_id)
+        w.task(pool_id, "multi", "work", multiInstanceSettings={"numberOfInstances": 2,
+                                                                 "coordinationCommandLine": "coordinate"})
+        w.task(pool_id, "single", "work")
+    assert w.finished("mpi", "multi").body["executionInfo"]["result"] == "success"
+    assert sum(r.command_line == "coordinate" for r in w.provider.commands) == 2
+    for pool_id in ("apart", "crowded"):
+        assert w.finished(pool_id, "single")
+        time.sleep(0.2)  # passes go by
+        assert w.services.tasks.get(w.account, pool_id, "multi").state == "active"
+
+
+def test_a_pool_with_inter_node_communication_holds_at_most_100_nodes(world):
+    """Azure's pool size limit for pools with inter-node communication: 100 nodes, dedicated
+    and low-priority together. The resize stops there, steady, with its resize error."""
+    w = world()
+    w.pool("close", dedicated=97, targetLowPriorityNodes=5, enableInterNodeCommunication=True)
+    pool, nodes = w.settled("close")
+    assert (pool.body["currentDedicatedNodes"], pool.body["currentLowPriorityNodes"]) == (97, 3)
+    error = pool.body["resizeErrors"][0]
+    assert error["code"] == "CommunicationEnabledPoolReachedMaxVMCount" and len(nodes) == 100
+    assert error["message"] == "Communication enabled pool has reached the maximum VM count"
+    w.pool("wide", dedicated=102)  # without it, the same size is no matter
+    pool, nodes = w.settled("wide")
+    assert len(nodes) == 102 and not pool.body.get("resizeErrors")
+    # 80 in an account whose pools are made in the user's subscription
+    w.account, _ = w.services.accounts.create_or_update(account_id("sub", "rg", "mine"), {
+        "location": w.account.body["location"], "properties": {"poolAllocationMode": "UserSubscription"}})
+    w.pool("close", dedicated=90, enableInterNodeCommunication=True)
+    pool, nodes = w.settled("close")
+    assert len(nodes) == 80 and pool.body["resizeErrors"][0]["code"] == "CommunicationEnabledPoolReachedMaxVMCount"
 
 
 def test_reboot_requeues_a_running_task_once(world):

@@ -8,6 +8,8 @@ way Azure's allocator does, with its rules:
   pool that uses the same image or an image made from the same snapshot;
 - a pool with inbound NAT pools holds at most as many nodes as its smallest frontend port
   range has ports (each node needs its own port);
+- a pool with enableInterNodeCommunication holds at most 100 nodes (80 in a UserSubscription
+  account): CommunicationEnabledPoolReachedMaxVMCount;
 - hosts report a capacity in cores and memory (services/capacity.py), counted against each
   node's vmSize; a resize that cannot fit waits, and after `resizeTimeout` ends `steady`
   with AllocationTimedout.
@@ -41,6 +43,8 @@ from .pools import IMAGE_DELETED_MESSAGE, Pools, iso_now, stamp_allocation, stam
 from .vm_sizes import lookup as lookup_vm_size
 
 log = logging.getLogger("batchyard.batch")
+# Azure's pool size limits for pools with inter-node communication, by pool allocation mode
+INTER_NODE_POOL_LIMIT = {"BatchService": 100, "UserSubscription": 80}
 PASS_GAP = 0.02  # seconds between allocation passes, so a burst of node events costs one pass
 
 
@@ -173,7 +177,8 @@ class Allocator(PokedLoop):
 
     def _allowed_growth(self, pool: Resource, dedicated: bool, have: int, wanted: int, mine: "_Counts", counts,
                         pools, usage: "_HostUsage") -> int:
-        """How many nodes this pass may add. Rules (image, NAT ports, custom-image limits) end
+        """How many nodes this pass may add. Rules (image, NAT ports, inter-node pool size, custom-image
+        limits) end
         the resize short of its target; host capacity only makes it wait."""
         unavailable = self.pools.image_unavailable(pool)
         if unavailable:
@@ -186,14 +191,17 @@ class Allocator(PokedLoop):
             self._settle_targets(pool, mine)
             return 0
         allowed = wanted
+        # counted with what this pass has already made (its dedicated nodes, before its low-priority ones)
+        now = _Counts(counts.get(pool.id.lower(), {}))
         nat_limit = nat_node_limit(pool.body.get("networkConfiguration"))
         if nat_limit is not None:
-            room = nat_limit - mine.staying(True) - mine.staying(False)
+            room = nat_limit - now.staying(True) - now.staying(False)
             if room < allowed:
                 allowed = max(0, room)
                 self._add_error(pool, "InboundNATPoolPortsExhausted",
                                 f"The pool's inbound NAT pools have frontend ports for {nat_limit} nodes",
                                 [{"name": "Reason", "value": "Each node needs its own frontend port"}])
+        allowed = self._within_inter_node_limit(pool, allowed, now)
         if pool.internal.get("image_id"):
             kind = "dedicated" if dedicated else "low-priority"
             limit = (self.settings.custom_image_max_dedicated if dedicated
@@ -209,6 +217,24 @@ class Allocator(PokedLoop):
         if allowed < wanted:
             pool.internal.setdefault("capped", {})["dedicated" if dedicated else "lowPriority"] = have + allowed
         return max(0, min(allowed, usage.room_for(pool.body["vmSize"])))
+
+    def _within_inter_node_limit(self, pool: Resource, allowed: int, now: "_Counts") -> int:
+        """Azure's pool size limit for pools with enableInterNodeCommunication (its nodes are
+        placed close together): 100 nodes, dedicated and low-priority together, or 80 in a
+        UserSubscription account. A resize past it stops there with
+        CommunicationEnabledPoolReachedMaxVMCount."""
+        if not pool.body.get("enableInterNodeCommunication"):
+            return allowed
+        account = self.pools.accounts.by_name(pool.internal["account"])
+        mode = account.properties.get("poolAllocationMode") if account is not None else None
+        limit = INTER_NODE_POOL_LIMIT.get(mode, INTER_NODE_POOL_LIMIT["BatchService"])
+        room = max(0, limit - now.staying(True) - now.staying(False))
+        if room >= allowed:
+            return allowed
+        self._add_error(pool, "CommunicationEnabledPoolReachedMaxVMCount",
+                        "Communication enabled pool has reached the maximum VM count",
+                        [{"name": "Limit", "value": str(limit)}])
+        return room
 
     def _within_core_quota(self, pool: Resource, dedicated: bool, allowed: int, pools, counts) -> int:
         """Azure counts vCPUs (nodes x the vmSize's cores) across the account's pools: a

@@ -1,6 +1,8 @@
 """Multi-instance tasks (`multiInstanceSettings`: numberOfInstances, coordinationCommandLine,
 commonResourceFiles), as Azure runs them for MPI:
 
+0. it runs only in a pool with enableInterNodeCommunication and taskSlotsPerNode 1; in any
+   other, it stays active, never scheduled (`pool_runs_them`);
 1. the task waits until `numberOfInstances` distinct nodes of its pool each have its
    `requiredSlots` free, and holds them all: the primary (subtask 0) and subtasks 1..N-1;
 2. `commonResourceFiles` are downloaded on every one of them into AZ_BATCH_TASK_SHARED_DIR
@@ -47,6 +49,12 @@ def settings(item: dict) -> dict | None:
     if command is not None:
         shaped["coordinationCommandLine"] = task_spec.no_nul(command, f"{FIELD}.coordinationCommandLine")
     return shaped
+
+
+def pool_runs_them(pool) -> bool:
+    """Azure runs a multi-instance task only in a pool with enableInterNodeCommunication and
+    taskSlotsPerNode 1; elsewhere the task is never scheduled and stays active."""
+    return bool(pool.body.get("enableInterNodeCommunication")) and pool.body.get("taskSlotsPerNode", 1) == 1
 
 
 def choose_nodes(free: dict[str, int], count: int, slots: int) -> list[str] | None:

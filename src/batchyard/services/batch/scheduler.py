@@ -648,7 +648,8 @@ class Scheduler(PokedLoop):
             slots = task.body.get("requiredSlots", 1)
             if "multiInstanceSettings" in task.body:
                 chosen = multi_instance.choose_nodes(offered, task.body["multiInstanceSettings"]
-                                                     ["numberOfInstances"], slots)
+                                                     ["numberOfInstances"], slots) \
+                    if multi_instance.pool_runs_them(pool) else None
             else:
                 single = _affine_node(offered, nodes, task, slots) or self._choose_node(offered, slots, pack)
                 chosen = [single] if single is not None else None
