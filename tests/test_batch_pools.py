@@ -405,12 +405,16 @@ def test_a_pool_being_deleted_cannot_change(clients):
 
 def test_start_tasks_run_on_every_node_at_once(clients):
     """Azure runs every node's start task at once: each node waits in waitingforstarttask
-    while its own runs, and no node waits for another's (formerly four at a time)."""
+    while its own runs, and no node waits for another's (formerly four at a time). A start
+    task of task scope runs as the user Azure names for it, `_azbatchtask_start`."""
     batch = clients.batch_key
     began = time.monotonic()
     batch.create_pool(base_pool(clients, "together", dedicated=8, startTask={
-        "commandLine": "/bin/sh -c 'sleep 3'", "waitForSuccess": True}))
+        "commandLine": "/bin/sh -c 'sleep 3; id -u; echo $AZ_BATCH_TASK_USER $AZ_BATCH_TASK_USER_IDENTITY $USER'",
+        "waitForSuccess": True, "userIdentity": {"autoUser": {"scope": "task"}}}))
     _, nodes = pool_settled(batch, "together")
+    out = b"".join(batch.download_node_file("together", nodes[0].id, "startup/stdout.txt")).decode()
+    assert out == "10002\n_azbatchtask_start TaskNonAdmin _azbatchtask_start\n"
     elapsed = time.monotonic() - began
     infos = [n.start_task_info for n in nodes]
     assert len(nodes) == 8 and all(i.exit_code == 0 and i.result == "success" for i in infos)

@@ -62,6 +62,54 @@ def test_task_runs_the_image_program_with_batch_environment(clients, pool):
     assert read(batch, "env", "admin").strip() == "0"
 
 
+def test_a_task_scope_auto_user_is_the_task_s_own(clients, pool):
+    """userIdentity.autoUser.scope task: Azure makes a user for the task. Each such task runs
+    as a user no other task has, and its retries as the same one; another task may not change
+    its files or signal its processes. Pool-scope tasks share `_azbatch`; admin is root in
+    either scope. A job's preparation task of task scope has a user of its own too."""
+    batch = clients.batch_key
+    own = {"autoUser": {"scope": "task"}}
+    who = "id -u; id -g; echo $AZ_BATCH_TASK_USER $AZ_BATCH_TASK_USER_IDENTITY $USER"
+    batch.create_job({"id": "users", "poolInfo": {"poolId": pool},
+                      "jobPreparationTask": {"commandLine": f"/bin/sh -c '{who}'", "userIdentity": own}})
+    shared = "$AZ_BATCH_NODE_SHARED_DIR"
+    batch.create_task("users", {"id": "holder", "userIdentity": own, "commandLine":
+                                f"/bin/sh -c 'echo mine > mine; echo $$ > {shared}/holder.pid; {who}; sleep 60'"})
+    holder = wait_for(lambda: (t := batch.get_task("users", "holder")).state == "running" and t, what="the holder")
+    wait_for(lambda: read(batch, "users", "holder").count("\n") == 3, what="the holder's start")
+    near = {"affinityId": holder.node_info.affinity_id}  # its node has room: the hint is taken
+    mine = "/mnt/batch/tasks/workitems/users/job-1/holder/wd/mine"
+    batch.create_tasks("users", [
+        {"id": "other", "userIdentity": own, "affinityInfo": near, "commandLine":
+         f"/bin/sh -c '{who}; cat {mine}; echo theirs >> {mine} || echo refused; "
+         f"kill $(cat {shared}/holder.pid) 2>/dev/null || echo refused'"},
+        {"id": "again", "userIdentity": own, "constraints": {"maxTaskRetryCount": 1},
+         "commandLine": "/bin/sh -c 'id -u; test -e tried || { touch tried; exit 1; }'"},
+        {"id": "pooled", "commandLine": f"/bin/sh -c '{who}'"},
+        {"id": "root", "userIdentity": {"autoUser": {"scope": "task", "elevationLevel": "admin"}},
+         "commandLine": f"/bin/sh -c '{who}'"}])
+    other = finished(batch, "users", "other")
+    assert other.node_info.node_id == holder.node_info.node_id
+    assert batch.get_task("users", "holder").state == "running"  # its kill was refused
+    batch.terminate_task("users", "holder")
+    lines = {t: read(batch, "users", t).splitlines() for t in ("holder", "other", "pooled", "root")}
+    uids = {t: int(lines[t][0]) for t in lines}
+    assert uids["holder"] >= 1_000_000 and uids["other"] >= 1_000_000 and uids["holder"] != uids["other"]
+    assert lines["holder"][1:3] == ["10001", f"_azbatchtask_{uids['holder'] - 1_000_000} TaskNonAdmin "
+                                             f"_azbatchtask_{uids['holder'] - 1_000_000}"]
+    assert lines["other"][3:] == ["mine", "refused", "refused"]
+    assert lines["pooled"] == ["10001", "10001", "_azbatch PoolNonAdmin _azbatch"]
+    assert lines["root"][:2] == ["0", "0"] and lines["root"][2].endswith(" TaskAdmin root")
+    again = finished(batch, "users", "again")
+    assert again.execution_info.retry_count == 1 and again.execution_info.exit_code == 0
+    first, second = read(batch, "users", "again").split()
+    assert first == second and int(first) >= 1_000_000 and int(first) not in uids.values()
+    prep = b"".join(batch.download_node_file(pool, holder.node_info.node_id,
+                                        "workitems/users/job-1/jobpreparation/stdout.txt")).decode().split("\n")
+    assert int(prep[0]) >= 1_000_000 and int(prep[0]) not in set(uids.values()) | {int(first)}
+    assert prep[2].endswith(" TaskNonAdmin " + prep[2].split()[0])
+
+
 def test_a_lone_surrogate_in_a_body_is_refused_on_both_planes(clients, pool):
     """JSON's grammar allows a lone surrogate escape (\\udcff) and the json module reads it,
     but no UTF-8 response, file or command line can carry it: stored, every later read of

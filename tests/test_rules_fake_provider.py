@@ -18,7 +18,7 @@ from batchyard.runtime.fake_provider import FakeProvider, Script
 from batchyard.runtime.provider import HostCapacity
 from batchyard.services.authorization import Caller
 from batchyard.services.batch.accounts import account_id
-from batchyard.services.batch.node_agent import TASK_GID, TASK_UID
+from batchyard.services.batch.task_users import AUTO_USER_GID, POOL_USER_UID
 from conftest import serving, wait_for
 
 
@@ -380,7 +380,7 @@ def test_resource_file_lands_in_the_working_directory_without_a_host_path(world,
     status = place.files.stat(place.root, ["wd", "in", "data.bin"])
     assert stat.S_IMODE(status.mode) == 0o640 and status.size == len(body)
     disk = w.provider.files(task.internal["node"]["machine_key"])
-    assert disk.owners[(*place.root.split("/"), "wd", "in", "data.bin")] == (TASK_UID, TASK_GID)
+    assert disk.owners[(*place.root.split("/"), "wd", "in", "data.bin")] == (POOL_USER_UID, AUTO_USER_GID)
 
 
 class GatedProvider(FakeProvider):

@@ -18,6 +18,7 @@ from .services.batch.applications import Applications
 from .services.batch.auto_storage import AutoStorage
 from .services.batch.package_install import PackageInstaller
 from .services.batch.storage_files import Transfers
+from .services.batch.task_users import TaskUsers
 from .services.storage_accounts import StorageAccounts, configured
 from .services.batch.autoscale.autoscaler import Autoscaler
 from .services.batch.autoscale.metrics import PoolMetrics
@@ -170,7 +171,7 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     pools = Pools(store, NodeStore(db), catalog, settings, accounts, node_place=lambda node: node_place(provider, node),
                   applications=applications, authorization=authorization, image_sources=image_sources)
     agent = NodeAgent(provider, pools, lambda account: f"{_machines_base_url(settings, provider)}/batch/{account}",
-                      transfers, packages)
+                      transfers, packages, TaskUsers(db))
     task_store = TaskStore(db)
     jobs = Jobs(store, task_store, pools)
     tasks = Tasks(jobs, task_store, data / "outputs", applications)

@@ -403,6 +403,14 @@ class Database:
             (name, json.dumps(value)),
         )
 
+    def next_number(self, name: str) -> int:
+        """1, 2, 3, ...: a counter kept in `settings`; a number once handed out is never
+        handed out again, not even after a crash."""
+        with self.transaction():
+            number = (self.get_setting(name) or 0) + 1
+            self.set_setting(name, number)
+        return number
+
     def compact(self) -> None:
         """Rewrites the file and empties the write-ahead log: nothing of old rows stays in
         free pages (used once plaintext secrets have been sealed)."""

@@ -26,7 +26,6 @@ from ...runtime.commands import Exit
 from ...runtime.machines import MachineError
 from . import batch_input as bi
 from . import task_spec
-from .node_agent import TASK_GID, TASK_UID
 from .pools import iso_now
 from .storage_files import url_blocks
 
@@ -117,20 +116,20 @@ class MultiInstance:
         task.internal["subtasks"] = subtask_records(pool, nodes, task.internal["dir"])
         task.internal["coordination"] = {}
 
-    def launch(self, job, task, pool, admin: bool) -> None:
-        self.scheduler.downloads.submit(self._prepare_then_coordinate, job, task, pool, admin)
+    def launch(self, job, task, pool) -> None:
+        self.scheduler.downloads.submit(self._prepare_then_coordinate, job, task, pool)
 
     def _nodes(self, pool, task) -> list:
         return [self.scheduler.nodes.get(pool.id.lower(), node_id) for node_id in task.internal["multi_nodes"]]
 
-    def _prepare_then_coordinate(self, job, task, pool, admin: bool) -> None:
+    def _prepare_then_coordinate(self, job, task, pool) -> None:
         s = self.scheduler
         key = (task.job_key, task.key)
         run = s.running.get(key)
         nodes = self._nodes(pool, task)
         try:
             for node in nodes:
-                self._download(task, node, admin)
+                self._download(task, node, run.user)
         except Exception as exc:  # a file that cannot be fetched fails the task, never loses it
             log.warning("task %s: common resource files: %s", task.id, exc)
             s.ended.put((key, run.attempt, Exit(1)))
@@ -146,35 +145,34 @@ class MultiInstance:
                     s.ended.put((key, run.attempt, Exit(137)))
                     s.poke()
                 else:
-                    s._start(job, task, pool, nodes[0], current, admin)
+                    s._start(job, task, pool, nodes[0], current)
                 return
             for index, node in enumerate(nodes):
-                self._coordinate(job, task, pool, node, index, current, command, admin)
+                self._coordinate(job, task, pool, node, index, current, command)
 
-    def _download(self, task, node, admin: bool) -> None:
+    def _download(self, task, node, user) -> None:
         files = task.body[FIELD]["commonResourceFiles"]
         if not files:
             return
         machine_files = self.scheduler.provider.files(node.internal["machine_key"])
         rel = task.internal["dir"].removeprefix("/mnt/")
-        owner = (None, None) if admin else (TASK_UID, TASK_GID)
+        owner = user.owner
         machine_files.make_dirs(rel, *owner)
         for item in files:
             mode = int(item["fileMode"], 8) if item.get("fileMode") else 0o644
             machine_files.write(f"{rel}/{item['filePath']}", url_blocks(item["httpUrl"]), *owner, mode)
 
-    def _coordinate(self, job, task, pool, node, index: int, run, command: str, admin: bool) -> None:
+    def _coordinate(self, job, task, pool, node, index: int, run, command: str) -> None:
         s = self.scheduler
         task_dir = task.internal["dir"]
-        env = s.task_environment(job, task, pool, node, admin)
+        env = s.task_environment(job, task, pool, node, run.user)
         name = "stdout.txt" if index else "coordination-stdout.txt"
         command_id = f"{run.job_key}|{task.key}#c{index}|{run.attempt}"
         run.extra_commands.append((node.internal["machine_key"], command_id))
         try:
             s.provider.command_runner(node.internal["machine_key"]).run(
-                command_id, ["/bin/sh", "-c", command], env, f"{task_dir}/wd", None if admin else TASK_UID,
-                None if admin else TASK_GID, f"{task_dir}/{name}", f"{task_dir}/{name.replace('stdout', 'stderr')}",
-                s.on_exit(("multi", run.job_key, task.key, index), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
+                command_id, ["/bin/sh", "-c", command], env, f"{task_dir}/wd", *run.user.owner, f"{task_dir}/{name}",
+                f"{task_dir}/{name.replace('stdout', 'stderr')}", s.on_exit(("multi", run.job_key, task.key, index), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("task %s: coordination could not start on %s: %s", task.id, node.id, exc)
             s.ended.put((("multi", run.job_key, task.key, index), run.attempt, Exit(1)))
@@ -204,5 +202,4 @@ class MultiInstance:
         if job is None or pool is None or node is None:
             s.ended.put(((job_key, task_key), attempt, Exit(1)))
             return
-        admin = task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
-        s._start(job, task, pool, node, run, admin)
+        s._start(job, task, pool, node, run)

@@ -22,6 +22,7 @@ from .files import Place
 from .pools import Pools, iso_now, stamp_node_state
 from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
+from .task_users import TaskUser, TaskUsers
 from . import containers, vm_sizes
 
 log = logging.getLogger("batchyard.batch")
@@ -29,8 +30,6 @@ log = logging.getLogger("batchyard.batch")
 NODE_ROOT = "/mnt/batch/tasks"
 NODE_ROOT_ON_DISK = NODE_ROOT.removeprefix("/mnt/")  # as the file service names it
 BATCH_DIRS = ("shared", "startup/wd", "workitems", "applications", "fsmounts")
-# Tasks that do not ask for admin run as this unprivileged user, as Azure's auto-user does.
-TASK_UID = TASK_GID = 10001
 # A task's (start, preparation, release or plain) failureInfo for an exit code other than 0,
 # and for a run past its maxWallClockTime.
 FAILURE_EXIT = {"category": "usererror", "code": "FailureExitCode",
@@ -69,9 +68,10 @@ def inbound_ports(node: Node) -> tuple[InboundPort, ...]:
 
 class NodeAgent:
     def __init__(self, provider: MachineProvider, pools: Pools, account_url, transfers: Transfers,
-                 packages: PackageInstaller):
+                 packages: PackageInstaller, users: TaskUsers):
         self.provider = provider
         self.pools = pools
+        self.users = users  # who each command runs as (task_users.py)
         self.account_url = account_url  # account name -> the account's Batch endpoint
         self.transfers = transfers  # resource files (storage_files.py)
         self.packages = packages  # application packages (package_install.py)
@@ -215,15 +215,14 @@ class NodeAgent:
 
     # the start task ---------------------------------------------------------------------------
 
-    def _download_start_files(self, pool: Resource, node: Node, task: dict) -> dict | None:
+    def _download_start_files(self, pool: Resource, node: Node, task: dict, user: TaskUser) -> dict | None:
         """The start task's resource files into its working directory: None, or the failureInfo."""
         if not task.get("resourceFiles"):
             return None
-        admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
         try:
             machine_files = self.provider.files(node.internal["machine_key"])
             self.transfers.download_all(pool.internal["account"], task["resourceFiles"], NodePlace(
-                machine_files, "batch/tasks/startup/wd", None if admin else TASK_UID, None if admin else TASK_GID))
+                machine_files, "batch/tasks/startup/wd", *user.owner))
         except TransferFailed as exc:
             return exc.failure_info()
         except (MachineError, OSError) as exc:
@@ -249,12 +248,12 @@ class NodeAgent:
             current.internal["start_attempt"] = attempt
             current.body["startTaskInfo"] = info
             self.pools.nodes.put(current)
-        admin = task["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
-        download_failure = self._download_start_files(pool, current, task)
+        user = self.users.of(task["userIdentity"])
+        download_failure = self._download_start_files(pool, current, task, user)
         if download_failure is not None:
             self.start_task_ended(("start", current.pool_key, current.id), attempt, Exit(1), download_failure)
             return
-        env = self.environment(pool, current, task, f"{NODE_ROOT}/startup")
+        env = self.environment(pool, current, task, f"{NODE_ROOT}/startup", user)
         on_exit = self.exit_sink(("start", current.pool_key, current.id), attempt)
         argv, cwd, container = ["/bin/sh", "-c", task["commandLine"]], f"{NODE_ROOT}/startup/wd", None
         if task.get("containerSettings"):
@@ -267,9 +266,8 @@ class NodeAgent:
             argv, env, cwd, container = launch.argv, launch.env, launch.cwd, launch.container
         try:
             self.provider.command_runner(current.internal["machine_key"]).run(
-                f"start|{current.id}|{attempt}", argv, env, cwd, None if admin else TASK_UID,
-                None if admin else TASK_GID, f"{NODE_ROOT}/startup/stdout.txt", f"{NODE_ROOT}/startup/stderr.txt",
-                on_exit, mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"), container=container)
+                f"start|{current.id}|{attempt}", argv, env, cwd, *user.owner, f"{NODE_ROOT}/startup/stdout.txt",
+                f"{NODE_ROOT}/startup/stderr.txt", on_exit, mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"), container=container)
         except (MachineError, OSError) as exc:
             log.warning("start task on %s could not run: %s", current.id, exc)
             on_exit(Exit(1))
@@ -317,7 +315,7 @@ class NodeAgent:
                 timer.daemon = True
                 timer.start()
 
-    def environment(self, pool: Resource, node: Node, task: dict, task_dir: str) -> dict[str, str]:
+    def environment(self, pool: Resource, node: Node, task: dict, task_dir: str, user: TaskUser) -> dict[str, str]:
         account = pool.internal["account"]
         env = {
             "AZ_BATCH_ACCOUNT_NAME": account,
@@ -331,10 +329,9 @@ class NodeAgent:
             "AZ_BATCH_NODE_STARTUP_WORKING_DIR": f"{NODE_ROOT}/startup/wd",
             "AZ_BATCH_TASK_DIR": task_dir,
             "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
-            "AZ_BATCH_TASK_USER": "_azbatch",
             "AZ_BATCH_OS_RESERVED_EPHEMERAL_PORTS": "",
             "HOME": f"{task_dir}/wd",
-            "USER": "_azbatch" if task["userIdentity"]["autoUser"]["elevationLevel"] != "admin" else "root",
+            **user.environment(),
         }
         if pool.body.get("applicationPackageReferences"):
             env.update(self.packages.environment(account, pool.body["applicationPackageReferences"]))

@@ -45,9 +45,9 @@ from .task_tokens import TaskTokens
 from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
 from . import files
-from .node_agent import (FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, WALL_CLOCK, NodeAgent,
-                         failure_info)
+from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, NodeAgent, failure_info
 from .pools import Pools, iso_now, new_etag, now, parse_time
+from .task_users import TaskUser
 from .tasks import Tasks
 
 log = logging.getLogger("batchyard.batch")
@@ -78,6 +78,7 @@ class Running:
     ending: str | None = None  # why the service is ending it: timeout, terminate, delete, requeue
     partners: list["Running"] = field(default_factory=list)  # a multi-instance task's subtasks
     extra_commands: list[tuple[str, str]] = field(default_factory=list)  # (machine, command id) to kill with it
+    user: TaskUser | None = None  # who its commands run as (None: an exit found after a restart)
 
 
 class Scheduler(PokedLoop):
@@ -692,7 +693,8 @@ class Scheduler(PokedLoop):
                                  "taskRootDirectory": f"workitems/{job.name}/job-1/{task.id}"}
         limit = task_spec.seconds(task.body["constraints"].get("maxWallClockTime"))
         run = Running(job.id.lower(), task.key, attempt, (pool.id.lower(), node.id), node.internal["machine_key"],
-                      task.body.get("requiredSlots", 1), time.time() + limit if limit is not None else None)
+                      task.body.get("requiredSlots", 1), time.time() + limit if limit is not None else None,
+                      user=self.agent.users.of(task.body["userIdentity"], task.internal))
         self._hold(run)
         self._node_counters(run.node, finished=False)
         task.internal["dir"] = task_dir
@@ -702,38 +704,35 @@ class Scheduler(PokedLoop):
 
     def _launch(self, job: Resource, task: Task, pool: Resource, node: Node) -> None:
         run = self.running[(task.job_key, task.key)]
-        admin = task.body["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
         if "multiInstanceSettings" in task.body:
-            self.multi.launch(job, task, pool, admin)
+            self.multi.launch(job, task, pool)
             return
         if not any(task.body.get(k) for k in ("resourceFiles", "applicationPackageReferences", "containerSettings")):
-            self._start(job, task, pool, node, run, admin)  # the agent makes the task's directories
+            self._start(job, task, pool, node, run)  # the agent makes the task's directories
             return
         place = self.task_place(task)
-        owner = (None, None) if admin else (TASK_UID, TASK_GID)
         try:
             if place is None:
                 raise MachineError("the node's machine is gone")
-            place.files.make_dirs(f"{place.root}/wd", *owner)
+            place.files.make_dirs(f"{place.root}/wd", *run.user.owner)
         except (OSError, MachineError) as exc:
             log.warning("task %s: no task directory: %s", task.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
             return
-        self.downloads.submit(self._download_then_start, job, task, pool, node, run, place, admin)
+        self.downloads.submit(self._download_then_start, job, task, pool, node, run, place)
 
-    def _download_then_start(self, job, task, pool, node, run: Running, place: files.Place, admin: bool) -> None:
-        owner = (None, None) if admin else (TASK_UID, TASK_GID)
+    def _download_then_start(self, job, task, pool, node, run: Running, place: files.Place) -> None:
         account = account_of(task.job_key)
         try:
             packages = self.packages.install(account, task.body.get("applicationPackageReferences", []),
                                              place.files)
             self.transfers.download_all(account, task.body.get("resourceFiles", []),
-                                        NodePlace(place.files, f"{place.root}/wd", *owner))
+                                        NodePlace(place.files, f"{place.root}/wd", *run.user.owner))
             launch = None
             if task.body.get("containerSettings"):  # its image is pulled here, outside the lock
                 launch = containers.launch(
                     self.provider, run.machine_key, pool.body, task.body,
-                    self.task_environment(job, task, pool, node, admin, packages), task.internal["dir"],
+                    self.task_environment(job, task, pool, node, run.user, packages), task.internal["dir"],
                     f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation")
         except Exception as exc:  # any failure to fetch is the task's failure, never a lost task
             failure = exc.failure_info() if isinstance(exc, (TransferFailed, containers.ContainerFailure)) else {
@@ -761,22 +760,21 @@ class Scheduler(PokedLoop):
                 self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(137)))
                 self.poke()
                 return
-            self._start(job, task, pool, node, run, admin, packages, launch)
+            self._start(job, task, pool, node, run, packages, launch)
 
-    def _start(self, job, task, pool, node, run: Running, admin: bool, packages: dict | None = None,
+    def _start(self, job, task, pool, node, run: Running, packages: dict | None = None,
                launch: containers.Launch | None = None) -> None:
         """packages: the variables of the task's application packages, installed just before;
         launch: how its container runs, for a container task."""
         task_dir = task.internal["dir"]
         if launch is None:
             argv, cwd = ["/bin/sh", "-c", task.body["commandLine"]], f"{task_dir}/wd"
-            env, container = self.task_environment(job, task, pool, node, admin, packages), None
+            env, container = self.task_environment(job, task, pool, node, run.user, packages), None
         else:
             argv, env, cwd, container = launch.argv, launch.env, launch.cwd, launch.container
         try:
             self.provider.command_runner(run.machine_key).run(
-                f"{run.job_key}|{run.task_key}|{run.attempt}", argv, env, cwd,
-                None if admin else TASK_UID, None if admin else TASK_GID,
+                f"{run.job_key}|{run.task_key}|{run.attempt}", argv, env, cwd, *run.user.owner,
                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt",
                 self.on_exit((run.job_key, run.task_key), run.attempt, uploads=bool(task.body.get("outputFiles"))),
                 mkdirs=(task_dir, f"{task_dir}/wd"), container=container)
@@ -790,16 +788,14 @@ class Scheduler(PokedLoop):
             log.warning("task %s could not start on %s: %s", task.id, node.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
 
-    def task_environment(self, job, task, pool, node, admin: bool, packages: dict | None = None) -> dict[str, str]:
+    def task_environment(self, job, task, pool, node, user: TaskUser, packages: dict | None = None) -> dict[str, str]:
         """packages: the variables of the task's application packages, installed just before."""
         task_dir = task.internal["dir"]
-        env = self.agent.environment(pool, node, {"userIdentity": task.body["userIdentity"],
-                                                  "environmentSettings": []}, task_dir)
+        env = self.agent.environment(pool, node, {"environmentSettings": []}, task_dir, user)
         env.update({"AZ_BATCH_TASK_ID": task.id, "AZ_BATCH_JOB_ID": job.name,
                     "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd", "AZ_BATCH_TASK_DIR": task_dir,
                     "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
-                    "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd",
-                    "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin" if not admin else "PoolAdmin"})
+                    "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd"})
         env.update(packages or {})
         for pair in job.body.get("commonEnvironmentSettings", []) + task.body.get("environmentSettings", []):
             env[pair["name"]] = pair["value"]

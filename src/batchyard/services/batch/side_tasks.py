@@ -13,7 +13,7 @@ from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from . import containers, task_spec
-from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, TASK_GID, TASK_UID, WALL_CLOCK, failure_info
+from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, failure_info
 from .pools import iso_now, now, parse_time
 from .storage_files import NodePlace, TransferFailed
 
@@ -94,13 +94,14 @@ class SideTasks:
         field, directory = KINDS[kind]
         spec = job.body[field]
         task_dir = f"{NODE_ROOT}/workitems/{job.name}/job-1/{directory}"
-        admin = spec["userIdentity"]["autoUser"]["elevationLevel"] == "admin"
+        # a task-scope user is the job's for this kind, on every node and every run
+        user = self.scheduler.agent.users.of(spec["userIdentity"], job.internal.setdefault("users", {}), kind)
         status = {"state": "running", "startTime": iso_now(), "retryCount": retry,
                   "taskRootDirectory": f"workitems/{job.name}/job-1/{directory}",
                   "boot": node.body.get("lastBootTime")}  # the node's boot it ran in (_runs_again)
         job.internal.setdefault(kind, {})[node_key(node)] = status
         self.scheduler.jobs.store.put(job)
-        env = self.scheduler.agent.environment(pool, node, spec, task_dir)
+        env = self.scheduler.agent.environment(pool, node, spec, task_dir, user)
         env.update({"AZ_BATCH_TASK_ID": spec["id"], "AZ_BATCH_JOB_ID": job.name,
                     "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
                     "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd"})
@@ -114,8 +115,7 @@ class SideTasks:
                 argv, variables, cwd = launch.argv, launch.env, launch.cwd
             try:
                 self.scheduler.provider.command_runner(node.internal["machine_key"]).run(
-                    f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", argv, variables, cwd,
-                    None if admin else TASK_UID, None if admin else TASK_GID,
+                    f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", argv, variables, cwd, *user.owner,
                     f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", self.scheduler.on_exit(key, retry),
                     mkdirs=(task_dir, f"{task_dir}/wd"), container=launch.container if launch else None)
             except (MachineError, OSError) as exc:
@@ -124,8 +124,7 @@ class SideTasks:
                 self.scheduler.poke()
 
         if spec.get("resourceFiles") or spec.get("containerSettings"):
-            owner = (None, None) if admin else (TASK_UID, TASK_GID)
-            self.scheduler.downloads.submit(self._download_then_run, pool, node, spec, task_dir, owner, key, retry,
+            self.scheduler.downloads.submit(self._download_then_run, pool, node, spec, task_dir, user.owner, key, retry,
                                             run, env)
         else:
             run()
