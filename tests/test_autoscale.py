@@ -7,6 +7,7 @@ errors with their position. The server samples every second and lets formulas ru
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 
 import pytest
@@ -32,9 +33,13 @@ $TargetLowPriorityNodes = min(maxNumberofVMs , maxNumberofVMs - $TargetDedicated
 $NodeDeallocationOption = taskcompletion;"""
 
 
+ENABLE_GAP = 3  # seconds between two enableautoscale calls on a pool (Azure's 30, lowered)
+
+
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    env = {"BATCHYARD_MIN_AUTOSCALE_INTERVAL": "2", "BATCHYARD_AUTOSCALE_SAMPLE_SECONDS": "1"}
+    env = {"BATCHYARD_MIN_AUTOSCALE_INTERVAL": "2", "BATCHYARD_AUTOSCALE_SAMPLE_SECONDS": "1",
+           "BATCHYARD_AUTOSCALE_ENABLE_GAP_SECONDS": str(ENABLE_GAP)}
     with Server(tmp_path_factory.mktemp("autoscale") / "data", extra_env=env) as srv:
         clients = Clients(srv.info)
         clients.batch_key.list_supported_images()
@@ -136,12 +141,18 @@ def test_enable_disable_and_resize(batch):
     wait_for(lambda: client.get_pool("manual").allocation_state == "steady", what="steady")
     client.enable_pool_auto_scale("manual", {"autoScaleFormula": "$TargetDedicatedNodes=1",
                                              "autoScaleEvaluationInterval": "PT10M"})
+    enabled = time.monotonic()
+    with pytest.raises(HttpResponseError) as caught:  # Azure takes one every 30 seconds (ENABLE_GAP here)
+        client.enable_pool_auto_scale("manual", {"autoScaleFormula": "$TargetDedicatedNodes=2"})
+    assert caught.value.status_code == 409 and caught.value.error.code == "TooManyEnableAutoScaleRequests"
+    assert client.get_pool("manual").auto_scale_formula == "$TargetDedicatedNodes=1"
     pool = wait_for(lambda: (p := client.get_pool("manual")).current_dedicated_nodes == 1 and p,
                     what="the formula's one node")
     assert pool.enable_auto_scale and pool.auto_scale_run.results.startswith("$TargetDedicatedNodes=1;")
     with pytest.raises(HttpResponseError) as caught:
         client.begin_resize_pool("manual", {"targetDedicatedNodes": 2}, polling_interval=0.5).result()
     assert caught.value.status_code == 409
+    time.sleep(max(0.0, ENABLE_GAP - (time.monotonic() - enabled)))
     client.enable_pool_auto_scale("manual", {"autoScaleFormula": "$TargetDedicatedNodes=0"})
     assert client.get_pool("manual").auto_scale_evaluation_interval.total_seconds() == 600  # kept
     # the nodes go before the pool's resize ends: a manual resize waits for steady, as on Azure

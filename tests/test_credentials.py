@@ -173,6 +173,9 @@ def _make_it_an_old_data_directory(data_dir: Path, plaintext: dict[str, list[str
         # before the runnable index held the runnable tasks only (migration 12)
         db.execute("DROP INDEX batch_tasks_runnable")
         db.execute("CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, state, ready, seq)")
+        # before a runnable multi-instance task was counted by its instances (migration 13)
+        db.execute("DROP INDEX batch_tasks_runnable_instances")
+        db.execute("ALTER TABLE batch_tasks DROP COLUMN instances")
         # as if the migration to salted hashes had not run yet
         before_hashes = next(i for i, script in enumerate(MIGRATIONS) if "secret_hash" in script)
         db.execute(f"PRAGMA user_version = {before_hashes}")

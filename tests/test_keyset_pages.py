@@ -296,15 +296,20 @@ def test_the_runnable_index_holds_the_runnable_tasks_only_and_the_scheduler_read
         made = [Task(job, {"id": f"T{i:04}", "state": STATES[i % 3]}) for i in range(2000)]
         for task in made[::7]:
             task.ready = False  # dependencies not met
+        for task in made[::10]:  # multi-instance tasks: autoscale counts each once per instance (migration 13)
+            task.body["multiInstanceSettings"] = {"numberOfInstances": 3}
         tasks.insert(made)
-        runnable = [t.id for t in made if t.state == "active" and t.ready]
+        runnable = [t for t in made if t.state == "active" and t.ready]
         indexed = db.query("SELECT ncell FROM dbstat('main', 1) WHERE name = 'batch_tasks_runnable'")[0][0]
         assert indexed == len(runnable) < 600
-        assert [t.id for t in tasks.runnable(job, 1000)] == runnable
-        assert tasks.count_runnable(job) == len(runnable) and tasks.any_runnable(job)
+        assert [t.id for t in tasks.runnable(job, 1000)] == [t.id for t in runnable]
+        multi = [t for t in runnable if "multiInstanceSettings" in t.body]
+        indexed = db.query("SELECT ncell FROM dbstat('main', 1) WHERE name = 'batch_tasks_runnable_instances'")[0][0]
+        assert indexed == len(multi) > 0
+        assert tasks.count_runnable_instances(job) == len(runnable) + 2 * len(multi) and tasks.any_runnable(job)
         recorded = Recorded(db)
         TaskStore(recorded).runnable(job, 10)
-        TaskStore(recorded).count_runnable(job)
+        TaskStore(recorded).count_runnable_instances(job)
         TaskStore(recorded).any_runnable(job)
         for sql, params, _ in recorded.queries:
             plan = " ".join(row[3] for row in db.query(f"EXPLAIN QUERY PLAN {sql}", params))

@@ -9,6 +9,7 @@ import collections
 import stat
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -292,6 +293,21 @@ def test_multi_instance_tasks_run_only_where_the_pool_permits_inter_node_communi
         assert w.services.tasks.get(w.account, pool_id, "multi").state == "active"
 
 
+def test_autoscale_counts_a_waiting_multi_instance_task_once_per_instance(world):
+    """Azure's $ActiveTasks: the tasks ready to run, a multi-instance task counted once per
+    instance; $PendingTasks adds the running ones."""
+    w = world()
+    w.pool("p", dedicated=0)
+    w.job("j", "p")
+    w.task("j", "multi", "work", multiInstanceSettings={"numberOfInstances": 3})
+    w.task("j", "other", "work", multiInstanceSettings={"numberOfInstances": 2})
+    w.task("j", "plain", "work")
+    pool, metrics = w.services.pools.get(w.account, "p"), w.services.autoscaler.metrics
+    metrics.sample(pool, datetime.now(UTC))
+    sampled = {name: metrics.metrics(pool)[name].samples[-1][1] for name in ("$ActiveTasks", "$PendingTasks")}
+    assert sampled == {"$ActiveTasks": 6.0, "$PendingTasks": 6.0}
+
+
 def test_a_pool_with_inter_node_communication_holds_at_most_100_nodes(world):
     """Azure's pool size limit for pools with inter-node communication: 100 nodes, dedicated
     and low-priority together. The resize stops there, steady, with its resize error."""
@@ -326,6 +342,23 @@ def test_reboot_requeues_a_running_task_once(world):
     assert info["requeueCount"] == 1 and info["result"] == "success"
     runs = [r for r in w.provider.commands if r.command_line == "long work"]
     assert [r.code for r in runs] == [137, 0]  # the first attempt was killed with its machine
+
+
+def test_a_multi_instance_task_is_requeued_whole_when_a_subtask_s_node_reboots(world):
+    w = world(Script("long*", 0, 1.0))
+    w.pool("mpi", dedicated=2, enableInterNodeCommunication=True)
+    w.settled("mpi")
+    w.job("j", "mpi")
+    w.task("j", "t", "long work", multiInstanceSettings={"numberOfInstances": 2, "coordinationCommandLine": "set up"})
+    until(lambda: any(r.command_line == "long work" for r in w.provider.commands))
+    task = w.services.tasks.get(w.account, "j", "t")
+    sub = next(n for n in task.internal["multi_nodes"] if n != task.body["nodeInfo"]["nodeId"])
+    w.services.pools.node_action(w.account, "mpi", sub, "reboot", {"nodeRebootOption": "requeue"})
+    task = w.finished("j", "t")
+    info = task.body["executionInfo"]
+    assert info["requeueCount"] == 1 and info["result"] == "success"
+    assert [r.code for r in w.provider.commands if r.command_line == "long work"] == [137, 0]  # killed on its node
+    assert sum(r.command_line == "set up" for r in w.provider.commands) == 4  # both attempts on both nodes
 
 
 def test_node_files_through_the_file_service(world):

@@ -55,12 +55,15 @@ class Settings:
     # Azure refuses a resizeTimeout under 5 minutes; tests lower it so a timeout is quick to see.
     min_resize_timeout: timedelta = field(
         default_factory=lambda: timedelta(seconds=_env_float("BATCHYARD_MIN_RESIZE_TIMEOUT", 300)))
-    # Autoscale: Azure's least evaluation interval (5 minutes) and its metric sampling
-    # period (30 s); tests lower both.
+    # Autoscale: Azure's least evaluation interval (5 minutes), its metric sampling period
+    # (30 s) and its least time between two enableautoscale calls on a pool (30 s); tests
+    # lower them.
     min_autoscale_interval: timedelta = field(
         default_factory=lambda: timedelta(seconds=_env_float("BATCHYARD_MIN_AUTOSCALE_INTERVAL", 300)))
     autoscale_sample_seconds: float = field(
         default_factory=lambda: _env_float("BATCHYARD_AUTOSCALE_SAMPLE_SECONDS", 30))
+    autoscale_enable_gap_seconds: float = field(
+        default_factory=lambda: _env_float("BATCHYARD_AUTOSCALE_ENABLE_GAP_SECONDS", 30))
     # Job schedules: Azure's least recurrence interval (1 minute); tests may lower it.
     min_recurrence_interval: timedelta = field(
         default_factory=lambda: timedelta(seconds=_env_float("BATCHYARD_MIN_RECURRENCE_INTERVAL", 60)))

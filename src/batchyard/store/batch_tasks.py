@@ -110,11 +110,16 @@ class TaskStore:
         return [_row_to_task(r) for r in rows]
 
     def any_runnable(self, job_key: str) -> bool:
-        """As count_runnable() > 0, without counting a backlog of thousands at every dispatch."""
+        """As count_runnable_instances() > 0, without counting a backlog of thousands at every dispatch."""
         return bool(self.db.query(f"SELECT 1 FROM {RUNNABLE_TASKS} AND job_key = ? LIMIT 1", (job_key,)))
 
-    def count_runnable(self, job_key: str) -> int:
-        return self.db.query(f"SELECT count(*) AS n FROM {RUNNABLE_TASKS} AND job_key = ?", (job_key,))[0]["n"]
+    def count_runnable_instances(self, job_key: str) -> int:
+        """The runnable tasks, a multi-instance task once per instance (migration 13)."""
+        tasks = self.db.query(f"SELECT count(*) AS n FROM {RUNNABLE_TASKS} AND job_key = ?", (job_key,))[0]["n"]
+        more = self.db.query("SELECT coalesce(sum(instances - 1), 0) AS n FROM batch_tasks "
+                             f"INDEXED BY batch_tasks_runnable_instances WHERE {RUNNABLE} AND instances > 1 "
+                             "AND job_key = ?", (job_key,))[0]["n"]
+        return tasks + more
 
     def count_by_state(self, job_key: str) -> dict[tuple[str, str | None], tuple[int, int]]:
         """(state, result) -> (tasks, slots), from the counts the database keeps (migration 10)."""

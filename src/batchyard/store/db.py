@@ -251,6 +251,15 @@ MIGRATIONS: list[str] = [
     DROP INDEX batch_tasks_runnable;
     CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, seq) WHERE state = 'active' AND ready = 1;
     """,
+    # 13: autoscale's $ActiveTasks counts a runnable multi-instance task once per instance,
+    # as Azure does: the runnable ones are indexed by their instances (a task of one, the
+    # most, is not in the index), so a count reads the few there, not every runnable body.
+    """
+    ALTER TABLE batch_tasks ADD COLUMN instances INTEGER GENERATED ALWAYS AS (
+        coalesce(json_extract(body, '$.multiInstanceSettings.numberOfInstances'), 1)) VIRTUAL;
+    CREATE INDEX batch_tasks_runnable_instances ON batch_tasks (job_key, instances)
+        WHERE state = 'active' AND ready = 1 AND instances > 1;
+    """,
 ]
 
 

@@ -841,7 +841,7 @@ class Scheduler(PokedLoop):
         """The node is leaving the pool. True when it may go now; False to wait for its
         tasks (taskcompletion, retaineddata)."""
         with self.lock:
-            mine = [r for r in self.running.values() if r.node == (node.pool_key, node.id)]
+            mine = self._attempts_on(node)
             if not mine:
                 return True
             if option in ("taskcompletion", "retaineddata"):
@@ -860,14 +860,27 @@ class Scheduler(PokedLoop):
     def node_interrupted(self, node: Node) -> None:
         """The node rebooted, was reimaged or preempted: its tasks go back to the queue."""
         with self.lock:
-            for run in [r for r in self.running.values() if r.node == (node.pool_key, node.id)]:
+            for run in self._attempts_on(node):
                 task = self.store.get(run.job_key, run.task_key)
+                if run.partners:  # its commands on the nodes still up end with it
+                    self._kill(run)
                 if task is not None:
                     self.requeue(task)
                 else:
                     self._free(run)
             self._flush_nodes()
         self.poke()
+
+    def _attempts_on(self, node: Node) -> list[Running]:
+        """The attempts holding slots on the node. A multi-instance subtask there stands for
+        its task's attempt (the primary's run, with its partners): as on Azure, the task
+        fails or is requeued as a whole when one of its nodes goes."""
+        found: dict[tuple[str, str], Running] = {}
+        for run in self.running.values():
+            if run.node == (node.pool_key, node.id):
+                primary = self.running.get((run.job_key, run.task_key.partition("#")[0]), run)
+                found[(primary.job_key, primary.task_key)] = primary
+        return list(found.values())
 
     def task_place(self, task: Task) -> files.Place | None:
         """The task's directory, through its node's file service (None: no such machine)."""

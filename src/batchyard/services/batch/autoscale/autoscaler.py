@@ -118,13 +118,26 @@ class Autoscaler(PokedLoop):
             if not enabled and pool.body["allocationState"] != "steady":
                 raise Conflict("PoolBeingResized", "The specified pool is being resized; wait for its "
                                "allocationState to be steady, or stop the resize, before enabling autoscale.")
+            interval = self._interval(body) if body.get("autoScaleEvaluationInterval") is not None or not enabled \
+                else None
+            self._throttle_enable(pool)
             pool.body["enableAutoScale"] = True
             if formula is not None:
                 pool.body["autoScaleFormula"] = formula
-            if body.get("autoScaleEvaluationInterval") is not None or not enabled:
-                pool.body["autoScaleEvaluationInterval"] = format_duration(self._interval(body))
+            if interval is not None:
+                pool.body["autoScaleEvaluationInterval"] = format_duration(interval)
             self._run_and_apply(pool)
             return pool
+
+    def _throttle_enable(self, pool: Resource) -> None:
+        """Azure takes one enableautoscale on a pool every 30 seconds: a valid request sooner
+        after the last one it took is refused (an invalid one is refused as invalid first)."""
+        last = pool.internal.get("autoscale_enabled_at")
+        moment = time.time()
+        if last is not None and 0 <= moment - last < self.settings.autoscale_enable_gap_seconds:
+            raise Conflict("TooManyEnableAutoScaleRequests",
+                           "Enable AutoScale requests for the same pool must be separated by at least 30 seconds.")
+        pool.internal["autoscale_enabled_at"] = moment
 
     def disable(self, account: Resource, pool_id: str, conditions=None) -> Resource:
         """The pool keeps the targets the formula set last."""

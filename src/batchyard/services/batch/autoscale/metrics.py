@@ -75,8 +75,8 @@ class PoolMetrics:
         for job in self.jobs.all_jobs():
             if job.internal.get("pool_key") != pool_key or job.body["state"] in ("completed", "deleting"):
                 continue
-            # active with their dependencies met, as Azure counts them
-            counts["$ActiveTasks"] += self.tasks_store.count_runnable(job.id.lower())
+            # active with their dependencies met, a multi-instance task once per instance, as Azure counts them
+            counts["$ActiveTasks"] += self.tasks_store.count_runnable_instances(job.id.lower())
             for (state, result), (number, _) in self.tasks_store.count_by_state(job.id.lower()).items():
                 if state == "running":
                     counts["$RunningTasks"] += number
