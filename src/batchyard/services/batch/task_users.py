@@ -48,6 +48,11 @@ class TaskUser:
                 "USER": self.name if self.uid is not None else "root"}
 
 
+# the pool's auto-user, as every task of pool scope (the default) runs: made once
+POOL_USERS = {False: TaskUser("_azbatch", "PoolNonAdmin", POOL_USER_UID, AUTO_USER_GID),
+              True: TaskUser("_azbatch", "PoolAdmin", None, None)}
+
+
 class TaskUsers:
     def __init__(self, db: Database):
         self.db = db
@@ -58,10 +63,10 @@ class TaskUsers:
         the caller saving it; None for the start task."""
         auto = user_identity["autoUser"]
         admin = auto["elevationLevel"] == "admin"
-        identity = ("Task" if auto["scope"] == "task" else "Pool") + ("Admin" if admin else "NonAdmin")
         if auto["scope"] != "task":
-            name, uid = "_azbatch", POOL_USER_UID
-        elif kept is None:
+            return POOL_USERS[admin]
+        identity = "TaskAdmin" if admin else "TaskNonAdmin"
+        if kept is None:
             name, uid = "_azbatchtask_start", START_TASK_UID
         else:
             if key not in kept:
