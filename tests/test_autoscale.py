@@ -33,7 +33,7 @@ $TargetLowPriorityNodes = min(maxNumberofVMs , maxNumberofVMs - $TargetDedicated
 $NodeDeallocationOption = taskcompletion;"""
 
 
-ENABLE_GAP = 3  # seconds between two enableautoscale calls on a pool (Azure's 30, lowered)
+ENABLE_GAP = 6  # seconds between two enableautoscale calls on a pool (Azure's 30, lowered)
 
 
 @pytest.fixture(scope="module")

@@ -62,27 +62,31 @@ def test_task_runs_the_image_program_with_batch_environment(clients, pool):
     assert read(batch, "env", "admin").strip() == "0"
 
 
-def test_a_task_scope_auto_user_is_the_task_s_own(clients, pool):
+def test_a_task_scope_auto_user_is_the_task_s_own(clients, pool, web_files):
     """userIdentity.autoUser.scope task: Azure makes a user for the task. Each such task runs
     as a user no other task has, and its retries as the same one; another task may not change
-    its files or signal its processes. Pool-scope tasks share `_azbatch`; admin is root in
-    either scope. A job's preparation task of task scope has a user of its own too."""
+    its files or signal its processes, nor move its directory (the job's directories stay
+    root's, even when a task-scope command's files made them). Pool-scope tasks share
+    `_azbatch`; admin is root in either scope. A job's preparation task of task scope has a
+    user of its own too."""
     batch = clients.batch_key
     own = {"autoUser": {"scope": "task"}}
     who = "id -u; id -g; echo $AZ_BATCH_TASK_USER $AZ_BATCH_TASK_USER_IDENTITY $USER"
-    batch.create_job({"id": "users", "poolInfo": {"poolId": pool},
-                      "jobPreparationTask": {"commandLine": f"/bin/sh -c '{who}'", "userIdentity": own}})
+    fetched = [{"httpUrl": f"{web_files}/input.txt", "filePath": "input.txt"}]
+    batch.create_job({"id": "users", "poolInfo": {"poolId": pool}, "jobPreparationTask": {
+        "commandLine": f"/bin/sh -c '{who}'", "userIdentity": own, "resourceFiles": fetched}})
     shared = "$AZ_BATCH_NODE_SHARED_DIR"
-    batch.create_task("users", {"id": "holder", "userIdentity": own, "commandLine":
-                                f"/bin/sh -c 'echo mine > mine; echo $$ > {shared}/holder.pid; {who}; sleep 60'"})
+    batch.create_task("users", {"id": "holder", "userIdentity": own, "resourceFiles": fetched, "commandLine":
+                                f"/bin/sh -c 'echo mine > mine; echo $$ > {shared}/holder.pid; {who}; sleep 600'"})
     holder = wait_for(lambda: (t := batch.get_task("users", "holder")).state == "running" and t, what="the holder")
     wait_for(lambda: read(batch, "users", "holder").count("\n") == 3, what="the holder's start")
     near = {"affinityId": holder.node_info.affinity_id}  # its node has room: the hint is taken
-    mine = "/mnt/batch/tasks/workitems/users/job-1/holder/wd/mine"
+    job_dir = "/mnt/batch/tasks/workitems/users/job-1"
+    mine = f"{job_dir}/holder/wd/mine"
     batch.create_tasks("users", [
         {"id": "other", "userIdentity": own, "affinityInfo": near, "commandLine":
-         f"/bin/sh -c '{who}; cat {mine}; echo theirs >> {mine} || echo refused; "
-         f"kill $(cat {shared}/holder.pid) 2>/dev/null || echo refused'"},
+         f"/bin/sh -c '{who}; cat {mine}; {{ echo theirs >> {mine}; }} 2>&1; kill $(cat {shared}/holder.pid) 2>&1; "
+         f"mv {job_dir}/holder {job_dir}/moved 2>&1; stat -c %u {job_dir} {job_dir}/holder'"},
         {"id": "again", "userIdentity": own, "constraints": {"maxTaskRetryCount": 1},
          "commandLine": "/bin/sh -c 'id -u; test -e tried || { touch tried; exit 1; }'"},
         {"id": "pooled", "commandLine": f"/bin/sh -c '{who}'"},
@@ -97,7 +101,9 @@ def test_a_task_scope_auto_user_is_the_task_s_own(clients, pool):
     assert uids["holder"] >= 1_000_000 and uids["other"] >= 1_000_000 and uids["holder"] != uids["other"]
     assert lines["holder"][1:3] == ["10001", f"_azbatchtask_{uids['holder'] - 1_000_000} TaskNonAdmin "
                                              f"_azbatchtask_{uids['holder'] - 1_000_000}"]
-    assert lines["other"][3:] == ["mine", "refused", "refused"]
+    said = [line for line in lines["other"][3:] if line]  # (dash's kill ends its message with an empty line)
+    assert said[0] == "mine" and "Permission denied" in said[1] and "Operation not permitted" in said[2]
+    assert "Permission denied" in said[3] and said[4:] == ["0", str(uids["holder"])]
     assert lines["pooled"] == ["10001", "10001", "_azbatch PoolNonAdmin _azbatch"]
     assert lines["root"][:2] == ["0", "0"] and lines["root"][2].endswith(" TaskAdmin root")
     again = finished(batch, "users", "again")
@@ -105,7 +111,7 @@ def test_a_task_scope_auto_user_is_the_task_s_own(clients, pool):
     first, second = read(batch, "users", "again").split()
     assert first == second and int(first) >= 1_000_000 and int(first) not in uids.values()
     prep = b"".join(batch.download_node_file(pool, holder.node_info.node_id,
-                                        "workitems/users/job-1/jobpreparation/stdout.txt")).decode().split("\n")
+                                             "workitems/users/job-1/jobpreparation/stdout.txt")).decode().split("\n")
     assert int(prep[0]) >= 1_000_000 and int(prep[0]) not in set(uids.values()) | {int(first)}
     assert prep[2].endswith(" TaskNonAdmin " + prep[2].split()[0])
 

@@ -274,7 +274,8 @@ def test_a_task_goes_to_the_node_its_affinity_names_when_it_has_room(world):
 
 def test_multi_instance_tasks_run_only_where_the_pool_permits_inter_node_communication(world):
     """Azure's rule: a multi-instance task runs in a pool with enableInterNodeCommunication
-    and taskSlotsPerNode 1; in any other pool it is never scheduled and stays active."""
+    and taskSlotsPerNode 1; in any other pool it is never scheduled and stays active, and
+    the job's other tasks run past it (here more of them wait than the pool has slots)."""
     w = world()
     w.pool("apart", dedicated=2)
     w.pool("crowded", dedicated=2, enableInterNodeCommunication=True, taskSlotsPerNode=2)
@@ -282,7 +283,8 @@ def test_multi_instance_tasks_run_only_where_the_pool_permits_inter_node_communi
     for pool_id in ("apart", "crowded", "mpi"):
         w.settled(pool_id)
         w.job(pool_id, pool_id)
-        w.task(pool_id, "multi", "work", multiInstanceSettings={"numberOfInstances": 2,
+        for name in ("multi", "more-1", "more-2", "more-3", "more-4") if pool_id != "mpi" else ("multi",):
+            w.task(pool_id, name, "work", multiInstanceSettings={"numberOfInstances": 2,
                                                                  "coordinationCommandLine": "coordinate"})
         w.task(pool_id, "single", "work")
     assert w.finished("mpi", "multi").body["executionInfo"]["result"] == "success"
@@ -345,7 +347,7 @@ def test_reboot_requeues_a_running_task_once(world):
 
 
 def test_a_multi_instance_task_is_requeued_whole_when_a_subtask_s_node_reboots(world):
-    w = world(Script("long*", 0, 1.0))
+    w = world(Script("long*", 0, 3.0))  # long enough to be running still when the reboot comes
     w.pool("mpi", dedicated=2, enableInterNodeCommunication=True)
     w.settled("mpi")
     w.job("j", "mpi")

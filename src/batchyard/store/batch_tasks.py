@@ -51,6 +51,12 @@ def _columns(task: Task) -> tuple:
             codec.encode(task.internal))
 
 
+def _instances(task: Task) -> int | None:
+    """A multi-instance task's numberOfInstances (migration 13); None for any other."""
+    settings = task.body.get("multiInstanceSettings")
+    return settings.get("numberOfInstances", 1) if settings else None
+
+
 class TaskStore:
     def __init__(self, db: Database | ReadOnlyDatabase):
         self.db = db
@@ -105,8 +111,12 @@ class TaskStore:
         return [_row_to_task(r) for r in self.db.query(
             f"SELECT * FROM batch_tasks WHERE state IN ({marks}) ORDER BY seq", states)]
 
-    def runnable(self, job_key: str, limit: int) -> list[Task]:
-        rows = self.db.query(f"SELECT * FROM {RUNNABLE_TASKS} AND job_key = ? ORDER BY seq LIMIT ?", (job_key, limit))
+    def runnable(self, job_key: str, limit: int, multi_instance: bool = True) -> list[Task]:
+        """The first `limit` runnable tasks in the order they were added; without
+        `multi_instance`, the multi-instance ones left out (a pool that never runs them)."""
+        other = "" if multi_instance else " AND instances IS NULL"
+        rows = self.db.query(f"SELECT * FROM {RUNNABLE_TASKS}{other} AND job_key = ? ORDER BY seq LIMIT ?",
+                             (job_key, limit))
         return [_row_to_task(r) for r in rows]
 
     def any_runnable(self, job_key: str) -> bool:
@@ -117,7 +127,7 @@ class TaskStore:
         """The runnable tasks, a multi-instance task once per instance (migration 13)."""
         tasks = self.db.query(f"SELECT count(*) AS n FROM {RUNNABLE_TASKS} AND job_key = ?", (job_key,))[0]["n"]
         more = self.db.query("SELECT coalesce(sum(instances - 1), 0) AS n FROM batch_tasks "
-                             f"INDEXED BY batch_tasks_runnable_instances WHERE {RUNNABLE} AND instances > 1 "
+                             f"INDEXED BY batch_tasks_runnable_instances WHERE {RUNNABLE} AND instances IS NOT NULL "
                              "AND job_key = ?", (job_key,))[0]["n"]
         return tasks + more
 
@@ -139,8 +149,8 @@ class TaskStore:
         with self.db.journals_in_memory(), self.db.transaction() as conn:
             for task in tasks:
                 cursor = conn.execute("INSERT INTO batch_tasks (job_key, task_key, state, ready, result, slots, "
-                                      "expires, body, internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                      (task.job_key, task.key, *_columns(task)))
+                                      "expires, body, internal, instances) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                      (task.job_key, task.key, *_columns(task), _instances(task)))
                 task.seq = cursor.lastrowid
 
     def update(self, tasks: list[Task]) -> None:

@@ -251,14 +251,17 @@ MIGRATIONS: list[str] = [
     DROP INDEX batch_tasks_runnable;
     CREATE INDEX batch_tasks_runnable ON batch_tasks (job_key, seq) WHERE state = 'active' AND ready = 1;
     """,
-    # 13: autoscale's $ActiveTasks counts a runnable multi-instance task once per instance,
-    # as Azure does: the runnable ones are indexed by their instances (a task of one, the
-    # most, is not in the index), so a count reads the few there, not every runnable body.
+    # 13: a multi-instance task's numberOfInstances (NULL for any other task; written when
+    # the task is added, as its multiInstanceSettings never change). Autoscale's
+    # $ActiveTasks counts a runnable multi-instance task once per instance, as Azure does,
+    # from an index of the runnable ones (few: not every runnable body read); and a pool
+    # that cannot run them (no inter-node communication) is offered the job's other tasks.
     """
-    ALTER TABLE batch_tasks ADD COLUMN instances INTEGER GENERATED ALWAYS AS (
-        coalesce(json_extract(body, '$.multiInstanceSettings.numberOfInstances'), 1)) VIRTUAL;
+    ALTER TABLE batch_tasks ADD COLUMN instances INTEGER;
+    UPDATE batch_tasks SET instances = json_extract(body, '$.multiInstanceSettings.numberOfInstances')
+        WHERE json_type(body, '$.multiInstanceSettings') = 'object';
     CREATE INDEX batch_tasks_runnable_instances ON batch_tasks (job_key, instances)
-        WHERE state = 'active' AND ready = 1 AND instances > 1;
+        WHERE state = 'active' AND ready = 1 AND instances IS NOT NULL;
     """,
 ]
 
@@ -413,8 +416,9 @@ class Database:
         )
 
     def next_number(self, name: str) -> int:
-        """1, 2, 3, ...: a counter kept in `settings`; a number once handed out is never
-        handed out again, not even after a crash."""
+        """1, 2, 3, ...: a counter kept in `settings`. A number is handed out once; in a
+        transaction of a connection that does not sync (the refiller's), a crash may take it
+        back, but only with the rest of that transaction, the record that kept it."""
         with self.transaction():
             number = (self.get_setting(name) or 0) + 1
             self.set_setting(name, number)

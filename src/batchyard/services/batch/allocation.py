@@ -177,9 +177,9 @@ class Allocator(PokedLoop):
 
     def _allowed_growth(self, pool: Resource, dedicated: bool, have: int, wanted: int, mine: "_Counts", counts,
                         pools, usage: "_HostUsage") -> int:
-        """How many nodes this pass may add. Rules (image, NAT ports, inter-node pool size, custom-image
-        limits) end
-        the resize short of its target; host capacity only makes it wait."""
+        """How many nodes this pass may add. Rules (image, NAT ports, inter-node pool size,
+        custom-image limits) end the resize short of its target; host capacity only makes it
+        wait."""
         unavailable = self.pools.image_unavailable(pool)
         if unavailable:
             self._add_error(pool, "AllocationFailed", IMAGE_DELETED_MESSAGE, [{"name": "Reason", "value": unavailable}])

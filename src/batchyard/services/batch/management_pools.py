@@ -167,7 +167,7 @@ class ManagementPools:
         if body.get("enableAutoScale") and body.get("autoScaleFormula") == wanted.get("autoScaleFormula") and \
                 same_interval:
             return
-        self.pools.autoscaler.enable(account, pool.name, wanted, conditions)
+        self.pools.autoscaler.enable(account, pool.name, wanted, conditions, throttled=False)
 
     def _check_fixed(self, pool: Resource, spec: dict) -> None:
         cores = lookup_vm_size(pool.body["vmSize"]).cores

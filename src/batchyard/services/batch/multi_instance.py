@@ -24,6 +24,7 @@ import logging
 
 from ...runtime.commands import Exit
 from ...runtime.machines import MachineError
+from .node_agent import make_command_dirs
 from . import batch_input as bi
 from . import task_spec
 from .pools import iso_now
@@ -126,6 +127,8 @@ class MultiInstance:
         s = self.scheduler
         key = (task.job_key, task.key)
         run = s.running.get(key)
+        if run is None:  # requeued or ended before this thread came to it
+            return
         nodes = self._nodes(pool, task)
         try:
             for node in nodes:
@@ -155,12 +158,11 @@ class MultiInstance:
         if not files:
             return
         machine_files = self.scheduler.provider.files(node.internal["machine_key"])
+        make_command_dirs(machine_files, task.internal["dir"], user)
         rel = task.internal["dir"].removeprefix("/mnt/")
-        owner = user.owner
-        machine_files.make_dirs(rel, *owner)
         for item in files:
             mode = int(item["fileMode"], 8) if item.get("fileMode") else 0o644
-            machine_files.write(f"{rel}/{item['filePath']}", url_blocks(item["httpUrl"]), *owner, mode)
+            machine_files.write(f"{rel}/{item['filePath']}", url_blocks(item["httpUrl"]), *user.owner, mode)
 
     def _coordinate(self, job, task, pool, node, index: int, run, command: str) -> None:
         s = self.scheduler
@@ -172,7 +174,8 @@ class MultiInstance:
         try:
             s.provider.command_runner(node.internal["machine_key"]).run(
                 command_id, ["/bin/sh", "-c", command], env, f"{task_dir}/wd", *run.user.owner, f"{task_dir}/{name}",
-                f"{task_dir}/{name.replace('stdout', 'stderr')}", s.on_exit(("multi", run.job_key, task.key, index), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
+                f"{task_dir}/{name.replace('stdout', 'stderr')}",
+                s.on_exit(("multi", run.job_key, task.key, index), run.attempt), mkdirs=(task_dir, f"{task_dir}/wd"))
         except (MachineError, OSError) as exc:
             log.warning("task %s: coordination could not start on %s: %s", task.id, node.id, exc)
             s.ended.put((("multi", run.job_key, task.key, index), run.attempt, Exit(1)))

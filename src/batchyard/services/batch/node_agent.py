@@ -14,6 +14,7 @@ import logging
 import threading
 
 from ...runtime.commands import Exit
+from ...runtime.machine_files import MachineFiles
 from ...runtime.provider import DiskSpec, InboundPort, MachineError, MachineProvider, MachineSpec
 from ...runtime.security_rules import SecurityRule
 from ...store.batch_nodes import Node
@@ -248,12 +249,12 @@ class NodeAgent:
             current.internal["start_attempt"] = attempt
             current.body["startTaskInfo"] = info
             self.pools.nodes.put(current)
-        user = self.users.of(task["userIdentity"])
+        user = self.users.for_start_task(task["userIdentity"])
         download_failure = self._download_start_files(pool, current, task, user)
         if download_failure is not None:
             self.start_task_ended(("start", current.pool_key, current.id), attempt, Exit(1), download_failure)
             return
-        env = self.environment(pool, current, task, f"{NODE_ROOT}/startup", user)
+        env = self.environment(pool, current, f"{NODE_ROOT}/startup", user, task.get("environmentSettings", []))
         on_exit = self.exit_sink(("start", current.pool_key, current.id), attempt)
         argv, cwd, container = ["/bin/sh", "-c", task["commandLine"]], f"{NODE_ROOT}/startup/wd", None
         if task.get("containerSettings"):
@@ -267,7 +268,8 @@ class NodeAgent:
         try:
             self.provider.command_runner(current.internal["machine_key"]).run(
                 f"start|{current.id}|{attempt}", argv, env, cwd, *user.owner, f"{NODE_ROOT}/startup/stdout.txt",
-                f"{NODE_ROOT}/startup/stderr.txt", on_exit, mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"), container=container)
+                f"{NODE_ROOT}/startup/stderr.txt", on_exit, mkdirs=(f"{NODE_ROOT}/startup", f"{NODE_ROOT}/startup/wd"),
+                container=container)
         except (MachineError, OSError) as exc:
             log.warning("start task on %s could not run: %s", current.id, exc)
             on_exit(Exit(1))
@@ -315,7 +317,9 @@ class NodeAgent:
                 timer.daemon = True
                 timer.start()
 
-    def environment(self, pool: Resource, node: Node, task: dict, task_dir: str, user: TaskUser) -> dict[str, str]:
+    def environment(self, pool: Resource, node: Node, task_dir: str, user: TaskUser,
+                    settings: list[dict] = ()) -> dict[str, str]:
+        """A command's variables: Azure's AZ_BATCH_* and then `settings`, its environmentSettings."""
         account = pool.internal["account"]
         env = {
             "AZ_BATCH_ACCOUNT_NAME": account,
@@ -335,9 +339,17 @@ class NodeAgent:
         }
         if pool.body.get("applicationPackageReferences"):
             env.update(self.packages.environment(account, pool.body["applicationPackageReferences"]))
-        for pair in task.get("environmentSettings", []):
+        for pair in settings:
             env[pair["name"]] = pair["value"]
         return env
+
+
+def make_command_dirs(files: MachineFiles, task_dir: str, user: TaskUser) -> None:
+    """A command's directory and its wd, the user's. The job's directories above them stay
+    root's: a task-scope user that owned them could move the other tasks' directories."""
+    rel = task_dir.removeprefix("/mnt/")
+    files.make_dirs(rel.rpartition("/")[0])
+    files.make_dirs(f"{rel}/wd", *user.owner)
 
 
 def node_place(provider: MachineProvider, node: Node) -> Place:

@@ -45,7 +45,8 @@ from .task_tokens import TaskTokens
 from .package_install import PackageInstaller
 from .storage_files import NodePlace, TransferFailed, Transfers
 from . import files
-from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, NodeAgent, failure_info
+from .node_agent import (FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, NodeAgent, failure_info,
+                         make_command_dirs)
 from .pools import Pools, iso_now, new_etag, now, parse_time
 from .task_users import TaskUser
 from .tasks import Tasks
@@ -78,7 +79,7 @@ class Running:
     ending: str | None = None  # why the service is ending it: timeout, terminate, delete, requeue
     partners: list["Running"] = field(default_factory=list)  # a multi-instance task's subtasks
     extra_commands: list[tuple[str, str]] = field(default_factory=list)  # (machine, command id) to kill with it
-    user: TaskUser | None = None  # who its commands run as (None: an exit found after a restart)
+    user: TaskUser | None = None  # who its commands run as (None: a partner, or an exit found after a restart)
 
 
 class Scheduler(PokedLoop):
@@ -643,26 +644,31 @@ class Scheduler(PokedLoop):
         if budget <= 0:
             return 0
         launched = []
-        for task in self.store.runnable(job_key, budget):
-            offered = {n: f for n, f in free.items() if nodes[n].body["isDedicated"]} \
-                if task.internal.get("dedicated_only") else free
-            slots = task.body.get("requiredSlots", 1)
-            if "multiInstanceSettings" in task.body:
-                chosen = multi_instance.choose_nodes(offered, task.body["multiInstanceSettings"]
-                                                     ["numberOfInstances"], slots) \
-                    if multi_instance.pool_runs_them(pool) else None
-            else:
-                single = _affine_node(offered, nodes, task, slots) or self._choose_node(offered, slots, pack)
-                chosen = [single] if single is not None else None
-            if chosen is None:
-                continue
-            for node_id in chosen:
-                free[node_id] -= slots
-                free_on_pool[node_id] -= slots
-            launched.append(self._assign(job, task, pool, nodes[chosen[0]]))
-            if len(chosen) > 1 or "multiInstanceSettings" in task.body:
-                self.multi.reserve(job, task, pool, [nodes[n] for n in chosen], Running)
-        self.store.update(launched)
+        try:
+            # a pool that never runs multi-instance tasks is offered the job's others
+            for task in self.store.runnable(job_key, budget, multi_instance.pool_runs_them(pool)):
+                offered = {n: f for n, f in free.items() if nodes[n].body["isDedicated"]} \
+                    if task.internal.get("dedicated_only") else free
+                slots = task.body.get("requiredSlots", 1)
+                if "multiInstanceSettings" in task.body:
+                    chosen = multi_instance.choose_nodes(offered, task.body["multiInstanceSettings"]
+                                                         ["numberOfInstances"], slots)
+                else:
+                    single = _affine_node(offered, nodes, task, slots) or self._choose_node(offered, slots, pack)
+                    chosen = [single] if single is not None else None
+                if chosen is None:
+                    continue
+                for node_id in chosen:
+                    free[node_id] -= slots
+                    free_on_pool[node_id] -= slots
+                launched.append(self._assign(job, task, pool, nodes[chosen[0]]))
+                if len(chosen) > 1 or "multiInstanceSettings" in task.body:
+                    self.multi.reserve(job, task, pool, [nodes[n] for n in chosen], Running)
+            self.store.update(launched)
+        except Exception:  # (a full disk, say) not stored as started: not started, its slots free again
+            for task in launched:
+                self._free(self.running[(task.job_key, task.key)])
+            raise
         for task in launched:
             node = nodes[task.internal["node"]["id"]]
             if self._deferred is not None:
@@ -694,7 +700,7 @@ class Scheduler(PokedLoop):
         limit = task_spec.seconds(task.body["constraints"].get("maxWallClockTime"))
         run = Running(job.id.lower(), task.key, attempt, (pool.id.lower(), node.id), node.internal["machine_key"],
                       task.body.get("requiredSlots", 1), time.time() + limit if limit is not None else None,
-                      user=self.agent.users.of(task.body["userIdentity"], task.internal))
+                      user=self.agent.users.for_task(task.body["userIdentity"], task.internal))
         self._hold(run)
         self._node_counters(run.node, finished=False)
         task.internal["dir"] = task_dir
@@ -714,7 +720,7 @@ class Scheduler(PokedLoop):
         try:
             if place is None:
                 raise MachineError("the node's machine is gone")
-            place.files.make_dirs(f"{place.root}/wd", *run.user.owner)
+            make_command_dirs(place.files, task.internal["dir"], run.user)
         except (OSError, MachineError) as exc:
             log.warning("task %s: no task directory: %s", task.id, exc)
             self.ended.put(((run.job_key, run.task_key), run.attempt, Exit(1)))
@@ -791,7 +797,7 @@ class Scheduler(PokedLoop):
     def task_environment(self, job, task, pool, node, user: TaskUser, packages: dict | None = None) -> dict[str, str]:
         """packages: the variables of the task's application packages, installed just before."""
         task_dir = task.internal["dir"]
-        env = self.agent.environment(pool, node, {"environmentSettings": []}, task_dir, user)
+        env = self.agent.environment(pool, node, task_dir, user)
         env.update({"AZ_BATCH_TASK_ID": task.id, "AZ_BATCH_JOB_ID": job.name,
                     "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd", "AZ_BATCH_TASK_DIR": task_dir,
                     "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",

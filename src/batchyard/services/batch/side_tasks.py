@@ -13,9 +13,10 @@ from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from . import containers, task_spec
-from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, failure_info
+from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, failure_info, make_command_dirs
 from .pools import iso_now, now, parse_time
 from .storage_files import NodePlace, TransferFailed
+from .task_users import TaskUser
 
 log = logging.getLogger("batchyard.batch")
 KINDS = {"prep": ("jobPreparationTask", "jobpreparation"), "release": ("jobReleaseTask", "jobrelease")}
@@ -95,13 +96,16 @@ class SideTasks:
         spec = job.body[field]
         task_dir = f"{NODE_ROOT}/workitems/{job.name}/job-1/{directory}"
         # a task-scope user is the job's for this kind, on every node and every run
-        user = self.scheduler.agent.users.of(spec["userIdentity"], job.internal.setdefault("users", {}), kind)
+        users = job.internal.get("users", {})
+        user = self.scheduler.agent.users.for_task(spec["userIdentity"], users, kind)
+        if users:
+            job.internal["users"] = users  # saved with the status below
         status = {"state": "running", "startTime": iso_now(), "retryCount": retry,
                   "taskRootDirectory": f"workitems/{job.name}/job-1/{directory}",
                   "boot": node.body.get("lastBootTime")}  # the node's boot it ran in (_runs_again)
         job.internal.setdefault(kind, {})[node_key(node)] = status
         self.scheduler.jobs.store.put(job)
-        env = self.scheduler.agent.environment(pool, node, spec, task_dir, user)
+        env = self.scheduler.agent.environment(pool, node, task_dir, user)
         env.update({"AZ_BATCH_TASK_ID": spec["id"], "AZ_BATCH_JOB_ID": job.name,
                     "AZ_BATCH_JOB_PREP_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation",
                     "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{NODE_ROOT}/workitems/{job.name}/job-1/jobpreparation/wd"})
@@ -124,20 +128,21 @@ class SideTasks:
                 self.scheduler.poke()
 
         if spec.get("resourceFiles") or spec.get("containerSettings"):
-            self.scheduler.downloads.submit(self._download_then_run, pool, node, spec, task_dir, user.owner, key, retry,
+            self.scheduler.downloads.submit(self._download_then_run, pool, node, spec, task_dir, user, key, retry,
                                             run, env)
         else:
             run()
 
-    def _download_then_run(self, pool: Resource, node: Node, spec: dict, task_dir: str, owner: tuple, key: tuple,
+    def _download_then_run(self, pool: Resource, node: Node, spec: dict, task_dir: str, user: TaskUser, key: tuple,
                            retry: int, run, env: dict) -> None:
         """Resource files and a container's image come before the command, outside the
         scheduler's lock (they may be large)."""
         try:
             launch = None
             if spec.get("resourceFiles"):
-                place = NodePlace(self.scheduler.provider.files(node.internal["machine_key"]),
-                                  f"{task_dir.removeprefix('/mnt/')}/wd", *owner)
+                machine_files = self.scheduler.provider.files(node.internal["machine_key"])
+                make_command_dirs(machine_files, task_dir, user)
+                place = NodePlace(machine_files, f"{task_dir.removeprefix('/mnt/')}/wd", *user.owner)
                 self.scheduler.transfers.download_all(pool.internal["account"], spec["resourceFiles"], place)
             if spec.get("containerSettings"):
                 launch = containers.launch(self.scheduler.provider, node.internal["machine_key"], pool.body, spec,

@@ -40,7 +40,7 @@ class TaskUser:
 
     @property
     def owner(self) -> tuple[int | None, int | None]:
-        """Who owns what the command's directories and downloaded files: (uid, gid)."""
+        """(uid, gid): the owner of the command's directories and of the files fetched for it."""
         return self.uid, self.gid
 
     def environment(self) -> dict[str, str]:
@@ -57,19 +57,27 @@ class TaskUsers:
     def __init__(self, db: Database):
         self.db = db
 
-    def of(self, user_identity: dict, kept: dict | None = None, key: str = "task_user") -> TaskUser:
-        """The user a command with this (checked) userIdentity runs as. kept: the record (a
-        task's or job's `internal`) where a task-scope user's number is kept under `key`,
-        the caller saving it; None for the start task."""
+    def for_task(self, user_identity: dict, kept: dict, key: str = "task_user") -> TaskUser:
+        """The user a task (or a job's preparation or release task) with this checked
+        userIdentity runs as. A task-scope user's number is taken from the database's
+        counter the first time and kept in `kept` (the task's or job's `internal`) under
+        `key`, for the caller to save with the record."""
         auto = user_identity["autoUser"]
         admin = auto["elevationLevel"] == "admin"
         if auto["scope"] != "task":
             return POOL_USERS[admin]
-        identity = "TaskAdmin" if admin else "TaskNonAdmin"
-        if kept is None:
-            name, uid = "_azbatchtask_start", START_TASK_UID
-        else:
-            if key not in kept:
-                kept[key] = self.db.next_number(COUNTER)
-            name, uid = f"_azbatchtask_{kept[key]}", TASK_SCOPE_UID_BASE + kept[key]
-        return TaskUser(name, identity, None if admin else uid, None if admin else AUTO_USER_GID)
+        if key not in kept:
+            kept[key] = self.db.next_number(COUNTER)
+        return _task_scope_user(f"_azbatchtask_{kept[key]}", TASK_SCOPE_UID_BASE + kept[key], admin)
+
+    @staticmethod
+    def for_start_task(user_identity: dict) -> TaskUser:
+        auto = user_identity["autoUser"]
+        admin = auto["elevationLevel"] == "admin"
+        if auto["scope"] != "task":
+            return POOL_USERS[admin]
+        return _task_scope_user("_azbatchtask_start", START_TASK_UID, admin)
+
+
+def _task_scope_user(name: str, uid: int, admin: bool) -> TaskUser:
+    return TaskUser(name, "TaskAdmin", None, None) if admin else TaskUser(name, "TaskNonAdmin", uid, AUTO_USER_GID)

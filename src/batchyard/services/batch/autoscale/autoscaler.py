@@ -105,7 +105,9 @@ class Autoscaler(PokedLoop):
         with self.pools.lock:
             self._run_and_apply(pool)
 
-    def enable(self, account: Resource, pool_id: str, body: dict, conditions=None) -> Resource:
+    def enable(self, account: Resource, pool_id: str, body: dict, conditions=None, throttled: bool = True) -> Resource:
+        """enableautoscale; not `throttled` for the management plane's scaleSettings, which
+        Azure does not hold to the data plane's one call in 30 seconds."""
         body = bi.body_object(body)
         with self.pools.lock:
             pool = self.pools.get(account, pool_id)
@@ -120,7 +122,8 @@ class Autoscaler(PokedLoop):
                                "allocationState to be steady, or stop the resize, before enabling autoscale.")
             interval = self._interval(body) if body.get("autoScaleEvaluationInterval") is not None or not enabled \
                 else None
-            self._throttle_enable(pool)
+            if throttled:
+                self._throttle_enable(pool)
             pool.body["enableAutoScale"] = True
             if formula is not None:
                 pool.body["autoScaleFormula"] = formula
@@ -135,7 +138,7 @@ class Autoscaler(PokedLoop):
         last = pool.internal.get("autoscale_enabled_at")
         moment = time.time()
         if last is not None and 0 <= moment - last < self.settings.autoscale_enable_gap_seconds:
-            raise Conflict("TooManyEnableAutoScaleRequests",
+            raise Conflict("TooManyEnableAutoScaleRequests",  # Azure's words, whatever the gap set here
                            "Enable AutoScale requests for the same pool must be separated by at least 30 seconds.")
         pool.internal["autoscale_enabled_at"] = moment
 
