@@ -5,6 +5,7 @@ Store level, no server (the SDK-level counts are in test_batch_tasks.py and test
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 
@@ -67,7 +68,11 @@ def test_tasks_stored_before_the_counts_are_counted_once_on_upgrade(tmp_path, mo
     with monkeypatch.context() as patched:  # the schema before migration 10
         patched.setattr(store_db, "MIGRATIONS", store_db.MIGRATIONS[:9])
         old = Database(path)
-        TaskStore(old).insert([new_task("acct/jobs/a", i, 1 + i % 3) for i in range(30)])
+        with old.transaction() as conn:  # rows as that schema holds them (today's insert writes later columns)
+            conn.executemany("INSERT INTO batch_tasks (job_key, task_key, state, ready, result, slots, expires, body, "
+                             "internal) VALUES (?, ?, 'active', 1, NULL, ?, NULL, ?, '{}')",
+                             [("acct/jobs/a", task.key, task.body["requiredSlots"], json.dumps(task.body))
+                              for task in (new_task("acct/jobs/a", i, 1 + i % 3) for i in range(30))])
         old.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 9
     db = Database(path)
