@@ -14,7 +14,7 @@ from azure.core.rest import HttpRequest
 
 from batchyard.api.batch import sharedkey
 from batchyard.store.keyset import KeyRange
-from batchyard.services.batch import durations, odata, vm_sizes
+from batchyard.services.batch import durations, odata, pool_spec, vm_sizes
 from batchyard.services.errors import InvalidInput, Unauthenticated
 
 ACCOUNT = "testacct"
@@ -596,3 +596,19 @@ def test_batch_json_bodies_are_the_bytes_starlette_would_write(body):
     from batchyard.api.batch.router import BatchJSON
 
     assert BatchJSON(body).body == JSONResponse(body).body
+
+
+def test_what_a_pool_keeps_from_creation_compares_as_creation_reads_it_on_both_planes():
+    """One check for the data plane's PATCH and the management plane's update: a value sent
+    back in another spelling is no change; a pool stored before jobDefaultOrder had a
+    default is no different from one sent with it; a real change is named."""
+    kept = {"vmSize": "standard_a1_v2", "taskSlotsPerNode": 2, "enableInterNodeCommunication": False,
+            "taskSchedulingPolicy": {"nodeFillType": "spread"}}  # as stored before jobDefaultOrder
+    same = {"vmSize": "STANDARD_A1_V2", "taskSlotsPerNode": 2,
+            "taskSchedulingPolicy": {"nodeFillType": "spread", "jobDefaultOrder": "none"}}
+    assert pool_spec.changes_kept_at_creation(same, kept) == []
+    changed = {**same, "taskSchedulingPolicy": {"nodeFillType": "pack"}, "enableInterNodeCommunication": True}
+    assert pool_spec.changes_kept_at_creation(changed, kept) == ["taskSchedulingPolicy", "enableInterNodeCommunication"]
+    with pytest.raises(InvalidInput) as refused:
+        pool_spec.refuse_changes_kept_at_creation(changed, kept)
+    assert refused.value.details[0]["value"] == "taskSchedulingPolicy"

@@ -23,19 +23,7 @@ from . import pool_arm_shape as shape
 from ..authorization import Caller
 from .durations import format_duration, parse_duration
 from .pools import Pools, PreconditionFailed
-from .vm_sizes import lookup as lookup_vm_size
 
-# How each property fixed at creation reads once checked, as the data plane stores it.
-_NORMALIZED = {
-    "vmSize": lambda spec, cores: pool_spec.vm_size(spec["vmSize"]),
-    "virtualMachineConfiguration": lambda spec, cores: pool_spec.vm_configuration(spec),
-    "networkConfiguration": lambda spec, cores: pool_spec.network_configuration(spec),
-    "taskSlotsPerNode": lambda spec, cores: pool_spec.task_slots(spec, cores),
-    "taskSchedulingPolicy": lambda spec, cores: pool_spec.scheduling_policy(spec),
-    "userAccounts": lambda spec, cores: bi.array(spec, "userAccounts") or None,  # never stored: refused
-    "enableInterNodeCommunication": lambda spec, cores: bi.boolean(spec, "enableInterNodeCommunication",
-                                                                   default=False),
-}
 _PATCHABLE = ("startTask", "metadata", "applicationPackageReferences")
 _TARGETS = ("targetDedicatedNodes", "targetLowPriorityNodes")
 
@@ -170,19 +158,17 @@ class ManagementPools:
         self.pools.autoscaler.enable(account, pool.name, wanted, conditions, throttled=False)
 
     def _check_fixed(self, pool: Resource, spec: dict) -> None:
-        cores = lookup_vm_size(pool.body["vmSize"]).cores
+        changed = pool_spec.changes_kept_at_creation(spec, pool.body)
         for arm_name, data_name in shape.FIXED.items():
-            if data_name not in spec:
-                continue
-            if _NORMALIZED[data_name](spec, cores) != pool.body.get(data_name):
+            if data_name in changed:
                 raise InvalidInput("PropertyCannotBeUpdated",
                                    f"The property '{arm_name}' of a pool cannot be changed after the pool is "
                                    "created; delete the pool and create it again.",
                                    target=f"properties.{arm_name}")
 
     def _record(self, pool: Resource, identity: dict | None, tags: dict | None, display: str | None) -> Resource:
-        """What only the management plane sets: identity, tags; and the display name, which
-        the data plane fixes at creation."""
+        """What the management plane sets beside the data plane's properties: identity, tags
+        and the display name."""
         if (identity, tags, display) == (pool.body.get("identity"), pool.internal.get("tags"),
                                          pool.body.get("displayName")):
             return pool

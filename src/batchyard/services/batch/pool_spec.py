@@ -89,27 +89,34 @@ def refuse_unhonoured(body: dict) -> None:
 
 
 # What a pool is made with that Azure lets a PATCH change on an empty pool (2025-06-01), and
-# that nodes here keep from their pool's creation: a change is refused, the same value sent
-# back (a pool read, changed elsewhere and sent whole) is not.
-KEPT_AT_CREATION = ("vmSize", "virtualMachineConfiguration", "taskSlotsPerNode", "taskSchedulingPolicy",
-                    "networkConfiguration", "enableInterNodeCommunication")
+# that nodes here keep from their pool's creation, each as creation reads it. A change is
+# refused, on either plane; the same value sent back (a pool read and sent whole, a template
+# deployed again) is not a change.
+KEPT_AT_CREATION = {
+    "vmSize": lambda spec, cores: vm_size(spec["vmSize"]),
+    "virtualMachineConfiguration": lambda spec, cores: vm_configuration(spec),
+    "networkConfiguration": lambda spec, cores: network_configuration(spec),
+    "taskSlotsPerNode": lambda spec, cores: task_slots(spec, cores),
+    "taskSchedulingPolicy": lambda spec, cores: scheduling_policy(spec),
+    "userAccounts": lambda spec, cores: bi.array(spec, "userAccounts") or None,  # refused at creation: none kept
+    "enableInterNodeCommunication": lambda spec, cores: bi.boolean(spec, "enableInterNodeCommunication",
+                                                                   default=False),
+}
+
+
+def changes_kept_at_creation(spec: dict, current: dict) -> list[str]:
+    """The properties kept from creation that `spec` gives another value than `current`
+    (the pool's body). Both are read as creation reads them now, so a pool made before a
+    setting had a default (jobDefaultOrder) compares as if it had it."""
+    cores = lookup_vm_size(current["vmSize"]).cores
+    return [name for name, read in KEPT_AT_CREATION.items()
+            if spec.get(name) is not None and read(spec, cores) != read(current, cores)]
 
 
 def refuse_changes_kept_at_creation(body: dict, current: dict) -> None:
-    for name in KEPT_AT_CREATION:
-        if name in body and body[name] is not None and not _same(body[name], current.get(name)):
-            raise bi.invalid(name, body[name], f"A pool's {name} cannot be changed here; create a new pool.")
-
-
-def _same(given, kept) -> bool:
-    """Equal as Batch compares them: names and values of strings without regard to case."""
-    if isinstance(given, str) and isinstance(kept, str):
-        return given.lower() == kept.lower()
-    if isinstance(given, dict) and isinstance(kept, dict):
-        return all(_same(v, kept.get(k)) for k, v in given.items() if v is not None)
-    if isinstance(given, list) and isinstance(kept, list):
-        return len(given) == len(kept) and all(_same(a, b) for a, b in zip(given, kept))
-    return given == kept
+    """The data plane's refusal (a PATCH): 400 InvalidPropertyValue naming the first one."""
+    for name in changes_kept_at_creation(body, current):
+        raise bi.invalid(name, body[name], f"A pool's {name} cannot be changed here; create a new pool.")
 
 
 def resource_tags(body: dict) -> dict | None:

@@ -13,7 +13,7 @@ from ...runtime.provider import MachineError
 from ...store.batch_nodes import Node
 from ...store.resources import Resource
 from . import containers, task_spec
-from .node_agent import FAILURE_EXIT, NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, failure_info, make_command_dirs
+from .node_agent import NODE_ROOT, NODE_ROOT_ON_DISK, WALL_CLOCK, failure_info, make_command_dirs
 from .pools import iso_now, now, parse_time
 from .storage_files import NodePlace, TransferFailed
 from .task_users import TaskUser
@@ -24,6 +24,11 @@ KINDS = {"prep": ("jobPreparationTask", "jobpreparation"), "release": ("jobRelea
 
 def node_key(node: Node) -> str:
     return f"{node.pool_key}|{node.id}"
+
+
+def command_id(kind: str, job: Resource, nkey: str, retry: int) -> str:
+    """The id a side task's run goes to its node's agent under: to start it, and to kill it."""
+    return f"{kind}|{job.id.lower()}|{nkey}|{retry}"
 
 
 class SideTasks:
@@ -119,7 +124,7 @@ class SideTasks:
                 argv, variables, cwd = launch.argv, launch.env, launch.cwd
             try:
                 self.scheduler.provider.command_runner(node.internal["machine_key"]).run(
-                    f"{kind}|{job.id.lower()}|{node_key(node)}|{retry}", argv, variables, cwd, *user.owner,
+                    command_id(kind, job, node_key(node), retry), argv, variables, cwd, *user.owner,
                     f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", self.scheduler.on_exit(key, retry),
                     mkdirs=(task_dir, f"{task_dir}/wd"), container=launch.container if launch else None)
             except (MachineError, OSError) as exc:
@@ -184,8 +189,7 @@ class SideTasks:
         elif timed_out:
             status.update({"result": "failure", "failureInfo": WALL_CLOCK})
         elif code != 0:
-            status["failureInfo"] = failure_info(outcome, self.scheduler.vm_size(nkey.split("|", 1)[0])) \
-                if outcome.out_of_memory else FAILURE_EXIT
+            status["failureInfo"] = failure_info(outcome, self.scheduler.vm_size(nkey.split("|", 1)[0]))
         self.scheduler.jobs.store.put(job)
 
     def enforce_wall_clock(self, job: Resource) -> None:
@@ -213,8 +217,7 @@ class SideTasks:
         if node is None:
             return
         try:
-            self.scheduler.provider.command_runner(node.internal["machine_key"]).kill(
-                f"{kind}|{job.id.lower()}|{nkey}|{retry}")
+            self.scheduler.provider.command_runner(node.internal["machine_key"]).kill(command_id(kind, job, nkey, retry))
         except MachineError:
             pass
 
