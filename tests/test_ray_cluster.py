@@ -6,11 +6,14 @@ directory: its own layer cache (a layer it did not pull is not there) and machin
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -312,3 +315,74 @@ def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server, ray_c
     command = "cat > probe.py <<'EOF'\n" + PROBE + "EOF\npython3 probe.py " + " ".join(f"{n.ip_address}:9" for n in nodes)
     _, out, _ = run(batch, "after", "reach", command)
     assert out.split()[1::2] == ["refused"] * 12, out
+
+
+def test_a_crash_keeps_the_exits_hosts_journaled_and_reconciles_their_machines(ray_server):
+    """After a SIGKILL, as on one host: a task that ended while the service could not record
+    it is recorded as it ended (its host's agent journaled the exit, and kept it when its
+    agent died with the service), not run again; a machine a host holds that no record names
+    is deleted there; a node whose machine its host lost is made again."""
+    batch = Clients(ray_server.info).batch
+    batch.create_job({"id": "crash", "poolInfo": {"poolId": "spread"}})
+    batch.create_task("crash", {"id": "slow", "commandLine": "/bin/sh -c 'cd $AZ_BATCH_NODE_SHARED_DIR; touch began; "
+                                "while [ ! -e go ]; do sleep 0.05; done; echo $AZ_BATCH_TASK_ID >> ran'"})
+    node_id = wait_for(lambda: batch.get_task("crash", "slow").node_info, what="the task to be placed").node_id
+    wait_for(lambda: "shared/began" in {f.name for f in batch.list_node_files("spread", node_id, recursive=True)},
+             what="the task's command to begin")
+    # The service stops taking exits, the command ends, its host's agent journals the exit,
+    # and only then does the service die: the exit never reached the database.
+    ray_server.proc.send_signal(signal.SIGSTOP)
+    with sqlite3.connect(ray_server.data_dir / "batchyard.db") as db:
+        (job_key, task_key, attempt, machine), = db.execute(
+            "SELECT job_key, task_key, json_extract(internal, '$.attempt'), json_extract(internal, '$.node.machine_key') "
+            "FROM batch_tasks "
+            "WHERE json_extract(body, '$.id') = 'slow' AND state = 'running'")
+        keys = dict(db.execute("SELECT node_id, json_extract(internal, '$.machine_key') FROM batch_nodes"))
+    placement = journal.read(ray_server.data_dir / "runtime" / "placement")
+    machines_dir = ray_server.hosts_dir / placement[machine][:16] / "machines"
+    (machines_dir / machine / "resource" / "batch" / "tasks" / "shared" / "go").touch()
+    wanted = json.dumps({"id": f"{job_key}|{task_key}|{attempt}", "exit": 0}).encode()
+    wait_for(lambda: any(wanted in path.read_bytes() for path in (machines_dir / machine).glob("exits.*")),
+             interval=0.01, what="the exit in its host's journal")
+    ray_server.proc.kill()
+    ray_server.proc.wait()
+    # each host's daemon stops its machines when its agent dies with the service
+    wait_for(lambda: not _live_daemons(ray_server.hosts_dir), timeout=60, what="the hosts' daemons to end")
+    assert any(wanted in path.read_bytes() for path in (machines_dir / machine).glob("exits.*"))
+
+    lost = next(node for node, key in keys.items() if key != machine)
+    shutil.rmtree(ray_server.hosts_dir / placement[keys[lost]][:16] / "machines" / keys[lost])
+    leftover = machines_dir / ("0" * 32 + "vm")
+    (leftover / "upper").mkdir(parents=True)
+    (leftover / "upper" / "bytes").write_bytes(b"x" * (1 << 20))
+
+    batch = Clients(ray_server.start()).batch
+    task = batch.get_task("crash", "slow")
+    assert (task.state, task.execution_info.exit_code, task.execution_info.requeue_count) == ("completed", 0, 0)
+    assert not leftover.exists()
+    replaced = wait_for(lambda: (n := batch.get_node("spread", lost)).state == "idle" and n, timeout=90,
+                        what="the lost node to be made again")
+    assert replaced.errors in (None, [])
+    _, nodes = pool_settled(batch, "spread")
+    assert {n.id for n in nodes} == set(keys)
+    ran = b"".join(batch.download_node_file("spread", node_id, "shared/ran"))
+    assert ran == b"slow\n"  # once
+    held = set().union(*(machines_on(host) for host in host_dirs(ray_server)))
+    assert set(keys.values()) <= held and "0" * 32 + "vm" not in held
+
+
+def _live_daemons(hosts_dir: Path) -> list[Path]:
+    """Host directories whose daemon still holds its lock."""
+    live = []
+    for lock in hosts_dir.glob("*/daemon.lock"):
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # a dead daemon's, taken back meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            live.append(lock.parent)
+        finally:
+            os.close(fd)
+    return live

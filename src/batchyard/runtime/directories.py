@@ -170,8 +170,9 @@ class DirectoryMachineProvider(HostProvider):
         self._track(key, proc)
         return proc
 
-    def stop_all(self) -> None:
-        """Commands end with the service; machines stay recorded as running for the restart."""
+    def stop_all(self, keep_exits: bool = False) -> None:
+        """Commands end with the service; machines stay recorded as running for the restart.
+        (Its runner keeps no exit journal: keep_exits changes nothing.)"""
         with self._lock:
             keys = list(self._procs)
         for key in keys:

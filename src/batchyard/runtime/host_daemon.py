@@ -17,7 +17,9 @@ and its own child on the same host:
 Runner calls are answered inline, in order (a kill never overtakes its run); everything
 else runs on a small thread pool. When the agent goes (the socket closes), or the node's
 raylet does (a worker may outlive a raylet that was killed), every machine stops and the
-process ends: a host's machines never outlive its agent or its Ray node.
+process ends: a host's machines never outlive its agent or its Ray node. The agent gone
+with the service, the machines' command agents keep their exit journals, so the next
+service finds the exits this one never recorded (`recorded_exits`), as on one host.
 
 A daemon holds a lock on its directory for as long as it lives. One killed outright (SIGKILL,
 the kernel's OOM killer) stops nothing: its machines' cgroups and its NAT table and uplink
@@ -99,7 +101,10 @@ class Daemon:
                 else:
                     self.pool.submit(self.handle, request)
         finally:
-            self.provider.stop_all()
+            # The agent gone (with the service, a crash or not: a clean stop emptied the
+            # journals first), the journals stay for the next service's agent here; the
+            # raylet gone, the host is lost and its machines are not run again.
+            self.provider.stop_all(keep_exits=not self.lost)
 
     def handle(self, request: tuple) -> None:
         request_id, target, method, args = request

@@ -76,11 +76,11 @@ class HostProvider(MachineProvider):
             live.difference_update({p for p in live if p.poll() is not None})
             live.add(proc)
 
-    def _kill_tracked(self, key: str) -> None:
+    def _kill_tracked(self, key: str, keep_exits: bool = False) -> None:
         with self._lock:
             runner = self._runners.pop(key, None)
-        if runner is not None:
-            runner.close()
+        if runner is not None and not keep_exits:
+            runner.close()  # each agent asked to end empties its exit journal (launcher.py)
         with self._lock:
             procs = self._procs.pop(key, set())
         for proc in procs:
@@ -305,8 +305,8 @@ class NamespaceMachineProvider(HostProvider):
             mounter.stdout.close()
             mounter.stderr.close()
 
-    def stop(self, key: str) -> None:
-        self._kill_tracked(key)
+    def stop(self, key: str, keep_exits: bool = False) -> None:
+        self._kill_tracked(key, keep_exits)  # an agent not asked to end is killed with the others
         ns_file = self._ns_file(key)
         if os.path.ismount(ns_file):
             linux.umount(str(ns_file), linux.MNT_DETACH)
@@ -520,12 +520,12 @@ class NamespaceMachineProvider(HostProvider):
             if path.exists():
                 os.truncate(path, 0)
 
-    def stop_all(self) -> None:
+    def stop_all(self, keep_exits: bool = False) -> None:
         if self._gateway is not None:
             self._gateway.close()
         for ns_file in self.ns_dir.glob("*"):
             if not ns_file.name.endswith(".net"):
-                self.stop(ns_file.name)
+                self.stop(ns_file.name, keep_exits)
         if self.cgroups is not None:
             self.cgroups.close()
         if self.networks is not None:

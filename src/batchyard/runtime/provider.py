@@ -187,8 +187,11 @@ class MachineProvider(ABC):
     @abstractmethod
     def delete_machine(self, key: str) -> None: ...
 
-    def stop_all(self) -> None:
-        """Stop every machine (the service is shutting down); nothing to do by default."""
+    def stop_all(self, keep_exits: bool = False) -> None:
+        """Stop every machine (the service is shutting down); nothing to do by default.
+        keep_exits: the service died without a word (a cluster host's agent went with it), so
+        the machines stop as its crash would leave them on one host: their agents keep the
+        exits they reported, for the next service (recorded_exits)."""
         return None
 
     def inventory(self) -> Inventory | None:

@@ -22,7 +22,11 @@ and command runner. This provider:
   service's gateway to the service;
 - watches the cluster: when a node leaves or its agent dies, the machines placed there are
   lost, reported once to `on_machines_lost` listeners; a node that comes (back) gets a new
-  agent, which starts with no machine, so nothing is duplicated.
+  agent, which starts with no machine, so nothing is duplicated;
+- after a crash, answers for the hosts as the local provider answers for its one: the
+  machines and disks the live hosts hold (`inventory`), and the exits their agents
+  journaled (`recorded_exits`). A host's agent dies with the service, its machines stop,
+  and their journals stay on the host for the next service's agent there.
 
 Placement is kept in `placement.json` (and its journal, journal.py) under the service's
 runtime directory, so a restarted service finds its machines' hosts again.
@@ -46,7 +50,8 @@ from .journal import JournaledDict
 from .layers import HOST_LAYER, LayerStore
 from .machine_files import FileStat, MachineFiles
 from .networks import SERVICE_ADDRESS
-from .provider import SNAPSHOTS, DiskSpec, HostCapacity, MachineError, MachineProvider, MachineSpec
+from .provider import (SNAPSHOTS, DiskSpec, HostCapacity, Inventory, MachineError, MachineProvider,
+                       MachineSpec)
 
 log = logging.getLogger("batchyard.runtime")
 WATCH_SECONDS = 0.5
@@ -465,13 +470,55 @@ class RayProvider(MachineProvider):
     def address(self, key: str) -> str | None:
         return self.addresses.address(key) if self.service_address is not None else None
 
-    def stop_all(self) -> None:
+    def stop_all(self, keep_exits: bool = False) -> None:
         self._closing.set()
         for host in list(self.hosts.values()):
             try:
                 self._call(host, "provider", "stop_all")
             except Exception:
                 pass
+
+    # after a crash ----------------------------------------------------------------------------------
+
+    def inventory(self) -> Inventory | None:
+        """What the live hosts hold (None: one of them cannot tell, or does not answer). A
+        machine placed on a host that is not in the cluster now is not held: Ray gives a node
+        that comes back a new id, and a new agent, so its machines are lost. One a host holds
+        that the placement does not name (a crash between the two) is placed there, so that
+        deleting it reaches it."""
+        with self.lock:
+            hosts = [host for host in self.hosts.values() if not host.lost]
+        machines: set[str] = set()
+        disks: set[str] = set()
+        for host in hosts:
+            try:
+                held = self._call(host, "provider", "inventory")
+            except MachineError as exc:
+                log.warning("host %s cannot say what it holds: %s", host.node_id, exc)
+                return None
+            if held is None:
+                return None
+            with self.lock:
+                for key in held.machines | held.disks:
+                    if key not in self.placement:
+                        self.placement[key] = host.node_id
+            machines |= held.machines
+            disks |= held.disks
+        return Inventory(frozenset(machines), frozenset(disks))
+
+    def recorded_exits(self, key: str) -> dict[str, Exit]:
+        """The exits the machine's agent journaled on its host (none when the host is gone:
+        its tasks are requeued, as a lost host's are)."""
+        try:
+            return self._call(self._host(key), "provider", "recorded_exits", key)
+        except MachineError:
+            return {}
+
+    def forget_recorded_exits(self, key: str) -> None:
+        try:
+            self._call(self._host(key), "provider", "forget_recorded_exits", key)
+        except MachineError:
+            pass
 
     # commands and files -------------------------------------------------------------------------------
 
