@@ -119,7 +119,7 @@ def _available(sock: ssl.SSLSocket) -> bytes:
 def impatient(tmp_path_factory):
     with Server(tmp_path_factory.mktemp("impatient") / "data", tls=False,
                 extra_env={"BATCHYARD_HEADER_TIMEOUT": "1", "BATCHYARD_KEEP_ALIVE_TIMEOUT": "1",
-                           "BATCHYARD_MAX_HEADER_BYTES": "16384"}) as srv:
+                           "BATCHYARD_BODY_TIMEOUT": "1", "BATCHYARD_MAX_HEADER_BYTES": "16384"}) as srv:
         yield srv
 
 
@@ -141,6 +141,37 @@ def test_connections_that_send_no_complete_head_are_closed(impatient):
     assert time.monotonic() - started < 25
     silent.close()
     partial.close()
+
+
+def test_a_body_that_stops_coming_closes_its_connection_quietly(impatient):
+    """A Content-Length never met, or a chunked body without its last chunk, held its
+    request (and a connection) for ever; now the connection closes once the body pauses
+    longer than BATCHYARD_BODY_TIMEOUT, and the abandoned request logs no server error. A
+    body that keeps coming, however slowly, is read to its end."""
+    # the token endpoint reads its form before anything else
+    head = b"POST /common/oauth2/v2.0/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    short = _connect(impatient.info)
+    short.sendall(head + b"Content-Length: 100\r\n\r\n" + b"grant_type=")
+    unfinished = _connect(impatient.info)
+    unfinished.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n5\r\ngrant\r\n")
+    started = time.monotonic()
+    assert closed_by_server(short) == b""
+    assert closed_by_server(unfinished) == b""
+    assert time.monotonic() - started < 25
+    short.close()
+    unfinished.close()
+
+    steady = _connect(impatient.info)
+    body = b"grant_type=password&x=yz"
+    steady.sendall(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    for i in range(0, len(body), 4):  # 3 s in all, 0.5 s apart: never a 1 s pause
+        steady.sendall(body[i:i + 4])
+        time.sleep(0.5)
+    answer = closed_by_server(steady)  # read whole, then refused for its grant type
+    assert answer.startswith(b"HTTP/1.1 400") and b"unsupported_grant_type" in answer, answer
+    steady.close()
+    time.sleep(0.2)
+    assert "Traceback" not in impatient.log.read_text()
 
 
 def test_idle_keep_alive_connections_are_closed(impatient):

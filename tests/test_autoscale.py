@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -163,3 +163,26 @@ def test_enable_disable_and_resize(batch):
     assert not pool.enable_auto_scale and pool.auto_scale_formula is None and pool.auto_scale_run is None
     client.begin_resize_pool("manual", {"targetDedicatedNodes": 1}, polling_interval=0.5).result()
     assert client.get_pool("manual").target_dedicated_nodes == 1
+
+
+def test_a_formula_that_fails_stops_only_its_own_pool(batch):
+    """A value out of range raised out of the formula's evaluation: a pool created with such a
+    formula got 500 and was left half made, and a pool whose formula failed later stopped the
+    autoscaler's pass for every pool. Now each is an error of its own pool's run."""
+    client = batch.batch_key
+    autoscale_pool(batch, "healthy", "$TargetDedicatedNodes = 0;")
+    autoscale_pool(batch, "overflows", "$TargetDedicatedNodes = 0; $x = val(1, 1e309);")
+    failed = client.get_pool("overflows").auto_scale_run
+    assert failed.error.code == "AutoScalingFormulaEvaluationError" and "out of range" in failed.error.error_values[0].value
+    soon = datetime.now(UTC) + timedelta(seconds=3)
+    autoscale_pool(batch, "later", f'$TargetDedicatedNodes = 0; $x = time() > time("{soon.isoformat()}") ? '
+                                   "TimeInterval_Day * 1e300 : 0;")
+    wait_for(lambda: client.get_pool("later").auto_scale_run.error is not None, what="the later formula to fail")
+    ran = client.get_pool("healthy").auto_scale_run.timestamp
+    wait_for(lambda: client.get_pool("healthy").auto_scale_run.timestamp > ran, timeout=20,
+             what="the healthy pool's next run")
+    shown = client.evaluate_pool_auto_scale("healthy", {"autoScaleFormula": "$TargetDedicatedNodes = 0; "
+                                                                            "$x = TimeInterval_Millisecond * 1500;"})
+    assert shown.error is None and "$x=00:00:01.5000000" in shown.results
+    for pool_id in ("healthy", "overflows", "later"):
+        client.begin_delete_pool(pool_id, polling_interval=0.2).result()

@@ -206,6 +206,25 @@ def test_evaluation_errors(formula, fragment):
     assert fragment in error(formula, PendingTasks=[1])
 
 
+@pytest.mark.parametrize("formula", [
+    "x = val(1, 1e309);", "x = $PendingTasks.GetSample(1e309);", "x = $PendingTasks.GetSample(1e309 - 1e309);",
+    "x = TimeInterval_Day * 1e300;", "x = 1e300 * TimeInterval_Day;", "x = TimeInterval_Day / 1e-300;",
+    "x = TimeInterval_Day * (1e309 - 1e309);", 'x = time("9999-12-31T23:59:59Z") + TimeInterval_Day;',
+    'x = time("0001-01-01T00:00:00Z") - TimeInterval_Day;', "x = time() - TimeInterval_Day * 1000000;",
+    "x = $PendingTasks.GetSample(TimeInterval_Day * 1000000);", "x = std(1e308, -1e308);",
+    "x = " + "1+" * 2000 + "1;", "x = " + "-" * 3000 + "1;", "x = " + "!" * 3000 + "1;",
+])
+def test_values_out_of_range_and_deep_nesting_are_errors_of_the_run(formula):
+    """Each raised out of evaluate (a 500 from evaluateautoscale, a pool half made, the
+    autoscaler's pass stopped for every pool); each now ends its run with an error."""
+    assert error(formula, PendingTasks=[1])
+
+
+def test_an_interval_with_a_fraction_of_a_second_is_shown():
+    outcome = run("x = TimeInterval_Millisecond * 1500;")
+    assert outcome.error is None and "x=00:00:01.5000000" in outcome.results
+
+
 # sample methods -----------------------------------------------------------------------------------
 
 def test_sample_methods():

@@ -127,6 +127,12 @@ def test_node_operations_and_counts(clients):
     assert batch.get_node("ops", dedicated[0].id).scheduling_state == "disabled"
     batch.enable_node_scheduling("ops", dedicated[0].id)
     assert batch.get_node("ops", dedicated[0].id).scheduling_state == "enabled"
+    for action in ("reboot", "reimage", "disablescheduling"):  # each read a body that was not an object: 500
+        for body in ([1], [], "x", 0, False):  # ([] and 0 were taken for no body, and carried out)
+            with pytest.raises(HttpResponseError) as e:  # (the SDK's pipeline raises every error)
+                batch.send_request(_node_request("ops", dedicated[0].id, action, body))
+            assert e.value.status_code == 400 and e.value.error.code == "InvalidRequestBody"
+    assert batch.get_node("ops", dedicated[0].id).state == "idle"
     response = batch.send_request(_preempt_request("ops", low.id))
     assert response.status_code == 202
     wait_for(lambda: batch.get_node("ops", low.id).state == "preempted", what="preemption")
@@ -142,9 +148,13 @@ def test_node_operations_and_counts(clients):
 
 
 def _preempt_request(pool_id: str, node_id: str):
+    return _node_request(pool_id, node_id, "batchyard.preempt", {})
+
+
+def _node_request(pool_id: str, node_id: str, action: str, body):
     from azure.core.rest import HttpRequest
-    return HttpRequest("POST", f"/pools/{pool_id}/nodes/{node_id}/batchyard.preempt",
-                       params={"api-version": "2025-06-01"}, headers={"content-type": "application/json"}, json={})
+    return HttpRequest("POST", f"/pools/{pool_id}/nodes/{node_id}/{action}",
+                       params={"api-version": "2025-06-01"}, headers={"content-type": "application/json"}, json=body)
 
 
 def test_image_deleted_keeps_nodes_but_growth_fails(clients, image):

@@ -355,10 +355,11 @@ def test_job_preparation_and_release_tasks(clients, pool):
     release_spec = batch.get_job("prepped").job_release_task  # Azure's shape: no constraints, its own limits
     assert (release_spec.max_wall_clock_time, release_spec.retention_time) == (dt.timedelta(minutes=5),
                                                                               dt.timedelta(days=7))
-    with pytest.raises(HttpResponseError) as e:
-        batch.create_job({"id": "slow-release", "poolInfo": {"poolId": pool}, "jobPreparationTask": {
-            "commandLine": "true"}, "jobReleaseTask": {"commandLine": "true", "maxWallClockTime": "PT16M"}})
-    assert e.value.error.code == "InvalidPropertyValue"
+    for too_long in ("PT16M", "P10675199DT2H48M5.4775807S"):  # the second, TimeSpan.MaxValue, was a 500
+        with pytest.raises(HttpResponseError) as e:
+            batch.create_job({"id": "slow-release", "poolInfo": {"poolId": pool}, "jobPreparationTask": {
+                "commandLine": "true"}, "jobReleaseTask": {"commandLine": "true", "maxWallClockTime": too_long}})
+        assert e.value.error.code == "InvalidPropertyValue"
     batch.create_task("prepped", {"id": "uses", "commandLine": f"cat {marker}"})
     task = finished(batch, "prepped", "uses")
     assert read(batch, "prepped", "uses") == "prepared\n"

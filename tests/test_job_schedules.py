@@ -170,3 +170,24 @@ def test_schedule_auto_pool_is_shared_by_its_jobs_and_goes_with_it(scheduling, b
     assert batch.get_job("pooled:job-2").execution_info.pool_id == pool_id
     batch.begin_terminate_job_schedule("pooled", polling_interval=1).result()
     wait_for(lambda: pool_id not in [p.id for p in batch.list_pools()], what="the schedule's pool to go")
+
+
+def test_times_past_year_9999_never_come_and_stop_no_other_schedule(batch):
+    """A start window or recurrence that carries a time past year 9999 (a span of
+    TimeSpan.MaxValue, or a doNotRunUntil at the end of 9999) raised in the schedules' pass,
+    which then made no job for any schedule; now such a window never closes and such a
+    recurrence never comes, and a schedule that fails stops no other."""
+    longest = "P10675199DT2H48M5.4775807S"
+    batch.create_job_schedule({"id": "late", "schedule": {"doNotRunUntil": "9999-12-31T23:00:00Z",
+                                                          "startWindow": "PT1H"}, "jobSpecification": spec()})
+    batch.create_job_schedule({"id": "wide", "schedule": {"startWindow": longest}, "jobSpecification": spec()})
+    batch.create_job_schedule({"id": "rare", "schedule": {"recurrenceInterval": longest}, "jobSpecification": spec()})
+    batch.create_job_schedule({"id": "plain", "schedule": {"recurrenceInterval": "PT1H"}, "jobSpecification": spec()})
+    for schedule_id in ("plain", "wide", "rare"):
+        wait_for(lambda: schedule_jobs(batch, schedule_id) == [f"{schedule_id}:job-1"], what=f"{schedule_id}'s job")
+    assert batch.get_job_schedule("rare").execution_info.next_run_time is None  # the next would be past 9999
+    late = batch.get_job_schedule("late")
+    assert schedule_jobs(batch, "late") == [] and late.state == "active"
+    assert late.execution_info.next_run_time == datetime(9999, 12, 31, 23, tzinfo=UTC)
+    for schedule_id in ("late", "wide", "rare", "plain"):
+        batch.begin_delete_job_schedule(schedule_id, polling_interval=0.2).result()

@@ -108,10 +108,12 @@ class Settings:
 
     # HTTP admission: connections beyond this many are answered 503; a request head must
     # arrive within header_timeout seconds of the connection opening (or of the previous
-    # response), at most max_header_bytes long; an idle keep-alive connection is closed
-    # after keep_alive_timeout seconds.
+    # response), at most max_header_bytes long; a request body may pause at most
+    # body_timeout seconds between bytes; an idle keep-alive connection is closed after
+    # keep_alive_timeout seconds.
     max_connections: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_CONNECTIONS", 1000)))
     header_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_HEADER_TIMEOUT", 30))
+    body_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_BODY_TIMEOUT", 60))
     keep_alive_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_KEEP_ALIVE_TIMEOUT", 120))
     max_header_bytes: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_HEADER_BYTES", 64 * 1024)))
     # The list readers (api/batch/page_readers.py): how many processes render pages of tasks,

@@ -17,7 +17,7 @@ from rich.console import Console
 from . import azure_names, defaults
 from .api.app import create_app
 from .bootstrap import Services, build
-from .api.http_protocol import protocol_with_header_timeout
+from .api.http_protocol import protocol_with_timeouts
 from .config import Settings
 from .private_files import tighten, write_private
 from .runtime.host import enter_private_mount_namespace
@@ -100,7 +100,7 @@ def serve(settings: Settings) -> None:
     app = create_app(services)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
-                            http=protocol_with_header_timeout(settings.header_timeout),
+                            http=protocol_with_timeouts(settings.header_timeout, settings.body_timeout),
                             limit_concurrency=settings.max_connections,
                             timeout_keep_alive=settings.keep_alive_timeout,
                             h11_max_incomplete_event_size=settings.max_header_bytes,

@@ -8,13 +8,15 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from ..services.errors import PayloadTooLarge
+from ..services.errors import InvalidInput, PayloadTooLarge
 
 
 async def read_body(request: Request, limit: int, too_large: PayloadTooLarge) -> bytes:
-    """The whole body, or `too_large` raised once it is known to exceed `limit` bytes.
+    """The whole body, or `too_large` raised once it is known to exceed `limit` bytes,
+    or InvalidInput when the connection closed before the body ended (no one reads that
+    answer, but each plane gives it as a client's mistake rather than a server fault).
     Read once per request; later calls return the same bytes."""
     cached = getattr(request.state, "body", None)
     if cached is not None:
@@ -23,10 +25,13 @@ async def read_body(request: Request, limit: int, too_large: PayloadTooLarge) ->
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise too_large
     received = bytearray()
-    async for chunk in request.stream():
-        received.extend(chunk)
-        if len(received) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            received.extend(chunk)
+            if len(received) > limit:
+                raise too_large
+    except ClientDisconnect:
+        raise InvalidInput("InvalidRequestBody", "The connection closed before the request body ended.") from None
     request.state.body = bytes(received)
     return request.state.body
 

@@ -1,5 +1,5 @@
-"""The HTTP/1.1 connection: uvicorn's h11 protocol plus a deadline and a size limit for the
-request head.
+"""The HTTP/1.1 connection: uvicorn's h11 protocol plus deadlines for the request head and
+body, and a size limit for the head.
 
 uvicorn closes a connection idle after a response (`timeout_keep_alive`), caps a head that
 arrives in pieces (`h11_max_incomplete_event_size`) and answers 503 beyond
@@ -7,7 +7,12 @@ arrives in pieces (`h11_max_incomplete_event_size`) and answers 503 beyond
 sends its head a byte at a time: each would hold a socket for ever. Here a request head
 must be complete within `header_timeout` seconds of the connection opening or of its first
 byte. A head that arrives whole is not measured by h11 at all: `HeadSizeLimit` refuses it
-at the ASGI layer."""
+at the ASGI layer. Nor does uvicorn time out a body that stops coming (a Content-Length
+never met, a chunked body without its last chunk): the request would wait for ever. Here
+the connection closes when `body_timeout` seconds pass without a byte of a body still
+owed, as Azure's front end resets one (the request then ends as the client's, read_body
+in bodies.py); a body this server has stopped reading, its buffer full, is not the
+client's delay and is not timed."""
 
 from __future__ import annotations
 
@@ -38,9 +43,10 @@ class HeadSizeLimit:
         await self.app(scope, receive, send)
 
 
-def protocol_with_header_timeout(header_timeout: float) -> type[H11Protocol]:
-    class HeaderTimeoutProtocol(H11Protocol):
+def protocol_with_timeouts(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
+    class TimedProtocol(H11Protocol):
         _head_deadline: asyncio.TimerHandle | None = None
+        _body_deadline: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -48,6 +54,7 @@ def protocol_with_header_timeout(header_timeout: float) -> type[H11Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_deadline()
+            self._disarm_body_deadline()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -59,6 +66,9 @@ def protocol_with_header_timeout(header_timeout: float) -> type[H11Protocol]:
             super().handle_events()
             if self._in_request():
                 self._disarm_head_deadline()
+            self._disarm_body_deadline()  # each byte of a body restarts its clock
+            if self._in_request() and self.cycle.more_body:
+                self._body_deadline = self.loop.call_later(body_timeout, self._body_timed_out)
 
         def _in_request(self) -> bool:
             return self.cycle is not None and not self.cycle.response_complete
@@ -77,4 +87,18 @@ def protocol_with_header_timeout(header_timeout: float) -> type[H11Protocol]:
             if not self._in_request() and not self.transport.is_closing():
                 self.transport.close()
 
-    return HeaderTimeoutProtocol
+        def _disarm_body_deadline(self) -> None:
+            if self._body_deadline is not None:
+                self._body_deadline.cancel()
+                self._body_deadline = None
+
+        def _body_timed_out(self) -> None:
+            self._body_deadline = None
+            if not self._in_request() or not self.cycle.more_body or self.transport.is_closing():
+                return
+            if self.flow.read_paused:  # the application is behind, not the client
+                self._body_deadline = self.loop.call_later(body_timeout, self._body_timed_out)
+                return
+            self.transport.close()
+
+    return TimedProtocol

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..services.errors import PayloadTooLarge, ServiceError, TooManyRequests
+from ..services.errors import InvalidInput, PayloadTooLarge, ServiceError, TooManyRequests
 from .bodies import read_body
 
 MAX_FORM_BYTES = 64 * 1024
@@ -103,6 +103,8 @@ async def token(request: Request) -> JSONResponse:
         raw = await read_body(request, MAX_FORM_BYTES, PayloadTooLarge("invalid_request", "too large"))
     except PayloadTooLarge:
         return _oauth_error("invalid_request", "AADSTS900144: The request body is too large.")
+    except InvalidInput:  # the connection closed before the body ended
+        return _oauth_error("invalid_request", "AADSTS900144: The request body ended early.")
     form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", errors="replace")).items()}
     if form.get("grant_type") != "client_credentials":
         return _oauth_error("unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type "

@@ -8,7 +8,7 @@ is TimeSpan's: P10675199DT2H48M5.4775807S means "unlimited" (e.g. maxWallClockTi
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from ..errors import InvalidInput
@@ -53,6 +53,15 @@ def parse_duration(text: str, field: str) -> timedelta:
         raise _invalid(field, text, f"The duration exceeds the maximum, {TIMESPAN_MAX_TEXT}.")
     # Truncating to microseconds keeps TimeSpan.MaxValue at or below TIMESPAN_MAX.
     return timedelta(microseconds=ticks // 10)
+
+
+def later(moment: datetime, span: timedelta) -> datetime | None:
+    """moment + span; None when that is past year 9999, Python's last (a time that never
+    comes: a start window or a recurrence of up to TimeSpan.MaxValue, 29,000 years)."""
+    try:
+        return moment + span
+    except OverflowError:
+        return None
 
 
 def format_duration(td: timedelta) -> str:

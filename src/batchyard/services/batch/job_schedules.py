@@ -26,7 +26,7 @@ from ..errors import Conflict, NotFound, ServiceError
 from . import batch_input as bi
 from . import task_spec
 from .background import PokedLoop
-from .durations import format_duration, parse_duration
+from .durations import format_duration, later, parse_duration
 from ..authorization import Caller
 from .pools import check_conditions, iso, iso_now, new_etag, now, parse_time
 
@@ -199,8 +199,12 @@ class JobSchedules(PokedLoop):
         for schedule in self.store.list(type=SCHEDULE_TYPE):
             with self.lock:
                 current = self.store.get(schedule.id)
-                if current is not None:
+                if current is None:
+                    continue
+                try:
                     self._advance(current)
+                except Exception:  # one schedule's failure never stops the others
+                    log.exception("job schedule %s could not advance", schedule.id)
 
     def _advance(self, schedule: Resource) -> None:
         state = schedule.body["state"]
@@ -235,7 +239,8 @@ class JobSchedules(PokedLoop):
                 self._complete(schedule)
             return
         window = plan.get("startWindow")
-        if window and moment > due + parse_duration(window, "startWindow"):
+        closes = later(due, parse_duration(window, "startWindow")) if window else None
+        if closes is not None and moment > closes:
             self._next_due(schedule, due)  # missed its window (a job was active, or it was disabled)
             self._save(schedule)
             return
@@ -253,9 +258,13 @@ class JobSchedules(PokedLoop):
             info.pop("nextRunTime", None)
             return
         step = parse_duration(interval, "recurrenceInterval")
-        following = due + step
-        while following <= now():  # recurrences that passed while a job was active are not made up
-            following += step
+        following = later(due, step)
+        while following is not None and following <= now():  # recurrences missed while a job was active
+            following = later(following, step)                # are not made up
+        if following is None:  # the next one would be past year 9999: there is none
+            schedule.internal["due"] = None
+            info.pop("nextRunTime", None)
+            return
         schedule.internal["due"] = iso(following)
         info["nextRunTime"] = iso(following)
 

@@ -158,7 +158,8 @@ class Jobs:
             del task["constraints"]
             task["maxWallClockTime"] = task_spec.duration(spec, "maxWallClockTime", f"{field}.maxWallClockTime",
                                                           RELEASE_MAX_WALL_CLOCK)
-            if task_spec.seconds(task["maxWallClockTime"]) > task_spec.seconds(RELEASE_MAX_WALL_CLOCK):
+            limit = task_spec.seconds(task["maxWallClockTime"])  # None: TimeSpan.MaxValue, unlimited
+            if limit is None or limit > task_spec.seconds(RELEASE_MAX_WALL_CLOCK):
                 raise bi.invalid(f"{field}.maxWallClockTime", spec["maxWallClockTime"],
                                  "A job release task may run for at most 15 minutes.")
             task["retentionTime"] = task_spec.duration(spec, "retentionTime", f"{field}.retentionTime",

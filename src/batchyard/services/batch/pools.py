@@ -580,6 +580,7 @@ class Pools:
 
     def node_action(self, account: Resource, pool_id: str, node_id: str, action: str, body: dict | None) -> Node:
         """reboot, reimage, disablescheduling, enablescheduling."""
+        options = {} if body is None else bi.body_object(body)
         with self.lock:
             pool = self.get(account, pool_id)
             node = self.get_node(account, pool_id, node_id)
@@ -587,7 +588,7 @@ class Pools:
                 raise Conflict("PoolBeingDeleted", "The specified pool has been marked for deletion.")
             if action in ("reboot", "reimage"):
                 option_field = "nodeRebootOption" if action == "reboot" else "nodeReimageOption"
-                bi.choice(body or {}, option_field, ("requeue", "terminate", "taskcompletion", "retaineddata"))
+                bi.choice(options, option_field, ("requeue", "terminate", "taskcompletion", "retaineddata"))
                 if node.state not in ("idle", "running", "starttaskfailed", "unusable", "offline"):
                     raise Conflict("NodeNotReady",
                                    f"The node is {node.state}; it can be {action}ed once it is idle, running, "
@@ -595,7 +596,7 @@ class Pools:
                 stamp_node_state(node, "rebooting" if action == "reboot" else "reimaging")
                 node.internal["pending"] = action
             elif action == "disablescheduling":
-                bi.choice(body or {}, "nodeDisableSchedulingOption", ("requeue", "terminate", "taskcompletion"))
+                bi.choice(options, "nodeDisableSchedulingOption", ("requeue", "terminate", "taskcompletion"))
                 node.body["schedulingState"] = "disabled"
             elif action == "enablescheduling":
                 node.body["schedulingState"] = "enabled"

@@ -15,13 +15,15 @@ least is `BATCHYARD_MIN_AUTOSCALE_INTERVAL` seconds (default 300), for tests.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ....store.resources import Resource
 from ...errors import Conflict, InvalidInput
 from .. import batch_input as bi
+from ..pool_spec import MAX_TARGET_NODES
 from ..background import PokedLoop
 from ..durations import format_duration, parse_duration
 from ..pools import check_conditions, iso_now, now
@@ -29,6 +31,7 @@ from .formula import DEALLOCATION, DEDICATED, LOW_PRIORITY, MAX_LENGTH, Context,
     evaluate, parse
 from .metrics import PoolMetrics
 
+log = logging.getLogger("batchyard.batch")
 DEFAULT_INTERVAL = timedelta(minutes=15)
 MAX_INTERVAL = timedelta(hours=168)
 EVALUATION_ERROR = "AutoScalingFormulaEvaluationError"
@@ -202,8 +205,9 @@ class Autoscaler(PokedLoop):
         interval = parse_duration(pool.body["autoScaleEvaluationInterval"], "autoScaleEvaluationInterval")
         pool.internal["autoscale_next"] = time.time() + interval.total_seconds()
         if run.error is None:
-            dedicated = int(max(0.0, run.settable[DEDICATED]))
-            low_priority = int(max(0.0, run.settable[LOW_PRIORITY]))
+            # a target beyond what a pool may ask for (1e300, rand() * 1e308) asks for the most
+            dedicated = int(min(max(0.0, run.settable[DEDICATED]), MAX_TARGET_NODES))
+            low_priority = int(min(max(0.0, run.settable[LOW_PRIORITY]), MAX_TARGET_NODES))
             self.pools.apply_targets(pool, dedicated, low_priority, run.settable[DEALLOCATION])
         else:
             self.pools.save(pool)
@@ -215,11 +219,16 @@ class Autoscaler(PokedLoop):
         for pool in self.pools.all_pools():
             if not pool.body.get("enableAutoScale") or pool.body["state"] != "active":
                 continue
-            if self.metrics.due(pool, moment):
-                self.metrics.sample(pool, moment)
-            if pool.internal.get("autoscale_next", 0) <= time.time():
-                with self.pools.lock:
-                    current = self.pools.store.get(pool.id)
-                    if current is not None and current.body.get("enableAutoScale") and \
-                            current.body["state"] == "active":
-                        self._run_and_apply(current)
+            try:
+                self._pass_over(pool, moment)
+            except Exception:  # one pool's failure never stops the others' autoscaling
+                log.exception("autoscaling pool %s failed", pool.id)
+
+    def _pass_over(self, pool: Resource, moment: datetime) -> None:
+        if self.metrics.due(pool, moment):
+            self.metrics.sample(pool, moment)
+        if pool.internal.get("autoscale_next", 0) <= time.time():
+            with self.pools.lock:
+                current = self.pools.store.get(pool.id)
+                if current is not None and current.body.get("enableAutoScale") and current.body["state"] == "active":
+                    self._run_and_apply(current)

@@ -88,5 +88,5 @@ def show_interval(value: timedelta) -> str:
     hours, rest = divmod(value.seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     days = f"{value.days}." if value.days else ""
-    fraction = f".{value.microsecond * 10:07d}" if value.microsecond else ""
+    fraction = f".{value.microseconds * 10:07d}" if value.microseconds else ""
     return f"{sign}{days}{hours:02d}:{minutes:02d}:{seconds:02d}{fraction}"
