@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import jwt
@@ -149,6 +150,57 @@ def test_generalize_running_vm_is_refused(clients):
     with pytest.raises(ResourceExistsError) as e:
         c.virtual_machines.generalize(RG, "runner")
     assert e.value.error.code == "OperationNotAllowed"
+
+
+def test_wrong_types_in_an_update_and_json_nested_too_deep_are_400(clients, arm):
+    """Found by fuzzing: an update of an existing disk or VM read `creationData` as an
+    object and `dataDisks` as a list without checking (500, where a create said 400); a VM
+    extension's settings nested 950 deep were stored, and every later listing of the
+    extensions failed to write them out (500). JSON is now read at most 64 levels deep, as
+    Json.NET reads Azure's request bodies."""
+    c = clients.compute
+    c.disks.begin_create_or_update(RG, "typed", {"location": clients.location, "properties": {
+        "creationData": {"createOption": "Empty"}, "diskSizeGB": 1}}).result()
+    for wrong in (1, "x", True, [1]):
+        status, body = arm("PUT", "/disks/typed", {"location": clients.location, "properties": {"creationData": wrong}},
+                           api="2026-03-02")
+        assert status == 400 and body["error"]["code"] == "InvalidRequestContent", body
+    c.virtual_machines.begin_create_or_update(RG, "typed-vm", vm_body(clients.location, base_image_reference(
+        c, clients.location))).result()
+    for wrong in (1, True, 1.5, {"lun": 0}):
+        status, body = arm("PATCH", "/virtualMachines/typed-vm", {"properties": {"storageProfile": {"dataDisks": wrong}}})
+        assert status == 400 and body["error"]["code"] == "InvalidParameter", body
+    deep: object = 1
+    for _ in range(64):
+        deep = [deep]
+    extension = {"location": clients.location, "properties": {"publisher": "Microsoft.Azure.Extensions",
+                                                              "type": "CustomScript", "typeHandlerVersion": "2.1",
+                                                              "settings": {"x": deep}}}
+    status, body = arm("PUT", "/virtualMachines/typed-vm/extensions/deep", extension)
+    assert status == 400 and body["error"]["code"] == "InvalidRequestContent", body
+    status, body = arm("GET", "/virtualMachines/typed-vm/extensions")
+    assert status == 200 and not body["value"]
+
+
+def test_instance_discovery_of_what_is_not_a_url_is_an_oauth_error(clients):
+    response = requests.get(f"{clients.info['authority']}/common/discovery/instance",
+                            params={"authorization_endpoint": "https://[::1/x", "api-version": "1.1"},
+                            verify=clients.info["ca_bundle"])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_instance"
+
+
+@pytest.mark.parametrize("claim", ["tid", "iss", "oid"])
+def test_a_token_whose_names_are_not_text_is_refused(arm, server, claim):
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key((server.data_dir / "keys" / "token-signing.pem").read_bytes(), None)
+    now = int(time.time())
+    claims = {"aud": "https://management.azure.com/", "iat": now, "nbf": now, "exp": now + 600,
+              "iss": f"{server.info['authority']}/{server.info['tenant_id']}/v2.0", "tid": server.info["tenant_id"],
+              "oid": defaults.PRINCIPAL_OBJECT_ID, "sub": defaults.PRINCIPAL_OBJECT_ID}
+    # signed as a JWS of any payload: PyJWT's encode would refuse an `iss` that is not text
+    token = jwt.PyJWS().encode(json.dumps({**claims, claim: [claims[claim]]}).encode(), key, algorithm="RS256")
+    status, body = arm("GET", "/disks", token_override=token)
+    assert status == 401 and body["error"]["code"] == "InvalidAuthenticationToken", body
 
 
 def test_missing_token(arm):

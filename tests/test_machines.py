@@ -162,3 +162,21 @@ def test_root_filesystem_uploaded_as_a_disk_becomes_an_image(clients, server):
                                       "managedDisk": {"id": c.disks.get(RG, "uploaded").id}}}}}).result()
     c.virtual_machines.begin_create_or_update(RG, "minimal", vm_body(clients.location, {"id": image.id})).result()
     assert run_script(c, RG, "minimal", "/opt/imported/run").strip() == "imported-tool"
+
+
+def test_a_namespace_two_stops_unmount_at_once_is_no_error(tmp_path):
+    """A VM's PUT and DELETE racing stopped its machine twice at once: both found its
+    namespace file mounted, and the second unmount (EINVAL: no longer a mount point) was a
+    500. linux.detach takes a mount point that has gone, or never was, as done."""
+    from batchyard.runtime import linux
+
+    target = tmp_path / "ns"
+    target.touch()
+    linux.mount("/proc/self/ns/net", str(target), None, linux.MS_BIND)  # as a namespace file is bound
+    assert os.path.ismount(target)
+    linux.detach(str(target))
+    assert not os.path.ismount(target)
+    linux.detach(str(target))  # the second stop: nothing mounted there any more
+    linux.detach(str(tmp_path / "never-made"))
+    with pytest.raises(OSError):
+        linux.detach(str(tmp_path / ("x" * 5000)))  # other errors (ENAMETOOLONG) still raise

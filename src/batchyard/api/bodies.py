@@ -39,15 +39,35 @@ async def read_body(request: Request, limit: int, too_large: PayloadTooLarge) ->
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+# Json.NET's default MaxDepth, which Azure's services read their bodies with. A value stored
+# deeper than this could later fail to be written back out (a listing wraps it in two more).
+MAX_DEPTH = 64
+
+
 def parse_json(raw: bytes) -> Any:
     """A request body's JSON, or ValueError (RecursionError when nested too deeply). Refused
-    besides what the json module refuses: NaN and Infinity (not JSON), and a lone surrogate
-    escape such as \\udcff, which JSON's grammar allows but no UTF-8 text can hold: every
-    response, file or command line that later carried it would fail."""
+    besides what the json module refuses: NaN and Infinity (not JSON), values nested deeper
+    than MAX_DEPTH, and a lone surrogate escape such as \\udcff, which JSON's grammar allows
+    but no UTF-8 text can hold: every response, file or command line that later carried it
+    would fail."""
     value = json.loads(raw, parse_constant=_refuse_constant)
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and not _nested_within(value, MAX_DEPTH):
+        raise ValueError(f"the JSON is nested more than {MAX_DEPTH} levels deep")
     if _SURROGATE_ESCAPE.search(raw) and _holds_lone_surrogate(value):
         raise ValueError("a string holds a lone surrogate escape (\\ud800-\\udfff unpaired), which is not Unicode")
     return value
+
+
+def _nested_within(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        for child in item.values() if isinstance(item, dict) else item if isinstance(item, list) else ():
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return True
 
 
 def _refuse_constant(name: str):

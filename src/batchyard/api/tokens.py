@@ -60,9 +60,13 @@ async def instance_discovery(request: Request) -> JSONResponse:
     """MSAL asks this of login.microsoftonline.com for the authority's aliases (api-version
     1.1) and, for an authority it does not know, for its tenant discovery endpoint (1.0).
     Every instance here is its own, with no aliases."""
-    endpoint = urlsplit(request.query_params.get("authorization_endpoint", ""))
-    tenant = endpoint.path.strip("/").split("/")[0]
-    if endpoint.scheme != "https" or not endpoint.hostname or not tenant:
+    try:
+        endpoint = urlsplit(request.query_params.get("authorization_endpoint", ""))
+        tenant = endpoint.path.strip("/").split("/")[0]
+        valid = endpoint.scheme == "https" and bool(endpoint.hostname) and bool(tenant)
+    except ValueError:  # not a URL at all (https://[::1/x, say)
+        valid = False
+    if not valid:
         return _oauth_error("invalid_instance", "AADSTS50049: Unknown or invalid instance: give authorization_endpoint "
                             "as https://{host}/{tenant}/oauth2/v2.0/authorize.")
     host = endpoint.netloc  # as Entra ID does: the instance the client asks about

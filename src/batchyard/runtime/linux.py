@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 CLONE_NEWNS = 0x00020000
@@ -54,6 +55,16 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
 
 def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def detach(target: str) -> None:
+    """Lazily unmounts `target` if something is mounted there. One that is not (any more:
+    two stops of one machine at once, say) is no error: either way nothing is mounted there."""
+    try:
+        umount(target, MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

@@ -307,9 +307,7 @@ class NamespaceMachineProvider(HostProvider):
 
     def stop(self, key: str, keep_exits: bool = False) -> None:
         self._kill_tracked(key, keep_exits)  # an agent not asked to end is killed with the others
-        ns_file = self._ns_file(key)
-        if os.path.ismount(ns_file):
-            linux.umount(str(ns_file), linux.MNT_DETACH)
+        linux.detach(str(self._ns_file(key)))
         if self.cgroups is not None:
             with self._lock:
                 had_limits = self._limits.pop(key, None) is not None

@@ -43,6 +43,14 @@ def optional_object(value: Any, field: str) -> dict:
     return {} if value is None else require_object(value, field)
 
 
+def optional_list(value: Any, field: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInput("InvalidParameter", f"'{field}' must be a list.", target=field)
+    return value
+
+
 def check_tags(tags: Any) -> dict:
     if tags is None:
         return {}

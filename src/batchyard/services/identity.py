@@ -281,6 +281,8 @@ class Identity:
                 "The access token is invalid: its signature could not be verified.",
             )
         issuer = claims.get("iss")
+        if not all(isinstance(claims[name], str) for name in ("iss", "tid", "oid")):  # each is named as text
+            raise Unauthenticated("InvalidAuthenticationToken", "The access token's iss, tid and oid must be strings.")
         if issuer not in {f"{base}/{claims['tid']}/v2.0" for base in self.issuer_bases()}:
             raise Unauthenticated("InvalidAuthenticationToken",
                                   f"The access token is from an issuer this server does not trust: '{issuer}'.")

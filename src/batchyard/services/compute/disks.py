@@ -235,7 +235,8 @@ class Disks:
         if "location" in body and normalize_location(body["location"]) != existing.body["location"]:
             raise InvalidInput("InvalidParameter", "Changing property 'location' is not allowed.", target="location")
         creation = props.get("creationData")
-        if creation is not None and creation.get("createOption") != existing.properties["creationData"].get("createOption"):
+        if creation is not None and require_object(creation, "properties.creationData").get("createOption") != \
+                existing.properties["creationData"].get("createOption"):
             raise Conflict("PropertyChangeNotAllowed", "Changing property 'creationData.createOption' is not allowed.",
                            target="creationData.createOption")
         if "tags" in body:

@@ -12,7 +12,7 @@ from ...runtime.provider import MachineError, MachineProvider, MachineSpec
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import SUBNET_TYPE, ResourceId, check_compute_name, parse, parse_typed, virtual_network_of
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
-                             optional_object, require_object)
+                             optional_list, optional_object, require_object)
 from ..errors import Conflict, InvalidInput, NotFound, Unsupported
 from ..batch import vm_sizes
 from ..storage import Storage
@@ -211,9 +211,7 @@ class VirtualMachines:
 
     def _data_disks(self, rid: ResourceId, location: str, storage: dict, image: ImageContent | None,
                     created: list[str]) -> list[dict]:
-        requested = storage.get("dataDisks") or []
-        if not isinstance(requested, list):
-            raise InvalidInput("InvalidParameter", "dataDisks must be a list.", target="storageProfile.dataDisks")
+        requested = optional_list(storage.get("dataDisks"), "storageProfile.dataDisks")
         image_luns = dict(image.data_layers) if image is not None else {}
         by_lun: dict[int, dict] = {}
         for i, data in enumerate(requested):
@@ -312,7 +310,7 @@ class VirtualMachines:
         os_disk = optional_object(storage.get("osDisk"), "storageProfile.osDisk")
         if os_disk.get("deleteOption") in ("Delete", "Detach"):
             vm.properties["storageProfile"]["osDisk"]["deleteOption"] = os_disk["deleteOption"]
-        for data in storage.get("dataDisks") or []:
+        for data in optional_list(storage.get("dataDisks"), "storageProfile.dataDisks"):
             for mine in vm.properties["storageProfile"]["dataDisks"]:
                 if isinstance(data, dict) and data.get("lun") == mine["lun"] and data.get("deleteOption") in ("Delete", "Detach"):
                     mine["deleteOption"] = data["deleteOption"]
