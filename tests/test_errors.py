@@ -178,6 +178,10 @@ def test_wrong_types_in_an_update_and_json_nested_too_deep_are_400(clients, arm)
                                                               "settings": {"x": deep}}}
     status, body = arm("PUT", "/virtualMachines/typed-vm/extensions/deep", extension)
     assert status == 400 and body["error"]["code"] == "InvalidRequestContent", body
+    for name in ("a%00b", "x" * 5000, "%E2%80%AEevil"):  # a NUL, 5,000 characters, a right-to-left override
+        status, body = arm("PUT", f"/virtualMachines/typed-vm/extensions/{name}",
+                           {**extension, "properties": {**extension["properties"], "settings": {}}})
+        assert status == 400 and body["error"]["code"] == "InvalidResourceName", body
     status, body = arm("GET", "/virtualMachines/typed-vm/extensions")
     assert status == 200 and not body["value"]
 

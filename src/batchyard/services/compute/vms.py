@@ -456,6 +456,7 @@ class VirtualMachines:
         return _public_extension(get_or_404(self.store, rid))
 
     def create_extension(self, rid: ResourceId, body: dict) -> tuple[dict, bool]:
+        check_compute_name(rid.name, "virtual machine extension")
         vm = self._running(rid.parent, "extension")
         body = require_object(body, "body")
         props = require_object(body.get("properties"), "properties")
