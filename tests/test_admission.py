@@ -119,7 +119,7 @@ def _available(sock: ssl.SSLSocket) -> bytes:
 def impatient(tmp_path_factory):
     with Server(tmp_path_factory.mktemp("impatient") / "data", tls=False,
                 extra_env={"BATCHYARD_HEADER_TIMEOUT": "1", "BATCHYARD_KEEP_ALIVE_TIMEOUT": "1",
-                           "BATCHYARD_BODY_TIMEOUT": "1", "BATCHYARD_MAX_HEADER_BYTES": "16384"}) as srv:
+                           "BATCHYARD_BODY_TIMEOUT": "2", "BATCHYARD_MAX_HEADER_BYTES": "16384"}) as srv:
         yield srv
 
 
@@ -164,9 +164,9 @@ def test_a_body_that_stops_coming_closes_its_connection_quietly(impatient):
     steady = _connect(impatient.info)
     body = b"grant_type=password&x=yz"
     steady.sendall(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
-    for i in range(0, len(body), 4):  # 3 s in all, 0.5 s apart: never a 1 s pause
+    for i in range(0, len(body), 4):  # 2 s in all, 0.3 s apart: never a 2 s pause
         steady.sendall(body[i:i + 4])
-        time.sleep(0.5)
+        time.sleep(0.3)
     answer = closed_by_server(steady)  # read whole, then refused for its grant type
     assert answer.startswith(b"HTTP/1.1 400") and b"unsupported_grant_type" in answer, answer
     steady.close()

@@ -183,11 +183,16 @@ def test_times_past_year_9999_never_come_and_stop_no_other_schedule(batch):
     batch.create_job_schedule({"id": "wide", "schedule": {"startWindow": longest}, "jobSpecification": spec()})
     batch.create_job_schedule({"id": "rare", "schedule": {"recurrenceInterval": longest}, "jobSpecification": spec()})
     batch.create_job_schedule({"id": "plain", "schedule": {"recurrenceInterval": "PT1H"}, "jobSpecification": spec()})
-    for schedule_id in ("plain", "wide", "rare"):
+    # due since year 1, every minute: a billion missed recurrences, once counted one by one
+    batch.create_job_schedule({"id": "ancient", "schedule": {"doNotRunUntil": "0001-01-01T00:00:00Z",
+                                                             "recurrenceInterval": "PT1M"}, "jobSpecification": spec()})
+    for schedule_id in ("plain", "wide", "rare", "ancient"):
         wait_for(lambda: schedule_jobs(batch, schedule_id) == [f"{schedule_id}:job-1"], what=f"{schedule_id}'s job")
     assert batch.get_job_schedule("rare").execution_info.next_run_time is None  # the next would be past 9999
     late = batch.get_job_schedule("late")
     assert schedule_jobs(batch, "late") == [] and late.state == "active"
     assert late.execution_info.next_run_time == datetime(9999, 12, 31, 23, tzinfo=UTC)
-    for schedule_id in ("late", "wide", "rare", "plain"):
+    ancient = batch.get_job_schedule("ancient").execution_info.next_run_time
+    assert datetime.now(UTC) < ancient <= datetime.now(UTC) + timedelta(minutes=1)
+    for schedule_id in ("late", "wide", "rare", "plain", "ancient"):
         batch.begin_delete_job_schedule(schedule_id, polling_interval=0.2).result()

@@ -167,16 +167,16 @@ def test_root_filesystem_uploaded_as_a_disk_becomes_an_image(clients, server):
 def test_a_namespace_two_stops_unmount_at_once_is_no_error(tmp_path):
     """A VM's PUT and DELETE racing stopped its machine twice at once: both found its
     namespace file mounted, and the second unmount (EINVAL: no longer a mount point) was a
-    500. linux.detach takes a mount point that has gone, or never was, as done."""
+    500. linux.unmount_lazily takes a mount point that has gone, or never was, as done."""
     from batchyard.runtime import linux
 
     target = tmp_path / "ns"
     target.touch()
     linux.mount("/proc/self/ns/net", str(target), None, linux.MS_BIND)  # as a namespace file is bound
     assert os.path.ismount(target)
-    linux.detach(str(target))
+    linux.unmount_lazily(str(target))
     assert not os.path.ismount(target)
-    linux.detach(str(target))  # the second stop: nothing mounted there any more
-    linux.detach(str(tmp_path / "never-made"))
+    linux.unmount_lazily(str(target))  # the second stop: nothing mounted there any more
+    linux.unmount_lazily(str(tmp_path / "never-made"))
     with pytest.raises(OSError):
-        linux.detach(str(tmp_path / ("x" * 5000)))  # other errors (ENAMETOOLONG) still raise
+        linux.unmount_lazily(str(tmp_path / ("x" * 5000)))  # other errors (ENAMETOOLONG) still raise

@@ -332,20 +332,13 @@ def test_a_crash_keeps_the_exits_hosts_journaled_and_reconciles_their_machines(r
     # The service stops taking exits, the command ends, its host's agent journals the exit,
     # and only then does the service die: the exit never reached the database.
     ray_server.proc.send_signal(signal.SIGSTOP)
-    with sqlite3.connect(ray_server.data_dir / "batchyard.db") as db:
-        (job_key, task_key, attempt, machine), = db.execute(
-            "SELECT job_key, task_key, json_extract(internal, '$.attempt'), json_extract(internal, '$.node.machine_key') "
-            "FROM batch_tasks "
-            "WHERE json_extract(body, '$.id') = 'slow' AND state = 'running'")
-        keys = dict(db.execute("SELECT node_id, json_extract(internal, '$.machine_key') FROM batch_nodes"))
-    placement = journal.read(ray_server.data_dir / "runtime" / "placement")
+    try:
+        job_key, task_key, attempt, machine, keys, placement = _journaled_while_stopped(ray_server)
+    finally:  # never left stopped: the module's other tests and its teardown need it gone or running
+        ray_server.proc.kill()
+        ray_server.proc.wait()
     machines_dir = ray_server.hosts_dir / placement[machine][:16] / "machines"
-    (machines_dir / machine / "resource" / "batch" / "tasks" / "shared" / "go").touch()
     wanted = json.dumps({"id": f"{job_key}|{task_key}|{attempt}", "exit": 0}).encode()
-    wait_for(lambda: any(wanted in path.read_bytes() for path in (machines_dir / machine).glob("exits.*")),
-             interval=0.01, what="the exit in its host's journal")
-    ray_server.proc.kill()
-    ray_server.proc.wait()
     # each host's daemon stops its machines when its agent dies with the service
     wait_for(lambda: not _live_daemons(ray_server.hosts_dir), timeout=60, what="the hosts' daemons to end")
     assert any(wanted in path.read_bytes() for path in (machines_dir / machine).glob("exits.*"))
@@ -369,6 +362,23 @@ def test_a_crash_keeps_the_exits_hosts_journaled_and_reconciles_their_machines(r
     assert ran == b"slow\n"  # once
     held = set().union(*(machines_on(host) for host in host_dirs(ray_server)))
     assert set(keys.values()) <= held and "0" * 32 + "vm" not in held
+
+
+def _journaled_while_stopped(ray_server):
+    """With the service stopped: the running task's command let end, and its exit found in its
+    host's journal. The task's keys, attempt and machine, the nodes' machines, the placement."""
+    with sqlite3.connect(ray_server.data_dir / "batchyard.db") as db:
+        (job_key, task_key, attempt, machine), = db.execute(
+            "SELECT job_key, task_key, json_extract(internal, '$.attempt'), json_extract(internal, '$.node.machine_key') "
+            "FROM batch_tasks WHERE json_extract(body, '$.id') = 'slow' AND state = 'running'")
+        keys = dict(db.execute("SELECT node_id, json_extract(internal, '$.machine_key') FROM batch_nodes"))
+    placement = journal.read(ray_server.data_dir / "runtime" / "placement")
+    machine_dir = ray_server.hosts_dir / placement[machine][:16] / "machines" / machine
+    (machine_dir / "resource" / "batch" / "tasks" / "shared" / "go").touch()
+    wanted = json.dumps({"id": f"{job_key}|{task_key}|{attempt}", "exit": 0}).encode()
+    wait_for(lambda: any(wanted in path.read_bytes() for path in machine_dir.glob("exits.*")),
+             interval=0.01, what="the exit in its host's journal")
+    return job_key, task_key, attempt, machine, keys, placement
 
 
 def _live_daemons(hosts_dir: Path) -> list[Path]:

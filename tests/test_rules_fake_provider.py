@@ -516,3 +516,36 @@ def test_a_pool_deleted_while_its_nodes_wait_for_workers_leaves_no_machine(tmp_p
     finally:
         provider.gate.set()
         w.services.close()
+
+
+def test_a_fault_in_one_pool_s_autoscaling_or_one_schedule_stops_no_other(world, monkeypatch):
+    """The autoscaler's and the job schedules' passes go through every pool and schedule: an
+    exception in one (a value out of range, once) ended the pass for all the rest, every
+    second, until that one was deleted. Now it is logged and the pass goes on."""
+    w = world()
+    for pool_id in ("first", "second"):
+        w.services.pools.create(w.account, {
+            "id": pool_id, "vmSize": "standard_a1_v2", "enableAutoScale": True,
+            "autoScaleFormula": "$TargetDedicatedNodes = 0;",
+            "virtualMachineConfiguration": {"imageReference": w.image["imageReference"],
+                                            "nodeAgentSKUId": w.image["nodeAgentSKUId"]}}, Caller.shared_key())
+        w.job(f"{pool_id}-job", pool_id)
+        w.services.job_schedules.create(w.account, {"id": f"{pool_id}-schedule", "schedule": {
+            "doNotRunUntil": "2100-01-01T00:00:00Z"}, "jobSpecification": {"poolInfo": {"poolId": pool_id}}},
+            Caller.shared_key())
+    tried: dict[str, list[str]] = {"pools": [], "schedules": []}
+
+    def failing(kind: str):
+        def fail(resource, *args):
+            tried[kind].append(resource.id.rsplit("/", 1)[1])
+            raise RuntimeError(f"a fault of {resource.id}'s own")
+        return fail
+    monkeypatch.setattr(w.services.autoscaler, "_run_and_apply", failing("pools"))
+    monkeypatch.setattr(w.services.job_schedules, "_advance", failing("schedules"))
+    for pool in w.services.pools.all_pools():
+        pool.internal["autoscale_next"] = 0  # due now
+        w.services.pools.save(pool)
+    w.services.autoscaler.one_pass()
+    w.services.job_schedules.one_pass()
+    assert {"first", "second"} <= set(tried["pools"])
+    assert {"first-schedule", "second-schedule"} <= set(tried["schedules"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -14,10 +15,8 @@ from ..services.errors import InvalidInput, PayloadTooLarge
 
 
 async def read_body(request: Request, limit: int, too_large: PayloadTooLarge) -> bytes:
-    """The whole body, or `too_large` raised once it is known to exceed `limit` bytes,
-    or InvalidInput when the connection closed before the body ended (no one reads that
-    answer, but each plane gives it as a client's mistake rather than a server fault).
-    Read once per request; later calls return the same bytes."""
+    """The whole body, or `too_large` raised once it is known to exceed `limit` bytes (or
+    InvalidInput, from `stream`). Read once per request; later calls return the same bytes."""
     cached = getattr(request.state, "body", None)
     if cached is not None:
         return cached
@@ -25,15 +24,23 @@ async def read_body(request: Request, limit: int, too_large: PayloadTooLarge) ->
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise too_large
     received = bytearray()
-    try:
-        async for chunk in request.stream():
-            received.extend(chunk)
-            if len(received) > limit:
-                raise too_large
-    except ClientDisconnect:
-        raise InvalidInput("InvalidRequestBody", "The connection closed before the request body ended.") from None
+    async for chunk in stream(request):
+        received.extend(chunk)
+        if len(received) > limit:
+            raise too_large
     request.state.body = bytes(received)
     return request.state.body
+
+
+async def stream(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks as they come; InvalidInput when the connection closed before the
+    body ended (a client gone, or one cut off by the body timeout, http_protocol.py): no one
+    reads that answer, but each plane gives it as a client's mistake, not a server fault."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise InvalidInput("InvalidRequestBody", "The connection closed before the request body ended.") from None
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

@@ -67,7 +67,8 @@ def protocol_with_timeouts(header_timeout: float, body_timeout: float) -> type[H
             if self._in_request():
                 self._disarm_head_deadline()
             self._disarm_body_deadline()  # each byte of a body restarts its clock
-            if self._in_request() and self.cycle.more_body:
+            # (a client waiting for "100 Continue" owes nothing until the application reads)
+            if self._in_request() and self.cycle.more_body and not self.cycle.waiting_for_100_continue:
                 self._body_deadline = self.loop.call_later(body_timeout, self._body_timed_out)
 
         def _in_request(self) -> bool:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..services.errors import ServiceError
+from .bodies import stream
 from .errors import arm_error
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
@@ -38,7 +39,7 @@ async def put_upload(request: Request) -> Response:
         pending.clear()
 
     try:
-        async for chunk in request.stream():
+        async for chunk in stream(request):
             pending.extend(chunk)
             if len(pending) >= _FLUSH_BYTES:
                 await flush()

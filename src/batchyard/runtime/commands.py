@@ -36,6 +36,9 @@ from . import confined
 
 log = logging.getLogger("batchyard.runtime")
 IDLE_SECONDS = 5.0
+# How long agents let go (abandon) are waited for: their own grace for running commands
+# (launcher.py's EXIT_GRACE, 2 s), and a second to journal and end.
+AGENT_GRACE_SECONDS = 3.0
 
 KILLED = 128 + signal.SIGKILL
 
@@ -90,6 +93,12 @@ class CommandRunner:
 
     def close(self) -> None:
         """End the runner and every command it started."""
+
+    def abandon(self) -> list[subprocess.Popen]:
+        """Let the runner go as the service's death would, with no close asked; the agents to
+        wait for. By default a close."""
+        self.close()
+        return []
 
 
 class AgentRunner(CommandRunner):
@@ -179,6 +188,23 @@ class AgentRunner(CommandRunner):
             self._held.clear()
         if agent is not None:
             _end(agent)
+
+    def abandon(self) -> list[subprocess.Popen]:
+        """The service's death as the agent sees it on one host: its stdin closes with no
+        close asked, so it gives its running commands their grace, journals the exits of those
+        that end and ends, its journal kept for the next service (launcher.finish_running).
+        No idle close follows (it would empty the journal)."""
+        with self._lock:
+            agent, self._agent = self._agent, None
+            self._idle_since = 0
+            self._held.clear()
+        if agent is None:
+            return []
+        try:
+            agent.stdin.close()
+        except (OSError, ValueError):
+            pass
+        return [agent]
 
     def _ensure_agent(self) -> subprocess.Popen:
         if self._agent is None or self._agent.poll() is not None:
@@ -342,6 +368,9 @@ class SplitRunner(CommandRunner):
     def close(self) -> None:
         self._agent.close()
         self._containers.close()
+
+    def abandon(self) -> list[subprocess.Popen]:
+        return self._agent.abandon() + self._containers.abandon()
 
 
 def _end(agent: subprocess.Popen) -> None:

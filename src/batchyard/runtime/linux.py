@@ -57,7 +57,7 @@ def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 
 
-def detach(target: str) -> None:
+def unmount_lazily(target: str) -> None:
     """Lazily unmounts `target` if something is mounted there. One that is not (any more:
     two stops of one machine at once, say) is no error: either way nothing is mounted there."""
     try:

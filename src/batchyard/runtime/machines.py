@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
-from .commands import AgentRunner, CommandRunner, Exit, SpawningRunner, SplitRunner
+from .commands import AGENT_GRACE_SECONDS, AgentRunner, CommandRunner, Exit, SpawningRunner, SplitRunner
 from .container_images import ContainerImage, ImageStore
 from .oci_registry import Login, RegistryError
 from .gateway import DatagramRelay, Relay, host_listener
@@ -76,10 +76,10 @@ class HostProvider(MachineProvider):
             live.difference_update({p for p in live if p.poll() is not None})
             live.add(proc)
 
-    def _kill_tracked(self, key: str, keep_exits: bool = False) -> None:
+    def _kill_tracked(self, key: str) -> None:
         with self._lock:
             runner = self._runners.pop(key, None)
-        if runner is not None and not keep_exits:
+        if runner is not None:
             runner.close()  # each agent asked to end empties its exit journal (launcher.py)
         with self._lock:
             procs = self._procs.pop(key, set())
@@ -305,9 +305,9 @@ class NamespaceMachineProvider(HostProvider):
             mounter.stdout.close()
             mounter.stderr.close()
 
-    def stop(self, key: str, keep_exits: bool = False) -> None:
-        self._kill_tracked(key, keep_exits)  # an agent not asked to end is killed with the others
-        linux.detach(str(self._ns_file(key)))
+    def stop(self, key: str) -> None:
+        self._kill_tracked(key)
+        linux.unmount_lazily(str(self._ns_file(key)))
         if self.cgroups is not None:
             with self._lock:
                 had_limits = self._limits.pop(key, None) is not None
@@ -485,6 +485,21 @@ class NamespaceMachineProvider(HostProvider):
         self._track(key, proc)
         return proc
 
+    def _let_agents_go(self) -> None:
+        """Every machine's agents let go at once, as the service's death lets them go on one
+        host (CommandRunner.abandon): each keeps its journal, and they get the agents' grace
+        together to journal what ends meanwhile. No runner is left for a stop to close (a
+        close, or an idle close due meanwhile, would empty a journal); stop() kills the rest."""
+        with self._lock:
+            runners, self._runners = list(self._runners.values()), {}
+        agents = [agent for runner in runners for agent in runner.abandon()]
+        deadline = time.monotonic() + AGENT_GRACE_SECONDS
+        for agent in agents:
+            try:
+                agent.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass  # killed with the machine's other processes
+
     def _make_runner(self, key: str) -> CommandRunner:
         return SplitRunner(AgentRunner(lambda: self.start_agent(key), oom_kills=lambda: self.oom_kills(key)),
                            ContainerRunner(self, key))
@@ -519,11 +534,13 @@ class NamespaceMachineProvider(HostProvider):
                 os.truncate(path, 0)
 
     def stop_all(self, keep_exits: bool = False) -> None:
+        if keep_exits:
+            self._let_agents_go()
         if self._gateway is not None:
             self._gateway.close()
         for ns_file in self.ns_dir.glob("*"):
             if not ns_file.name.endswith(".net"):
-                self.stop(ns_file.name, keep_exits)
+                self.stop(ns_file.name)
         if self.cgroups is not None:
             self.cgroups.close()
         if self.networks is not None:

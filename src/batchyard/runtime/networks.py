@@ -355,7 +355,7 @@ class Networks:
     def detach(self, key: str) -> None:
         """The machine's namespace goes (its eth0 with it); its address stays its own."""
         ns_file = self.ns_file(key)
-        linux.detach(str(ns_file))
+        linux.unmount_lazily(str(ns_file))
         ns_file.unlink(missing_ok=True)
 
     def connect(self, address: str, port: int, timeout: float = 10, kind: int = socket.SOCK_STREAM) -> socket.socket:

@@ -191,7 +191,8 @@ class MachineProvider(ABC):
         """Stop every machine (the service is shutting down); nothing to do by default.
         keep_exits: the service died without a word (a cluster host's agent went with it), so
         the machines stop as its crash would leave them on one host: their agents keep the
-        exits they reported, for the next service (recorded_exits)."""
+        exits they reported, and journal those of commands that end within their grace, for
+        the next service (recorded_exits); then the machines stop."""
         return None
 
     def inventory(self) -> Inventory | None:

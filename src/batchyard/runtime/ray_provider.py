@@ -58,6 +58,7 @@ WATCH_SECONDS = 0.5
 DISK_SECONDS = 10  # how often hosts are asked for their free disk (a call to each, on the way of others)
 MIB = 1 << 20
 WRITE_PART = 4 * MIB  # a remote write sends the file in parts of this size
+INVENTORY_SECONDS = 60  # for a host to say what it holds, at a start after a crash
 
 
 class _Host:
@@ -287,9 +288,9 @@ class RayProvider(MachineProvider):
             raise MachineError(f"machine {key} is on no live host")
         return host
 
-    def _call(self, host: _Host, target, method: str, *args):
+    def _call(self, host: _Host, target, method: str, *args, timeout: float | None = None):
         try:
-            kind, value = self.ray.get(host.actor.call.remote(target, method, args))
+            kind, value = self.ray.get(host.actor.call.remote(target, method, args), timeout=timeout)
         except self.ray.exceptions.RayError as exc:
             raise MachineError(f"host {host.node_id} does not answer: {exc}") from None
         if kind == "err":
@@ -481,44 +482,54 @@ class RayProvider(MachineProvider):
     # after a crash ----------------------------------------------------------------------------------
 
     def inventory(self) -> Inventory | None:
-        """What the live hosts hold (None: one of them cannot tell, or does not answer). A
-        machine placed on a host that is not in the cluster now is not held: Ray gives a node
-        that comes back a new id, and a new agent, so its machines are lost. One a host holds
-        that the placement does not name (a crash between the two) is placed there, so that
-        deleting it reaches it."""
+        """What the live hosts hold (None: a node Ray counts alive has no agent yet, or a host
+        cannot say). A machine placed on a node that is not in the cluster now is not held:
+        Ray gives a node that comes back a new id, and a new agent, so its machines are lost.
+        A host's copy of a key placed on another host is not counted (the placement's host
+        answers for it); one the placement does not name (a crash between the two) is placed
+        on its host, so that deleting it reaches it."""
         with self.lock:
             hosts = [host for host in self.hosts.values() if not host.lost]
+        alive = {node["NodeID"] for node in self.ray.nodes() if node["Alive"]}
+        if alive - {host.node_id for host in hosts}:
+            log.warning("Ray nodes without an agent yet: nothing is reconciled at this start")
+            return None
         machines: set[str] = set()
         disks: set[str] = set()
         for host in hosts:
             try:
-                held = self._call(host, "provider", "inventory")
-            except MachineError as exc:
+                held = self._call(host, "provider", "inventory", timeout=INVENTORY_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - whatever the host raised, it cannot say
                 log.warning("host %s cannot say what it holds: %s", host.node_id, exc)
                 return None
             if held is None:
                 return None
-            with self.lock:
-                for key in held.machines | held.disks:
-                    if key not in self.placement:
-                        self.placement[key] = host.node_id
-            machines |= held.machines
-            disks |= held.disks
+            machines |= self._placed_here(host, held.machines)
+            disks |= self._placed_here(host, held.disks)
         return Inventory(frozenset(machines), frozenset(disks))
 
+    def _placed_here(self, host: _Host, keys: frozenset[str]) -> set[str]:
+        """Those of `keys` placed on `host`, the unplaced ones placed there first."""
+        with self.lock:
+            for key in keys:
+                if key not in self.placement:
+                    self.placement[key] = host.node_id
+            return {key for key in keys if self.placement.get(key) == host.node_id}
+
     def recorded_exits(self, key: str) -> dict[str, Exit]:
-        """The exits the machine's agent journaled on its host (none when the host is gone:
-        its tasks are requeued, as a lost host's are)."""
+        """The exits the machine's agent journaled on its host (none when the host is gone or
+        cannot answer: its tasks are requeued, as a lost host's are)."""
         try:
             return self._call(self._host(key), "provider", "recorded_exits", key)
-        except MachineError:
+        except Exception as exc:  # noqa: BLE001 - whatever the host raised, its exits are not known
+            log.warning("the exits of machine %s cannot be read: %s", key, exc)
             return {}
 
     def forget_recorded_exits(self, key: str) -> None:
         try:
             self._call(self._host(key), "provider", "forget_recorded_exits", key)
-        except MachineError:
-            pass
+        except Exception as exc:  # noqa: BLE001 - a journal left is forgotten at the next start
+            log.warning("the exits of machine %s cannot be forgotten: %s", key, exc)
 
     # commands and files -------------------------------------------------------------------------------
 

@@ -48,10 +48,18 @@ def remove_unrecorded(provider: MachineProvider, nodes: NodeStore, store: Resour
         return None
     for key in sorted(held.machines - machines):
         log.warning("machine %s belongs to no node or VM (a crash cut its creation or deletion short): deleted", key)
-        provider.delete_machine(key)
+        _delete(provider.delete_machine, key)
     for key in sorted(held.disks - disk_keys):
         log.warning("disk %s belongs to no node or managed disk (a crash cut its creation or deletion short): "
                     "deleted", key)
-        provider.delete_disk(key)
+        _delete(provider.delete_disk, key)
     return Inventory(held.machines & machines, held.disks & disk_keys)
 
+
+def _delete(delete, key: str) -> None:
+    """One leftover that cannot be deleted (its host does not answer, say) keeps no service
+    from starting: it is left for the next start."""
+    try:
+        delete(key)
+    except Exception as exc:  # noqa: BLE001 - whatever the provider raised
+        log.warning("%s could not be deleted: %s", key, exc)

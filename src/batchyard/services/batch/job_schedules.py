@@ -258,9 +258,7 @@ class JobSchedules(PokedLoop):
             info.pop("nextRunTime", None)
             return
         step = parse_duration(interval, "recurrenceInterval")
-        following = later(due, step)
-        while following is not None and following <= now():  # recurrences missed while a job was active
-            following = later(following, step)                # are not made up
+        following = _first_after(later(due, step), step, now())
         if following is None:  # the next one would be past year 9999: there is none
             schedule.internal["due"] = None
             info.pop("nextRunTime", None)
@@ -303,3 +301,15 @@ class JobSchedules(PokedLoop):
         schedule.body["lastModified"] = iso_now()
         self.store.put(schedule)
         return schedule
+
+
+def _first_after(first: datetime | None, step: timedelta, moment: datetime) -> datetime | None:
+    """The first of first, first + step, first + 2 step ... after moment: recurrences missed
+    while a job was active are not made up. One step, not one a recurrence: a schedule whose
+    doNotRunUntil was year 1 with a one-minute interval has missed a billion. None past year 9999."""
+    if first is None or first > moment:
+        return first
+    try:
+        return later(first, step * ((moment - first) // step + 1))
+    except OverflowError:  # the product itself past a timedelta's range
+        return None

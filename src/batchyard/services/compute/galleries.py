@@ -23,7 +23,7 @@ from ...runtime.provider import MachineError, MachineProvider
 from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, parse
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
-                             optional_object, require_object)
+                             optional_list, optional_object, require_object)
 from ..errors import Conflict, InvalidInput, NotFound
 from ..storage import Storage
 from .disks import DISK_TYPE, SNAPSHOT_TYPE, _os_type
@@ -76,16 +76,6 @@ def _boolean(value, field: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInput("InvalidParameter", f"The value '{value}' of parameter '{field}' must be true or false.",
                            target=field)
-    return value
-
-
-def _list(value, field: str | None = None) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        if field is None:
-            return []
-        raise InvalidInput("InvalidParameter", f"'{field}' must be a list.", target=field)
     return value
 
 
@@ -294,7 +284,8 @@ class Galleries:
     def _sources(profile: dict) -> set[str]:
         """The ids a storage profile takes its content from (the image, or each disk's)."""
         profile = profile if isinstance(profile, dict) else {}
-        entries = [profile, profile.get("osDiskImage"), *_list(profile.get("dataDiskImages"))]
+        data = profile.get("dataDiskImages")
+        entries = [profile, profile.get("osDiskImage"), *(data if isinstance(data, list) else [])]
         refs = [entry.get("source") for entry in entries if isinstance(entry, dict)]
         return {str(ref.get("id")).lower() for ref in refs if isinstance(ref, dict) and ref.get("id")}
 
@@ -389,7 +380,7 @@ class Galleries:
         os_layers = self.images.disks.content_of(os_source)
         lineage = list(self.images.disks.lineage(os_source))
         data_layers, data_shown = {}, []
-        for i, entry in enumerate(_list(profile.get("dataDiskImages"), f"{field}.dataDiskImages")):
+        for i, entry in enumerate(optional_list(profile.get("dataDiskImages"), f"{field}.dataDiskImages")):
             where = f"{field}.dataDiskImages[{i}]"
             entry = require_object(entry, where)
             lun = int_field(entry.get("lun"), f"{where}.lun", 0, 63)

@@ -114,9 +114,9 @@ def evaluate(tree: Tree, context: Context) -> Run:
         pass
     except FormulaError as exc:
         return Run(dict(context.targets), {}, str(exc))
-    except (ArithmeticError, ValueError) as exc:
-        # a double, time or interval beyond what it can hold (1e300 days, a time past year
-        # 9999, a count of infinity): an error of this run, as Azure reports one
+    except OverflowError as exc:
+        # a time or interval beyond what it can hold reached where no check stood (a sample
+        # window of a million days): an error of this run, as Azure reports one
         return Run(dict(context.targets), {}, f"A value is out of range: {exc}.")
     except RecursionError:
         return Run(dict(context.targets), {}, "The formula nests its expressions too deeply.")

@@ -39,7 +39,8 @@ def _std(values: list[float]) -> float:
     if len(values) < 2:
         return 0.0
     mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    # a product, not `** 2`: a square past a double's range is Infinity, as in .NET, not an error
+    return math.sqrt(sum((v - mean) * (v - mean) for v in values) / (len(values) - 1))
 
 
 _LIST_FUNCTIONS = {
@@ -137,7 +138,7 @@ def _val(args: list) -> float:
     _arity("val", args, 2)
     values = _vector_arg("val", args[0])
     index = _double_arg("val", args[1])
-    if index != int(index) or not 0 <= index < len(values):
+    if not math.isfinite(index) or index != int(index) or not 0 <= index < len(values):
         raise FormulaError(f"val(): index {index!r} is outside the doubleVec of length {len(values)}.")
     return values[int(index)]
 
@@ -189,6 +190,8 @@ def _get_sample(metric: Metric, args: list, now: datetime) -> Vec:
     """GetSample(count), GetSample(start [, percent]), GetSample(start, end [, percent]):
     the newest sample first."""
     if len(args) == 1 and isinstance(args[0], float):
+        if not math.isfinite(args[0]):
+            raise FormulaError(f"{metric.name}.GetSample(): the count of samples must be a finite number.")
         count = int(args[0])
         if count < 1:
             raise FormulaError(f"{metric.name}.GetSample(): the count of samples must be at least 1.")

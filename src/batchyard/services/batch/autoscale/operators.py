@@ -8,7 +8,7 @@ from __future__ import annotations
 import operator
 from datetime import datetime, timedelta
 
-from .values import FormulaError, Vec, type_name
+from .values import FormulaError, Vec, show, type_name
 
 _ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _COMPARE = {"<": operator.lt, "<=": operator.le, "==": operator.eq, ">=": operator.ge, ">": operator.gt,
@@ -53,6 +53,13 @@ def _vector(op: str, left, right) -> Vec:
 
 
 def _time(op: str, left, right):
+    try:
+        return _time_value(op, left, right)
+    except (OverflowError, ValueError):  # past an interval's or a time's range, or a NaN factor
+        raise FormulaError(f"{show(left)} {op} {show(right)} is out of the range of a time or an interval.") from None
+
+
+def _time_value(op: str, left, right):
     if op == "*" and isinstance(left, float) and isinstance(right, timedelta):
         return right * left
     if isinstance(left, timedelta) and isinstance(right, float) and op in ("*", "/"):
