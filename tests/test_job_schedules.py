@@ -192,6 +192,11 @@ def test_times_past_year_9999_never_come_and_stop_no_other_schedule(batch):
     late = batch.get_job_schedule("late")
     assert schedule_jobs(batch, "late") == [] and late.state == "active"
     assert late.execution_info.next_run_time == datetime(9999, 12, 31, 23, tzinfo=UTC)
+    # a time in another offset is that moment (it was stored as if its clock reading were UTC)
+    batch.create_job_schedule({"id": "east", "schedule": {"doNotRunUntil": "2100-01-01T05:00:00+05:00"},
+                               "jobSpecification": spec()})
+    assert batch.get_job_schedule("east").execution_info.next_run_time == datetime(2100, 1, 1, tzinfo=UTC)
+    batch.begin_delete_job_schedule("east", polling_interval=0.2).result()
     ancient = batch.get_job_schedule("ancient").execution_info.next_run_time
     assert datetime.now(UTC) < ancient <= datetime.now(UTC) + timedelta(minutes=1)
     for schedule_id in ("late", "wide", "rare", "plain", "ancient"):

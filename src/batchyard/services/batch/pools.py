@@ -42,7 +42,10 @@ def now() -> datetime:
 
 def iso(moment: datetime) -> str:
     """Azure's form, 2026-12-05T23:45:30.123456Z (isoformat: a fraction of strftime's cost,
-    and a task's start and end each write several)."""
+    and a task's start and end each write several). A moment given in another offset (a
+    client's doNotRunUntil of ...+05:00) is that moment in UTC."""
+    if moment.tzinfo is not None and moment.utcoffset():
+        moment = moment.astimezone(UTC)
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
