@@ -11,7 +11,7 @@ import pytest
 from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
                                    ResourceNotFoundError)
 
-from conftest import pool_settled
+from conftest import pool_settled, wait_for
 from test_batch_pools import base_pool
 
 POOL = "files-pool"
@@ -186,3 +186,30 @@ def test_delete(clients, node):
     assert exc.value.status_code == 403
     batch.delete_node_file(POOL, node, "shared/s.txt")
     assert {f.name for f in batch.list_node_files(POOL, node)} >= {"shared", "startup", "workitems"}
+
+
+# a tree 1,500 directories deep in the task's wd, a file at its bottom
+DEEP = ("/bin/sh -c 'd=deep; i=0; while [ $i -lt 1500 ]; do d=\"$d/a\"; i=$((i+1)); done; "
+        "mkdir -p \"$d\" && echo bottom > \"$d/f\"'")
+
+
+def test_trees_a_task_made_thousands_deep_are_deleted(clients):
+    """shutil.rmtree recursed, a frame a level: a task's tree 1,000 deep made a file delete
+    a 500, and the node that held one never left its pool (its deletion raised in the node
+    workers), its half-deleted tree stopping every later start of the server. Deletion now
+    takes any depth (confined.remove_tree_at)."""
+    batch = clients.batch_key
+    batch.create_pool(base_pool(clients, "deep-pool"))
+    pool_settled(batch, "deep-pool")
+    batch.create_job({"id": "deep-job", "poolInfo": {"poolId": "deep-pool"}})
+    for task_id in ("cut", "kept"):
+        batch.create_task("deep-job", {"id": task_id, "commandLine": DEEP})
+        task = wait_for(lambda t=task_id: (t := batch.get_task("deep-job", t)).state == "completed" and t,
+                        what=f"{task_id} to make its tree")
+        assert task.execution_info.exit_code == 0
+    batch.delete_task_file("deep-job", "cut", "wd/deep", recursive=True)
+    assert not [f for f in batch.list_task_files("deep-job", "cut", recursive=True) if f.name.startswith("wd/deep")]
+    batch.begin_delete_pool("deep-pool", polling_interval=0.2).result(timeout=90)  # its node and "kept"'s tree go
+    assert "deep-pool" not in {p.id for p in batch.list_pools()}
+    batch.begin_delete_job("deep-job", polling_interval=0.2).result()
+

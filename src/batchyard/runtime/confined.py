@@ -11,8 +11,8 @@ replace: it sees it as its /mnt mount); `rel` is a path below it.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +95,7 @@ def remove_tree(base: Path, rel: str | Path) -> None:
             except FileNotFoundError:
                 return
             if stat.S_ISDIR(info.st_mode):
-                shutil.rmtree(parts[-1], dir_fd=parent)
+                remove_tree_at(parent, parts[-1])
             else:
                 os.unlink(parts[-1], dir_fd=parent)
     except (FileNotFoundError, NotADirectoryError):
@@ -107,3 +107,88 @@ def check_real_dirs(base: Path, rel: str | Path) -> Path:
     with directory(base, rel):
         pass
     return base.joinpath(*parts_of(rel))
+
+
+def remove_tree_at(parent: int | None, name: str) -> None:
+    """Removes the directory `name` (in the directory `parent`; None: the current one) and
+    everything in it, following no link, with two directories open at most however deep the
+    tree goes: a subdirectory of a subdirectory is moved up into the tree's top, where it is
+    emptied in its turn. (shutil.rmtree recurses, one frame and one descriptor a level: a
+    tree a task made 1,000 deep raised RecursionError, which no `ignore_errors` catches.)
+    A directory on another filesystem inside the tree stops it (EXDEV): nothing is removed
+    beyond the tree's own filesystem."""
+    top = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    try:
+        names = (f".removing-{n}" for n in itertools.count())
+        while subdirs := _remove_all_but_directories(top):
+            for subdir in subdirs:
+                try:
+                    fd = os.open(subdir, _DIR_FLAGS, dir_fd=top)
+                except FileNotFoundError:
+                    continue
+                try:
+                    for inner in _remove_all_but_directories(fd):
+                        _move_up(fd, inner, top, names)
+                finally:
+                    os.close(fd)
+                _remove_empty(top, subdir)
+    finally:
+        os.close(top)
+    os.rmdir(name, dir_fd=parent)
+
+
+def remove_path(path: Path, ignore_errors: bool = False) -> None:
+    """remove_tree_at for a path of the service's own (its last step not followed if a link:
+    a link is removed, not what it names); a missing path is no error."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode):
+            parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                remove_tree_at(parent, path.name)
+            finally:
+                os.close(parent)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
+def _remove_all_but_directories(fd: int) -> list[str]:
+    """Unlinks every entry of the directory but its subdirectories, which it names."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+                continue
+            try:
+                os.unlink(entry.name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    return subdirs
+
+
+def _move_up(fd: int, name: str, top: int, names: Iterator[str]) -> None:
+    for new_name in names:
+        try:
+            os.rename(name, new_name, src_dir_fd=fd, dst_dir_fd=top)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # the name is taken in the top: the next
+                raise
+
+
+def _remove_empty(top: int, name: str) -> None:
+    try:
+        os.rmdir(name, dir_fd=top)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:  # something came in meanwhile: the top's next round takes it
+            raise

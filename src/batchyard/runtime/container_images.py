@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import zstandard
 
+from .confined import remove_path
 from .fresh_answers import FreshAnswers
 from .layers import LayerStore, check_member, no_link_on_the_way
 from .oci_registry import Login, Reference, RegistryClient, RegistryError, checked_digest, parse_reference
@@ -186,7 +186,7 @@ class ImageStore:
                 pass
             layer = self.layers.freeze(staging)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_path(staging, ignore_errors=True)
         _write_atomically(known, layer or "", self.layers.tmp)
         return layer
 
@@ -282,7 +282,7 @@ def _unpack(chunks: Iterator[bytes], dest: Path) -> None:
 def _remove(path: str) -> None:
     if os.path.lexists(path):
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            remove_path(path)
         else:
             os.unlink(path)
 

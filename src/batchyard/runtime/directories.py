@@ -27,6 +27,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+from .confined import remove_path
 from .layers import HOST_LAYER, LayerStore
 from .machines import HostProvider, remove_tree_atomically
 from .provider import DEFAULT_ENV, DiskSpec, MachineError, MachineSpec
@@ -240,6 +241,6 @@ def _is_opaque(path: str) -> bool:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        remove_path(path)
     elif os.path.lexists(path):
         path.unlink()

@@ -11,11 +11,11 @@ hides credentials and, wherever it lies, the data directory.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tempfile
 from pathlib import Path
 
+from .confined import remove_path
 from .layers import HOST_LAYER, LayerStore
 
 # Top-level entries of the host root that a machine sees as they are.
@@ -68,7 +68,7 @@ def build_mask_layer(store: LayerStore, private_paths: list[Path]) -> str:
         assert layer is not None
         return layer
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_path(staging, ignore_errors=True)
 
 
 def _match_parent_dirs(staging: Path) -> None:

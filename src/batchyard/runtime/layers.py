@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import tempfile
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
+
+from .confined import remove_path
 
 HOST_LAYER = "host"
 # Overlay markers and file capabilities travel with a layer; other xattrs are host noise.
@@ -46,7 +47,7 @@ class LayerStore:
         scratch directory was left by a crash mid-snapshot, mid-import or mid-collection."""
         for entry in self.tmp.iterdir():
             if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_path(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
 
@@ -72,7 +73,7 @@ class LayerStore:
             manifest = self._copy_tree(source, staging, skip)
             return self._publish(staging, manifest)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_path(staging, ignore_errors=True)
 
     def import_archive(self, archive: BinaryIO) -> str:
         """A root filesystem from a tar archive (plain, gzip, bzip2 or xz)."""
@@ -85,7 +86,7 @@ class LayerStore:
                 raise ValueError("the archive holds no files")
             return layer
         finally:
-            shutil.rmtree(unpacked, ignore_errors=True)
+            remove_path(unpacked, ignore_errors=True)
 
     # moving layers between hosts ----------------------------------------------------------
 
@@ -132,8 +133,8 @@ class LayerStore:
                 raise LayerMismatch(f"layer {layer_id} arrived with content {got}")
             return self._publish(staging, manifest)
         finally:
-            shutil.rmtree(unpacked, ignore_errors=True)
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_path(unpacked, ignore_errors=True)
+            remove_path(staging, ignore_errors=True)
 
     def _publish(self, staging: Path, manifest: list[str]) -> str:
         layer_id = hashlib.sha256("\n".join(manifest).encode()).hexdigest()
@@ -230,7 +231,7 @@ class LayerStore:
             if entry.name not in keep:
                 doomed = self.tmp / f"gc-{uuid.uuid4().hex}"
                 entry.rename(doomed)  # atomic: a half-deleted layer is never visible
-                shutil.rmtree(doomed, ignore_errors=True)
+                remove_path(doomed, ignore_errors=True)
                 removed += 1
         for dirpath, _, filenames in os.walk(self.blobs):
             for name in filenames:

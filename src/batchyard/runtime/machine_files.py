@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import shutil
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator
@@ -289,7 +288,7 @@ class LocalFiles(MachineFiles):
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(inner[-1], dir_fd=fd)
             elif recursive:
-                shutil.rmtree(inner[-1], dir_fd=fd)  # descriptor-based: links inside are removed, not followed
+                confined.remove_tree_at(fd, inner[-1])  # descriptor-based: links inside are removed, not followed
             else:
                 os.rmdir(inner[-1], dir_fd=fd)
 

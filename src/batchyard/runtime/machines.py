@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from . import linux, outbound, seccomp
 from .cgroups import Cgroups, Limits
+from .confined import remove_path
 from .commands import AGENT_GRACE_SECONDS, AgentRunner, CommandRunner, Exit, SpawningRunner, SplitRunner
 from .container_images import ContainerImage, ImageStore
 from .oci_registry import Login, RegistryError
@@ -136,7 +136,7 @@ def remove_tree_atomically(path: Path, scratch: Path) -> None:
     if path.exists():
         doomed = scratch / f"doomed-{path.name}-{time.time_ns()}"
         path.rename(doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        remove_path(doomed, ignore_errors=True)
 
 
 class NamespaceMachineProvider(HostProvider):
