@@ -119,6 +119,7 @@ def remove_tree_at(parent: int | None, name: str) -> None:
     beyond the tree's own filesystem."""
     top = os.open(name, _DIR_FLAGS, dir_fd=parent)
     try:
+        device = os.fstat(top).st_dev
         names = (f".removing-{n}" for n in itertools.count())
         while subdirs := _remove_all_but_directories(top):
             for subdir in subdirs:
@@ -127,6 +128,8 @@ def remove_tree_at(parent: int | None, name: str) -> None:
                 except FileNotFoundError:
                     continue
                 try:
+                    if os.fstat(fd).st_dev != device:
+                        raise OSError(errno.EXDEV, f"{subdir} is another filesystem's: it is not removed")
                     for inner in _remove_all_but_directories(fd):
                         _move_up(fd, inner, top, names)
                 finally:
