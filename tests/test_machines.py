@@ -180,3 +180,36 @@ def test_a_namespace_two_stops_unmount_at_once_is_no_error(tmp_path):
     linux.unmount_lazily(str(tmp_path / "never-made"))
     with pytest.raises(OSError):
         linux.unmount_lazily(str(tmp_path / ("x" * 5000)))  # other errors (ENAMETOOLONG) still raise
+
+
+def test_an_upload_is_held_to_its_size_and_page_writes_to_azure_s_pages(clients, server):
+    """An upload address took a write at any offset (a 1 TiB offset made a sparse file of that
+    size, and the import at revoke then read it all, for hours, holding the storage lock),
+    an offset past 2**63 was a 500, and a page write's body need not match its range."""
+    c = clients.compute
+    clients.resource.resource_groups.create_or_update(RG, {"location": clients.location})
+    c.disks.begin_create_or_update(RG, "paged", {"location": clients.location, "properties": {
+        "osType": "Linux", "creationData": {"createOption": "Upload", "uploadSizeBytes": 1024}}}).result()
+    sas = c.disks.begin_grant_access(RG, "paged", {"access": "Write", "durationInSeconds": 600}).result().access_sas
+
+    def put(first_last: str, body: bytes = b"", write: str | None = None, page: bool = True) -> requests.Response:
+        headers = {"x-ms-range": f"bytes={first_last}", **({"x-ms-page-write": write} if write else {})}
+        return requests.put(sas + ("&comp=page" if page else ""), data=body, headers=headers,
+                            verify=clients.info["ca_bundle"])
+
+    assert put("0-511", b"a" * 512).status_code == 201
+    assert put("512-1023", write="clear").status_code == 201
+    for first_last, body, write, status in [
+            ("1024-1535", b"b" * 512, None, 416),  # past the upload's 1024 bytes
+            ("1099511627776-1099511628287", b"b" * 512, None, 416),
+            ("9223372036854775808-9223372036854776319", b"b" * 512, None, 416),
+            ("5-516", b"b" * 512, None, 400),  # not on a page
+            ("512-511", b"", None, 400),
+            ("0-511", b"b" * 10, None, 400),  # the body is not the range's length
+            ("0-511", b"b" * 512, "bogus", 400),
+            ("0-511", b"b" * 512, "clear", 400)]:  # a clear has no body
+        response = put(first_last, body, write)
+        assert response.status_code == status, (first_last, response.text)
+        assert response.json()["error"]["code"], response.text
+    assert put("", b"c" * 2048, page=False).status_code == 416  # a whole blob longer than the upload
+    assert max(p.stat().st_size for p in (server.data_dir / "uploads").glob("*.upload")) <= 1024

@@ -23,7 +23,7 @@ from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, check_compute_name, parse
 from ..arm_resources import (check_tags, get_or_404, int_field, new_resource, normalize_location, now_iso,
                              optional_object, require_object, retag)
-from ..errors import Conflict, InvalidInput, NotFound, Unsupported
+from ..errors import Conflict, InvalidInput, NotFound, RangeNotSatisfiable, Unsupported
 from ..storage import Storage
 from .catalog import Catalog
 
@@ -38,6 +38,8 @@ DISK_SKUS = {"Standard_LRS": "Standard", "Premium_LRS": "Premium", "StandardSSD_
              "UltraSSD_LRS": "Ultra", "Premium_ZRS": "Premium", "StandardSSD_ZRS": "Standard", "PremiumV2_LRS": "Premium"}
 SNAPSHOT_SKUS = {"Standard_LRS": "Standard", "Premium_LRS": "Premium", "Standard_ZRS": "Standard"}
 MAX_DISK_GB = 32767
+PAGE_BYTES = 512  # a page blob's page, and an upload's
+MAX_PAGE_WRITE = 4 << 20  # Azure's largest Put Page
 
 
 def _sku(body: dict, allowed: dict[str, str], default: str) -> dict:
@@ -340,11 +342,32 @@ class Disks:
         raise NotFound("AuthenticationFailed", "The upload address is not valid or its access was revoked.")
 
     def receive_upload(self, disk_key: str, token: str, data: bytes, offset: int, truncate: bool) -> None:
-        """Writes uploaded bytes at `offset`; `truncate` starts the file afresh (a whole-blob PUT)."""
-        _, path = self._upload_target(disk_key, token)
+        """Writes uploaded bytes at `offset`, within the upload's declared size (a blob of
+        uploadSizeBytes, as Azure's); `truncate` starts the file afresh (a whole-blob PUT)."""
+        disk, path = self._upload_target(disk_key, token)
+        size = disk.properties["creationData"]["uploadSizeBytes"]
+        if offset + len(data) > size:
+            raise RangeNotSatisfiable("InvalidPageRange", f"The upload holds {size} bytes, its uploadSizeBytes: "
+                                      f"bytes up to {offset + len(data)} are beyond it.")
         with open(path, "wb" if truncate or not path.exists() else "r+b", opener=private_opener) as f:
             f.seek(offset)
             f.write(data)
+
+    def receive_pages(self, disk_key: str, token: str, first: int, last: int, data: bytes, write: str) -> None:
+        """Azure's Put Page: bytes first-last, on 512-byte pages, at most 4 MiB; `update` writes
+        the body, which is as long as the range, and `clear` writes zeros (with no body)."""
+        length = last - first + 1
+        if write not in ("update", "clear"):
+            raise InvalidInput("InvalidHeaderValue", "x-ms-page-write must be update or clear.")
+        if first % PAGE_BYTES or length % PAGE_BYTES or length <= 0:
+            raise InvalidInput("InvalidPageRange", "A page range starts and ends on 512-byte pages: bytes=FIRST-LAST "
+                               "with FIRST and LAST + 1 multiples of 512, FIRST before LAST.")
+        if length > MAX_PAGE_WRITE:
+            raise InvalidInput("InvalidPageRange", "A page write holds at most 4 MiB.")
+        if len(data) != (length if write == "update" else 0):
+            raise InvalidInput("InvalidHeaderValue", f"The body of a page {write} must be "
+                               f"{length if write == 'update' else 0} bytes, the range's; it is {len(data)}.")
+        self.receive_upload(disk_key, token, data if write == "update" else bytes(length), first, False)
 
     def revoke_access(self, rid: ResourceId) -> None:
         disk = self.get(rid)
