@@ -26,6 +26,9 @@ def test_the_add_form_becomes_the_body_the_pools_api_takes():
     # an index that is not one of the choices leaves the service to say what is missing
     assert pool_body({"image_sku": "7"}, SKUS)["virtualMachineConfiguration"] == {
         "nodeAgentSKUId": "", "imageReference": {}}
+    for odd in ("²", "9" * 5000):  # a digit to isdigit() that int() refuses (the form's page was a 500)
+        assert pool_body({"image_sku": odd, "resize_timeout": odd}, SKUS)["virtualMachineConfiguration"] == {
+            "nodeAgentSKUId": "", "imageReference": {}}
 
 
 def test_the_pool_page_names_a_gallery_image_by_gallery_definition_and_version():

@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -25,6 +27,26 @@ def test_stop_signals_shut_down_cleanly(tmp_path, stop_signal):
         assert server.proc.wait(30) == 0
         # connection.json names a server that is gone once it stops: a clean stop removes it
         assert not connection.exists()
+
+
+def test_a_second_server_on_a_data_directory_in_use_refuses_to_start(tmp_path):
+    """It started, and reclaimed the running server's scratch trees as a crash's leftovers.
+    Now it says why it cannot start, with no traceback; a directory it cannot make is said
+    the same way; once the first ends (SIGKILL included), the directory is free."""
+    data = tmp_path / "data"
+    with Server(data) as first:
+        second = subprocess.run([sys.executable, "-m", "batchyard.cli", "serve", "--data-dir", str(data),
+                                 "--port", "0", "--no-tls"], capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0 and "batchyard serve that is running" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        Clients(first.info).batch_key.list_supported_images()  # the first serves on, untouched
+        first.proc.kill()
+        first.proc.wait()
+        first.start()  # a SIGKILLed server leaves its directory free
+    (tmp_path / "file").write_text("")
+    unusable = subprocess.run([sys.executable, "-m", "batchyard.cli", "serve", "--data-dir",
+                               str(tmp_path / "file" / "data"), "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert unusable.returncode != 0 and "cannot use" in unusable.stderr and "Traceback" not in unusable.stderr
 
 
 def test_start_reclaims_what_a_crash_left(tmp_path):
@@ -121,3 +143,29 @@ def test_start_reconciles_machines_with_records(tmp_path):
 def _node_if_idle(batch, pool_id: str, node_id: str):
     node = batch.get_node(pool_id, node_id)
     return node if node.state == "idle" else None
+
+
+def test_the_command_line_says_what_is_wrong_without_a_traceback(tmp_path):
+    """Each of these printed a Python traceback (found by fuzzing the command line)."""
+    def batchyard(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "batchyard.cli", *args], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, **env})
+    data = tmp_path / "data"
+    data.mkdir()
+    connection = data / "connection.json"
+    stale = {"client_id": "c", "client_secret": "s", "authority": "https://127.0.0.1:9", "tenant_id": "t",
+             "arm_endpoint": "https://127.0.0.1:9", "subscription_id": "s"}
+    for content, args, env, said in [
+            (None, ("serve", "--data-dir", str(tmp_path / "other")), {"BATCHYARD_NODE_WORKERS": "four"},
+             "BATCHYARD_NODE_WORKERS='four' is not an integer"),
+            ("{}", ("principal", "list"), {}, "lacks client_id"),
+            ("not json", ("principal", "list"), {}, "cannot be read"),
+            (json.dumps(stale), ("principal", "list"), {}, "does not answer"),
+            (json.dumps(stale), ("quota", "set", "--account", "a", "--family", "x=²"), {}, "give FAMILY=CORES"),
+            (json.dumps(stale), ("quota", "set", "--account", "a", "--family", "x=" + "9" * 5000), {},
+             "give FAMILY=CORES")]:
+        if content is not None:
+            connection.write_text(content)
+            args = (*args, "--data-dir", str(data))
+        done = batchyard(*args, **env)
+        assert done.returncode != 0 and said in done.stderr and "Traceback" not in done.stderr, done.stderr

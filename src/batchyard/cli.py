@@ -56,22 +56,22 @@ def serve(host: str, port: int, data_dir: Path, no_tls: bool, batch_host_suffix:
           azure_hostnames: bool, azure_hostnames_address: str, dev_credentials: bool, outbound_nat: str,
           ray_address: str | None, ray_host_dir: Path | None, ray_placement: str) -> None:
     """Start the service on one port."""
-    from .server import serve as run
+    from .server import DataDirectoryUnusable, serve as run
 
-    settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, tls=not no_tls,
-                        batch_host_suffix=batch_host_suffix.lower(), account_endpoints=account_endpoints,
-                        azure_hostnames=azure_hostnames, azure_hostnames_address=azure_hostnames_address,
-                        dev_credentials=dev_credentials, outbound_nat=outbound_nat, ray_address=ray_address,
-                        ray_placement=ray_placement,
-                        ray_host_dir=ray_host_dir.resolve() if ray_host_dir else Path("/var/lib/batchyard-host"))
-    try:
+    try:  # (the settings read BATCHYARD_* variables too: one set to a word is said here)
+        settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, tls=not no_tls,
+                            batch_host_suffix=batch_host_suffix.lower(), account_endpoints=account_endpoints,
+                            azure_hostnames=azure_hostnames, azure_hostnames_address=azure_hostnames_address,
+                            dev_credentials=dev_credentials, outbound_nat=outbound_nat, ray_address=ray_address,
+                            ray_placement=ray_placement,
+                            ray_host_dir=ray_host_dir.resolve() if ray_host_dir else Path("/var/lib/batchyard-host"))
         settings.check()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
         run(settings)
-    except MachineError as exc:  # no machines where they were asked for (--ray-address)
-        raise click.ClickException(str(exc)) from None
+    except (MachineError, DataDirectoryUnusable) as exc:  # no machines where they were asked for (--ray-address),
+        raise click.ClickException(str(exc)) from None   # or no data directory to have
 
 
 @main.command()
@@ -120,7 +120,7 @@ def quota_set(account: str, data_dir: Path, dedicated_cores, low_priority_cores,
     per_family = {}
     for item in families:
         family, _, cores = item.partition("=")
-        if not cores.isdigit():
+        if not (cores.isascii() and cores.isdigit() and len(cores) <= 18):  # "²" is a digit to isdigit
             raise click.BadParameter(f"{item!r}: give FAMILY=CORES", param_hint="--family")
         per_family[family] = int(cores)
     if per_family:

@@ -12,13 +12,23 @@ from . import azure_names
 
 
 def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+    return _env(name, float, default)
 
 
-def _env_int(name: str) -> int | None:
+def _env_int(name: str, default: int | None = None) -> int | None:
+    return _env(name, int, default)
+
+
+def _env(name: str, kind, default):
+    """The environment variable `name` read as `kind`, else `default`; ValueError naming the
+    variable when it is set to something else (the command line says so, no traceback)."""
     value = os.environ.get(name)
-    return int(value) if value else None
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not {'an integer' if kind is int else 'a number'}") from None
 
 
 @dataclass
@@ -49,9 +59,9 @@ class Settings:
 
     # Batch: Azure's custom-image node limits (its pages say 2,000 or 2,500 dedicated).
     custom_image_max_dedicated: int = field(
-        default_factory=lambda: int(os.environ.get("BATCHYARD_CUSTOM_IMAGE_MAX_DEDICATED", 2500)))
+        default_factory=lambda: _env_int("BATCHYARD_CUSTOM_IMAGE_MAX_DEDICATED", 2500))
     custom_image_max_low_priority: int = field(
-        default_factory=lambda: int(os.environ.get("BATCHYARD_CUSTOM_IMAGE_MAX_LOW_PRIORITY", 1000)))
+        default_factory=lambda: _env_int("BATCHYARD_CUSTOM_IMAGE_MAX_LOW_PRIORITY", 1000))
     # Azure refuses a resizeTimeout under 5 minutes; tests lower it so a timeout is quick to see.
     min_resize_timeout: timedelta = field(
         default_factory=lambda: timedelta(seconds=_env_float("BATCHYARD_MIN_RESIZE_TIMEOUT", 300)))
@@ -71,7 +81,7 @@ class Settings:
     # factor. An idle node costs almost nothing here, so the default overcommits a host
     # 4096 times: enough for the documented limits of 2,500 dedicated + 1,000 low-priority
     # nodes of common sizes on one machine.
-    host_overcommit: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_HOST_OVERCOMMIT", 4096)))
+    host_overcommit: int = field(default_factory=lambda: _env_int("BATCHYARD_HOST_OVERCOMMIT", 4096))
     # Caps on the total (None: what the hosts report, overcommitted).
     host_cores: int | None = field(default_factory=lambda: _env_int("BATCHYARD_HOST_CORES"))
     host_memory_mib: int | None = field(default_factory=lambda: _env_int("BATCHYARD_HOST_MEMORY_MIB"))
@@ -104,31 +114,31 @@ class Settings:
     # Seconds a node whose host was lost stays unusable before it is made again elsewhere.
     lost_node_grace: float = field(default_factory=lambda: _env_float("BATCHYARD_LOST_NODE_GRACE", 3.0))
     # Threads that make, change and remove node machines.
-    node_workers: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_NODE_WORKERS", 4)))
+    node_workers: int = field(default_factory=lambda: _env_int("BATCHYARD_NODE_WORKERS", 4))
 
     # HTTP admission: connections beyond this many are answered 503; a request head must
     # arrive within header_timeout seconds of the connection opening (or of the previous
     # response), at most max_header_bytes long; a request body may pause at most
     # body_timeout seconds between bytes; an idle keep-alive connection is closed after
     # keep_alive_timeout seconds.
-    max_connections: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_CONNECTIONS", 1000)))
+    max_connections: int = field(default_factory=lambda: _env_int("BATCHYARD_MAX_CONNECTIONS", 1000))
     header_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_HEADER_TIMEOUT", 30))
     body_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_BODY_TIMEOUT", 60))
     keep_alive_timeout: float = field(default_factory=lambda: _env_float("BATCHYARD_KEEP_ALIVE_TIMEOUT", 120))
-    max_header_bytes: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_MAX_HEADER_BYTES", 64 * 1024)))
+    max_header_bytes: int = field(default_factory=lambda: _env_int("BATCHYARD_MAX_HEADER_BYTES", 64 * 1024))
     # The list readers (api/batch/page_readers.py): how many processes render pages of tasks,
     # nodes, jobs and pools at once (more pages wait their turn), and their CPU priority (a nice value:
     # on a busy host, running work goes before pages).
-    list_concurrency: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_CONCURRENCY", 2)))
-    list_nice: int = field(default_factory=lambda: int(os.environ.get("BATCHYARD_LIST_NICE", 10)))
+    list_concurrency: int = field(default_factory=lambda: _env_int("BATCHYARD_LIST_CONCURRENCY", 2))
+    list_nice: int = field(default_factory=lambda: _env_int("BATCHYARD_LIST_NICE", 10))
 
     # Failed client-secret sign-ins (token endpoint and portal) allowed per client id and per
     # remote address within the window before further attempts are refused with 429
     # (services/sign_in_limits.py).
     sign_in_failures_per_client: int = field(
-        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_CLIENT", "10")))
+        default_factory=lambda: _env_int("BATCHYARD_SIGN_IN_FAILURES_PER_CLIENT", 10))
     sign_in_failures_per_address: int = field(
-        default_factory=lambda: int(os.environ.get("BATCHYARD_SIGN_IN_FAILURES_PER_ADDRESS", "30")))
+        default_factory=lambda: _env_int("BATCHYARD_SIGN_IN_FAILURES_PER_ADDRESS", 30))
     sign_in_window_seconds: float = field(
         default_factory=lambda: _env_float("BATCHYARD_SIGN_IN_WINDOW_SECONDS", 300))
 

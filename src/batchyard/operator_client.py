@@ -16,15 +16,25 @@ import click
 from .services.batch.accounts import QUOTAS_ACTION
 
 API_VERSION = "2024-07-01"
+# What the commands read from connection.json (server.py writes it)
+CONNECTION_KEYS = ("client_id", "client_secret", "authority", "tenant_id", "arm_endpoint", "subscription_id")
 
 
 class OperatorClient:
     def __init__(self, connection_file: Path):
         if not connection_file.exists():
             raise click.ClickException(f"{connection_file} does not exist: is `batchyard serve` running there?")
-        self.info = json.loads(connection_file.read_text())
-        ca = self.info.get("ca_bundle")
-        self._tls = ssl.create_default_context(cafile=ca) if ca else None
+        try:
+            self.info = json.loads(connection_file.read_text())
+            ca = self.info.get("ca_bundle")
+            self._tls = ssl.create_default_context(cafile=ca) if ca else None
+        except (OSError, ValueError, AttributeError, ssl.SSLError) as exc:
+            raise click.ClickException(f"{connection_file} cannot be read as `batchyard serve` writes it: {exc}") \
+                from None
+        missing = [key for key in CONNECTION_KEYS if not isinstance(self.info.get(key), str)]
+        if missing:
+            raise click.ClickException(f"{connection_file} lacks {', '.join(missing)}: it is not one `batchyard "
+                                       "serve` wrote")
         self._token = self._get_token()
 
     def _request(self, method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> dict:
@@ -35,6 +45,9 @@ class OperatorClient:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             raise click.ClickException(f"{method} {urllib.parse.urlsplit(url).path}: {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:  # no server there (a stale connection.json), TLS, ...
+            raise click.ClickException(f"{urllib.parse.urlsplit(url).netloc} does not answer: "
+                                       f"{getattr(exc, 'reason', exc)}. Is `batchyard serve` running?") from None
 
     def _get_token(self) -> str:
         form = urllib.parse.urlencode({

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import json
 import logging
@@ -19,7 +20,7 @@ from .api.app import create_app
 from .bootstrap import Services, build
 from .api.http_protocol import protocol_with_timeouts
 from .config import Settings
-from .private_files import tighten, write_private
+from .private_files import private_dir, tighten, write_private
 from .runtime.host import enter_private_mount_namespace
 from .services.operations import Operations
 from .tls import ensure_certificates, server_names
@@ -86,8 +87,31 @@ def write_connection_file(path: Path, data: dict) -> None:
     write_private(path, (json.dumps(data, indent=2) + "\n").encode())  # it holds the credentials
 
 
+class DataDirectoryUnusable(Exception):
+    """The data directory cannot be made, or another `batchyard serve` holds it."""
+
+
+def hold_data_directory(data_dir: Path) -> int:
+    """An exclusive lock on the data directory for as long as this process lives (the kernel
+    drops it however the process ends; the descriptor is close-on-exec, and every process the
+    service starts is exec'd). A second `batchyard serve` on the same directory would reclaim
+    the first's scratch trees and machines and write its database and connection.json."""
+    try:
+        private_dir(data_dir)
+        fd = os.open(data_dir / "serve.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DataDirectoryUnusable(f"cannot use {data_dir} as the data directory: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirectoryUnusable(f"{data_dir} is the data directory of a batchyard serve that is running") from None
+    return fd
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hold_data_directory(settings.data_dir)  # held until the process ends
     # Before any thread exists: the service's mounts stay private and vanish with it.
     namespaces = enter_private_mount_namespace()
     tighten(settings.data_dir)  # data directories from before every file was private, mount points included

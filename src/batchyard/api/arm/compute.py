@@ -225,7 +225,7 @@ async def list_versions(ctx: ArmContext) -> Response:
     if ctx.query.get("$orderby", "").lower().endswith("desc"):
         images = list(reversed(images))
     top = ctx.query.get("$top")
-    if top and top.isdigit():
+    if top and top.isascii() and top.isdigit() and len(top) <= 18:  # ("²".isdigit(), and int() refuses 4,300 digits)
         images = images[: int(top)]
     return JSONResponse([_catalog_item(ctx, i.version, _version_path(i)) for i in images])
 

@@ -49,12 +49,14 @@ def resize_body(form: dict[str, str]) -> dict:
             if form.get(field, "").strip()}
     minutes = form.get("resize_timeout", "").strip()
     if minutes:
-        body["resizeTimeout"] = f"PT{minutes}M" if minutes.isdigit() else minutes
+        body["resizeTimeout"] = f"PT{minutes}M" if minutes.isascii() and minutes.isdigit() else minutes
     return body
 
 
 def _chosen_sku(value: str, skus: list[dict]) -> dict | None:
-    return skus[int(value)] if value.isdigit() and int(value) < len(skus) else None
+    # ASCII digits, and few: "²".isdigit() is true, and int() refuses it and 4,300 digits
+    return skus[int(value)] if value.isascii() and value.isdigit() and len(value) <= 9 and int(value) < len(skus) \
+        else None
 
 
 def field_errors(exc: ServiceError) -> dict[str, str]:
