@@ -207,6 +207,11 @@ def test_trees_a_task_made_thousands_deep_are_deleted(clients):
         task = wait_for(lambda t=task_id: (t := batch.get_task("deep-job", t)).state == "completed" and t,
                         what=f"{task_id} to make its tree")
         assert task.execution_info.exit_code == 0
+    # a file whose name holds a newline was listed, but its path matched no route (404)
+    batch.create_task("deep-job", {"id": "nl", "commandLine": "/bin/sh -c 'printf body > \"$(printf \"a\\nb\")\"'"})
+    wait_for(lambda: batch.get_task("deep-job", "nl").state == "completed", what="the newline's file")
+    assert "wd/a\nb" in {f.name for f in batch.list_task_files("deep-job", "nl", recursive=True)}
+    assert b"".join(batch.download_task_file("deep-job", "nl", "wd/a\nb")) == b"body"
     batch.delete_task_file("deep-job", "cut", "wd/deep", recursive=True)
     assert not [f for f in batch.list_task_files("deep-job", "cut", recursive=True) if f.name.startswith("wd/deep")]
     batch.begin_delete_pool("deep-pool", polling_interval=0.2).result(timeout=90)  # its node and "kept"'s tree go
