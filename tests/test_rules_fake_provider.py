@@ -519,9 +519,10 @@ def test_a_pool_deleted_while_its_nodes_wait_for_workers_leaves_no_machine(tmp_p
 
 
 def test_a_fault_in_one_pool_s_autoscaling_or_one_schedule_stops_no_other(world, monkeypatch):
-    """The autoscaler's and the job schedules' passes go through every pool and schedule: an
-    exception in one (a value out of range, once) ended the pass for all the rest, every
-    second, until that one was deleted. Now it is logged and the pass goes on."""
+    """The autoscaler's, the job schedules' and the allocator's passes go through every pool or
+    schedule: an exception in one (a value out of range, once) ended the pass for all the
+    rest, every second, until that one was deleted. Now it is logged and the pass goes on
+    (PokedLoop.each)."""
     w = world()
     for pool_id in ("first", "second"):
         w.services.pools.create(w.account, {
@@ -533,7 +534,7 @@ def test_a_fault_in_one_pool_s_autoscaling_or_one_schedule_stops_no_other(world,
         w.services.job_schedules.create(w.account, {"id": f"{pool_id}-schedule", "schedule": {
             "doNotRunUntil": "2100-01-01T00:00:00Z"}, "jobSpecification": {"poolInfo": {"poolId": pool_id}}},
             Caller.shared_key())
-    tried: dict[str, list[str]] = {"pools": [], "schedules": []}
+    tried: dict[str, list[str]] = {"pools": [], "schedules": [], "allocations": []}
 
     def failing(kind: str):
         def fail(resource, *args):
@@ -542,10 +543,12 @@ def test_a_fault_in_one_pool_s_autoscaling_or_one_schedule_stops_no_other(world,
         return fail
     monkeypatch.setattr(w.services.autoscaler, "_run_and_apply", failing("pools"))
     monkeypatch.setattr(w.services.job_schedules, "_advance", failing("schedules"))
+    monkeypatch.setattr(w.services.allocator, "_reconcile", failing("allocations"))
     for pool in w.services.pools.all_pools():
         pool.internal["autoscale_next"] = 0  # due now
         w.services.pools.save(pool)
     w.services.autoscaler.one_pass()
     w.services.job_schedules.one_pass()
-    assert {"first", "second"} <= set(tried["pools"])
+    w.services.allocator.one_pass()
+    assert {"first", "second"} <= set(tried["pools"]) and {"first", "second"} <= set(tried["allocations"])
     assert {"first-schedule", "second-schedule"} <= set(tried["schedules"])

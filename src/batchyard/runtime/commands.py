@@ -182,10 +182,7 @@ class AgentRunner(CommandRunner):
                 pass
 
     def close(self) -> None:
-        with self._lock:
-            agent, self._agent = self._agent, None
-            self._idle_since = 0
-            self._held.clear()
+        agent = self._let_go()
         if agent is not None:
             _end(agent)
 
@@ -194,10 +191,7 @@ class AgentRunner(CommandRunner):
         close asked, so it gives its running commands their grace, journals the exits of those
         that end and ends, its journal kept for the next service (launcher.finish_running).
         No idle close follows (it would empty the journal)."""
-        with self._lock:
-            agent, self._agent = self._agent, None
-            self._idle_since = 0
-            self._held.clear()
+        agent = self._let_go()
         if agent is None:
             return []
         try:
@@ -205,6 +199,14 @@ class AgentRunner(CommandRunner):
         except (OSError, ValueError):
             pass
         return [agent]
+
+    def _let_go(self) -> subprocess.Popen | None:
+        """The agent, taken from the runner: no idle close is due for it any more."""
+        with self._lock:
+            agent, self._agent = self._agent, None
+            self._idle_since = 0
+            self._held.clear()
+        return agent
 
     def _ensure_agent(self) -> subprocess.Popen:
         if self._agent is None or self._agent.poll() is not None:

@@ -92,8 +92,7 @@ class Allocator(PokedLoop):
             self._retry_waiting()
             counts = self.nodes.counts()
             usage = _HostUsage(host_room(self.settings, self.agent.provider), pools, counts)
-            for pool in pools:
-                self._reconcile(pool, counts, pools, usage)
+            self.each(pools, lambda pool: self._reconcile(pool, counts, pools, usage))
 
     def _reconcile(self, pool: Resource, counts, pools, usage: "_HostUsage") -> None:
         mine = _Counts(counts.get(pool.id.lower(), {}))

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 log = logging.getLogger("batchyard.batch")
+T = TypeVar("T")
 
 
 class PokedLoop:
@@ -36,6 +39,16 @@ class PokedLoop:
 
     def one_pass(self) -> None:
         raise NotImplementedError
+
+    def each(self, items: Iterable[T], work: Callable[[T], None]) -> None:
+        """work(item) for every item of a pass; one item's failure is logged and the pass goes
+        on: a fault in one pool or schedule (a value out of range, once) must not stop every
+        other one's work, pass after pass, until it is deleted."""
+        for item in items:
+            try:
+                work(item)
+            except Exception:  # noqa: BLE001 - whatever one item raised
+                log.exception("%s: %s failed", self._thread.name, getattr(item, "id", item))
 
     def _loop(self) -> None:
         while True:

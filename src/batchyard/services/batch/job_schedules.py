@@ -196,15 +196,13 @@ class JobSchedules(PokedLoop):
         schedule.body["executionInfo"]["nextRunTime"] = schedule.internal["due"]
 
     def one_pass(self) -> None:
-        for schedule in self.store.list(type=SCHEDULE_TYPE):
-            with self.lock:
-                current = self.store.get(schedule.id)
-                if current is None:
-                    continue
-                try:
-                    self._advance(current)
-                except Exception:  # one schedule's failure never stops the others
-                    log.exception("job schedule %s could not advance", schedule.id)
+        self.each(self.store.list(type=SCHEDULE_TYPE), self._advance_current)
+
+    def _advance_current(self, schedule: Resource) -> None:
+        with self.lock:
+            current = self.store.get(schedule.id)
+            if current is not None:
+                self._advance(current)
 
     def _advance(self, schedule: Resource) -> None:
         state = schedule.body["state"]

@@ -15,7 +15,6 @@ least is `BATCHYARD_MIN_AUTOSCALE_INTERVAL` seconds (default 300), for tests.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from datetime import datetime, timedelta
@@ -31,7 +30,6 @@ from .formula import DEALLOCATION, DEDICATED, LOW_PRIORITY, MAX_LENGTH, Context,
     evaluate, parse
 from .metrics import PoolMetrics
 
-log = logging.getLogger("batchyard.batch")
 DEFAULT_INTERVAL = timedelta(minutes=15)
 MAX_INTERVAL = timedelta(hours=168)
 EVALUATION_ERROR = "AutoScalingFormulaEvaluationError"
@@ -216,15 +214,10 @@ class Autoscaler(PokedLoop):
 
     def one_pass(self) -> None:
         moment = now()
-        for pool in self.pools.all_pools():
-            if not pool.body.get("enableAutoScale") or pool.body["state"] != "active":
-                continue
-            try:
-                self._pass_over(pool, moment)
-            except Exception:  # one pool's failure never stops the others' autoscaling
-                log.exception("autoscaling pool %s failed", pool.id)
+        self.each([p for p in self.pools.all_pools() if p.body.get("enableAutoScale") and p.body["state"] == "active"],
+                   lambda pool: self._autoscale(pool, moment))
 
-    def _pass_over(self, pool: Resource, moment: datetime) -> None:
+    def _autoscale(self, pool: Resource, moment: datetime) -> None:
         if self.metrics.due(pool, moment):
             self.metrics.sample(pool, moment)
         if pool.internal.get("autoscale_next", 0) <= time.time():
