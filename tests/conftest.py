@@ -215,6 +215,19 @@ def wait_for(condition, timeout: float = 60.0, interval: float = 0.1, what: str 
         time.sleep(interval)
 
 
+def agents_of(machine: str) -> list[int]:
+    """The pids of a machine's command agents (runtime/launcher.py), found by the exit journal
+    each is given (the machine's key is in its path): the agent an idle close ended is gone."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if f"{machine}/exits.0".encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # gone meanwhile
+    return pids
+
+
 def marketplace_pool(batch, pool_id: str, vm_size: str = "standard_a1_v2", dedicated: int = 0, **extra) -> None:
     """A pool of the first image the account supports (through the data plane's client)."""
     image = next(iter(batch.list_supported_images()))

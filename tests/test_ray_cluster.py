@@ -23,7 +23,7 @@ import pytest
 from batchyard.runtime import journal
 from batchyard.runtime.host_daemon import reclaim_dead_siblings
 from batchyard.runtime.networks import address_of
-from conftest import Clients, Server, build_flow, pool_settled, run_script, serving, wait_for
+from conftest import Clients, Server, agents_of, build_flow, pool_settled, run_script, serving, wait_for
 from test_host_reclaim import left_by
 from test_node_isolation import PROBE, free_range, run
 
@@ -319,8 +319,8 @@ def test_a_restarted_service_finds_its_machines_on_their_hosts(ray_server, ray_c
 
 def test_a_crash_keeps_the_exits_hosts_journaled_and_reconciles_their_machines(ray_server):
     """After a SIGKILL, as on one host: a task that ended while the service could not record
-    it is recorded as it ended (its host's agent journaled the exit, and kept it when its
-    agent died with the service), not run again; a machine a host holds that no record names
+    it is recorded as it ended (its host's agent journaled the exit, and kept it when the
+    host closed the idle agent while the service stalled), not run again; a machine a host holds that no record names
     is deleted there; a node whose machine its host lost is made again."""
     batch = Clients(ray_server.info).batch
     batch.create_job({"id": "crash", "poolInfo": {"poolId": "spread"}})
@@ -378,6 +378,10 @@ def _journaled_while_stopped(ray_server):
     wanted = json.dumps({"id": f"{job_key}|{task_key}|{attempt}", "exit": 0}).encode()
     wait_for(lambda: any(wanted in path.read_bytes() for path in machine_dir.glob("exits.*")),
              interval=0.01, what="the exit in its host's journal")
+    # The host closes the machine's agent once it has idled (commands.IDLE_SECONDS), with the
+    # service still stopped: the close keeps the journal, the exit still unrecorded.
+    wait_for(lambda: not agents_of(machine), timeout=30, what="the host to close the idle agent")
+    assert any(wanted in path.read_bytes() for path in machine_dir.glob("exits.*"))
     return job_key, task_key, attempt, machine, keys, placement
 
 

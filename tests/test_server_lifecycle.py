@@ -13,7 +13,7 @@ import sys
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from conftest import Clients, Server, base_image_reference, pool_settled, vm_body, wait_for
+from conftest import Clients, Server, agents_of, base_image_reference, pool_settled, vm_body, wait_for
 from test_batch_pools import base_pool
 
 
@@ -138,6 +138,45 @@ def test_start_reconciles_machines_with_records(tmp_path):
         assert {n.id for n in batch.list_nodes("kept")} == set(keys)
         assert set(os.listdir(runtime / "machines")) == set(keys.values())
         assert len(os.listdir(runtime / "disks")) == 2
+
+
+def test_a_task_made_again_is_never_given_the_exit_its_namesake_journaled(tmp_path):
+    """A machine's exit journal outlives its agents (an idle close keeps it, for an exit the
+    service may not have recorded yet), so a task made again with the ids of one that ran
+    there (its job deleted and made again) must never be given the old one's exit after a
+    crash: it goes back to the queue, as any task the crash cut short, and ends as its own
+    command does."""
+    data = tmp_path / "data"
+    with Server(data) as server:
+        batch = Clients(server.info).batch_key
+        batch.create_pool(base_pool(Clients(server.info), "again", dedicated=1))
+        pool_settled(batch, "again")
+        batch.create_job({"id": "same", "poolInfo": {"poolId": "again"}})
+        batch.create_task("same", {"id": "t", "commandLine": "/bin/true"})
+        wait_for(lambda: batch.get_task("same", "t").state == "completed", what="the first task to complete")
+        with sqlite3.connect(data / "batchyard.db") as db:
+            (job_key, attempt, machine), = db.execute(
+                "SELECT job_key, json_extract(internal, '$.attempt'), json_extract(internal, '$.node.machine_key') "
+                "FROM batch_tasks")
+        machine_dir = data / "runtime" / "machines" / machine
+        wait_for(lambda: not agents_of(machine), timeout=30, what="the idle agent to be closed")
+        stale = json.dumps({"id": f"{job_key}|t|{attempt}", "exit": 0}).encode()
+        assert any(stale in path.read_bytes() for path in machine_dir.glob("exits.*"))  # kept by the close
+
+        batch.begin_delete_job("same", polling_interval=0.1).result()
+        batch.create_job({"id": "same", "poolInfo": {"poolId": "again"}})
+        shared = machine_dir / "resource" / "batch" / "tasks" / "shared"
+        batch.create_task("same", {"id": "t", "commandLine": "/bin/sh -c 'cd $AZ_BATCH_NODE_SHARED_DIR; touch began; "
+                                   "while [ ! -e go ]; do sleep 0.05; done; exit 3'"})
+        wait_for(lambda: (shared / "began").exists(), what="the second task's command to begin")
+        server.proc.kill()  # SIGKILL: the command never ends, and its agent goes with the service
+        server.proc.wait()
+
+        batch = Clients(server.start()).batch_key
+        (shared / "go").touch()
+        task = wait_for(lambda: (t := batch.get_task("same", "t")).state == "completed" and t,
+                        what="the second task to complete")
+        assert (task.execution_info.exit_code, task.execution_info.requeue_count) == (3, 1)
 
 
 def _node_if_idle(batch, pool_id: str, node_id: str):

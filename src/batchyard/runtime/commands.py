@@ -190,7 +190,7 @@ class AgentRunner(CommandRunner):
         """The service's death as the agent sees it on one host: its stdin closes with no
         close asked, so it gives its running commands their grace, journals the exits of those
         that end and ends, its journal kept for the next service (launcher.finish_running).
-        No idle close follows (it would empty the journal)."""
+        No idle close follows (it would end the commands at once, their exits unjournaled)."""
         agent = self._let_go()
         if agent is None:
             return []
@@ -376,8 +376,8 @@ class SplitRunner(CommandRunner):
 
 
 def _end(agent: subprocess.Popen) -> None:
-    """A close asked for (not the service vanishing): the agent ends its commands at once
-    and empties its exit journal (launcher.py)."""
+    """A close asked for (not the service vanishing): the agent ends its commands at once;
+    its exit journal stays for the next agent of the machine to write on (launcher.py)."""
     try:
         agent.stdin.write(b'{"close":true}\n')
         agent.stdin.close()

@@ -101,8 +101,8 @@ class Daemon:
                 else:
                     self.pool.submit(self.handle, request)
         finally:
-            # The agent gone (with the service, a crash or not: a clean stop emptied the
-            # journals first), the journals stay for the next service's agent here; the
+            # The agent gone (with the service, a crash or not), the journals stay for the
+            # next service's agent here; the
             # raylet gone, the host is lost and its machines are not run again.
             self.provider.stop_all(keep_exits=not self.lost)
 

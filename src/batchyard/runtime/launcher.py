@@ -16,8 +16,13 @@ agent lets running commands finish (for up to EXIT_GRACE seconds, as a node's ag
 its tasks running while the Batch service is unreachable), journals their exits and
 exits. The journal alternates between its two files: when the one in use passes
 JOURNAL_SWITCH_BYTES and the other was last written JOURNAL_KEEP_SECONDS ago (its exits
-long recorded), the other is emptied and takes over; {"close"} empties both (every exit
-reported was recorded: the service closes an agent only after it idled).
+long recorded), the other is emptied and takes over. {"close"} leaves both as they are: on a
+cluster, a host closes an idle agent on its own, while the service may be stalled with exits
+it has not recorded yet; the next agent of the machine writes on where this one stopped, and
+the service empties the journals once it has read them after a start. An exit is journaled
+under its command's id, which names one attempt of one task for good (see
+services/batch/tasks.py, first_attempt), so one the service recorded long ago is never taken
+for a later command's.
 
 It joins the machine's persistent mount namespace (which lands it in the machine's root
 filesystem), then makes a private copy of it with a new PID namespace, so the command gets
@@ -152,10 +157,6 @@ class Journal:
             self.current, fd = other, self.fds[other]
         write_all(fd, line)
         self.written[self.current] = time.monotonic()
-
-    def clear(self):
-        for fd in self.fds:
-            os.ftruncate(fd, 0)
 
 
 JOURNAL = None  # the agent's, when the service gave it one
@@ -446,8 +447,6 @@ def serve_requests(meminfo, start=None):
                     continue
                 request = json.loads(line)
                 if request.get("close"):
-                    if JOURNAL is not None:
-                        JOURNAL.clear()
                     return
                 handle(request, running, devnull, start)
 

@@ -80,7 +80,7 @@ class HostProvider(MachineProvider):
         with self._lock:
             runner = self._runners.pop(key, None)
         if runner is not None:
-            runner.close()  # each agent asked to end empties its exit journal (launcher.py)
+            runner.close()  # each agent asked to end ends its commands at once (launcher.py)
         with self._lock:
             procs = self._procs.pop(key, set())
         for proc in procs:
@@ -489,7 +489,8 @@ class NamespaceMachineProvider(HostProvider):
         """Every machine's agents let go at once, as the service's death lets them go on one
         host (CommandRunner.abandon): each keeps its journal, and they get the agents' grace
         together to journal what ends meanwhile. No runner is left for a stop to close (a
-        close, or an idle close due meanwhile, would empty a journal); stop() kills the rest."""
+        close, or an idle close due meanwhile, would end the commands at once, their exits
+        unjournaled); stop() kills the rest."""
         with self._lock:
             runners, self._runners = list(self._runners.values()), {}
         agents = [agent for runner in runners for agent in runner.abandon()]

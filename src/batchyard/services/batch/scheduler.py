@@ -1000,8 +1000,8 @@ class Scheduler(PokedLoop):
             self.on_exit((task.job_key, task.key), attempt, uploads=bool(task.body.get("outputFiles")))(outcome)
         self._record_ended()
         self._flush_nodes()
-        # Every journal is emptied, not only those read: an exit left in one could be taken
-        # for a later task's with the same job, task and attempt after the next crash.
+        # Every journal is emptied, not only those read: what they hold is recorded now, and
+        # the next start after a crash reads only what came after.
         for machine in {n.internal["machine_key"] for n in self.nodes.all()} - uploading:
             self.provider.forget_recorded_exits(machine)
 

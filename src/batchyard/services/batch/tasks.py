@@ -3,6 +3,7 @@ terminating, deleting and reactivating them. Running them is the scheduler's wor
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ...runtime.machine_files import LocalFiles
@@ -19,6 +20,17 @@ MAX_COLLECTION = 100
 # Azure refuses a task collection whose body is over about 1 MB: the SDK halves and retries.
 MAX_COLLECTION_BYTES = 1_000_000
 OPEN_JOB_STATES = ("active", "disabling", "disabled", "enabling")
+
+
+def first_attempt() -> int:
+    """The number a new task's attempts count on from: the wall clock in nanoseconds. An
+    attempt's command goes to its node as job|task|attempt, and machines journal its exit
+    under that id (runtime/launcher.py), in a journal that outlives the agent that wrote
+    it. A task made again with the ids of one deleted (or of one in a job deleted and made
+    again) counts on from a later moment, past any attempt the old one reached (one attempt
+    takes far more than a nanosecond), so an exit the old one journaled is never taken for
+    the new one's after a crash."""
+    return time.time_ns()
 
 
 def _affinity(item: dict) -> dict | None:
@@ -134,7 +146,7 @@ class Tasks:
         if item.get("applicationPackageReferences"):
             body["applicationPackageReferences"] = self.applications.check_references(account_of(job.id.lower()), item)
         body = {k: v for k, v in body.items() if v is not None}
-        return Task(job.id.lower(), body, {"depends_on": dependency_ids, "attempt": 0}, ready=not dependency_ids)
+        return Task(job.id.lower(), body, {"depends_on": dependency_ids, "attempt": first_attempt()}, ready=not dependency_ids)
 
     # reading ------------------------------------------------------------------------------------
 
