@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from ..store.db import Database
@@ -9,9 +10,13 @@ from ..store.resources import Resource, ResourceStore
 from .arm_ids import ResourceId, check_resource_group_name
 from .arm_resources import check_tags, new_resource, normalize_location, require_object
 from .batch.odata import compile_filter
-from .errors import InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, NotFound
 
 GROUP_TYPE = "Microsoft.Resources/resourceGroups"
+# A group's delete goes over what the group holds at most this many times (see delete),
+# pausing before each pass after one that was held up: 0.2, 0.4, 0.8, 1.6 s.
+DELETE_PASSES = 5
+PASS_PAUSE_SECONDS = 0.1
 
 
 class ResourceGroups:
@@ -20,6 +25,11 @@ class ResourceGroups:
         self.store = store
         # Services that own resources inside groups register how to delete them, in order.
         self._cascade: list[Callable[[str, str], None]] = []
+        # A delete does not survive a restart (its operation is reported failed, see
+        # operations.py): its group is open again, as ARM rolls back a delete it could not end.
+        for rg in self.store.list(type=GROUP_TYPE):
+            if _deleting(rg):
+                self._set_state(rg, "Succeeded")
 
     # subscriptions ----------------------------------------------------------------------
 
@@ -56,6 +66,15 @@ class ResourceGroups:
             raise NotFound("ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
         return found
 
+    def require_open(self, subscription: str, name: str) -> Resource:
+        """The group, when something may be made or changed in it: ARM refuses that from
+        the moment the group's delete is asked for."""
+        rg = self.get(subscription, name)
+        if _deleting(rg):
+            raise Conflict("ResourceGroupBeingDeleted",
+                           f"The resource group '{rg.name}' is in deprovisioning state and cannot perform this operation.")
+        return rg
+
     def exists(self, subscription: str, name: str) -> bool:
         self.check_subscription(subscription)
         return self.store.get(str(self._id(subscription, name))) is not None
@@ -68,6 +87,7 @@ class ResourceGroups:
         tags = check_tags(body.get("tags"))
         existing = self.store.get(str(self._id(subscription, name)))
         if existing is not None:
+            self.require_open(subscription, name)
             if existing.body["location"] != location:
                 raise InvalidInput(
                     "InvalidResourceGroupLocation",
@@ -87,16 +107,61 @@ class ResourceGroups:
         self.check_subscription(subscription)
         return self.store.list(type=GROUP_TYPE, subscription=subscription)
 
+    def mark_deleting(self, subscription: str, name: str) -> None:
+        """The group's delete is asked for: ARM shows it `Deleting` until it is gone, and
+        refuses from now on to make or change anything in it (require_open)."""
+        self._set_state(self.get(subscription, name), "Deleting")
+
     def delete(self, subscription: str, name: str) -> bool:
-        """Deletes the group and everything in it, as ARM does. False when it did not exist."""
+        """Deletes the group and everything in it, as ARM does. False when it did not exist.
+
+        A create let in just before the group was marked Deleting may still be making its
+        resource while this runs: a VM not listed yet whose disk then cannot be deleted (the
+        VM holds it), say. So whatever one pass over the group could not delete, or found
+        new, the next pass takes, up to DELETE_PASSES; past them the delete fails and the
+        group is open again, as ARM rolls back a delete it could not end
+        (ResourceGroupDeletionBlocked)."""
         self.check_subscription(subscription)
         rg = self.store.get(str(self._id(subscription, name)))
         if rg is None:
             return False
-        for delete_contents in self._cascade:
-            delete_contents(subscription, rg.name)
-        self.store.delete(rg.id)
-        return True
+        left, blocked = None, None
+        try:
+            for attempt in range(DELETE_PASSES):
+                if blocked is not None:
+                    time.sleep(PASS_PAUSE_SECONDS * 2 ** attempt)  # for the create in flight to end
+                try:
+                    for delete_contents in self._cascade:
+                        delete_contents(subscription, rg.name)
+                except (Conflict, NotFound) as exc:
+                    blocked = exc  # held by, or deleted meanwhile with, what the pass came too early for
+                    continue
+                before, left = left, self._contents(subscription, rg.name)
+                if not left or left == before:  # empty, or only what no service deletes
+                    self.store.delete(rg.id)
+                    return True
+        except BaseException:
+            self._reopen(rg)
+            raise
+        self._reopen(rg)
+        details = [{"code": blocked.code, "message": blocked.message, "target": blocked.target}] if blocked else []
+        raise Conflict("ResourceGroupDeletionBlocked",
+                       f"Deletion of resource group '{rg.name}' failed as resources in it could not be deleted. "
+                       "The provisioning state of the resource group will be rolled back.", details=details)
+
+    def _contents(self, subscription: str, name: str) -> set[str]:
+        return {r.id for r in self.store.list(subscription=subscription, resource_group=name)
+                if r.type.lower() != GROUP_TYPE.lower()}
+
+
+    def _reopen(self, rg: Resource) -> None:
+        current = self.store.get(rg.id)
+        if current is not None:
+            self._set_state(current, "Succeeded")
+
+    def _set_state(self, rg: Resource, state: str) -> None:
+        rg.body["properties"]["provisioningState"] = state
+        self.store.put(rg)
 
     def resources_in(self, subscription: str, name: str) -> list[Resource]:
         self.get(subscription, name)
@@ -110,6 +175,10 @@ class ResourceGroups:
         keep = compile_filter(odata_filter.lower() if odata_filter else None)
         return [r for r in self.store.list(subscription=subscription)
                 if r.type.lower() != GROUP_TYPE.lower() and keep(_filterable(r))]
+
+
+def _deleting(rg: Resource) -> bool:
+    return rg.body["properties"].get("provisioningState") == "Deleting"
 
 
 def _filterable(resource: Resource) -> dict:

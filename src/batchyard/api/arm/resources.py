@@ -97,7 +97,7 @@ async def patch_group(ctx: ArmContext) -> Response:
 
 async def delete_group(ctx: ArmContext) -> Response:
     groups = ctx.services.groups
-    await ctx.call(groups.get, ctx.params["subscription"], ctx.params["resourceGroup"])
+    await ctx.call(groups.mark_deleting, ctx.params["subscription"], ctx.params["resourceGroup"])
 
     def work():
         groups.delete(ctx.params["subscription"], ctx.params["resourceGroup"])

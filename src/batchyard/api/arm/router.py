@@ -127,7 +127,8 @@ class ArmRouter:
             await run_in_threadpool(services.authorization.require, Caller.bearer(claims), *needed)
         versions.check(request.query_params.get("api-version"), route.namespace)
         if "resourceGroup" in params and route.namespace != "Microsoft.Resources":
-            await run_in_threadpool(services.groups.get, params["subscription"], params["resourceGroup"])
+            group_check = services.groups.require_open if request.method in ("PUT", "PATCH") else services.groups.get
+            await run_in_threadpool(group_check, params["subscription"], params["resourceGroup"])
         response = await route.handler(ArmContext(request, params, query, claims, services))
         if request.method == "HEAD":
             response.body = b""

@@ -1,0 +1,109 @@
+"""A resource group's delete, on a real SQLite store: the group shows Deleting and refuses
+to make or change anything in it while the delete runs, takes what a create racing it made,
+rolls back when it cannot end, and does not outlive a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchyard import defaults
+from batchyard.services import resource_groups as module
+from batchyard.services.arm_ids import parse
+from batchyard.services.arm_resources import new_resource
+from batchyard.services.errors import Conflict
+from batchyard.services.resource_groups import ResourceGroups
+from batchyard.store.db import Database
+from batchyard.store.resources import ResourceStore
+
+SUB = defaults.SUBSCRIPTION_ID
+DISK = f"/subscriptions/{SUB}/resourceGroups/doomed/providers/Microsoft.Compute/disks/"
+
+
+@pytest.fixture()
+def store(tmp_path):
+    db = Database(tmp_path / "batchyard.db")
+    yield ResourceStore(db)
+    db.close()
+
+
+def _groups(store: ResourceStore) -> ResourceGroups:
+    groups = ResourceGroups(store.db, store)
+    groups.ensure_subscription(SUB, defaults.TENANT_ID, "test")
+    groups.create_or_update(SUB, "doomed", {"location": defaults.LOCATION})
+    return groups
+
+
+def _disk(store: ResourceStore, name: str) -> None:
+    store.put(new_resource(parse(DISK + name), defaults.LOCATION, {"provisioningState": "Succeeded"}))
+
+
+def _state(groups: ResourceGroups) -> str:
+    return groups.get(SUB, "doomed").body["properties"]["provisioningState"]
+
+
+def test_a_group_being_deleted_refuses_creates_and_changes_in_it(store):
+    groups = _groups(store)
+    groups.mark_deleting(SUB, "doomed")
+    assert _state(groups) == "Deleting"
+    for refused in (lambda: groups.require_open(SUB, "doomed"),
+                    lambda: groups.create_or_update(SUB, "doomed", {"location": defaults.LOCATION})):
+        with pytest.raises(Conflict) as caught:
+            refused()
+        assert caught.value.code == "ResourceGroupBeingDeleted"
+        assert "'doomed' is in deprovisioning state" in caught.value.message
+    assert groups.get(SUB, "doomed")  # reads go on
+
+
+def test_a_delete_takes_what_a_create_racing_it_made(store, monkeypatch):
+    """A pass that comes too early for a create let in before the mark (a disk its new VM
+    still holds), or that a create adds to meanwhile, is followed by another."""
+    monkeypatch.setattr(module, "PASS_PAUSE_SECONDS", 0.001)
+    groups = _groups(store)
+    _disk(store, "held")
+    passes = []
+
+    def delete_disks(subscription: str, group: str) -> None:
+        passes.append(sorted(r.name for r in store.list(type="Microsoft.Compute/disks", subscription=subscription,
+                                                        resource_group=group)))
+        if len(passes) == 1:
+            _disk(store, "late")  # made by the racing create while this pass runs
+            raise Conflict("OperationNotAllowed", "Disk 'held' is attached to VM 'made-meanwhile'.")
+        for resource in store.list(type="Microsoft.Compute/disks", subscription=subscription, resource_group=group):
+            store.delete(resource.id)
+        if len(passes) == 2:
+            _disk(store, "later")  # and another, after the second pass listed the group
+
+    groups.on_delete(delete_disks)
+    groups.mark_deleting(SUB, "doomed")
+    assert groups.delete(SUB, "doomed")
+    assert passes == [["held"], ["held", "late"], ["later"]]
+    assert not groups.exists(SUB, "doomed")
+    assert store.list(subscription=SUB, resource_group="doomed") == []
+
+
+def test_a_delete_that_cannot_end_rolls_back_and_says_why(store, monkeypatch):
+    monkeypatch.setattr(module, "PASS_PAUSE_SECONDS", 0.001)
+    groups = _groups(store)
+    tries = []
+
+    def refuse(subscription: str, group: str) -> None:
+        tries.append(group)
+        raise Conflict("InUse", "The image is used by pool 'p'.", target="image")
+
+    groups.on_delete(refuse)
+    groups.mark_deleting(SUB, "doomed")
+    with pytest.raises(Conflict) as caught:
+        groups.delete(SUB, "doomed")
+    assert caught.value.code == "ResourceGroupDeletionBlocked"
+    assert caught.value.details == [{"code": "InUse", "message": "The image is used by pool 'p'.", "target": "image"}]
+    assert len(tries) == module.DELETE_PASSES
+    assert _state(groups) == "Succeeded"
+    groups.require_open(SUB, "doomed")  # open again
+
+
+def test_a_delete_cut_short_by_a_restart_leaves_the_group_open(store):
+    groups = _groups(store)
+    groups.mark_deleting(SUB, "doomed")
+    after_restart = ResourceGroups(store.db, store)  # its operation is reported failed (operations.py)
+    assert after_restart.get(SUB, "doomed").body["properties"]["provisioningState"] == "Succeeded"
+    after_restart.require_open(SUB, "doomed")
