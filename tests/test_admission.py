@@ -3,6 +3,7 @@ they stream, request heads and idle connections timed out, connections capped.""
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import ssl
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from batchyard.config import Settings
 from conftest import Clients, Server
 
 
@@ -183,10 +185,23 @@ def test_idle_keep_alive_connections_are_closed(impatient):
 
 
 def test_oversized_request_heads_are_refused(impatient):
-    sock = _connect(impatient.info)
-    sock.sendall(b"GET /_health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 32768 + b"\r\n\r\n")
-    assert closed_by_server(sock).startswith(b"HTTP/1.1 431")
-    sock.close()
+    """431, in the shape of the plane the request was for: ARM's, or Batch's for a Batch path
+    or an account's host name."""
+    account, suffix = impatient.info["batch_account"], Settings.default_batch_host_suffix()
+    for path, host, shape in [(b"/subscriptions/s/resourceGroups", b"127.0.0.1", "arm"),
+                              (b"/batch/jobs?api-version=2024-07-01.20.0", b"127.0.0.1", "batch"),
+                              (b"/jobs?api-version=2024-07-01.20.0", f"{account}.{suffix}:80".encode(), "batch")]:
+        sock = _connect(impatient.info)
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nX-Padding: " + b"a" * 32768 + b"\r\n\r\n")
+        answer = closed_by_server(sock)
+        sock.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431"), answer[:200]
+        error = json.loads(body)
+        if shape == "arm":
+            assert error["error"]["code"] == "RequestHeaderFieldsTooLarge"
+        else:
+            assert error["code"] == "RequestHeaderFieldsTooLarge" and "16384 bytes" in error["message"]["value"]
 
 
 def test_connections_are_capped(tmp_path_factory):

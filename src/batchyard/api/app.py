@@ -104,7 +104,8 @@ def create_app(services) -> CollapseArmSlashes:
     ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services
     app.state.page_readers = PageReaders(services.db.path, settings.list_concurrency, settings.list_nice)
-    app.add_middleware(HeadSizeLimit, max_bytes=services.settings.max_header_bytes)
+    app.add_middleware(HeadSizeLimit, max_bytes=services.settings.max_header_bytes,
+                       refuse=lambda scope, limit: _head_too_large(scope, limit, settings))
     return CollapseArmSlashes(app)
 
 
@@ -115,9 +116,24 @@ async def _outside_routes(request: Request, exc: HTTPException) -> Response:
             "UnsupportedHttpMethod", f"The requested resource does not support http method '{request.method}'.")
     else:
         error = NotFound("NotFound", f"The requested path '{request.url.path}' was not found.")
-    if request.url.path.startswith("/batch/"):
-        return batch_error_response(error, exc.status_code, str(uuid.uuid4()))
-    return arm_error(error, exc.status_code)
+    return _in_plane(request.scope, request.app.state.services.settings, error, exc.status_code)
+
+
+def _head_too_large(scope, limit: int, settings) -> Response:
+    error = InvalidInput("RequestHeaderFieldsTooLarge",
+                         f"The request's target and headers together are larger than {limit} bytes.")
+    return _in_plane(scope, settings, error, 431)
+
+
+def _in_plane(scope, settings, error: ServiceError, status: int) -> Response:
+    """An error no router answered, in the shape its client reads: Batch's for a Batch
+    path or an account's host name, ARM's for anything else."""
+    host = next((value for name, value in scope["headers"] if name == b"host"), b"").decode("latin-1")
+    host = host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host
+    suffixes = [settings.batch_host_suffix] + ([azure_names.BATCH_SUFFIX] if settings.azure_hostnames else [])
+    if scope["path"].startswith("/batch/") or any(host.lower().endswith("." + s.lower()) for s in suffixes):
+        return batch_error_response(error, status, str(uuid.uuid4()))
+    return arm_error(error, status)
 
 
 class CollapseArmSlashes:

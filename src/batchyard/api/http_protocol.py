@@ -17,27 +17,29 @@ client's delay and is not timed."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
-from starlette.responses import PlainTextResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 class HeadSizeLimit:
-    """431 for a request whose target and headers together pass `max_bytes`."""
+    """431 for a request whose target and headers together pass `max_bytes`, answered by
+    `refuse` (in the shape of the request's plane) on a connection then closed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, refuse: Callable[[Scope, int], Response]):
         self.app = app
         self.max_bytes = max_bytes
+        self.refuse = refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + \
                 sum(len(name) + len(value) + 4 for name, value in scope["headers"])
             if size > self.max_bytes:
-                response = PlainTextResponse("Request header fields too large", status_code=431,
-                                             headers={"Connection": "close"})
+                response = self.refuse(scope, self.max_bytes)
+                response.headers["Connection"] = "close"
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
