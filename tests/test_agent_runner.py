@@ -7,6 +7,7 @@ machine."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -224,3 +225,36 @@ def test_the_agent_reports_the_exits_of_one_reap_together_and_whole(tmp_path):
     writes, left = map(int, done.stderr.split())
     assert left == 0
     assert writes == -(-len(done.stdout) // 1000)  # one write, cut short and finished
+
+
+def test_an_agent_writes_on_the_journal_earlier_agents_left_and_keeps_it_small(tmp_path):
+    """A machine's agents come and go (each closed once it idled) and its exit journal
+    outlives them. What the journal's files hold was written when they last changed, not
+    when an agent opened them: the file in use is switched once it is full and the other's
+    exits are a minute old, however short each agent's life; until then both are kept."""
+    from batchyard.runtime import launcher
+
+    full, other = tmp_path / "exits.0", tmp_path / "exits.1"
+    filled = b'{"id": "job|task|1", "exit": 0}\n' * (launcher.JOURNAL_SWITCH_BYTES // 30)
+    full.write_bytes(filled)
+    other.write_bytes(b'{"id": "job|other|1", "exit": 0}\n')
+
+    def next_agent_writes(line: bytes) -> None:
+        fds = [os.open(path, os.O_WRONLY | os.O_APPEND) for path in (full, other)]
+        try:
+            launcher.Journal(fds).write(line)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    recent = time.time() - launcher.JOURNAL_KEEP_SECONDS / 2
+    os.utime(other, (recent, recent))
+    next_agent_writes(b'{"id": "job|new|1", "exit": 1}\n')  # the other's exits may not be recorded yet
+    assert full.read_bytes() == filled + b'{"id": "job|new|1", "exit": 1}\n'
+    assert other.read_bytes() == b'{"id": "job|other|1", "exit": 0}\n'
+
+    long_ago = time.time() - launcher.JOURNAL_KEEP_SECONDS - 5
+    os.utime(other, (long_ago, long_ago))
+    next_agent_writes(b'{"id": "job|newer|1", "exit": 2}\n')
+    assert other.read_bytes() == b'{"id": "job|newer|1", "exit": 2}\n'  # emptied, and in use
+    assert full.read_bytes() == filled + b'{"id": "job|new|1", "exit": 1}\n'

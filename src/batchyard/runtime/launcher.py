@@ -145,8 +145,10 @@ class Journal:
     def __init__(self, fds):
         self.fds = fds
         self.current = max(range(len(fds)), key=lambda i: os.fstat(fds[i]).st_size)
-        # what a file already holds may not be recorded yet: it counts as written now
-        self.written = [time.monotonic() if os.fstat(fd).st_size else 0.0 for fd in fds]
+        # What a file holds was written by the machine's earlier agents, when the file last
+        # changed: each lived only until it idled, so a file's age must outlive them, or the
+        # journal would never switch and grow for as long as the machine runs.
+        self.written = [written_at(fd) for fd in fds]
 
     def write(self, line):
         fd = self.fds[self.current]
@@ -157,6 +159,15 @@ class Journal:
             self.current, fd = other, self.fds[other]
         write_all(fd, line)
         self.written[self.current] = time.monotonic()
+
+
+def written_at(fd):
+    """When the file was last written, on the monotonic clock that Journal measures by (0.0
+    for an empty file: nothing in it to keep)."""
+    status = os.fstat(fd)
+    if not status.st_size:
+        return 0.0
+    return time.monotonic() - max(0.0, time.time() - status.st_mtime)
 
 
 JOURNAL = None  # the agent's, when the service gave it one
