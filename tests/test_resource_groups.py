@@ -4,6 +4,9 @@ rolls back when it cannot end, and does not outlive a restart."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from batchyard import defaults
@@ -35,6 +38,13 @@ def _groups(store: ResourceStore) -> ResourceGroups:
 
 def _disk(store: ResourceStore, name: str) -> None:
     store.put(new_resource(parse(DISK + name), defaults.LOCATION, {"provisioningState": "Succeeded"}))
+
+
+def _delete_disks(store: ResourceStore):
+    def delete_contents(subscription: str, group: str) -> None:
+        for resource in store.list(type="Microsoft.Compute/disks", subscription=subscription, resource_group=group):
+            store.delete(resource.id)
+    return delete_contents
 
 
 def _state(groups: ResourceGroups) -> str:
@@ -107,3 +117,49 @@ def test_a_delete_cut_short_by_a_restart_leaves_the_group_open(store):
     after_restart = ResourceGroups(store.db, store)  # its operation is reported failed (operations.py)
     assert after_restart.get(SUB, "doomed").body["properties"]["provisioningState"] == "Succeeded"
     after_restart.require_open(SUB, "doomed")
+
+
+def test_a_delete_waits_for_the_writes_let_in_before_it_and_lets_none_in_after(store):
+    groups = _groups(store)
+    groups.on_delete(_delete_disks(store))
+    write = groups.begin_write(SUB, "doomed")  # a disk's PUT, let in
+    groups.mark_deleting(SUB, "doomed")
+    with pytest.raises(Conflict) as caught:
+        groups.begin_write(SUB, "doomed")
+    assert caught.value.code == "ResourceGroupBeingDeleted"
+    with ThreadPoolExecutor(1) as pool:
+        deleted = pool.submit(groups.delete, SUB, "doomed")
+        with pytest.raises(TimeoutError):
+            deleted.result(timeout=0.3)  # waiting for the write
+        _disk(store, "made")
+        groups.end_write(write)
+        assert deleted.result(timeout=10) is True
+    assert not groups.exists(SUB, "doomed")
+    assert store.list(subscription=SUB, resource_group="doomed") == []
+
+
+def test_a_second_delete_waits_for_the_first_and_nothing_reopens_the_group_meanwhile(store):
+    groups = _groups(store)
+    entered, go_on = threading.Event(), threading.Event()
+    passes = []
+
+    def slow(subscription: str, group: str) -> None:
+        passes.append(group)
+        entered.set()
+        go_on.wait(10)
+
+    groups.on_delete(slow)
+    groups.mark_deleting(SUB, "doomed")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(groups.delete, SUB, "doomed")
+        assert entered.wait(10)
+        groups.mark_deleting(SUB, "doomed")  # a client's retry of the DELETE
+        second = pool.submit(groups.delete, SUB, "doomed")
+        with pytest.raises(Conflict):  # a change of the group's tags meanwhile
+            groups.create_or_update(SUB, "doomed", {"location": defaults.LOCATION, "tags": {"a": "b"}})
+        assert _state(groups) == "Deleting"
+        go_on.set()
+        assert first.result(timeout=10) is True
+        assert second.result(timeout=10) is False  # the first deleted it
+    assert passes == ["doomed"]
+    assert not groups.exists(SUB, "doomed")

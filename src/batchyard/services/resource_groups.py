@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Callable
 
@@ -17,6 +19,11 @@ GROUP_TYPE = "Microsoft.Resources/resourceGroups"
 # pausing before each pass after one that was held up: 0.2, 0.4, 0.8, 1.6 s.
 DELETE_PASSES = 5
 PASS_PAUSE_SECONDS = 0.1
+# How long a delete waits for the writes let into its group before the mark to end: a
+# write's request lasts at most the synchronous wait of a long-running operation (20 s).
+WRITES_WAIT_SECONDS = 60.0
+
+log = logging.getLogger("batchyard.arm")
 
 
 class ResourceGroups:
@@ -25,6 +32,12 @@ class ResourceGroups:
         self.store = store
         # Services that own resources inside groups register how to delete them, in order.
         self._cascade: list[Callable[[str, str], None]] = []
+        # A group's state changes, the writes let into each group, and the groups whose
+        # delete runs: a write is let in only while its group is open, and a delete begins
+        # once those let in before its mark have ended, one delete of a group at a time.
+        self._changes = threading.Condition()
+        self._writes: dict[str, int] = {}
+        self._deletes: set[str] = set()
         # A delete does not survive a restart (its operation is reported failed, see
         # operations.py): its group is open again, as ARM rolls back a delete it could not end.
         for rg in self.store.list(type=GROUP_TYPE):
@@ -75,6 +88,21 @@ class ResourceGroups:
                            f"The resource group '{rg.name}' is in deprovisioning state and cannot perform this operation.")
         return rg
 
+    def begin_write(self, subscription: str, name: str) -> str:
+        """Lets a create or change in the group in, while the group is open; its delete,
+        asked for meanwhile, waits for it to end (end_write). Gives what end_write takes."""
+        with self._changes:
+            key = str(self.require_open(subscription, name).id).lower()
+            self._writes[key] = self._writes.get(key, 0) + 1
+            return key
+
+    def end_write(self, key: str) -> None:
+        with self._changes:
+            self._writes[key] -= 1
+            if not self._writes[key]:
+                del self._writes[key]
+                self._changes.notify_all()
+
     def exists(self, subscription: str, name: str) -> bool:
         self.check_subscription(subscription)
         return self.store.get(str(self._id(subscription, name))) is not None
@@ -85,6 +113,11 @@ class ResourceGroups:
         body = require_object(body, "body")
         location = normalize_location(body.get("location"))
         tags = check_tags(body.get("tags"))
+        with self._changes:
+            return self._create_or_update(subscription, name, body, location, tags)
+
+    def _create_or_update(self, subscription: str, name: str, body: dict, location: str,
+                          tags: dict) -> tuple[Resource, bool]:
         existing = self.store.get(str(self._id(subscription, name)))
         if existing is not None:
             self.require_open(subscription, name)
@@ -110,41 +143,58 @@ class ResourceGroups:
     def mark_deleting(self, subscription: str, name: str) -> None:
         """The group's delete is asked for: ARM shows it `Deleting` until it is gone, and
         refuses from now on to make or change anything in it (require_open)."""
-        self._set_state(self.get(subscription, name), "Deleting")
+        with self._changes:
+            self._set_state(self.get(subscription, name), "Deleting")
 
     def delete(self, subscription: str, name: str) -> bool:
-        """Deletes the group and everything in it, as ARM does. False when it did not exist.
+        """Deletes the group and everything in it, as ARM does. False when it did not exist
+        (or another delete of it, asked for first, has deleted it meanwhile).
 
-        A create let in just before the group was marked Deleting may still be making its
-        resource while this runs: a VM not listed yet whose disk then cannot be deleted (the
-        VM holds it), say. So whatever one pass over the group could not delete, or found
-        new, the next pass takes, up to DELETE_PASSES; past them the delete fails and the
-        group is open again, as ARM rolls back a delete it could not end
-        (ResourceGroupDeletionBlocked)."""
+        It begins once the writes let into the group before its mark have ended. A create
+        may still be making its resource in the background then (a VM not listed yet whose
+        disk cannot be deleted while it holds it, say): whatever one pass over the group
+        could not delete, or found new, the next pass takes, up to DELETE_PASSES; past them
+        the delete fails and the group is open again, as ARM rolls back a delete it could
+        not end (ResourceGroupDeletionBlocked)."""
         self.check_subscription(subscription)
-        rg = self.store.get(str(self._id(subscription, name)))
-        if rg is None:
-            return False
-        left, blocked = None, None
+        key = str(self._id(subscription, name)).lower()
+        with self._changes:
+            self._changes.wait_for(lambda: key not in self._deletes)  # a second DELETE waits for the first
+            rg = self.store.get(key)
+            if rg is None:
+                return False
+            self._set_state(rg, "Deleting")  # again, if the first delete rolled back
+            self._deletes.add(key)
+            if not self._changes.wait_for(lambda: key not in self._writes, timeout=WRITES_WAIT_SECONDS):
+                log.warning("deleting resource group %s while writes let in before its delete still run", rg.name)
         try:
-            for attempt in range(DELETE_PASSES):
-                if blocked is not None:
-                    time.sleep(PASS_PAUSE_SECONDS * 2 ** attempt)  # for the create in flight to end
-                try:
-                    for delete_contents in self._cascade:
-                        delete_contents(subscription, rg.name)
-                except (Conflict, NotFound) as exc:
-                    blocked = exc  # held by, or deleted meanwhile with, what the pass came too early for
-                    continue
-                before, left = left, self._contents(subscription, rg.name)
-                if not left or left == before:  # empty, or only what no service deletes
-                    self.store.delete(rg.id)
-                    return True
+            self._delete_contents(subscription, rg)
         except BaseException:
-            self._reopen(rg)
+            self._reopen(key)
             raise
-        self._reopen(rg)
-        details = [{"code": blocked.code, "message": blocked.message, "target": blocked.target}] if blocked else []
+        finally:
+            with self._changes:
+                self._deletes.discard(key)
+                self._changes.notify_all()
+        return True
+
+    def _delete_contents(self, subscription: str, rg: Resource) -> None:
+        left, reason = None, None
+        for attempt in range(DELETE_PASSES):
+            if attempt:
+                time.sleep(PASS_PAUSE_SECONDS * 2 ** attempt)  # for what is in flight to end
+            try:
+                for delete_contents in self._cascade:
+                    delete_contents(subscription, rg.name)
+            except (Conflict, NotFound) as exc:
+                reason = exc  # held by, or deleted meanwhile with, what the pass came too early for
+                continue
+            before, left = left, self._contents(subscription, rg.name)
+            if not left or left == before:  # empty, or only what no service deletes
+                with self._changes:
+                    self.store.delete(rg.id)
+                return
+        details = [{"code": reason.code, "message": reason.message, "target": reason.target}] if reason else []
         raise Conflict("ResourceGroupDeletionBlocked",
                        f"Deletion of resource group '{rg.name}' failed as resources in it could not be deleted. "
                        "The provisioning state of the resource group will be rolled back.", details=details)
@@ -153,11 +203,11 @@ class ResourceGroups:
         return {r.id for r in self.store.list(subscription=subscription, resource_group=name)
                 if r.type.lower() != GROUP_TYPE.lower()}
 
-
-    def _reopen(self, rg: Resource) -> None:
-        current = self.store.get(rg.id)
-        if current is not None:
-            self._set_state(current, "Succeeded")
+    def _reopen(self, key: str) -> None:
+        with self._changes:
+            current = self.store.get(key)
+            if current is not None and _deleting(current):
+                self._set_state(current, "Succeeded")
 
     def _set_state(self, rg: Resource, state: str) -> None:
         rg.body["properties"]["provisioningState"] = state

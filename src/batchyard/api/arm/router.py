@@ -126,10 +126,19 @@ class ArmRouter:
         if needed and not route.own_check:
             await run_in_threadpool(services.authorization.require, Caller.bearer(claims), *needed)
         versions.check(request.query_params.get("api-version"), route.namespace)
-        if "resourceGroup" in params and route.namespace != "Microsoft.Resources":
-            group_check = services.groups.require_open if request.method in ("PUT", "PATCH") else services.groups.get
-            await run_in_threadpool(group_check, params["subscription"], params["resourceGroup"])
-        response = await route.handler(ArmContext(request, params, query, claims, services))
+        context = ArmContext(request, params, query, claims, services)
+        if "resourceGroup" not in params or route.namespace == "Microsoft.Resources":
+            response = await route.handler(context)
+        elif request.method in ("PUT", "PATCH", "POST"):
+            # a write in a group: refused once its delete is asked for, waited for by that delete
+            write = await run_in_threadpool(services.groups.begin_write, params["subscription"], params["resourceGroup"])
+            try:
+                response = await route.handler(context)
+            finally:
+                services.groups.end_write(write)
+        else:
+            await run_in_threadpool(services.groups.get, params["subscription"], params["resourceGroup"])
+            response = await route.handler(context)
         if request.method == "HEAD":
             response.body = b""
         return response

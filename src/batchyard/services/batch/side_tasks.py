@@ -27,8 +27,10 @@ def node_key(node: Node) -> str:
 
 
 def command_id(kind: str, job: Resource, nkey: str, retry: int) -> str:
-    """The id a side task's run goes to its node's agent under: to start it, and to kill it."""
-    return f"{kind}|{job.id.lower()}|{nkey}|{retry}"
+    """The id a side task's run goes to its node's agent under: to start it, and to kill it.
+    The job's moment of creation is in it: an agent files each exit under its command's id,
+    so a job deleted and made again with the same id must not repeat one."""
+    return f"{kind}|{job.id.lower()}|{int(job.created * 1e6)}|{nkey}|{retry}"
 
 
 class SideTasks:
