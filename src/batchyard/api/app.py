@@ -8,7 +8,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Host, Route
+from starlette.routing import Host, Match, Route
 
 from .. import azure_names
 from ..services.errors import InvalidInput, NotFound, ServiceError
@@ -103,9 +103,10 @@ def create_app(services) -> CollapseArmSlashes:
         *tokens.routes,
     ], exception_handlers={404: _outside_routes, 405: _outside_routes})
     app.state.services = services
+    app.state.batch_hosts = hosts
     app.state.page_readers = PageReaders(services.db.path, settings.list_concurrency, settings.list_nice)
     app.add_middleware(HeadSizeLimit, max_bytes=services.settings.max_header_bytes,
-                       refuse=lambda scope, limit: _head_too_large(scope, limit, settings))
+                       refuse=lambda scope, limit: _head_too_large(scope, limit, hosts))
     return CollapseArmSlashes(app)
 
 
@@ -116,22 +117,20 @@ async def _outside_routes(request: Request, exc: HTTPException) -> Response:
             "UnsupportedHttpMethod", f"The requested resource does not support http method '{request.method}'.")
     else:
         error = NotFound("NotFound", f"The requested path '{request.url.path}' was not found.")
-    return _in_plane(request.scope, request.app.state.services.settings, error, exc.status_code)
+    return _in_plane(request.scope, request.app.state.batch_hosts, error, exc.status_code)
 
 
-def _head_too_large(scope, limit: int, settings) -> Response:
+def _head_too_large(scope, limit: int, batch_hosts: list[Host]) -> Response:
     error = InvalidInput("RequestHeaderFieldsTooLarge",
                          f"The request's target and headers together are larger than {limit} bytes.")
-    return _in_plane(scope, settings, error, 431)
+    return _in_plane(scope, batch_hosts, error, 431)
 
 
-def _in_plane(scope, settings, error: ServiceError, status: int) -> Response:
+def _in_plane(scope, batch_hosts: list[Host], error: ServiceError, status: int) -> Response:
     """An error no router answered, in the shape its client reads: Batch's for a Batch
-    path or an account's host name, ARM's for anything else."""
-    host = next((value for name, value in scope["headers"] if name == b"host"), b"").decode("latin-1")
-    host = host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host
-    suffixes = [settings.batch_host_suffix] + ([azure_names.BATCH_SUFFIX] if settings.azure_hostnames else [])
-    if scope["path"].startswith("/batch/") or any(host.lower().endswith("." + s.lower()) for s in suffixes):
+    path or an account's host name (one the account endpoints' routes match), ARM's for
+    anything else."""
+    if scope["path"].startswith("/batch/") or any(host.matches(scope)[0] == Match.FULL for host in batch_hosts):
         return batch_error_response(error, status, str(uuid.uuid4()))
     return arm_error(error, status)
 
