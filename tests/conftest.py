@@ -8,11 +8,13 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from azure.batch import BatchClient
@@ -213,6 +215,15 @@ def wait_for(condition, timeout: float = 60.0, interval: float = 0.1, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def connect_raw(info: dict) -> socket.socket:
+    """A plain socket to the server (TLS when it serves TLS), for requests no client would send."""
+    url = urlsplit(info["arm_endpoint"])
+    sock = socket.create_connection((url.hostname, url.port), timeout=30)
+    if url.scheme == "https":
+        sock = ssl.create_default_context(cafile=info["ca_bundle"]).wrap_socket(sock, server_hostname=url.hostname)
+    return sock
 
 
 def agents_of(machine: str) -> list[int]:

@@ -9,12 +9,11 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 from batchyard.config import Settings
-from conftest import Clients, Server
+from conftest import Clients, Server, connect_raw
 
 
 HUGE = (10**9, 2**31, 2**63, 10**30)
@@ -68,19 +67,11 @@ def test_integers_outside_azures_ranges_are_refused(clients):
     batch.begin_delete_pool("resizable", polling_interval=0.1).result()
 
 
-def _connect(info: dict) -> socket.socket:
-    url = urlsplit(info["arm_endpoint"])
-    sock = socket.create_connection((url.hostname, url.port), timeout=30)
-    if url.scheme == "https":
-        sock = ssl.create_default_context(cafile=info["ca_bundle"]).wrap_socket(sock, server_hostname=url.hostname)
-    return sock
-
-
 def test_an_oversized_chunked_body_is_refused_while_it_streams(server, clients):
     """4 MB is ARM's limit: the server answers 413 once it has read past it, long before
     the client could have sent all it meant to (128 MiB)."""
     token = clients.credential.get_token("https://management.azure.com/.default").token
-    sock = _connect(server.info)
+    sock = connect_raw(server.info)
     path = f"/subscriptions/{clients.subscription}/resourcegroups/chunked?api-version=2024-11-01"
     sock.sendall((f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
                   "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
@@ -134,8 +125,8 @@ def closed_by_server(sock: socket.socket) -> bytes:
 
 
 def test_connections_that_send_no_complete_head_are_closed(impatient):
-    silent = _connect(impatient.info)
-    partial = _connect(impatient.info)
+    silent = connect_raw(impatient.info)
+    partial = connect_raw(impatient.info)
     partial.sendall(b"GET /_health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     started = time.monotonic()
     assert closed_by_server(silent) == b""
@@ -152,9 +143,9 @@ def test_a_body_that_stops_coming_closes_its_connection_quietly(impatient):
     body that keeps coming, however slowly, is read to its end."""
     # the token endpoint reads its form before anything else
     head = b"POST /common/oauth2/v2.0/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    short = _connect(impatient.info)
+    short = connect_raw(impatient.info)
     short.sendall(head + b"Content-Length: 100\r\n\r\n" + b"grant_type=")
-    unfinished = _connect(impatient.info)
+    unfinished = connect_raw(impatient.info)
     unfinished.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n5\r\ngrant\r\n")
     started = time.monotonic()
     assert closed_by_server(short) == b""
@@ -163,7 +154,7 @@ def test_a_body_that_stops_coming_closes_its_connection_quietly(impatient):
     short.close()
     unfinished.close()
 
-    steady = _connect(impatient.info)
+    steady = connect_raw(impatient.info)
     body = b"grant_type=password&x=yz"
     steady.sendall(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
     for i in range(0, len(body), 4):  # 2 s in all, 0.3 s apart: never a 2 s pause
@@ -177,7 +168,7 @@ def test_a_body_that_stops_coming_closes_its_connection_quietly(impatient):
 
 
 def test_idle_keep_alive_connections_are_closed(impatient):
-    sock = _connect(impatient.info)
+    sock = connect_raw(impatient.info)
     sock.sendall(b"GET /_health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     answer = closed_by_server(sock)
     assert answer.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in answer
@@ -191,7 +182,7 @@ def test_oversized_request_heads_are_refused(impatient):
     for path, host, shape in [(b"/subscriptions/s/resourceGroups", b"127.0.0.1", "arm"),
                               (b"/batch/jobs?api-version=2024-07-01.20.0", b"127.0.0.1", "batch"),
                               (b"/jobs?api-version=2024-07-01.20.0", f"{account}.{suffix}:80".encode(), "batch")]:
-        sock = _connect(impatient.info)
+        sock = connect_raw(impatient.info)
         sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nX-Padding: " + b"a" * 32768 + b"\r\n\r\n")
         answer = closed_by_server(sock)
         sock.close()
@@ -207,9 +198,9 @@ def test_oversized_request_heads_are_refused(impatient):
 def test_connections_are_capped(tmp_path_factory):
     with Server(tmp_path_factory.mktemp("capped") / "data", tls=False,
                 extra_env={"BATCHYARD_MAX_CONNECTIONS": "3"}) as srv:
-        idle = [_connect(srv.info) for _ in range(3)]
+        idle = [connect_raw(srv.info) for _ in range(3)]
         try:
-            extra = _connect(srv.info)
+            extra = connect_raw(srv.info)
             extra.sendall(b"GET /_health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             assert closed_by_server(extra).startswith(b"HTTP/1.1 503")
             extra.close()
@@ -217,7 +208,7 @@ def test_connections_are_capped(tmp_path_factory):
             for sock in idle:
                 sock.close()
         time.sleep(0.2)  # let the server see them go
-        again = _connect(srv.info)
+        again = connect_raw(srv.info)
         again.sendall(b"GET /_health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert closed_by_server(again).startswith(b"HTTP/1.1 200")
         again.close()

@@ -1,13 +1,18 @@
-"""A resource group's delete, on a real SQLite store: the group shows Deleting and refuses
-to make or change anything in it while the delete runs, takes what a create racing it made,
-rolls back when it cannot end, and does not outlive a restart."""
+"""A resource group's delete: the group shows Deleting and refuses to make or change
+anything in it while the delete runs, waits for and takes what a create racing it made,
+rolls back when it cannot end, and does not outlive a restart. Through the real SDK on the
+shared server, and on a real SQLite store for what a client cannot time."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from batchyard import defaults
 from batchyard.services import resource_groups as module
@@ -17,6 +22,7 @@ from batchyard.services.errors import Conflict
 from batchyard.services.resource_groups import ResourceGroups
 from batchyard.store.db import Database
 from batchyard.store.resources import ResourceStore
+from conftest import connect_raw, wait_for
 
 SUB = defaults.SUBSCRIPTION_ID
 DISK = f"/subscriptions/{SUB}/resourceGroups/doomed/providers/Microsoft.Compute/disks/"
@@ -49,6 +55,51 @@ def _delete_disks(store: ResourceStore):
 
 def _state(groups: ResourceGroups) -> str:
     return groups.get(SUB, "doomed").body["properties"]["provisioningState"]
+
+
+def test_through_the_sdk_a_group_being_deleted_refuses_writes_and_waits_for_the_one_let_in(clients):
+    """A disk's PUT is let into the group and holds its body back (`Expect: 100-continue`:
+    the service asks for the body only once the request is past the group's check). The
+    group's DELETE, asked for meanwhile, shows it Deleting and waits; another disk's PUT is
+    refused; the held one, sent on, makes its disk, which the delete then takes."""
+    groups, disks = clients.resource.resource_groups, clients.compute.disks
+    groups.create_or_update("rg-doomed", {"location": clients.location})
+    disk = {"location": clients.location, "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1}}
+    held = _put_held_back(clients, "rg-doomed", "held", json.dumps(disk).encode())
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            deleted = pool.submit(lambda: groups.begin_delete("rg-doomed", polling_interval=0.1).result())
+            wait_for(lambda: groups.get("rg-doomed").properties.provisioning_state == "Deleting",
+                     what="the group to show Deleting")
+            with pytest.raises(ResourceExistsError) as caught:
+                disks.begin_create_or_update("rg-doomed", "refused", disk).result()
+            assert caught.value.error.code == "ResourceGroupBeingDeleted"
+            assert not deleted.done()  # waiting for the disk let in
+            held.sendall(json.dumps(disk).encode())
+            answer = held.recv(65536)
+            assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 201", b"HTTP/1.1 202")), answer[:200]
+            deleted.result(timeout=120)
+    finally:
+        held.close()
+    assert not groups.check_existence("rg-doomed")
+    assert not [r for r in clients.resource.resources.list() if "/resourcegroups/rg-doomed/" in r.id.lower()]
+    with pytest.raises(ResourceNotFoundError):
+        disks.get("rg-doomed", "held")
+
+
+def _put_held_back(clients, group: str, disk: str, body: bytes) -> socket.socket:
+    """A disk's PUT whose body waits for the service's 100 Continue: the socket, once it came."""
+    url = urlsplit(clients.info["arm_endpoint"])
+    token = clients.credential.get_token("https://management.azure.com/.default").token
+    sock = connect_raw(clients.info)
+    path = (f"/subscriptions/{clients.subscription}/resourceGroups/{group}/providers/Microsoft.Compute/disks/{disk}"
+            "?api-version=2024-03-02")
+    sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    continued = sock.recv(65536)
+    assert continued.startswith(b"HTTP/1.1 100"), continued[:200]
+    return sock
 
 
 def test_a_group_being_deleted_refuses_creates_and_changes_in_it(store):
