@@ -624,6 +624,40 @@ def test_a_job_directory_a_task_moved_or_replaced_with_a_link_is_walked_to_again
         batch.enable_node_scheduling(pool, nodes[1])
 
 
+def test_a_fifo_a_task_left_in_its_directory_never_holds_up_its_node(clients, pool, web_files):
+    """A node's agent opens a task's stdout.txt and stderr.txt for each attempt, and a
+    task owns its directory: one that replaced its stdout.txt with a FIFO before failing
+    must not stop the agent at its retry (opening a FIFO to write waits for a reader,
+    forever here). The retry does not start, as when its directory is replaced with a link
+    (exit code 126), and the node goes on running tasks. The same for the service's own
+    writes there: a FIFO where a retry's resource file goes fails that file."""
+    batch = clients.batch_key
+    nodes = sorted(n.id for n in batch.list_nodes(pool))
+    batch.disable_node_scheduling(pool, nodes[1], {"nodeDisableSchedulingOption": "taskcompletion"})
+    try:
+        batch.create_job({"id": "fifo", "poolInfo": {"poolId": pool}})
+        batch.create_task("fifo", {"id": "swap", "constraints": {"maxTaskRetryCount": 1}, "commandLine":
+                                   "/bin/sh -c 'rm $AZ_BATCH_TASK_DIR/stdout.txt && "
+                                   "mkfifo $AZ_BATCH_TASK_DIR/stdout.txt && exit 1; exit 2'"})
+        swap = finished(batch, "fifo", "swap")
+        assert (swap.execution_info.retry_count, swap.execution_info.exit_code) == (1, 126)
+        assert swap.node_info.node_id == nodes[0]
+        # the service's own writes into a task's directory: its resource files, as root
+        batch.create_task("fifo", {
+            "id": "input", "constraints": {"maxTaskRetryCount": 1},
+            "resourceFiles": [{"httpUrl": f"{web_files}/input.txt", "filePath": "x.txt"}],
+            "commandLine": "/bin/sh -c 'rm x.txt && mkfifo x.txt && exit 1; exit 2'"})
+        task = finished(batch, "fifo", "input")
+        assert task.execution_info.retry_count == 1
+        assert task.execution_info.failure_info.code == "ResourceFileCreateFailed"
+        batch.create_task("fifo", {"id": "after", "commandLine": "echo after"})
+        after = finished(batch, "fifo", "after")
+        assert after.node_info.node_id == nodes[0]
+        assert (after.execution_info.exit_code, read(batch, "fifo", "after")) == (0, "after\n")
+    finally:
+        batch.enable_node_scheduling(pool, nodes[1])
+
+
 @pytest.mark.parametrize("task, field", [
     ({"id": "nul", "commandLine": "echo \u0000"}, "task.commandLine"),
     ({"id": "eq", "commandLine": "true", "environmentSettings": [{"name": "A=B", "value": "1"}]},

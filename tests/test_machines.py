@@ -182,6 +182,44 @@ def test_a_namespace_two_stops_unmount_at_once_is_no_error(tmp_path):
         linux.unmount_lazily(str(tmp_path / ("x" * 5000)))  # other errors (ENAMETOOLONG) still raise
 
 
+def test_a_fifo_where_the_service_expects_a_file_is_refused_at_once(tmp_path):
+    """What the service opens on a machine's disk as root (resource files written, output
+    files and node files read, remote writes) goes through confined.open_file. A command
+    may leave a FIFO there, and opening a FIFO waits for its other end: the service's
+    thread stopped for good. Each open is refused at once; a regular file comes back
+    blocking, as the service reads and writes it."""
+    import errno
+    import queue
+    import threading
+
+    from batchyard.runtime import confined
+
+    def open_aside(rel, flags):
+        """confined.open_file in a daemon thread: a regression hangs that thread, not the suite."""
+        answers = queue.Queue()
+
+        def opening():
+            try:
+                answers.put(confined.open_file(tmp_path, rel, flags))
+            except OSError as exc:
+                answers.put(exc)
+        threading.Thread(target=opening, daemon=True).start()
+        return answers.get(timeout=10)
+
+    (tmp_path / "wd").mkdir()
+    os.mkfifo(tmp_path / "wd" / "x.txt")
+    (tmp_path / "wd" / "ok.txt").write_bytes(b"ok")
+    for flags in (os.O_RDONLY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
+        refused = open_aside("wd/x.txt", flags)
+        assert isinstance(refused, OSError) and refused.errno == errno.EINVAL, refused
+        assert "not a regular file" in str(refused)
+    fd = open_aside("wd/ok.txt", os.O_RDONLY)
+    try:
+        assert os.get_blocking(fd) and os.read(fd, 10) == b"ok"
+    finally:
+        os.close(fd)
+
+
 def test_an_upload_is_held_to_its_size_and_page_writes_to_azure_s_pages(clients, server):
     """An upload address took a write at any offset (a 1 TiB offset made a sparse file of that
     size, and the import at revoke then read it all, for hours, holding the storage lock),

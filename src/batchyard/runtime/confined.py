@@ -63,10 +63,20 @@ def open_file(base: Path, rel: str | Path, flags: int, uid: int | None = None, g
         raise OSError(errno.EISDIR, "no file named")
     creating = bool(flags & os.O_CREAT)
     with directory(base, "/".join(parts[:-1]), create=creating, uid=uid, gid=gid) as parent:
-        fd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent)
+        # O_NONBLOCK: a command may leave a FIFO where a file is expected, and opening one
+        # waits for the other end (forever, the thread with it); this way it opens at once
+        # (to read) or fails at once (ENXIO, to write), and is refused below.
+        try:
+            fd = os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise OSError(errno.EINVAL, f"{rel} is not a regular file") from None
+            raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, f"{rel} is not a regular file")
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
         if creating and uid is not None:
             os.fchown(fd, uid, gid if gid is not None else -1)
     except BaseException:

@@ -39,6 +39,7 @@ start_container).
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import re
@@ -629,11 +630,20 @@ def open_outputs(request, dirs, uid, gid):
 
 
 def open_output(dirs, path, uid, gid):
+    """O_NONBLOCK: a task owns its directory, and may leave a FIFO where its next attempt's
+    output goes. Opened to write, a FIFO waits for a reader (forever, the agent with it);
+    this way the open fails at once (ENXIO) and only that attempt does not start. The flag
+    is taken off again: the command's output is an ordinary file, as it expects."""
     parent, _, name = path.rpartition("/")
-    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644,
                   dir_fd=dirs.open(parent or "/", create=True))
-    if uid is not None:
-        os.fchown(out, uid, gid if gid is not None else -1)
+    try:
+        fcntl.fcntl(out, fcntl.F_SETFL, os.O_APPEND)
+        if uid is not None:
+            os.fchown(out, uid, gid if gid is not None else -1)
+    except BaseException:
+        os.close(out)
+        raise
     return out
 
 

@@ -159,10 +159,8 @@ class LocalFiles(MachineFiles):
                 out.write(chunk)
 
     def open_file(self, rel):
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; confined.open_file refuses it.
-        fd = confined.open_file(self.base, rel, os.O_RDONLY | os.O_NONBLOCK)
+        fd = confined.open_file(self.base, rel, os.O_RDONLY)
         try:
-            os.set_blocking(fd, True)
             status = FileStat.of(os.fstat(fd))
         except BaseException:
             os.close(fd)
