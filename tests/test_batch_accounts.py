@@ -4,13 +4,24 @@ account lifecycle, shared keys (regenerated keys survive a restart), and Azure's
 from __future__ import annotations
 
 import base64
+import threading
 
 import pytest
 import requests
+from azure.batch import BatchClient
+from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from conftest import Clients, Server
+from conftest import Clients, Server, wait_for
+from test_batch_pools import base_pool
 
 from batchyard import defaults
+from batchyard.services.batch.accounts import BatchAccounts, account_id
+from batchyard.services.batch.pools import POOL_TYPE
+from batchyard.services.errors import Conflict
+from batchyard.services.resource_groups import ResourceGroups
+from batchyard.services.secrets import SecretBox
+from batchyard.store.db import Database
+from batchyard.store.resources import Resource, ResourceStore
 
 RG = "batchaccts"
 OTHER_RG = "batchaccts2"
@@ -150,6 +161,106 @@ def test_delete_then_get_is_not_found(clients, batch):
         batch.batch_account.get_keys(RG, "acctdelete")
     assert "acctdelete" not in {a.name for a in batch.batch_account.list_by_resource_group(RG)}
     batch.batch_account.begin_delete(RG, "acctdelete").result()  # already gone: 204, as ARM answers
+
+
+def data_plane(clients, rg: str, name: str) -> BatchClient:
+    """A shared-key client of the account `name`, at its path on this server."""
+    key = clients.batch_mgmt.batch_account.get_keys(rg, name).primary
+    endpoint = clients.info["batch_endpoint"].rsplit("/", 1)[0] + "/" + name
+    return BatchClient(endpoint, AzureNamedKeyCredential(name, key), connection_verify=clients.info["ca_bundle"])
+
+
+def test_deleting_an_account_deletes_what_it_holds_and_a_new_one_of_its_name_starts_empty(clients, batch):
+    """An account's jobs (with their tasks), job schedules, pools and applications go with
+    it, as in Azure. They outlived it: a new account of the same name in the same group had
+    them all, and the schedule went on making jobs for an account that did not exist."""
+    create(clients, RG, "acctcontents")
+    data = data_plane(clients, RG, "acctcontents")
+    data.create_job({"id": "job", "poolInfo": {"poolId": "pool"}})
+    data.create_task("job", {"id": "task", "commandLine": "true"})
+    data.create_job_schedule({"id": "schedule", "schedule": {"recurrenceInterval": "PT1H"},
+                              "jobSpecification": {"poolInfo": {"poolId": "pool"}}})
+    wait_for(lambda: [j.id for j in data.list_jobs()] == ["job", "schedule:job-1"], what="the schedule's job")
+    data.create_pool(base_pool(clients, "pool", dedicated=0))
+    batch.application.create(RG, "acctcontents", "app", {"properties": {"displayName": "an app"}})
+
+    batch.batch_account.begin_delete(RG, "acctcontents").result()
+    create(clients, RG, "acctcontents")
+    data = data_plane(clients, RG, "acctcontents")
+    wait_for(lambda: not list(data.list_jobs()) and not list(data.list_job_schedules())
+             and not list(data.list_pools()), what="the first account's contents to be gone")
+    assert not list(batch.application.list(RG, "acctcontents"))
+    with pytest.raises(ResourceNotFoundError):
+        data.get_task("job", "task")
+    batch.batch_account.begin_delete(RG, "acctcontents").result()
+
+
+def _accounts(tmp_path) -> tuple[ResourceStore, BatchAccounts]:
+    store = ResourceStore(Database(tmp_path / "batchyard.db"))
+    groups = ResourceGroups(store.db, store)
+    groups.ensure_subscription(defaults.SUBSCRIPTION_ID, defaults.TENANT_ID, "test")
+    groups.create_or_update(defaults.SUBSCRIPTION_ID, RG, {"location": defaults.LOCATION})
+    accounts = BatchAccounts(store, groups, SecretBox(tmp_path / "secrets.key"))
+    accounts.create_or_update(account_id(defaults.SUBSCRIPTION_ID, RG, "acctrace"), {"location": defaults.LOCATION})
+    return store, accounts
+
+
+def test_an_account_being_deleted_takes_nothing_new_and_waits_for_what_was_being_made(tmp_path):
+    """A pool, job or schedule made while its account's delete ran was stored after the
+    account's contents went, and outlived it (a pool with its nodes). Now what makes them
+    runs inside accounts.writing(account): refused (409 AccountBeingDeleted) once the delete
+    is asked for, and a delete waits for those let in before. On a real SQLite store, with
+    threads: a client cannot time this."""
+    store, accounts = _accounts(tmp_path)
+    rid = account_id(defaults.SUBSCRIPTION_ID, RG, "acctrace")
+    account = accounts.get(rid)
+    cascaded, inside, release = [], threading.Event(), threading.Event()
+
+    def delete_pools(deleted) -> None:  # as pools.delete_all does, in short
+        cascaded.append(deleted.name)
+        for pool in store.list(type=POOL_TYPE):
+            store.delete(pool.id)
+    accounts.on_delete(delete_pools)
+
+    def making() -> None:
+        with accounts.writing(account):
+            inside.set()
+            release.wait(30)
+            store.put(Resource(id=f"{account.id}/pools/late", type=POOL_TYPE,
+                               subscription=account.subscription, resource_group=account.resource_group,
+                               name="late", body={}))
+
+    maker = threading.Thread(target=making)
+    maker.start()
+    assert inside.wait(30)
+    deleted = []
+    deleter = threading.Thread(target=lambda: deleted.append(accounts.delete(rid)))
+    deleter.start()
+    wait_for(lambda: accounts.get(rid).properties["provisioningState"] == "Deleting", what="the account's mark")
+    with pytest.raises(Conflict) as refused:
+        with accounts.writing(account):
+            pass
+    assert refused.value.code == "AccountBeingDeleted"  # a Conflict: 409 on both planes
+    with pytest.raises(Conflict):
+        accounts.regenerate_key(rid, {"keyName": "Primary"})
+    assert cascaded == []  # the delete waits for the pool let in before its mark
+    release.set()
+    maker.join(30)
+    deleter.join(30)
+    assert deleted == [True] and cascaded == ["acctrace"]
+    assert store.get(account.id) is None and not store.list(type=POOL_TYPE)  # the late pool went too
+
+
+def test_an_account_delete_a_crash_cut_short_leaves_the_account_open(tmp_path):
+    store, accounts = _accounts(tmp_path)
+    rid = account_id(defaults.SUBSCRIPTION_ID, RG, "acctrace")
+    account = accounts.get(rid)
+    account.properties["provisioningState"] = "Deleting"  # as a delete left it, when the service died
+    store.put(account)
+    accounts = BatchAccounts(store, accounts.groups, accounts.box)
+    assert accounts.get(rid).properties["provisioningState"] == "Succeeded"
+    with accounts.writing(accounts.get(rid)):
+        pass
 
 
 def test_regenerate_keys(clients, batch):

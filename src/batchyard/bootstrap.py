@@ -184,7 +184,9 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
                                                settings.autoscale_sample_seconds), settings)
     job_schedules = JobSchedules(store, jobs, settings)
     auto_pools = AutoPools(jobs, pools, store)
-    accounts.on_delete(pools.delete_all)
+    # Deleting a Batch account deletes what is in it: what makes jobs first, what they run on after.
+    for delete_all in (job_schedules.delete_all, jobs.delete_all, pools.delete_all, applications.delete_all):
+        accounts.on_delete(delete_all)
 
     # Deleting a resource group deletes what is in it, dependents first.
     groups.on_delete(accounts.delete_in_group)  # pools may use the group's images

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from typing import Callable
 
@@ -12,6 +10,7 @@ from ..store.resources import Resource, ResourceStore
 from .arm_ids import ResourceId, check_resource_group_name
 from .arm_resources import check_tags, new_resource, normalize_location, require_object
 from .batch.odata import compile_filter
+from .delete_gate import DeleteGate
 from .errors import Conflict, InvalidInput, NotFound
 
 GROUP_TYPE = "Microsoft.Resources/resourceGroups"
@@ -19,11 +18,6 @@ GROUP_TYPE = "Microsoft.Resources/resourceGroups"
 # pausing before each pass after one that was held up: 0.2, 0.4, 0.8, 1.6 s.
 DELETE_PASSES = 5
 PASS_PAUSE_SECONDS = 0.1
-# How long a delete waits for the writes let into its group before the mark to end: a
-# write's request lasts at most the synchronous wait of a long-running operation (20 s).
-WRITES_WAIT_SECONDS = 60.0
-
-log = logging.getLogger("batchyard.arm")
 
 
 class ResourceGroups:
@@ -32,12 +26,9 @@ class ResourceGroups:
         self.store = store
         # Services that own resources inside groups register how to delete them, in order.
         self._cascade: list[Callable[[str, str], None]] = []
-        # A group's state changes, the writes let into each group, and the groups whose
-        # delete runs: a write is let in only while its group is open, and a delete begins
-        # once those let in before its mark have ended, one delete of a group at a time.
-        self._changes = threading.Condition()
-        self._writes: dict[str, int] = {}
-        self._deletes: set[str] = set()
+        # Writes into a group against its delete (delete_gate.py); the gate's lock also
+        # orders every change of a group's state.
+        self._gate = DeleteGate()
         # A delete does not survive a restart (its operation is reported failed, see
         # operations.py): its group is open again, as ARM rolls back a delete it could not end.
         for rg in self.store.list(type=GROUP_TYPE):
@@ -91,17 +82,11 @@ class ResourceGroups:
     def begin_write(self, subscription: str, name: str) -> str:
         """Lets a create or change in the group in, while the group is open; its delete,
         asked for meanwhile, waits for it to end (end_write). Gives what end_write takes."""
-        with self._changes:
-            key = str(self.require_open(subscription, name).id).lower()
-            self._writes[key] = self._writes.get(key, 0) + 1
-            return key
+        return self._gate.begin_write(str(self._id(subscription, name)).lower(),
+                                      lambda: self.require_open(subscription, name))
 
     def end_write(self, key: str) -> None:
-        with self._changes:
-            self._writes[key] -= 1
-            if not self._writes[key]:
-                del self._writes[key]
-                self._changes.notify_all()
+        self._gate.end_write(key)
 
     def exists(self, subscription: str, name: str) -> bool:
         self.check_subscription(subscription)
@@ -113,7 +98,7 @@ class ResourceGroups:
         body = require_object(body, "body")
         location = normalize_location(body.get("location"))
         tags = check_tags(body.get("tags"))
-        with self._changes:
+        with self._gate.lock:
             return self._create_or_update(subscription, name, body, location, tags)
 
     def _create_or_update(self, subscription: str, name: str, body: dict, location: str,
@@ -143,7 +128,7 @@ class ResourceGroups:
     def mark_deleting(self, subscription: str, name: str) -> None:
         """The group's delete is asked for: ARM shows it `Deleting` until it is gone, and
         refuses from now on to make or change anything in it (require_open)."""
-        with self._changes:
+        with self._gate.lock:
             self._set_state(self.get(subscription, name), "Deleting")
 
     def delete(self, subscription: str, name: str) -> bool:
@@ -158,25 +143,24 @@ class ResourceGroups:
         not end (ResourceGroupDeletionBlocked)."""
         self.check_subscription(subscription)
         key = str(self._id(subscription, name)).lower()
-        with self._changes:
-            self._changes.wait_for(lambda: key not in self._deletes)  # a second DELETE waits for the first
-            rg = self.store.get(key)
-            if rg is None:
-                return False
-            self._set_state(rg, "Deleting")  # again, if the first delete rolled back
-            self._deletes.add(key)
-            if not self._changes.wait_for(lambda: key not in self._writes, timeout=WRITES_WAIT_SECONDS):
-                log.warning("deleting resource group %s while writes let in before its delete still run", rg.name)
+        rg = self._gate.begin_delete(key, lambda: self._close(key))
+        if rg is None:
+            return False
         try:
             self._delete_contents(subscription, rg)
         except BaseException:
             self._reopen(key)
             raise
         finally:
-            with self._changes:
-                self._deletes.discard(key)
-                self._changes.notify_all()
+            self._gate.end_delete(key)
         return True
+
+    def _close(self, key: str) -> Resource | None:
+        """The group marked Deleting (again, if an earlier delete rolled back); None when gone."""
+        rg = self.store.get(key)
+        if rg is not None:
+            self._set_state(rg, "Deleting")
+        return rg
 
     def _delete_contents(self, subscription: str, rg: Resource) -> None:
         left, reason = None, None
@@ -191,7 +175,7 @@ class ResourceGroups:
                 continue
             before, left = left, self._contents(subscription, rg.name)
             if not left or left == before:  # empty, or only what no service deletes
-                with self._changes:
+                with self._gate.lock:
                     self.store.delete(rg.id)
                 return
         details = [{"code": reason.code, "message": reason.message, "target": reason.target}] if reason else []
@@ -204,7 +188,7 @@ class ResourceGroups:
                 if r.type.lower() != GROUP_TYPE.lower()}
 
     def _reopen(self, key: str) -> None:
-        with self._changes:
+        with self._gate.lock:
             current = self.store.get(key)
             if current is not None and _deleting(current):
                 self._set_state(current, "Succeeded")

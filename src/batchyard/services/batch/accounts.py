@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ... import defaults
@@ -22,6 +22,7 @@ from ...store.resources import Resource, ResourceStore
 from ..arm_ids import ResourceId, parse, parse_typed
 from ..arm_resources import (check_tags, get_or_404, new_resource, normalize_location, now_iso, optional_object,
                              require_object)
+from ..delete_gate import DeleteGate
 from ..errors import Conflict, InvalidInput
 from ..resource_groups import ResourceGroups
 
@@ -73,6 +74,18 @@ def check_account_name(name: str) -> None:
         )
 
 
+def _deleting(account: Resource) -> bool:
+    return account.properties.get("provisioningState") == "Deleting"
+
+
+def _open(account: Resource) -> Resource:
+    """The account, when something may be made or changed in it: ARM changes nothing in
+    a resource whose delete has been asked for."""
+    if _deleting(account):
+        raise Conflict("AccountBeingDeleted", f"The Batch account '{account.name}' is being deleted.")
+    return account
+
+
 def _given(props: dict, field: str, default: str) -> Any:
     """A property's value; omitted or null means the default."""
     value = props.get(field)
@@ -93,10 +106,17 @@ class BatchAccounts:
         self.store = store
         self.groups = groups
         self.box = box
-        # Names are unique server-wide: the check and the write must not interleave.
-        self._lock = threading.Lock()
-        # Services owning resources inside an account (pools) register their cleanup here.
+        # What is made in an account against the account's delete (delete_gate.py). Its lock
+        # orders every change of an account too: names are unique server-wide, so a name's
+        # check and the write must not interleave, and an account being deleted changes no more.
+        self._gate = DeleteGate()
+        self._lock = self._gate.lock
+        # Services owning resources inside an account register their cleanup here, in order.
         self._cascade: list[Callable[[Resource], None]] = []
+        # A delete does not survive a restart (as a resource group's): the account is open again.
+        for account in self.store.list(type=ACCOUNT_TYPE):
+            if _deleting(account):
+                self._set_state(account, "Succeeded")
 
     # what the data plane asks ----------------------------------------------------------
 
@@ -182,7 +202,7 @@ class BatchAccounts:
         with self._lock:
             existing = self.store.get(str(rid))
             if existing is not None:
-                return self._replace(existing, location, props, tags, body.get("identity")), False
+                return self._replace(_open(existing), location, props, tags, body.get("identity")), False
             taken = self.by_name(rid.name)
             if taken is not None:
                 raise Conflict("AccountAlreadyExists", f"An account named '{rid.name}' is already in use.",
@@ -220,7 +240,7 @@ class BatchAccounts:
         """PATCH: only what the body names changes."""
         body = require_object(body, "body")
         with self._lock:
-            account = self.get(rid)
+            account = _open(self.get(rid))
             props = optional_object(body.get("properties"), "properties")
             if "tags" in body:
                 account.body["tags"] = check_tags(body["tags"])
@@ -298,15 +318,49 @@ class BatchAccounts:
                 for uid in given}
         return out
 
+    @contextmanager
+    def writing(self, account: Resource) -> Iterator[None]:
+        """Around what makes something in the account (a pool, a job, a job schedule, an
+        application): refused once the account's delete is asked for, and waited for by
+        that delete, so nothing is made in an account after its contents went."""
+        key = account.id.lower()
+        self._gate.begin_write(key, lambda: _open(self.get(parse(account.id))))
+        try:
+            yield
+        finally:
+            self._gate.end_write(key)
+
     def delete(self, rid: ResourceId) -> bool:
         """False when there was no such account (answered 204, as for compute resources).
-        What the account holds goes first, so nothing is left without its account."""
-        account = self.store.get(str(rid))
+        The account shows Deleting, takes no new contents, and what it holds goes first:
+        its job schedules, jobs, pools and applications (nothing is left without its
+        account, to reappear in a new one of the same name)."""
+        key = str(rid).lower()
+        account = self._gate.begin_delete(key, lambda: self._close(key))
         if account is None:
             return False
-        for delete_contents in self._cascade:
-            delete_contents(account)
-        return self.store.delete(account.id)
+        try:
+            for delete_contents in self._cascade:
+                delete_contents(account)
+            return self.store.delete(account.id)
+        except BaseException:
+            with self._lock:
+                if (current := self.store.get(key)) is not None:
+                    self._set_state(current, "Succeeded")  # as a group's delete that could not end
+            raise
+        finally:
+            self._gate.end_delete(key)
+
+    def _close(self, key: str) -> Resource | None:
+        """The account marked Deleting; None when there is none."""
+        account = self.store.get(key)
+        if account is not None:
+            self._set_state(account, "Deleting")
+        return account
+
+    def _set_state(self, account: Resource, state: str) -> None:
+        account.properties["provisioningState"] = state
+        self.store.put(account)
 
     def delete_in_group(self, subscription: str, resource_group: str) -> None:
         for account in self.list(subscription, resource_group):
@@ -323,7 +377,7 @@ class BatchAccounts:
         body = require_object(body, "body")
         which = _choice(body.get("keyName"), KEY_NAMES, "keyName")
         with self._lock:
-            account = self.get(rid)
+            account = _open(self.get(rid))
             self._set_key(account, KEY_NAMES.index(which), new_key())
             self.store.put(account)
         return self.list_keys(rid)
@@ -352,7 +406,7 @@ class BatchAccounts:
                                    target="dedicatedCoreQuotaPerVMFamily")
             _quota_count(cores, f"dedicatedCoreQuotaPerVMFamily.{family}")
         with self._lock:
-            account = self.get(rid)
+            account = _open(self.get(rid))
             account.properties.update(changes)
             per_family = account.properties.setdefault("dedicatedCoreQuotaPerVMFamily", {})
             per_family.update({known[f.lower()]: cores for f, cores in given.items()})

@@ -101,8 +101,7 @@ class Applications:
         """PUT: a new application, or the existing one's settings replaced."""
         _check_name(rid.name, NAME, "application")
         props = optional_object(optional_object(body, "body").get("properties"), "properties")
-        with self._lock:
-            self.accounts.get(rid.parent)
+        with self.accounts.writing(self.accounts.get(rid.parent)), self._lock:
             existing = self.store.get(str(rid))
             settings = self._settings(rid, props, {}, patch=False)
             if existing is not None:
@@ -150,6 +149,11 @@ class Applications:
             self.store.delete(app.id)
             return True
 
+    def delete_all(self, account: Resource) -> None:
+        """The account is going: so are its applications, with their packages."""
+        for app in self.list(parse(account.id)):
+            self.delete(parse(app.id))
+
     # ARM: packages ----------------------------------------------------------------------------
 
     def packages(self, app_rid: ResourceId) -> list[Resource]:
@@ -170,9 +174,9 @@ class Applications:
     def create_package(self, rid: ResourceId, body: Any) -> Resource:
         """A version awaiting its zip: state Pending, until activated."""
         _check_name(rid.name, VERSION, "version")
-        with self._lock:
+        account = self.accounts.get(rid.parent.parent)
+        with self.accounts.writing(account), self._lock:
             app = self.get(rid.parent)
-            account = self.accounts.get(rid.parent.parent)
             storage = self.auto_storage.of(account)
             existing = self.store.get(str(rid))
             if existing is not None and not app.properties.get("allowUpdates", True):

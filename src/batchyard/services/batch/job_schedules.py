@@ -90,7 +90,7 @@ class JobSchedules(PokedLoop):
                             name=schedule_id, body=wire,
                             internal={"account": account.name, "jobs_made": 0, "auth": auth.record()})
         self._plan_first(schedule)
-        with self.lock:
+        with self.jobs.pools.accounts.writing(account), self.lock:
             if self.store.get(schedule.id) is not None:
                 raise Conflict("JobScheduleExists", "The specified job schedule already exists.")
             self.jobs.check_active_job_quota(account)
@@ -150,6 +150,15 @@ class JobSchedules(PokedLoop):
             if schedule.body["state"] != "deleting":
                 self._set_state(schedule, "deleting")
                 self._save(schedule)
+        self.poke()
+
+    def delete_all(self, account: Resource) -> None:
+        """The account is going: so are its job schedules, and the jobs they made."""
+        with self.lock:
+            for schedule in self.list(account):
+                if schedule.body["state"] != "deleting":
+                    self._set_state(schedule, "deleting")
+                    self._save(schedule)
         self.poke()
 
     def _changeable(self, account: Resource, schedule_id: str, conditions) -> Resource:

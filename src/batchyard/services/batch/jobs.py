@@ -121,7 +121,7 @@ class Jobs:
 
     def add(self, account: Resource, job: Resource, auth: str, schedule: Resource | None = None) -> Resource:
         """Stores a built job: its auto pool first, its manager task after."""
-        with self.lock:
+        with self.pools.accounts.writing(account), self.lock:
             if self.store.get(job.id) is not None:
                 raise Conflict("JobExists", "The specified job already exists.")
             self.check_active_job_quota(account)
@@ -243,6 +243,15 @@ class Jobs:
                 return
             self.set_state(job, "deleting")
             self.save(job)
+
+    def delete_all(self, account: Resource) -> None:
+        """The account is going: so are its jobs (the scheduler ends their tasks and removes them)."""
+        with self.lock:
+            for job in self.list(account):
+                if job.body["state"] != "deleting":
+                    self.set_state(job, "deleting")
+                    self.save(job)
+        self._poke()
 
     def _changeable(self, account: Resource, job_id: str, conditions) -> Resource:
         job = self.get(account, job_id)

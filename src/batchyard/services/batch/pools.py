@@ -190,7 +190,7 @@ class Pools:
 
     def create(self, account: Resource, body: dict, auth: Caller) -> Resource:
         pool = self.build(account, body, auth)
-        with self.lock:
+        with self.accounts.writing(account), self.lock:
             if self.store.get(pool.id) is not None:
                 raise Conflict("PoolExists", "The specified pool already exists.")
             if len(self.list(account)) >= self.accounts.quotas(account)["poolQuota"]:
