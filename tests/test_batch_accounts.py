@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 
 import pytest
 import requests
@@ -15,6 +16,7 @@ from conftest import Clients, Server, wait_for
 from test_batch_pools import base_pool
 
 from batchyard import defaults
+from batchyard.services.batch import accounts as accounts_module
 from batchyard.services.batch.accounts import BatchAccounts, account_id
 from batchyard.services.batch.pools import POOL_TYPE
 from batchyard.services.errors import Conflict
@@ -184,11 +186,10 @@ def test_deleting_an_account_deletes_what_it_holds_and_a_new_one_of_its_name_sta
     data.create_pool(base_pool(clients, "pool", dedicated=0))
     batch.application.create(RG, "acctcontents", "app", {"properties": {"displayName": "an app"}})
 
-    batch.batch_account.begin_delete(RG, "acctcontents").result()
+    batch.batch_account.begin_delete(RG, "acctcontents").result()  # ends once all of it is gone
     create(clients, RG, "acctcontents")
     data = data_plane(clients, RG, "acctcontents")
-    wait_for(lambda: not list(data.list_jobs()) and not list(data.list_job_schedules())
-             and not list(data.list_pools()), what="the first account's contents to be gone")
+    assert not list(data.list_jobs()) and not list(data.list_job_schedules()) and not list(data.list_pools())
     assert not list(batch.application.list(RG, "acctcontents"))
     with pytest.raises(ResourceNotFoundError):
         data.get_task("job", "task")
@@ -243,12 +244,46 @@ def test_an_account_being_deleted_takes_nothing_new_and_waits_for_what_was_being
     assert refused.value.code == "AccountBeingDeleted"  # a Conflict: 409 on both planes
     with pytest.raises(Conflict):
         accounts.regenerate_key(rid, {"keyName": "Primary"})
+    with pytest.raises(Conflict):
+        accounts.record_key_sync(rid)  # syncAutoStorageKeys wrote back a copy read before the mark
     assert cascaded == []  # the delete waits for the pool let in before its mark
     release.set()
     maker.join(30)
     deleter.join(30)
     assert deleted == [True] and cascaded == ["acctrace"]
     assert store.get(account.id) is None and not store.list(type=POOL_TYPE)  # the late pool went too
+
+
+def test_an_account_delete_ends_once_what_it_holds_is_gone_or_fails_and_reopens(tmp_path, monkeypatch):
+    """Pools and jobs go in the background (nodes deleted, tasks ended): the account's row
+    went first, and a new account of the same id found them. The delete now goes over the
+    account again until nothing is left in it; one that cannot end fails, the account open."""
+    store, accounts = _accounts(tmp_path)
+    rid = account_id(defaults.SUBSCRIPTION_ID, RG, "acctrace")
+    account = accounts.get(rid)
+    pool = Resource(id=f"{account.id}/pools/slow", type=POOL_TYPE, subscription=account.subscription,
+                    resource_group=account.resource_group, name="slow", body={})
+    store.put(pool)
+    marked = threading.Event()
+    accounts.on_delete(lambda deleted: marked.set())  # marks it, as pools.delete_all does
+
+    def reclaim() -> None:  # as the allocator deletes a pool once its nodes are gone
+        marked.wait(30)
+        time.sleep(0.3)
+        store.delete(pool.id)
+    reclaimer = threading.Thread(target=reclaim)
+    reclaimer.start()
+    assert accounts.delete(rid)
+    assert store.get(pool.id) is None and store.get(account.id) is None  # the pool first
+    reclaimer.join(30)
+
+    monkeypatch.setattr(accounts_module, "CONTENTS_WAIT_SECONDS", 0.3)
+    accounts.create_or_update(rid, {"location": defaults.LOCATION})
+    store.put(pool)  # one that no pass takes
+    with pytest.raises(Conflict) as blocked:
+        accounts.delete(rid)
+    assert blocked.value.code == "AccountDeletionBlocked" and "pools/slow" in blocked.value.message
+    assert accounts.get(rid).properties["provisioningState"] == "Succeeded"
 
 
 def test_an_account_delete_a_crash_cut_short_leaves_the_account_open(tmp_path):

@@ -639,9 +639,14 @@ def test_a_fifo_a_task_left_in_its_directory_never_holds_up_its_node(clients, po
         batch.create_task("fifo", {"id": "swap", "constraints": {"maxTaskRetryCount": 1}, "commandLine":
                                    "/bin/sh -c 'rm $AZ_BATCH_TASK_DIR/stdout.txt && "
                                    "mkfifo $AZ_BATCH_TASK_DIR/stdout.txt && exit 1; exit 2'"})
-        swap = finished(batch, "fifo", "swap")
-        assert (swap.execution_info.retry_count, swap.execution_info.exit_code) == (1, 126)
-        assert swap.node_info.node_id == nodes[0]
+        # and one a process the task left holds open (so opening it does not fail)
+        batch.create_task("fifo", {"id": "held", "constraints": {"maxTaskRetryCount": 1}, "commandLine":
+                                   "/bin/sh -c 'F=$AZ_BATCH_TASK_DIR/stdout.txt; rm $F && mkfifo $F && "
+                                   "(setsid sleep 20 3<>$F >/dev/null 2>&1 &) && exit 1; exit 2'"})
+        for task_id in ("swap", "held"):
+            task = finished(batch, "fifo", task_id)
+            assert (task.execution_info.retry_count, task.execution_info.exit_code) == (1, 126), task_id
+            assert task.node_info.node_id == nodes[0]
         # the service's own writes into a task's directory: its resource files, as root
         batch.create_task("fifo", {
             "id": "input", "constraints": {"maxTaskRetryCount": 1},

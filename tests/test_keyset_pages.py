@@ -187,6 +187,7 @@ def test_an_account_is_found_by_name_reading_its_row_only(tmp_path):
                 ResourceStore(db).put(Resource(account_id, ACCOUNT_TYPE, "s", group, name, {"name": name}))
         recorded = Recorded(db)
         accounts = BatchAccounts(ResourceStore(recorded), groups=None, box=None)
+        recorded.queries.clear()  # the start's look for a delete a restart cut short reads each once
         assert accounts.by_name("ACCT07").name == "acct07"
         assert accounts.by_name("acct49").id.endswith("/g1/providers/Microsoft.Batch/batchAccounts/acct49")
         assert accounts.by_name("acct50") is None

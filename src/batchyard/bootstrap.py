@@ -185,7 +185,8 @@ def build(settings: Settings, namespaces: bool, provider: MachineProvider | None
     job_schedules = JobSchedules(store, jobs, settings)
     auto_pools = AutoPools(jobs, pools, store)
     # Deleting a Batch account deletes what is in it: what makes jobs first, what they run on after.
-    for delete_all in (job_schedules.delete_all, jobs.delete_all, pools.delete_all, applications.delete_all):
+    for delete_all in (job_schedules.delete_all, jobs.delete_all, pools.delete_all, applications.delete_all,
+                       lambda account: authorization.delete_below(account.id)):
         accounts.on_delete(delete_all)
 
     # Deleting a resource group deletes what is in it, dependents first.

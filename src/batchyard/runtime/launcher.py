@@ -47,6 +47,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import sys
 import time
 
@@ -632,12 +633,15 @@ def open_outputs(request, dirs, uid, gid):
 def open_output(dirs, path, uid, gid):
     """O_NONBLOCK: a task owns its directory, and may leave a FIFO where its next attempt's
     output goes. Opened to write, a FIFO waits for a reader (forever, the agent with it);
-    this way the open fails at once (ENXIO) and only that attempt does not start. The flag
-    is taken off again: the command's output is an ordinary file, as it expects."""
+    this way the open fails at once (ENXIO), and one that a process the task left holds
+    open is refused after it: only that attempt does not start. The flag is taken off
+    again: the command's output is an ordinary file, as it expects."""
     parent, _, name = path.rpartition("/")
     out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644,
                   dir_fd=dirs.open(parent or "/", create=True))
     try:
+        if not stat.S_ISREG(os.fstat(out).st_mode):  # a FIFO a process of the task holds open, say
+            raise OSError(errno.EINVAL, "%s is not a regular file" % path)
         fcntl.fcntl(out, fcntl.F_SETFL, os.O_APPEND)
         if uid is not None:
             os.fchown(out, uid, gid if gid is not None else -1)

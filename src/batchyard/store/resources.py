@@ -57,6 +57,14 @@ class ResourceStore:
         rows = self.db.query("SELECT type FROM resources WHERE key = ?", (resource_id.lower(),))
         return rows[0]["type"] if rows else None
 
+    def held_by(self, resource_id: str, limit: int) -> list[str]:
+        """Up to `limit` keys of the resources inside `resource_id` (whose ids continue its
+        id with a /), in key order: one range of the primary key ('0' follows '/')."""
+        inside = resource_id.lower() + "/"
+        rows = self.db.query("SELECT key FROM resources WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+                             (inside, inside[:-1] + "0", limit))
+        return [r["key"] for r in rows]
+
     def put(self, resource: Resource) -> Resource:
         if not resource.created:
             resource.created = time.time()

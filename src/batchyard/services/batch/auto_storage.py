@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ...store.resources import Resource
 from ..arm_ids import parse
-from ..arm_resources import now_iso
 from ..errors import Conflict
 from ..storage_accounts import StorageAccount, StorageAccounts
 from .accounts import BatchAccounts
@@ -41,5 +40,4 @@ class AutoStorage:
 
     def synchronize_keys(self, account: Resource) -> None:
         self.of(account)
-        account.properties["autoStorage"]["lastKeySync"] = now_iso()
-        self.accounts.store.put(account)
+        self.accounts.record_key_sync(parse(account.id))
