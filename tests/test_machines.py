@@ -220,6 +220,51 @@ def test_a_fifo_where_the_service_expects_a_file_is_refused_at_once(tmp_path):
         os.close(fd)
 
 
+def test_a_snapshot_of_a_running_disk_never_follows_what_the_machine_swaps_in(tmp_path, monkeypatch):
+    """A snapshot copies a disk's writable layer while its machine runs. The copy looked
+    each entry up by path: a file swapped for a link to a host file after it was listed was
+    read through the link (the host's file in the snapshot, for anyone who makes a VM of
+    it), and a directory swapped for a link to a host directory (/dev, say) was entered.
+    Both swaps are made here at the worst moment, from inside the copy itself."""
+    from batchyard.runtime.layers import LayerStore
+
+    host = tmp_path / "host"
+    (host / "dir").mkdir(parents=True)
+    (host / "secret.txt").write_bytes(b"the host's secret")
+    (host / "dir" / "secret.txt").write_bytes(b"the host's secret")
+    disk = tmp_path / "disk"
+    (disk / "d").mkdir(parents=True)
+    (disk / "d" / "inner.txt").write_bytes(b"inner")
+    (disk / "a.txt").write_bytes(b"mine")
+    store = LayerStore(tmp_path / "layers")
+    swapped = set()
+    copy_entry, store_blob = store._copy_entry, store._store_blob
+
+    def copy_entry_then_swap_the_directory(*args):
+        entry = copy_entry(*args)
+        if args[-1] == "d" and "d" not in swapped:  # listed and copied as a directory, not yet entered
+            swapped.add("d")
+            (disk / "d").rename(disk / "d.real")
+            (disk / "d").symlink_to(host / "dir")
+        return entry
+
+    def swap_the_file_then_store(*args):
+        if "a.txt" not in swapped:  # found to be a regular file, not yet read
+            swapped.add("a.txt")
+            (disk / "a.txt").unlink()
+            (disk / "a.txt").symlink_to(host / "secret.txt")
+        return store_blob(*args)
+
+    monkeypatch.setattr(store, "_copy_entry", copy_entry_then_swap_the_directory)
+    monkeypatch.setattr(store, "_store_blob", swap_the_file_then_store)
+    layer = store.path(store.freeze(disk))
+    assert swapped == {"d", "a.txt"}
+    assert not (layer / "d" / "secret.txt").exists()
+    copied = [path.read_bytes() for path in layer.rglob("*") if path.is_file() and not path.is_symlink()]
+    assert b"the host's secret" not in copied
+    assert (layer / "a.txt").read_bytes() == b"mine"  # opened before the swap, it is what was copied
+
+
 def test_an_upload_is_held_to_its_size_and_page_writes_to_azure_s_pages(clients, server):
     """An upload address took a write at any offset (a 1 TiB offset made a sparse file of that
     size, and the import at revoke then read it all, for hours, holding the storage lock),

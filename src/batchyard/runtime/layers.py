@@ -12,6 +12,7 @@ The special layer id `host` is the host's own root filesystem, read-only.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -27,6 +28,10 @@ HOST_LAYER = "host"
 # Overlay markers and file capabilities travel with a layer; other xattrs are host noise.
 _KEPT_XATTRS = ("trusted.overlay.opaque", "security.capability")
 _CHUNK = 1 << 20
+# What reading an entry of a running machine's disk that went, or changed kind, since it
+# was listed gives: gone (ENOENT), a link (ELOOP), a FIFO without a writer (ENXIO), a file
+# where a directory was (ENOTDIR). Such an entry is left out of the snapshot.
+_CHANGED = (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.ENOTDIR)
 
 
 class LayerStore:
@@ -149,39 +154,50 @@ class LayerStore:
         return layer_id
 
     def _copy_tree(self, source: Path, dest: Path, skip: set[str]) -> list[str]:
+        """The tree's entries copied into dest, and its manifest. The tree may be a running
+        machine's disk, which changes while it is read: every entry is reached from its
+        directory's descriptor (os.fwalk, which enters a directory only if it is still the
+        one listed), and nothing is followed. A directory swapped for a link to the host's
+        /dev or /etc mid-walk is not entered, and a file swapped for a link or a FIFO is not
+        read (which would copy a host file, or wait for ever). An entry that changed or
+        went while it was read is left out, as from a snapshot taken at that instant."""
         manifest: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(source):
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(source):
             rel_dir = os.path.relpath(dirpath, source)
             if rel_dir == ".":
                 dirnames[:] = [name for name in dirnames if name not in skip]
                 filenames = [name for name in filenames if name not in skip]
             dirnames.sort()
             for name in sorted(dirnames) + sorted(filenames):
-                src = os.path.join(dirpath, name)
                 rel = os.path.normpath(os.path.join(rel_dir, name))
-                dst = os.path.join(dest, rel)
-                manifest.append(self._copy_entry(src, dst, rel))
-            _copy_dir_meta(dirpath, os.path.join(dest, rel_dir) if rel_dir != "." else str(dest))
+                entry = self._copy_entry(dirfd, name, os.path.join(dest, rel), rel)
+                if entry is not None:
+                    manifest.append(entry)
+            _copy_dir_meta(dirfd, os.path.join(dest, rel_dir) if rel_dir != "." else str(dest))
         return manifest
 
-    def _copy_entry(self, src: str, dst: str, rel: str) -> str:
-        st = os.lstat(src)
+    def _copy_entry(self, dirfd: int, name: str, dst: str, rel: str) -> str | None:
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                return self._copy_file(dirfd, name, dst, rel)
+            marks = _xattrs(_at(dirfd, name))
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(name, dir_fd=dirfd)
+        except OSError as exc:
+            if exc.errno in _CHANGED:
+                return None
+            raise
         mode = stat.S_IMODE(st.st_mode)
         owner = f"{st.st_uid}:{st.st_gid}"
-        marks = _xattrs(src)
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(dst)
             _set_xattrs(dst, marks)
             return f"d {rel} {mode:o} {owner} {sorted(marks.items())}"
         if stat.S_ISLNK(st.st_mode):
-            target = os.readlink(src)
             os.symlink(target, dst)
             os.lchown(dst, st.st_uid, st.st_gid)
             return f"l {rel} {owner} {target}"
-        if stat.S_ISREG(st.st_mode):
-            blob = self._store_blob(src, mode, st.st_uid, st.st_gid, marks)
-            os.link(blob, dst)
-            return f"f {rel} {blob.name}"
         if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
             # Overlay whiteouts are 0:0 character devices: they must survive as they are.
             os.mknod(dst, st.st_mode, st.st_rdev)
@@ -189,12 +205,29 @@ class LayerStore:
             return f"n {rel} {st.st_mode:o} {st.st_rdev} {owner}"
         return f"s {rel}"  # sockets do not survive a snapshot, as on a real disk
 
-    def _store_blob(self, src: str, mode: int, uid: int, gid: int, marks: dict) -> Path:
+    def _copy_file(self, dirfd: int, name: str, dst: str, rel: str) -> str | None:
+        """A regular file, opened without following a link or waiting on a FIFO, and judged
+        by what was opened."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError as exc:
+            if exc.errno in _CHANGED:
+                return None
+            raise
+        with open(fd, "rb", buffering=0) as source:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            blob = self._store_blob(source, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, _xattrs(fd))
+        os.link(blob, dst)
+        return f"f {rel} {blob.name}"
+
+    def _store_blob(self, source: BinaryIO, mode: int, uid: int, gid: int, marks: dict) -> Path:
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
         try:
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                while chunk := fin.read(_CHUNK):
+            with os.fdopen(fd, "wb") as fout:
+                while chunk := source.read(_CHUNK):
                     digest.update(chunk)
                     fout.write(chunk)
             extra = hashlib.sha256(repr(sorted(marks.items())).encode()).hexdigest()[:8] if marks else "0"
@@ -311,14 +344,22 @@ def _check_layer_member(member: tarfile.TarInfo, dest: str) -> None:
         raise tarfile.FilterError(f"{member.name}: a device in a layer")
 
 
-def _xattrs(path: str) -> dict[str, bytes]:
+def _xattrs(path: str | int) -> dict[str, bytes]:
+    """The kept xattrs of a path (not followed if a link) or of an open file."""
     found = {}
     for name in _KEPT_XATTRS:
         try:
-            found[name] = os.getxattr(path, name, follow_symlinks=False)
+            found[name] = os.getxattr(path, name, follow_symlinks=False) if isinstance(path, str) \
+                else os.getxattr(path, name)
         except OSError:
             pass
     return found
+
+
+def _at(dirfd: int, name: str) -> str:
+    """A path to `name` in the directory open as `dirfd` whose directory part follows no
+    link a machine could have put there (the kernel's own link to that open directory)."""
+    return f"/proc/self/fd/{dirfd}/{name}"
 
 
 def _set_xattrs(path: str, marks: dict[str, bytes]) -> None:
@@ -326,8 +367,9 @@ def _set_xattrs(path: str, marks: dict[str, bytes]) -> None:
         os.setxattr(path, name, value, follow_symlinks=False)
 
 
-def _copy_dir_meta(src: str, dst: str) -> None:
-    st = os.lstat(src)
+def _copy_dir_meta(src: str | int, dst: str) -> None:
+    """The owner, mode and kept xattrs of the directory src (a path, or one open) given to dst."""
+    st = os.lstat(src) if isinstance(src, str) else os.fstat(src)
     os.chown(dst, st.st_uid, st.st_gid)
     os.chmod(dst, stat.S_IMODE(st.st_mode))
     _set_xattrs(dst, _xattrs(src))
