@@ -4,6 +4,7 @@ directories: listings, properties, ranges, containment and deletion."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 
 import pytest
@@ -191,8 +192,44 @@ def test_missing_directories_and_special_files(tree):
         read_range(tree, "wd/pipe")
     assert exc.value.code == "UnsupportedFileType"
     assert stat.S_ISFIFO(os.stat(tree / "wd" / "pipe").st_mode)
+    here = os.getcwd()
+    os.chdir(tree / "wd")  # (a socket's path is short)
+    try:
+        socket.socket(socket.AF_UNIX).bind("sock")  # opening one is ENXIO: it was a 500
+    finally:
+        os.chdir(here)
+    with pytest.raises(InvalidInput) as exc:
+        read_range(tree, "wd/sock")
+    assert exc.value.code == "UnsupportedFileType"
     with pytest.raises(NotFound):
         files.list_files(at(tree / "missing"))
+
+
+def test_a_directory_above_the_root_swapped_for_a_link_after_the_look_is_not_followed(tmp_path, monkeypatch):
+    """The root was checked for links by path (realpath), then opened by path: a task
+    root in its machine could swap a directory above a root for a link to a host directory
+    in between, and the service read (or deleted) the host's file there. Every open now
+    walks from the disk's base, one name at a time, following nothing."""
+    disk = tmp_path / "disk"
+    (disk / "jobs" / "job-1" / "task").mkdir(parents=True)
+    (disk / "jobs" / "job-1" / "task" / "mine.txt").write_text("mine")
+    (tmp_path / "host" / "task").mkdir(parents=True)
+    (tmp_path / "host" / "task" / "mine.txt").write_text("the host's")
+    place = files.Place(LocalFiles(disk), "jobs/job-1/task")
+    assert b"".join(files.iter_bytes(files.open_file(place, "mine.txt")[0], 0, 4)) == b"mine"
+    locate = LocalFiles._locate
+
+    def locate_then_swap(self, *args, **kwargs):
+        found = locate(self, *args, **kwargs)
+        (disk / "jobs" / "job-1").rename(disk / "jobs" / "job-1.real")
+        (disk / "jobs" / "job-1").symlink_to(tmp_path / "host")
+        return found
+
+    monkeypatch.setattr(LocalFiles, "_locate", locate_then_swap)
+    with pytest.raises(NotFound):
+        files.open_file(place, "mine.txt")
+    with pytest.raises(Forbidden):  # the next look finds the link, as before
+        files.file_properties(place, "mine.txt")
 
 
 def test_delete_files_and_directories(tree):

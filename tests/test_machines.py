@@ -265,6 +265,46 @@ def test_a_snapshot_of_a_running_disk_never_follows_what_the_machine_swaps_in(tm
     assert (layer / "a.txt").read_bytes() == b"mine"  # opened before the swap, it is what was copied
 
 
+def test_a_snapshot_walks_any_depth_and_never_waits_on_a_fifo_swapped_in(tmp_path, monkeypatch):
+    """os.fwalk, which the copy used for a while, entered a directory by opening it without
+    O_NOFOLLOW or O_NONBLOCK: one swapped for a FIFO after it was listed held the copy (and
+    every disk operation behind it) for good; and it recursed, a frame and a descriptor a
+    level. The copy's walk (confined.walk) reaches a directory without following a link or
+    waiting, and goes any depth."""
+    import queue
+    import threading
+
+    from batchyard.runtime.layers import LayerStore
+
+    disk = tmp_path / "disk"
+    (disk / "b").mkdir(parents=True)
+    (disk / "b" / "x.txt").write_bytes(b"x")
+    (disk / "deep").mkdir()
+    fd = os.open(disk / "deep", os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1200):  # as a task makes it: mkdir d; cd d
+        os.mkdir("d", dir_fd=fd)
+        fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    os.close(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    store = LayerStore(tmp_path / "layers")
+    copy_entry = store._copy_entry
+
+    def copy_entry_then_swap(*args):
+        entry = copy_entry(*args)
+        if args[-1] == "b":  # listed and copied as a directory, not yet entered
+            (disk / "b").rename(disk / "b.real")
+            os.mkfifo(disk / "b")
+        return entry
+
+    monkeypatch.setattr(store, "_copy_entry", copy_entry_then_swap)
+    answers = queue.Queue()
+    threading.Thread(target=lambda: answers.put(store.freeze(disk)), daemon=True).start()
+    layer = store.path(answers.get(timeout=120))  # (a thread: a regression hangs it, not the suite)
+    assert (layer / "b").is_dir() and not (layer / "b" / "x.txt").exists()
+    assert layer.joinpath("deep", *["d"] * 1200, "bottom.txt").exists()
+
+
 def test_an_upload_is_held_to_its_size_and_page_writes_to_azure_s_pages(clients, server):
     """An upload address took a write at any offset (a 1 TiB offset made a sparse file of that
     size, and the import at revoke then read it all, for hours, holding the storage lock),

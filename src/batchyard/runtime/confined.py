@@ -19,6 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# What reaching an entry that went, or changed kind, since it was listed gives: gone
+# (ENOENT), a link (ELOOP), a FIFO without a writer (ENXIO), not a directory (ENOTDIR).
+CHANGED = (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.ENOTDIR)
 
 
 def parts_of(rel: str | Path) -> list[str]:
@@ -117,6 +120,67 @@ def check_real_dirs(base: Path, rel: str | Path) -> Path:
     with directory(base, rel):
         pass
     return base.joinpath(*parts_of(rel))
+
+
+_WALK_FLAGS = _DIR_FLAGS | os.O_NONBLOCK
+
+
+def walk(root: int) -> Iterator[tuple[tuple[str, ...], int, list[str], list[str]]]:
+    """os.walk, top-down, of the tree below the open directory `root`, for a tree a machine
+    changes while it is walked: (parts from root, the directory's descriptor, dirnames,
+    filenames) for each directory, its subdirectories in sorted order, depth first. Names
+    are sorted as os.walk leaves them for a caller that sorts (links to directories among
+    the dirnames, as there); a caller prunes by removing names from dirnames. A directory
+    is entered only if it is a real one, reached again from `root` one name at a time
+    without following a link (O_NONBLOCK: nor waiting on a FIFO), and still the one that
+    was listed; one that went or changed meanwhile is left out. No recursion and two
+    descriptors at a time, however deep the tree."""
+    pending: list[tuple[tuple[str, ...], tuple[int, int] | None]] = [((), None)]
+    while pending:
+        parts, listed = pending.pop()
+        try:
+            fd = _open_below(root, parts)
+        except OSError as exc:
+            if exc.errno in CHANGED:
+                continue
+            raise
+        try:
+            status = os.fstat(fd)
+            if listed is not None and (status.st_dev, status.st_ino) != listed:
+                continue
+            dirnames, filenames = [], []
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        is_dir = False
+                    (dirnames if is_dir else filenames).append(entry.name)
+            dirnames.sort()
+            filenames.sort()
+            yield parts, fd, dirnames, filenames
+            below = []
+            for name in dirnames:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    below.append((parts + (name,), (st.st_dev, st.st_ino)))
+            pending.extend(reversed(below))
+        finally:
+            os.close(fd)
+
+
+def _open_below(root: int, parts: tuple[str, ...]) -> int:
+    fd = os.dup(root)
+    for name in parts:
+        try:
+            child = os.open(name, _WALK_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
 
 
 def remove_tree_at(parent: int | None, name: str) -> None:

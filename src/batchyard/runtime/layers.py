@@ -12,7 +12,6 @@ The special layer id `host` is the host's own root filesystem, read-only.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import stat
@@ -22,16 +21,12 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-from .confined import remove_path
+from .confined import CHANGED, remove_path, walk
 
 HOST_LAYER = "host"
 # Overlay markers and file capabilities travel with a layer; other xattrs are host noise.
 _KEPT_XATTRS = ("trusted.overlay.opaque", "security.capability")
 _CHUNK = 1 << 20
-# What reading an entry of a running machine's disk that went, or changed kind, since it
-# was listed gives: gone (ENOENT), a link (ELOOP), a FIFO without a writer (ENXIO), a file
-# where a directory was (ENOTDIR). Such an entry is left out of the snapshot.
-_CHANGED = (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.ENOTDIR)
 
 
 class LayerStore:
@@ -155,25 +150,28 @@ class LayerStore:
 
     def _copy_tree(self, source: Path, dest: Path, skip: set[str]) -> list[str]:
         """The tree's entries copied into dest, and its manifest. The tree may be a running
-        machine's disk, which changes while it is read: every entry is reached from its
-        directory's descriptor (os.fwalk, which enters a directory only if it is still the
-        one listed), and nothing is followed. A directory swapped for a link to the host's
-        /dev or /etc mid-walk is not entered, and a file swapped for a link or a FIFO is not
-        read (which would copy a host file, or wait for ever). An entry that changed or
-        went while it was read is left out, as from a snapshot taken at that instant."""
+        machine's disk, which changes while it is read: it is walked with confined.walk
+        (every directory reached from its parent's descriptor, entered only if it is still
+        the one listed), and each entry reached from its directory's descriptor, nothing
+        followed. A directory swapped for a link to the host's /dev or /etc mid-walk is not
+        entered, and a file swapped for a link or a FIFO is not read (which would copy a
+        host file, or wait for ever). An entry that went or changed while it was read is
+        left out, as from a snapshot taken at that instant."""
         manifest: list[str] = []
-        for dirpath, dirnames, filenames, dirfd in os.fwalk(source):
-            rel_dir = os.path.relpath(dirpath, source)
-            if rel_dir == ".":
-                dirnames[:] = [name for name in dirnames if name not in skip]
-                filenames = [name for name in filenames if name not in skip]
-            dirnames.sort()
-            for name in sorted(dirnames) + sorted(filenames):
-                rel = os.path.normpath(os.path.join(rel_dir, name))
-                entry = self._copy_entry(dirfd, name, os.path.join(dest, rel), rel)
-                if entry is not None:
-                    manifest.append(entry)
-            _copy_dir_meta(dirfd, os.path.join(dest, rel_dir) if rel_dir != "." else str(dest))
+        root = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the service's own path
+        try:
+            for parts, dirfd, dirnames, filenames in walk(root):
+                if not parts:
+                    dirnames[:] = [name for name in dirnames if name not in skip]
+                    filenames = [name for name in filenames if name not in skip]
+                for name in dirnames + filenames:
+                    rel = os.path.join(*parts, name)
+                    entry = self._copy_entry(dirfd, name, os.path.join(dest, rel), rel)
+                    if entry is not None:
+                        manifest.append(entry)
+                _copy_dir_meta(dirfd, os.path.join(dest, *parts))
+        finally:
+            os.close(root)
         return manifest
 
     def _copy_entry(self, dirfd: int, name: str, dst: str, rel: str) -> str | None:
@@ -185,7 +183,7 @@ class LayerStore:
             if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(name, dir_fd=dirfd)
         except OSError as exc:
-            if exc.errno in _CHANGED:
+            if exc.errno in CHANGED:
                 return None
             raise
         mode = stat.S_IMODE(st.st_mode)
@@ -198,12 +196,14 @@ class LayerStore:
             os.symlink(target, dst)
             os.lchown(dst, st.st_uid, st.st_gid)
             return f"l {rel} {owner} {target}"
-        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
-            # Overlay whiteouts are 0:0 character devices: they must survive as they are.
+        if (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0) or stat.S_ISFIFO(st.st_mode):
+            # Overlay whiteouts are 0:0 character devices: they must survive as they are. No
+            # other device travels in a layer (a machine gets its own /dev), as in a layer
+            # another host sends (_check_layer_member).
             os.mknod(dst, st.st_mode, st.st_rdev)
             os.chown(dst, st.st_uid, st.st_gid)
             return f"n {rel} {st.st_mode:o} {st.st_rdev} {owner}"
-        return f"s {rel}"  # sockets do not survive a snapshot, as on a real disk
+        return f"s {rel}"  # sockets and devices do not survive a snapshot
 
     def _copy_file(self, dirfd: int, name: str, dst: str, rel: str) -> str | None:
         """A regular file, opened without following a link or waiting on a FIFO, and judged
@@ -211,7 +211,7 @@ class LayerStore:
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError as exc:
-            if exc.errno in _CHANGED:
+            if exc.errno in CHANGED:
                 return None
             raise
         with open(fd, "rb", buffering=0) as source:

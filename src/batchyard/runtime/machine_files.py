@@ -23,7 +23,6 @@ import os
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,15 +167,17 @@ class LocalFiles(MachineFiles):
         return status, open(fd, "rb", buffering=0)
 
     def walk_files(self, rel, limit=10000):
-        root = confined.check_real_dirs(self.base, rel)
         found = []
-        for dirpath, _subdirs, filenames in os.walk(root, followlinks=False):
-            here = os.path.relpath(dirpath, root)
-            for name in filenames:
-                if not os.path.islink(os.path.join(dirpath, name)):
-                    found.append(name if here == "." else f"{here}/{name}")
-            if len(found) > limit:
-                break
+        with confined.directory(self.base, rel) as root:
+            for parts, fd, _subdirs, filenames in confined.walk(root):
+                for name in filenames:
+                    try:
+                        if not stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                            found.append("/".join((*parts, name)))
+                    except OSError:
+                        pass  # gone meanwhile
+                if len(found) > limit:
+                    break
         return sorted(found)
 
     def remove_tree(self, rel):
@@ -192,6 +193,12 @@ class LocalFiles(MachineFiles):
         if real != os.path.abspath(path):
             raise LeavesTree(errno.EXDEV, "the directory is a symbolic link")
         return real
+
+    def _parent_dir(self, root: str, inner: list[str]):
+        """A descriptor of the directory holding inner[-1] (of the root itself when inner is
+        empty), reached from the base without following any link: the root's own steps too,
+        for a directory above it may have been swapped for a link since _root looked."""
+        return confined.directory(self.base, "/".join([*confined.parts_of(root), *inner[:-1]]))
 
     def _locate(self, root: str, parts: list[str], follow_last: bool = True) -> tuple[str, list[str]]:
         """(real root, components of the real target below it); a link that leads outside is
@@ -211,7 +218,8 @@ class LocalFiles(MachineFiles):
     def list(self, root, recursive=False):
         root_real = self._root(root)
         out: list[tuple[str, FileStat]] = []
-        pending = [(os.open(root_real, _NOFOLLOW_DIR), "")]
+        with confined.directory(self.base, root) as top:
+            pending = [(os.dup(top), "")]
         try:
             while pending:
                 fd, prefix = pending.pop()
@@ -232,9 +240,9 @@ class LocalFiles(MachineFiles):
                         if not _contained(target, root_real):
                             continue
                         try:
-                            out.append((name, FileStat.of(os.stat(target))))
+                            out.append((name, self._stat_inside(root, os.path.relpath(target, root_real))))
                         except OSError:
-                            pass  # dangling
+                            pass  # dangling, or changed meanwhile
                         continue  # not descended: links could loop
                     out.append((name, FileStat.of(st)))
                     if recursive and stat.S_ISDIR(st.st_mode):
@@ -249,8 +257,13 @@ class LocalFiles(MachineFiles):
         return out
 
     def stat(self, root, parts):
-        root_real, inner = self._locate(root, parts)
-        with _parent_dir(root_real, inner) as fd:
+        _, inner = self._locate(root, parts)
+        return self._stat_inside(root, "/".join(inner))
+
+    def _stat_inside(self, root: str, rel: str) -> FileStat:
+        """What the real path rel (no link on it, as _locate resolved it) below the root is."""
+        inner = confined.parts_of(rel)
+        with self._parent_dir(root, inner) as fd:
             st = os.stat(inner[-1], dir_fd=fd, follow_symlinks=False) if inner else os.fstat(fd)
         if stat.S_ISLNK(st.st_mode):  # a link swapped in after it was resolved
             raise FileNotFoundError(errno.ENOENT, "no such file")
@@ -260,9 +273,15 @@ class LocalFiles(MachineFiles):
         root_real, inner = self._locate(root, parts)
         if not inner:
             raise IsADirectoryError(errno.EISDIR, "a directory")
-        with _parent_dir(root_real, inner) as fd:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-            handle = os.open(inner[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        with self._parent_dir(root, inner) as fd:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below, as
+            # a socket is (ENXIO) here.
+            try:
+                handle = os.open(inner[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    raise NotRegular(errno.EINVAL, "not a regular file") from None
+                raise
         try:
             st = os.fstat(handle)
             if stat.S_ISDIR(st.st_mode):
@@ -281,7 +300,7 @@ class LocalFiles(MachineFiles):
         root_real, inner = self._locate(root, parts, follow_last=False)
         if not inner or "/".join(inner) in protected:
             raise Protected(errno.EPERM, "kept by the service")
-        with _parent_dir(root_real, inner) as fd:
+        with self._parent_dir(root, inner) as fd:
             st = os.stat(inner[-1], dir_fd=fd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(inner[-1], dir_fd=fd)
@@ -295,16 +314,3 @@ def _contained(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-@contextmanager
-def _parent_dir(root_real: str, inner: list[str]) -> Iterator[int]:
-    """A descriptor of the directory holding inner[-1] (of the root itself when inner is
-    empty), reached without following any link."""
-    fd = os.open(root_real, _NOFOLLOW_DIR)
-    try:
-        for part in inner[:-1]:
-            child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        yield fd
-    finally:
-        os.close(fd)

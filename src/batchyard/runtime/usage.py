@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from . import confined
 from .machines import MachineProvider
 from .networks import inside
 
@@ -103,12 +104,16 @@ def _disk_bytes(provider: MachineProvider, key: str) -> float | None:
     except (OSError, KeyError, ValueError):
         return None
     total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
+    try:
+        with confined.directory(Path(root)) as top:  # a running machine's disk: nothing followed
+            for _, fd, _, files in confined.walk(top):
+                for name in files:
+                    try:
+                        total += os.stat(name, dir_fd=fd, follow_symlinks=False).st_size
+                    except OSError:
+                        pass
+    except OSError:
+        return None
     return float(total)
 
 
