@@ -271,3 +271,24 @@ def test_transfers_operations_never_follow_links(tree):
     status, handle = disk.open_file("task/wd/out dir/result.txt")
     with handle:
         assert (status.size, handle.read()) == (10, b"0123456789")
+
+
+def test_a_package_marker_a_task_made_huge_is_read_no_further_than_an_etag(tmp_path):
+    """A node keeps an installed package's etag in a marker file in the package's
+    directory, which a task can reach: made a sparse file of a terabyte, the service read
+    all of it into memory on the node's next start. It reads an etag's worth."""
+    import tracemalloc
+
+    from batchyard.services.batch.package_install import MARKER, PackageInstaller
+
+    (tmp_path / "app").mkdir()
+    with open(tmp_path / "app" / MARKER, "wb") as marker:
+        marker.write(b'"0x8D1"\n')
+        marker.truncate(1 << 30)
+    tracemalloc.start()
+    try:
+        etag = PackageInstaller._installed_etag(LocalFiles(tmp_path), "app")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert etag.startswith('"0x8D1"') and peak < 16 << 20

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -48,6 +49,20 @@ def test_machine_cannot_see_the_data_directory_or_host_private_files(clients, se
     lines = out.split("\n")
     assert lines[:5] == ["no-data-dir", "0", "no-shadow", "no-work", "mount-refused"]
     assert int(lines[5]) < 10  # its own PID namespace: only its own few processes
+
+
+def test_a_run_command_s_output_of_any_size_costs_the_service_only_its_last_4_kib(clients, server, pair):
+    """Azure keeps the last 4 KiB of a run command's stdout and stderr. The service read the
+    whole of each into memory first: a script that made its stdout a sparse file of a
+    terabyte took the service's memory with it. 2 GiB here, against the server's peak RSS."""
+    def peak_rss_kib() -> int:
+        status = (Path("/proc") / str(server.proc.pid) / "status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+    before = peak_rss_kib()
+    out = run_script(clients.compute, RG, "vm-b", "truncate -s 2G /proc/self/fd/1", "echo the-end")
+    assert out.endswith("the-end\n") and len(out.encode()) <= 4096
+    assert peak_rss_kib() - before < 256 * 1024
 
 
 def test_machine_cannot_see_another_machines_disks(clients, pair):

@@ -70,6 +70,9 @@ DEFAULT_ENV = {
 }
 # Where a run_argv command keeps its output, on the machine's temporary disk (removed after).
 _RUN_DIR = ".batchyard-run"
+# How much of each stream a command run by the service keeps, unless its caller says: the
+# end of it, as Azure's run command keeps the last 4 KiB.
+RUN_TAIL_BYTES = 64 * 1024
 
 
 @dataclass
@@ -235,14 +238,17 @@ class MachineProvider(ABC):
     def forget_recorded_exits(self, key: str) -> None:
         """The service recorded what `recorded_exits` gave."""
 
-    def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None) -> CommandResult:
+    def run(self, key: str, script: str, timeout: float | None = None, env: dict[str, str] | None = None,
+            tail_bytes: int = RUN_TAIL_BYTES) -> CommandResult:
         """Run a shell script as root inside the machine and collect its output."""
-        return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env)
+        return self.run_argv(key, ["/bin/sh", "-c", script], timeout, env, tail_bytes)
 
     def run_argv(self, key: str, argv: list[str], timeout: float | None = None,
-                 env: dict[str, str] | None = None) -> CommandResult:
+                 env: dict[str, str] | None = None, tail_bytes: int = RUN_TAIL_BYTES) -> CommandResult:
         """A command as root, waited for (killed after `timeout`), its output collected:
-        through the command runner, its output kept on the machine's temporary disk until read."""
+        through the command runner, its output kept on the machine's temporary disk until read.
+        Only the last `tail_bytes` of each stream are read: a command's output may be of any
+        size (a sparse file of a terabyte, say), and the service's memory is not."""
         started = time.monotonic()
         run_id = uuid.uuid4().hex
         place = f"{_RUN_DIR}/{run_id}"
@@ -262,7 +268,7 @@ class MachineProvider(ABC):
             runner.kill(f"run|{run_id}")
             ended.wait()  # the runner always reports
         try:
-            out, err = (b"".join(machine_files.read(f"{place}/{name}")) for name in ("stdout", "stderr"))
+            out, err = (_tail(machine_files, f"{place}/{name}", tail_bytes) for name in ("stdout", "stderr"))
         finally:
             machine_files.remove_tree(place)
         return CommandResult(outcome[0].code, out, err, timed_out, time.monotonic() - started,
@@ -273,6 +279,14 @@ class MachineProvider(ABC):
     def capacity(self) -> list[HostCapacity]:
         """Each host's cores, memory and free disk (one host here: this one)."""
         return [local_capacity("local", Path("/"))]
+
+
+def _tail(machine_files: MachineFiles, rel: str, size: int) -> bytes:
+    """The last `size` bytes of a file on the machine."""
+    status, handle = machine_files.open_file(rel)
+    with handle:
+        handle.seek(max(0, status.size - size))
+        return handle.read(size)
 
 
 def local_capacity(name: str, disk: Path) -> HostCapacity:

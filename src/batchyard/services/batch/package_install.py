@@ -32,6 +32,7 @@ from .storage_files import TransferFailed
 NODE_ROOT = "/mnt/batch/tasks"
 APPS_REL = "batch/tasks/applications"  # below the temporary disk
 MARKER = ".batchyard-package"
+MARKER_BYTES = 1024  # far more than an etag
 
 
 def variable_part(text: str) -> str:
@@ -87,8 +88,12 @@ class PackageInstaller:
 
     @staticmethod
     def _installed_etag(node: MachineFiles, rel: str) -> str | None:
+        """The etag the marker holds; a task may have replaced it with anything (a terabyte's
+        sparse file, say), so no more than an etag's worth is read."""
         try:
-            return b"".join(node.read(f"{rel}/{MARKER}")).decode("utf-8", "replace").strip()
+            _, handle = node.open_file(f"{rel}/{MARKER}")
+            with handle:
+                return handle.read(MARKER_BYTES).decode("utf-8", "replace").strip()
         except OSError:
             return None
 

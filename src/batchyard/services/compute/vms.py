@@ -433,7 +433,7 @@ class VirtualMachines:
                if isinstance(p.get("name"), str) and p["name"].isidentifier()}
         result = self.provider.run_argv(
             vm.internal["machine_key"], ["/bin/sh", "-c", _PREFER_BASH, "\n".join(script)] + values,
-            timeout=self.run_command_timeout, env=env)
+            timeout=self.run_command_timeout, env=env, tail_bytes=RUN_COMMAND_OUTPUT_LIMIT)
         status = script_status(result.exit_code, result.stdout, result.stderr, result.timed_out)
         # Azure reports a script that ran (whatever its exit code) as a succeeded operation.
         status["code"], status["level"], status["displayStatus"] = (
@@ -467,7 +467,8 @@ class VirtualMachines:
                               target="properties.type")
         command = self._custom_script_command(props)
         existing = self.store.get(str(rid))
-        result = self.provider.run(vm.internal["machine_key"], command, timeout=self.run_command_timeout)
+        result = self.provider.run(vm.internal["machine_key"], command, timeout=self.run_command_timeout,
+                                   tail_bytes=RUN_COMMAND_OUTPUT_LIMIT)
         status = script_status(result.exit_code, result.stdout, result.stderr, result.timed_out)
         public_props = {k: v for k, v in props.items() if k != "protectedSettings"}
         public_props.update({
