@@ -235,6 +235,33 @@ def test_a_fifo_where_the_service_expects_a_file_is_refused_at_once(tmp_path):
         os.close(fd)
 
 
+def test_a_tree_something_keeps_adding_to_is_not_removed_for_ever(tmp_path, monkeypatch):
+    """A task's directory is removed inside the scheduler's pass. A process the task left
+    behind that makes directories in it as fast as they go kept the removal (and every
+    pass after it) going for good; it now gives up after REMOVE_SECONDS (EBUSY). The
+    process is played by a wrapper that adds a directory each time the removal has looked."""
+    import errno
+    import itertools
+    import time
+
+    from batchyard.runtime import confined
+
+    monkeypatch.setattr(confined, "REMOVE_SECONDS", 0.5, raising=False)
+    (tmp_path / "task" / "a").mkdir(parents=True)
+    look, added, until = confined._remove_all_but_directories, itertools.count(), time.monotonic() + 10
+
+    def look_then_add(fd):
+        found = look(fd)
+        if time.monotonic() < until:  # (a regression ends after this, and fails below)
+            os.mkdir(f"new-{next(added)}", dir_fd=fd)
+        return found
+
+    monkeypatch.setattr(confined, "_remove_all_but_directories", look_then_add)
+    with pytest.raises(OSError) as busy:
+        confined.remove_tree(tmp_path, "task")
+    assert busy.value.errno == errno.EBUSY and time.monotonic() < until
+
+
 def test_a_snapshot_of_a_running_disk_never_follows_what_the_machine_swaps_in(tmp_path, monkeypatch):
     """A snapshot copies a disk's writable layer while its machine runs. The copy looked
     each entry up by path: a file swapped for a link to a host file after it was listed was

@@ -14,6 +14,7 @@ import errno
 import itertools
 import os
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +124,9 @@ def check_real_dirs(base: Path, rel: str | Path) -> Path:
 
 
 _WALK_FLAGS = _DIR_FLAGS | os.O_NONBLOCK
+# How long remove_tree_at goes on with a tree something keeps adding to (a tree of a
+# million entries goes in less, here).
+REMOVE_SECONDS = 30.0
 
 
 def walk(root: int) -> Iterator[tuple[tuple[str, ...], int, list[str], list[str]]]:
@@ -190,12 +194,17 @@ def remove_tree_at(parent: int | None, name: str) -> None:
     emptied in its turn. (shutil.rmtree recurses, one frame and one descriptor a level: a
     tree a task made 1,000 deep raised RecursionError, which no `ignore_errors` catches.)
     A directory on another filesystem inside the tree stops it (EXDEV): nothing is removed
-    beyond the tree's own filesystem."""
+    beyond the tree's own filesystem. So does one still being written to past
+    REMOVE_SECONDS (EBUSY): a process a task left behind that makes directories as fast as
+    they go would hold the removal, and whoever waits for it, for ever."""
     top = os.open(name, _DIR_FLAGS, dir_fd=parent)
     try:
         device = os.fstat(top).st_dev
         names = (f".removing-{n}" for n in itertools.count())
+        deadline = time.monotonic() + REMOVE_SECONDS
         while subdirs := _remove_all_but_directories(top):
+            if time.monotonic() > deadline:
+                raise OSError(errno.EBUSY, f"{name} is still being written to: the rest of it is left")
             for subdir in subdirs:
                 try:
                     fd = os.open(subdir, _DIR_FLAGS, dir_fd=top)
