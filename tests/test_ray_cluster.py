@@ -87,6 +87,11 @@ def machines_on(host: Path) -> set[str]:
 
 def test_seed_flow_spread_over_every_host(ray_server, ray_clients):
     c, batch = ray_clients, ray_clients.batch
+    # The VMs go to the emptiest hosts, and the lost-host test below needs one off the head:
+    # every host's agent must have joined first (a slow one, on a loaded machine, joined
+    # after the VMs were placed, both on the head).
+    wait_for(lambda: Path(ray_server.log).read_text(errors="replace").count(" joined with ") >= HOSTS,
+             timeout=120, what="every Ray node's agent to join the service")
     flow = build_flow(c, RG)  # the VMs run on the cluster: one builder, snapshots, an image, a worker
     batch.create_pool({
         "id": "spread", "vmSize": "standard_a1_v2", "targetDedicatedNodes": 12,
@@ -261,7 +266,7 @@ def test_a_lost_host_requeues_its_tasks_and_the_pool_is_made_whole(cluster, ray_
     lost_vms = [name for name, key in vms.items() if placement.get(key) == victim.node_id]
     # the pool's machines on that host: each runs one task (one slot a node)
     nodes_on_victim = sum(1 for key, host in placement.items() if host == victim.node_id and key not in vms.values())
-    assert lost_vms  # two VMs placed on the emptiest hosts: one is on a host that is not the head
+    assert lost_vms, (placement, vms, [(n.node_id, n.head) for n in cluster.list_all_nodes()])  # two VMs placed on the emptiest hosts: one is on a host that is not the head
     victim_dir = ray_server.hosts_dir / victim.node_id[:16]
     assert left_by(victim_dir)  # its machines' cgroups, its NAT table
     os.kill(victim.all_processes["raylet"][0].process.pid, signal.SIGKILL)
