@@ -65,6 +65,25 @@ def test_a_run_command_s_output_of_any_size_costs_the_service_only_its_last_4_ki
     assert peak_rss_kib() - before < 256 * 1024
 
 
+def test_an_existing_vm_s_size_and_data_disks_are_refused_not_ignored_when_changed(clients, pair):
+    """A PUT of an existing VM that added a data disk, or changed its size, answered as if
+    it had happened, and nothing did: the VM came back without the disk. Such a change is
+    refused (409 PropertyChangeNotAllowed, as Azure names a change it does not allow); the
+    VM sent back as it was read, with new tags, goes through."""
+    c = clients.compute
+    base = base_image_reference(c, clients.location)
+    for body in (vm_body(clients.location, base, data_disks=[{"lun": 0, "createOption": "Empty", "diskSizeGB": 1}]),
+                 {**vm_body(clients.location, base), "properties": {"hardwareProfile": {"vmSize": "Standard_D4s_v3"}}}):
+        with pytest.raises(HttpResponseError) as refused:
+            c.virtual_machines.begin_create_or_update(RG, "vm-b", body).result()
+        assert refused.value.status_code == 409 and refused.value.error.code == "PropertyChangeNotAllowed"
+    assert not c.virtual_machines.get(RG, "vm-b").storage_profile.data_disks
+    vm = c.virtual_machines.get(RG, "vm-a")  # one data disk: sent back as read
+    vm.tags = {"kept": "yes"}
+    again = c.virtual_machines.begin_create_or_update(RG, "vm-a", vm).result()
+    assert again.tags == {"kept": "yes"} and [d.lun for d in again.storage_profile.data_disks] == [0]
+
+
 def test_machine_cannot_see_another_machines_disks(clients, pair):
     out = run_script(clients.compute, RG, "vm-b", "ls /datadisks", "grep -rs secret-of-a /datadisks /mnt /tmp /opt; echo done")
     assert "secret-of-a" not in out

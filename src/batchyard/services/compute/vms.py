@@ -32,6 +32,31 @@ _PREFER_BASH = ('script="$0"; [ -x /bin/bash ] && exec /bin/bash -c "$script" ru
                 'exec /bin/sh -c "$script" runcommand "$@"')
 
 
+def _refuse_changes_not_honoured(vm: Resource, props: dict, storage: dict) -> None:
+    """A PUT or PATCH of an existing VM changes its tags and its disks' deleteOption here.
+    A client that sends the VM back as it read it (an SDK's get, change, put) sends its
+    size and data disks unchanged; one that changes them (a resize, `az vm disk attach`)
+    is refused, rather than answered as if it had happened."""
+    size = optional_object(props.get("hardwareProfile"), "properties.hardwareProfile").get("vmSize")
+    if size is not None and str(size).lower() != vm.properties["hardwareProfile"]["vmSize"].lower():
+        raise Conflict("PropertyChangeNotAllowed", "Changing property 'hardwareProfile.vmSize' of an existing VM is "
+                       "not supported here: create the VM again with the new size.",
+                       target="properties.hardwareProfile.vmSize")
+    if "dataDisks" not in storage:
+        return
+    current = {d["lun"]: d["managedDisk"]["id"].lower() for d in vm.properties["storageProfile"].get("dataDisks", [])}
+    given = {}
+    for data in optional_list(storage.get("dataDisks"), "storageProfile.dataDisks"):
+        disk_id = (data.get("managedDisk") or {}).get("id") if isinstance(data, dict) else None
+        given[data.get("lun") if isinstance(data, dict) else None] = disk_id.lower() if isinstance(disk_id, str) else None
+    changed = sorted(str(lun) for lun in set(current) | set(given)
+                     if lun not in current or lun not in given or given[lun] not in (None, current[lun]))
+    if changed:
+        raise Conflict("PropertyChangeNotAllowed", "Attaching or detaching data disks of an existing VM is not "
+                       f"supported here (lun {', '.join(changed)}): create the VM with its data disks.",
+                       target="properties.storageProfile.dataDisks")
+
+
 def _tail(data: bytes) -> str:
     return data[-RUN_COMMAND_OUTPUT_LIMIT:].decode("utf-8", errors="replace")
 
@@ -304,9 +329,10 @@ class VirtualMachines:
     def _update(self, vm: Resource, body: dict, props: dict) -> Resource:
         if "location" in body and normalize_location(body["location"]) != vm.body["location"]:
             raise InvalidInput("InvalidParameter", "Changing property 'location' is not allowed.", target="location")
+        storage = optional_object(props.get("storageProfile"), "properties.storageProfile")
+        _refuse_changes_not_honoured(vm, props, storage)
         if "tags" in body:
             vm.body["tags"] = check_tags(body["tags"])
-        storage = optional_object(props.get("storageProfile"), "properties.storageProfile")
         os_disk = optional_object(storage.get("osDisk"), "storageProfile.osDisk")
         if os_disk.get("deleteOption") in ("Delete", "Detach"):
             vm.properties["storageProfile"]["osDisk"]["deleteOption"] = os_disk["deleteOption"]
