@@ -77,7 +77,10 @@ def open_file(base: Path, rel: str | Path, flags: int, uid: int | None = None, g
                 raise OSError(errno.EINVAL, f"{rel} is not a regular file") from None
             raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode_found = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode_found):  # (opened to read: to write, the open itself says EISDIR)
+            raise IsADirectoryError(errno.EISDIR, f"{rel} is a directory")
+        if not stat.S_ISREG(mode_found):
             raise OSError(errno.EINVAL, f"{rel} is not a regular file")
         if not flags & os.O_NONBLOCK:
             os.set_blocking(fd, True)
@@ -114,13 +117,6 @@ def remove_tree(base: Path, rel: str | Path) -> None:
                 os.unlink(parts[-1], dir_fd=parent)
     except (FileNotFoundError, NotADirectoryError):
         return
-
-
-def check_real_dirs(base: Path, rel: str | Path) -> Path:
-    """base/rel, after checking that no step of it is a link (raises OSError otherwise)."""
-    with directory(base, rel):
-        pass
-    return base.joinpath(*parts_of(rel))
 
 
 _WALK_FLAGS = _DIR_FLAGS | os.O_NONBLOCK
