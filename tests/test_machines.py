@@ -335,6 +335,7 @@ def test_a_snapshot_walks_any_depth_and_never_waits_on_a_fifo_swapped_in(tmp_pat
     import queue
     import threading
 
+    from batchyard.runtime import confined
     from batchyard.runtime.layers import LayerStore
 
     disk = tmp_path / "disk"
@@ -362,8 +363,14 @@ def test_a_snapshot_walks_any_depth_and_never_waits_on_a_fifo_swapped_in(tmp_pat
     answers = queue.Queue()
     threading.Thread(target=lambda: answers.put(store.freeze(disk)), daemon=True).start()
     layer = store.path(answers.get(timeout=120))  # (a thread: a regression hangs it, not the suite)
-    assert (layer / "b").is_dir() and not (layer / "b" / "x.txt").exists()
-    assert layer.joinpath("deep", *["d"] * 1200, "bottom.txt").exists()
+    try:
+        assert (layer / "b").is_dir() and not (layer / "b" / "x.txt").exists()
+        assert layer.joinpath("deep", *["d"] * 1200, "bottom.txt").exists()
+    finally:
+        # pytest removes old temporary directories with shutil.rmtree, which recurses and
+        # cannot take a tree this deep: the run would end in a RecursionError
+        for deep in (disk / "deep", layer / "deep"):
+            confined.remove_path(deep)
 
 
 def test_an_upload_is_held_to_its_size_and_page_writes_to_azure_s_pages(clients, server):
